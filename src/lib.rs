@@ -1,0 +1,18 @@
+//! cairn: a distributed object store.
+//!
+//! Stateless API servers ([`api`]) give clients a REST interface; data servers
+//! ([`data`]) keep the bytes as content-addressed shards; the two tiers talk over a
+//! bus ([`bus`]: RabbitMQ, or in-process for `cairn dev`). The API tier keeps the
+//! name → version → content mapping in a metadata store ([`meta`]). The write and
+//! read paths live in [`object`]; who is alive and who holds what in [`cluster`].
+//! Dependencies point down the list below: `api` → `object` → `cluster`/`meta`/`bus`
+//! → `content`.
+
+pub mod api;
+pub mod bus;
+pub mod cluster;
+pub mod content;
+pub mod data;
+pub mod dev;
+pub mod meta;
+pub mod object;
