@@ -1,1 +1,180 @@
-//! (being written)
+//! `cairn dev`: a whole cluster in one process — an API server, several data servers
+//! on their own loopback addresses, the in-process bus and the embedded metadata
+//! store — so that a newcomer can try cairn with one command and tests can start a
+//! cluster without any external service.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiConfig};
+use crate::bus::memory::MemoryBroker;
+use crate::bus::{Bus, BusError};
+use crate::content::Policy;
+use crate::data::{self, DataConfig};
+use crate::meta::{self, MetaError};
+
+/// How `cairn dev` lays out its cluster.
+#[derive(Clone, Debug)]
+pub struct DevConfig {
+    /// Where the API server listens.
+    pub listen: SocketAddr,
+    /// Directory holding every data server's root and the metadata file.
+    pub root: PathBuf,
+    /// Addresses the data servers listen on (port 0: any free port).
+    pub data_addrs: Vec<SocketAddr>,
+    /// Redundancy for new content.
+    pub policy: Policy,
+    /// How often data servers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// When API servers forget a silent data server.
+    pub heartbeat_expiry: Duration,
+    /// The metadata store URL; `None` for `sqlite:<root>/meta.sqlite`.
+    pub meta_url: Option<String>,
+}
+
+impl DevConfig {
+    /// Six data servers on 127.29.1.1–6 (any free port), the API on `listen`, all
+    /// kept under `root`.
+    pub fn new(listen: SocketAddr, root: PathBuf) -> DevConfig {
+        let data_addrs =
+            (1..=6).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 29, 1, i)), 0)).collect();
+        DevConfig {
+            listen,
+            root,
+            data_addrs,
+            policy: Policy::SINGLE,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_expiry: Duration::from_secs(10),
+            meta_url: None,
+        }
+    }
+}
+
+/// Why `cairn dev` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metadata store could not be opened.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// A running in-process cluster.
+pub struct DevCluster {
+    /// Where the API server listens.
+    pub api_addr: SocketAddr,
+    /// Where each data server listens.
+    pub data_addrs: Vec<SocketAddr>,
+    /// Each data server's storage root.
+    pub data_roots: Vec<PathBuf>,
+    data_stops: Vec<CancellationToken>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, DevError> {
+    TcpListener::bind(addr).await.map_err(|source| DevError::Bind { addr, source })
+}
+
+impl DevCluster {
+    /// Starts every part and returns once all listen. Data servers have sent their
+    /// first heartbeat by the time the API server answers `/healthz` with all of
+    /// them live (within moments).
+    pub async fn start(config: DevConfig) -> Result<DevCluster, DevError> {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let broker = MemoryBroker::new();
+        let meta_url = config
+            .meta_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", config.root.join("meta.sqlite").display()));
+        let meta = meta::open(&meta_url).await?;
+
+        // The API server subscribes to heartbeats before any data server sends one.
+        let api_listener = bind(config.listen).await?;
+        let api_addr = api_listener.local_addr().map_err(|source| DevError::Bind { addr: config.listen, source })?;
+        let api_bus = Bus::new(Arc::new(broker.connect()), shutdown.clone()).await?;
+        let api_config = ApiConfig {
+            policy: config.policy,
+            heartbeat_expiry: config.heartbeat_expiry,
+            locate_timeout: Duration::from_secs(1),
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        {
+            let shutdown = shutdown.clone();
+            let meta = meta.clone();
+            tasks.spawn(async move {
+                let served = api::serve_with_ready(api_listener, api_config, api_bus, meta, shutdown.clone(), ready_tx);
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "API server stopped");
+                    shutdown.cancel();
+                }
+            });
+        }
+        let _ = ready_rx.await;
+
+        let mut data_addrs = Vec::new();
+        let mut data_roots = Vec::new();
+        let mut data_stops = Vec::new();
+        for (i, addr) in config.data_addrs.iter().enumerate() {
+            let listener = bind(*addr).await?;
+            let bound = listener.local_addr().map_err(|source| DevError::Bind { addr: *addr, source })?;
+            let root = config.root.join(format!("data-{}", i + 1));
+            let stop = shutdown.child_token();
+            let bus = Bus::new(Arc::new(broker.connect()), stop.clone()).await?;
+            let data_config = DataConfig {
+                advertise: bound.to_string(),
+                root: root.clone(),
+                heartbeat_interval: config.heartbeat_interval,
+                temp_ttl: Duration::from_secs(3600),
+            };
+            let token = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = data::serve(listener, data_config, bus, token).await {
+                    tracing::error!(error = %e, addr = %bound, "data server stopped");
+                }
+            });
+            data_addrs.push(bound);
+            data_roots.push(root);
+            data_stops.push(stop);
+        }
+        tasks.close();
+        Ok(DevCluster { api_addr, data_addrs, data_roots, data_stops, shutdown, tasks })
+    }
+
+    /// Stops data server `index` (0-based) as if its process died: it stops serving
+    /// and heartbeating; its files stay.
+    pub fn stop_data_server(&self, index: usize) {
+        if let Some(stop) = self.data_stops.get(index) {
+            stop.cancel();
+        }
+    }
+
+    /// A token that is cancelled when the cluster shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every part and waits for them.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+    }
+}

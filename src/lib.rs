@@ -16,3 +16,4 @@ pub mod data;
 pub mod dev;
 pub mod meta;
 pub mod object;
+pub mod range;

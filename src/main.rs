@@ -1,1 +1,220 @@
-fn main(){}
+//! The `cairn` binary: command-line parsing and dispatch, nothing else. Every flag
+//! can also come from the environment variable named in its help (the seed's
+//! `LISTEN_ADDRESS`, `STORAGE_ROOT` and `RABBITMQ_SERVER` among them); config is read
+//! and validated here once, and the library never reads the environment itself.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use cairn::api::{self, ApiConfig};
+use cairn::bus::amqp::AmqpTransport;
+use cairn::bus::Bus;
+use cairn::content::Policy;
+use cairn::data::{self, DataConfig};
+use cairn::dev::{DevCluster, DevConfig};
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "A distributed object store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a data server: keeps shards on one disk, answers locates, heartbeats.
+    Data(DataArgs),
+    /// Run an API server: the REST interface clients use.
+    Api(ApiArgs),
+    /// Run a whole cluster in this process (API server, six data servers, in-process
+    /// bus, embedded metadata store); no external service needed.
+    Dev(DevArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDRESS")]
+    listen: SocketAddr,
+    /// Storage root (created when missing).
+    #[arg(long, env = "STORAGE_ROOT")]
+    root: PathBuf,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672
+    #[arg(long, env = "RABBITMQ_SERVER")]
+    bus: String,
+    /// Address API servers should dial (default: the listen address).
+    #[arg(long, env = "CAIRN_ADVERTISE")]
+    advertise: Option<String>,
+    /// How often to heartbeat.
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Remove temp shards untouched for this long.
+    #[arg(long, env = "CAIRN_TEMP_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    temp_ttl: Duration,
+}
+
+#[derive(Args)]
+struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDRESS")]
+    listen: SocketAddr,
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672
+    #[arg(long, env = "RABBITMQ_SERVER")]
+    bus: String,
+    /// Metadata store: sqlite:PATH
+    #[arg(long, env = "CAIRN_META")]
+    meta: String,
+    /// Forget a data server this long after its last heartbeat.
+    #[arg(long, env = "CAIRN_HEARTBEAT_EXPIRY", default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_expiry: Duration,
+    /// Redundancy for new objects: K+M (K data shards, M parity shards).
+    #[arg(long, env = "CAIRN_POLICY", default_value = "1+0")]
+    policy: Policy,
+    /// Longest wait for locate replies.
+    #[arg(long, env = "CAIRN_LOCATE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    locate_timeout: Duration,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Address the API server listens on.
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "127.0.0.1:12345")]
+    listen: SocketAddr,
+    /// Directory for every data server's storage and the metadata file.
+    #[arg(long, env = "STORAGE_ROOT", default_value = "./cairn-dev")]
+    root: PathBuf,
+    /// Redundancy for new objects: K+M.
+    #[arg(long, env = "CAIRN_POLICY", default_value = "1+0")]
+    policy: Policy,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,amqprs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        match cli.command {
+            Command::Data(args) => run_data(args, shutdown).await,
+            Command::Api(args) => run_api(args, shutdown).await,
+            Command::Dev(args) => run_dev(args, shutdown).await,
+        }
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+async fn connect_bus(url: &str, shutdown: &CancellationToken) -> anyhow::Result<Bus> {
+    if !url.starts_with("amqp://") {
+        bail!("--bus must be an amqp:// URL (cairn dev runs an in-process bus instead), got {url:?}");
+    }
+    let transport = AmqpTransport::connect(url, shutdown.clone())
+        .await
+        .with_context(|| format!("connecting to RabbitMQ at {}", redact(url)))?;
+    Ok(Bus::new(Arc::new(transport), shutdown.clone()).await?)
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    if bound.ip().is_unspecified() && args.advertise.is_none() {
+        bail!("listening on {bound}: give --advertise with the address API servers should dial");
+    }
+    let bus = connect_bus(&args.bus, &shutdown).await?;
+    let config = DataConfig {
+        advertise: args.advertise.unwrap_or_else(|| bound.to_string()),
+        root: args.root,
+        heartbeat_interval: args.heartbeat_interval,
+        temp_ttl: args.temp_ttl,
+    };
+    data::serve(listener, config, bus, shutdown).await?;
+    Ok(())
+}
+
+async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    check_policy(args.policy)?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let meta = cairn::meta::open(&args.meta).await?;
+    let bus = connect_bus(&args.bus, &shutdown).await?;
+    let config = ApiConfig {
+        policy: args.policy,
+        heartbeat_expiry: args.heartbeat_expiry,
+        locate_timeout: args.locate_timeout,
+    };
+    api::serve(listener, config, bus, meta, shutdown).await?;
+    Ok(())
+}
+
+/// Erasure coding (k > 1) is not built yet; refuse such a policy instead of
+/// writing replicas under a name that promises something else.
+fn check_policy(policy: Policy) -> anyhow::Result<()> {
+    if policy.k != 1 {
+        bail!("policy {policy}: only replication (1+M) is supported so far");
+    }
+    Ok(())
+}
+
+async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    check_policy(args.policy)?;
+    std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
+    let mut config = DevConfig::new(args.listen, args.root.clone());
+    config.policy = args.policy;
+    let cluster = DevCluster::start(config).await?;
+    println!("cairn dev: API server    http://{}", cluster.api_addr);
+    for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
+        println!("cairn dev: data server   http://{addr}   ({})", root.display());
+    }
+    println!("cairn dev: metadata      sqlite:{}", args.root.join("meta.sqlite").display());
+    println!("cairn dev: bus           in-process; policy {}; Ctrl-C to stop", args.policy);
+    let stopped = cluster.shutdown_token();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = stopped.cancelled() => {}
+    }
+    cluster.shutdown().await;
+    println!("cairn dev: stopped");
+    Ok(())
+}

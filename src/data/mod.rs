@@ -1,1 +1,410 @@
-//! (being written)
+//! The data server (`cairn data`): owns one storage root, stores shards through the
+//! temp + commit protocol, serves them verified, answers locate requests from the
+//! bus and heartbeats to the API servers.
+//!
+//! HTTP interface (used by API servers only):
+//!
+//! | request | meaning |
+//! |---|---|
+//! | `POST /temp/<uuid>` | stream a shard's bytes into a temp file; fsynced before 200 |
+//! | `PUT /temp/<uuid>` | commit it as `X-Cairn-Hash`.`X-Cairn-Shard`, checking `X-Cairn-Length` |
+//! | `DELETE /temp/<uuid>` | abort it |
+//! | `GET`/`HEAD /objects/<hash>.<shard>` | the shard's verified bytes (`Range` supported) |
+//! | `GET /healthz` | liveness |
+//!
+//! Disk work runs on blocking threads ([`store`], [`shardfile`]); this file is the
+//! async edge: HTTP, bus loops, and shutdown.
+
+pub mod shardfile;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::bus::{Bus, Heartbeat, LocateReply};
+use crate::content::{ContentHash, ShardIndex};
+use crate::range::{self, RangeRequest};
+use store::{ShardStore, StoreError};
+
+/// Header naming the content hash a temp shard is committed under.
+pub const HASH_HEADER: &str = "x-cairn-hash";
+/// Header naming the shard index a temp shard is committed as.
+pub const SHARD_HEADER: &str = "x-cairn-shard";
+/// Header carrying a shard's expected (commit) or actual (read) length.
+pub const LENGTH_HEADER: &str = "x-cairn-length";
+
+/// How a data server runs.
+#[derive(Clone, Debug)]
+pub struct DataConfig {
+    /// The address API servers dial, announced in heartbeats and locate replies.
+    pub advertise: String,
+    /// The storage root.
+    pub root: PathBuf,
+    /// How often to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Temp shards untouched for this long are removed.
+    pub temp_ttl: Duration,
+}
+
+/// Errors that stop a data server from starting or serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataServerError {
+    /// The storage root cannot be opened.
+    #[error("cannot open storage root {root}: {source}")]
+    Root {
+        /// The root.
+        root: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bus refused the subscription.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+struct DataState {
+    store: ShardStore,
+}
+
+/// Runs a data server on `listener` until `shutdown` is cancelled: HTTP, heartbeats,
+/// locate answers and temp cleaning. Returns once every task has stopped.
+pub async fn serve(
+    listener: TcpListener,
+    config: DataConfig,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> Result<(), DataServerError> {
+    let store =
+        ShardStore::open(&config.root).map_err(|source| DataServerError::Root { root: config.root.clone(), source })?;
+    // Nothing is being written before we serve, so every temp shard is abandoned.
+    match blocking(store.clone(), |s| s.clean_stale_temps(Duration::ZERO)).await {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned temp shards"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not clean temp shards"),
+    }
+    let tasks = TaskTracker::new();
+    let locates = bus.locate_requests().await?;
+    tasks.spawn(answer_locates(bus.clone(), locates, store.clone(), config.advertise.clone(), shutdown.clone()));
+    tasks.spawn(heartbeat(bus, store.clone(), config.clone(), shutdown.clone()));
+    tasks.spawn(clean_temps(store.clone(), config.temp_ttl, shutdown.clone()));
+    tasks.close();
+
+    let state = Arc::new(DataState { store });
+    let app = Router::new()
+        .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
+        .route("/objects/{file}", get(get_shard))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state);
+    tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
+    let token = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await
+        .map_err(DataServerError::Http);
+    shutdown.cancel();
+    tasks.wait().await;
+    served
+}
+
+/// Runs `f` on the blocking pool; a panicked or cancelled job becomes an I/O error.
+async fn blocking<T: Send + 'static>(
+    store: ShardStore,
+    f: impl FnOnce(&ShardStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
+}
+
+async fn heartbeat(bus: Bus, store: ShardStore, config: DataConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let free = match blocking(store.clone(), |s| s.free_bytes().map_err(StoreError::Io)).await {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read free space; announcing 0");
+                0
+            }
+        };
+        match bus.publish_heartbeat(&Heartbeat { addr: config.advertise.clone(), free }).await {
+            Ok(()) if failing => {
+                tracing::info!("heartbeats flow again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "heartbeat not sent; will keep trying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn answer_locates(
+    bus: Bus,
+    mut requests: mpsc::Receiver<crate::bus::IncomingLocate>,
+    store: ShardStore,
+    addr: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = requests.recv() => match r { Some(r) => r, None => return },
+        };
+        let hash = request.request.hash;
+        let shards = match blocking(store.clone(), move |s| s.shards_of(&hash)).await {
+            Ok(shards) => shards,
+            Err(e) => {
+                tracing::warn!(error = %e, %hash, "locate: cannot list shards; answering none");
+                Vec::new()
+            }
+        };
+        if let Err(e) = bus.reply(&request, &LocateReply { addr: addr.clone(), shards }).await {
+            tracing::warn!(error = %e, "locate reply not sent");
+        }
+    }
+}
+
+async fn clean_temps(store: ShardStore, ttl: Duration, shutdown: CancellationToken) {
+    let period = (ttl / 4).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        match blocking(store.clone(), move |s| s.clean_stale_temps(ttl)).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed stale temp shards"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "temp cleaning failed"),
+        }
+    }
+}
+
+fn reason(status: StatusCode, text: impl ToString) -> Response {
+    (status, text.to_string()).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    let status = match &e {
+        StoreError::NoSuchTemp(_) | StoreError::NoSuchShard { .. } => StatusCode::NOT_FOUND,
+        StoreError::TempExists(_) | StoreError::LengthMismatch { .. } => StatusCode::CONFLICT,
+        StoreError::Corrupt { .. } | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "storage error");
+    }
+    reason(status, e)
+}
+
+fn parse_id(id: &str) -> Result<Uuid, Response> {
+    Uuid::parse_str(id).map_err(|_| reason(StatusCode::BAD_REQUEST, format!("temp id must be a UUID: {id:?}")))
+}
+
+/// A chunk for the blocking temp writer, or the order to give up.
+type TempChunk = Result<Bytes, ()>;
+
+async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, body: Body) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let (tx, mut rx) = mpsc::channel::<TempChunk>(8);
+    let writer = blocking(state.store.clone(), move |store| {
+        let mut w = store.create_temp(id)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            match chunk {
+                Ok(bytes) => w.write(&bytes)?,
+                Err(()) => return Ok(None),
+            }
+        }
+        Ok(Some(w.finish()?))
+    });
+    let mut body = body.into_data_stream();
+    let mut client_failed = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                client_failed = Some(e);
+                Err(())
+            }
+        };
+        let stop = chunk.is_err();
+        // The writer stopped (disk error): its result says why.
+        if tx.send(chunk).await.is_err() || stop {
+            break;
+        }
+    }
+    drop(tx);
+    match writer.await {
+        Ok(Some(len)) if client_failed.is_none() => {
+            (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response()
+        }
+        Ok(_) => {
+            let _ = blocking(state.store.clone(), move |s| s.abort(id)).await;
+            let why = client_failed.map(|e| e.to_string()).unwrap_or_default();
+            tracing::info!(%id, %why, "upload broken off; temp shard removed");
+            reason(StatusCode::BAD_REQUEST, format!("upload broken off: {why}"))
+        }
+        Err(e @ StoreError::TempExists(_)) => store_error(e),
+        Err(e) => {
+            let _ = blocking(state.store.clone(), move |s| s.abort(id)).await;
+            store_error(e)
+        }
+    }
+}
+
+fn header_value<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<T, Response> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| reason(StatusCode::BAD_REQUEST, format!("missing or malformed {name} header")))
+}
+
+async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let parsed = (|| {
+        Ok::<_, Response>((
+            parse_id(&id)?,
+            header_value::<ContentHash>(&headers, HASH_HEADER)?,
+            header_value::<ShardIndex>(&headers, SHARD_HEADER)?,
+            header_value::<u64>(&headers, LENGTH_HEADER)?,
+        ))
+    })();
+    let (id, hash, shard, len) = match parsed {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len)).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match blocking(state.store.clone(), move |s| s.abort(id)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Parses `<hash>.<shard>`.
+fn parse_shard_name(file: &str) -> Option<(ContentHash, ShardIndex)> {
+    let (hash, shard) = file.split_once('.')?;
+    Some((hash.parse().ok()?, shard.parse().ok()?))
+}
+
+/// Blocks of verified shard bytes in flight between the disk reader and the socket.
+const READ_AHEAD: usize = 4;
+
+async fn get_shard(
+    State(state): State<Arc<DataState>>,
+    Path(file): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let Some((hash, shard)) = parse_shard_name(&file) else {
+        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
+    };
+    let reader = match blocking(state.store.clone(), move |s| s.open_shard(&hash, shard)).await {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, StoreError::Corrupt { .. }) {
+                let _ = blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await;
+            }
+            return store_error(e);
+        }
+    };
+    let total = reader.data_len();
+    let (status, range) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => (StatusCode::OK, range::ByteRange { start: 0, end: total }),
+        Some(h) => match range::parse(h, total) {
+            RangeRequest::Full => (StatusCode::OK, range::ByteRange { start: 0, end: total }),
+            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
+            RangeRequest::Unsatisfiable => {
+                return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))])
+                    .into_response()
+            }
+        },
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, range.len())
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+        .header(LENGTH_HEADER, total);
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(header::CONTENT_RANGE, range.content_range(total));
+    }
+    if method == Method::HEAD || range.is_empty() {
+        return builder.body(Body::empty()).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e));
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let result = reader.read_range(range.start, range.end, |block| tx.blocking_send(Ok(Bytes::from(block))).is_ok());
+        if let Err(source) = result {
+            // Never serve the bad block: end the stream with an error, which aborts the
+            // response, and move the shard aside so it is neither served nor announced.
+            tracing::error!(%hash, shard, error = %source, "corrupt shard detected while serving");
+            let _ = store.quarantine(&hash, shard);
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("shard {hash}.{shard}: {source}"))));
+        }
+    });
+    // Look at the first block before committing to a 200, so that a shard whose
+    // start is corrupt gets a proper error status.
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return reason(StatusCode::INTERNAL_SERVER_ERROR, e),
+        None => return reason(StatusCode::INTERNAL_SERVER_ERROR, "shard reader stopped"),
+    };
+    let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    builder.body(Body::from_stream(stream)).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_are_validated() {
+        let h = ContentHash::of(b"x");
+        assert_eq!(parse_shard_name(&format!("{h}.3")), Some((h, 3)));
+        assert_eq!(parse_shard_name(&format!("{h}")), None);
+        assert_eq!(parse_shard_name(&format!("{h}.-1")), None);
+        assert_eq!(parse_shard_name("../../etc/passwd.0"), None);
+    }
+}

@@ -1,1 +1,159 @@
-//! (being written)
+//! The write and read paths of an API server: stream a body into shards on data
+//! servers and record it, or find the shards of a version and stream them back.
+//!
+//! [`ObjectService`] is what HTTP handlers call. It uses the cluster view (who is
+//! live, who holds what), the metadata store and the data-server client; it knows
+//! nothing of HTTP requests and responses. Erasure coding (k > 1) plugs into the
+//! shard fan-out in [`write`] and the reassembly in [`read`]; until then a policy is
+//! replication, `1+m`: every shard is a full copy.
+
+pub mod client;
+pub mod read;
+pub mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::{Bus, BusError};
+use crate::cluster::{self, Membership};
+use crate::content::{ContentHash, Placement, Policy, ShardIndex};
+use crate::meta::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use client::DataClient;
+
+/// Errors of the object paths, each a fact the HTTP layer maps to one status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// No such name, or no such version of it.
+    #[error("no such object: {name}")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// The version asked for (or the newest) is a delete marker.
+    #[error("object {name} was deleted (version {version})")]
+    Deleted {
+        /// The name.
+        name: String,
+        /// The tombstone's version.
+        version: u64,
+    },
+    /// Too few live data servers for the policy.
+    #[error("{live} live data servers, the {policy} policy needs {needed}")]
+    NotEnoughServers {
+        /// How many are live.
+        live: usize,
+        /// How many the policy needs.
+        needed: usize,
+        /// The policy.
+        policy: Policy,
+    },
+    /// The body does not match the digest the client sent.
+    #[error("body SHA-256 is {actual}, the request's digest header says {expected}")]
+    DigestMismatch {
+        /// The client's digest.
+        expected: ContentHash,
+        /// What the body hashes to.
+        actual: ContentHash,
+    },
+    /// The client's body broke off (disconnect, or shorter than Content-Length).
+    #[error("request body broken off: {0}")]
+    BodyBroken(String),
+    /// Too few shards became durable.
+    #[error("only {ok} of {needed} required shards were stored: {reasons}")]
+    QuorumNotReached {
+        /// Shards durable.
+        ok: usize,
+        /// Shards required.
+        needed: usize,
+        /// What went wrong with the others.
+        reasons: String,
+    },
+    /// No holder of any shard could serve the content.
+    #[error("content {hash} is unavailable: {reasons}")]
+    Unavailable {
+        /// The content.
+        hash: ContentHash,
+        /// What each attempt ran into.
+        reasons: String,
+    },
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Settings of the object paths.
+#[derive(Clone, Debug)]
+pub struct ObjectConfig {
+    /// Redundancy for new content.
+    pub policy: Policy,
+    /// How long a locate waits for replies at most.
+    pub locate_timeout: Duration,
+}
+
+/// The object paths of one API server. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectService {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) bus: Bus,
+    pub(crate) membership: Membership,
+    pub(crate) client: DataClient,
+    pub(crate) config: ObjectConfig,
+}
+
+impl ObjectService {
+    /// Wires the object paths to their collaborators.
+    pub fn new(meta: Arc<dyn MetaStore>, bus: Bus, membership: Membership, config: ObjectConfig) -> Self {
+        ObjectService { meta, bus, membership, client: DataClient::new(), config }
+    }
+
+    /// The cluster view this service writes by.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The version `version` of `bucket/name`, or its newest; tombstones are errors.
+    pub async fn find(&self, bucket: &str, name: &str, version: Option<u64>) -> Result<VersionRecord, ObjectError> {
+        let found = match version {
+            Some(v) => self.meta.version(bucket, name, v).await?,
+            None => self.meta.latest(bucket, name).await?,
+        };
+        let record = found.ok_or_else(|| ObjectError::NotFound { name: name.to_string() })?;
+        if record.is_tombstone() {
+            return Err(ObjectError::Deleted { name: name.to_string(), version: record.version });
+        }
+        Ok(record)
+    }
+
+    /// Asks the bus where the shards of `content` are now, and returns one holder per
+    /// shard found. Always goes to the bus; the recorded placement is not consulted.
+    pub async fn locate(&self, content: &ContentRecord) -> Result<Placement, ObjectError> {
+        let holders = cluster::locate(
+            &self.bus,
+            &self.membership,
+            content.hash,
+            content.policy.shards(),
+            self.config.locate_timeout,
+        )
+        .await?;
+        Ok(first_holders(&holders))
+    }
+}
+
+/// One holder per shard: the first that answered.
+fn first_holders(holders: &cluster::Holders) -> Placement {
+    holders
+        .iter()
+        .filter_map(|(shard, addrs)| Some((*shard as ShardIndex, addrs.first()?.clone())))
+        .collect()
+}
+
+impl ObjectService {
+    /// Adds a tombstone version to `bucket/name`.
+    pub async fn delete(&self, bucket: &str, name: &str) -> Result<VersionRecord, ObjectError> {
+        Ok(self.meta.put_version(bucket, name, None).await?)
+    }
+}
