@@ -42,8 +42,7 @@ impl DevConfig {
     /// Six data servers on 127.29.1.1–6 (any free port), the API on `listen`, all
     /// kept under `root`.
     pub fn new(listen: SocketAddr, root: PathBuf) -> DevConfig {
-        let data_addrs =
-            (1..=6).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 29, 1, i)), 0)).collect();
+        let data_addrs = (1..=6).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 29, 1, i)), 0)).collect();
         DevConfig {
             listen,
             root,
@@ -85,6 +84,7 @@ pub struct DevCluster {
     /// Each data server's storage root.
     pub data_roots: Vec<PathBuf>,
     data_stops: Vec<CancellationToken>,
+    broker: MemoryBroker,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -101,10 +101,8 @@ impl DevCluster {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let broker = MemoryBroker::new();
-        let meta_url = config
-            .meta_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", config.root.join("meta.sqlite").display()));
+        let meta_url =
+            config.meta_url.clone().unwrap_or_else(|| format!("sqlite:{}", config.root.join("meta.sqlite").display()));
         let meta = meta::open(&meta_url).await?;
 
         // The API server subscribes to heartbeats before any data server sends one.
@@ -156,7 +154,7 @@ impl DevCluster {
             data_stops.push(stop);
         }
         tasks.close();
-        Ok(DevCluster { api_addr, data_addrs, data_roots, data_stops, shutdown, tasks })
+        Ok(DevCluster { api_addr, data_addrs, data_roots, data_stops, broker, shutdown, tasks })
     }
 
     /// Stops data server `index` (0-based) as if its process died: it stops serving
@@ -176,5 +174,13 @@ impl DevCluster {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.wait().await;
+    }
+}
+
+impl DevCluster {
+    /// A fresh connection to the cluster's in-process bus, as another process on the
+    /// same broker would have: for tests that inject messages.
+    pub async fn connect_bus(&self) -> Result<Bus, BusError> {
+        Bus::new(Arc::new(self.broker.connect()), self.shutdown.clone()).await
     }
 }

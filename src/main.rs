@@ -179,11 +179,8 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let meta = cairn::meta::open(&args.meta).await?;
     let bus = connect_bus(&args.bus, &shutdown).await?;
-    let config = ApiConfig {
-        policy: args.policy,
-        heartbeat_expiry: args.heartbeat_expiry,
-        locate_timeout: args.locate_timeout,
-    };
+    let config =
+        ApiConfig { policy: args.policy, heartbeat_expiry: args.heartbeat_expiry, locate_timeout: args.locate_timeout };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
 }

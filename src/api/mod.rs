@@ -122,9 +122,8 @@ pub async fn serve_with_ready(
     );
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, policy = %config.policy, "API server listening");
-    let served = axum::serve(listener, router(service))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let served =
+        axum::serve(listener, router(service)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
     }
@@ -157,7 +156,12 @@ fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiErro
     }
 }
 
-async fn put_object(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn put_object(
+    State(svc): Svc,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     names::validate(&name)?;
     let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let expected = digest::expected(text("digest"), text("content-digest"))?;

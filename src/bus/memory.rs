@@ -39,10 +39,7 @@ impl MemoryBroker {
 
     /// A connection to this broker with its own reply queue.
     pub fn connect(&self) -> MemoryTransport {
-        MemoryTransport {
-            broker: self.clone(),
-            reply_queue: format!("amq.gen-{}", uuid::Uuid::new_v4()),
-        }
+        MemoryTransport { broker: self.clone(), reply_queue: format!("amq.gen-{}", uuid::Uuid::new_v4()) }
     }
 }
 
@@ -89,11 +86,7 @@ impl Transport for MemoryTransport {
         let queue = self.broker.state.lock().expect("memory broker lock").reply_queues.get(reply_to).cloned();
         // Like AMQP's default exchange: a reply to a queue that no longer exists is dropped.
         if let Some(queue) = queue {
-            let _ = queue.try_send(Delivery {
-                body,
-                reply_to: None,
-                correlation_id: Some(correlation_id.to_string()),
-            });
+            let _ = queue.try_send(Delivery { body, reply_to: None, correlation_id: Some(correlation_id.to_string()) });
         }
         Ok(())
     }

@@ -197,17 +197,13 @@ impl Bus {
     /// Publishes a heartbeat on `apiServers`.
     pub async fn publish_heartbeat(&self, hb: &Heartbeat) -> Result<(), BusError> {
         let body = serde_json::to_vec(hb).expect("heartbeat serializes");
-        self.transport
-            .publish(Exchange::ApiServers, Delivery { body: body.into(), ..Default::default() })
-            .await
+        self.transport.publish(Exchange::ApiServers, Delivery { body: body.into(), ..Default::default() }).await
     }
 
     /// Every well-formed heartbeat from now on; malformed ones are logged and dropped.
     pub async fn heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>, BusError> {
         let raw = self.transport.subscribe(Exchange::ApiServers).await?;
-        Ok(decode_stream(raw, |d| {
-            serde_json::from_slice::<Heartbeat>(&d.body).map_err(|e| e.to_string())
-        }))
+        Ok(decode_stream(raw, |d| serde_json::from_slice::<Heartbeat>(&d.body).map_err(|e| e.to_string())))
     }
 
     /// Every well-formed locate request from now on (data server side); malformed

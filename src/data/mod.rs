@@ -223,8 +223,17 @@ fn store_error(e: StoreError) -> Response {
     reason(status, e)
 }
 
-fn parse_id(id: &str) -> Result<Uuid, Response> {
-    Uuid::parse_str(id).map_err(|_| reason(StatusCode::BAD_REQUEST, format!("temp id must be a UUID: {id:?}")))
+/// A request the data server refuses, with the reason (400).
+struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        reason(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, BadRequest> {
+    Uuid::parse_str(id).map_err(|_| BadRequest(format!("temp id must be a UUID: {id:?}")))
 }
 
 /// A chunk for the blocking temp writer, or the order to give up.
@@ -233,10 +242,13 @@ type TempChunk = Result<Bytes, ()>;
 async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, body: Body) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (tx, mut rx) = mpsc::channel::<TempChunk>(8);
-    let writer = blocking(state.store.clone(), move |store| {
+    // Spawned now (not lazily on first poll, as `blocking` would be): it must drain
+    // the channel while the body is still arriving.
+    let store = state.store.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
         let mut w = store.create_temp(id)?;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
@@ -246,6 +258,7 @@ async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, 
         }
         Ok(Some(w.finish()?))
     });
+    let writer = async move { writer.await.unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e)))) };
     let mut body = body.into_data_stream();
     let mut client_failed = None;
     while let Some(chunk) = body.next().await {
@@ -281,17 +294,17 @@ async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, 
     }
 }
 
-fn header_value<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<T, Response> {
+fn header_value<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<T, BadRequest> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| reason(StatusCode::BAD_REQUEST, format!("missing or malformed {name} header")))
+        .ok_or_else(|| BadRequest(format!("missing or malformed {name} header")))
 }
 
 async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let parsed = (|| {
-        Ok::<_, Response>((
+        Ok::<_, BadRequest>((
             parse_id(&id)?,
             header_value::<ContentHash>(&headers, HASH_HEADER)?,
             header_value::<ShardIndex>(&headers, SHARD_HEADER)?,
@@ -300,7 +313,7 @@ async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>
     })();
     let (id, hash, shard, len) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len)).await {
         Ok(()) => StatusCode::OK.into_response(),
@@ -311,7 +324,7 @@ async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>
 async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match blocking(state.store.clone(), move |s| s.abort(id)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -374,7 +387,8 @@ async fn get_shard(
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut reader = reader;
-        let result = reader.read_range(range.start, range.end, |block| tx.blocking_send(Ok(Bytes::from(block))).is_ok());
+        let result =
+            reader.read_range(range.start, range.end, |block| tx.blocking_send(Ok(Bytes::from(block))).is_ok());
         if let Err(source) = result {
             // Never serve the bad block: end the stream with an error, which aborts the
             // response, and move the shard aside so it is neither served nor announced.

@@ -118,13 +118,7 @@ impl ShardStore {
     /// Makes temp shard `id` the committed shard `hash.shard`, after checking that it
     /// is complete and `expected_len` long. If that shard is already stored (the same
     /// content written before), the temp is dropped and the existing one kept.
-    pub fn commit(
-        &self,
-        id: Uuid,
-        hash: &ContentHash,
-        shard: ShardIndex,
-        expected_len: u64,
-    ) -> Result<(), StoreError> {
+    pub fn commit(&self, id: Uuid, hash: &ContentHash, shard: ShardIndex, expected_len: u64) -> Result<(), StoreError> {
         let temp = self.temp_path(id);
         let actual = match ShardReader::open(&temp) {
             Ok(r) => r.data_len(),
@@ -253,7 +247,12 @@ mod tests {
         let id = write_temp(&store, b"add test 123");
         store.commit(id, &hash, 0, 12).unwrap();
         assert_eq!(store.shards_of(&hash).unwrap(), vec![0]);
-        assert!(store.shard_path(&hash, 0).ends_with(format!("objects/{}/{}/{}.0", &hash.to_hex()[..2], &hash.to_hex()[2..4], hash)));
+        assert!(store.shard_path(&hash, 0).ends_with(format!(
+            "objects/{}/{}/{}.0",
+            &hash.to_hex()[..2],
+            &hash.to_hex()[2..4],
+            hash
+        )));
         assert_eq!(store.open_shard(&hash, 0).unwrap().data_len(), 12);
         assert!(matches!(store.commit(id, &hash, 0, 12), Err(StoreError::NoSuchTemp(_))));
         assert_eq!(fs::read_dir(store.root().join("temp")).unwrap().count(), 0);

@@ -1,15 +1,711 @@
-//! (being written) The SQLite metadata store.
-pub struct SqliteStore;
-impl SqliteStore {
-    pub async fn open(_p: &std::path::Path) -> Result<Self, super::MetaError> { todo!() }
+//! The embedded metadata store: SQLite through rusqlite, enough for one host and
+//! several processes (e.g. two API servers) sharing one database file. Beyond one
+//! host, use a networked store behind the same [`MetaStore`] trait.
+//!
+//! # Schema
+//!
+//! ```sql
+//! content(hash TEXT PRIMARY KEY,      -- 64 lowercase hex digits
+//!         size INTEGER,               -- bytes
+//!         policy TEXT,                -- "K+M", e.g. "4+2"
+//!         placement TEXT)             -- JSON object {"0":"host:port",...}
+//! versions(bucket TEXT, name TEXT, version INTEGER,
+//!          hash TEXT NULL,            -- NULL = tombstone
+//!          size INTEGER,              -- content size, 0 for a tombstone
+//!          created_ms INTEGER,        -- ms since the Unix epoch
+//!          PRIMARY KEY (bucket, name, version))  -- clustered (WITHOUT ROWID)
+//! ```
+//!
+//! The primary key of `versions` serves `latest` (one seek, `ORDER BY version DESC
+//! LIMIT 1`), exact versions, version paging and listing in name order; a partial
+//! index on `versions(hash)` finds the versions that still use a piece of content.
+//! Both tables are `STRICT`, so SQLite itself refuses a value of the wrong type.
+//! Names compare byte-wise (SQLite's `BINARY` collation), which is also the order of
+//! Rust's `str`; a list prefix becomes the range `[prefix, successor(prefix))`, so
+//! `%` and `_` need no escaping. Listing walks the versions of the names in range
+//! (checking each is its name's newest with one seek), and stops at `limit`.
+//!
+//! Content is one row per hash. Writing a hash that is already recorded replaces its
+//! policy and placement together (the new write's shards are where its placement
+//! says, under its policy; a placement means nothing without its policy); the same
+//! hash with another size is refused as [`MetaError::Corrupt`].
+//!
+//! # Migrations
+//!
+//! The schema version is `PRAGMA user_version`. [`MIGRATIONS`] is the ordered list
+//! of schema changes; opening a store applies, inside one `BEGIN IMMEDIATE`
+//! transaction, every migration above the file's version and records the new
+//! version ([`SCHEMA_VERSION`]), so concurrent openers migrate once. Migrations are
+//! only ever appended to, never edited. A file whose version is newer than this
+//! binary knows (written by a newer cairn) is refused with [`MetaError::Open`]
+//! rather than misread.
+//!
+//! # Several processes, one file
+//!
+//! The file is in WAL mode, so readers never wait for the writer; every connection
+//! has a 5 s `busy_timeout`; `synchronous=FULL`, so a write is acknowledged only
+//! once it is durable. [`put_version`](MetaStore::put_version) runs in a
+//! `BEGIN IMMEDIATE` transaction (take the write lock first, then read the highest
+//! version, insert the next one and upsert the content row), so writers in
+//! different processes get consecutive versions with no gap and no duplicate, and a
+//! version is visible to every process as soon as the call returns.
+//!
+//! Within a process, rusqlite is synchronous: every call runs on tokio's blocking
+//! pool (`spawn_blocking`). There is one writer connection behind a mutex and a
+//! small pool of reader connections, so reads don't queue behind writes; every
+//! query is prepared once per connection and cached (`prepare_cached`).
+//!
+//! # Errors
+//!
+//! A busy or locked database, an I/O failure, a full disk or a failed worker task is
+//! [`MetaError::Unavailable`] (retry later); a row this binary cannot read (bad hash,
+//! policy, placement JSON, negative number, dangling content reference) or any other
+//! unexpected SQLite error is [`MetaError::Corrupt`]. Nothing read from the file can
+//! make the store panic.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+
+use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use crate::content::{ContentHash, Placement, Policy};
+
+/// The schema changes, in order: migration `i` takes a file from schema version `i`
+/// to `i + 1`. Append only; never edit a released migration.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: content and versions.
+    "CREATE TABLE content (
+         hash      TEXT    NOT NULL PRIMARY KEY,
+         size      INTEGER NOT NULL,
+         policy    TEXT    NOT NULL,
+         placement TEXT    NOT NULL
+     ) STRICT;
+     CREATE TABLE versions (
+         bucket     TEXT    NOT NULL,
+         name       TEXT    NOT NULL,
+         version    INTEGER NOT NULL,
+         hash       TEXT    NULL REFERENCES content (hash),
+         size       INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         PRIMARY KEY (bucket, name, version)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX versions_by_hash ON versions (hash) WHERE hash IS NOT NULL;",
+];
+
+/// The schema version this binary writes: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a connection waits for another connection's lock before giving up with
+/// [`MetaError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reader connections per store.
+const READERS: usize = 4;
+
+/// Prepared statements cached per connection (more than the store uses).
+const STATEMENT_CACHE: usize = 32;
+
+/// The columns every version query returns, in the order [`RawVersion::from_row`]
+/// reads them, and the join that yields them.
+macro_rules! select_versions {
+    ($($tail:literal),*) => {
+        concat!(
+            "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
+            "c.hash, c.size, c.policy, c.placement ",
+            "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
+            $($tail),*
+        )
+    };
 }
-#[async_trait::async_trait]
-impl super::MetaStore for SqliteStore {
-    async fn put_version(&self, _b: &str, _n: &str, _c: Option<&super::ContentRecord>) -> Result<super::VersionRecord, super::MetaError> { todo!() }
-    async fn latest(&self, _b: &str, _n: &str) -> Result<Option<super::VersionRecord>, super::MetaError> { todo!() }
-    async fn version(&self, _b: &str, _n: &str, _v: u64) -> Result<Option<super::VersionRecord>, super::MetaError> { todo!() }
-    async fn versions(&self, _b: &str, _n: &str, _a: u64, _l: usize) -> Result<Vec<super::VersionRecord>, super::MetaError> { todo!() }
-    async fn content(&self, _h: &crate::content::ContentHash) -> Result<Option<super::ContentRecord>, super::MetaError> { todo!() }
-    async fn set_placement(&self, _h: &crate::content::ContentHash, _p: &crate::content::Placement) -> Result<(), super::MetaError> { todo!() }
-    async fn list(&self, _b: &str, _p: &str, _a: Option<&str>, _l: usize) -> Result<Vec<super::VersionRecord>, super::MetaError> { todo!() }
+
+const SQL_LATEST: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 ORDER BY v.version DESC LIMIT 1");
+const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version = ?3");
+const SQL_VERSIONS: &str =
+    select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version > ?3 ORDER BY v.version LIMIT ?4");
+
+/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
+/// for `after`) and per presence of an upper bound, so that SQLite always gets plain
+/// range constraints on the primary key and stops at the end of the prefix. The
+/// correlated subquery keeps only each name's newest version (one seek per row).
+macro_rules! select_list {
+    ($lower:literal, $upper:literal, $limit:literal) => {
+        select_versions!(
+            "WHERE v.bucket = ?1 AND v.name ",
+            $lower,
+            " ?2 ",
+            $upper,
+            "AND v.hash IS NOT NULL ",
+            "AND v.version = (SELECT m.version FROM versions m ",
+            "WHERE m.bucket = v.bucket AND m.name = v.name ORDER BY m.version DESC LIMIT 1) ",
+            "ORDER BY v.name LIMIT ",
+            $limit
+        )
+    };
+}
+
+const SQL_LIST_FROM: &str = select_list!(">=", "", "?3");
+const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND v.name < ?3 ", "?4");
+const SQL_LIST_AFTER: &str = select_list!(">", "", "?3");
+const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND v.name < ?3 ", "?4");
+
+const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = ?1";
+const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
+     RETURNING size";
+const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE bucket = ?1 AND name = ?2";
+const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = ?2 WHERE hash = ?1";
+
+/// A [`MetaStore`] in one SQLite file, shareable by several processes on one host.
+///
+/// Cheap to share: wrap it in an `Arc`. Dropping the last handle closes its
+/// connections.
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The only connection that writes, so writes from this process queue here
+    /// instead of spinning on SQLite's lock.
+    writer: Mutex<Connection>,
+    /// Read-only connections, handed out round-robin.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("readers", &self.inner.readers.len()).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file (and its parent directory) when
+    /// missing and migrating its schema to [`SCHEMA_VERSION`].
+    ///
+    /// Fails with [`MetaError::Open`] when the file cannot be created or opened, is
+    /// not a SQLite database, cannot use WAL mode, has a schema newer than this
+    /// binary knows, or a migration fails.
+    pub async fn open(path: &Path) -> Result<SqliteStore, MetaError> {
+        let path = path.to_path_buf();
+        let url = format!("sqlite:{}", path.display());
+        let opened = tokio::task::spawn_blocking(move || open_blocking(&path)).await;
+        match opened {
+            Ok(Ok(inner)) => Ok(SqliteStore { inner: Arc::new(inner) }),
+            Ok(Err(reason)) => Err(MetaError::Open { url, reason }),
+            Err(e) => Err(MetaError::Open { url, reason: format!("open task failed: {e}") }),
+        }
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || f(&inner.reader())).await
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || f(&mut inner.writer())).await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool; a failed task (a panic) is `Unavailable`.
+async fn blocking<T, F>(f: F) -> Result<T, MetaError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, MetaError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| MetaError::Unavailable(format!("metadata task failed: {e}")))?
+}
+
+impl Inner {
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        let conn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !conn.is_autocommit() {
+            // A task died inside a transaction; undo it before anyone else writes.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        conn
+    }
+
+    /// A free reader if there is one, else waits for the next in turn.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(conn) => return conn,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Inner, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    let mut writer = connect(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mode: String = writer
+        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+        .map_err(|e| format!("cannot switch to WAL mode: {e}"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("cannot switch to WAL mode (journal mode stays {mode:?})"));
+    }
+    writer.pragma_update(None, "synchronous", "FULL").map_err(|e| format!("cannot set synchronous=FULL: {e}"))?;
+    migrate(&mut writer)?;
+    let readers = (0..READERS)
+        .map(|_| {
+            let conn = connect(path).map_err(|e| format!("cannot open a reader: {e}"))?;
+            conn.pragma_update(None, "query_only", true).map_err(|e| format!("cannot set query_only: {e}"))?;
+            Ok(Mutex::new(conn))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+}
+
+/// A connection with the settings every connection needs.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, or refuses a newer one.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| format!("cannot begin the migration: {e}"))?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| format!("cannot read the schema version: {e}"))?;
+    let known = i64::from(SCHEMA_VERSION);
+    if found > known {
+        return Err(format!(
+            "schema version {found} is newer than this binary knows ({known}): upgrade cairn to use this store"
+        ));
+    }
+    if found < 0 {
+        return Err(format!("invalid schema version {found}"));
+    }
+    if found == known {
+        return Ok(()); // dropping the transaction ends it; nothing was written
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql).map_err(|e| format!("migration to schema version {} failed: {e}", i + 1))?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(|e| format!("cannot record the schema version: {e}"))?;
+    tx.commit().map_err(|e| format!("cannot commit the migration: {e}"))
+}
+
+/// Classifies a SQLite error: transient conditions are `Unavailable`, everything
+/// else (unreadable values, a malformed file, unexpected failures) is `Corrupt`.
+fn sql_error(what: &str, e: rusqlite::Error) -> MetaError {
+    let transient = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::PermissionDenied
+                | ErrorCode::ReadOnly
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::OperationInterrupted
+        ),
+        _ => false,
+    };
+    if transient {
+        MetaError::Unavailable(format!("{what}: {e}"))
+    } else {
+        MetaError::Corrupt(format!("{what}: {e}"))
+    }
+}
+
+/// Attaches what was being done to a rusqlite error and classifies it.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T, MetaError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, what: &str) -> Result<T, MetaError> {
+        self.map_err(|e| sql_error(what, e))
+    }
+}
+
+fn now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// A version number or count as SQLite's integer; `None` beyond `i64::MAX`.
+fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
+    n.try_into().ok()
+}
+
+/// The smallest string greater than every string starting with `prefix`, or `None`
+/// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
+/// UTF-8 byte order, which is how SQLite compares text.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A `versions ⟕ content` row as stored, before validation.
+struct RawVersion {
+    bucket: String,
+    name: String,
+    version: i64,
+    hash: Option<String>,
+    size: i64,
+    created_ms: i64,
+    content_hash: Option<String>,
+    content_size: Option<i64>,
+    policy: Option<String>,
+    placement: Option<String>,
+}
+
+impl RawVersion {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
+        Ok(RawVersion {
+            bucket: row.get(0)?,
+            name: row.get(1)?,
+            version: row.get(2)?,
+            hash: row.get(3)?,
+            size: row.get(4)?,
+            created_ms: row.get(5)?,
+            content_hash: row.get(6)?,
+            content_size: row.get(7)?,
+            policy: row.get(8)?,
+            placement: row.get(9)?,
+        })
+    }
+
+    fn parse(self) -> Result<VersionRecord, MetaError> {
+        let at = || format!("version {} of {}/{}", self.version, self.bucket, self.name);
+        let version = u64::try_from(self.version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number", at())))?;
+        if self.size < 0 {
+            return Err(MetaError::Corrupt(format!("{}: negative size {}", at(), self.size)));
+        }
+        let content = match &self.hash {
+            None => None,
+            Some(hash) => match (&self.content_hash, self.content_size, &self.policy, &self.placement) {
+                (Some(_), Some(size), Some(policy), Some(placement)) => {
+                    Some(parse_content(hash, size, policy, placement)?)
+                }
+                _ => {
+                    return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
+                }
+            },
+        };
+        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms: self.created_ms })
+    }
+}
+
+fn parse_content(hash: &str, size: i64, policy: &str, placement: &str) -> Result<ContentRecord, MetaError> {
+    let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
+    let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
+    let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
+    let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
+    let placement: Placement =
+        serde_json::from_str(placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
+    Ok(ContentRecord { hash: parsed_hash, size, policy, placement })
+}
+
+fn placement_json(placement: &Placement) -> Result<String, MetaError> {
+    serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+}
+
+fn query_versions(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<VersionRecord>, MetaError> {
+    let mut stmt = conn.prepare_cached(sql).context(what)?;
+    let rows = stmt.query_map(params, RawVersion::from_row).context(what)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.context(what)?.parse()?);
+    }
+    Ok(out)
+}
+
+fn query_version(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Option<VersionRecord>, MetaError> {
+    let mut stmt = conn.prepare_cached(sql).context(what)?;
+    let raw = stmt.query_row(params, RawVersion::from_row).optional().context(what)?;
+    raw.map(RawVersion::parse).transpose()
+}
+
+fn put_version_blocking(
+    conn: &mut Connection,
+    bucket: String,
+    name: String,
+    content: Option<ContentRecord>,
+) -> Result<VersionRecord, MetaError> {
+    const WHAT: &str = "put_version";
+    let (hash, size, policy, placement) = match &content {
+        Some(c) => {
+            let size = to_sql_int(c.size)
+                .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
+            (Some(c.hash.to_hex()), size, c.policy.to_string(), placement_json(&c.placement)?)
+        }
+        None => (None, 0, String::new(), String::new()),
+    };
+    // IMMEDIATE: take the write lock before reading the highest version, so that no
+    // other connection (in any process) can insert between the read and the insert.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(WHAT)?;
+    if let Some(hash) = &hash {
+        let stored: i64 = tx
+            .prepare_cached(SQL_UPSERT_CONTENT)
+            .context(WHAT)?
+            .query_row((hash, size, &policy, &placement), |row| row.get(0))
+            .context(WHAT)?;
+        if stored != size {
+            // Same SHA-256, different length: the caller or the file is wrong. Roll back.
+            return Err(MetaError::Corrupt(format!("content {hash}: recorded with size {stored}, now given {size}")));
+        }
+    }
+    let next: i64 = tx
+        .prepare_cached(SQL_NEXT_VERSION)
+        .context(WHAT)?
+        .query_row((&bucket, &name), |row| row.get(0))
+        .context(WHAT)?;
+    let version = u64::try_from(next)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid highest version {}", next - 1)))?;
+    let created_ms = now_ms();
+    tx.prepare_cached(SQL_INSERT_VERSION)
+        .context(WHAT)?
+        .execute((&bucket, &name, next, &hash, size, created_ms))
+        .context(WHAT)?;
+    tx.commit().context(WHAT)?;
+    Ok(VersionRecord { bucket, name, version, content, created_ms })
+}
+
+fn list_blocking(
+    conn: &Connection,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<VersionRecord>, MetaError> {
+    // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
+    // whichever is higher; the upper bound is the prefix's successor.
+    let (lower, exclusive) = match after {
+        Some(after) if after >= prefix => (after, true),
+        _ => (prefix, false),
+    };
+    let upper = prefix_successor(prefix);
+    let sql = match (exclusive, upper.is_some()) {
+        (false, false) => SQL_LIST_FROM,
+        (false, true) => SQL_LIST_FROM_UPTO,
+        (true, false) => SQL_LIST_AFTER,
+        (true, true) => SQL_LIST_AFTER_UPTO,
+    };
+    match &upper {
+        Some(upper) => query_versions(conn, "list", sql, &[&bucket, &lower, upper, &limit]),
+        None => query_versions(conn, "list", sql, &[&bucket, &lower, &limit]),
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn put_version(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Option<&ContentRecord>,
+    ) -> Result<VersionRecord, MetaError> {
+        let (bucket, name, content) = (bucket.to_string(), name.to_string(), content.cloned());
+        self.write(move |conn| put_version_blocking(conn, bucket, name, content)).await
+    }
+
+    async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError> {
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        self.read(move |conn| query_version(conn, "latest", SQL_LATEST, &[&bucket, &name])).await
+    }
+
+    async fn version(&self, bucket: &str, name: &str, version: u64) -> Result<Option<VersionRecord>, MetaError> {
+        let Some(version) = to_sql_int(version) else {
+            return Ok(None);
+        };
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        self.read(move |conn| query_version(conn, "version", SQL_VERSION, &[&bucket, &name, &version])).await
+    }
+
+    async fn versions(
+        &self,
+        bucket: &str,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        let Some(after) = to_sql_int(after) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        self.read(move |conn| query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit])).await
+    }
+
+    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
+        let hex = hash.to_hex();
+        self.read(move |conn| {
+            const WHAT: &str = "content";
+            let mut stmt = conn.prepare_cached(SQL_CONTENT).context(WHAT)?;
+            let raw = stmt
+                .query_row([&hex], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })
+                .optional()
+                .context(WHAT)?;
+            raw.map(|(hash, size, policy, placement)| parse_content(&hash, size, &policy, &placement)).transpose()
+        })
+        .await
+    }
+
+    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
+        let hex = hash.to_hex();
+        let json = placement_json(placement)?;
+        self.write(move |conn| {
+            conn.prepare_cached(SQL_SET_PLACEMENT)
+                .context("set_placement")?
+                .execute((&hex, &json))
+                .context("set_placement")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
+        let (bucket, prefix, after) = (bucket.to_string(), prefix.to_string(), after.map(str::to_string));
+        self.read(move |conn| list_blocking(conn, &bucket, &prefix, after.as_deref(), limit)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_exactly_the_prefixed_names() {
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("a/"), Some("a0".to_string()));
+        assert_eq!(prefix_successor("a\u{7f}"), Some("a\u{80}".to_string()));
+        assert_eq!(prefix_successor("a\u{D7FF}"), Some("a\u{E000}".to_string()));
+        assert_eq!(prefix_successor("ab\u{10FFFF}"), Some("ac".to_string()));
+        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
+        let prefix = "x\u{7f}";
+        let upper = prefix_successor(prefix).unwrap();
+        for name in ["x\u{7f}", "x\u{7f}\u{10FFFF}zz", "x\u{7f}\u{0}"] {
+            assert!(name >= prefix && name < upper.as_str(), "{name:?}");
+        }
+        for name in ["x\u{80}", "x\u{7e}\u{10FFFF}", "x", "y"] {
+            assert!(!(name >= prefix && name < upper.as_str()), "{name:?}");
+        }
+    }
+
+    /// The hot paths must be index seeks and range scans in primary-key order: no
+    /// table scan, no sort.
+    #[test]
+    fn hot_queries_use_the_primary_key_without_sorting() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let plan = |sql: &str, n: usize| -> String {
+            let params: Vec<&dyn ToSql> = vec![&"b" as &dyn ToSql; n];
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params.as_slice(), |row| row.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        };
+        for (sql, n) in [
+            (SQL_LATEST, 2),
+            (SQL_VERSION, 3),
+            (SQL_VERSIONS, 4),
+            (SQL_LIST_FROM, 3),
+            (SQL_LIST_FROM_UPTO, 4),
+            (SQL_LIST_AFTER, 3),
+            (SQL_LIST_AFTER_UPTO, 4),
+        ] {
+            let plan = plan(sql, n);
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+            assert!(!plan.contains("SCAN v\n") && !plan.ends_with("SCAN v"), "{sql}\n{plan}");
+            assert!(plan.contains("SEARCH v USING PRIMARY KEY"), "{sql}\n{plan}");
+        }
+    }
+
+    #[test]
+    fn busy_and_io_errors_are_unavailable_everything_else_corrupt() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error { code, extended_code: 0 }, None);
+        assert!(matches!(sql_error("x", failure(ErrorCode::DatabaseBusy)), MetaError::Unavailable(_)));
+        assert!(matches!(sql_error("x", failure(ErrorCode::DatabaseLocked)), MetaError::Unavailable(_)));
+        assert!(matches!(sql_error("x", failure(ErrorCode::SystemIoFailure)), MetaError::Unavailable(_)));
+        assert!(matches!(sql_error("x", failure(ErrorCode::DatabaseCorrupt)), MetaError::Corrupt(_)));
+        assert!(matches!(
+            sql_error("x", rusqlite::Error::InvalidColumnType(0, "hash".into(), rusqlite::types::Type::Integer)),
+            MetaError::Corrupt(_)
+        ));
+    }
 }

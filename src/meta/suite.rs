@@ -1,1 +1,381 @@
-//! (being written) behavioural suite
+//! Test support: the behavioural suite every [`MetaStore`] must pass, whatever its
+//! backend (the embedded SQLite store today, a networked database later).
+//!
+//! Each check panics (asserts) on a violation. Every check works under its own
+//! freshly generated bucket and content hashes, so the suite can run against a
+//! database shared with other runs or other data. Call [`run_all`] with a store, or
+//! [`run_all_shared`] when the store is in an `Arc` (which adds a check with
+//! concurrent tokio tasks; it needs a multi-threaded runtime to be meaningful).
+//!
+//! Name order is byte-wise (that of Rust's `str`), and a list prefix is literal:
+//! `%` and `_` are ordinary characters.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+
+use super::{ContentRecord, MetaStore, VersionRecord};
+use crate::content::{ContentHash, Placement, Policy};
+
+/// How far a store's `created_ms` may be from this process's clock (a networked
+/// store may stamp versions with its own clock).
+const CLOCK_SLACK_MS: i64 = 60_000;
+
+/// Runs every check against `store`.
+pub async fn run_all(store: &dyn MetaStore) {
+    versions_count_from_one(store).await;
+    latest_and_exact_versions(store).await;
+    tombstones_hide_nothing_older(store).await;
+    versions_page_oldest_first(store).await;
+    content_is_recorded_once_per_hash(store).await;
+    list_filters_orders_and_pages(store).await;
+    list_skips_tombstoned_names(store).await;
+    list_prefix_is_literal(store).await;
+    list_prefix_works_beyond_ascii(store).await;
+    concurrent_writes_get_distinct_gap_free_versions(store).await;
+}
+
+/// Runs every check, including the one that needs to share the store between
+/// spawned tokio tasks.
+pub async fn run_all_shared(store: Arc<dyn MetaStore>) {
+    run_all(store.as_ref()).await;
+    concurrent_tasks_get_distinct_gap_free_versions(store).await;
+}
+
+/// A bucket (or any name) no other run uses.
+fn unique(label: &str) -> String {
+    format!("suite-{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Content with a hash no other run uses.
+fn sample_content(size: u64, policy: &str, holders: &[&str]) -> ContentRecord {
+    let placement: Placement = holders.iter().enumerate().map(|(i, h)| (i as u32, h.to_string())).collect();
+    ContentRecord {
+        hash: ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
+        size,
+        policy: policy.parse::<Policy>().expect("policy"),
+        placement,
+    }
+}
+
+fn numbers(records: &[VersionRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.version).collect()
+}
+
+fn names(records: &[VersionRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.name.as_str()).collect()
+}
+
+/// The first version of a name is 1, the next 2; a version records its bucket, name,
+/// content and creation time.
+pub async fn versions_count_from_one(store: &dyn MetaStore) {
+    let bucket = unique("count");
+    let c = sample_content(1234, "4+2", &["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
+    let before = now_ms();
+    let v1 = store.put_version(&bucket, "a/b.txt", Some(&c)).await.expect("put 1");
+    let after = now_ms();
+    assert_eq!(v1.version, 1);
+    assert_eq!((v1.bucket.as_str(), v1.name.as_str()), (bucket.as_str(), "a/b.txt"));
+    assert_eq!(v1.content.as_ref(), Some(&c));
+    assert!(!v1.is_tombstone());
+    assert!(
+        v1.created_ms >= before - CLOCK_SLACK_MS && v1.created_ms <= after + CLOCK_SLACK_MS,
+        "created_ms {} is not near now ({before}..{after})",
+        v1.created_ms
+    );
+    let v2 = store.put_version(&bucket, "a/b.txt", Some(&c)).await.expect("put 2");
+    assert_eq!(v2.version, 2);
+    assert!(v2.created_ms >= v1.created_ms);
+    // Another name, and the same name in another bucket, count on their own.
+    let other = store.put_version(&bucket, "a/c.txt", None).await.expect("put other");
+    assert_eq!(other.version, 1);
+    let elsewhere = store.put_version(&unique("count2"), "a/b.txt", Some(&c)).await.expect("put elsewhere");
+    assert_eq!(elsewhere.version, 1);
+}
+
+/// `latest` is the newest version; `version(n)` is exactly version n or `None`.
+pub async fn latest_and_exact_versions(store: &dyn MetaStore) {
+    let bucket = unique("latest");
+    assert!(store.latest(&bucket, "x").await.expect("latest of nothing").is_none());
+    assert!(store.version(&bucket, "x", 1).await.expect("version of nothing").is_none());
+    let contents: Vec<ContentRecord> = (0..3).map(|i| sample_content(100 + i, "1+2", &["h:1", "h:2", "h:3"])).collect();
+    let mut put = Vec::new();
+    for c in &contents {
+        put.push(store.put_version(&bucket, "x", Some(c)).await.expect("put"));
+    }
+    let latest = store.latest(&bucket, "x").await.expect("latest").expect("some latest");
+    assert_eq!(latest, put[2]);
+    for (i, expected) in put.iter().enumerate() {
+        let got = store.version(&bucket, "x", i as u64 + 1).await.expect("version").expect("some version");
+        assert_eq!(&got, expected);
+        assert_eq!(got.content.as_ref(), Some(&contents[i]));
+    }
+    assert!(store.version(&bucket, "x", 0).await.expect("version 0").is_none());
+    assert!(store.version(&bucket, "x", 4).await.expect("version 4").is_none());
+    assert!(store.version(&bucket, "x", u64::MAX).await.expect("version max").is_none());
+    assert!(store.latest(&bucket, "y").await.expect("latest of other").is_none());
+    assert!(store.latest(&unique("latest2"), "x").await.expect("latest elsewhere").is_none());
+}
+
+/// A tombstone is the newest version, and the versions before it stay readable.
+pub async fn tombstones_hide_nothing_older(store: &dyn MetaStore) {
+    let bucket = unique("tomb");
+    let c = sample_content(7, "1+0", &["h:1"]);
+    store.put_version(&bucket, "gone", Some(&c)).await.expect("put");
+    let tomb = store.put_version(&bucket, "gone", None).await.expect("delete");
+    assert_eq!(tomb.version, 2);
+    assert!(tomb.is_tombstone());
+    let latest = store.latest(&bucket, "gone").await.expect("latest").expect("some latest");
+    assert!(latest.is_tombstone());
+    assert_eq!(latest, tomb);
+    let old = store.version(&bucket, "gone", 1).await.expect("version 1").expect("some version 1");
+    assert_eq!(old.content, Some(c.clone()));
+    assert_eq!(store.content(&c.hash).await.expect("content"), Some(c.clone()));
+    // Writing again after a delete continues the numbering.
+    let back = store.put_version(&bucket, "gone", Some(&c)).await.expect("put again");
+    assert_eq!(back.version, 3);
+    assert!(!store.latest(&bucket, "gone").await.expect("latest").expect("some").is_tombstone());
+}
+
+/// `versions` pages oldest first, numbered above `after`, at most `limit` each.
+pub async fn versions_page_oldest_first(store: &dyn MetaStore) {
+    let bucket = unique("page");
+    let c = sample_content(9, "2+1", &["h:1", "h:2", "h:3"]);
+    for i in 1..=7u64 {
+        let content = if i == 4 { None } else { Some(&c) };
+        store.put_version(&bucket, "p", content).await.expect("put");
+    }
+    let all = store.versions(&bucket, "p", 0, 100).await.expect("all");
+    assert_eq!(numbers(&all), (1..=7).collect::<Vec<_>>());
+    assert!(all[3].is_tombstone() && !all[2].is_tombstone());
+    assert_eq!(numbers(&store.versions(&bucket, "p", 0, 3).await.expect("page 1")), vec![1, 2, 3]);
+    assert_eq!(numbers(&store.versions(&bucket, "p", 3, 3).await.expect("page 2")), vec![4, 5, 6]);
+    assert_eq!(numbers(&store.versions(&bucket, "p", 6, 3).await.expect("page 3")), vec![7]);
+    assert!(store.versions(&bucket, "p", 7, 3).await.expect("past the end").is_empty());
+    assert!(store.versions(&bucket, "p", 0, 0).await.expect("limit 0").is_empty());
+    assert!(store.versions(&bucket, "p", u64::MAX, 10).await.expect("after max").is_empty());
+    assert!(store.versions(&bucket, "none", 0, 10).await.expect("no such name").is_empty());
+    // Walking the pages yields every version once, in order.
+    let mut walked = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.versions(&bucket, "p", after, 2).await.expect("walk");
+        let Some(last) = page.last() else { break };
+        after = last.version;
+        walked.extend(page);
+    }
+    assert_eq!(walked, all);
+}
+
+/// Content is recorded once per hash: names sharing a hash share its record, a new
+/// placement (by `set_placement` or by writing the hash again) is seen through every
+/// name, and unknown hashes are absent.
+pub async fn content_is_recorded_once_per_hash(store: &dyn MetaStore) {
+    let bucket = unique("dedup");
+    let c = sample_content(4096, "4+2", &["a:1", "b:1", "c:1", "d:1", "e:1", "f:1"]);
+    store.put_version(&bucket, "one", Some(&c)).await.expect("put one");
+    store.put_version(&bucket, "two", Some(&c)).await.expect("put two");
+    assert_eq!(store.content(&c.hash).await.expect("content"), Some(c.clone()));
+
+    let moved: Placement = (0..6u32).map(|i| (i, format!("moved-{i}:7000"))).collect();
+    store.set_placement(&c.hash, &moved).await.expect("set_placement");
+    let expected = ContentRecord { placement: moved.clone(), ..c.clone() };
+    assert_eq!(store.content(&c.hash).await.expect("content").as_ref(), Some(&expected));
+    for name in ["one", "two"] {
+        let latest = store.latest(&bucket, name).await.expect("latest").expect("some");
+        assert_eq!(latest.content.as_ref(), Some(&expected), "{name}");
+    }
+
+    // Writing the same content again records where its shards now are.
+    let rewritten = ContentRecord { placement: (0..6u32).map(|i| (i, format!("new-{i}:7000"))).collect(), ..c.clone() };
+    store.put_version(&bucket, "three", Some(&rewritten)).await.expect("put three");
+    let one = store.version(&bucket, "one", 1).await.expect("version").expect("some");
+    assert_eq!(one.content.as_ref(), Some(&rewritten));
+
+    let unknown = ContentHash::of(uuid::Uuid::new_v4().as_bytes());
+    assert!(store.content(&unknown).await.expect("unknown content").is_none());
+    store.set_placement(&unknown, &moved).await.expect("set_placement of an unknown hash is ignored");
+    assert!(store.content(&unknown).await.expect("still unknown").is_none());
+}
+
+/// `list`: prefix, `after` (exclusive), `limit`, name order, the newest version of
+/// each name.
+pub async fn list_filters_orders_and_pages(store: &dyn MetaStore) {
+    let bucket = unique("list");
+    let c = sample_content(1, "1+0", &["h:1"]);
+    // Inserted out of order; "b/" names around the prefix boundaries.
+    let all = ["b/2", "a/1", "b/1", "b/10", "b", "b0", "b/", "c/1", "b/3/x"];
+    for name in all {
+        store.put_version(&bucket, name, Some(&c)).await.expect("put");
+    }
+    store.put_version(&bucket, "b/2", Some(&c)).await.expect("put b/2 again");
+
+    let everything = store.list(&bucket, "", None, 100).await.expect("list all");
+    let mut sorted: Vec<&str> = all.to_vec();
+    sorted.sort();
+    assert_eq!(names(&everything), sorted);
+
+    let b = store.list(&bucket, "b/", None, 100).await.expect("list b/");
+    assert_eq!(names(&b), vec!["b/", "b/1", "b/10", "b/2", "b/3/x"]);
+    let b2 = &b[3];
+    assert_eq!(b2.version, 2, "list gives each name's newest version");
+    assert_eq!(b2, &store.latest(&bucket, "b/2").await.expect("latest").expect("some"));
+
+    let after = store.list(&bucket, "b/", Some("b/10"), 100).await.expect("after");
+    assert_eq!(names(&after), vec!["b/2", "b/3/x"]);
+    let after_missing = store.list(&bucket, "b/", Some("b/15"), 100).await.expect("after a missing name");
+    assert_eq!(names(&after_missing), vec!["b/2", "b/3/x"]);
+    let before_prefix = store.list(&bucket, "b/", Some("a"), 100).await.expect("after before the prefix");
+    assert_eq!(names(&before_prefix), names(&b));
+    assert!(store.list(&bucket, "b/", Some("b0"), 100).await.expect("after the prefix").is_empty());
+    let limited = store.list(&bucket, "b/", None, 2).await.expect("limit");
+    assert_eq!(names(&limited), vec!["b/", "b/1"]);
+    assert!(store.list(&bucket, "b/", None, 0).await.expect("limit 0").is_empty());
+    assert!(store.list(&bucket, "zzz", None, 10).await.expect("no match").is_empty());
+    assert!(store.list(&unique("list2"), "", None, 10).await.expect("empty bucket").is_empty());
+
+    // Paging through with `after` = the last name of the previous page visits every
+    // name once, in order.
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list(&bucket, "", cursor.as_deref(), 2).await.expect("page");
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.name.clone());
+        walked.extend(page.into_iter().map(|r| r.name));
+    }
+    assert_eq!(walked, sorted);
+}
+
+/// A name whose newest version is a tombstone is not listed; it is again once
+/// written after the delete. A tombstone in the middle of the history doesn't matter.
+pub async fn list_skips_tombstoned_names(store: &dyn MetaStore) {
+    let bucket = unique("listtomb");
+    let c = sample_content(1, "1+0", &["h:1"]);
+    for name in ["k1", "k2", "k3", "k4", "k5"] {
+        store.put_version(&bucket, name, Some(&c)).await.expect("put");
+    }
+    store.put_version(&bucket, "k2", None).await.expect("delete k2");
+    store.put_version(&bucket, "k3", None).await.expect("delete k3");
+    store.put_version(&bucket, "k3", Some(&c)).await.expect("restore k3");
+    store.put_version(&bucket, "k4", None).await.expect("delete k4");
+    store.put_version(&bucket, "only-deleted", None).await.expect("tombstone only");
+
+    let listed = store.list(&bucket, "", None, 100).await.expect("list");
+    assert_eq!(names(&listed), vec!["k1", "k3", "k5"]);
+    assert_eq!(listed[1].version, 3);
+    assert!(listed.iter().all(|r| !r.is_tombstone()));
+    // The limit counts listed names, not skipped ones.
+    assert_eq!(names(&store.list(&bucket, "k", None, 2).await.expect("limit")), vec!["k1", "k3"]);
+    assert_eq!(names(&store.list(&bucket, "k", Some("k1"), 1).await.expect("after")), vec!["k3"]);
+}
+
+/// `%`, `_` and `\` in a prefix are literal characters, not patterns.
+pub async fn list_prefix_is_literal(store: &dyn MetaStore) {
+    let bucket = unique("wild");
+    let c = sample_content(1, "1+0", &["h:1"]);
+    let all = ["a%b", "axb", "a_c", "abc", "a\\d", "a\\\\d", "a%", "a_"];
+    for name in all {
+        store.put_version(&bucket, name, Some(&c)).await.expect("put");
+    }
+    let list = |prefix: &'static str| list_names(store, &bucket, prefix);
+    assert_eq!(list("a%").await, vec!["a%", "a%b"]);
+    assert_eq!(list("a_").await, vec!["a_", "a_c"]);
+    assert_eq!(list("a\\").await, vec!["a\\\\d", "a\\d"]);
+    assert_eq!(list("a%b").await, vec!["a%b"]);
+    assert!(list("%").await.is_empty());
+    assert!(list("_").await.is_empty());
+    assert_eq!(list("a").await.len(), all.len());
+}
+
+/// The names `list` gives for `prefix`, without `after` or a tight limit.
+async fn list_names(store: &dyn MetaStore, bucket: &str, prefix: &str) -> Vec<String> {
+    let got = store.list(bucket, prefix, None, 1000).await.expect("list");
+    got.into_iter().map(|r| r.name).collect()
+}
+
+/// Prefixes and order hold for names beyond ASCII, where byte order and code-point
+/// order must agree (no locale collation).
+pub async fn list_prefix_works_beyond_ascii(store: &dyn MetaStore) {
+    let bucket = unique("utf8");
+    let c = sample_content(1, "1+0", &["h:1"]);
+    let all =
+        ["é/1", "é/2", "ê", "e/1", "E/1", "日本/1", "日本語", "z\u{7f}x", "z\u{80}y", "\u{10FFFF}a", "\u{10FFFF}"];
+    for name in all {
+        store.put_version(&bucket, name, Some(&c)).await.expect("put");
+    }
+    let listed = store.list(&bucket, "", None, 100).await.expect("list");
+    let mut sorted = all.to_vec();
+    sorted.sort();
+    assert_eq!(names(&listed), sorted, "byte-wise name order");
+    let list = |prefix: &'static str| list_names(store, &bucket, prefix);
+    assert_eq!(list("é").await, vec!["é/1", "é/2"]);
+    assert_eq!(list("日本").await, vec!["日本/1", "日本語"]);
+    assert_eq!(list("z\u{7f}").await, vec!["z\u{7f}x"]);
+    assert_eq!(list("\u{10FFFF}").await, vec!["\u{10FFFF}", "\u{10FFFF}a"]);
+    assert_eq!(list("e").await, vec!["e/1"]);
+}
+
+/// 8 concurrent writers × 25 versions of one name get exactly versions 1..=200, each
+/// writer's in increasing order. The writers are concurrent futures in one task.
+pub async fn concurrent_writes_get_distinct_gap_free_versions(store: &dyn MetaStore) {
+    let bucket = unique("race");
+    let c = sample_content(11, "2+1", &["h:1", "h:2", "h:3"]);
+    let writers = (0..8).map(|w| {
+        let (bucket, c) = (bucket.clone(), c.clone());
+        async move {
+            let mut got = Vec::new();
+            for i in 0..25 {
+                let content = if (w + i) % 5 == 0 { None } else { Some(&c) };
+                got.push(store.put_version(&bucket, "hot", content).await.expect("concurrent put").version);
+            }
+            got
+        }
+    });
+    check_race(store, &bucket, join_all(writers).await).await;
+}
+
+/// Like [`concurrent_writes_get_distinct_gap_free_versions`], with each writer a
+/// spawned tokio task sharing the store.
+pub async fn concurrent_tasks_get_distinct_gap_free_versions(store: Arc<dyn MetaStore>) {
+    let bucket = unique("tasks");
+    let c = sample_content(12, "2+1", &["h:1", "h:2", "h:3"]);
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let (store, bucket, c) = (Arc::clone(&store), bucket.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..25 {
+                    let content = if (w + i) % 5 == 0 { None } else { Some(&c) };
+                    got.push(store.put_version(&bucket, "hot", content).await.expect("concurrent put").version);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut per_writer = Vec::new();
+    for task in tasks {
+        per_writer.push(task.await.expect("writer task"));
+    }
+    check_race(store.as_ref(), &bucket, per_writer).await;
+}
+
+async fn check_race(store: &dyn MetaStore, bucket: &str, per_writer: Vec<Vec<u64>>) {
+    for got in &per_writer {
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "a writer's versions went backwards: {got:?}");
+    }
+    let mut all: Vec<u64> = per_writer.into_iter().flatten().collect();
+    all.sort_unstable();
+    let distinct: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "duplicate versions");
+    assert_eq!(all, (1..=200).collect::<Vec<_>>(), "versions must be exactly 1..=200");
+    let stored = store.versions(bucket, "hot", 0, 1000).await.expect("versions");
+    assert_eq!(numbers(&stored), (1..=200).collect::<Vec<_>>());
+    assert_eq!(store.latest(bucket, "hot").await.expect("latest").expect("some").version, 200);
+}

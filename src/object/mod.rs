@@ -145,10 +145,7 @@ impl ObjectService {
 
 /// One holder per shard: the first that answered.
 fn first_holders(holders: &cluster::Holders) -> Placement {
-    holders
-        .iter()
-        .filter_map(|(shard, addrs)| Some((*shard as ShardIndex, addrs.first()?.clone())))
-        .collect()
+    holders.iter().filter_map(|(shard, addrs)| Some((*shard as ShardIndex, addrs.first()?.clone()))).collect()
 }
 
 impl ObjectService {

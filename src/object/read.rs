@@ -64,10 +64,8 @@ impl ObjectService {
 
     /// Holders in the order to try them: live servers first.
     fn ordered(&self, placement: &Placement) -> Vec<Candidate> {
-        let (mut live, dead): (Vec<Candidate>, Vec<Candidate>) = placement
-            .iter()
-            .map(|(s, a)| (*s, a.clone()))
-            .partition(|(_, addr)| self.membership.is_live(addr));
+        let (mut live, dead): (Vec<Candidate>, Vec<Candidate>) =
+            placement.iter().map(|(s, a)| (*s, a.clone())).partition(|(_, addr)| self.membership.is_live(addr));
         live.extend(dead);
         // Popped from the back.
         live.reverse();
@@ -150,7 +148,9 @@ impl ObjectService {
 }
 
 /// Collects a stream into memory: for tests and small objects.
-pub async fn collect(mut stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin) -> std::io::Result<Vec<u8>> {
+pub async fn collect(
+    mut stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
+) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk?);

@@ -58,11 +58,8 @@ impl ObjectService {
             needed: policy.shards(),
             policy,
         })?;
-        let mut uploads: Vec<ShardUpload> = targets
-            .into_iter()
-            .enumerate()
-            .map(|(i, addr)| self.start_upload(i as ShardIndex, addr))
-            .collect();
+        let mut uploads: Vec<ShardUpload> =
+            targets.into_iter().enumerate().map(|(i, addr)| self.start_upload(i as ShardIndex, addr)).collect();
 
         let (hash, size) = match self.feed(&mut uploads, body, policy.write_quorum()).await {
             Ok(done) => done,

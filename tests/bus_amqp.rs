@@ -1,0 +1,446 @@
+//! The RabbitMQ transport against the real broker at 127.0.0.1:5672 (guest/guest).
+//!
+//! Each test plays two or three processes, each with its own [`AmqpTransport`]
+//! under a [`Bus`]. The broker's `apiServers` and `dataServers` exchanges are
+//! shared with anything else using it, so every test recognises its own messages
+//! by a unique address or hash and ignores the rest. The tests are serialized: one
+//! of them makes the broker drop every connection.
+//!
+//! Without a broker the tests say SKIPPED and pass, unless
+//! `CAIRN_REQUIRE_SERVICES=1`, which makes a missing broker a failure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn::bus::amqp::AmqpTransport;
+use cairn::bus::{Bus, BusError, Exchange, Heartbeat, IncomingLocate, LocateReply, Transport};
+use cairn::content::ContentHash;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const BROKER: &str = "127.0.0.1:5672";
+/// How long a message that should arrive may take.
+const ARRIVAL: Duration = Duration::from_secs(5);
+
+/// One broker test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn services_required() -> bool {
+    std::env::var("CAIRN_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Whether the broker answers on its port; says loudly when it does not.
+async fn broker_reachable(test: &str) -> bool {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("cairn=debug").try_init();
+    match timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(BROKER)).await {
+        Ok(Ok(_)) => true,
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 1 s".to_string(),
+            };
+            assert!(
+                !services_required(),
+                "{test}: RabbitMQ not reachable at {BROKER} ({why}) and CAIRN_REQUIRE_SERVICES=1"
+            );
+            eprintln!("SKIPPED {test}: RabbitMQ not reachable at {BROKER} ({why}); set CAIRN_REQUIRE_SERVICES=1 to fail instead");
+            false
+        }
+    }
+}
+
+/// One process's bus over its own connection.
+async fn process(shutdown: &CancellationToken) -> (Bus, Arc<AmqpTransport>) {
+    let transport = Arc::new(AmqpTransport::connect(URL, shutdown.clone()).await.expect("connect to RabbitMQ"));
+    let bus = Bus::new(transport.clone(), shutdown.clone()).await.expect("bus over RabbitMQ");
+    (bus, transport)
+}
+
+fn unique(what: &str) -> String {
+    format!("{what}-{}", uuid::Uuid::new_v4())
+}
+
+/// Waits for the heartbeat from `addr`, skipping anyone else's.
+async fn heartbeat_from(rx: &mut mpsc::Receiver<Heartbeat>, addr: &str, within: Duration) -> Option<Heartbeat> {
+    timeout(within, async {
+        loop {
+            let hb = rx.recv().await?;
+            if hb.addr == addr {
+                return Some(hb);
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Answers, as data server `addr`, every locate for `hash` with `shards`; ignores
+/// other locates (someone else's).
+fn serve_locates(
+    bus: Bus,
+    mut requests: mpsc::Receiver<IncomingLocate>,
+    hash: ContentHash,
+    addr: String,
+    shards: Vec<u32>,
+) {
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            if request.request.hash == hash {
+                let reply = LocateReply { addr: addr.clone(), shards: shards.clone() };
+                if let Err(e) = bus.reply(&request, &reply).await {
+                    eprintln!("data server could not reply: {e}");
+                }
+            }
+        }
+    });
+}
+
+/// Broadcasts a locate for `hash` and waits for the answer from `addr`.
+async fn locate_answer_from(bus: &Bus, hash: ContentHash, addr: &str, within: Duration) -> Result<LocateReply, String> {
+    let mut pending = bus.broadcast_locate(hash).await.map_err(|e| format!("broadcast: {e}"))?;
+    timeout(within, async {
+        loop {
+            match pending.next().await {
+                Some(reply) if reply.addr == addr => return Ok(reply),
+                Some(_) => continue,
+                None => return Err("bus shut down".to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no answer from {addr} within {within:?}"))?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_published_by_one_process_reach_a_subscriber_in_another() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("heartbeats_published_by_one_process_reach_a_subscriber_in_another").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let (api, _) = process(&shutdown).await;
+    let (data, _) = process(&shutdown).await;
+    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
+
+    let hb = Heartbeat { addr: unique("10.0.0.1:7001"), free: 123_456_789 };
+    data.publish_heartbeat(&hb).await.expect("publish heartbeat");
+    assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_is_answered_by_a_data_server_and_routed_back_to_the_asker() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("locate_is_answered_by_a_data_server_and_routed_back_to_the_asker").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let (api, _) = process(&shutdown).await;
+    let (data, _) = process(&shutdown).await;
+    let hash = ContentHash::of(unique("content").as_bytes());
+    let addr = unique("10.0.0.2:7002");
+    serve_locates(
+        data.clone(),
+        data.locate_requests().await.expect("subscribe to locates"),
+        hash,
+        addr.clone(),
+        vec![0, 3],
+    );
+
+    let reply = locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate answered");
+    assert_eq!(reply, LocateReply { addr, shards: vec![0, 3] });
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dropped_and_the_next_good_ones_still_arrive() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("malformed_messages_are_dropped_and_the_next_good_ones_still_arrive").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let (api, api_transport) = process(&shutdown).await;
+    let (data, _) = process(&shutdown).await;
+    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
+    // Underneath the typed bus the transport passes the bytes through untouched.
+    let mut raw = api_transport.subscribe(Exchange::ApiServers).await.expect("raw subscription");
+    let hash = ContentHash::of(unique("content").as_bytes());
+    let addr = unique("10.0.0.3:7003");
+    serve_locates(
+        data.clone(),
+        data.locate_requests().await.expect("subscribe to locates"),
+        hash,
+        addr.clone(),
+        vec![],
+    );
+
+    let garbage = Bytes::from_static(b"not-json");
+    api.publish_raw(Exchange::DataServers, garbage.clone()).await.expect("publish garbage on dataServers");
+    data.publish_raw(Exchange::ApiServers, garbage.clone()).await.expect("publish garbage on apiServers");
+    let saw_garbage = timeout(ARRIVAL, async {
+        while let Some(d) = raw.recv().await {
+            if d.body == garbage {
+                return Some(d);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the raw subscriber sees the malformed message");
+    assert!(saw_garbage.reply_to.is_none() && saw_garbage.correlation_id.is_none());
+
+    let hb = Heartbeat { addr: unique("10.0.0.3:7003"), free: 1 };
+    data.publish_heartbeat(&hb).await.expect("publish heartbeat");
+    assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb));
+    let reply = locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate answered after garbage");
+    assert!(reply.shards.is_empty());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_reply_queue_survive_the_broker_dropping_every_connection() {
+    const TEST: &str = "subscriptions_and_reply_queue_survive_the_broker_dropping_every_connection";
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable(TEST).await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let (api, api_transport) = process(&shutdown).await;
+    let (data, data_transport) = process(&shutdown).await;
+    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
+    let hash = ContentHash::of(unique("content").as_bytes());
+    let addr = unique("10.0.0.4:7004");
+    serve_locates(
+        data.clone(),
+        data.locate_requests().await.expect("subscribe to locates"),
+        hash,
+        addr.clone(),
+        vec![1],
+    );
+
+    let before = Heartbeat { addr: unique("10.0.0.4:7004"), free: 1 };
+    data.publish_heartbeat(&before).await.expect("publish heartbeat");
+    assert_eq!(heartbeat_from(&mut heartbeats, &before.addr, ARRIVAL).await, Some(before));
+    locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate before the drop");
+    let old_reply_queue = api_transport.reply_address().expect("connected, so a reply queue");
+
+    let closed = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("rabbitmqctl").args(["close_all_connections", "test"]).output()
+    })
+    .await
+    .expect("rabbitmqctl task");
+    match closed {
+        Ok(out) if out.status.success() => {}
+        outcome => {
+            let why = match outcome {
+                Ok(out) => format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                Err(e) => e.to_string(),
+            };
+            assert!(!services_required(), "{TEST}: rabbitmqctl close_all_connections failed ({why})");
+            eprintln!("SKIPPED {TEST}: rabbitmqctl close_all_connections failed ({why})");
+            shutdown.cancel();
+            return;
+        }
+    }
+
+    // Heartbeats flow again once both processes are back; until then publishing
+    // fails fast (or lands before the subscriber's queue exists), so keep trying.
+    let after = Heartbeat { addr: unique("10.0.0.4:7004"), free: 2 };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut disconnected_seen = false;
+    let mut arrived = false;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        match data.publish_heartbeat(&after).await {
+            Ok(()) => {}
+            Err(BusError::Disconnected) => disconnected_seen = true,
+            Err(e) => eprintln!("publish during reconnect: {e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "publishing hung for {:?}", started.elapsed());
+        if heartbeat_from(&mut heartbeats, &after.addr, Duration::from_millis(300)).await.is_some() {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "no heartbeat reached the subscriber within 15 s of the broker dropping connections");
+    eprintln!("heartbeats resumed (a publish saw Disconnected: {disconnected_seen})");
+
+    let mut answered = None;
+    while Instant::now() < deadline + Duration::from_secs(5) {
+        match locate_answer_from(&api, hash, &addr, Duration::from_millis(500)).await {
+            Ok(reply) => {
+                answered = Some(reply);
+                break;
+            }
+            Err(e) => eprintln!("locate during reconnect: {e}"),
+        }
+    }
+    assert_eq!(answered, Some(LocateReply { addr, shards: vec![1] }), "locate round trip after reconnect");
+    let new_reply_queue = api_transport.reply_address().expect("reconnected, so a reply queue");
+    assert_ne!(old_reply_queue, new_reply_queue, "the reply queue is new after a reconnect");
+    assert!(data_transport.reply_address().is_some());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_receivers_and_refuses_to_publish() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("shutdown_ends_receivers_and_refuses_to_publish").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let transport = AmqpTransport::connect(URL, shutdown.clone()).await.expect("connect to RabbitMQ");
+    let mut raw = transport.subscribe(Exchange::ApiServers).await.expect("subscribe");
+    shutdown.cancel();
+    let ended = timeout(ARRIVAL, async {
+        // Foreign heartbeats may still be queued; the receiver must end after them.
+        while raw.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the subscription ends after shutdown");
+    let err =
+        transport.publish(Exchange::ApiServers, Default::default()).await.expect_err("no publishing after shutdown");
+    assert!(matches!(err, BusError::Closed), "{err}");
+    assert!(transport.reply_address().is_none());
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_reported_at_once() {
+    // Nothing listens on port 1; the process should learn it at start, not hang.
+    let started = Instant::now();
+    let result = timeout(
+        Duration::from_secs(10),
+        AmqpTransport::connect("amqp://guest:guest@127.0.0.1:1/", CancellationToken::new()),
+    )
+    .await
+    .expect("connect gives up within seconds");
+    assert!(matches!(result, Err(BusError::Broker { .. } | BusError::Disconnected)), "{:?}", result.err());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_url_that_is_not_amqp_is_refused() {
+    for url in ["http://127.0.0.1:5672", "amqp://guest:guest@127.0.0.1:port", "127.0.0.1:5672"] {
+        let result = AmqpTransport::connect(url, CancellationToken::new()).await;
+        assert!(matches!(result, Err(BusError::BadUrl { .. })), "{url}: {:?}", result.err());
+    }
+}
+
+/// A TCP proxy in front of the broker that the test can cut (every connection
+/// dropped, new ones refused after accepting) and restore, to play a broker that
+/// is away for a while without disturbing the real one.
+struct CuttableProxy {
+    port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(stop: CancellationToken) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (down, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                };
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut watch = watch.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(BROKER).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = watch.wait_for(|down| *down) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, down }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/", self.port)
+    }
+
+    fn cut(&self) {
+        let _ = self.down.send(true);
+    }
+
+    fn restore(&self) {
+        let _ = self.down.send(false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cut_off_from_the_broker_for_seconds_reconnects_with_backoff() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("a_process_cut_off_from_the_broker_for_seconds_reconnects_with_backoff").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let proxy = CuttableProxy::start(shutdown.clone()).await;
+    // The API process sits behind the proxy; the data server talks to the broker directly.
+    let cut_off = Arc::new(AmqpTransport::connect(&proxy.url(), shutdown.clone()).await.expect("connect via proxy"));
+    let api = Bus::new(cut_off.clone(), shutdown.clone()).await.expect("bus via proxy");
+    let (data, _) = process(&shutdown).await;
+    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
+    let hash = ContentHash::of(unique("content").as_bytes());
+    let addr = unique("10.0.0.5:7005");
+    serve_locates(
+        data.clone(),
+        data.locate_requests().await.expect("subscribe to locates"),
+        hash,
+        addr.clone(),
+        vec![2],
+    );
+    locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate before the cut");
+    let old_reply_queue = cut_off.reply_address().expect("connected, so a reply queue");
+
+    proxy.cut();
+    // The lost connection is noticed at once (the socket closes); publishing then
+    // fails fast instead of queueing or hanging.
+    let noticed = timeout(ARRIVAL, async {
+        while cut_off.reply_address().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(noticed.is_ok(), "the transport noticed the lost connection");
+    let started = Instant::now();
+    let err = api.publish_heartbeat(&Heartbeat { addr: addr.clone(), free: 0 }).await.expect_err("disconnected");
+    assert!(matches!(err, BusError::Disconnected), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(matches!(api.broadcast_locate(hash).await.err(), Some(BusError::Disconnected)));
+    // Several reconnect attempts fail meanwhile (100 ms, 200 ms, 400 ms, ...).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+
+    let mut answered = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while answered.is_none() && Instant::now() < deadline {
+        match locate_answer_from(&api, hash, &addr, Duration::from_millis(500)).await {
+            Ok(reply) => answered = Some(reply),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(answered, Some(LocateReply { addr: addr.clone(), shards: vec![2] }), "locate after the cut");
+    assert_ne!(cut_off.reply_address(), Some(old_reply_queue), "a new reply queue after reconnecting");
+    let hb = Heartbeat { addr: unique("10.0.0.5:7005"), free: 5 };
+    data.publish_heartbeat(&hb).await.expect("publish heartbeat");
+    assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb), "heartbeats after the cut");
+    shutdown.cancel();
+}

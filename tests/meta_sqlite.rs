@@ -1,0 +1,297 @@
+//! The SQLite metadata store: the shared behavioural suite, several stores (and
+//! several processes) on one file, schema versions, corrupt rows, a busy database.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::content::{ContentHash, Placement, Policy};
+use cairn::meta::sqlite::{SqliteStore, SCHEMA_VERSION};
+use cairn::meta::{suite, ContentRecord, MetaError, MetaStore};
+
+fn content(seed: &str) -> ContentRecord {
+    ContentRecord {
+        hash: ContentHash::of(seed.as_bytes()),
+        size: seed.len() as u64,
+        policy: Policy { k: 2, m: 1 },
+        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
+    }
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    // The parent directory does not exist yet: open creates it.
+    let store = SqliteStore::open(&dir.path().join("nested/dir/meta.db")).await.unwrap();
+    suite::run_all_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_by_url_and_reopen_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let url = format!("sqlite:{}", path.display());
+    let c = content("reopen");
+    {
+        let store = cairn::meta::open(&url).await.unwrap();
+        store.put_version("b", "n", Some(&c)).await.unwrap();
+        store.put_version("b", "n", None).await.unwrap();
+    }
+    let store = cairn::meta::open(&url).await.unwrap();
+    assert!(store.latest("b", "n").await.unwrap().unwrap().is_tombstone());
+    assert_eq!(store.version("b", "n", 1).await.unwrap().unwrap().content, Some(c));
+    assert_eq!(store.put_version("b", "n", None).await.unwrap().version, 3);
+    assert!(matches!(cairn::meta::open("postgres://x").await, Err(MetaError::Open { .. })));
+}
+
+/// Two stores on one file stand in for two API servers on one host: each sees the
+/// other's writes at once, and concurrent writers get 1..=200 without gap or
+/// duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_share_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let a: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+
+    let c = content("shared");
+    let v1 = a.put_version("bk", "obj", Some(&c)).await.unwrap();
+    assert_eq!(b.latest("bk", "obj").await.unwrap(), Some(v1.clone()));
+    let v2 = b.put_version("bk", "obj", None).await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(a.latest("bk", "obj").await.unwrap(), Some(v2));
+    let moved = Placement::from([(0, "z:9".to_string())]);
+    a.set_placement(&c.hash, &moved).await.unwrap();
+    assert_eq!(b.content(&c.hash).await.unwrap().unwrap().placement, moved);
+    assert!(b.list("bk", "", None, 10).await.unwrap().is_empty(), "obj is deleted");
+
+    let mut tasks = Vec::new();
+    for store in [&a, &b] {
+        for w in 0..2 {
+            let (store, c) = (Arc::clone(store), c.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..50 {
+                    let content = if (w + i) % 3 == 0 { None } else { Some(&c) };
+                    got.push(store.put_version("bk", "race", content).await.unwrap().version);
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+    for store in [&a, &b] {
+        let stored: Vec<u64> = store.versions("bk", "race", 0, 500).await.unwrap().iter().map(|v| v.version).collect();
+        assert_eq!(stored, (1..=200).collect::<Vec<u64>>());
+    }
+}
+
+const CHILD_PATH: &str = "CAIRN_META_TEST_CHILD_PATH";
+
+/// The writer half of [`two_processes_share_one_file`]: a no-op unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_writer() {
+    let Ok(path) = std::env::var(CHILD_PATH) else {
+        return;
+    };
+    let store = SqliteStore::open(Path::new(&path)).await.unwrap();
+    let c = content("processes");
+    for i in 0..100 {
+        let content = if i % 4 == 3 { None } else { Some(&c) };
+        store.put_version("bk", "proc", content).await.unwrap();
+    }
+}
+
+/// Two real processes writing the same name at once get 1..=200 between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "child_process_writer", "--test-threads=1", "--quiet"])
+                .env(CHILD_PATH, &path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        assert!(status.success(), "child writer failed: {status}");
+    }
+    let stored: Vec<u64> = store.versions("bk", "proc", 0, 500).await.unwrap().iter().map(|v| v.version).collect();
+    assert_eq!(stored, (1..=200).collect::<Vec<u64>>());
+    assert_eq!(store.latest("bk", "proc").await.unwrap().unwrap().version, 200);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    raw(&path).pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    match SqliteStore::open(&path).await {
+        Err(MetaError::Open { url, reason }) => {
+            assert!(url.contains("meta.db"), "{url}");
+            assert!(reason.contains("newer"), "{reason}");
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn migration_records_the_schema_version_and_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    drop(SqliteStore::open(&path).await.unwrap());
+    let conn = raw(&path);
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    // Opening again is a no-op.
+    drop(SqliteStore::open(&path).await.unwrap());
+    let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    assert!(matches!(SqliteStore::open(&path).await, Err(MetaError::Open { .. })));
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let good = content("good");
+    store.put_version("bk", "good", Some(&good)).await.unwrap();
+
+    let conn = raw(&path);
+    // Another tool (or a disk fault) wrote these; it did not check references.
+    conn.pragma_update(None, "foreign_keys", false).unwrap();
+    let bad_policy = ContentHash::of(b"bad policy").to_hex();
+    let bad_placement = ContentHash::of(b"bad placement").to_hex();
+    let bad_size = ContentHash::of(b"bad size").to_hex();
+    let dangling = ContentHash::of(b"dangling").to_hex();
+    conn.execute_batch(&format!(
+        "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+         INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+         INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+         INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+         INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
+         INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
+         INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);
+         INSERT INTO versions VALUES ('bk', 'bad-size', 1, '{bad_size}', 1, 0);
+         INSERT INTO versions VALUES ('bk', 'dangling', 1, '{dangling}', 1, 0);
+         INSERT INTO versions VALUES ('bk', 'bad-version', -1, NULL, 0, 0);
+         INSERT INTO versions VALUES ('bk', 'negative', 1, NULL, -1, 0);"
+    ))
+    .unwrap();
+
+    for name in ["bad-hash", "bad-policy", "bad-placement", "bad-size", "dangling", "bad-version", "negative"] {
+        match store.latest("bk", name).await {
+            Err(MetaError::Corrupt(reason)) => assert!(!reason.is_empty()),
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+    }
+    assert!(matches!(store.version("bk", "bad-policy", 1).await, Err(MetaError::Corrupt(_))));
+    assert!(matches!(store.versions("bk", "bad-placement", 0, 10).await, Err(MetaError::Corrupt(_))));
+    assert!(matches!(store.list("bk", "", None, 100).await, Err(MetaError::Corrupt(_))));
+    for hash in [&bad_policy, &bad_placement, &bad_size] {
+        let hash: ContentHash = hash.parse().unwrap();
+        assert!(matches!(store.content(&hash).await, Err(MetaError::Corrupt(_))), "{hash}");
+    }
+    // Good rows stay readable, and the store keeps working.
+    assert_eq!(store.latest("bk", "good").await.unwrap().unwrap().content, Some(good.clone()));
+    assert_eq!(store.list("bk", "go", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.put_version("bk", "good", None).await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn same_hash_with_another_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+    let c = content("sized");
+    store.put_version("bk", "a", Some(&c)).await.unwrap();
+    let lying = ContentRecord { size: c.size + 1, ..c.clone() };
+    assert!(matches!(store.put_version("bk", "b", Some(&lying)).await, Err(MetaError::Corrupt(_))));
+    // Rolled back: no version was added, the content row is unchanged.
+    assert!(store.latest("bk", "b").await.unwrap().is_none());
+    assert_eq!(store.content(&c.hash).await.unwrap(), Some(c));
+}
+
+/// While another process holds the write lock, reads go on (WAL) and a write gives
+/// up after the busy timeout with `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_unavailable_for_writes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let c = content("locked");
+    store.put_version("bk", "n", Some(&c)).await.unwrap();
+
+    let conn = raw(&path);
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    assert_eq!(store.latest("bk", "n").await.unwrap().unwrap().version, 1);
+    assert!(started.elapsed() < Duration::from_secs(2), "reads must not wait for the writer");
+    match store.put_version("bk", "n", None).await {
+        Err(MetaError::Unavailable(reason)) => {
+            assert!(reason.contains("locked") || reason.contains("busy"), "{reason}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(4), "a writer waits for the busy timeout first");
+    conn.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 2);
+}
+
+/// `latest` is the hot path; a smoke check that it is far from slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("meta.db")).await.unwrap());
+    let c = content("fast");
+    for i in 0..20 {
+        store.put_version("bk", &format!("n{i}"), Some(&c)).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let name = format!("n{}", (i + t) % 20);
+                assert!(store.latest("bk", &name).await.unwrap().is_some());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    eprintln!("2000 latest() calls in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
+}
