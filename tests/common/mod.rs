@@ -41,7 +41,7 @@ impl TestCluster {
 
     /// Waits (at most 10 s) until `/healthz` reports exactly `n` live data servers.
     pub async fn wait_live(&self, n: usize) {
-        wait_live(&self.http, &self.base, n).await
+        assert!(wait_live(&self.http, &self.base, n).await, "API sees no {n} live data servers within 20 s");
     }
 
     pub async fn put(&self, name: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -63,9 +63,10 @@ impl TestCluster {
     }
 }
 
-/// Waits (at most 10 s) until the API server at `base` reports `n` live data servers.
-pub async fn wait_live(http: &reqwest::Client, base: &str, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+/// Waits (at most 20 s: a loaded 2-core CI machine starts processes slowly) until
+/// the API server at `base` reports `n` live data servers; false if it never does.
+pub async fn wait_live(http: &reqwest::Client, base: &str, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let live = async {
             let v: serde_json::Value = http.get(format!("{base}/healthz")).send().await.ok()?.json().await.ok()?;
@@ -73,9 +74,12 @@ pub async fn wait_live(http: &reqwest::Client, base: &str, n: usize) {
         }
         .await;
         if live == Some(n as u64) {
-            return;
+            return true;
         }
-        assert!(std::time::Instant::now() < deadline, "API at {base} sees {live:?} live data servers, want {n}");
+        if std::time::Instant::now() > deadline {
+            eprintln!("API at {base} sees {live:?} live data servers, want {n}");
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -111,4 +115,70 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// Whether tests must fail (CI) rather than skip when a service is missing.
 pub fn services_required() -> bool {
     std::env::var("CAIRN_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The broker the multi-process tests use.
+pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
+
+/// Whether RabbitMQ answers on 127.0.0.1:5672. When it does not: panics under
+/// `CAIRN_REQUIRE_SERVICES=1` (CI), otherwise says SKIPPED loudly and returns false.
+pub async fn rabbitmq_reachable(test: &str) -> bool {
+    let probe =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:5672")).await;
+    let why = match probe {
+        Ok(Ok(_)) => return true,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "connect timed out".to_string(),
+    };
+    if services_required() {
+        panic!("{test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}) and CAIRN_REQUIRE_SERVICES=1");
+    }
+    eprintln!("SKIPPED {test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}); set CAIRN_REQUIRE_SERVICES=1 to fail instead");
+    false
+}
+
+/// A `cairn` child process, killed with SIGKILL when dropped. Its stderr goes to a
+/// log file, printed when a test asks for it.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `cairn ARGS`, logging to `dir/<name>.log`.
+    pub fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env("RUST_LOG", "info,amqprs=warn")
+            .env_remove("LISTEN_ADDRESS")
+            .env_remove("STORAGE_ROOT")
+            .env_remove("RABBITMQ_SERVER")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("cairn binary starts");
+        Proc { child, log, name: name.to_string() }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {} ---\n{}", self.name, lines[lines.len().saturating_sub(15)..].join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
