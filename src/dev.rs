@@ -39,10 +39,13 @@ pub struct DevConfig {
 }
 
 impl DevConfig {
-    /// Six data servers on 127.29.1.1–6 (any free port), the API on `listen`, all
-    /// kept under `root`.
+    /// The API on `listen` and six data servers on 127.29.1.1–6 with the same port
+    /// (the seed's layout: `127.0.0.1:12345` gives data servers at
+    /// `127.29.1.N:12345`; port 0 gives each part any free port), all kept under
+    /// `root`.
     pub fn new(listen: SocketAddr, root: PathBuf) -> DevConfig {
-        let data_addrs = (1..=6).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 29, 1, i)), 0)).collect();
+        let data_addrs =
+            (1..=6).map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 29, 1, i)), listen.port())).collect();
         DevConfig {
             listen,
             root,
