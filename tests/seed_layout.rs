@@ -43,7 +43,17 @@ impl Layout {
                 Proc::spawn(
                     dir.path(),
                     &format!("data{}", i + 1),
-                    &["data", "--listen", &addr, "--root", root.to_str().unwrap(), "--bus", BROKER_URL, "--heartbeat-interval", "200ms"],
+                    &[
+                        "data",
+                        "--listen",
+                        &addr,
+                        "--root",
+                        root.to_str().unwrap(),
+                        "--bus",
+                        BROKER_URL,
+                        "--heartbeat-interval",
+                        "200ms",
+                    ],
                 )
             })
             .collect();
@@ -59,8 +69,7 @@ impl Layout {
                 )
             })
             .collect();
-        let layout =
-            Layout { data, api, http: reqwest::Client::builder().no_proxy().build().unwrap(), _dir: dir };
+        let layout = Layout { data, api, http: reqwest::Client::builder().no_proxy().build().unwrap(), _dir: dir };
         layout.wait_all_live(6).await;
         layout
     }
@@ -168,7 +177,10 @@ async fn malformed_messages_on_both_exchanges_crash_nobody() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (i, p) in layout.data.iter().chain(&layout.api).enumerate() {
-        assert!(std::process::Command::new("kill").args(["-0", &p.child.id().to_string()]).status().unwrap().success(), "process {i} died");
+        assert!(
+            std::process::Command::new("kill").args(["-0", &p.child.id().to_string()]).status().unwrap().success(),
+            "process {i} died"
+        );
     }
     layout.wait_all_live(6).await;
     for i in 0..12 {

@@ -123,8 +123,7 @@ pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
 /// Whether RabbitMQ answers on 127.0.0.1:5672. When it does not: panics under
 /// `CAIRN_REQUIRE_SERVICES=1` (CI), otherwise says SKIPPED loudly and returns false.
 pub async fn rabbitmq_reachable(test: &str) -> bool {
-    let probe =
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:5672")).await;
+    let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:5672")).await;
     let why = match probe {
         Ok(Ok(_)) => return true,
         Ok(Err(e)) => e.to_string(),
