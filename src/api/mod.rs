@@ -5,6 +5,8 @@
 //! | `PUT /objects/<name>` | store a new version (streamed; optional `Digest`/`Content-Digest`) |
 //! | `GET`/`HEAD /objects/<name>[?version=N]` | read it (`Range` supported) |
 //! | `DELETE /objects/<name>` | add a tombstone version |
+//! | `GET /objects/?prefix=P&after=K&limit=M` | list current names, a page at a time |
+//! | `GET /versions/<name>[?after=N&limit=M]` | every version, oldest first, one JSON object per line |
 //! | `GET /locate/<name>` | where its shards are, asked on the bus |
 //! | `GET /healthz` | liveness and how many data servers are live |
 //!
@@ -63,6 +65,14 @@ pub enum ApiError {
     /// `?version=` is not a positive integer.
     #[error("version must be a positive integer, got {0:?}")]
     BadVersion(String),
+    /// A query parameter is malformed.
+    #[error("query parameter {key} must be a non-negative integer, got {value:?}")]
+    BadQuery {
+        /// The parameter.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// The object paths failed.
     #[error(transparent)]
     Object(#[from] ObjectError),
@@ -71,7 +81,9 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::BadName(_) | ApiError::BadDigest(_) | ApiError::BadVersion(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadName(_) | ApiError::BadDigest(_) | ApiError::BadVersion(_) | ApiError::BadQuery { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Object(e) => match e {
                 ObjectError::NotFound { .. } | ObjectError::Deleted { .. } => StatusCode::NOT_FOUND,
                 ObjectError::DigestMismatch { .. } | ObjectError::BodyBroken(_) => StatusCode::BAD_REQUEST,
@@ -133,7 +145,9 @@ pub async fn serve_with_ready(
 /// The API's routes over `service`.
 pub fn router(service: ObjectService) -> Router {
     Router::new()
-        .route("/objects/", get(empty_name).put(empty_name).delete(empty_name))
+        .route("/objects/", get(list_objects).put(empty_name).delete(empty_name))
+        .route("/objects", get(list_objects))
+        .route("/versions/{*name}", get(versions))
         .route("/objects/{*name}", get(get_object).put(put_object).delete(delete_object))
         .route("/locate/{*name}", get(locate))
         .route("/healthz", get(healthz))
@@ -144,6 +158,16 @@ type Svc = State<Arc<ObjectService>>;
 
 async fn empty_name() -> ApiError {
     ApiError::BadName(names::BadName::Empty)
+}
+
+/// Most names or versions one listing request returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Versions fetched from the store per step while streaming `/versions/<name>`.
+const VERSIONS_STEP: usize = 500;
+
+fn parse_number(query: &HashMap<String, String>, key: &'static str) -> Result<Option<u64>, ApiError> {
+    query.get(key).map(|v| v.parse::<u64>().map_err(|_| ApiError::BadQuery { key, value: v.clone() })).transpose()
 }
 
 fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
@@ -225,6 +249,68 @@ async fn locate(State(svc): Svc, Path(name): Path<String>) -> Result<Response, A
     let shards: serde_json::Map<String, serde_json::Value> =
         placement.into_iter().map(|(shard, addr)| (shard.to_string(), addr.into())).collect();
     Ok(Json(json!({ "hash": content.hash, "size": content.size, "shards": shards })).into_response())
+}
+
+/// `GET /versions/<name>`: one JSON object per line, oldest first. Without `limit`
+/// every version is streamed, fetched from the store a step at a time so memory
+/// stays flat however many versions a name has; with `limit` (at most
+/// [`MAX_PAGE`]) one page, continued with `after=<last version seen>`.
+async fn versions(
+    State(svc): Svc,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    names::validate(&name)?;
+    let after = parse_number(&query, "after")?.unwrap_or(0);
+    let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
+    let step = limit.unwrap_or(VERSIONS_STEP).min(VERSIONS_STEP);
+    let first = svc.versions(DEFAULT_BUCKET, &name, after, step).await?;
+    if first.is_empty() && after == 0 {
+        return Err(ObjectError::NotFound { name }.into());
+    }
+    let lines = futures_util::stream::unfold(
+        (Some(first), after, limit.unwrap_or(usize::MAX), svc, name),
+        |(page, after, left, svc, name)| async move {
+            if left == 0 {
+                return None;
+            }
+            let page = match page {
+                Some(p) => p,
+                None => match svc.versions(DEFAULT_BUCKET, &name, after, left.min(VERSIONS_STEP)).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let err = std::io::Error::other(e.to_string());
+                        return Some((Err(err), (Some(Vec::new()), after, 0, svc, name)));
+                    }
+                },
+            };
+            let last = page.last()?.version;
+            let taken = page.len().min(left);
+            let mut text = String::new();
+            for record in page.iter().take(taken) {
+                text.push_str(&version_json(record).to_string());
+                text.push('\n');
+            }
+            Some((Ok::<_, std::io::Error>(text), (None, last, left - taken, svc, name)))
+        },
+    );
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// `GET /objects/?prefix=P&after=K&limit=M`: the current, non-deleted names in name
+/// order, as `{"objects": [...], "truncated": bool, "next": K}`; pass `next` as
+/// `after` for the following page.
+async fn list_objects(State(svc): Svc, Query(query): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
+    let after = query.get("after").map(String::as_str);
+    let limit = parse_number(&query, "limit")?.map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));
+    // One more than asked tells whether another page exists.
+    let mut page = svc.list(DEFAULT_BUCKET, prefix, after, limit + 1).await?;
+    let truncated = page.len() > limit;
+    page.truncate(limit);
+    let next = if truncated { page.last().map(|r| r.name.clone()) } else { None };
+    let objects: Vec<serde_json::Value> = page.iter().map(version_json).collect();
+    Ok(Json(json!({ "objects": objects, "truncated": truncated, "next": next })).into_response())
 }
 
 async fn healthz(State(svc): Svc) -> Json<serde_json::Value> {

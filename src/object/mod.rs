@@ -154,3 +154,29 @@ impl ObjectService {
         Ok(self.meta.put_version(bucket, name, None).await?)
     }
 }
+
+impl ObjectService {
+    /// Up to `limit` versions of `bucket/name` numbered above `after`, oldest first
+    /// (tombstones included).
+    pub async fn versions(
+        &self,
+        bucket: &str,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, ObjectError> {
+        Ok(self.meta.versions(bucket, name, after, limit).await?)
+    }
+
+    /// Up to `limit` current, non-deleted names of `bucket` starting with `prefix`,
+    /// after `after`, in name order.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, ObjectError> {
+        Ok(self.meta.list(bucket, prefix, after, limit).await?)
+    }
+}

@@ -51,6 +51,17 @@ impl ObjectService {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        // Known content is not written again: the body is only hashed, to prove the
+        // client really has the bytes its digest names.
+        if let Some(expected) = expected {
+            if let Some(existing) = self.durable_content(&expected).await? {
+                let (hash, _) = hash_only(body).await?;
+                if hash != expected {
+                    return Err(ObjectError::DigestMismatch { expected, actual: hash });
+                }
+                return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
+            }
+        }
         let policy = self.config.policy;
         let live = self.membership.live();
         let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
@@ -71,6 +82,13 @@ impl ObjectService {
         if let Some(expected) = expected.filter(|e| *e != hash) {
             self.abort_all(&mut uploads).await;
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
+        }
+
+        // The same content may already be stored (a client that sent no digest): keep
+        // the stored shards and drop the new ones.
+        if let Some(existing) = self.durable_content(&hash).await? {
+            self.abort_all(&mut uploads).await;
+            return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
         }
 
         let mut reasons = Vec::new();
@@ -108,6 +126,19 @@ impl ObjectService {
         }
         let content = ContentRecord { hash, size, policy, placement };
         Ok(self.meta.put_version(bucket, name, Some(&content)).await?)
+    }
+
+    /// The recorded content with this hash, if enough of its shards are still
+    /// found on live data servers to count as stored (its write quorum), with the
+    /// placement the bus reports now.
+    async fn durable_content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, ObjectError> {
+        let Some(mut content) = self.meta.content(hash).await? else { return Ok(None) };
+        let located = self.locate(&content).await?;
+        if located.len() < content.policy.write_quorum() {
+            return Ok(None);
+        }
+        content.placement = located;
+        Ok(Some(content))
     }
 
     fn start_upload(&self, shard: ShardIndex, addr: String) -> ShardUpload {
@@ -203,4 +234,20 @@ impl ObjectService {
         }))
         .await;
     }
+}
+
+/// Hashes a body without storing it; returns its hash and length.
+async fn hash_only<S, E>(mut body: S) -> Result<(ContentHash, u64), ObjectError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: Display,
+{
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    Ok((ContentHash::from_bytes(hasher.finalize().into()), size))
 }
