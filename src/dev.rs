@@ -19,6 +19,16 @@ use crate::content::Policy;
 use crate::data::{self, DataConfig};
 use crate::meta::{self, MetaError};
 
+/// The default redundancy of large objects: the book's RS(4,2), any two of six
+/// data servers can be lost.
+pub const DEFAULT_POLICY: Policy = Policy { k: 4, m: 2 };
+/// The default redundancy of small objects: three full copies, which also survive
+/// the loss of any two servers.
+pub const DEFAULT_SMALL_POLICY: Policy = Policy { k: 1, m: 2 };
+/// Objects below this size are replicated instead of striped (see README,
+/// "Small objects").
+pub const DEFAULT_SMALL_THRESHOLD: u64 = 1024 * 1024;
+
 /// How `cairn dev` lays out its cluster.
 #[derive(Clone, Debug)]
 pub struct DevConfig {
@@ -28,8 +38,12 @@ pub struct DevConfig {
     pub root: PathBuf,
     /// Addresses the data servers listen on (port 0: any free port).
     pub data_addrs: Vec<SocketAddr>,
-    /// Redundancy for new content.
+    /// Redundancy for new content of at least `small_threshold` bytes.
     pub policy: Policy,
+    /// Redundancy for smaller content.
+    pub small_policy: Policy,
+    /// Objects below this many bytes use `small_policy`.
+    pub small_threshold: u64,
     /// How often data servers heartbeat.
     pub heartbeat_interval: Duration,
     /// When API servers forget a silent data server.
@@ -50,7 +64,9 @@ impl DevConfig {
             listen,
             root,
             data_addrs,
-            policy: Policy::SINGLE,
+            policy: DEFAULT_POLICY,
+            small_policy: DEFAULT_SMALL_POLICY,
+            small_threshold: DEFAULT_SMALL_THRESHOLD,
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_expiry: Duration::from_secs(10),
             meta_url: None,
@@ -114,6 +130,8 @@ impl DevCluster {
         let api_bus = Bus::new(Arc::new(broker.connect()), shutdown.clone()).await?;
         let api_config = ApiConfig {
             policy: config.policy,
+            small_policy: config.small_policy,
+            small_threshold: config.small_threshold,
             heartbeat_expiry: config.heartbeat_expiry,
             locate_timeout: Duration::from_secs(1),
         };

@@ -9,8 +9,10 @@
 //! → `content`.
 
 pub mod api;
+pub mod bench;
 pub mod bus;
 pub mod cluster;
+pub mod codec;
 pub mod content;
 pub mod data;
 pub mod dev;

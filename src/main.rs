@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use cairn::api::{self, ApiConfig};
+use cairn::bench::ByteSize;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::content::Policy;
@@ -36,6 +37,9 @@ enum Command {
     /// Run a whole cluster in this process (API server, six data servers, in-process
     /// bus, embedded metadata store); no external service needed.
     Dev(DevArgs),
+    /// Load an API server with PUTs and/or GETs for a while and report throughput and
+    /// latency (like MinIO's warp); deletes what it wrote unless --keep.
+    Bench(cairn::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -74,9 +78,8 @@ struct ApiArgs {
     /// Forget a data server this long after its last heartbeat.
     #[arg(long, env = "CAIRN_HEARTBEAT_EXPIRY", default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_expiry: Duration,
-    /// Redundancy for new objects: K+M (K data shards, M parity shards).
-    #[arg(long, env = "CAIRN_POLICY", default_value = "1+0")]
-    policy: Policy,
+    #[command(flatten)]
+    redundancy: RedundancyArgs,
     /// Longest wait for locate replies.
     #[arg(long, env = "CAIRN_LOCATE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     locate_timeout: Duration,
@@ -90,9 +93,24 @@ struct DevArgs {
     /// Directory for every data server's storage and the metadata file.
     #[arg(long, env = "STORAGE_ROOT", default_value = "./cairn-dev")]
     root: PathBuf,
-    /// Redundancy for new objects: K+M.
-    #[arg(long, env = "CAIRN_POLICY", default_value = "1+0")]
+    #[command(flatten)]
+    redundancy: RedundancyArgs,
+}
+
+/// How new objects are stored (the policy is recorded with each object, so changing
+/// it never breaks old ones).
+#[derive(Args)]
+struct RedundancyArgs {
+    /// Redundancy of large objects: K+M (K data shards, M parity shards, each on its
+    /// own data server; 1+M is M+1 full copies).
+    #[arg(long, env = "CAIRN_POLICY", default_value = "4+2")]
     policy: Policy,
+    /// Redundancy of objects smaller than --small-threshold.
+    #[arg(long, env = "CAIRN_SMALL_POLICY", default_value = "1+2")]
+    small_policy: Policy,
+    /// Objects below this size use --small-policy (e.g. 1MiB, 0 to stripe everything).
+    #[arg(long, env = "CAIRN_SMALL_THRESHOLD", default_value = "1MiB")]
+    small_threshold: ByteSize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,6 +129,11 @@ fn main() -> anyhow::Result<()> {
             Command::Data(args) => run_data(args, shutdown).await,
             Command::Api(args) => run_api(args, shutdown).await,
             Command::Dev(args) => run_dev(args, shutdown).await,
+            Command::Bench(args) => {
+                let report = cairn::bench::run_until(&args, shutdown).await?;
+                println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
+                Ok(report.check()?)
+            }
         }
     })
 }
@@ -175,37 +198,37 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
 }
 
 async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    check_policy(args.policy)?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let meta = cairn::meta::open(&args.meta).await?;
     let bus = connect_bus(&args.bus, &shutdown).await?;
-    let config =
-        ApiConfig { policy: args.policy, heartbeat_expiry: args.heartbeat_expiry, locate_timeout: args.locate_timeout };
+    let config = ApiConfig {
+        policy: args.redundancy.policy,
+        small_policy: args.redundancy.small_policy,
+        small_threshold: args.redundancy.small_threshold.0,
+        heartbeat_expiry: args.heartbeat_expiry,
+        locate_timeout: args.locate_timeout,
+    };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
 }
 
-/// Erasure coding (k > 1) is not built yet; refuse such a policy instead of
-/// writing replicas under a name that promises something else.
-fn check_policy(policy: Policy) -> anyhow::Result<()> {
-    if policy.k != 1 {
-        bail!("policy {policy}: only replication (1+M) is supported so far");
-    }
-    Ok(())
-}
-
 async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    check_policy(args.policy)?;
     std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
     let mut config = DevConfig::new(args.listen, args.root.clone());
-    config.policy = args.policy;
+    config.policy = args.redundancy.policy;
+    config.small_policy = args.redundancy.small_policy;
+    config.small_threshold = args.redundancy.small_threshold.0;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
         println!("cairn dev: data server   http://{addr}   ({})", root.display());
     }
     println!("cairn dev: metadata      sqlite:{}", args.root.join("meta.sqlite").display());
-    println!("cairn dev: bus           in-process; policy {}; Ctrl-C to stop", args.policy);
+    let r = &args.redundancy;
+    println!(
+        "cairn dev: bus           in-process; policy {} ({} below {}); Ctrl-C to stop",
+        r.policy, r.small_policy, r.small_threshold
+    );
     let stopped = cluster.shutdown_token();
     tokio::select! {
         _ = shutdown.cancelled() => {}

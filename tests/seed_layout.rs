@@ -214,8 +214,8 @@ async fn every_process_carries_on_after_the_broker_drops_its_connections() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = async {
-            for api in 0..2 {
-                let r = layout.http.get(format!("http://{}/locate/before-drop", API[api])).send().await.ok()?;
+            for api in API {
+                let r = layout.http.get(format!("http://{api}/locate/before-drop")).send().await.ok()?;
                 if r.status() != 200 {
                     return None;
                 }

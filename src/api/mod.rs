@@ -44,8 +44,12 @@ pub const VERSION_HEADER: &str = "x-cairn-version";
 /// How an API server runs.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Redundancy for new content.
+    /// Redundancy for new content of at least `small_threshold` bytes.
     pub policy: Policy,
+    /// Redundancy for smaller content.
+    pub small_policy: Policy,
+    /// Objects below this many bytes use `small_policy`.
+    pub small_threshold: u64,
     /// A data server silent for this long is no longer written to.
     pub heartbeat_expiry: Duration,
     /// How long a locate waits for replies at most.
@@ -130,10 +134,15 @@ pub async fn serve_with_ready(
         meta,
         bus,
         membership,
-        ObjectConfig { policy: config.policy, locate_timeout: config.locate_timeout },
+        ObjectConfig {
+            policy: config.policy,
+            small_policy: config.small_policy,
+            small_threshold: config.small_threshold,
+            locate_timeout: config.locate_timeout,
+        },
     );
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, policy = %config.policy, "API server listening");
+    tracing::info!(%addr, policy = %config.policy, small_policy = %config.small_policy, small_threshold = config.small_threshold, "API server listening");
     let served =
         axum::serve(listener, router(service)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = served {

@@ -3,12 +3,12 @@
 //!
 //! [`ObjectService`] is what HTTP handlers call. It uses the cluster view (who is
 //! live, who holds what), the metadata store and the data-server client; it knows
-//! nothing of HTTP requests and responses. Erasure coding (k > 1) plugs into the
-//! shard fan-out in [`write`] and the reassembly in [`read`]; until then a policy is
-//! replication, `1+m`: every shard is a full copy.
+//! nothing of HTTP requests and responses. One mechanism serves replication and
+//! erasure coding: a policy k+m with k = 1 is m+1 full copies ([`crate::codec`]).
 
 pub mod client;
 pub mod read;
+pub mod repair;
 pub mod write;
 
 use std::sync::Arc;
@@ -88,8 +88,13 @@ pub enum ObjectError {
 /// Settings of the object paths.
 #[derive(Clone, Debug)]
 pub struct ObjectConfig {
-    /// Redundancy for new content.
+    /// Redundancy for new content of at least `small_threshold` bytes.
     pub policy: Policy,
+    /// Redundancy for smaller content, where a stripe per shard would cost more disk
+    /// operations than it saves space.
+    pub small_policy: Policy,
+    /// Objects below this many bytes use `small_policy`.
+    pub small_threshold: u64,
     /// How long a locate waits for replies at most.
     pub locate_timeout: Duration,
 }
@@ -102,12 +107,15 @@ pub struct ObjectService {
     pub(crate) membership: Membership,
     pub(crate) client: DataClient,
     pub(crate) config: ObjectConfig,
+    /// Content being repaired (`None`) or whose repair failed recently (when), so
+    /// that one repair runs per content and failed ones are not retried at once.
+    pub(crate) repairs: Arc<std::sync::Mutex<std::collections::HashMap<ContentHash, Option<std::time::Instant>>>>,
 }
 
 impl ObjectService {
     /// Wires the object paths to their collaborators.
     pub fn new(meta: Arc<dyn MetaStore>, bus: Bus, membership: Membership, config: ObjectConfig) -> Self {
-        ObjectService { meta, bus, membership, client: DataClient::new(), config }
+        ObjectService { meta, bus, membership, client: DataClient::new(), config, repairs: Arc::default() }
     }
 
     /// The cluster view this service writes by.

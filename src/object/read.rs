@@ -1,149 +1,287 @@
-//! The read path: find a holder of the content's shards and stream the bytes asked
-//! for, moving to another holder — from the same offset — when one fails, even in
-//! the middle of a body.
+//! The read path: stream bytes of a piece of content from any k of its shards,
+//! stripe by stripe, replacing a shard that fails (missing, unreachable, corrupt) by
+//! another one — a parity shard or another replica — in the same read.
 //!
-//! The recorded placement is tried first (no bus traffic on the normal path); only
-//! when no recorded holder can serve does the read ask the bus, and then it records
-//! the placement it found. A read never serves wrong bytes: data servers verify
-//! every block, and a stream that breaks is resumed elsewhere or ended with an
-//! error, which aborts the client's response.
+//! Data shards are preferred, so a healthy read needs no decoding. The recorded
+//! placement is tried first (no bus traffic on the normal path); only when it cannot
+//! supply k shards does the read ask the bus, and then it records what it found. A
+//! read that had to route around a shard asks for a background repair. A read never
+//! serves wrong bytes: data servers verify every block, and when fewer than k good
+//! shards remain the read fails (before the first byte: 503 naming what is missing;
+//! after it: the response is cut off).
 
-use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{ObjectError, ObjectService};
+use crate::codec::{self, Layout};
 use crate::content::{Placement, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::range::ByteRange;
 
-/// Chunks buffered between the data server and the client.
-const READ_AHEAD: usize = 8;
+/// Stripes buffered between the shard readers and the client.
+const READ_AHEAD: usize = 4;
 
 /// The verified bytes of a read, as they arrive.
 pub type ObjectStream = tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>>;
 
-/// A holder to try: which shard on which server.
-type Candidate = (ShardIndex, String);
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// One shard being read: a response body cut into blocks on demand.
+struct OpenShard {
+    shard: ShardIndex,
+    addr: String,
+    body: ByteStream,
+    buf: BytesMut,
+}
+
+impl OpenShard {
+    /// The next `n` bytes of the shard.
+    async fn read_exact(&mut self, n: usize) -> Result<Bytes, String> {
+        while self.buf.len() < n {
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(super::client::error_chain(&e)),
+                None => return Err(format!("stream ended {} bytes short", n - self.buf.len())),
+            }
+        }
+        Ok(self.buf.split_to(n).freeze())
+    }
+}
+
+/// Reads the stripes of one piece of content from k shards at a time.
+pub(crate) struct StripeReader {
+    svc: ObjectService,
+    content: ContentRecord,
+    layout: Layout,
+    /// Holders not tried yet, best last (popped).
+    candidates: Vec<(ShardIndex, String)>,
+    open: Vec<OpenShard>,
+    /// Shards that failed in this read, with why.
+    failures: Vec<String>,
+    /// Whether some shard had to be routed around.
+    degraded: bool,
+    located: bool,
+    last_stripe: u64,
+}
+
+impl StripeReader {
+    /// Prepares to read stripes of `content` up to `last` (nothing is opened yet).
+    pub(crate) fn new(svc: &ObjectService, content: &ContentRecord, last: u64) -> StripeReader {
+        let layout = Layout::new(content.policy, content.size);
+        let candidates = svc.ordered(&content.placement, content.policy.k as usize);
+        StripeReader {
+            svc: svc.clone(),
+            content: content.clone(),
+            layout,
+            candidates,
+            open: Vec::new(),
+            failures: Vec::new(),
+            degraded: false,
+            located: false,
+            last_stripe: last,
+        }
+    }
+
+    /// Whether the read had to do without some shard (a repair is due).
+    pub(crate) fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Opens shards until k distinct ones are open, reading from stripe `from` on.
+    async fn fill(&mut self, from: u64) -> Result<(), ObjectError> {
+        let k = self.content.policy.k as usize;
+        let start = self.layout.shard_offset(from);
+        let end = self.layout.shard_offset(self.last_stripe) + self.layout.block_len(self.last_stripe);
+        let range = ByteRange { start, end };
+        loop {
+            if self.open.len() >= k {
+                return Ok(());
+            }
+            let busy: BTreeSet<ShardIndex> = self.open.iter().map(|o| o.shard).collect();
+            self.candidates.retain(|(s, _)| !busy.contains(s));
+            let mut batch = Vec::new();
+            let mut taken = BTreeSet::new();
+            while batch.len() < k - self.open.len() {
+                match self.candidates.pop() {
+                    Some((s, a)) if !taken.contains(&s) => {
+                        taken.insert(s);
+                        batch.push((s, a));
+                    }
+                    // Another holder of a shard already in this batch: keep it for later.
+                    Some(c) => {
+                        self.candidates.insert(0, c);
+                        if self.candidates.iter().all(|(s, _)| taken.contains(s)) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                if !self.located {
+                    self.located = true;
+                    self.relocate(&busy).await?;
+                    continue;
+                }
+                let found: Vec<String> = self.open.iter().map(|o| o.shard.to_string()).collect();
+                let mut reasons = std::mem::take(&mut self.failures);
+                reasons.insert(
+                    0,
+                    format!("{} good shards of the {} needed (open: [{}])", self.open.len(), k, found.join(", ")),
+                );
+                return Err(ObjectError::Unavailable { hash: self.content.hash, reasons: reasons.join("; ") });
+            }
+            let whole = range.start == 0 && range.end == self.layout.shard_len();
+            let hash = self.content.hash;
+            let client = &self.svc.client;
+            let opened = join_all(batch.into_iter().map(|(shard, addr)| async move {
+                let result = client.read(&addr, &hash, shard, (!whole).then_some(range)).await;
+                (shard, addr, result)
+            }))
+            .await;
+            for (shard, addr, result) in opened {
+                match result {
+                    Ok(resp) => self.open.push(OpenShard {
+                        shard,
+                        addr,
+                        body: Box::pin(resp.bytes_stream()),
+                        buf: BytesMut::new(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, shard, "shard unavailable; reading another");
+                        self.failures.push(format!("shard {shard}: {e}"));
+                        self.degraded = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the bus who holds the shards now, records it, and makes the holders not
+    /// yet tried the new candidates.
+    async fn relocate(&mut self, busy: &BTreeSet<ShardIndex>) -> Result<(), ObjectError> {
+        let located = self.svc.locate(&self.content).await?;
+        if !located.is_empty() && located != self.content.placement {
+            if let Err(e) = self.svc.meta.set_placement(&self.content.hash, &located).await {
+                tracing::warn!(error = %e, hash = %self.content.hash, "could not record the located placement");
+            }
+        }
+        let tried: BTreeSet<(ShardIndex, String)> = self.content.placement.clone().into_iter().collect();
+        let fresh: Placement =
+            located.into_iter().filter(|(s, a)| !busy.contains(s) && !tried.contains(&(*s, a.clone()))).collect();
+        self.candidates = self.svc.ordered(&fresh, self.content.policy.k as usize);
+        Ok(())
+    }
+
+    /// Reads stripe `s` (stripes must be read in order) and returns its data.
+    pub(crate) async fn stripe(&mut self, s: u64) -> Result<Bytes, ObjectError> {
+        let n = self.content.policy.shards();
+        let len = self.layout.block_len(s) as usize;
+        let mut blocks: Vec<Option<Bytes>> = vec![None; n];
+        loop {
+            // Replacements for failed shards are opened from this stripe on; shards that
+            // already gave their block for it are not read again.
+            self.fill(s).await?;
+            let pending: Vec<&mut OpenShard> =
+                self.open.iter_mut().filter(|o| blocks[o.shard as usize].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let reads = join_all(pending.into_iter().map(|o| async move {
+                let r = o.read_exact(len).await;
+                (o.shard, o.addr.clone(), r)
+            }))
+            .await;
+            for (shard, addr, r) in reads {
+                match r {
+                    Ok(b) => blocks[shard as usize] = Some(b),
+                    Err(e) => {
+                        tracing::warn!(shard, %addr, error = %e, stripe = s, "shard stream broke; switching shard");
+                        self.failures.push(format!("shard {shard} at {addr}: {e}"));
+                        self.open.retain(|o| o.shard != shard);
+                        self.degraded = true;
+                    }
+                }
+            }
+        }
+        codec::decode_stripe(&self.layout, s, &blocks)
+            .map_err(|e| ObjectError::Unavailable { hash: self.content.hash, reasons: e.to_string() })
+    }
+}
 
 impl ObjectService {
     /// Streams bytes `range` of `content`.
     ///
-    /// Fails before the first byte when no holder can be opened; after that a broken
-    /// stream ends with an error item.
+    /// Fails before the first byte when k shards cannot be opened; after that a
+    /// broken read ends with an error item.
     pub async fn read(&self, content: &ContentRecord, range: ByteRange) -> Result<ObjectStream, ObjectError> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
+        // A shard whose recorded holder stopped heartbeating is due for a rebuild,
+        // whether or not this read needs it.
+        let shards = content.policy.shards();
+        if content.placement.len() < shards || content.placement.values().any(|a| !self.membership.is_live(a)) {
+            self.schedule_repair(content.clone());
+        }
         if range.is_empty() {
             return Ok(ObjectStream::new(rx));
         }
-        let mut candidates = self.ordered(&content.placement);
-        let mut reasons = Vec::new();
-        let mut response = self.open_first(content, range, &mut candidates, &mut reasons).await;
-        if response.is_none() {
-            // The recorded placement failed us: ask the bus who holds the shards now.
-            let located = self.locate(content).await?;
-            if !located.is_empty() && located != content.placement {
-                if let Err(e) = self.meta.set_placement(&content.hash, &located).await {
-                    tracing::warn!(error = %e, hash = %content.hash, "could not record the located placement");
+        let layout = Layout::new(content.policy, content.size);
+        let (first, last) = (layout.stripe_of(range.start), layout.stripe_of(range.end - 1));
+        let mut reader = StripeReader::new(self, content, last);
+        // The first stripe is read before answering, so that an unreadable object
+        // gets a proper status instead of a cut-off body.
+        let head = reader.stripe(first).await;
+        if reader.degraded() {
+            self.schedule_repair(content.clone());
+        }
+        let head = head?;
+        let svc = self.clone();
+        let content = content.clone();
+        tokio::spawn(async move {
+            let mut data = head;
+            let mut s = first;
+            loop {
+                let (start, end) = layout.stripe_span(s);
+                let from = range.start.max(start) - start;
+                let to = range.end.min(end) - start;
+                if tx.send(Ok(data.slice(from as usize..to as usize))).await.is_err() {
+                    return; // the client went away
+                }
+                if s == last {
+                    break;
+                }
+                s += 1;
+                let was_degraded = reader.degraded();
+                match reader.stripe(s).await {
+                    Ok(d) => data = d,
+                    Err(e) => {
+                        tracing::error!(error = %e, "read failed mid-stream");
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        svc.schedule_repair(content);
+                        return;
+                    }
+                }
+                if reader.degraded() && !was_degraded {
+                    svc.schedule_repair(content.clone());
                 }
             }
-            candidates = self.ordered(&located);
-            response = self.open_first(content, range, &mut candidates, &mut reasons).await;
-        }
-        let Some(first) = response else {
-            if reasons.is_empty() {
-                reasons.push("no data server holds a shard".into());
-            }
-            return Err(ObjectError::Unavailable { hash: content.hash, reasons: reasons.join("; ") });
-        };
-        let service = self.clone();
-        let content = content.clone();
-        tokio::spawn(async move { service.pump(first, content, range, candidates, tx).await });
+        });
         Ok(ObjectStream::new(rx))
     }
 
-    /// Holders in the order to try them: live servers first.
-    fn ordered(&self, placement: &Placement) -> Vec<Candidate> {
-        let (mut live, dead): (Vec<Candidate>, Vec<Candidate>) =
-            placement.iter().map(|(s, a)| (*s, a.clone())).partition(|(_, addr)| self.membership.is_live(addr));
-        live.extend(dead);
-        // Popped from the back.
-        live.reverse();
-        live
-    }
-
-    /// Opens the first candidate that answers, consuming the ones that failed.
-    async fn open_first(
-        &self,
-        content: &ContentRecord,
-        range: ByteRange,
-        candidates: &mut Vec<Candidate>,
-        reasons: &mut Vec<String>,
-    ) -> Option<reqwest::Response> {
-        let whole = range.start == 0 && range.end == content.size;
-        while let Some((shard, addr)) = candidates.pop() {
-            match self.client.read(&addr, &content.hash, shard, (!whole).then_some(range)).await {
-                Ok(resp) => return Some(resp),
-                Err(e) => {
-                    tracing::warn!(error = %e, "shard read failed; trying another holder");
-                    reasons.push(e.to_string());
-                }
-            }
-        }
-        None
-    }
-
-    /// Forwards `first`'s body to `tx`, resuming from the next candidate at the same
-    /// offset when a stream breaks or ends short.
-    async fn pump(
-        &self,
-        first: reqwest::Response,
-        content: ContentRecord,
-        range: ByteRange,
-        mut candidates: Vec<Candidate>,
-        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    ) {
-        let mut pos = range.start;
-        let mut response = first;
-        loop {
-            let mut body = response.bytes_stream();
-            let mut failure = None;
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        let room = (range.end - pos) as usize;
-                        let bytes = if bytes.len() > room { bytes.slice(..room) } else { bytes };
-                        pos += bytes.len() as u64;
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            return; // the client went away
-                        }
-                        if pos == range.end {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(super::client::error_chain(&e));
-                        break;
-                    }
-                }
-            }
-            if pos == range.end {
-                return;
-            }
-            let reason = failure.unwrap_or_else(|| "stream ended short".into());
-            tracing::warn!(hash = %content.hash, offset = pos, %reason, "shard stream broke; resuming from another holder");
-            let rest = ByteRange { start: pos, end: range.end };
-            let mut reasons = vec![reason];
-            match self.open_first(&content, rest, &mut candidates, &mut reasons).await {
-                Some(next) => response = next,
-                None => {
-                    let msg = format!("content {} unreadable at byte {pos}: {}", content.hash, reasons.join("; "));
-                    tracing::error!("{msg}");
-                    let _ = tx.send(Err(std::io::Error::other(msg))).await;
-                    return;
-                }
-            }
-        }
+    /// Holders in the order to try them (the last is tried first): data shards on
+    /// live servers, then parity shards on live servers, then the rest.
+    pub(crate) fn ordered(&self, placement: &Placement, k: usize) -> Vec<(ShardIndex, String)> {
+        let mut all: Vec<(ShardIndex, String)> = placement.iter().map(|(s, a)| (*s, a.clone())).collect();
+        all.sort_by_key(|(s, a)| (!self.membership.is_live(a), (*s as usize) >= k, *s));
+        all.reverse();
+        all
     }
 }
 

@@ -1,10 +1,13 @@
-//! The write path: choose data servers, stream the body into a temp shard on each
-//! while hashing it, check the client's digest, commit, record the version.
+//! The write path: choose the policy (replication for small objects, the cluster's
+//! k+m otherwise), choose distinct data servers, cut the body into stripes as it
+//! arrives, encode each stripe and stream shard `i`'s block to server `i`, check the
+//! client's digest, commit, record the version.
 //!
-//! Nothing becomes visible unless enough shards are durable and the metadata is
-//! committed: a failure at any step aborts the temp shards and answers an error.
-//! Memory per request is bounded by [`CHUNK`] × [`IN_FLIGHT`] per shard, whatever the
-//! object's size.
+//! Nothing becomes visible unless at least the policy's write quorum of shards is
+//! durable and the metadata is committed: a failure at any step aborts the temp
+//! shards and answers an error. Shards that missed the write are rebuilt in the
+//! background. Memory per request is bounded by the small-object threshold plus a
+//! stripe and [`IN_FLIGHT`] blocks per shard, whatever the object's size.
 
 use std::fmt::Display;
 
@@ -19,22 +22,20 @@ use uuid::Uuid;
 use super::client::DataClientError;
 use super::{ObjectError, ObjectService};
 use crate::cluster::choose_servers;
-use crate::content::{ContentHash, Placement, ShardIndex};
+use crate::codec::{Layout, StripeEncoder};
+use crate::content::{ContentHash, Placement, Policy, ShardIndex};
 use crate::meta::{ContentRecord, VersionRecord};
 
-/// Bytes gathered from the client before they are sent on to the shards: large
-/// enough that per-chunk costs vanish, small enough to keep memory flat.
-pub const CHUNK: usize = 128 * 1024;
-/// Chunks queued per shard before the write waits for the slowest data server.
+/// Blocks queued per shard before the write waits for the slowest data server.
 pub const IN_FLIGHT: usize = 4;
 
 /// One shard's upload in progress.
-struct ShardUpload {
-    shard: ShardIndex,
-    addr: String,
-    id: Uuid,
-    sender: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
-    task: JoinHandle<Result<u64, DataClientError>>,
+pub(crate) struct ShardUpload {
+    pub(crate) shard: ShardIndex,
+    pub(crate) addr: String,
+    pub(crate) id: Uuid,
+    pub(crate) sender: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    pub(crate) task: JoinHandle<Result<u64, DataClientError>>,
 }
 
 impl ObjectService {
@@ -44,7 +45,7 @@ impl ObjectService {
         &self,
         bucket: &str,
         name: &str,
-        body: S,
+        mut body: S,
         expected: Option<ContentHash>,
     ) -> Result<VersionRecord, ObjectError>
     where
@@ -55,14 +56,21 @@ impl ObjectService {
         // client really has the bytes its digest names.
         if let Some(expected) = expected {
             if let Some(existing) = self.durable_content(&expected).await? {
-                let (hash, _) = hash_only(body).await?;
+                let mut head = Head::default();
+                let (hash, _) = head.hash_rest(&mut body).await?;
                 if hash != expected {
                     return Err(ObjectError::DigestMismatch { expected, actual: hash });
                 }
                 return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
             }
         }
-        let policy = self.config.policy;
+
+        // Read up to the small-object threshold to learn which policy applies.
+        let threshold = self.config.small_threshold;
+        let mut head = Head::default();
+        let complete = head.fill(&mut body, threshold).await?;
+        let policy =
+            if complete && (head.buf.len() as u64) < threshold { self.config.small_policy } else { self.config.policy };
         let live = self.membership.live();
         let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
             live: live.len(),
@@ -72,7 +80,7 @@ impl ObjectService {
         let mut uploads: Vec<ShardUpload> =
             targets.into_iter().enumerate().map(|(i, addr)| self.start_upload(i as ShardIndex, addr)).collect();
 
-        let (hash, size) = match self.feed(&mut uploads, body, policy.write_quorum()).await {
+        let (hash, size) = match self.feed(&mut uploads, head, complete, body, policy).await {
             Ok(done) => done,
             Err(e) => {
                 self.abort_all(&mut uploads).await;
@@ -83,7 +91,6 @@ impl ObjectService {
             self.abort_all(&mut uploads).await;
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
         }
-
         // The same content may already be stored (a client that sent no digest): keep
         // the stored shards and drop the new ones.
         if let Some(existing) = self.durable_content(&hash).await? {
@@ -91,19 +98,20 @@ impl ObjectService {
             return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
         }
 
+        let shard_len = Layout::new(policy, size).shard_len();
         let mut reasons = Vec::new();
         let mut uploaded = Vec::new();
         for u in uploads {
             let ShardUpload { shard, addr, id, task, .. } = u;
             match task.await {
-                Ok(Ok(len)) if len == size => uploaded.push((shard, addr, id)),
-                Ok(Ok(len)) => reasons.push(format!("{addr} stored {len} of {size} bytes")),
+                Ok(Ok(len)) if len == shard_len => uploaded.push((shard, addr, id)),
+                Ok(Ok(len)) => reasons.push(format!("{addr} stored {len} of {shard_len} bytes")),
                 Ok(Err(e)) => reasons.push(e.to_string()),
                 Err(e) => reasons.push(format!("upload to {addr} failed: {e}")),
             }
         }
         let commits = join_all(uploaded.iter().map(|(shard, addr, id)| async move {
-            (*shard, addr.clone(), self.client.commit(addr, *id, &hash, *shard, size).await)
+            (*shard, addr.clone(), self.client.commit(addr, *id, &hash, *shard, shard_len).await)
         }))
         .await;
         let mut placement = Placement::new();
@@ -121,11 +129,13 @@ impl ObjectService {
             // harmless and a later write of the same content reuses them.
             return Err(ObjectError::QuorumNotReached { ok: placement.len(), needed, reasons: reasons.join("; ") });
         }
-        if !reasons.is_empty() {
-            tracing::warn!(%hash, reasons = %reasons.join("; "), "write acknowledged with fewer shards than the policy");
-        }
         let content = ContentRecord { hash, size, policy, placement };
-        Ok(self.meta.put_version(bucket, name, Some(&content)).await?)
+        let record = self.meta.put_version(bucket, name, Some(&content)).await?;
+        if content.placement.len() < policy.shards() {
+            tracing::warn!(%hash, reasons = %reasons.join("; "), "stored with fewer shards than the policy; repairing");
+            self.schedule_repair(content);
+        }
+        Ok(record)
     }
 
     /// The recorded content with this hash, if enough of its shards are still
@@ -141,7 +151,9 @@ impl ObjectService {
         Ok(Some(content))
     }
 
-    fn start_upload(&self, shard: ShardIndex, addr: String) -> ShardUpload {
+    /// Starts streaming a new temp shard `shard` to `addr`; blocks are sent through
+    /// the returned upload's `sender`.
+    pub(crate) fn start_upload(&self, shard: ShardIndex, addr: String) -> ShardUpload {
         let (sender, receiver) = mpsc::channel(IN_FLIGHT);
         let id = Uuid::new_v4();
         let client = self.client.clone();
@@ -152,67 +164,47 @@ impl ObjectService {
         ShardUpload { shard, addr, id, sender: Some(sender), task }
     }
 
-    /// Streams the body to every upload, hashing it; returns its hash and length.
-    /// Stops early when fewer than `quorum` uploads are still alive.
+    /// Streams the body (its first bytes already in `head`) to the uploads stripe by
+    /// stripe, hashing it; returns its hash and length. Stops early when fewer uploads
+    /// than the write quorum are still alive.
     async fn feed<S, E>(
         &self,
         uploads: &mut [ShardUpload],
+        mut head: Head,
+        complete: bool,
         mut body: S,
-        quorum: usize,
+        policy: Policy,
     ) -> Result<(ContentHash, u64), ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut pending = BytesMut::with_capacity(CHUNK);
+        let layout = Layout::new(policy, 0);
+        let stripe = layout.stripe_data() as usize;
+        let mut encoder = StripeEncoder::new(layout);
+        let quorum = policy.write_quorum();
+        let mut finished = complete;
         loop {
-            let next = body.next().await;
-            let finished = next.is_none();
-            match next {
-                Some(Ok(bytes)) => {
-                    hasher.update(&bytes);
-                    size += bytes.len() as u64;
-                    pending.extend_from_slice(&bytes);
-                }
-                Some(Err(e)) => {
-                    let reason = e.to_string();
-                    for u in uploads.iter_mut() {
-                        if let Some(s) = u.sender.take() {
-                            let _ = s.send(Err(std::io::Error::other(reason.clone()))).await;
-                        }
-                    }
-                    return Err(ObjectError::BodyBroken(reason));
-                }
-                None => {}
-            }
-            if pending.len() >= CHUNK || (finished && !pending.is_empty()) {
-                let chunk = pending.split().freeze();
-                pending.reserve(CHUNK);
-                for u in uploads.iter_mut() {
-                    let Some(sender) = &u.sender else { continue };
-                    if sender.send(Ok(chunk.clone())).await.is_err() {
-                        tracing::warn!(addr = %u.addr, "shard upload stopped early");
-                        u.sender = None;
-                    }
-                }
-                let alive = uploads.iter().filter(|u| u.sender.is_some()).count();
-                if alive < quorum {
-                    let stopped: Vec<&str> =
-                        uploads.iter().filter(|u| u.sender.is_none()).map(|u| u.addr.as_str()).collect();
-                    return Err(ObjectError::QuorumNotReached {
-                        ok: alive,
-                        needed: quorum,
-                        reasons: format!("data servers stopped accepting: {}", stopped.join(", ")),
-                    });
-                }
+            while head.buf.len() >= stripe || (finished && !head.buf.is_empty()) {
+                let take = stripe.min(head.buf.len());
+                let data = head.buf.split_to(take).freeze();
+                let blocks = encoder.encode(data).map_err(|e| ObjectError::QuorumNotReached {
+                    ok: 0,
+                    needed: quorum,
+                    reasons: e.to_string(),
+                })?;
+                send_blocks(uploads, blocks, quorum).await?;
             }
             if finished {
                 for u in uploads.iter_mut() {
                     u.sender = None;
                 }
-                return Ok((ContentHash::from_bytes(hasher.finalize().into()), size));
+                return Ok((ContentHash::from_bytes(head.hasher.finalize().into()), head.size));
+            }
+            match body.next().await {
+                Some(Ok(bytes)) => head.push(&bytes),
+                Some(Err(e)) => return Err(ObjectError::BodyBroken(e.to_string())),
+                None => finished = true,
             }
         }
     }
@@ -220,7 +212,7 @@ impl ObjectService {
     /// Breaks off every upload still streaming, waits for them to end, and removes
     /// every temp shard (best effort: what this misses, the data servers' temp
     /// cleaning removes later).
-    async fn abort_all(&self, uploads: &mut [ShardUpload]) {
+    pub(crate) async fn abort_all(&self, uploads: &mut [ShardUpload]) {
         for u in uploads.iter_mut() {
             if let Some(s) = u.sender.take() {
                 let _ = s.send(Err(std::io::Error::other("write aborted"))).await;
@@ -236,18 +228,72 @@ impl ObjectService {
     }
 }
 
-/// Hashes a body without storing it; returns its hash and length.
-async fn hash_only<S, E>(mut body: S) -> Result<(ContentHash, u64), ObjectError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-    E: Display,
-{
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?;
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
+/// Sends block `i` to upload `i`; an upload whose server stopped is dropped, and too
+/// few left is an error.
+async fn send_blocks(uploads: &mut [ShardUpload], blocks: Vec<Bytes>, quorum: usize) -> Result<(), ObjectError> {
+    for u in uploads.iter_mut() {
+        let Some(sender) = &u.sender else { continue };
+        if sender.send(Ok(blocks[u.shard as usize].clone())).await.is_err() {
+            tracing::warn!(addr = %u.addr, "shard upload stopped early");
+            u.sender = None;
+        }
     }
-    Ok((ContentHash::from_bytes(hasher.finalize().into()), size))
+    let alive = uploads.iter().filter(|u| u.sender.is_some()).count();
+    if alive < quorum {
+        let stopped: Vec<&str> = uploads.iter().filter(|u| u.sender.is_none()).map(|u| u.addr.as_str()).collect();
+        return Err(ObjectError::QuorumNotReached {
+            ok: alive,
+            needed: quorum,
+            reasons: format!("data servers stopped accepting: {}", stopped.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+/// The body bytes read so far but not yet sent, with the running hash and length.
+#[derive(Default)]
+struct Head {
+    buf: BytesMut,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Head {
+    fn push(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads until at least `limit` bytes are buffered or the body ends; true when it
+    /// ended.
+    async fn fill<S, E>(&mut self, body: &mut S, limit: u64) -> Result<bool, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        while (self.buf.len() as u64) < limit {
+            match body.next().await {
+                Some(Ok(bytes)) => self.push(&bytes),
+                Some(Err(e)) => return Err(ObjectError::BodyBroken(e.to_string())),
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Hashes the rest of the body without keeping it; returns hash and length.
+    async fn hash_rest<S, E>(&mut self, body: &mut S) -> Result<(ContentHash, u64), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?;
+            self.hasher.update(&chunk);
+            self.size += chunk.len() as u64;
+        }
+        let hasher = std::mem::take(&mut self.hasher);
+        Ok((ContentHash::from_bytes(hasher.finalize().into()), self.size))
+    }
 }

@@ -20,10 +20,18 @@ pub struct TestCluster {
 /// (100 ms, expiry 600 ms), every part on port 0, and waits until the API server
 /// sees every data server live.
 pub async fn start(policy: &str, data_servers: usize) -> TestCluster {
+    start_with(policy, policy, 0, data_servers).await
+}
+
+/// Like [`start`], with large objects under `policy` and those below `threshold`
+/// bytes under `small_policy`.
+pub async fn start_with(policy: &str, small_policy: &str, threshold: u64, data_servers: usize) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = DevConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-    config.data_addrs.truncate(data_servers);
+    config.data_addrs = (1..=data_servers).map(|i| format!("127.29.1.{i}:0").parse().unwrap()).collect();
     config.policy = policy.parse::<Policy>().unwrap();
+    config.small_policy = small_policy.parse::<Policy>().unwrap();
+    config.small_threshold = threshold;
     config.heartbeat_interval = Duration::from_millis(100);
     config.heartbeat_expiry = Duration::from_millis(600);
     let cluster = DevCluster::start(config).await.expect("dev cluster starts");
