@@ -1,0 +1,174 @@
+//! The requests a run makes, one function each, and what counts as their failure.
+//!
+//! Everything read from the server is bounded: object bodies are counted chunk by
+//! chunk and never kept, other answers are read up to a few KiB. Nothing here
+//! retries; a failed request is a failure to report.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::CONTENT_LENGTH;
+use reqwest::{Client, Response, StatusCode};
+
+use super::payload::Payload;
+
+/// How much of an error answer is kept for the report.
+const ERROR_BODY_LIMIT: usize = 300;
+/// How much of a `/healthz` answer is read.
+const HEALTH_BODY_LIMIT: usize = 64 * 1024;
+
+/// Why one request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The server answered with an unexpected status.
+    #[error("answered {status}: {body}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the answer's body.
+        body: String,
+    },
+    /// A GET's body had another length than the object written.
+    #[error("body was {got} bytes, expected {expected}")]
+    WrongLength {
+        /// The object size.
+        expected: u64,
+        /// The bytes received.
+        got: u64,
+    },
+    /// Connecting, sending or receiving failed.
+    #[error("{}", chain(.0))]
+    Transport(#[from] reqwest::Error),
+    /// No complete answer within the per-request timeout.
+    #[error("no complete answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    /// Still running when the run's grace period after `--duration` ran out.
+    #[error("still unanswered {} after the run ended", humantime::format_duration(*.0))]
+    Unfinished(Duration),
+    /// `/healthz` answered something that is not its JSON.
+    #[error("/healthz answer is not JSON with live_data_servers")]
+    BadHealth,
+}
+
+/// An error and its sources on one line: reqwest's own message rarely says what
+/// actually went wrong (refused, reset, DNS), its sources do.
+fn chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Where the objects live on one API server, and how to reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    pub client: Client,
+    /// The endpoint without a trailing slash.
+    pub base: String,
+}
+
+impl Endpoint {
+    fn object_url(&self, name: &str) -> String {
+        format!("{}/objects/{}", self.base, encode_name(name))
+    }
+
+    /// `GET /healthz`: the number of live data servers it reports.
+    pub async fn health(&self) -> Result<u64, OpError> {
+        let resp = self.client.get(format!("{}/healthz", self.base)).send().await?;
+        let resp = expect_status(resp, StatusCode::OK).await?;
+        let body = read_capped(resp, HEALTH_BODY_LIMIT).await?;
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|_| OpError::BadHealth)?;
+        json.get("live_data_servers").and_then(serde_json::Value::as_u64).ok_or(OpError::BadHealth)
+    }
+
+    /// `PUT /objects/<name>` with `payload` tagged `tag`; the bytes sent.
+    pub async fn put(&self, name: &str, payload: &Payload, tag: u128) -> Result<u64, OpError> {
+        let resp = self
+            .client
+            .put(self.object_url(name))
+            .header(CONTENT_LENGTH, payload.size())
+            .body(payload.body(tag))
+            .send()
+            .await?;
+        let resp = expect_status(resp, StatusCode::OK).await?;
+        // Read the small JSON answer to the end so the connection goes back to the pool.
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        Ok(payload.size())
+    }
+
+    /// `GET /objects/<name>`, counting the body without keeping it; the bytes read,
+    /// which must be `expected`.
+    pub async fn get(&self, name: &str, expected: u64) -> Result<u64, OpError> {
+        let resp = self.client.get(self.object_url(name)).send().await?;
+        let resp = expect_status(resp, StatusCode::OK).await?;
+        let mut got = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            got += chunk?.len() as u64;
+        }
+        if got != expected {
+            return Err(OpError::WrongLength { expected, got });
+        }
+        Ok(got)
+    }
+
+    /// `DELETE /objects/<name>`: `true` when deleted, `false` when there was nothing
+    /// to delete (404: its PUT failed or never finished).
+    pub async fn delete(&self, name: &str) -> Result<bool, OpError> {
+        let resp = self.client.delete(self.object_url(name)).send().await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            read_capped(resp, ERROR_BODY_LIMIT).await?;
+            return Ok(false);
+        }
+        let resp = expect_status(resp, StatusCode::OK).await?;
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        Ok(true)
+    }
+}
+
+/// `resp` when its status is `want`, else an [`OpError::Status`] with the start of
+/// its body.
+async fn expect_status(resp: Response, want: StatusCode) -> Result<Response, OpError> {
+    let status = resp.status();
+    if status == want {
+        return Ok(resp);
+    }
+    let body = read_capped(resp, ERROR_BODY_LIMIT).await.unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).trim().to_string();
+    Err(OpError::Status { status, body })
+}
+
+/// Reads `resp`'s body to the end, keeping at most its first `limit` bytes.
+async fn read_capped(resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut kept = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(kept)
+}
+
+/// `name` percent-encoded for a URL path: unreserved characters and `/` stay,
+/// every other byte becomes `%XX`.
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,462 @@
+//! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
+//! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
+//! proxy, no redirects, no retries), and uses no other part of cairn than the object
+//! name rules of [`crate::api::names`]; nothing else depends on it.
+//!
+//! One run ([`run`]) goes through four phases and returns a [`BenchReport`]; it
+//! prints nothing, so that a caller can render one report or tabulate many.
+//!
+//! 1. **Check**: `GET /healthz` must answer; its live data server count is reported.
+//! 2. **Prepare** (`get`, `mixed`): PUT [`BenchArgs::objects_to_prepare`] objects of
+//!    the given size, `concurrency` at a time. Any failure here ends the run with
+//!    [`BenchError::PrepareFailed`] (after the cleanup), since GETs of missing
+//!    objects would measure nothing.
+//! 3. **Load**: `concurrency` workers issue requests back to back until `duration`
+//!    has passed. Then no new request starts; one in flight may finish within
+//!    [`GRACE`], after which it is abandoned and counted as an error.
+//!    - `put`: every request writes a new name.
+//!    - `get`: every request reads a prepared object picked at random, and checks
+//!      the status (200) and the byte count.
+//!    - `mixed`: every request is a GET as above with probability
+//!      [`MIXED_GET_PERCENT`] % (70 %), otherwise a PUT of a new name.
+//! 4. **Cleanup** (unless `keep`): DELETE every name the run tried to write. A
+//!    DELETE adds a tombstone; reclaiming the shards is the store's business.
+//!
+//! Objects are named `<prefix><10-digit number>`, numbered from 0 in the order the
+//! run claims them; the prefix defaults to `bench-<8 random hex digits>/`. The
+//! bodies are random bytes (so compression cannot flatter the figures) with a
+//! unique 16-byte head per object (so content addressing cannot deduplicate them),
+//! streamed from one shared block of at most 1 MiB: memory stays bounded for any
+//! object size. GET bodies are counted as they arrive and never kept.
+//!
+//! A request fails when it gets another status than expected, a GET body of the
+//! wrong length, a transport error, or no complete answer within `timeout`. Failed
+//! requests are counted (and their first messages kept), never retried, and are not
+//! in the latency or throughput figures.
+//!
+//! # The JSON report
+//!
+//! `cairn bench --json` prints [`BenchReport`] as one JSON object:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `endpoint`, `op`, `object_size` (bytes), `concurrency`, `duration_s`, `prefix` | the parameters |
+//! | `get_percent` | share of requests meant to be GETs: 100 (`get`), 0 (`put`), 70 (`mixed`) |
+//! | `elapsed_s` | how long the load phase took, until the last request ended; rates are per this |
+//! | `prepared_objects` | objects written before the load phase for GETs to read |
+//! | `live_data_servers` | as `/healthz` reported before the run |
+//! | `interrupted` | the load phase was cut short by Ctrl-C or SIGTERM |
+//! | `total` | an op report over all requests of the load phase |
+//! | `ops` | an op report per request kind that ran: `GET` first, then `PUT` |
+//! | `cleanup` | `null` with `--keep`, else `attempted`, `deleted`, `not_found`, `errors`, `skipped`, `first_errors`, `elapsed_s` |
+//!
+//! An op report has `op` (`GET`, `PUT` or `total`), `ops` (successful requests),
+//! `errors` (failed ones), `bytes` (object bytes moved by the successful ones),
+//! `ops_per_s`, `mb_per_s` (decimal megabytes, 10^6 bytes, per second),
+//! `latency_us` (`null` without successes, else `min_us`, `mean_us`, `p50_us`,
+//! `p90_us`, `p99_us`, `max_us`, in microseconds, from sending the request to the
+//! last byte of the answer) and `first_errors` (at most five messages).
+
+mod http;
+mod latency;
+mod load;
+mod payload;
+mod report;
+mod size;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::names::{self, BadName};
+use http::Endpoint;
+use load::{Limit, Schedule, Shared, Tally};
+
+pub use http::{encode_name, OpError};
+pub use latency::{percentile, LatencySummary};
+pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
+pub use report::{BenchReport, CleanupReport, OpReport};
+pub use size::{BadSize, ByteSize};
+
+/// Share of GETs in `--op mixed`, in percent; the other requests are PUTs.
+pub const MIXED_GET_PERCENT: u32 = 70;
+/// How long requests in flight at the end of the load phase may still take.
+pub const GRACE: Duration = Duration::from_secs(30);
+/// By default a run prepares this many objects per worker…
+pub const OBJECTS_PER_WORKER: u64 = 4;
+/// …but not more than this many…
+pub const MAX_DEFAULT_OBJECTS: u64 = 1000;
+/// …nor more bytes than this (4 GiB); at least one object in any case.
+pub const MAX_DEFAULT_PREPARED_BYTES: u64 = 4 << 30;
+/// The cleanup gives up after this many failed deletions, so that a dead server
+/// does not keep it busy for hours; the names left are reported as skipped.
+pub const MAX_CLEANUP_ERRORS: u64 = 100;
+/// Longest wait for a TCP connection (or the request timeout, if shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The requests a run makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Every request writes a new object.
+    Put,
+    /// Every request reads a prepared object.
+    Get,
+    /// 70 % GETs of prepared objects, 30 % PUTs of new ones.
+    Mixed,
+}
+
+impl Op {
+    /// Percentage of requests that are GETs.
+    pub fn get_percent(self) -> u32 {
+        match self {
+            Op::Put => 0,
+            Op::Get => 100,
+            Op::Mixed => MIXED_GET_PERCENT,
+        }
+    }
+}
+
+/// The parameters of one run: the `cairn bench` command line.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct BenchArgs {
+    /// API server to load, e.g. http://127.0.0.1:12345 (plain HTTP).
+    #[arg(long, env = "CAIRN_ENDPOINT")]
+    pub endpoint: String,
+    /// Requests to make: put (new objects), get (prepared objects), mixed (70% GET, 30% PUT).
+    #[arg(long, value_enum, env = "CAIRN_BENCH_OP", default_value = "mixed")]
+    pub op: Op,
+    /// Object size: 4KiB, 64MiB, 1GiB (binary units), 4KB, 1MB (decimal units) or bytes.
+    #[arg(long, env = "CAIRN_BENCH_SIZE", default_value = "1MiB")]
+    pub size: ByteSize,
+    /// Requests in flight at once (one worker each).
+    #[arg(long, env = "CAIRN_BENCH_CONCURRENCY", default_value = "16", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// How long to issue requests, e.g. 10s, 2m.
+    #[arg(long, env = "CAIRN_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Objects to prepare for get and mixed [default: concurrency × 4, at most 1000 and 4 GiB in all].
+    #[arg(long, env = "CAIRN_BENCH_OBJECTS")]
+    pub objects: Option<u64>,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long, env = "CAIRN_BENCH_JSON")]
+    pub json: bool,
+    /// Leave the objects written in place instead of deleting them afterwards.
+    #[arg(long, env = "CAIRN_BENCH_KEEP")]
+    pub keep: bool,
+    /// Prefix of every object name [default: bench-<random>/]. Names <prefix><10 digits> under it are overwritten and deleted.
+    #[arg(long, env = "CAIRN_BENCH_PREFIX")]
+    pub prefix: Option<String>,
+    /// Longest wait for one request, answer body included.
+    #[arg(long, env = "CAIRN_BENCH_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl BenchArgs {
+    /// The command line's defaults, loading `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> BenchArgs {
+        BenchArgs {
+            endpoint: endpoint.into(),
+            op: Op::Mixed,
+            size: ByteSize(1 << 20),
+            concurrency: 16,
+            duration: Duration::from_secs(10),
+            objects: None,
+            json: false,
+            keep: false,
+            prefix: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// How many objects the prepare phase writes: 0 for `put`, else `objects` or
+    /// the default (see [`OBJECTS_PER_WORKER`]).
+    pub fn objects_to_prepare(&self) -> u64 {
+        if self.op == Op::Put {
+            return 0;
+        }
+        if let Some(n) = self.objects {
+            return n;
+        }
+        let by_count = (u64::from(self.concurrency) * OBJECTS_PER_WORKER).min(MAX_DEFAULT_OBJECTS);
+        let by_bytes = MAX_DEFAULT_PREPARED_BYTES.checked_div(self.size.bytes()).unwrap_or(u64::MAX);
+        by_count.min(by_bytes).max(1)
+    }
+}
+
+/// Why a run could not be made or did not go cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The endpoint is not a plain `http://` URL of a host.
+    #[error("endpoint {endpoint:?}: {reason}")]
+    BadEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `concurrency` is 0.
+    #[error("concurrency must be at least 1")]
+    ZeroConcurrency,
+    /// `duration` is 0.
+    #[error("duration must be more than 0")]
+    ZeroDuration,
+    /// `get` or `mixed` with `objects` 0: nothing to read.
+    #[error("--op get and --op mixed need at least one object to read")]
+    NoObjects,
+    /// The prefix makes names the API server would refuse.
+    #[error("prefix {prefix:?} makes object names the server refuses: {source}")]
+    BadPrefix {
+        /// The prefix.
+        prefix: String,
+        /// Why the names are refused.
+        source: BadName,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// `GET /healthz` failed.
+    #[error("{endpoint} is not answering /healthz: {source}")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// How it failed.
+        source: OpError,
+    },
+    /// Some objects could not be prepared.
+    #[error("{failed} of {total} objects could not be prepared; first error: {first}")]
+    PrepareFailed {
+        /// Failed PUTs.
+        failed: u64,
+        /// Objects to prepare.
+        total: u64,
+        /// The first failure's message.
+        first: String,
+    },
+    /// Stopped (Ctrl-C / SIGTERM) before the load phase began.
+    #[error("interrupted while preparing objects")]
+    Interrupted,
+    /// The run completed but requests failed; see its report.
+    #[error("{errors} requests failed (see the report)")]
+    RequestsFailed {
+        /// Failed requests, cleanup included.
+        errors: u64,
+    },
+}
+
+/// The name of object number `seq` under `prefix`.
+pub fn object_name(prefix: &str, seq: u64) -> String {
+    format!("{prefix}{seq:010}")
+}
+
+/// Makes one run as `args` say and reports what it measured. Prints nothing.
+pub async fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    run_until(args, CancellationToken::new()).await
+}
+
+/// [`run`], with a load phase that also ends when `stop` is cancelled; the cleanup
+/// still runs, and the report says `interrupted`.
+pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<BenchReport, BenchError> {
+    let base = check_endpoint(&args.endpoint)?;
+    if args.concurrency == 0 {
+        return Err(BenchError::ZeroConcurrency);
+    }
+    if args.duration.is_zero() {
+        return Err(BenchError::ZeroDuration);
+    }
+    let prepared = args.objects_to_prepare();
+    if args.op != Op::Put && prepared == 0 {
+        return Err(BenchError::NoObjects);
+    }
+    let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-{:08x}/", rand::random::<u32>()));
+    names::validate(&object_name(&prefix, u64::MAX))
+        .map_err(|source| BenchError::BadPrefix { prefix: prefix.clone(), source })?;
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(args.concurrency as usize)
+        .connect_timeout(CONNECT_TIMEOUT.min(args.timeout))
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .build()
+        .map_err(BenchError::Client)?;
+    let endpoint = Endpoint { client, base };
+    let live_data_servers = Limit::new(args.timeout, None)
+        .apply(endpoint.health())
+        .await
+        .map_err(|source| BenchError::Unreachable { endpoint: endpoint.base.clone(), source })?;
+
+    let shared = Arc::new(Shared {
+        endpoint,
+        prefix: prefix.clone(),
+        payload: Payload::new(args.size.bytes(), rand::random()),
+        nonce: rand::random(),
+        next_seq: AtomicU64::new(0),
+        timeout: args.timeout,
+    });
+
+    if prepared > 0 {
+        tracing::info!(objects = prepared, size = %args.size, %prefix, "bench: preparing objects");
+        if let Err(e) = prepare(&shared, prepared, args.concurrency, &stop).await {
+            if !args.keep {
+                let cleanup = cleanup(&shared, args.concurrency).await;
+                if cleanup.errors > 0 || cleanup.skipped > 0 {
+                    tracing::warn!(?cleanup, "bench: cleanup after a failed preparation was incomplete");
+                }
+            }
+            return Err(e);
+        }
+    }
+
+    tracing::info!(op = ?args.op, concurrency = args.concurrency, duration = ?args.duration, "bench: load phase");
+    let schedule = Schedule {
+        op: args.op,
+        concurrency: args.concurrency,
+        prepared,
+        duration: args.duration,
+        grace: GRACE,
+        stop: stop.clone(),
+    };
+    let (mut tallies, elapsed) = load::run_load(&shared, &schedule).await;
+    let interrupted = stop.is_cancelled();
+
+    let mut ops = Vec::new();
+    if args.op != Op::Put {
+        ops.push(OpReport::from_tally("GET", &mut tallies.get, elapsed));
+    }
+    if args.op != Op::Get {
+        ops.push(OpReport::from_tally("PUT", &mut tallies.put, elapsed));
+    }
+    let mut all = tallies.get;
+    all.merge(tallies.put);
+    let total = OpReport::from_tally("total", &mut all, elapsed);
+
+    let cleanup = if args.keep {
+        None
+    } else {
+        tracing::info!(names = shared.attempted(), "bench: deleting what the run wrote");
+        Some(cleanup(&shared, args.concurrency).await)
+    };
+
+    Ok(BenchReport {
+        endpoint: shared.endpoint.base.clone(),
+        op: args.op,
+        get_percent: args.op.get_percent(),
+        object_size: args.size.bytes(),
+        concurrency: args.concurrency,
+        duration_s: args.duration.as_secs_f64(),
+        elapsed_s: elapsed.as_secs_f64(),
+        prefix,
+        prepared_objects: prepared,
+        live_data_servers,
+        interrupted,
+        total,
+        ops,
+        cleanup,
+    })
+}
+
+/// The endpoint without a trailing slash, if it is a plain `http://` URL of a host.
+fn check_endpoint(endpoint: &str) -> Result<String, BenchError> {
+    let bad = |reason| BenchError::BadEndpoint { endpoint: endpoint.to_string(), reason };
+    let url = reqwest::Url::parse(endpoint).map_err(|_| bad("not a URL"))?;
+    if url.scheme() != "http" {
+        return Err(bad("only http:// is supported"));
+    }
+    if url.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Writes objects `0..count`, `concurrency` at a time.
+async fn prepare(
+    shared: &Arc<Shared>,
+    count: u64,
+    concurrency: u32,
+    stop: &CancellationToken,
+) -> Result<(), BenchError> {
+    // Claimed up front, so the cleanup covers every one even if this is cut short.
+    shared.next_seq.store(count, std::sync::atomic::Ordering::Relaxed);
+    let mut puts = futures_util::stream::iter(0..count)
+        .map(|seq| {
+            let shared = Arc::clone(shared);
+            let stop = stop.clone();
+            async move {
+                if stop.is_cancelled() {
+                    return None;
+                }
+                Some((seq, shared.put_seq(seq, Limit::new(shared.timeout, None)).await))
+            }
+        })
+        .buffer_unordered(concurrency as usize);
+    let mut failures = Tally::default();
+    while let Some(done) = puts.next().await {
+        if let Some((seq, Err(e))) = done {
+            failures.failure(|| format!("PUT {}: {e}", object_name(&shared.prefix, seq)));
+        }
+    }
+    if failures.errors > 0 {
+        return Err(BenchError::PrepareFailed {
+            failed: failures.errors,
+            total: count,
+            first: failures.first_errors.into_iter().next().unwrap_or_default(),
+        });
+    }
+    if stop.is_cancelled() {
+        return Err(BenchError::Interrupted);
+    }
+    Ok(())
+}
+
+/// Deletes every name the run tried to write, `concurrency` at a time.
+async fn cleanup(shared: &Arc<Shared>, concurrency: u32) -> CleanupReport {
+    let started = Instant::now();
+    let attempted = shared.attempted();
+    let mut deletes = futures_util::stream::iter(0..attempted)
+        .map(|seq| {
+            let shared = Arc::clone(shared);
+            async move {
+                let name = object_name(&shared.prefix, seq);
+                let deleted = Limit::new(shared.timeout, None).apply(shared.endpoint.delete(&name)).await;
+                (name, deleted)
+            }
+        })
+        .buffer_unordered(concurrency as usize);
+    let (mut deleted, mut not_found) = (0, 0);
+    let mut failures = Tally::default();
+    while let Some((name, result)) = deletes.next().await {
+        match result {
+            Ok(true) => deleted += 1,
+            Ok(false) => not_found += 1,
+            Err(e) => {
+                failures.failure(|| format!("DELETE {name}: {e}"));
+                if failures.errors >= MAX_CLEANUP_ERRORS {
+                    break;
+                }
+            }
+        }
+    }
+    CleanupReport {
+        attempted,
+        deleted,
+        not_found,
+        errors: failures.errors,
+        skipped: attempted - deleted - not_found - failures.errors,
+        first_errors: failures.first_errors,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    }
+}
