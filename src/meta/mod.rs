@@ -2,10 +2,12 @@
 //! placement). The API tier's only durable state; data servers never touch it.
 //!
 //! [`MetaStore`] is the one trait; [`sqlite`] is the embedded implementation (one
-//! host, several processes sharing one file). Every implementation passes the
+//! host, several processes sharing one file) and [`postgres`] the one shared by API
+//! servers on several hosts. Every implementation passes the
 //! behavioural suite in [`suite`]. Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod suite;
 
@@ -121,11 +123,20 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<VersionRecord>, MetaError>;
 }
 
-/// Opens the store named by `url`: `sqlite:PATH` (created when missing).
+/// Opens the store named by `url`: `sqlite:PATH` (created when missing), or
+/// `postgres://…` / `postgresql://…` (a PostgreSQL database; its cairn-specific
+/// `schema=NAME` parameter is described in [`postgres`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn MetaStore>, MetaError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
         return Ok(std::sync::Arc::new(store));
     }
-    Err(MetaError::Open { url: url.to_string(), reason: "unsupported scheme (expected sqlite:PATH)".into() })
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PostgresStore::open(url).await?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    Err(MetaError::Open {
+        url: url.to_string(),
+        reason: "unsupported scheme (expected sqlite:PATH or postgres://…)".into(),
+    })
 }

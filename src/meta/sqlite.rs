@@ -369,7 +369,7 @@ fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
 /// The smallest string greater than every string starting with `prefix`, or `None`
 /// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
 /// UTF-8 byte order, which is how SQLite compares text.
-fn prefix_successor(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let next = match last {

@@ -1,0 +1,799 @@
+//! The networked metadata store: PostgreSQL through `tokio-postgres`, for API
+//! servers on several hosts sharing one store. It mirrors the SQLite store's
+//! tables, migrations and error classes behind the same [`MetaStore`] trait, so the
+//! API tier cannot tell them apart; only the URL differs.
+//!
+//! # URL
+//!
+//! `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?PARAMS]` (or `postgresql://`),
+//! with every parameter `tokio-postgres` understands (`connect_timeout`,
+//! `application_name`, `options`, …) plus cairn's own `schema=NAME`: the PostgreSQL
+//! schema that holds cairn's tables, `public` when absent. NAME must match
+//! `[a-z_][a-z0-9_]{0,62}` and not start with `pg_`; it is created when missing, and
+//! every pooled connection starts with `search_path` set to it (through the
+//! connection's startup `options`), so several cairn clusters, or test runs, can
+//! share one database without seeing each other. `schema` is removed before the URL
+//! reaches `tokio-postgres`. Passwords are masked in error messages.
+//!
+//! # Schema
+//!
+//! ```sql
+//! content(hash TEXT PRIMARY KEY,            -- 64 lowercase hex digits
+//!         size BIGINT,                      -- bytes
+//!         policy TEXT,                      -- "K+M", e.g. "4+2"
+//!         placement TEXT)                   -- JSON object {"0":"host:port",...}
+//! versions(bucket TEXT, name TEXT, version BIGINT,
+//!          hash TEXT NULL REFERENCES content,  -- NULL = tombstone
+//!          size BIGINT,                     -- content size, 0 for a tombstone
+//!          created_ms BIGINT,               -- ms since the Unix epoch, database clock
+//!          PRIMARY KEY (bucket, name, version))
+//! heads(bucket TEXT, name TEXT, latest BIGINT,  -- each name's newest version
+//!       PRIMARY KEY (bucket, name))
+//! schema_version(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)
+//! ```
+//!
+//! Every text key column is `COLLATE "C"`: names compare byte-wise, as in the
+//! SQLite store and Rust's `str`, whatever the database's locale, and a list
+//! prefix becomes the index range `[prefix, successor(prefix))`, so `%` and `_` need
+//! no escaping. `latest`, exact versions and version paging are seeks on the primary
+//! key of `versions`. `heads` holds one row per name; listing walks it in name
+//! order, joins each name's newest version (one seek each), skips tombstones and
+//! stops at `LIMIT`, so it never loads every name. The database clock stamps
+//! `created_ms`, so versions written through different hosts share one clock.
+//!
+//! Content is one row per hash. Writing a hash that is already recorded replaces its
+//! policy and placement together; the same hash with another size is refused as
+//! [`MetaError::Corrupt`] and the whole write is rolled back.
+//!
+//! # Concurrent writers on several hosts
+//!
+//! [`put_version`](MetaStore::put_version) runs in one READ COMMITTED transaction:
+//! upsert the content row, then `INSERT INTO heads … ON CONFLICT DO UPDATE SET
+//! latest = heads.latest + 1 RETURNING latest`, then insert that version. The upsert
+//! row-locks the name's head until commit, so writers of one name (on any host)
+//! queue there and get consecutive numbers, while writers of other names don't wait;
+//! a failed write rolls back its increment, so there are no gaps. Every transaction
+//! takes at most one content lock and then one head lock, always in that order, so
+//! writers cannot deadlock. The commit is durable (the server's default
+//! `synchronous_commit`) and visible to every host before the call returns.
+//!
+//! # Migrations
+//!
+//! [`MIGRATIONS`] is the ordered, append-only list of schema changes and
+//! `schema_version` has one row per applied migration. Opening a store takes
+//! `pg_advisory_xact_lock` on the schema's name, creates the schema when missing,
+//! and in that one transaction applies every migration above the recorded version,
+//! so API servers starting at once migrate exactly once, and a newer binary upgrades
+//! an older store in place. A store whose version is newer than this binary knows is
+//! refused with [`MetaError::Open`] rather than misread.
+//!
+//! # Pool
+//!
+//! `deadpool-postgres`: a small, maintained pool built for `tokio-postgres` that
+//! adds only `deadpool` itself to the dependency tree, with wait, create and recycle
+//! timeouts and a per-connection prepared-statement cache (`prepare_cached`), which
+//! every query here uses. A hand-written pool would have to redo exactly that.
+//! Waiting for a connection is bounded by [`POOL_WAIT`] and connecting by
+//! [`CONNECT_TIMEOUT`], so a database that is down makes calls fail in seconds
+//! (503), not hang. No TLS: metadata traffic stays inside the cluster network.
+//!
+//! # Errors
+//!
+//! Refused or broken connections, pool timeouts, server shutdown, serialization
+//! failures and deadlocks, lack of resources (disk, memory, connections), a
+//! cancelled statement or a read-only (standby) server are
+//! [`MetaError::Unavailable`] (retry later); a row this binary cannot read (bad
+//! hash, policy, placement JSON, negative number, dangling reference) or any other
+//! unexpected database error is [`MetaError::Corrupt`]. Nothing read from the
+//! database can make the store panic.
+
+use std::error::Error as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::sqlite::prefix_successor;
+use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use crate::content::{ContentHash, Placement, Policy};
+
+/// The schema changes, in order: migration `i` takes a store from schema version `i`
+/// to `i + 1`. Append only; never edit a released migration. Each runs with
+/// `search_path` set to the store's schema.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: content, versions and each name's newest version.
+    r#"CREATE TABLE content (
+         hash      TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         size      BIGINT NOT NULL,
+         policy    TEXT   NOT NULL,
+         placement TEXT   NOT NULL
+     );
+     CREATE TABLE versions (
+         bucket     TEXT COLLATE "C" NOT NULL,
+         name       TEXT COLLATE "C" NOT NULL,
+         version    BIGINT NOT NULL,
+         hash       TEXT COLLATE "C" NULL REFERENCES content (hash),
+         size       BIGINT NOT NULL,
+         created_ms BIGINT NOT NULL,
+         PRIMARY KEY (bucket, name, version)
+     );
+     CREATE INDEX versions_by_hash ON versions (hash) WHERE hash IS NOT NULL;
+     CREATE TABLE heads (
+         bucket TEXT COLLATE "C" NOT NULL,
+         name   TEXT COLLATE "C" NOT NULL,
+         latest BIGINT NOT NULL,
+         PRIMARY KEY (bucket, name)
+     );"#,
+];
+
+/// The schema version this binary writes: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The schema used when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// How long a call waits for a free pooled connection (or for a new one to be
+/// made) before failing with [`MetaError::Unavailable`].
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long connecting to the server may take, unless the URL's `connect_timeout`
+/// says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long sent data may stay unacknowledged before the connection is dropped
+/// (`TCP_USER_TIMEOUT`), unless the URL says otherwise: a host that vanished
+/// without closing its sockets fails the call instead of hanging it.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections per store (per API server).
+const POOL_SIZE: usize = 16;
+
+/// The columns every version query returns, in the order [`RawVersion::from_row`]
+/// reads them, and the join that yields them.
+macro_rules! select_versions {
+    ($($tail:literal),*) => {
+        concat!(
+            "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
+            "c.hash, c.size, c.policy, c.placement ",
+            "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
+            $($tail),*
+        )
+    };
+}
+
+const SQL_LATEST: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 ORDER BY v.version DESC LIMIT 1");
+const SQL_VERSION: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version = $3");
+const SQL_VERSIONS: &str =
+    select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version > $3 ORDER BY v.version LIMIT $4");
+
+/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
+/// for `after`) and per presence of an upper bound, so the planner always gets plain
+/// range constraints on the primary key of `heads`. The left join keeps a head whose
+/// version row is missing, which [`RawVersion::parse`] reports as corrupt instead of
+/// silently skipping the name.
+macro_rules! select_list {
+    ($lower:literal, $upper:literal, $limit:literal) => {
+        concat!(
+            "SELECT h.bucket, h.name, h.latest, v.hash, v.size, v.created_ms, ",
+            "c.hash, c.size, c.policy, c.placement ",
+            "FROM heads h ",
+            "LEFT JOIN versions v ON v.bucket = h.bucket AND v.name = h.name AND v.version = h.latest ",
+            "LEFT JOIN content c ON c.hash = v.hash ",
+            "WHERE h.bucket = $1 AND h.name ",
+            $lower,
+            " $2 ",
+            $upper,
+            "AND (v.hash IS NOT NULL OR v.version IS NULL) ",
+            "ORDER BY h.name LIMIT ",
+            $limit
+        )
+    };
+}
+
+const SQL_LIST_FROM: &str = select_list!(">=", "", "$3");
+const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND h.name < $3 ", "$4");
+const SQL_LIST_AFTER: &str = select_list!(">", "", "$3");
+const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND h.name < $3 ", "$4");
+
+const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = $1";
+const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
+     RETURNING size";
+/// Takes the name's next version number and row-locks its head until commit.
+const SQL_NEXT_VERSION: &str = "INSERT INTO heads (bucket, name, latest) VALUES ($1, $2, 1) \
+     ON CONFLICT (bucket, name) DO UPDATE SET latest = heads.latest + 1 \
+     RETURNING latest";
+const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
+     VALUES ($1, $2, $3, $4, $5, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) \
+     RETURNING created_ms";
+const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = $2 WHERE hash = $1";
+
+/// A [`MetaStore`] in a PostgreSQL schema, shareable by API servers on any number
+/// of hosts.
+///
+/// Holds a pool of up to 16 connections; cheap to share (wrap it in an `Arc`).
+/// Dropping it closes the connections.
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("connections", &status.size)
+            .field("max_connections", &status.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Opens the store at `url` (see the [module docs](self) for its form), creating
+    /// its schema when missing and migrating it to [`SCHEMA_VERSION`].
+    ///
+    /// Fails with [`MetaError::Open`] when the URL is malformed or names an invalid
+    /// schema, the server cannot be reached within [`CONNECT_TIMEOUT`] or refuses
+    /// the login, the store's schema is newer than this binary knows, or a migration
+    /// fails.
+    pub async fn open(url: &str) -> Result<PostgresStore, MetaError> {
+        let open_error = |reason: String| MetaError::Open { url: redact(url), reason };
+        let target = Target::parse(url).map_err(open_error)?;
+        let pool = build_pool(&target).map_err(open_error)?;
+        let mut client = pool.get().await.map_err(|e| open_error(format!("cannot connect: {}", describe_pool(&e))))?;
+        migrate(&mut client, &target.schema).await.map_err(open_error)?;
+        Ok(PostgresStore { pool, schema: target.schema })
+    }
+
+    /// The PostgreSQL schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A pooled connection, or `Unavailable` after [`POOL_WAIT`].
+    async fn client(&self, what: &str) -> Result<Object, MetaError> {
+        self.pool.get().await.map_err(|e| MetaError::Unavailable(format!("{what}: {}", describe_pool(&e))))
+    }
+
+    async fn query_versions(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        let rows = client.query(&stmt, params).await.context(what)?;
+        rows.iter().map(|row| RawVersion::from_row(row).context(what)?.parse()).collect()
+    }
+
+    async fn query_version(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<VersionRecord>, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        let row = client.query_opt(&stmt, params).await.context(what)?;
+        row.map(|row| RawVersion::from_row(&row).context(what)?.parse()).transpose()
+    }
+}
+
+/// A parsed store URL: what `tokio-postgres` gets, and cairn's schema.
+struct Target {
+    /// The URL without cairn's own parameters.
+    url: String,
+    schema: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let mut schema = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key != "schema" {
+                rest.push(pair);
+            } else if schema.replace(value).is_some() {
+                return Err("the schema parameter is given twice".into());
+            }
+        }
+        let schema = schema.unwrap_or(DEFAULT_SCHEMA);
+        if !valid_schema_name(schema) {
+            return Err(format!(
+                "invalid schema name {schema:?}: expected [a-z_][a-z0-9_]{{0,62}}, not starting with pg_"
+            ));
+        }
+        let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        Ok(Target { url, schema: schema.to_string() })
+    }
+}
+
+/// `[a-z_][a-z0-9_]{0,62}`, and not PostgreSQL's reserved `pg_` prefix: safe to put
+/// in SQL and in `search_path` without quoting rules.
+fn valid_schema_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_lowercase() || *first == b'_')
+                && rest.len() <= 62
+                && rest.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+                && !name.starts_with("pg_")
+        }
+        None => false,
+    }
+}
+
+/// `url` with its password (in the user info or a `password=` parameter) masked.
+fn redact(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let head = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{path}"),
+                    None => head.to_string(),
+                },
+                None => head.to_string(),
+            }
+        }
+        None => head.to_string(),
+    };
+    match query {
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{head}?{}", pairs.join("&"))
+        }
+        None => head,
+    }
+}
+
+fn build_pool(target: &Target) -> Result<Pool, String> {
+    let mut config = tokio_postgres::Config::from_str(&target.url)
+        .map_err(|e| format!("invalid PostgreSQL URL: {}", describe(&e)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("cairn");
+    }
+    // Startup options apply to the whole session, so every pooled connection (and
+    // every reconnection) resolves table names in the store's schema.
+    let search_path = format!("-c search_path={}", target.schema);
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {search_path}"),
+        _ => search_path,
+    };
+    config.options(options);
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under an advisory
+/// lock so that concurrent openers migrate once, or refuses a newer schema.
+async fn migrate(client: &mut Object, schema: &str) -> Result<(), String> {
+    let failed = |what: &str, e: tokio_postgres::Error| format!("{what}: {}", describe(&e));
+    let tx = client.transaction().await.map_err(|e| failed("cannot begin the migration", e))?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("cairn schema {schema}")])
+        .await
+        .map_err(|e| failed("cannot take the migration lock", e))?;
+    // Look before creating: CREATE SCHEMA needs the CREATE privilege on the database
+    // even when the schema exists, and an operator may have created it for us.
+    let exists = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&schema])
+        .await
+        .map_err(|e| failed("cannot look up the schema", e))?
+        .try_get::<_, bool>(0)
+        .map_err(|e| failed("cannot look up the schema", e))?;
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .map_err(|e| failed(&format!("cannot create schema {schema}"), e))?;
+    }
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path TO \"{schema}\";
+         CREATE TABLE IF NOT EXISTS schema_version (
+             version    INTEGER     NOT NULL PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(|e| failed("cannot create the schema_version table", e))?;
+    let found: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| failed("cannot read the schema version", e))?;
+    let known = i32::try_from(SCHEMA_VERSION).unwrap_or(i32::MAX);
+    if found > known {
+        return Err(format!(
+            "schema version {found} is newer than this binary knows ({known}): upgrade cairn to use this store"
+        ));
+    }
+    let Ok(found) = usize::try_from(found) else {
+        return Err(format!("invalid schema version {found}"));
+    };
+    if found == MIGRATIONS.len() {
+        // Nothing to do; ending the transaction releases the lock.
+        return tx.rollback().await.map_err(|e| failed("cannot end the migration check", e));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.batch_execute(sql).await.map_err(|e| failed(&format!("migration to schema version {version} failed"), e))?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
+            .await
+            .map_err(|e| failed("cannot record the schema version", e))?;
+    }
+    tx.commit().await.map_err(|e| failed("cannot commit the migration", e))
+}
+
+/// Whether a server error is a condition that passes: the connection, the server or
+/// its resources, or a conflict with a concurrent transaction.
+fn transient_state(code: &SqlState) -> bool {
+    let code = code.code();
+    code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: disk, memory, connections
+        || code.starts_with("57P") // admin or crash shutdown, cannot connect now
+        || code.starts_with("58") // system error: I/O
+        || matches!(
+            code,
+            "40001" // serialization failure
+                | "40P01" // deadlock detected
+                | "40003" // statement completion unknown
+                | "55P03" // lock not available
+                | "57014" // query canceled (statement timeout)
+                | "25006" // read-only transaction: a standby after a failover
+        )
+}
+
+/// Classifies a client error: transient conditions are `Unavailable`, everything
+/// else (unreadable values, unexpected failures) is `Corrupt`.
+fn pg_error(what: &str, e: &tokio_postgres::Error) -> MetaError {
+    let transient = match e.code() {
+        Some(code) => transient_state(code),
+        // No server error: the connection failed (I/O, closed, timed out) or a value
+        // could not be converted.
+        None => {
+            e.is_closed()
+                || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                || e.to_string().starts_with("timeout")
+        }
+    };
+    if transient {
+        MetaError::Unavailable(format!("{what}: {}", describe(e)))
+    } else {
+        MetaError::Corrupt(format!("{what}: {}", describe(e)))
+    }
+}
+
+/// A client error with its cause: `tokio-postgres` alone says only "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), e.source()) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    }
+}
+
+fn describe_pool(e: &PoolError) -> String {
+    match e {
+        PoolError::Timeout(_) => format!("no database connection within {POOL_WAIT:?}"),
+        PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
+/// Attaches what was being done to a client error and classifies it.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T, MetaError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: &str) -> Result<T, MetaError> {
+        self.map_err(|e| pg_error(what, &e))
+    }
+}
+
+/// A version number or count as PostgreSQL's BIGINT; `None` beyond `i64::MAX`.
+fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
+    n.try_into().ok()
+}
+
+/// A `versions ⟕ content` (or `heads ⟕ versions ⟕ content`) row as stored, before
+/// validation. `size` and `created_ms` are `None` only when a head points at a
+/// missing version.
+struct RawVersion {
+    bucket: String,
+    name: String,
+    version: i64,
+    hash: Option<String>,
+    size: Option<i64>,
+    created_ms: Option<i64>,
+    content_hash: Option<String>,
+    content_size: Option<i64>,
+    policy: Option<String>,
+    placement: Option<String>,
+}
+
+impl RawVersion {
+    fn from_row(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
+        Ok(RawVersion {
+            bucket: row.try_get(0)?,
+            name: row.try_get(1)?,
+            version: row.try_get(2)?,
+            hash: row.try_get(3)?,
+            size: row.try_get(4)?,
+            created_ms: row.try_get(5)?,
+            content_hash: row.try_get(6)?,
+            content_size: row.try_get(7)?,
+            policy: row.try_get(8)?,
+            placement: row.try_get(9)?,
+        })
+    }
+
+    fn parse(self) -> Result<VersionRecord, MetaError> {
+        let at = || format!("version {} of {}/{}", self.version, self.bucket, self.name);
+        let version = u64::try_from(self.version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number", at())))?;
+        let (Some(size), Some(created_ms)) = (self.size, self.created_ms) else {
+            return Err(MetaError::Corrupt(format!("{}: the newest version is missing", at())));
+        };
+        if size < 0 {
+            return Err(MetaError::Corrupt(format!("{}: negative size {size}", at())));
+        }
+        let content = match &self.hash {
+            None => None,
+            Some(hash) => match (&self.content_hash, self.content_size, &self.policy, &self.placement) {
+                (Some(_), Some(size), Some(policy), Some(placement)) => {
+                    Some(parse_content(hash, size, policy, placement)?)
+                }
+                _ => {
+                    return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
+                }
+            },
+        };
+        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms })
+    }
+}
+
+fn parse_content(hash: &str, size: i64, policy: &str, placement: &str) -> Result<ContentRecord, MetaError> {
+    let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
+    let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
+    let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
+    let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
+    let placement: Placement =
+        serde_json::from_str(placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
+    Ok(ContentRecord { hash: parsed_hash, size, policy, placement })
+}
+
+fn placement_json(placement: &Placement) -> Result<String, MetaError> {
+    serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn put_version(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Option<&ContentRecord>,
+    ) -> Result<VersionRecord, MetaError> {
+        const WHAT: &str = "put_version";
+        let (hash, size, row) = match content {
+            Some(c) => {
+                let size = to_sql_int(c.size)
+                    .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
+                (Some(c.hash.to_hex()), size, Some((c.policy.to_string(), placement_json(&c.placement)?)))
+            }
+            None => (None, 0, None),
+        };
+        let mut client = self.client(WHAT).await?;
+        // Dropping the transaction unfinished (an error below, or the caller giving
+        // up) rolls it back.
+        let tx = client.transaction().await.context(WHAT)?;
+        if let (Some(hash), Some((policy, placement))) = (&hash, &row) {
+            let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
+            let stored: i64 = tx
+                .query_one(&stmt, &[hash, &size, policy, placement])
+                .await
+                .and_then(|r| r.try_get(0))
+                .context(WHAT)?;
+            if stored != size {
+                // Same SHA-256, different length: the caller or the database is wrong.
+                return Err(MetaError::Corrupt(format!(
+                    "content {hash}: recorded with size {stored}, now given {size}"
+                )));
+            }
+        }
+        let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
+        let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+        let version = u64::try_from(next)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid next version {next}")))?;
+        let stmt = tx.prepare_cached(SQL_INSERT_VERSION).await.context(WHAT)?;
+        let created_ms: i64 = tx
+            .query_one(&stmt, &[&bucket, &name, &next, &hash, &size])
+            .await
+            .and_then(|r| r.try_get(0))
+            .context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(VersionRecord {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            version,
+            content: content.cloned(),
+            created_ms,
+        })
+    }
+
+    async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError> {
+        self.query_version("latest", SQL_LATEST, &[&bucket, &name]).await
+    }
+
+    async fn version(&self, bucket: &str, name: &str, version: u64) -> Result<Option<VersionRecord>, MetaError> {
+        let Some(version) = to_sql_int(version) else {
+            return Ok(None);
+        };
+        self.query_version("version", SQL_VERSION, &[&bucket, &name, &version]).await
+    }
+
+    async fn versions(
+        &self,
+        bucket: &str,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        let Some(after) = to_sql_int(after) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
+        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit]).await
+    }
+
+    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
+        const WHAT: &str = "content";
+        let hex = hash.to_hex();
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_CONTENT).await.context(WHAT)?;
+        let Some(row) = client.query_opt(&stmt, &[&hex]).await.context(WHAT)? else {
+            return Ok(None);
+        };
+        let read = |row: &Row| -> Result<(String, i64, String, String), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+        };
+        let (hash, size, policy, placement) = read(&row).context(WHAT)?;
+        parse_content(&hash, size, &policy, &placement).map(Some)
+    }
+
+    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
+        const WHAT: &str = "set_placement";
+        let (hex, json) = (hash.to_hex(), placement_json(placement)?);
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
+        client.execute(&stmt, &[&hex, &json]).await.context(WHAT)?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
+        // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
+        // whichever is higher; the upper bound is the prefix's successor.
+        let (lower, exclusive) = match after {
+            Some(after) if after >= prefix => (after, true),
+            _ => (prefix, false),
+        };
+        let upper = prefix_successor(prefix);
+        let sql = match (exclusive, upper.is_some()) {
+            (false, false) => SQL_LIST_FROM,
+            (false, true) => SQL_LIST_FROM_UPTO,
+            (true, false) => SQL_LIST_AFTER,
+            (true, true) => SQL_LIST_AFTER_UPTO,
+        };
+        match &upper {
+            Some(upper) => self.query_versions("list", sql, &[&bucket, &lower, upper, &limit]).await,
+            None => self.query_versions("list", sql, &[&bucket, &lower, &limit]).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_split_off_and_validated() {
+        let t = Target::parse("postgres://root@h:5432/test?schema=cairn_a1&connect_timeout=3").unwrap();
+        assert_eq!((t.url.as_str(), t.schema.as_str()), ("postgres://root@h:5432/test?connect_timeout=3", "cairn_a1"));
+        let t = Target::parse("postgresql://root@h/test?schema=_x").unwrap();
+        assert_eq!((t.url.as_str(), t.schema.as_str()), ("postgresql://root@h/test", "_x"));
+        let t = Target::parse("postgres://h/test").unwrap();
+        assert_eq!((t.url.as_str(), t.schema.as_str()), ("postgres://h/test", DEFAULT_SCHEMA));
+        let longest = format!("a{}", "b".repeat(62));
+        assert!(Target::parse(&format!("postgres://h/t?schema={longest}")).is_ok());
+        for bad in ["", "Abc", "1abc", "a-b", "a;drop", "pg_x", "a%20b", "é", &format!("{longest}c")] {
+            assert!(Target::parse(&format!("postgres://h/t?schema={bad}")).is_err(), "{bad:?}");
+        }
+        assert!(Target::parse("postgres://h/t?schema=a&schema=b").is_err());
+        assert!(Target::parse("postgres://h/t?schema").is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db?schema=s"), "postgres://u:***@h:5432/db?schema=s");
+        assert_eq!(redact("postgres://u@h/db?password=secret&x=1"), "postgres://u@h/db?password=***&x=1");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn connection_and_conflict_states_are_transient() {
+        for state in [
+            SqlState::CONNECTION_FAILURE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::DISK_FULL,
+            SqlState::QUERY_CANCELED,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ] {
+            assert!(transient_state(&state), "{state:?}");
+        }
+        for state in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::SYNTAX_ERROR,
+            SqlState::DATA_CORRUPTED,
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+        ] {
+            assert!(!transient_state(&state), "{state:?}");
+        }
+    }
+}

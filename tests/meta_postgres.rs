@@ -1,0 +1,516 @@
+//! The PostgreSQL metadata store against a real server: the shared behavioural
+//! suite, two stores standing in for two API hosts, schema versions and migration,
+//! corrupt rows, a busy pool, killed connections and an unreachable server.
+//!
+//! The server is `postgres://root@127.0.0.1:5432/test` unless
+//! `CAIRN_TEST_POSTGRES_URL` names another (trust auth, no TLS). When it cannot be
+//! reached the tests that need it print `SKIPPED: …` and pass, unless
+//! `CAIRN_REQUIRE_SERVICES=1`, which makes that a failure. Every test works in a
+//! fresh schema `cairn_test_<random>` and drops it at the end, even when it fails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::content::{ContentHash, Placement, Policy};
+use cairn::meta::postgres::{PostgresStore, POOL_WAIT, SCHEMA_VERSION};
+use cairn::meta::{suite, ContentRecord, MetaError, MetaStore};
+use tokio_postgres::NoTls;
+
+const DEFAULT_SERVER: &str = "postgres://root@127.0.0.1:5432/test";
+
+fn server_url() -> String {
+    std::env::var("CAIRN_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_SERVER.to_string())
+}
+
+/// A schema of its own on the test server, and a plain connection for raw SQL
+/// whose `search_path` is that schema. Dropped (best effort) with the value.
+struct TestSchema {
+    name: String,
+    server: String,
+    raw: tokio_postgres::Client,
+}
+
+impl TestSchema {
+    /// A fresh schema name on a reachable server, or `None` (after saying so) when
+    /// the server is unreachable and services are not required.
+    async fn new() -> Option<TestSchema> {
+        let server = server_url();
+        let name = format!("cairn_test_{}", uuid::Uuid::new_v4().simple());
+        let mut config: tokio_postgres::Config = match server.parse() {
+            Ok(config) => config,
+            Err(e) => panic!("CAIRN_TEST_POSTGRES_URL {server:?} is not a PostgreSQL URL: {e}"),
+        };
+        config.application_name(format!("{name}_raw"));
+        let connected = tokio::time::timeout(Duration::from_secs(5), config.connect(NoTls)).await;
+        let (raw, connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                return not_reachable(&server, &format!("{e}{cause}"));
+            }
+            Err(_) => return not_reachable(&server, "connecting timed out after 5 s"),
+        };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        raw.batch_execute(&format!("SET search_path TO {name}")).await.expect("set search_path");
+        Some(TestSchema { name, server, raw })
+    }
+
+    /// The store URL for this schema; its connections are named after the schema.
+    fn url(&self) -> String {
+        let sep = if self.server.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={name}&application_name={name}", self.server, name = self.name)
+    }
+
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::open(&self.url()).await.expect("open the store")
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        // No async drop: a thread with its own runtime, so this works during a panic
+        // and inside the test's (possibly single-threaded, now blocked) runtime. The
+        // test's stores may not have closed their connections yet (their tasks need
+        // that blocked runtime), and one may sit in a transaction holding locks on
+        // the schema, so end them first: every connection of the test carries the
+        // schema's name as its application_name.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&server, NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE left(application_name, length($1)) = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .await?;
+                client.batch_execute(&format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {name} CASCADE")).await
+            })?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test schema {}: {e:?}", self.name),
+            Err(_) => eprintln!("could not drop test schema {}: the dropping thread panicked", self.name),
+        }
+    }
+}
+
+fn not_reachable(server: &str, why: &str) -> Option<TestSchema> {
+    if std::env::var("CAIRN_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("PostgreSQL at {server} is not reachable ({why}) and CAIRN_REQUIRE_SERVICES=1 requires it");
+    }
+    eprintln!(
+        "SKIPPED: PostgreSQL not reachable at {server} ({why}). Start it, or point CAIRN_TEST_POSTGRES_URL \
+         at one; CAIRN_REQUIRE_SERVICES=1 turns this skip into a failure."
+    );
+    None
+}
+
+/// A schema of the test's own, or return (skipped) when there is no server.
+macro_rules! test_schema {
+    () => {
+        match TestSchema::new().await {
+            Some(schema) => schema,
+            None => return,
+        }
+    };
+}
+
+fn content(seed: &str) -> ContentRecord {
+    ContentRecord {
+        hash: ContentHash::of(seed.as_bytes()),
+        size: seed.len() as u64,
+        policy: Policy { k: 2, m: 1 },
+        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
+    }
+}
+
+fn numbers(records: &[cairn::meta::VersionRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.version).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_the_suite() {
+    let schema = test_schema!();
+    let store = schema.open().await;
+    suite::run_all_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_by_url_and_reopen_keeps_the_data() {
+    let schema = test_schema!();
+    let url = schema.url();
+    let c = content("reopen");
+    {
+        let store = cairn::meta::open(&url).await.unwrap();
+        store.put_version("b", "n", Some(&c)).await.unwrap();
+        store.put_version("b", "n", None).await.unwrap();
+    }
+    // Both spellings of the scheme name the same store.
+    let other = url.replacen("postgres://", "postgresql://", 1);
+    assert!(other.starts_with("postgresql://"), "{other}");
+    let store = cairn::meta::open(&other).await.unwrap();
+    assert!(store.latest("b", "n").await.unwrap().unwrap().is_tombstone());
+    assert_eq!(store.version("b", "n", 1).await.unwrap().unwrap().content, Some(c));
+    assert_eq!(store.put_version("b", "n", None).await.unwrap().version, 3);
+}
+
+/// Two stores on one schema stand in for API servers on two hosts: each sees the
+/// other's writes as soon as they return, and 2 × 100 concurrent writers of one name
+/// get exactly 1..=200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_schema_share_versions() {
+    let schema = test_schema!();
+    let a: Arc<dyn MetaStore> = Arc::new(schema.open().await);
+    let b: Arc<dyn MetaStore> = Arc::new(schema.open().await);
+
+    let c = content("shared");
+    let v1 = a.put_version("bk", "obj", Some(&c)).await.unwrap();
+    assert_eq!(b.latest("bk", "obj").await.unwrap(), Some(v1.clone()));
+    let v2 = b.put_version("bk", "obj", None).await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(a.latest("bk", "obj").await.unwrap(), Some(v2));
+    let moved = Placement::from([(0, "z:9".to_string())]);
+    a.set_placement(&c.hash, &moved).await.unwrap();
+    assert_eq!(b.content(&c.hash).await.unwrap().unwrap().placement, moved);
+    assert!(b.list("bk", "", None, 10).await.unwrap().is_empty(), "obj is deleted");
+
+    let mut tasks = Vec::new();
+    for (mine, theirs) in [(&a, &b), (&b, &a)] {
+        for i in 0..100 {
+            let (mine, theirs, c) = (Arc::clone(mine), Arc::clone(theirs), c.clone());
+            tasks.push(tokio::spawn(async move {
+                let content = if i % 3 == 0 { None } else { Some(&c) };
+                let put = mine.put_version("bk", "race", content).await.unwrap();
+                // Read-after-write through the other host.
+                let seen = theirs.latest("bk", "race").await.unwrap().expect("the other store sees the name");
+                assert!(seen.version >= put.version, "wrote {}, the other store sees {}", put.version, seen.version);
+                let exact = theirs.version("bk", "race", put.version).await.unwrap().expect("the other sees it");
+                assert_eq!(exact, put);
+                put.version
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>(), "distinct, gap-free versions");
+    for store in [&a, &b] {
+        assert_eq!(numbers(&store.versions("bk", "race", 0, 500).await.unwrap()), (1..=200).collect::<Vec<u64>>());
+        assert_eq!(store.latest("bk", "race").await.unwrap().unwrap().version, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let schema = test_schema!();
+    drop(schema.open().await);
+    let newer = i32::try_from(SCHEMA_VERSION + 1).unwrap();
+    schema.raw.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&newer]).await.unwrap();
+    match PostgresStore::open(&schema.url()).await {
+        Err(MetaError::Open { url, reason }) => {
+            assert!(url.contains(&schema.name), "{url}");
+            assert!(reason.contains("newer"), "{reason}");
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+}
+
+/// Several API servers starting at once on a fresh schema migrate it exactly once;
+/// opening it again changes nothing and keeps the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_is_applied_once_and_reopening_is_a_no_op() {
+    let schema = test_schema!();
+    let url = schema.url();
+    let opens: Vec<_> = (0..4).map(|_| PostgresStore::open(&url)).collect();
+    let stores: Vec<PostgresStore> =
+        futures_util::future::join_all(opens).await.into_iter().collect::<Result<_, _>>().expect("every open");
+    assert!(stores.iter().all(|s| s.schema() == schema.name));
+
+    let applied = || async {
+        let rows = schema
+            .raw
+            .query("SELECT version, applied_at::text FROM schema_version ORDER BY version", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1))).collect::<Vec<_>>()
+    };
+    let first = applied().await;
+    let versions: Vec<i32> = first.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=i32::try_from(SCHEMA_VERSION).unwrap()).collect::<Vec<_>>());
+    let tables: Vec<String> = schema
+        .raw
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, ["content", "heads", "schema_version", "versions"]);
+
+    let c = content("migrate");
+    stores[0].put_version("bk", "n", Some(&c)).await.unwrap();
+    drop(stores);
+    let store = schema.open().await;
+    assert_eq!(applied().await, first, "reopening applies nothing");
+    assert_eq!(store.latest("bk", "n").await.unwrap().unwrap().content, Some(c));
+    assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_errors_not_panics() {
+    let schema = test_schema!();
+    let store = schema.open().await;
+    let good = content("good");
+    store.put_version("bk", "good", Some(&good)).await.unwrap();
+
+    // Another tool (or an operator) wrote these; it checked nothing.
+    let bad_policy = ContentHash::of(b"bad policy").to_hex();
+    let bad_placement = ContentHash::of(b"bad placement").to_hex();
+    let bad_size = ContentHash::of(b"bad size").to_hex();
+    let dangling = ContentHash::of(b"dangling").to_hex();
+    schema
+        .raw
+        .batch_execute(&format!(
+            "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+             INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+             INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+             INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+             INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
+             INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
+             INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);
+             INSERT INTO versions VALUES ('bk', 'bad-size', 1, '{bad_size}', 1, 0);
+             INSERT INTO versions VALUES ('bk', 'bad-version', -1, NULL, 0, 0);
+             INSERT INTO versions VALUES ('bk', 'negative', 1, NULL, -1, 0);
+             INSERT INTO versions VALUES ('bk', 'no-head', 1, NULL, 0, 0);
+             INSERT INTO heads VALUES ('bk', 'bad-hash', 1), ('bk', 'bad-policy', 1), ('bk', 'bad-placement', 1),
+                                      ('bk', 'bad-size', 1), ('bk', 'bad-version', -1), ('bk', 'negative', 1),
+                                      ('bk', 'headless', 3);"
+        ))
+        .await
+        .unwrap();
+    // A version pointing at content that was never recorded: only possible with
+    // the foreign key switched off (a superuser, a restore gone wrong).
+    let dangling_inserted = schema
+        .raw
+        .batch_execute(&format!(
+            "SET session_replication_role = replica;
+             INSERT INTO versions VALUES ('bk', 'dangling', 1, '{dangling}', 1, 0);
+             INSERT INTO heads VALUES ('bk', 'dangling', 1);
+             SET session_replication_role = origin;"
+        ))
+        .await
+        .is_ok();
+
+    let mut corrupt = vec!["bad-hash", "bad-policy", "bad-placement", "bad-size", "bad-version", "negative"];
+    if dangling_inserted {
+        corrupt.push("dangling");
+    } else {
+        eprintln!("not checking a dangling content reference: cannot switch off foreign keys as this user");
+    }
+    for name in &corrupt {
+        match store.latest("bk", name).await {
+            Err(MetaError::Corrupt(reason)) => assert!(!reason.is_empty()),
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+        // Listing skips tombstones unread, so only names with content fail it.
+        if !["bad-version", "negative"].contains(name) {
+            match store.list("bk", name, None, 10).await {
+                Err(MetaError::Corrupt(_)) => {}
+                other => panic!("list {name}: expected Corrupt, got {other:?}"),
+            }
+        }
+    }
+    assert!(matches!(store.version("bk", "bad-policy", 1).await, Err(MetaError::Corrupt(_))));
+    assert!(matches!(store.versions("bk", "bad-placement", 0, 10).await, Err(MetaError::Corrupt(_))));
+    assert!(matches!(store.list("bk", "", None, 100).await, Err(MetaError::Corrupt(_))));
+    // A head whose version row is gone is reported, not silently skipped.
+    assert!(matches!(store.list("bk", "headless", None, 10).await, Err(MetaError::Corrupt(_))));
+    // Versions without a head: the next number collides with a stored version.
+    assert!(matches!(store.put_version("bk", "no-head", None).await, Err(MetaError::Corrupt(_))));
+    for hash in [&bad_policy, &bad_placement, &bad_size] {
+        let hash: ContentHash = hash.parse().unwrap();
+        assert!(matches!(store.content(&hash).await, Err(MetaError::Corrupt(_))), "{hash}");
+    }
+    // Good rows stay readable, and the store keeps working.
+    assert_eq!(store.latest("bk", "good").await.unwrap().unwrap().content, Some(good.clone()));
+    assert_eq!(store.list("bk", "go", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.put_version("bk", "good", None).await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn same_hash_with_another_size_is_refused() {
+    let schema = test_schema!();
+    let store = schema.open().await;
+    let c = content("sized");
+    store.put_version("bk", "a", Some(&c)).await.unwrap();
+    let lying = ContentRecord { size: c.size + 1, ..c.clone() };
+    assert!(matches!(store.put_version("bk", "b", Some(&lying)).await, Err(MetaError::Corrupt(_))));
+    // Rolled back: no version, no head, the content row unchanged.
+    assert!(store.latest("bk", "b").await.unwrap().is_none());
+    assert!(store.list("bk", "b", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.content(&c.hash).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.put_version("bk", "b", Some(&c)).await.unwrap().version, 1, "no gap");
+}
+
+/// A server that is not there fails the open at once, not after a long hang, and
+/// the error does not leak the password.
+#[tokio::test]
+async fn an_unreachable_server_fails_fast() {
+    let started = Instant::now();
+    let url = "postgres://root:hunter2@127.0.0.1:1/test?schema=cairn_nowhere";
+    let opened = tokio::time::timeout(Duration::from_secs(15), PostgresStore::open(url)).await;
+    match opened.expect("open must not hang") {
+        Err(MetaError::Open { url, reason }) => {
+            assert!(!url.contains("hunter2") && !reason.contains("hunter2"), "{url}: {reason}");
+            assert!(url.contains("127.0.0.1:1"), "{url}");
+            eprintln!("unreachable server: {reason}");
+        }
+        other => panic!("expected an Open error, got {other:?}"),
+    }
+    let by_url = tokio::time::timeout(Duration::from_secs(15), cairn::meta::open(url)).await;
+    assert!(matches!(by_url.expect("open must not hang"), Err(MetaError::Open { .. })));
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn invalid_schema_names_are_refused_before_connecting() {
+    for bad in ["Upper", "1digit", "semi;colon", "pg_catalog", "dash-ed", "", &"x".repeat(64)] {
+        let url = format!("postgres://root@127.0.0.1:1/test?schema={bad}");
+        match PostgresStore::open(&url).await {
+            Err(MetaError::Open { reason, .. }) => assert!(reason.contains("schema"), "{bad:?}: {reason}"),
+            other => panic!("{bad:?}: expected an Open error, got {other:?}"),
+        }
+    }
+    let twice = "postgres://root@127.0.0.1:1/test?schema=a&schema=b";
+    assert!(matches!(PostgresStore::open(twice).await, Err(MetaError::Open { .. })));
+}
+
+/// When every connection is stuck (here: writers queued behind a row lock held by
+/// another client), a call gives up with `Unavailable` after the pool's wait
+/// timeout instead of hanging; once the lock goes, the queued writers finish with
+/// consecutive versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_is_unavailable_after_the_wait_timeout() {
+    let schema = test_schema!();
+    let store = Arc::new(schema.open().await);
+    let c = content("busy");
+    store.put_version("bk", "n", Some(&c)).await.unwrap();
+
+    schema
+        .raw
+        .batch_execute("BEGIN; SELECT latest FROM heads WHERE bucket = 'bk' AND name = 'n' FOR UPDATE")
+        .await
+        .unwrap();
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, c) = (Arc::clone(&store), c.clone());
+            tokio::spawn(async move { store.put_version("bk", "n", Some(&c)).await.map(|v| v.version) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await; // let them take every connection
+    let started = Instant::now();
+    let waited = tokio::time::timeout(POOL_WAIT * 3, store.latest("bk", "n")).await.expect("must not hang");
+    let elapsed = started.elapsed();
+    match waited {
+        Err(MetaError::Unavailable(reason)) => eprintln!("busy pool after {elapsed:?}: {reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(elapsed >= POOL_WAIT - Duration::from_millis(500), "gave up too early: {elapsed:?}");
+
+    schema.raw.batch_execute("ROLLBACK").await.unwrap();
+    let mut got = Vec::new();
+    for w in writers {
+        got.push(w.await.unwrap().expect("queued writer"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (2..=17).collect::<Vec<u64>>());
+    assert_eq!(store.latest("bk", "n").await.unwrap().unwrap().version, 17);
+}
+
+/// Connections killed by the server (an administrator, a failover) make calls
+/// `Unavailable` at worst, never `Corrupt`, and the pool replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_unavailable_then_replaced() {
+    let schema = test_schema!();
+    let store = Arc::new(schema.open().await);
+    let c = content("killed");
+    let reads: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, c) = (Arc::clone(&store), c.clone());
+            tokio::spawn(async move { store.put_version("bk", &format!("n{i}"), Some(&c)).await.map(|_| ()) })
+        })
+        .collect();
+    for r in reads {
+        r.await.unwrap().unwrap();
+    }
+
+    let killed: i64 = schema
+        .raw
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed > 0, "the store's connections are visible by application_name");
+
+    let mut recovered = false;
+    for _ in 0..50 {
+        match store.latest("bk", "n0").await {
+            Ok(Some(v)) => {
+                assert_eq!(v.version, 1);
+                recovered = true;
+                break;
+            }
+            Ok(None) => panic!("n0 vanished"),
+            Err(MetaError::Unavailable(reason)) => eprintln!("after the kill: {reason}"),
+            Err(other) => panic!("a killed connection must be Unavailable, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the pool never replaced the killed connections");
+    assert_eq!(store.put_version("bk", "n0", None).await.unwrap().version, 2);
+    assert_eq!(store.list("bk", "n", None, 100).await.unwrap().len(), 7);
+}
+
+/// `latest` is the hot path; a smoke check that it is far from slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_fast() {
+    let schema = test_schema!();
+    let store = Arc::new(schema.open().await);
+    let c = content("fast");
+    for i in 0..20 {
+        store.put_version("bk", &format!("n{i}"), Some(&c)).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let name = format!("n{}", (i + t) % 20);
+                assert!(store.latest("bk", &name).await.unwrap().is_some());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    eprintln!("2000 latest() calls in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
+}
