@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::{Bus, Exchange};
 use cairn::content::ContentHash;
+use sha2::{Digest, Sha256};
 use common::{rabbitmq_reachable, wait_live, Proc, BROKER_URL};
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +102,23 @@ impl Layout {
         let resp = self.http.get(format!("http://{}/objects/{name}", API[api])).send().await.unwrap();
         let status = resp.status();
         (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// PUTs `body` and checks the answer.
+    async fn put_bytes(&self, api: usize, name: &str, body: Vec<u8>) {
+        let url = format!("http://{}/objects/{name}", API[api]);
+        let resp = self.http.put(url).body(body).send().await.unwrap();
+        let status = resp.status();
+        assert_eq!(status, 200, "PUT {name}: {}", resp.text().await.unwrap_or_default());
+    }
+
+    /// GETs `name` and returns its status and the SHA-256 of its body (`None` when
+    /// the body broke off).
+    async fn get_digest(&self, api: usize, name: &str) -> (reqwest::StatusCode, Option<String>) {
+        let resp = self.http.get(format!("http://{}/objects/{name}", API[api])).send().await.unwrap();
+        let status = resp.status();
+        let body = resp.bytes().await.ok().map(|b| hex::encode(Sha256::digest(&b)));
+        (status, body)
     }
 
     async fn locate(&self, api: usize, name: &str) -> serde_json::Value {
@@ -237,4 +255,102 @@ async fn every_process_carries_on_after_the_broker_drops_its_connections() {
         assert_eq!(layout.put(i % 2, &format!("after-drop{i}"), "y").await, 200);
         assert_eq!(layout.get((i + 1) % 2, &format!("after-drop{i}")).await.1, "y");
     }
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Every shard file under the layout's data roots, with the index of its server.
+fn shard_files(layout: &Layout) -> Vec<(usize, std::path::PathBuf)> {
+    (0..6)
+        .flat_map(|i| {
+            common::files_under(&layout._dir.path().join(format!("data{}", i + 1)).join("objects"))
+                .into_iter()
+                .map(move |p| (i, p))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_coded_objects_survive_two_kill_9s_and_are_repaired() {
+    if !rabbitmq_reachable("erasure_coded_objects_survive_two_kill_9s_and_are_repaired").await {
+        return;
+    }
+    let _turn = LAYOUT.lock().await;
+    let mut layout = Layout::start().await;
+    let sizes = [0usize, 1, 4096, (1 << 20) + 1, 64 << 20];
+    let mut objects = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let body = common::pattern(*size, 100 + i as u64);
+        let name = format!("ec-{size}");
+        layout.put_bytes(i % 2, &name, body.clone()).await;
+        objects.push((name, sha(&body), *size));
+    }
+    let large = layout.locate(0, &format!("ec-{}", 64 << 20)).await;
+    assert_eq!(large["shards"].as_object().unwrap().len(), 6, "64 MiB is striped 4+2: {large}");
+
+    // Corrupt one byte of data shard 0 of the 1 MiB + 1 object (a healthy read uses
+    // the data shards only): the read is still right.
+    let one_mib = ContentHash::of(&common::pattern((1 << 20) + 1, 103)).to_hex();
+    let (_, victim_file) = shard_files(&layout)
+        .into_iter()
+        .find(|(_, p)| p.file_name().unwrap().to_string_lossy() == format!("{one_mib}.0"))
+        .expect("data shard 0 of the 1 MiB object");
+    let mut raw = std::fs::read(&victim_file).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x01;
+    std::fs::write(&victim_file, raw).unwrap();
+    let (status, digest) = layout.get_digest(1, "ec-1048577").await;
+    assert_eq!((status.as_u16(), digest.as_deref()), (200, Some(objects[3].1.as_str())));
+    // The corruption is reported: the data server moved the file to garbage/.
+    assert!(!victim_file.exists(), "corrupt shard still in place");
+
+    // kill -9 two data servers; every object still reads byte-identical.
+    layout.data[1].kill();
+    layout.data[4].kill();
+    let dead = [data_addr(1), data_addr(4)];
+    layout.wait_all_live(4).await;
+    for (name, digest, _) in &objects {
+        let (status, got) = layout.get_digest(0, name).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(got.as_deref(), Some(digest.as_str()), "{name} reads back byte-identical");
+    }
+    // Repair puts every lost shard back on live servers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, _, _) in &objects {
+        loop {
+            let l = layout.locate(1, name).await;
+            let shards = l["shards"].as_object().cloned().unwrap_or_default();
+            let n = if l["size"].as_u64().unwrap_or(0) < 1 << 20 { 3 } else { 6 };
+            let whole = (0..n).all(|i| {
+                shards.get(&i.to_string()).and_then(|a| a.as_str()).is_some_and(|a| !dead.contains(&a.to_string()))
+            });
+            if whole {
+                break;
+            }
+            if Instant::now() > deadline {
+                layout.dump_logs();
+                panic!("{name} not repaired: {l}");
+            }
+            let _ = layout.get_digest(0, name).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // A third loss leaves fewer than k = 4 shards for the striped objects (two of
+    // their six shards were rebuilt onto survivors): 503, never wrong bytes.
+    layout.data[0].kill();
+    layout.data[2].kill();
+    layout.wait_all_live(2).await;
+    for (name, digest, size) in &objects {
+        let (status, got) = layout.get_digest(0, name).await;
+        if status == 200 {
+            assert_eq!(got.as_deref(), Some(digest.as_str()), "{name} served wrong bytes");
+        } else {
+            assert_eq!(status, 503, "{name} ({size} bytes)");
+        }
+    }
+    let (status, _) = layout.get_digest(0, &format!("ec-{}", 64 << 20)).await;
+    assert_eq!(status, 503, "64 MiB object with 2 of 6 servers left");
 }

@@ -26,6 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -143,8 +144,15 @@ pub async fn serve_with_ready(
     );
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, policy = %config.policy, small_policy = %config.small_policy, small_threshold = config.small_threshold, "API server listening");
-    let served =
-        axum::serve(listener, router(service)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    let served = axum::serve(
+        listener.tap_io(|tcp| {
+            // Responses must not wait for the client's delayed ACK (Nagle).
+            let _ = tcp.set_nodelay(true);
+        }),
+        router(service),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
     }

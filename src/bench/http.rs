@@ -40,7 +40,7 @@ pub enum OpError {
     },
     /// Connecting, sending or receiving failed.
     #[error("{}", chain(.0))]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     /// No complete answer within the per-request timeout.
     #[error("no complete answer within {}", humantime::format_duration(*.0))]
     TimedOut(Duration),
@@ -50,6 +50,13 @@ pub enum OpError {
     /// `/healthz` answered something that is not its JSON.
     #[error("/healthz answer is not JSON with live_data_servers")]
     BadHealth,
+}
+
+impl From<reqwest::Error> for OpError {
+    /// Drops the URL from the message: the report names the object already.
+    fn from(e: reqwest::Error) -> OpError {
+        OpError::Transport(e.without_url())
+    }
 }
 
 /// An error and its sources on one line: reqwest's own message rarely says what

@@ -23,6 +23,10 @@ use super::{object_name, Op, MIXED_GET_PERCENT};
 
 /// How many error messages each tally keeps; the rest are only counted.
 pub(crate) const KEPT_ERRORS: usize = 5;
+/// A worker pauses after a failed request, from this long…
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// …doubling up to this long while requests keep failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What every worker shares.
 pub(crate) struct Shared {
@@ -106,17 +110,21 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn success(&mut self, latency: Duration, bytes: u64) {
+    /// Counts a success; `true`.
+    fn success(&mut self, latency: Duration, bytes: u64) -> bool {
         self.latencies_us.push(micros(latency));
         self.bytes += bytes;
+        true
     }
 
-    /// Counts a failure, keeping its message while fewer than [`KEPT_ERRORS`] are.
-    pub fn failure(&mut self, message: impl FnOnce() -> String) {
+    /// Counts a failure, keeping its message while fewer than [`KEPT_ERRORS`] are;
+    /// `false`.
+    pub fn failure(&mut self, message: impl FnOnce() -> String) -> bool {
         self.errors += 1;
         if self.first_errors.len() < KEPT_ERRORS {
             self.first_errors.push(message());
         }
+        false
     }
 
     pub fn merge(&mut self, other: Tally) {
@@ -174,7 +182,9 @@ pub(crate) async fn run_load(shared: &Arc<Shared>, schedule: &Schedule) -> (Tall
                 all.put.merge(t.put);
             }
             // A worker panicked: never expected, never hidden.
-            Err(e) => all.get.failure(|| format!("worker task failed: {e}")),
+            Err(e) => {
+                all.get.failure(|| format!("worker task failed: {e}"));
+            }
         }
     }
     (all, started.elapsed())
@@ -193,6 +203,7 @@ struct Worker {
 impl Worker {
     async fn run(mut self) -> Tallies {
         let mut tallies = Tallies::default();
+        let mut backoff = Duration::ZERO;
         while Instant::now() < self.deadline && !self.stop.is_cancelled() {
             let get = match self.op {
                 Op::Get => true,
@@ -201,7 +212,7 @@ impl Worker {
             };
             let started = Instant::now();
             let limit = Limit::new(self.shared.timeout, Some(self.hard_end));
-            if get {
+            let ok = if get {
                 // prepared is never 0 for get and mixed; max(1) only keeps a bug from panicking.
                 let seq = self.rng.random_range(0..self.prepared.max(1));
                 let name = object_name(&self.shared.prefix, seq);
@@ -215,6 +226,18 @@ impl Worker {
                 match self.shared.put_seq(seq, limit).await {
                     Ok(bytes) => tallies.put.success(started.elapsed(), bytes),
                     Err(e) => tallies.put.failure(|| format!("PUT {}: {e}", object_name(&self.shared.prefix, seq))),
+                }
+            };
+            if ok {
+                backoff = Duration::ZERO;
+            } else {
+                // A refused connection fails in microseconds: without a pause a dead
+                // server would get a tight loop of requests (and the cleanup a
+                // mountain of names that were never written).
+                backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                tokio::select! {
+                    _ = tokio::time::sleep_until((Instant::now() + backoff).min(self.deadline)) => {}
+                    _ = self.stop.cancelled() => {}
                 }
             }
         }

@@ -32,7 +32,8 @@
 //! A request fails when it gets another status than expected, a GET body of the
 //! wrong length, a transport error, or no complete answer within `timeout`. Failed
 //! requests are counted (and their first messages kept), never retried, and are not
-//! in the latency or throughput figures.
+//! in the latency or throughput figures. After one, its worker pauses (10 ms,
+//! doubling up to 1 s while failures continue) so that a dead server is not hammered.
 //!
 //! # The JSON report
 //!

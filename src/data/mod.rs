@@ -27,6 +27,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -116,10 +117,16 @@ pub async fn serve(
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let token = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-        .map_err(DataServerError::Http);
+    let served = axum::serve(
+        listener.tap_io(|tcp| {
+            // Responses must not wait for the client's delayed ACK (Nagle).
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .await
+    .map_err(DataServerError::Http);
     shutdown.cancel();
     tasks.wait().await;
     served

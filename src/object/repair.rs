@@ -8,7 +8,7 @@
 //! so a shard that is merely slow is not rebuilt, and a corrupt one (which its data
 //! server moved aside) is.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -62,6 +62,58 @@ impl ObjectService {
         });
     }
 
+    /// Where each missing shard is rebuilt: on the live server that held it before
+    /// when it holds no other shard of the content (a shard lost to corruption goes
+    /// back where it was, keeping every shard on its own server); otherwise on a live
+    /// server holding no shard of the content (weighted by free space); and when
+    /// there are too few of those, on the live servers holding the fewest, so that a
+    /// shrunken cluster still gets its redundancy back against corruption, if not
+    /// against the loss of a server.
+    fn repair_targets(
+        &self,
+        content: &ContentRecord,
+        holders: &cluster::Holders,
+        missing: &[ShardIndex],
+    ) -> Vec<(ShardIndex, String)> {
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for addrs in holders.values() {
+            for a in addrs {
+                *load.entry(a.clone()).or_default() += 1;
+            }
+        }
+        let mut targets = Vec::new();
+        let mut rest = Vec::new();
+        for shard in missing {
+            match content.placement.get(shard) {
+                Some(addr) if self.membership.is_live(addr) && !load.contains_key(addr) => {
+                    load.insert(addr.clone(), 1);
+                    targets.push((*shard, addr.clone()));
+                }
+                _ => rest.push(*shard),
+            }
+        }
+        let live = self.membership.live();
+        let spare: Vec<LiveServer> = live.iter().filter(|s| !load.contains_key(&s.addr)).cloned().collect();
+        let chosen = choose_servers(&spare, rest.len().min(spare.len())).unwrap_or_default();
+        let mut rest = rest.into_iter();
+        for addr in chosen {
+            if let Some(shard) = rest.next() {
+                *load.entry(addr.clone()).or_default() += 1;
+                targets.push((shard, addr));
+            }
+        }
+        for shard in rest {
+            let Some(least) =
+                live.iter().min_by_key(|s| (load.get(&s.addr).copied().unwrap_or(0), std::cmp::Reverse(s.free)))
+            else {
+                break;
+            };
+            *load.entry(least.addr.clone()).or_default() += 1;
+            targets.push((shard, least.addr.clone()));
+        }
+        targets
+    }
+
     /// Rebuilds the shards of `content` no live data server holds; returns their
     /// indices (empty when nothing was missing).
     pub async fn repair(&self, content: &ContentRecord) -> Result<Vec<ShardIndex>, ObjectError> {
@@ -69,9 +121,7 @@ impl ObjectService {
         let n = policy.shards();
         let holders = cluster::locate(&self.bus, &self.membership, content.hash, n, self.config.locate_timeout).await?;
         let mut placement = Placement::new();
-        let mut used = HashSet::new();
         for (shard, addrs) in &holders {
-            used.extend(addrs.iter().cloned());
             if let Some(addr) = addrs.iter().find(|a| self.membership.is_live(a)) {
                 if (*shard as usize) < n {
                     placement.insert(*shard, addr.clone());
@@ -91,14 +141,12 @@ impl ObjectService {
                 reasons: format!("{} shards found, {} needed to rebuild the others", placement.len(), policy.k),
             });
         }
-        let spare: Vec<LiveServer> = self.membership.live().into_iter().filter(|s| !used.contains(&s.addr)).collect();
-        let count = missing.len().min(spare.len());
-        let targets = choose_servers(&spare, count).unwrap_or_default();
+        let targets = self.repair_targets(content, &holders, &missing);
         if targets.is_empty() {
             return Err(ObjectError::NotEnoughServers { live: self.membership.live().len(), needed: n, policy });
         }
         let mut uploads: Vec<ShardUpload> =
-            missing.iter().zip(targets).map(|(shard, addr)| self.start_upload(*shard, addr)).collect();
+            targets.into_iter().map(|(shard, addr)| self.start_upload(shard, addr)).collect();
 
         let layout = Layout::new(policy, content.size);
         let source = ContentRecord { placement: placement.clone(), ..content.clone() };
