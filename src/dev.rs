@@ -17,7 +17,7 @@ use crate::bus::memory::MemoryBroker;
 use crate::bus::{Bus, BusError};
 use crate::content::Policy;
 use crate::data::{self, DataConfig};
-use crate::meta::{self, MetaError};
+use crate::meta::{self, MetaError, MetaStore};
 
 /// The default redundancy of large objects: the book's RS(4,2), any two of six
 /// data servers can be lost.
@@ -28,6 +28,8 @@ pub const DEFAULT_SMALL_POLICY: Policy = Policy { k: 1, m: 2 };
 /// Objects below this size are replicated instead of striped (see README,
 /// "Small objects").
 pub const DEFAULT_SMALL_THRESHOLD: u64 = 1024 * 1024;
+/// Memory each API server gives to its small-object cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How `cairn dev` lays out its cluster.
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct DevConfig {
     pub small_policy: Policy,
     /// Objects below this many bytes use `small_policy`.
     pub small_threshold: u64,
+    /// Bytes of small objects the API server keeps in memory (0: no cache).
+    pub cache_bytes: u64,
     /// How often data servers heartbeat.
     pub heartbeat_interval: Duration,
     /// When API servers forget a silent data server.
@@ -67,6 +71,7 @@ impl DevConfig {
             policy: DEFAULT_POLICY,
             small_policy: DEFAULT_SMALL_POLICY,
             small_threshold: DEFAULT_SMALL_THRESHOLD,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_expiry: Duration::from_secs(10),
             meta_url: None,
@@ -117,12 +122,18 @@ impl DevCluster {
     /// first heartbeat by the time the API server answers `/healthz` with all of
     /// them live (within moments).
     pub async fn start(config: DevConfig) -> Result<DevCluster, DevError> {
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let broker = MemoryBroker::new();
         let meta_url =
             config.meta_url.clone().unwrap_or_else(|| format!("sqlite:{}", config.root.join("meta.sqlite").display()));
         let meta = meta::open(&meta_url).await?;
+        DevCluster::start_with_meta(config, meta).await
+    }
+
+    /// [`start`](DevCluster::start) with a metadata store of the caller's: for tests
+    /// that inject faults into it. `config.meta_url` is ignored.
+    pub async fn start_with_meta(config: DevConfig, meta: Arc<dyn MetaStore>) -> Result<DevCluster, DevError> {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let broker = MemoryBroker::new();
 
         // The API server subscribes to heartbeats before any data server sends one.
         let api_listener = bind(config.listen).await?;
@@ -134,6 +145,7 @@ impl DevCluster {
             small_threshold: config.small_threshold,
             heartbeat_expiry: config.heartbeat_expiry,
             locate_timeout: Duration::from_secs(1),
+            cache_bytes: config.cache_bytes,
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use cairn::api::{self, ApiConfig};
-use cairn::bench::ByteSize;
+use cairn::bench::{BenchCommand, ByteSize, SuiteArgs};
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::content::Policy;
@@ -38,8 +38,9 @@ enum Command {
     /// bus, embedded metadata store); no external service needed.
     Dev(DevArgs),
     /// Load an API server with PUTs and/or GETs for a while and report throughput and
-    /// latency (like MinIO's warp); deletes what it wrote unless --keep.
-    Bench(cairn::bench::BenchArgs),
+    /// latency (like MinIO's warp); deletes what it wrote unless --keep. With --suite,
+    /// run the standard matrix against clusters it starts and write BENCH.md.
+    Bench(BenchCommand),
 }
 
 #[derive(Args)]
@@ -111,6 +112,10 @@ struct RedundancyArgs {
     /// Objects below this size use --small-policy (e.g. 1MiB, 0 to stripe everything).
     #[arg(long, env = "CAIRN_SMALL_THRESHOLD", default_value = "1MiB")]
     small_threshold: ByteSize,
+    /// Memory for the cache of small objects (up to 256 KiB each) in the API server;
+    /// 0 disables it.
+    #[arg(long, env = "CAIRN_CACHE_SIZE", default_value = "64MiB")]
+    cache_size: ByteSize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,11 +134,12 @@ fn main() -> anyhow::Result<()> {
             Command::Data(args) => run_data(args, shutdown).await,
             Command::Api(args) => run_api(args, shutdown).await,
             Command::Dev(args) => run_dev(args, shutdown).await,
-            Command::Bench(args) => {
+            Command::Bench(BenchCommand::Run(args)) => {
                 let report = cairn::bench::run_until(&args, shutdown).await?;
                 println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
                 Ok(report.check()?)
             }
+            Command::Bench(BenchCommand::Suite(args)) => run_suite(args, shutdown).await,
         }
     })
 }
@@ -205,11 +211,26 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
         policy: args.redundancy.policy,
         small_policy: args.redundancy.small_policy,
         small_threshold: args.redundancy.small_threshold.0,
+        cache_bytes: args.redundancy.cache_size.0,
         heartbeat_expiry: args.heartbeat_expiry,
         locate_timeout: args.locate_timeout,
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
+}
+
+async fn run_suite(args: SuiteArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the cairn binary to start servers from")?;
+    let config = args.config(exe, std::env::temp_dir());
+    let report = cairn::bench::suite::run_suite(&config, shutdown).await?;
+    let markdown = cairn::bench::markdown::render(&report);
+    std::fs::write(&args.out, markdown).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", cairn::bench::markdown::render_summary(&report));
+    println!("cairn bench: wrote {}", args.out.display());
+    match report.failed_cells() {
+        0 => Ok(()),
+        n => bail!("{n} cells failed or had failed requests (see {})", args.out.display()),
+    }
 }
 
 async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -218,6 +239,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.policy = args.redundancy.policy;
     config.small_policy = args.redundancy.small_policy;
     config.small_threshold = args.redundancy.small_threshold.0;
+    config.cache_bytes = args.redundancy.cache_size.0;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

@@ -307,3 +307,31 @@ async fn empty_and_one_byte_objects_round_trip() {
     assert_eq!(t.get("one").await.bytes().await.unwrap().as_ref(), &[42u8]);
     t.cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn hot_small_objects_are_served_from_the_cache_but_deletes_still_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cairn::dev::DevConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+    config.data_addrs = (1..=3).map(|i| format!("127.29.1.{i}:0").parse().unwrap()).collect();
+    config.heartbeat_interval = Duration::from_millis(100);
+    let cluster = cairn::dev::DevCluster::start(config).await.unwrap();
+    let base = format!("http://{}", cluster.api_addr);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(common::wait_live(&http, &base, 3).await);
+    let body = pattern(4096, 8);
+    assert_eq!(http.put(format!("{base}/objects/hot")).body(body.clone()).send().await.unwrap().status(), 200);
+    assert_eq!(http.put(format!("{base}/objects/cold")).body("x").send().await.unwrap().status(), 200);
+    assert_eq!(http.delete(format!("{base}/objects/cold")).send().await.unwrap().status(), 200);
+    // With every data server gone, the cached object still reads, whole and in part.
+    for i in 0..3 {
+        cluster.stop_data_server(i);
+    }
+    let got = http.get(format!("{base}/objects/hot")).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &body[..]);
+    let part = http.get(format!("{base}/objects/hot")).header("Range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &body[10..20]);
+    // A deleted name is refused by the metadata before the cache is asked.
+    assert_eq!(http.get(format!("{base}/objects/cold")).send().await.unwrap().status(), 404);
+    cluster.shutdown().await;
+}

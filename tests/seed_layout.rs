@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::{Bus, Exchange};
 use cairn::content::ContentHash;
-use sha2::{Digest, Sha256};
 use common::{rabbitmq_reachable, wait_live, Proc, BROKER_URL};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 static LAYOUT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -36,6 +36,12 @@ struct Layout {
 
 impl Layout {
     async fn start() -> Layout {
+        Layout::start_with_meta(None).await
+    }
+
+    /// The layout with both API servers on the metadata store `meta` (default: one
+    /// SQLite file in the layout's temp dir).
+    async fn start_with_meta(meta: Option<String>) -> Layout {
         let dir = tempfile::tempdir().unwrap();
         let data = (0..6)
             .map(|i| {
@@ -58,7 +64,7 @@ impl Layout {
                 )
             })
             .collect();
-        let meta = format!("sqlite:{}", dir.path().join("meta.sqlite").display());
+        let meta = meta.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("meta.sqlite").display()));
         let api = API
             .iter()
             .enumerate()
@@ -66,7 +72,19 @@ impl Layout {
                 Proc::spawn(
                     dir.path(),
                     &format!("api{}", i + 1),
-                    &["api", "--listen", addr, "--bus", BROKER_URL, "--meta", &meta, "--heartbeat-expiry", "1s"],
+                    &[
+                        "api",
+                        "--listen",
+                        addr,
+                        "--bus",
+                        BROKER_URL,
+                        "--meta",
+                        &meta,
+                        "--heartbeat-expiry",
+                        "1s",
+                        "--cache-size",
+                        "0",
+                    ],
                 )
             })
             .collect();
@@ -353,4 +371,52 @@ async fn erasure_coded_objects_survive_two_kill_9s_and_are_repaired() {
     }
     let (status, _) = layout.get_digest(0, &format!("ec-{}", 64 << 20)).await;
     assert_eq!(status, 503, "64 MiB object with 2 of 6 servers left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_servers_on_postgres_race_200_puts_on_one_name() {
+    if !rabbitmq_reachable("two_api_servers_on_postgres_race_200_puts_on_one_name").await {
+        return;
+    }
+    let Some(schema) = common::pg::TestSchema::new().await else { return };
+    let _turn = LAYOUT.lock().await;
+    let layout = Arc::new(Layout::start_with_meta(Some(schema.url())).await);
+
+    // 100 PUTs through each API server at the same time, all on one name.
+    let writers = (0..2).map(|api| {
+        let layout = layout.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100 {
+                let body = format!("api{api}-put{i}");
+                let url = format!("http://{}/objects/race", API[api]);
+                let resp = layout.http.put(url).body(body.clone()).send().await.unwrap();
+                assert_eq!(resp.status(), 200, "{body}");
+                let version: u64 = resp.headers()["x-cairn-version"].to_str().unwrap().parse().unwrap();
+                acked.push((version, body));
+            }
+            acked
+        })
+    });
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    acked.sort();
+    let versions: Vec<u64> = acked.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=200).collect::<Vec<_>>(), "versions 1..200, no gap, no duplicate");
+    // Each version holds the bytes its own PUT sent, read through the other server.
+    for (version, body) in &acked {
+        let api = if body.starts_with("api0") { 1 } else { 0 };
+        let url = format!("http://{}/objects/race?version={version}", API[api]);
+        assert_eq!(&layout.http.get(url).send().await.unwrap().text().await.unwrap(), body);
+    }
+    // Read-after-write across API servers.
+    for i in 0..20 {
+        let body = format!("raw{i}");
+        layout.put_bytes(i % 2, "raw", body.clone().into_bytes()).await;
+        assert_eq!(layout.get((i + 1) % 2, "raw").await.1, body, "acknowledged PUT {i} visible via the other API");
+    }
+    drop(layout);
+    drop(schema);
 }

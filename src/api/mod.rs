@@ -55,6 +55,8 @@ pub struct ApiConfig {
     pub heartbeat_expiry: Duration,
     /// How long a locate waits for replies at most.
     pub locate_timeout: Duration,
+    /// Bytes of small objects kept in memory (0: no cache).
+    pub cache_bytes: u64,
 }
 
 /// Everything a request can fail with, mapped to a status in one place.
@@ -140,6 +142,7 @@ pub async fn serve_with_ready(
             small_policy: config.small_policy,
             small_threshold: config.small_threshold,
             locate_timeout: config.locate_timeout,
+            cache_bytes: config.cache_bytes,
         },
     );
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();

@@ -6,6 +6,7 @@
 //! nothing of HTTP requests and responses. One mechanism serves replication and
 //! erasure coding: a policy k+m with k = 1 is m+1 full copies ([`crate::codec`]).
 
+pub mod cache;
 pub mod client;
 pub mod read;
 pub mod repair;
@@ -97,6 +98,8 @@ pub struct ObjectConfig {
     pub small_threshold: u64,
     /// How long a locate waits for replies at most.
     pub locate_timeout: Duration,
+    /// Bytes of small objects each API server keeps in memory (0: no cache).
+    pub cache_bytes: u64,
 }
 
 /// The object paths of one API server. Cheap to clone.
@@ -109,13 +112,15 @@ pub struct ObjectService {
     pub(crate) config: ObjectConfig,
     /// Content being repaired (`None`) or whose repair failed recently (when), so
     /// that one repair runs per content and failed ones are not retried at once.
+    pub(crate) cache: Arc<cache::ContentCache>,
     pub(crate) repairs: Arc<std::sync::Mutex<std::collections::HashMap<ContentHash, Option<std::time::Instant>>>>,
 }
 
 impl ObjectService {
     /// Wires the object paths to their collaborators.
     pub fn new(meta: Arc<dyn MetaStore>, bus: Bus, membership: Membership, config: ObjectConfig) -> Self {
-        ObjectService { meta, bus, membership, client: DataClient::new(), config, repairs: Arc::default() }
+        let cache = Arc::new(cache::ContentCache::new(config.cache_bytes));
+        ObjectService { meta, bus, membership, client: DataClient::new(), config, cache, repairs: Arc::default() }
     }
 
     /// The cluster view this service writes by.

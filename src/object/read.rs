@@ -231,6 +231,13 @@ impl ObjectService {
         if range.is_empty() {
             return Ok(ObjectStream::new(rx));
         }
+        if let Some(data) = self.cache.get(&content.hash) {
+            let part = data.slice(range.start as usize..range.end as usize);
+            let _ = tx.try_send(Ok(part));
+            return Ok(ObjectStream::new(rx));
+        }
+        let mut keep = (self.cache.wants(content.size) && range.start == 0 && range.end == content.size)
+            .then(|| BytesMut::with_capacity(content.size as usize));
         let layout = Layout::new(content.policy, content.size);
         let (first, last) = (layout.stripe_of(range.start), layout.stripe_of(range.end - 1));
         let mut reader = StripeReader::new(self, content, last);
@@ -250,10 +257,17 @@ impl ObjectService {
                 let (start, end) = layout.stripe_span(s);
                 let from = range.start.max(start) - start;
                 let to = range.end.min(end) - start;
-                if tx.send(Ok(data.slice(from as usize..to as usize))).await.is_err() {
+                let part = data.slice(from as usize..to as usize);
+                if let Some(keep) = keep.as_mut() {
+                    keep.extend_from_slice(&part);
+                }
+                if tx.send(Ok(part)).await.is_err() {
                     return; // the client went away
                 }
                 if s == last {
+                    if let Some(keep) = keep.take() {
+                        svc.cache.insert(content.hash, keep.freeze());
+                    }
                     break;
                 }
                 s += 1;

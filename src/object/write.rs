@@ -71,6 +71,7 @@ impl ObjectService {
         let complete = head.fill(&mut body, threshold).await?;
         let policy =
             if complete && (head.buf.len() as u64) < threshold { self.config.small_policy } else { self.config.policy };
+        let cached = (complete && self.cache.wants(head.buf.len() as u64)).then(|| head.buf.clone().freeze());
         let live = self.membership.live();
         let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
             live: live.len(),
@@ -131,6 +132,9 @@ impl ObjectService {
         }
         let content = ContentRecord { hash, size, policy, placement };
         let record = self.meta.put_version(bucket, name, Some(&content)).await?;
+        if let Some(data) = cached {
+            self.cache.insert(hash, data);
+        }
         if content.placement.len() < policy.shards() {
             tracing::warn!(%hash, reasons = %reasons.join("; "), "stored with fewer shards than the policy; repairing");
             self.schedule_repair(content);

@@ -2,6 +2,8 @@
 //! helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub async fn start_with(policy: &str, small_policy: &str, threshold: u64, data_s
     config.policy = policy.parse::<Policy>().unwrap();
     config.small_policy = small_policy.parse::<Policy>().unwrap();
     config.small_threshold = threshold;
+    // Tests exercise the data path; the cache has tests of its own.
+    config.cache_bytes = 0;
     config.heartbeat_interval = Duration::from_millis(100);
     config.heartbeat_expiry = Duration::from_millis(600);
     let cluster = DevCluster::start(config).await.expect("dev cluster starts");
