@@ -147,8 +147,9 @@ impl ShardStore {
             sync_dir(&self.root.join("objects"))?;
         }
         fs::rename(&temp, &target)?;
+        // Makes the new name durable. The temp directory is not synced: if a crash
+        // brings the old temp name back, the data server removes it at start.
         sync_dir(&dir)?;
-        sync_dir(&self.root.join("temp"))?;
         Ok(())
     }
 
