@@ -323,6 +323,12 @@ async fn erasure_coded_objects_survive_two_kill_9s_and_are_repaired() {
     assert_eq!((status.as_u16(), digest.as_deref()), (200, Some(objects[3].1.as_str())));
     // The corruption is reported: the data server moved the file to garbage/.
     assert!(!victim_file.exists(), "corrupt shard still in place");
+    // ... and rebuilt, before the next failures (three lost shards would be too many).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !victim_file.exists() {
+        assert!(Instant::now() < deadline, "corrupt shard not rebuilt in place");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // kill -9 two data servers; every object still reads byte-identical.
     layout.data[1].kill();
@@ -356,11 +362,21 @@ async fn erasure_coded_objects_survive_two_kill_9s_and_are_repaired() {
         }
     }
 
-    // A third loss leaves fewer than k = 4 shards for the striped objects (two of
-    // their six shards were rebuilt onto survivors): 503, never wrong bytes.
-    layout.data[0].kill();
-    layout.data[2].kill();
-    layout.wait_all_live(2).await;
+    // Now kill data servers holding shards of the 64 MiB object until fewer than
+    // k = 4 of its shards are left: reads fail with 503, never with wrong bytes.
+    let big = format!("ec-{}", 64 << 20);
+    let located = layout.locate(0, &big).await;
+    let mut holders: Vec<String> =
+        located["shards"].as_object().unwrap().values().map(|a| a.as_str().unwrap().to_string()).collect();
+    let mut killed = 0;
+    while holders.len() >= 4 {
+        let victim = holders[0].clone();
+        let index = (0..6).find(|i| data_addr(*i) == victim).unwrap();
+        layout.data[index].kill();
+        killed += 1;
+        holders.retain(|h| *h != victim);
+    }
+    layout.wait_all_live(4 - killed).await;
     for (name, digest, size) in &objects {
         let (status, got) = layout.get_digest(0, name).await;
         if status == 200 {
@@ -369,8 +385,8 @@ async fn erasure_coded_objects_survive_two_kill_9s_and_are_repaired() {
             assert_eq!(status, 503, "{name} ({size} bytes)");
         }
     }
-    let (status, _) = layout.get_digest(0, &format!("ec-{}", 64 << 20)).await;
-    assert_eq!(status, 503, "64 MiB object with 2 of 6 servers left");
+    let (status, _) = layout.get_digest(0, &big).await;
+    assert_eq!(status, 503, "64 MiB object with fewer than 4 shards left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
