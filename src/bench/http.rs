@@ -128,6 +128,15 @@ impl Endpoint {
         Ok(got)
     }
 
+    /// `GET /objects/<name>` of a name that must not exist: a 404 (its short body
+    /// read to the end) is the success; 0 bytes of object data.
+    pub async fn get_missing(&self, name: &str) -> Result<u64, OpError> {
+        let resp = self.client.get(self.object_url(name)).send().await?;
+        let resp = expect_status(resp, StatusCode::NOT_FOUND).await?;
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        Ok(0)
+    }
+
     /// `DELETE /objects/<name>`: `true` when deleted, `false` when there was nothing
     /// to delete (404: its PUT failed or never finished).
     pub async fn delete(&self, name: &str) -> Result<bool, OpError> {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::http::{Endpoint, OpError};
 use super::latency::micros;
 use super::payload::Payload;
-use super::{object_name, Op, MIXED_GET_PERCENT};
+use super::{missing_name, object_name, Op, MIXED_GET_PERCENT};
 
 /// How many error messages each tally keeps; the rest are only counted.
 pub(crate) const KEPT_ERRORS: usize = 5;
@@ -190,6 +190,16 @@ pub(crate) async fn run_load(shared: &Arc<Shared>, schedule: &Schedule) -> (Tall
     (all, started.elapsed())
 }
 
+/// What one request of a worker does.
+enum Request {
+    /// Reads a prepared object.
+    Get,
+    /// Reads a name never written, expecting 404.
+    GetMissing,
+    /// Writes a new object.
+    Put,
+}
+
 struct Worker {
     shared: Arc<Shared>,
     op: Op,
@@ -205,27 +215,39 @@ impl Worker {
         let mut tallies = Tallies::default();
         let mut backoff = Duration::ZERO;
         while Instant::now() < self.deadline && !self.stop.is_cancelled() {
-            let get = match self.op {
-                Op::Get => true,
-                Op::Put => false,
-                Op::Mixed => self.rng.random_range(0..100u32) < MIXED_GET_PERCENT,
+            let request = match self.op {
+                Op::Get => Request::Get,
+                Op::GetMissing => Request::GetMissing,
+                Op::Put => Request::Put,
+                Op::Mixed if self.rng.random_range(0..100u32) < MIXED_GET_PERCENT => Request::Get,
+                Op::Mixed => Request::Put,
             };
             let started = Instant::now();
             let limit = Limit::new(self.shared.timeout, Some(self.hard_end));
-            let ok = if get {
-                // prepared is never 0 for get and mixed; max(1) only keeps a bug from panicking.
-                let seq = self.rng.random_range(0..self.prepared.max(1));
-                let name = object_name(&self.shared.prefix, seq);
-                let size = self.shared.payload.size();
-                match limit.apply(self.shared.endpoint.get(&name, size)).await {
-                    Ok(bytes) => tallies.get.success(started.elapsed(), bytes),
-                    Err(e) => tallies.get.failure(|| format!("GET {name}: {e}")),
+            let ok = match request {
+                Request::Get => {
+                    // prepared is never 0 for get and mixed; max(1) only keeps a bug from panicking.
+                    let seq = self.rng.random_range(0..self.prepared.max(1));
+                    let name = object_name(&self.shared.prefix, seq);
+                    let size = self.shared.payload.size();
+                    match limit.apply(self.shared.endpoint.get(&name, size)).await {
+                        Ok(bytes) => tallies.get.success(started.elapsed(), bytes),
+                        Err(e) => tallies.get.failure(|| format!("GET {name}: {e}")),
+                    }
                 }
-            } else {
-                let seq = self.shared.claim_seq();
-                match self.shared.put_seq(seq, limit).await {
-                    Ok(bytes) => tallies.put.success(started.elapsed(), bytes),
-                    Err(e) => tallies.put.failure(|| format!("PUT {}: {e}", object_name(&self.shared.prefix, seq))),
+                Request::GetMissing => {
+                    let name = missing_name(&self.shared.prefix, self.rng.random());
+                    match limit.apply(self.shared.endpoint.get_missing(&name)).await {
+                        Ok(bytes) => tallies.get.success(started.elapsed(), bytes),
+                        Err(e) => tallies.get.failure(|| format!("GET {name}: {e}")),
+                    }
+                }
+                Request::Put => {
+                    let seq = self.shared.claim_seq();
+                    match self.shared.put_seq(seq, limit).await {
+                        Ok(bytes) => tallies.put.success(started.elapsed(), bytes),
+                        Err(e) => tallies.put.failure(|| format!("PUT {}: {e}", object_name(&self.shared.prefix, seq))),
+                    }
                 }
             };
             if ok {

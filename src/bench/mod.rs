@@ -19,6 +19,9 @@
 //!      the status (200) and the byte count.
 //!    - `mixed`: every request is a GET as above with probability
 //!      [`MIXED_GET_PERCENT`] % (70 %), otherwise a PUT of a new name.
+//!    - `get-missing`: every request reads a name no run writes
+//!      ([`missing_name`]); the expected answer is 404, counted as a success (the
+//!      cost of a miss: name lookup and error path, no data server involved).
 //! 4. **Cleanup** (unless `keep`): DELETE every name the run tried to write. A
 //!    DELETE adds a tombstone; reclaiming the shards is the store's business.
 //!
@@ -35,6 +38,14 @@
 //! in the latency or throughput figures. After one, its worker pauses (10 ms,
 //! doubling up to 1 s while failures continue) so that a dead server is not hammered.
 //!
+//! # The suite
+//!
+//! `cairn bench --suite` ([`suite`]) runs a standard matrix of such runs against
+//! clusters it starts itself (`cairn dev` in-process through [`crate::dev`], and the
+//! multi-process layout by spawning the `cairn` binary), measures the machine's
+//! ceilings ([`ceilings`]) and writes a Markdown report ([`markdown`]). Only the
+//! suite uses other parts of cairn than the name rules.
+//!
 //! # The JSON report
 //!
 //! `cairn bench --json` prints [`BenchReport`] as one JSON object:
@@ -42,7 +53,7 @@
 //! | field | meaning |
 //! |---|---|
 //! | `endpoint`, `op`, `object_size` (bytes), `concurrency`, `duration_s`, `prefix` | the parameters |
-//! | `get_percent` | share of requests meant to be GETs: 100 (`get`), 0 (`put`), 70 (`mixed`) |
+//! | `get_percent` | share of requests meant to be GETs: 100 (`get`, `get-missing`), 0 (`put`), 70 (`mixed`) |
 //! | `elapsed_s` | how long the load phase took, until the last request ended; rates are per this |
 //! | `prepared_objects` | objects written before the load phase for GETs to read |
 //! | `live_data_servers` | as `/healthz` reported before the run |
@@ -58,12 +69,18 @@
 //! `p90_us`, `p99_us`, `max_us`, in microseconds, from sending the request to the
 //! last byte of the answer) and `first_errors` (at most five messages).
 
+pub mod ceilings;
+mod command;
 mod http;
 mod latency;
+mod layout;
 mod load;
+pub mod machine;
+pub mod markdown;
 mod payload;
 mod report;
 mod size;
+pub mod suite;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -78,6 +95,7 @@ use crate::api::names::{self, BadName};
 use http::Endpoint;
 use load::{Limit, Schedule, Shared, Tally};
 
+pub use command::{BenchCommand, SuiteArgs};
 pub use http::{encode_name, OpError};
 pub use latency::{percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
@@ -110,6 +128,9 @@ pub enum Op {
     Get,
     /// 70 % GETs of prepared objects, 30 % PUTs of new ones.
     Mixed,
+    /// Every request reads a name never written: 404 is the expected answer.
+    #[serde(rename = "get-missing")]
+    GetMissing,
 }
 
 impl Op {
@@ -117,9 +138,19 @@ impl Op {
     pub fn get_percent(self) -> u32 {
         match self {
             Op::Put => 0,
-            Op::Get => 100,
+            Op::Get | Op::GetMissing => 100,
             Op::Mixed => MIXED_GET_PERCENT,
         }
+    }
+
+    /// Whether the run reads objects it prepared before the load phase.
+    pub fn reads_prepared(self) -> bool {
+        matches!(self, Op::Get | Op::Mixed)
+    }
+
+    /// Whether the run writes new objects during the load phase.
+    pub fn writes(self) -> bool {
+        matches!(self, Op::Put | Op::Mixed)
     }
 }
 
@@ -129,7 +160,7 @@ pub struct BenchArgs {
     /// API server to load, e.g. http://127.0.0.1:12345 (plain HTTP).
     #[arg(long, env = "CAIRN_ENDPOINT")]
     pub endpoint: String,
-    /// Requests to make: put (new objects), get (prepared objects), mixed (70% GET, 30% PUT).
+    /// Requests to make: put (new objects), get (prepared objects), mixed (70% GET, 30% PUT), get-missing (names never written; 404 expected).
     #[arg(long, value_enum, env = "CAIRN_BENCH_OP", default_value = "mixed")]
     pub op: Op,
     /// Object size: 4KiB, 64MiB, 1GiB (binary units), 4KB, 1MB (decimal units) or bytes.
@@ -175,10 +206,10 @@ impl BenchArgs {
         }
     }
 
-    /// How many objects the prepare phase writes: 0 for `put`, else `objects` or
-    /// the default (see [`OBJECTS_PER_WORKER`]).
+    /// How many objects the prepare phase writes: 0 for `put` and `get-missing`,
+    /// else `objects` or the default (see [`OBJECTS_PER_WORKER`]).
     pub fn objects_to_prepare(&self) -> u64 {
-        if self.op == Op::Put {
+        if !self.op.reads_prepared() {
             return 0;
         }
         if let Some(n) = self.objects {
@@ -256,6 +287,12 @@ pub fn object_name(prefix: &str, seq: u64) -> String {
     format!("{prefix}{seq:010}")
 }
 
+/// A name under `prefix` that no run writes (`--op get-missing` reads these): object
+/// names are digits only after the prefix, this one is not.
+pub fn missing_name(prefix: &str, n: u64) -> String {
+    format!("{prefix}missing-{n:016x}")
+}
+
 /// Makes one run as `args` say and reports what it measured. Prints nothing.
 pub async fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     run_until(args, CancellationToken::new()).await
@@ -272,7 +309,7 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         return Err(BenchError::ZeroDuration);
     }
     let prepared = args.objects_to_prepare();
-    if args.op != Op::Put && prepared == 0 {
+    if args.op.reads_prepared() && prepared == 0 {
         return Err(BenchError::NoObjects);
     }
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-{:08x}/", rand::random::<u32>()));
@@ -332,7 +369,7 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
     if args.op != Op::Put {
         ops.push(OpReport::from_tally("GET", &mut tallies.get, elapsed));
     }
-    if args.op != Op::Get {
+    if args.op.writes() {
         ops.push(OpReport::from_tally("PUT", &mut tallies.put, elapsed));
     }
     let mut all = tallies.get;

@@ -135,6 +135,7 @@ impl BenchReport {
             Op::Mixed => format!("mixed ({}% GET / {}% PUT)", self.get_percent, 100 - self.get_percent.min(100)),
             Op::Get => "get".to_string(),
             Op::Put => "put".to_string(),
+            Op::GetMissing => "get-missing (names never written, 404 expected)".to_string(),
         };
         writeln!(
             out,

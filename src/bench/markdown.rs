@@ -1,0 +1,592 @@
+//! The suite's report as Markdown (`BENCH.md`) and the evaluation of issue 5's
+//! targets: pure functions of a [`SuiteReport`], so that tests can render a made-up
+//! one. Every number in the report comes from the report; nothing is written by hand.
+
+use std::fmt::Write as _;
+
+use super::ceilings::OpsRate;
+use super::latency::LatencySummary;
+use super::suite::{cell_label, write_amplification, Cell, Layout, LayoutOutcome, SuiteReport};
+use super::{BenchReport, ByteSize, Op, OpReport};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// Whether a target is met.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The figure is on the right side of the bound, without failed requests.
+    Met,
+    /// It is not (or requests failed).
+    NotMet,
+    /// There is no figure: the cell was not in the run or did not run.
+    NotMeasured,
+}
+
+impl Verdict {
+    /// As shown in the report.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::NotMet => "**not met**",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One target of issue 5 against one layout's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetCheck {
+    /// The target, in words.
+    pub target: String,
+    /// Whose figures.
+    pub layout: Layout,
+    /// What was measured, or why nothing was.
+    pub measured: String,
+    /// Where it stands.
+    pub verdict: Verdict,
+}
+
+/// Which figure of a run a target bounds.
+#[derive(Clone, Copy)]
+enum Figure {
+    OpsPerS,
+    P99Ms,
+    MbPerS,
+}
+
+impl Figure {
+    fn of(self, r: &BenchReport) -> Option<f64> {
+        let op = r.ops.first()?;
+        match self {
+            Figure::OpsPerS => Some(op.ops_per_s),
+            Figure::MbPerS => Some(op.mb_per_s),
+            Figure::P99Ms => op.latency_us.map(|l| f64::from(l.p99_us) / 1000.0),
+        }
+    }
+
+    fn show(self, value: f64) -> String {
+        match self {
+            Figure::OpsPerS => format!("{} ops/s", thousands(value)),
+            Figure::P99Ms => format!("p99 {value:.3} ms"),
+            Figure::MbPerS => format!("{} MB/s", rate(value)),
+        }
+    }
+}
+
+/// A bound on a figure.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    Below(f64),
+}
+
+impl Bound {
+    fn holds(self, value: f64) -> bool {
+        match self {
+            Bound::AtLeast(b) => value >= b,
+            Bound::Below(b) => value < b,
+        }
+    }
+}
+
+/// Issue 5's targets, each checked against every layout that ran. The 1 GiB PUT
+/// target depends on the measured fsync write speed.
+pub fn evaluate_targets(report: &SuiteReport) -> Vec<TargetCheck> {
+    let fsync = report.ceilings.fsync_write.mb_per_s();
+    let amplification = write_amplification(report.redundancy.policy_for(GIB));
+    let put_bound = 0.8 * fsync / amplification;
+    let targets: [(String, Cell, Figure, Bound); 6] = [
+        (
+            "GET 4 KiB at 16 clients: ≥ 10,000 ops/s".into(),
+            Cell::new(Op::Get, 4096, 16),
+            Figure::OpsPerS,
+            Bound::AtLeast(10_000.0),
+        ),
+        ("GET 4 KiB at 1 client: p99 < 1 ms".into(), Cell::new(Op::Get, 4096, 1), Figure::P99Ms, Bound::Below(1.0)),
+        (
+            "PUT 4 KiB (fsynced, replicated) at 16 clients: ≥ 2,000 ops/s".into(),
+            Cell::new(Op::Put, 4096, 16),
+            Figure::OpsPerS,
+            Bound::AtLeast(2_000.0),
+        ),
+        (
+            format!(
+                "PUT 1 GiB (erasure coded, fsynced): ≥ 80% of fsync write ÷ {} = {} MB/s",
+                trim_float(amplification),
+                rate(put_bound)
+            ),
+            Cell::new(Op::Put, GIB, 1),
+            Figure::MbPerS,
+            Bound::AtLeast(put_bound),
+        ),
+        ("GET 1 GiB (warm): ≥ 1 GB/s".into(), Cell::new(Op::Get, GIB, 1), Figure::MbPerS, Bound::AtLeast(1000.0)),
+        ("GET of a missing name: p99 < 1 ms".into(), Cell::new(Op::GetMissing, 0, 1), Figure::P99Ms, Bound::Below(1.0)),
+    ];
+    let mut checks = Vec::new();
+    for layout in &report.layouts {
+        let LayoutOutcome::Ran(cells) = &layout.outcome else { continue };
+        for (target, cell, figure, bound) in &targets {
+            let found = cells.iter().find(|c| c.cell == *cell);
+            let (measured, verdict) = match found.map(|c| &c.result) {
+                None if report.quick && cell.size.bytes() >= GIB => {
+                    ("not in a --quick run".to_string(), Verdict::NotMeasured)
+                }
+                None => ("not in this run".to_string(), Verdict::NotMeasured),
+                Some(Err(e)) => (format!("the cell failed: {}", one_line(e)), Verdict::NotMeasured),
+                Some(Ok(r)) => match figure.of(r) {
+                    None => ("no successful request".to_string(), Verdict::NotMet),
+                    Some(value) => {
+                        let shown = figure.show(value);
+                        match r.error_count() {
+                            0 if bound.holds(value) => (shown, Verdict::Met),
+                            0 => (shown, Verdict::NotMet),
+                            errors => (format!("{shown}, but {errors} requests failed"), Verdict::NotMet),
+                        }
+                    }
+                },
+            };
+            checks.push(TargetCheck { target: target.clone(), layout: layout.layout, measured, verdict });
+        }
+    }
+    checks
+}
+
+/// What a cell's figure is compared with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ceiling {
+    /// Which measurement, and how it was scaled (`fsync write ÷ 1.5 (4+2)`).
+    pub name: String,
+    /// Its value, in `unit`.
+    pub value: f64,
+    /// What it counts.
+    pub unit: Unit,
+}
+
+/// The unit of a [`Ceiling`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Decimal megabytes per second: large objects, where bytes are the cost.
+    MbPerS,
+    /// Requests per second: small objects, where each request is the cost.
+    OpsPerS,
+}
+
+impl Ceiling {
+    /// The cell's figure in this ceiling's unit, as a share of it.
+    pub fn share(&self, figures: &OpReport) -> Option<f64> {
+        let figure = match self.unit {
+            Unit::MbPerS => figures.mb_per_s,
+            Unit::OpsPerS => figures.ops_per_s,
+        };
+        (self.value > 0.0).then(|| figure / self.value)
+    }
+
+    fn show(&self) -> String {
+        match self.unit {
+            Unit::MbPerS => format!("{}: {} MB/s", self.name, rate(self.value)),
+            Unit::OpsPerS => format!("{}: {} ops/s", self.name, thousands(self.value)),
+        }
+    }
+}
+
+/// The ceiling a cell is compared with. Objects of the large policy are measured
+/// in MB/s: PUTs against the fsync write speed ÷ (k+m)/k (every shard lands on this
+/// one disk), GETs against the lower of loopback HTTP and warm read. Smaller ones
+/// are measured in requests per second: PUTs against small fsyncs (at one or at
+/// [`PARALLEL`](super::ceilings::PARALLEL) at once, as the cell has one client or
+/// more) ÷ shards, GETs and GETs of missing names against loopback 4 KiB GETs at
+/// the same concurrency. `None` for mixed runs.
+pub fn ceiling_for(cell: &Cell, report: &SuiteReport) -> Option<Ceiling> {
+    let c = &report.ceilings;
+    let policy = report.redundancy.policy_for(cell.size.bytes());
+    let small = cell.op == Op::GetMissing || cell.size.bytes() < report.redundancy.threshold;
+    let at_once = |one: &OpsRate, many: &OpsRate| {
+        let picked = if cell.clients <= 1 { *one } else { *many };
+        let times = if picked.parallel > 1 { format!(" ×{}", picked.parallel) } else { String::new() };
+        (picked, times)
+    };
+    Some(match cell.op {
+        Op::Put if small => {
+            let (fsyncs, times) = at_once(&c.small_fsync, &c.small_fsync_parallel);
+            let shards = policy.shards();
+            Ceiling {
+                name: format!("small fsync{times} ÷ {shards} ({policy})"),
+                value: fsyncs.per_s() / shards as f64,
+                unit: Unit::OpsPerS,
+            }
+        }
+        Op::Put => {
+            let amplification = write_amplification(policy);
+            Ceiling {
+                name: format!("fsync write ÷ {} ({policy})", trim_float(amplification)),
+                value: c.fsync_write.mb_per_s() / amplification,
+                unit: Unit::MbPerS,
+            }
+        }
+        Op::Get | Op::GetMissing if small => {
+            let (requests, times) = at_once(&c.http_small, &c.http_small_parallel);
+            Ceiling { name: format!("loopback 4 KiB GET{times}"), value: requests.per_s(), unit: Unit::OpsPerS }
+        }
+        Op::Get | Op::GetMissing => {
+            let (http, read) = (c.http_download.mb_per_s(), c.warm_read.mb_per_s());
+            let (name, value) = if http <= read { ("loopback HTTP GET", http) } else { ("warm read", read) };
+            Ceiling { name: name.into(), value, unit: Unit::MbPerS }
+        }
+        Op::Mixed => return None,
+    })
+}
+
+/// The whole report.
+pub fn render(report: &SuiteReport) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_report(&mut out, report);
+    out
+}
+
+/// A few lines for the terminal: the targets and where they stand.
+pub fn render_summary(report: &SuiteReport) -> String {
+    let mut out = String::new();
+    for check in evaluate_targets(report) {
+        let verdict = match check.verdict {
+            Verdict::Met => "met",
+            Verdict::NotMet => "NOT MET",
+            Verdict::NotMeasured => "not measured",
+        };
+        let _ = writeln!(out, "{:<13} {:<13} {}: {}", verdict, check.layout.name(), check.target, check.measured);
+    }
+    for layout in &report.layouts {
+        match &layout.outcome {
+            LayoutOutcome::Ran(_) => {}
+            LayoutOutcome::Skipped(why) => {
+                let _ = writeln!(out, "skipped       {:<13} {}", layout.layout.name(), one_line(why));
+            }
+            LayoutOutcome::Failed(why) => {
+                let _ = writeln!(out, "FAILED        {:<13} {}", layout.layout.name(), one_line(why));
+            }
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
+    let m = &report.machine;
+    writeln!(out, "# cairn benchmarks")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Written by `cairn bench --suite` on {}; every figure below comes from that run. To regenerate:",
+        m.date
+    )?;
+    writeln!(out)?;
+    writeln!(out, "```sh\n{}\n```", report.command)?;
+    writeln!(out)?;
+
+    writeln!(out, "## Machine")?;
+    writeln!(out)?;
+    writeln!(out, "| | |\n|---|---|")?;
+    writeln!(out, "| CPU | {}, {} logical cores |", cell_text(m.cpu_model.as_deref().unwrap_or("unknown")), m.cores)?;
+    let memory = m.memory_bytes.map_or("unknown".to_string(), |b| format!("{:.1} GiB", b as f64 / GIB as f64));
+    writeln!(out, "| memory | {memory} |")?;
+    writeln!(out, "| kernel (`uname -r`) | {} |", cell_text(m.kernel.as_deref().unwrap_or("unknown")))?;
+    let fs = m.filesystem.as_ref().map_or("unknown".to_string(), |f| {
+        format!("{} on {}, mounted at {}", f.fstype, f.device, f.mount_point.display())
+    });
+    writeln!(out, "| file system of the work directory | {} |", cell_text(&fs))?;
+    writeln!(
+        out,
+        "| load average (1, 5, 15 min) | {} before, {} after |",
+        m.load_before.as_deref().unwrap_or("unknown"),
+        m.load_after.as_deref().unwrap_or("unknown")
+    )?;
+    if let Some(cpu) = &m.cpu {
+        writeln!(
+            out,
+            "| CPU time during the suite | {} used by the suite and its servers, {} by other processes (of all cores' time) |",
+            percent(cpu.our_share()),
+            percent(cpu.others_share())
+        )?;
+    }
+    writeln!(
+        out,
+        "| suite | {}: {} s per cell; took {} |",
+        if report.quick { "quick (`--quick`)" } else { "full" },
+        trim_float(report.cell_duration.as_secs_f64()),
+        humantime::format_duration(std::time::Duration::from_secs(report.elapsed.as_secs()))
+    )?;
+    writeln!(out)?;
+    if m.cpu.is_some_and(|c| c.others_share() >= 0.1) {
+        writeln!(
+            out,
+            "Other processes used a noticeable share of the CPU while the suite ran: the figures may be lower than \
+             on an idle machine."
+        )?;
+        writeln!(out)?;
+    }
+
+    write_ceilings(out, report)?;
+    write_results(out, report)?;
+    write_targets(out, report)?;
+
+    writeln!(out, "## How to read this")?;
+    writeln!(out)?;
+    writeln!(out, "- MB/s is decimal megabytes (10^6 bytes) of object data per second; a PUT's MB/s counts the object once, not its redundancy.")?;
+    writeln!(out, "- Latency runs from sending a request to the last byte of its answer, successful requests only; p50/p90/p99 are nearest-rank percentiles. Cells with few requests (the large objects) have few samples.")?;
+    writeln!(out, "- Each cell is one `cairn bench` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", super::suite::MAX_PREPARED_BYTES / MIB)?;
+    writeln!(out, "- GET missing reads names never written; the expected 404 counts as a success.")?;
+    writeln!(out, "- The \"of ceiling\" column compares large objects in MB/s and small ones (and missing names) in requests per second; see Ceilings for which measurement each is compared with. A large GET crosses HTTP twice (data servers to API server, API server to client); a small GET may be answered from the API server's cache.")?;
+    writeln!(out, "- The fsync write is one stream, while the data servers each write a shard at once, which a disk (a virtual one especially) may serve faster: a PUT above 100% of its ceiling says that, not that the ceiling is wrong. A PUT is acknowledged once k+1 shards are durable, the last one still landing.")?;
+    writeln!(out, "- The load generator, the servers and the ceiling measurements all run on this one machine and share its cores.")?;
+    Ok(())
+}
+
+fn write_ceilings(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
+    let c = &report.ceilings;
+    writeln!(out, "## Ceilings")?;
+    writeln!(out)?;
+    writeln!(out, "| measurement | bytes | seconds | MB/s | how |\n|---|---|---:|---:|---|")?;
+    let rows = [
+        ("fsync write", &c.fsync_write, "sequential 1 MiB writes to a new file, then fsync; the time includes the fsync (like `dd bs=1M conv=fsync`)"),
+        ("warm read", &c.warm_read, "the same file read back sequentially right after writing it: from the page cache, not the disk"),
+        ("SHA-256", &c.sha256, "one core hashing in memory (sha2 crate)"),
+        ("loopback HTTP GET", &c.http_download, "in-process axum server streaming a repeated buffer to a reqwest client over 127.0.0.1"),
+        ("loopback HTTP PUT", &c.http_upload, "the same, reqwest client uploading to the server"),
+    ];
+    for (name, r, how) in rows {
+        writeln!(out, "| {name} | {} | {:.3} | {} | {how} |", ByteSize(r.bytes), r.seconds, rate(r.mb_per_s()))?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| measurement | at once | operations | seconds | ops/s | p50 ms | p99 ms | how |\n|---|---:|---:|---:|---:|---:|---:|---|"
+    )?;
+    let rows = [
+        ("small fsync", &c.small_fsync, "create a file, write 4 KiB, fsync; each thread one after another"),
+        ("small fsync", &c.small_fsync_parallel, "the same from several threads at once"),
+        (
+            "loopback 4 KiB GET",
+            &c.http_small,
+            "reqwest client GETting a 4 KiB answer from the in-process axum server, back to back",
+        ),
+        ("loopback 4 KiB GET", &c.http_small_parallel, "the same from several clients at once"),
+    ];
+    for (name, r, how) in rows {
+        let latency = |pick: fn(&LatencySummary) -> u32| r.latency_us.as_ref().map_or("-".into(), |l| ms(pick(l)));
+        writeln!(
+            out,
+            "| {name} | {} | {} | {:.3} | {} | {} | {} | {how} |",
+            r.parallel,
+            r.count,
+            r.seconds,
+            thousands(r.per_s()),
+            latency(|l| l.p50_us),
+            latency(|l| l.p99_us),
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "The ceilings the results are compared with:")?;
+    writeln!(out)?;
+    let red = report.redundancy;
+    let a = write_amplification(red.large);
+    writeln!(
+        out,
+        "- PUT of objects of {} or more ({}): fsync write ÷ (k+m)/k = ÷ {} = {} MB/s, since every shard lands on this one disk",
+        ByteSize(red.threshold),
+        red.large,
+        trim_float(a),
+        rate(c.fsync_write.mb_per_s() / a)
+    )?;
+    let shards = red.small.shards();
+    writeln!(
+        out,
+        "- PUT of objects below {} ({}): small fsyncs ÷ {shards} shards, at the cell's concurrency: {} ops/s at one client, {} ops/s at several",
+        ByteSize(red.threshold),
+        red.small,
+        thousands(c.small_fsync.per_s() / shards as f64),
+        thousands(c.small_fsync_parallel.per_s() / shards as f64),
+    )?;
+    writeln!(
+        out,
+        "- GET of objects of {} or more: the lower of loopback HTTP GET ({} MB/s) and warm read ({} MB/s)",
+        ByteSize(red.threshold),
+        rate(c.http_download.mb_per_s()),
+        rate(c.warm_read.mb_per_s())
+    )?;
+    writeln!(
+        out,
+        "- GET of smaller objects, and of missing names: loopback 4 KiB GETs at the cell's concurrency ({} ops/s at one client, {} at several)",
+        thousands(c.http_small.per_s()),
+        thousands(c.http_small_parallel.per_s())
+    )?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_results(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
+    writeln!(out, "## Results")?;
+    writeln!(out)?;
+    for layout in &report.layouts {
+        let what = match &layout.outcome {
+            LayoutOutcome::Ran(_) => layout.description.clone(),
+            LayoutOutcome::Skipped(why) => format!("skipped: {why}"),
+            LayoutOutcome::Failed(why) => format!("did not start: {why}"),
+        };
+        writeln!(out, "- **{}**: {}", layout.layout.name(), one_line(&what))?;
+        for note in &layout.notes {
+            writeln!(out, "  - {}", one_line(note))?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| layout | op | size | clients | ops/s | MB/s | p50 ms | p90 ms | p99 ms | max ms | errors | ceiling | of ceiling |"
+    )?;
+    writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
+    let mut failures = Vec::new();
+    for (layout, c) in report.cells() {
+        let op = op_label(c.cell.op);
+        let size = if c.cell.op == Op::GetMissing { "-".to_string() } else { c.cell.size.to_string() };
+        let head = format!("| {} | {op} | {size} | {} |", layout.name(), c.cell.clients);
+        let r = match &c.result {
+            Ok(r) => r,
+            Err(e) => {
+                writeln!(out, "{head} - | - | - | - | - | - | failed | - | - |")?;
+                failures.push(format!("{} {}: {e}", layout.name(), cell_label(&c.cell)));
+                continue;
+            }
+        };
+        let Some(figures) = r.ops.first() else { continue };
+        let latency =
+            |pick: fn(&LatencySummary) -> u32| figures.latency_us.as_ref().map_or("-".into(), |l| ms(pick(l)));
+        let (ceiling, share) = match ceiling_for(&c.cell, report) {
+            Some(ceiling) => (ceiling.show(), ceiling.share(figures).map_or("-".into(), percent)),
+            None => ("-".into(), "-".into()),
+        };
+        let mb_per_s = if c.cell.op == Op::GetMissing { "-".to_string() } else { rate(figures.mb_per_s) };
+        writeln!(
+            out,
+            "{head} {} | {mb_per_s} | {} | {} | {} | {} | {} | {ceiling} | {share} |",
+            rate(figures.ops_per_s),
+            latency(|l| l.p50_us),
+            latency(|l| l.p90_us),
+            latency(|l| l.p99_us),
+            latency(|l| l.max_us),
+            r.error_count(),
+        )?;
+        let cleanup_errors = r.cleanup.iter().flat_map(|cl| cl.first_errors.iter());
+        for e in r.total.first_errors.iter().chain(cleanup_errors).take(3) {
+            failures.push(format!("{} {}: {e}", layout.name(), cell_label(&c.cell)));
+        }
+    }
+    writeln!(out)?;
+    if !failures.is_empty() {
+        writeln!(out, "Failures (the first few of each cell):")?;
+        writeln!(out)?;
+        writeln!(out, "```text")?;
+        for f in failures {
+            writeln!(out, "{}", one_line(&f))?;
+        }
+        writeln!(out, "```")?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn write_targets(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
+    writeln!(out, "## Targets")?;
+    writeln!(out)?;
+    writeln!(out, "Issue 5's targets, checked against each layout that ran. A cell with failed requests does not meet its target.")?;
+    writeln!(out)?;
+    let checks = evaluate_targets(report);
+    if checks.is_empty() {
+        writeln!(out, "No layout ran: nothing to check.")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "| target | layout | measured | verdict |\n|---|---|---|---|")?;
+    for c in &checks {
+        writeln!(out, "| {} | {} | {} | {} |", c.target, c.layout.name(), cell_text(&c.measured), c.verdict.label())?;
+    }
+    writeln!(out)?;
+    let met = checks.iter().filter(|c| c.verdict == Verdict::Met).count();
+    writeln!(out, "{met} of {} checks met.", checks.len())?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn op_label(op: Op) -> &'static str {
+    match op {
+        Op::Get => "GET",
+        Op::Put => "PUT",
+        Op::Mixed => "mixed",
+        Op::GetMissing => "GET missing",
+    }
+}
+
+/// `text` on one line, safe inside a Markdown table cell.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn cell_text(text: &str) -> String {
+    one_line(text).replace('|', "\\|")
+}
+
+/// Microseconds as milliseconds with three decimals.
+fn ms(us: u32) -> String {
+    format!("{:.3}", f64::from(us) / 1000.0)
+}
+
+/// A rate with precision fitting its size: 1234, 56.7, 8.90, 0.123.
+pub fn rate(value: f64) -> String {
+    if value >= 1000.0 {
+        thousands(value)
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else if value >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// A number rounded to a whole, with thousands separated by commas: 12,345.
+pub fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if value < 0.0 && digits != "0" {
+        grouped.insert(0, '-');
+    }
+    grouped
+}
+
+/// A share (0–1) as a percentage with precision fitting its size: 61%, 4.2%, 0.35%.
+pub fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p >= 10.0 {
+        format!("{p:.0}%")
+    } else if p >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+/// A float without trailing zeros: 1.5, 3, 0.25.
+fn trim_float(value: f64) -> String {
+    let s = format!("{value:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
