@@ -9,6 +9,7 @@
 //! | `POST /temp/<uuid>` | stream a shard's bytes into a temp file; fsynced before 200 |
 //! | `PUT /temp/<uuid>` | commit it as `X-Cairn-Hash`.`X-Cairn-Shard`, checking `X-Cairn-Length` |
 //! | `DELETE /temp/<uuid>` | abort it |
+//! | `PUT /objects/<hash>.<shard>` | a whole shard in one request: temp, fsync and commit |
 //! | `GET`/`HEAD /objects/<hash>.<shard>` | the shard's verified bytes (`Range` supported) |
 //! | `GET /healthz` | liveness |
 //!
@@ -112,7 +113,7 @@ pub async fn serve(
     let state = Arc::new(DataState { store });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
-        .route("/objects/{file}", get(get_shard))
+        .route("/objects/{file}", get(get_shard).put(put_shard))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
@@ -251,19 +252,51 @@ async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, 
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    match receive(&state.store, id, body, None).await {
+        Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /objects/<hash>.<shard>`: a whole shard in one request — written to a temp
+/// file, fsynced and committed like the temp protocol does in three. For shards the
+/// API server has whole in memory (small objects), whose hash it already knows.
+async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>, body: Body) -> Response {
+    let Some((hash, shard)) = parse_shard_name(&file) else {
+        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
+    };
+    match receive(&state.store, Uuid::new_v4(), body, Some((hash, shard))).await {
+        Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Streams `body` into temp shard `id` and fsyncs it, then, with `commit_as`,
+/// commits it under that name in the same blocking job. Returns the shard's length;
+/// on any failure (a broken body, a disk error) the temp file is gone.
+async fn receive(
+    store: &ShardStore,
+    id: Uuid,
+    body: Body,
+    commit_as: Option<(ContentHash, ShardIndex)>,
+) -> Result<u64, Response> {
     let (tx, mut rx) = mpsc::channel::<TempChunk>(8);
     // Spawned now (not lazily on first poll, as `blocking` would be): it must drain
     // the channel while the body is still arriving.
-    let store = state.store.clone();
+    let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
-        let mut w = store.create_temp(id)?;
+        let mut w = writer_store.create_temp(id)?;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Ok(bytes) => w.write(&bytes)?,
                 Err(()) => return Ok(None),
             }
         }
-        Ok(Some(w.finish()?))
+        let len = w.finish()?;
+        if let Some((hash, shard)) = commit_as {
+            writer_store.commit(id, &hash, shard, len)?;
+        }
+        Ok(Some(len))
     });
     let writer = async move { writer.await.unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e)))) };
     let mut body = body.into_data_stream();
@@ -284,19 +317,17 @@ async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, 
     }
     drop(tx);
     match writer.await {
-        Ok(Some(len)) if client_failed.is_none() => {
-            (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response()
-        }
+        Ok(Some(len)) if client_failed.is_none() => Ok(len),
         Ok(_) => {
-            let _ = blocking(state.store.clone(), move |s| s.abort(id)).await;
+            let _ = blocking(store.clone(), move |s| s.abort(id)).await;
             let why = client_failed.map(|e| e.to_string()).unwrap_or_default();
             tracing::info!(%id, %why, "upload broken off; temp shard removed");
-            reason(StatusCode::BAD_REQUEST, format!("upload broken off: {why}"))
+            Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {why}")))
         }
-        Err(e @ StoreError::TempExists(_)) => store_error(e),
+        Err(e @ StoreError::TempExists(_)) => Err(store_error(e)),
         Err(e) => {
-            let _ = blocking(state.store.clone(), move |s| s.abort(id)).await;
-            store_error(e)
+            let _ = blocking(store.clone(), move |s| s.abort(id)).await;
+            Err(store_error(e))
         }
     }
 }

@@ -119,6 +119,25 @@ impl DataClient {
         Self::check(addr, resp).await.map(drop)
     }
 
+    /// Stores a whole shard `hash.shard` on `addr` in one request (written, fsynced
+    /// and committed by the data server before it answers).
+    pub async fn put_shard(
+        &self,
+        addr: &str,
+        hash: &ContentHash,
+        shard: ShardIndex,
+        body: Bytes,
+    ) -> Result<(), DataClientError> {
+        let resp = self
+            .http
+            .put(format!("http://{addr}/objects/{hash}.{shard}"))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(addr, e))?;
+        Self::check(addr, resp).await.map(drop)
+    }
+
     /// Aborts temp shard `id` on `addr`.
     pub async fn abort(&self, addr: &str, id: Uuid) -> Result<(), DataClientError> {
         let resp = self

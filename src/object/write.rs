@@ -71,7 +71,9 @@ impl ObjectService {
         let complete = head.fill(&mut body, threshold).await?;
         let policy =
             if complete && (head.buf.len() as u64) < threshold { self.config.small_policy } else { self.config.policy };
-        let cached = (complete && self.cache.wants(head.buf.len() as u64)).then(|| head.buf.clone().freeze());
+        if complete {
+            return self.put_whole(bucket, name, head, policy, expected).await;
+        }
         let live = self.membership.live();
         let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
             live: live.len(),
@@ -124,19 +126,93 @@ impl ObjectService {
                 Err(e) => reasons.push(e.to_string()),
             }
         }
-        let needed = policy.write_quorum();
-        if placement.len() < needed {
+        self.record(bucket, name, ContentRecord { hash, size, policy, placement }, reasons, None).await
+    }
+
+    /// Stores an object the write path holds whole in memory (it ended below the
+    /// small-object threshold): its hash is known before any byte goes out, so a
+    /// digest mismatch or known content costs the data servers nothing, and each
+    /// shard is written in one request (`PUT /objects/<hash>.<shard>`) instead of
+    /// open, stream and commit.
+    async fn put_whole(
+        &self,
+        bucket: &str,
+        name: &str,
+        head: Head,
+        policy: Policy,
+        expected: Option<ContentHash>,
+    ) -> Result<VersionRecord, ObjectError> {
+        let hash = ContentHash::from_bytes(head.hasher.finalize().into());
+        let data = head.buf.freeze();
+        if let Some(expected) = expected.filter(|e| *e != hash) {
+            return Err(ObjectError::DigestMismatch { expected, actual: hash });
+        }
+        if let Some(existing) = self.durable_content(&hash).await? {
+            return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
+        }
+        let live = self.membership.live();
+        let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
+            live: live.len(),
+            needed: policy.shards(),
+            policy,
+        })?;
+        let size = data.len() as u64;
+        let layout = Layout::new(policy, size);
+        let mut encoder = StripeEncoder::new(layout);
+        let mut bodies = vec![BytesMut::new(); policy.shards()];
+        for s in 0..layout.stripes() {
+            let (a, b) = layout.stripe_span(s);
+            let blocks = encoder.encode(data.slice(a as usize..b as usize)).map_err(|e| {
+                ObjectError::QuorumNotReached { ok: 0, needed: policy.write_quorum(), reasons: e.to_string() }
+            })?;
+            for (body, block) in bodies.iter_mut().zip(blocks) {
+                body.extend_from_slice(&block);
+            }
+        }
+        let writes = join_all(targets.iter().zip(bodies).enumerate().map(|(i, (addr, body))| async move {
+            (i as ShardIndex, addr.clone(), self.client.put_shard(addr, &hash, i as ShardIndex, body.freeze()).await)
+        }))
+        .await;
+        let mut placement = Placement::new();
+        let mut reasons = Vec::new();
+        for (shard, addr, result) in writes {
+            match result {
+                Ok(()) => {
+                    placement.insert(shard, addr);
+                }
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        let cached = self.cache.wants(size).then_some(data);
+        self.record(bucket, name, ContentRecord { hash, size, policy, placement }, reasons, cached).await
+    }
+
+    /// The end of every write: checks the quorum, records the version, keeps a small
+    /// object in the cache, and has shards that missed the write rebuilt.
+    async fn record(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: ContentRecord,
+        reasons: Vec<String>,
+        cached: Option<Bytes>,
+    ) -> Result<VersionRecord, ObjectError> {
+        let needed = content.policy.write_quorum();
+        if content.placement.len() < needed {
             // Shards that did commit hold content no version points at; they are
             // harmless and a later write of the same content reuses them.
-            return Err(ObjectError::QuorumNotReached { ok: placement.len(), needed, reasons: reasons.join("; ") });
+            return Err(ObjectError::QuorumNotReached {
+                ok: content.placement.len(),
+                needed,
+                reasons: reasons.join("; "),
+            });
         }
-        let content = ContentRecord { hash, size, policy, placement };
         let record = self.meta.put_version(bucket, name, Some(&content)).await?;
         if let Some(data) = cached {
-            self.cache.insert(hash, data);
+            self.cache.insert(content.hash, data);
         }
-        if content.placement.len() < policy.shards() {
-            tracing::warn!(%hash, reasons = %reasons.join("; "), "stored with fewer shards than the policy; repairing");
+        if content.placement.len() < content.policy.shards() {
+            tracing::warn!(hash = %content.hash, reasons = %reasons.join("; "), "stored with fewer shards than the policy; repairing");
             self.schedule_repair(content);
         }
         Ok(record)

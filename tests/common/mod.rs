@@ -21,8 +21,10 @@ pub struct TestCluster {
 /// Starts a cluster of `data_servers` data servers with `policy`, short heartbeats
 /// (100 ms, expiry 600 ms), every part on port 0, and waits until the API server
 /// sees every data server live.
+/// Objects below 64 KiB take the write path for objects held whole in memory,
+/// larger ones the streaming path; both under `policy`.
 pub async fn start(policy: &str, data_servers: usize) -> TestCluster {
-    start_with(policy, policy, 0, data_servers).await
+    start_with(policy, policy, 64 * 1024, data_servers).await
 }
 
 /// Like [`start`], with large objects under `policy` and those below `threshold`
