@@ -71,7 +71,7 @@ async fn every_size_round_trips_as_six_shards_on_six_servers() {
         l["shards"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(holders.len(), 6, "six shards on six distinct servers: {l}");
     // 8 objects × 6 shards.
-    assert_eq!(t.shard_files().len(), sizes().len() * 6);
+    t.wait_shard_files(sizes().len() * 6).await;
     t.cluster.shutdown().await;
 }
 
@@ -156,9 +156,9 @@ async fn three_lost_servers_give_503_never_wrong_bytes() {
 async fn small_objects_are_replicated_and_large_ones_striped() {
     let t = start_with("4+2", "1+2", 1 << 20, 6).await;
     assert_eq!(t.put("small", pattern(4096, 1)).await.status(), 200);
-    assert_eq!(t.shard_files().len(), 3, "a 4 KiB object is three full copies");
+    t.wait_shard_files(3).await; // a 4 KiB object is three full copies
     assert_eq!(t.put("large", pattern(3 << 20, 2)).await.status(), 200);
-    assert_eq!(t.shard_files().len(), 3 + 6);
+    t.wait_shard_files(3 + 6).await;
     let l = located(&t, "small").await;
     assert_eq!(l["shards"].as_object().unwrap().len(), 3);
     t.cluster.shutdown().await;

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -265,11 +265,42 @@ async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>
     let Some((hash, shard)) = parse_shard_name(&file) else {
         return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
     };
-    match receive(&state.store, Uuid::new_v4(), body, Some((hash, shard))).await {
+    let id = Uuid::new_v4();
+    let small = body.size_hint().exact().is_some_and(|n| n <= SMALL_SHARD);
+    let stored = if small {
+        // Small and of known length: gather it here and write, fsync and commit in
+        // one blocking job, without a channel hop per chunk.
+        match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
+            Ok(bytes) => blocking(state.store.clone(), move |s| {
+                let written = (|| {
+                    let mut w = s.create_temp(id)?;
+                    w.write(&bytes)?;
+                    let len = w.finish()?;
+                    s.commit(id, &hash, shard, len)?;
+                    Ok(len)
+                })();
+                if written.is_err() {
+                    // The id is fresh, so whatever temp file exists under it is ours.
+                    let _ = s.abort(id);
+                }
+                written
+            })
+            .await
+            .map_err(store_error),
+            Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
+        }
+    } else {
+        receive(&state.store, id, body, Some((hash, shard))).await
+    };
+    match stored {
         Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
         Err(r) => r,
     }
 }
+
+/// Shards up to this size, sent with a known length, are gathered in memory before
+/// they are written (`PUT /objects/<hash>.<shard>`).
+const SMALL_SHARD: u64 = 1024 * 1024;
 
 /// Streams `body` into temp shard `id` and fsyncs it, then, with `commit_as`,
 /// commits it under that name in the same blocking job. Returns the shard's length;

@@ -13,6 +13,7 @@ use std::fmt::Display;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -169,19 +170,62 @@ impl ObjectService {
                 body.extend_from_slice(&block);
             }
         }
-        let writes = join_all(targets.iter().zip(bodies).enumerate().map(|(i, (addr, body))| async move {
-            (i as ShardIndex, addr.clone(), self.client.put_shard(addr, &hash, i as ShardIndex, body.freeze()).await)
-        }))
-        .await;
+        // Answer once the write quorum is durable; the remaining shards finish in the
+        // background (a failure there schedules a repair), so a PUT waits for its
+        // k+1 fastest data servers, not its slowest.
+        let quorum = policy.write_quorum();
+        let mut writes: FuturesUnordered<_> = targets
+            .iter()
+            .zip(bodies)
+            .enumerate()
+            .map(|(i, (addr, body))| {
+                let client = self.client.clone();
+                let addr = addr.clone();
+                tokio::spawn(async move {
+                    let result = client.put_shard(&addr, &hash, i as ShardIndex, body.freeze()).await;
+                    (i as ShardIndex, addr, result)
+                })
+            })
+            .collect();
         let mut placement = Placement::new();
+        let mut failed = std::collections::BTreeSet::new();
         let mut reasons = Vec::new();
-        for (shard, addr, result) in writes {
-            match result {
-                Ok(()) => {
+        while placement.len() < quorum {
+            match writes.next().await {
+                Some(Ok((shard, addr, Ok(())))) => {
                     placement.insert(shard, addr);
                 }
-                Err(e) => reasons.push(e.to_string()),
+                Some(Ok((shard, _, Err(e)))) => {
+                    failed.insert(shard);
+                    reasons.push(e.to_string());
+                }
+                Some(Err(e)) => reasons.push(format!("shard write task failed: {e}")),
+                None => break,
             }
+        }
+        if placement.len() >= quorum && !writes.is_empty() {
+            // The stragglers' targets are recorded too: that is where their shards
+            // will be. If one fails, the repair it schedules finds the truth by locate.
+            let pending: Placement = targets
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i as ShardIndex, a.clone()))
+                .filter(|(i, _)| !placement.contains_key(i) && !failed.contains(i))
+                .collect();
+            placement.extend(pending);
+            let svc = self.clone();
+            let content = ContentRecord { hash, size, policy, placement: placement.clone() };
+            tokio::spawn(async move {
+                let mut all_stored = true;
+                while let Some(done) = writes.next().await {
+                    if !matches!(done, Ok((_, _, Ok(())))) {
+                        all_stored = false;
+                    }
+                }
+                if !all_stored {
+                    svc.schedule_repair(content);
+                }
+            });
         }
         let cached = self.cache.wants(size).then_some(data);
         self.record(bucket, name, ContentRecord { hash, size, policy, placement }, reasons, cached).await

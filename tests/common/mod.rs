@@ -71,6 +71,16 @@ impl TestCluster {
         self.cluster.data_roots.iter().flat_map(|r| files_under(&r.join("objects"))).collect()
     }
 
+    /// Waits (at most 10 s) until exactly `n` shard files exist: a write is
+    /// acknowledged at its quorum, and the rest of its shards land just after.
+    pub async fn wait_shard_files(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.shard_files().len() != n {
+            assert!(std::time::Instant::now() < deadline, "{} shard files, want {n}", self.shard_files().len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every temp file under every data server's root.
     pub fn temp_files(&self) -> Vec<PathBuf> {
         self.cluster.data_roots.iter().flat_map(|r| files_under(&r.join("temp"))).collect()
