@@ -8,6 +8,7 @@
 //! version points at it; a tombstone version points at nothing.
 
 pub mod postgres;
+mod row;
 pub mod sqlite;
 pub mod suite;
 

@@ -97,9 +97,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::row::{parse_content, placement_json, to_sql_int, RawVersion};
 use super::sqlite::prefix_successor;
 use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
-use crate::content::{ContentHash, Placement, Policy};
+use crate::content::{ContentHash, Placement};
 
 /// The schema changes, in order: migration `i` takes a store from schema version `i`
 /// to `i + 1`. Append only; never edit a released migration. Each runs with
@@ -152,7 +153,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections per store (per API server).
 const POOL_SIZE: usize = 16;
 
-/// The columns every version query returns, in the order [`RawVersion::from_row`]
+/// The columns every version query returns, in the order [`raw_version`]
 /// reads them, and the join that yields them.
 macro_rules! select_versions {
     ($($tail:literal),*) => {
@@ -269,7 +270,7 @@ impl PostgresStore {
         let client = self.client(what).await?;
         let stmt = client.prepare_cached(sql).await.context(what)?;
         let rows = client.query(&stmt, params).await.context(what)?;
-        rows.iter().map(|row| RawVersion::from_row(row).context(what)?.parse()).collect()
+        rows.iter().map(|row| raw_version(row).context(what)?.parse()).collect()
     }
 
     async fn query_version(
@@ -281,7 +282,7 @@ impl PostgresStore {
         let client = self.client(what).await?;
         let stmt = client.prepare_cached(sql).await.context(what)?;
         let row = client.query_opt(&stmt, params).await.context(what)?;
-        row.map(|row| RawVersion::from_row(&row).context(what)?.parse()).transpose()
+        row.map(|row| raw_version(&row).context(what)?.parse()).transpose()
     }
 }
 
@@ -525,82 +526,20 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
     }
 }
 
-/// A version number or count as PostgreSQL's BIGINT; `None` beyond `i64::MAX`.
-fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
-    n.try_into().ok()
-}
-
-/// A `versions ⟕ content` (or `heads ⟕ versions ⟕ content`) row as stored, before
-/// validation. `size` and `created_ms` are `None` only when a head points at a
-/// missing version.
-struct RawVersion {
-    bucket: String,
-    name: String,
-    version: i64,
-    hash: Option<String>,
-    size: Option<i64>,
-    created_ms: Option<i64>,
-    content_hash: Option<String>,
-    content_size: Option<i64>,
-    policy: Option<String>,
-    placement: Option<String>,
-}
-
-impl RawVersion {
-    fn from_row(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
-        Ok(RawVersion {
-            bucket: row.try_get(0)?,
-            name: row.try_get(1)?,
-            version: row.try_get(2)?,
-            hash: row.try_get(3)?,
-            size: row.try_get(4)?,
-            created_ms: row.try_get(5)?,
-            content_hash: row.try_get(6)?,
-            content_size: row.try_get(7)?,
-            policy: row.try_get(8)?,
-            placement: row.try_get(9)?,
-        })
-    }
-
-    fn parse(self) -> Result<VersionRecord, MetaError> {
-        let at = || format!("version {} of {}/{}", self.version, self.bucket, self.name);
-        let version = u64::try_from(self.version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number", at())))?;
-        let (Some(size), Some(created_ms)) = (self.size, self.created_ms) else {
-            return Err(MetaError::Corrupt(format!("{}: the newest version is missing", at())));
-        };
-        if size < 0 {
-            return Err(MetaError::Corrupt(format!("{}: negative size {size}", at())));
-        }
-        let content = match &self.hash {
-            None => None,
-            Some(hash) => match (&self.content_hash, self.content_size, &self.policy, &self.placement) {
-                (Some(_), Some(size), Some(policy), Some(placement)) => {
-                    Some(parse_content(hash, size, policy, placement)?)
-                }
-                _ => {
-                    return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
-                }
-            },
-        };
-        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms })
-    }
-}
-
-fn parse_content(hash: &str, size: i64, policy: &str, placement: &str) -> Result<ContentRecord, MetaError> {
-    let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
-    let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
-    let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
-    let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
-    let placement: Placement =
-        serde_json::from_str(placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
-    Ok(ContentRecord { hash: parsed_hash, size, policy, placement })
-}
-
-fn placement_json(placement: &Placement) -> Result<String, MetaError> {
-    serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+/// Maps a row of the version queries onto [`RawVersion`].
+fn raw_version(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
+    Ok(RawVersion {
+        bucket: row.try_get(0)?,
+        name: row.try_get(1)?,
+        version: row.try_get(2)?,
+        hash: row.try_get(3)?,
+        size: row.try_get(4)?,
+        created_ms: row.try_get(5)?,
+        content_hash: row.try_get(6)?,
+        content_size: row.try_get(7)?,
+        policy: row.try_get(8)?,
+        placement: row.try_get(9)?,
+    })
 }
 
 #[async_trait]

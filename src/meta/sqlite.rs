@@ -74,8 +74,9 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
+use super::row::{parse_content, placement_json, to_sql_int, RawVersion};
 use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
-use crate::content::{ContentHash, Placement, Policy};
+use crate::content::{ContentHash, Placement};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
 /// to `i + 1`. Append only; never edit a released migration.
@@ -112,7 +113,7 @@ const READERS: usize = 4;
 /// Prepared statements cached per connection (more than the store uses).
 const STATEMENT_CACHE: usize = 32;
 
-/// The columns every version query returns, in the order [`RawVersion::from_row`]
+/// The columns every version query returns, in the order [`raw_version`]
 /// reads them, and the join that yields them.
 macro_rules! select_versions {
     ($($tail:literal),*) => {
@@ -373,11 +374,6 @@ fn now_ms() -> i64 {
     }
 }
 
-/// A version number or count as SQLite's integer; `None` beyond `i64::MAX`.
-fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
-    n.try_into().ok()
-}
-
 /// The smallest string greater than every string starting with `prefix`, or `None`
 /// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
 /// UTF-8 byte order, which is how SQLite compares text.
@@ -396,72 +392,20 @@ pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     None
 }
 
-/// A `versions ⟕ content` row as stored, before validation.
-struct RawVersion {
-    bucket: String,
-    name: String,
-    version: i64,
-    hash: Option<String>,
-    size: i64,
-    created_ms: i64,
-    content_hash: Option<String>,
-    content_size: Option<i64>,
-    policy: Option<String>,
-    placement: Option<String>,
-}
-
-impl RawVersion {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
-        Ok(RawVersion {
-            bucket: row.get(0)?,
-            name: row.get(1)?,
-            version: row.get(2)?,
-            hash: row.get(3)?,
-            size: row.get(4)?,
-            created_ms: row.get(5)?,
-            content_hash: row.get(6)?,
-            content_size: row.get(7)?,
-            policy: row.get(8)?,
-            placement: row.get(9)?,
-        })
-    }
-
-    fn parse(self) -> Result<VersionRecord, MetaError> {
-        let at = || format!("version {} of {}/{}", self.version, self.bucket, self.name);
-        let version = u64::try_from(self.version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number", at())))?;
-        if self.size < 0 {
-            return Err(MetaError::Corrupt(format!("{}: negative size {}", at(), self.size)));
-        }
-        let content = match &self.hash {
-            None => None,
-            Some(hash) => match (&self.content_hash, self.content_size, &self.policy, &self.placement) {
-                (Some(_), Some(size), Some(policy), Some(placement)) => {
-                    Some(parse_content(hash, size, policy, placement)?)
-                }
-                _ => {
-                    return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
-                }
-            },
-        };
-        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms: self.created_ms })
-    }
-}
-
-fn parse_content(hash: &str, size: i64, policy: &str, placement: &str) -> Result<ContentRecord, MetaError> {
-    let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
-    let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
-    let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
-    let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
-    let placement: Placement =
-        serde_json::from_str(placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
-    Ok(ContentRecord { hash: parsed_hash, size, policy, placement })
-}
-
-fn placement_json(placement: &Placement) -> Result<String, MetaError> {
-    serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+/// Maps a row of the version queries onto [`RawVersion`].
+fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
+    Ok(RawVersion {
+        bucket: row.get(0)?,
+        name: row.get(1)?,
+        version: row.get(2)?,
+        hash: row.get(3)?,
+        size: Some(row.get(4)?),
+        created_ms: Some(row.get(5)?),
+        content_hash: row.get(6)?,
+        content_size: row.get(7)?,
+        policy: row.get(8)?,
+        placement: row.get(9)?,
+    })
 }
 
 fn query_versions(
@@ -471,7 +415,7 @@ fn query_versions(
     params: &[&dyn ToSql],
 ) -> Result<Vec<VersionRecord>, MetaError> {
     let mut stmt = conn.prepare_cached(sql).context(what)?;
-    let rows = stmt.query_map(params, RawVersion::from_row).context(what)?;
+    let rows = stmt.query_map(params, raw_version).context(what)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row.context(what)?.parse()?);
@@ -486,7 +430,7 @@ fn query_version(
     params: &[&dyn ToSql],
 ) -> Result<Option<VersionRecord>, MetaError> {
     let mut stmt = conn.prepare_cached(sql).context(what)?;
-    let raw = stmt.query_row(params, RawVersion::from_row).optional().context(what)?;
+    let raw = stmt.query_row(params, raw_version).optional().context(what)?;
     raw.map(RawVersion::parse).transpose()
 }
 

@@ -75,12 +75,7 @@ impl ObjectService {
         if complete {
             return self.put_whole(bucket, name, head, policy, expected).await;
         }
-        let live = self.membership.live();
-        let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
-            live: live.len(),
-            needed: policy.shards(),
-            policy,
-        })?;
+        let targets = self.choose_targets(policy)?;
         let mut uploads: Vec<ShardUpload> =
             targets.into_iter().enumerate().map(|(i, addr)| self.start_upload(i as ShardIndex, addr)).collect();
 
@@ -151,12 +146,7 @@ impl ObjectService {
         if let Some(existing) = self.durable_content(&hash).await? {
             return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
         }
-        let live = self.membership.live();
-        let targets = choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
-            live: live.len(),
-            needed: policy.shards(),
-            policy,
-        })?;
+        let targets = self.choose_targets(policy)?;
         let size = data.len() as u64;
         let layout = Layout::new(policy, size);
         let mut encoder = StripeEncoder::new(layout);
@@ -260,6 +250,17 @@ impl ObjectService {
             self.schedule_repair(content);
         }
         Ok(record)
+    }
+
+    /// Distinct live data servers for the shards of a new write under `policy`, or
+    /// the error that says how many there are and how many it needs.
+    fn choose_targets(&self, policy: Policy) -> Result<Vec<String>, ObjectError> {
+        let live = self.membership.live();
+        choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
+            live: live.len(),
+            needed: policy.shards(),
+            policy,
+        })
     }
 
     /// The recorded content with this hash, if enough of its shards are still
