@@ -89,6 +89,27 @@ fn decode(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| decode_stripe(&layout, 0, black_box(&blocks)).unwrap()));
     }
     g.finish();
+
+    // A degraded read rebuilds DEGRADED_RUN stripes per call: the blocks of four
+    // stripes end to end, two data shards lost.
+    let run = cairn::object::read::DEGRADED_RUN as usize;
+    let mut g = configure(c, "decode_run");
+    g.throughput(Throughput::Bytes((STRIPE * run) as u64));
+    let big = Layout::new(policy("4+2"), (STRIPE * run) as u64);
+    let data = random_bytes(STRIPE * run);
+    let mut enc = StripeEncoder::new(big);
+    let mut shards = vec![Vec::new(); 6];
+    for s in 0..run {
+        for (i, block) in enc.encode(data.slice(s * STRIPE..(s + 1) * STRIPE)).unwrap().into_iter().enumerate() {
+            shards[i].extend_from_slice(&block);
+        }
+    }
+    let blocks: Vec<Option<Bytes>> =
+        shards.into_iter().enumerate().map(|(i, s)| (i >= 2).then(|| Bytes::from(s))).collect();
+    g.bench_function("4+2/lost_2_data_4_stripes", |b| {
+        b.iter(|| cairn::codec::reconstruct(big.policy, 0, black_box(&blocks)).unwrap())
+    });
+    g.finish();
 }
 
 fn hashes(c: &mut Criterion) {

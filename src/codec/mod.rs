@@ -190,7 +190,7 @@ impl StripeEncoder {
 /// `i`'s block, or `None` when unavailable. Returns the stripe's data bytes (without
 /// padding). Needs no decoding when all k data blocks are present.
 pub fn decode_stripe(layout: &Layout, s: u64, blocks: &[Option<Bytes>]) -> Result<Bytes, CodecError> {
-    let (k, m) = (layout.policy.k as usize, layout.policy.m as usize);
+    let k = layout.policy.k as usize;
     let want = layout.block_len(s) as usize;
     let (start, end) = layout.stripe_span(s);
     let data_len = (end - start) as usize;
@@ -204,14 +204,26 @@ pub fn decode_stripe(layout: &Layout, s: u64, blocks: &[Option<Bytes>]) -> Resul
     if k == 1 {
         return blocks.iter().flatten().next().cloned().ok_or(CodecError::TooFewBlocks { stripe: s, have: 0, need: 1 });
     }
+    let parts = reconstruct(layout.policy, s, blocks)?;
+    Ok(join_data(parts.iter(), data_len))
+}
+
+/// The k data blocks from any k of the k + m blocks in `blocks` (all of one
+/// length; `None` where unavailable). The blocks may be several stripes' blocks
+/// laid end to end: Reed-Solomon works column by column, so one call rebuilds them
+/// all, which matters because each call has a fixed cost (~180 µs, see
+/// BENCH-codec.md) whatever the length. `stripe` only labels errors.
+pub fn reconstruct(policy: Policy, stripe: u64, blocks: &[Option<Bytes>]) -> Result<Vec<Bytes>, CodecError> {
+    let (k, m) = (policy.k as usize, policy.m as usize);
     let have = blocks.iter().take(k + m).filter(|b| b.is_some()).count();
     if blocks.iter().take(k).all(Option::is_some) {
-        return Ok(join_data(blocks.iter().take(k).map(|b| b.as_ref().expect("checked above")), data_len));
+        return Ok(blocks.iter().take(k).flatten().cloned().collect());
     }
     if have < k {
-        return Err(CodecError::TooFewBlocks { stripe: s, have, need: k });
+        return Err(CodecError::TooFewBlocks { stripe, have, need: k });
     }
-    let mut rs = ReedSolomonDecoder::new(k, m, want).map_err(|e| CodecError::Rs(e.to_string()))?;
+    let len = blocks.iter().flatten().next().map_or(0, |b| b.len());
+    let mut rs = ReedSolomonDecoder::new(k, m, len).map_err(|e| CodecError::Rs(e.to_string()))?;
     for (i, b) in blocks.iter().enumerate().take(k + m) {
         if let Some(b) = b {
             if i < k { rs.add_original_shard(i, b) } else { rs.add_recovery_shard(i - k, b) }
@@ -225,10 +237,10 @@ pub fn decode_stripe(layout: &Layout, s: u64, blocks: &[Option<Bytes>]) -> Resul
     for (i, b) in blocks.iter().enumerate().take(k) {
         match b.as_ref().or_else(|| restored.get(&i)) {
             Some(b) => parts.push(b.clone()),
-            None => return Err(CodecError::TooFewBlocks { stripe: s, have, need: k }),
+            None => return Err(CodecError::TooFewBlocks { stripe, have, need: k }),
         }
     }
-    Ok(join_data(parts.iter(), data_len))
+    Ok(parts)
 }
 
 /// Concatenates data blocks and cuts the padding off.
@@ -312,6 +324,21 @@ mod tests {
             three[i] = None;
         }
         assert!(matches!(decode_all(&l, &three), Err(CodecError::TooFewBlocks { have: 3, need: 4, .. })));
+    }
+
+    #[test]
+    fn several_stripes_rebuild_in_one_call() {
+        let l = Layout::new(policy("4+2"), 4 * 4 * EC_BLOCK);
+        let data = pattern(l.size as usize, 9);
+        let shards = encode_all(&l, &data);
+        // Shards 0 and 2 lost; the four stripes' blocks of each other shard end to end.
+        let blocks: Vec<Option<Bytes>> =
+            shards.iter().enumerate().map(|(i, sh)| (i != 0 && i != 2).then(|| Bytes::copy_from_slice(sh))).collect();
+        let parts = reconstruct(l.policy, 0, &blocks).unwrap();
+        assert_eq!(parts.len(), 4);
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(part.as_ref(), &shards[i][..], "data shard {i}");
+        }
     }
 
     fn sizes() -> impl Strategy<Value = usize> {
