@@ -108,22 +108,14 @@ impl StripeReader {
             }
             let busy: BTreeSet<ShardIndex> = self.open.iter().map(|o| o.shard).collect();
             self.candidates.retain(|(s, _)| !busy.contains(s));
-            let mut batch = Vec::new();
-            let mut taken = BTreeSet::new();
-            while batch.len() < k - self.open.len() {
-                match self.candidates.pop() {
-                    Some((s, a)) if !taken.contains(&s) => {
-                        taken.insert(s);
-                        batch.push((s, a));
-                    }
-                    // Another holder of a shard already in this batch: keep it for later.
-                    Some(c) => {
-                        self.candidates.insert(0, c);
-                        if self.candidates.iter().all(|(s, _)| taken.contains(s)) {
-                            break;
-                        }
-                    }
-                    None => break,
+            // The best holders (at the back) of distinct shards, as many as are missing.
+            let mut batch: Vec<(ShardIndex, String)> = Vec::new();
+            let mut i = self.candidates.len();
+            while i > 0 && batch.len() < k - self.open.len() {
+                i -= 1;
+                let shard = self.candidates[i].0;
+                if !batch.iter().any(|(b, _)| *b == shard) {
+                    batch.push(self.candidates.remove(i));
                 }
             }
             if batch.is_empty() {
@@ -338,15 +330,4 @@ impl ObjectService {
         all.reverse();
         all
     }
-}
-
-/// Collects a stream into memory: for tests and small objects.
-pub async fn collect(
-    mut stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin,
-) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
 }
