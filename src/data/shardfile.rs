@@ -13,7 +13,7 @@
 //! end.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Bytes of shard data per checksummed block.
@@ -86,7 +86,9 @@ fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Result<(u32, u64), ShardFileE
 /// Writes a new shard file block by block. Nothing is durable until
 /// [`finish`](ShardWriter::finish) returns.
 pub struct ShardWriter {
-    out: BufWriter<File>,
+    /// Unbuffered: each block goes out in one write straight from `block`, so the
+    /// bytes are not copied once more into a buffer of the writer's own.
+    out: File,
     block: Vec<u8>,
     block_size: usize,
     data_len: u64,
@@ -96,12 +98,12 @@ impl ShardWriter {
     /// Creates `path`, which must not exist yet.
     pub fn create(path: &Path) -> io::Result<ShardWriter> {
         let file = File::options().write(true).create_new(true).open(path)?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut out = file;
         // Placeholder header: a crash before `finish` leaves a file whose header fails.
         out.write_all(&[0u8; HEADER_LEN as usize])?;
         Ok(ShardWriter {
             out,
-            block: Vec::with_capacity(BLOCK_SIZE as usize),
+            block: Vec::with_capacity(BLOCK_SIZE as usize + CRC_LEN as usize),
             block_size: BLOCK_SIZE as usize,
             data_len: 0,
         })
@@ -127,8 +129,8 @@ impl ShardWriter {
             return Ok(());
         }
         let crc = crc32c::crc32c(&self.block);
+        self.block.extend_from_slice(&crc.to_le_bytes());
         self.out.write_all(&self.block)?;
-        self.out.write_all(&crc.to_le_bytes())?;
         self.block.clear();
         Ok(())
     }
@@ -137,7 +139,7 @@ impl ShardWriter {
     /// shard's data length.
     pub fn finish(mut self) -> io::Result<u64> {
         self.flush_block()?;
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let mut file = self.out;
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&encode_header(self.block_size as u32, self.data_len))?;
         file.sync_all()?;
