@@ -57,8 +57,7 @@ impl ObjectService {
         // client really has the bytes its digest names.
         if let Some(expected) = expected {
             if let Some(existing) = self.durable_content(&expected).await? {
-                let mut head = Head::default();
-                let (hash, _) = head.hash_rest(&mut body).await?;
+                let hash = hash_only(&mut body).await?;
                 if hash != expected {
                     return Err(ObjectError::DigestMismatch { expected, actual: hash });
                 }
@@ -134,11 +133,11 @@ impl ObjectService {
         &self,
         bucket: &str,
         name: &str,
-        head: Head,
+        mut head: Head,
         policy: Policy,
         expected: Option<ContentHash>,
     ) -> Result<VersionRecord, ObjectError> {
-        let hash = ContentHash::from_bytes(head.hasher.finalize().into());
+        let hash = head.finish_hash().await?;
         let data = head.buf.freeze();
         if let Some(expected) = expected.filter(|e| *e != hash) {
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
@@ -309,6 +308,7 @@ impl ObjectService {
         let mut encoder = StripeEncoder::new(layout);
         let quorum = policy.write_quorum();
         let mut finished = complete;
+        head.pipe();
         loop {
             while head.buf.len() >= stripe || (finished && !head.buf.is_empty()) {
                 let take = stripe.min(head.buf.len());
@@ -324,10 +324,10 @@ impl ObjectService {
                 for u in uploads.iter_mut() {
                     u.sender = None;
                 }
-                return Ok((ContentHash::from_bytes(head.hasher.finalize().into()), head.size));
+                return Ok((head.finish_hash().await?, head.size));
             }
             match body.next().await {
-                Some(Ok(bytes)) => head.push(&bytes),
+                Some(Ok(bytes)) => head.push(bytes).await,
                 Some(Err(e)) => return Err(ObjectError::BodyBroken(e.to_string())),
                 None => finished = true,
             }
@@ -379,15 +379,64 @@ async fn send_blocks(uploads: &mut [ShardUpload], blocks: Vec<Bytes>, quorum: us
 #[derive(Default)]
 struct Head {
     buf: BytesMut,
-    hasher: Sha256,
+    hashing: Hashing,
     size: u64,
 }
 
+/// Where the running SHA-256 is computed: inline while the body may still turn out
+/// small (its hash is needed at once), on a thread of its own once it streams, so
+/// that hashing (2 GB/s per core, the costliest step per byte) runs beside the
+/// encoding and the sending instead of before them.
+enum Hashing {
+    Inline(Sha256),
+    Piped { chunks: mpsc::Sender<Bytes>, hasher: JoinHandle<Sha256> },
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing::Inline(Sha256::new())
+    }
+}
+
+/// Chunks queued for the hashing thread.
+const HASH_QUEUE: usize = 32;
+
 impl Head {
-    fn push(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
+    async fn push(&mut self, bytes: Bytes) {
         self.size += bytes.len() as u64;
-        self.buf.extend_from_slice(bytes);
+        self.buf.extend_from_slice(&bytes);
+        match &mut self.hashing {
+            Hashing::Inline(h) => h.update(&bytes),
+            // A closed queue means the hashing thread died; `finish_hash` reports it.
+            Hashing::Piped { chunks, .. } => drop(chunks.send(bytes).await),
+        }
+    }
+
+    /// Moves the hashing onto a thread of its own.
+    fn pipe(&mut self) {
+        if let Hashing::Inline(h) = &mut self.hashing {
+            let mut hasher = std::mem::take(h);
+            let (chunks, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
+            let hasher = tokio::task::spawn_blocking(move || {
+                while let Some(chunk) = rx.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+            self.hashing = Hashing::Piped { chunks, hasher };
+        }
+    }
+
+    /// The hash of everything pushed.
+    async fn finish_hash(&mut self) -> Result<ContentHash, ObjectError> {
+        let hasher = match std::mem::take(&mut self.hashing) {
+            Hashing::Inline(h) => h,
+            Hashing::Piped { chunks, hasher } => {
+                drop(chunks);
+                hasher.await.map_err(|e| ObjectError::BodyBroken(format!("hashing thread failed: {e}")))?
+            }
+        };
+        Ok(ContentHash::from_bytes(hasher.finalize().into()))
     }
 
     /// Reads until at least `limit` bytes are buffered or the body ends; true when it
@@ -399,26 +448,24 @@ impl Head {
     {
         while (self.buf.len() as u64) < limit {
             match body.next().await {
-                Some(Ok(bytes)) => self.push(&bytes),
+                Some(Ok(bytes)) => self.push(bytes).await,
                 Some(Err(e)) => return Err(ObjectError::BodyBroken(e.to_string())),
                 None => return Ok(true),
             }
         }
         Ok(false)
     }
+}
 
-    /// Hashes the rest of the body without keeping it; returns hash and length.
-    async fn hash_rest<S, E>(&mut self, body: &mut S) -> Result<(ContentHash, u64), ObjectError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
-        E: Display,
-    {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?;
-            self.hasher.update(&chunk);
-            self.size += chunk.len() as u64;
-        }
-        let hasher = std::mem::take(&mut self.hasher);
-        Ok((ContentHash::from_bytes(hasher.finalize().into()), self.size))
+/// Hashes a body without keeping it.
+async fn hash_only<S, E>(body: &mut S) -> Result<ContentHash, ObjectError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: Display,
+{
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = body.next().await {
+        hasher.update(&chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?);
     }
+    Ok(ContentHash::from_bytes(hasher.finalize().into()))
 }
