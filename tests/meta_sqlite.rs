@@ -295,3 +295,42 @@ async fn latest_is_fast() {
     eprintln!("2000 latest() calls in {elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
 }
+
+/// Two API server processes starting at once on a new file must both open it
+/// (switching a new file to WAL mode once failed with "database is locked" for
+/// the second). Each `cairn api` opens the store before it dials the bus, so a bus
+/// on a closed port makes each exit right after: with the bus's error, never the
+/// store's.
+#[test]
+fn two_api_processes_opening_a_new_file_at_once_both_succeed() {
+    for round in 0..100 {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = format!("sqlite:{}", dir.path().join("meta.sqlite").display());
+        let children: Vec<_> = (1..=2)
+            .map(|i| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+                    .args([
+                        "api",
+                        "--listen",
+                        &format!("127.29.3.{i}:0"),
+                        "--bus",
+                        "amqp://127.0.0.1:1",
+                        "--meta",
+                        &meta,
+                    ])
+                    .env("RUST_LOG", "error")
+                    .env_remove("RUST_BACKTRACE")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("metadata store"), "round {round}: {err}");
+            assert!(err.contains("RabbitMQ"), "round {round}: exited for another reason: {err}");
+        }
+    }
+}

@@ -276,9 +276,23 @@ fn open_blocking(path: &Path) -> Result<Inner, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     }
     let mut writer = connect(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mode: String = writer
-        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-        .map_err(|e| format!("cannot switch to WAL mode: {e}"))?;
+    // Switching a new file to WAL takes an exclusive lock, and SQLite does not wait
+    // for it through the busy handler when another process opens the same new file
+    // at the same moment (two API servers starting together): retry for as long as
+    // the busy timeout.
+    let started = std::time::Instant::now();
+    let mode: String = loop {
+        match writer.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get::<_, String>(0)) {
+            Ok(mode) => break mode,
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("cannot switch to WAL mode: {e}")),
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("cannot switch to WAL mode (journal mode stays {mode:?})"));
     }
