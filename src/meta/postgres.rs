@@ -97,7 +97,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::row::{parse_content, placement_json, to_sql_int, RawVersion};
+use super::row::{parse_content, placement_json, select_versions, to_sql_int, RawVersion};
 use super::sqlite::prefix_successor;
 use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
@@ -152,19 +152,6 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections per store (per API server).
 const POOL_SIZE: usize = 16;
-
-/// The columns every version query returns, in the order [`raw_version`]
-/// reads them, and the join that yields them.
-macro_rules! select_versions {
-    ($($tail:literal),*) => {
-        concat!(
-            "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement ",
-            "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
-            $($tail),*
-        )
-    };
-}
 
 const SQL_LATEST: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 ORDER BY v.version DESC LIMIT 1");
 const SQL_VERSION: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version = $3");

@@ -3,7 +3,22 @@
 //! rows the same way. Each store only maps its own row type onto [`RawVersion`].
 
 use super::{ContentRecord, MetaError, VersionRecord};
+
+/// The columns every version query of either store returns, in the order the
+/// stores' row mappings read them into [`RawVersion`], and the join that yields
+/// them; the caller appends its `WHERE` (in its own placeholder syntax).
+macro_rules! select_versions {
+    ($($tail:literal),*) => {
+        concat!(
+            "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
+            "c.hash, c.size, c.policy, c.placement ",
+            "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
+            $($tail),*
+        )
+    };
+}
 use crate::content::{ContentHash, Placement, Policy};
+pub(crate) use select_versions;
 
 /// A version number or count as an SQL BIGINT / INTEGER; `None` beyond `i64::MAX`.
 pub(crate) fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {

@@ -74,7 +74,7 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
-use super::row::{parse_content, placement_json, to_sql_int, RawVersion};
+use super::row::{parse_content, placement_json, select_versions, to_sql_int, RawVersion};
 use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
@@ -112,19 +112,6 @@ const READERS: usize = 4;
 
 /// Prepared statements cached per connection (more than the store uses).
 const STATEMENT_CACHE: usize = 32;
-
-/// The columns every version query returns, in the order [`raw_version`]
-/// reads them, and the join that yields them.
-macro_rules! select_versions {
-    ($($tail:literal),*) => {
-        concat!(
-            "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement ",
-            "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
-            $($tail),*
-        )
-    };
-}
 
 const SQL_LATEST: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 ORDER BY v.version DESC LIMIT 1");
 const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version = ?3");
