@@ -67,6 +67,12 @@ impl DataClient {
         DataClientError::Unreachable { addr: addr.to_string(), reason: error_chain(&e) }
     }
 
+    /// Sends `req` to data server `addr` and turns an error status into an error.
+    async fn send(&self, addr: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, DataClientError> {
+        let resp = req.send().await.map_err(|e| Self::unreachable(addr, e))?;
+        Self::check(addr, resp).await
+    }
+
     async fn check(addr: &str, resp: reqwest::Response) -> Result<reqwest::Response, DataClientError> {
         if resp.status().is_success() {
             return Ok(resp);
@@ -83,13 +89,8 @@ impl DataClient {
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
         let resp = self
-            .http
-            .post(format!("http://{addr}/temp/{id}"))
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(addr, e))?;
-        let resp = Self::check(addr, resp).await?;
+            .send(addr, self.http.post(format!("http://{addr}/temp/{id}")).body(reqwest::Body::wrap_stream(body)))
+            .await?;
         let len = resp.headers().get(LENGTH_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         len.ok_or_else(|| DataClientError::Status {
             addr: addr.to_string(),
@@ -107,16 +108,13 @@ impl DataClient {
         shard: ShardIndex,
         len: u64,
     ) -> Result<(), DataClientError> {
-        let resp = self
+        let req = self
             .http
             .put(format!("http://{addr}/temp/{id}"))
             .header(HASH_HEADER, hash.to_hex())
             .header(SHARD_HEADER, shard)
-            .header(LENGTH_HEADER, len)
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(addr, e))?;
-        Self::check(addr, resp).await.map(drop)
+            .header(LENGTH_HEADER, len);
+        self.send(addr, req).await.map(drop)
     }
 
     /// Stores a whole shard `hash.shard` on `addr` in one request (written, fsynced
@@ -128,25 +126,12 @@ impl DataClient {
         shard: ShardIndex,
         body: Bytes,
     ) -> Result<(), DataClientError> {
-        let resp = self
-            .http
-            .put(format!("http://{addr}/objects/{hash}.{shard}"))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(addr, e))?;
-        Self::check(addr, resp).await.map(drop)
+        self.send(addr, self.http.put(format!("http://{addr}/objects/{hash}.{shard}")).body(body)).await.map(drop)
     }
 
     /// Aborts temp shard `id` on `addr`.
     pub async fn abort(&self, addr: &str, id: Uuid) -> Result<(), DataClientError> {
-        let resp = self
-            .http
-            .delete(format!("http://{addr}/temp/{id}"))
-            .send()
-            .await
-            .map_err(|e| Self::unreachable(addr, e))?;
-        Self::check(addr, resp).await.map(drop)
+        self.send(addr, self.http.delete(format!("http://{addr}/temp/{id}"))).await.map(drop)
     }
 
     /// Opens shard `hash.shard` on `addr` (the part `range` only, when given); the
@@ -162,8 +147,7 @@ impl DataClient {
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let resp = req.send().await.map_err(|e| Self::unreachable(addr, e))?;
-        Self::check(addr, resp).await
+        self.send(addr, req).await
     }
 }
 
