@@ -12,12 +12,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiConfig};
+use crate::api::{self, ApiConfig, RequestLimits};
 use crate::bus::memory::MemoryBroker;
 use crate::bus::{Bus, BusError};
 use crate::content::Policy;
 use crate::data::{self, DataConfig};
 use crate::meta::{self, MetaError, MetaStore};
+use crate::object::client::DataTimeouts;
+use crate::object::ObjectConfig;
+use crate::server::HttpTimeouts;
 
 /// The default redundancy of large objects: the book's RS(4,2), any two of six
 /// data servers can be lost.
@@ -54,6 +57,12 @@ pub struct DevConfig {
     pub heartbeat_expiry: Duration,
     /// The metadata store URL; `None` for `sqlite:<root>/meta.sqlite`.
     pub meta_url: Option<String>,
+    /// Deadlines of the API server's exchanges with data servers.
+    pub data_timeouts: DataTimeouts,
+    /// How long every server waits on its clients.
+    pub http: HttpTimeouts,
+    /// How much work the API server takes on at once.
+    pub limits: RequestLimits,
 }
 
 impl DevConfig {
@@ -75,6 +84,9 @@ impl DevConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_expiry: Duration::from_secs(10),
             meta_url: None,
+            data_timeouts: DataTimeouts::default(),
+            http: HttpTimeouts::default(),
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -140,12 +152,17 @@ impl DevCluster {
         let api_addr = api_listener.local_addr().map_err(|source| DevError::Bind { addr: config.listen, source })?;
         let api_bus = Bus::new(Arc::new(broker.connect()), shutdown.clone()).await?;
         let api_config = ApiConfig {
-            policy: config.policy,
-            small_policy: config.small_policy,
-            small_threshold: config.small_threshold,
+            object: ObjectConfig {
+                policy: config.policy,
+                small_policy: config.small_policy,
+                small_threshold: config.small_threshold,
+                locate_timeout: Duration::from_secs(1),
+                cache_bytes: config.cache_bytes,
+                data_timeouts: config.data_timeouts,
+            },
             heartbeat_expiry: config.heartbeat_expiry,
-            locate_timeout: Duration::from_secs(1),
-            cache_bytes: config.cache_bytes,
+            http: config.http,
+            limits: config.limits,
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {
@@ -175,6 +192,7 @@ impl DevCluster {
                 root: root.clone(),
                 heartbeat_interval: config.heartbeat_interval,
                 temp_ttl: Duration::from_secs(3600),
+                http: config.http,
             };
             let token = stop.clone();
             tasks.spawn(async move {

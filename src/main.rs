@@ -13,13 +13,16 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use cairn::api::{self, ApiConfig};
+use cairn::api::{self, ApiConfig, RequestLimits};
 use cairn::bench::{BenchCommand, ByteSize, SuiteArgs};
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::content::Policy;
 use cairn::data::{self, DataConfig};
 use cairn::dev::{DevCluster, DevConfig};
+use cairn::object::client::DataTimeouts;
+use cairn::object::ObjectConfig;
+use cairn::server::HttpTimeouts;
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "A distributed object store")]
@@ -63,6 +66,8 @@ struct DataArgs {
     /// Remove temp shards untouched for this long.
     #[arg(long, env = "CAIRN_TEMP_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     temp_ttl: Duration,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Args)]
@@ -84,6 +89,69 @@ struct ApiArgs {
     /// Longest wait for locate replies.
     #[arg(long, env = "CAIRN_LOCATE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     locate_timeout: Duration,
+    #[command(flatten)]
+    data_timeouts: DataTimeoutArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// How long a server waits on its own clients.
+#[derive(Args)]
+struct HttpArgs {
+    /// Close a connection that has not sent a complete request head for this long
+    /// (slow headers, and idle keep-alive connections).
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Fail a request whose body sends nothing for this long (slowloris).
+    #[arg(long, env = "CAIRN_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+}
+
+impl HttpArgs {
+    fn timeouts(&self) -> HttpTimeouts {
+        HttpTimeouts { header: self.header_timeout, body: self.body_timeout }
+    }
+}
+
+/// How long an API server waits on a data server.
+#[derive(Args)]
+struct DataTimeoutArgs {
+    /// Longest wait to connect to a data server.
+    #[arg(long, env = "CAIRN_DATA_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    data_connect_timeout: Duration,
+    /// Longest wait for progress from a data server (an answer to a read, the next
+    /// chunk of a shard, room for the next block of an upload); past it the data
+    /// server counts as stalled and another shard is used.
+    #[arg(long, env = "CAIRN_DATA_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    data_timeout: Duration,
+    /// Longest wait for a data server to acknowledge a durable write (fsync).
+    #[arg(long, env = "CAIRN_DATA_SYNC_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    data_sync_timeout: Duration,
+}
+
+impl DataTimeoutArgs {
+    fn timeouts(&self) -> DataTimeouts {
+        DataTimeouts { connect: self.data_connect_timeout, io: self.data_timeout, sync: self.data_sync_timeout }
+    }
+}
+
+/// How much work an API server takes on at once (past it: 503 with Retry-After).
+#[derive(Args)]
+struct LimitArgs {
+    /// Requests in flight at most.
+    #[arg(long, env = "CAIRN_MAX_REQUESTS", default_value_t = RequestLimits::default().requests, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    max_requests: usize,
+    /// Uploads (PUTs) in flight at most.
+    #[arg(long, env = "CAIRN_MAX_UPLOADS", default_value_t = RequestLimits::default().uploads, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    max_uploads: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> RequestLimits {
+        RequestLimits { requests: self.max_requests, uploads: self.max_uploads }
+    }
 }
 
 #[derive(Args)]
@@ -96,6 +164,12 @@ struct DevArgs {
     root: PathBuf,
     #[command(flatten)]
     redundancy: RedundancyArgs,
+    #[command(flatten)]
+    data_timeouts: DataTimeoutArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -198,6 +272,7 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         root: args.root,
         heartbeat_interval: args.heartbeat_interval,
         temp_ttl: args.temp_ttl,
+        http: args.http.timeouts(),
     };
     data::serve(listener, config, bus, shutdown).await?;
     Ok(())
@@ -208,12 +283,17 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let meta = cairn::meta::open(&args.meta).await?;
     let bus = connect_bus(&args.bus, &shutdown).await?;
     let config = ApiConfig {
-        policy: args.redundancy.policy,
-        small_policy: args.redundancy.small_policy,
-        small_threshold: args.redundancy.small_threshold.0,
-        cache_bytes: args.redundancy.cache_size.0,
+        object: ObjectConfig {
+            policy: args.redundancy.policy,
+            small_policy: args.redundancy.small_policy,
+            small_threshold: args.redundancy.small_threshold.0,
+            cache_bytes: args.redundancy.cache_size.0,
+            locate_timeout: args.locate_timeout,
+            data_timeouts: args.data_timeouts.timeouts(),
+        },
         heartbeat_expiry: args.heartbeat_expiry,
-        locate_timeout: args.locate_timeout,
+        http: args.http.timeouts(),
+        limits: args.limits.limits(),
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
@@ -240,6 +320,9 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.small_policy = args.redundancy.small_policy;
     config.small_threshold = args.redundancy.small_threshold.0;
     config.cache_bytes = args.redundancy.cache_size.0;
+    config.data_timeouts = args.data_timeouts.timeouts();
+    config.http = args.http.timeouts();
+    config.limits = args.limits.limits();
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

@@ -22,22 +22,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use axum::{Json, Router};
+use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::ServiceBuilder;
 
 use crate::bus::Bus;
 use crate::cluster::Membership;
-use crate::content::Policy;
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
+use crate::server::{self, HttpTimeouts};
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -45,19 +49,41 @@ pub const VERSION_HEADER: &str = "x-cairn-version";
 /// How an API server runs.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
-    /// Redundancy for new content of at least `small_threshold` bytes.
-    pub policy: Policy,
-    /// Redundancy for smaller content.
-    pub small_policy: Policy,
-    /// Objects below this many bytes use `small_policy`.
-    pub small_threshold: u64,
+    /// The object paths: redundancy, cache, locate and data-server deadlines.
+    pub object: ObjectConfig,
     /// A data server silent for this long is no longer written to.
     pub heartbeat_expiry: Duration,
-    /// How long a locate waits for replies at most.
-    pub locate_timeout: Duration,
-    /// Bytes of small objects kept in memory (0: no cache).
-    pub cache_bytes: u64,
+    /// How long the server waits on its own clients.
+    pub http: HttpTimeouts,
+    /// How much work it takes on at once.
+    pub limits: RequestLimits,
 }
+
+/// How much work an API server takes on at once. Past a limit a request is
+/// answered at once with 503 and `Retry-After` instead of queueing: memory and
+/// connections to the data tier stay bounded by configuration, and clients (S3
+/// SDKs, rclone, curl --retry) back off and retry on their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Requests being handled at once (an upload counts from its start until its
+    /// answer; a read until its answer's headers: its body then streams with
+    /// [`READ_AHEAD`](crate::object::read) stripes of memory at most).
+    pub requests: usize,
+    /// Uploads (`PUT`) being handled at once; each holds up to the small-object
+    /// threshold plus a stripe and a few blocks per shard.
+    pub uploads: usize,
+}
+
+impl Default for RequestLimits {
+    /// 1024 requests and 64 uploads: 64 uploads of large objects hold about
+    /// 64 × (1 MiB head + 1.5 MiB in flight) ≈ 160 MiB at most.
+    fn default() -> Self {
+        RequestLimits { requests: 1024, uploads: 64 }
+    }
+}
+
+/// Seconds a client is told to wait after a 503 for overload.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Everything a request can fail with, mapped to a status in one place.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +123,7 @@ impl IntoResponse for ApiError {
                 ObjectError::NotEnoughServers { .. }
                 | ObjectError::QuorumNotReached { .. }
                 | ObjectError::Unavailable { .. }
+                | ObjectError::ContentMismatch { .. }
                 | ObjectError::Bus(_)
                 | ObjectError::Meta(MetaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -133,45 +160,51 @@ pub async fn serve_with_ready(
     let membership = Membership::new(config.heartbeat_expiry);
     membership.follow(bus.heartbeats().await?, shutdown.clone());
     let _ = ready.send(());
-    let service = ObjectService::new(
-        meta,
-        bus,
-        membership,
-        ObjectConfig {
-            policy: config.policy,
-            small_policy: config.small_policy,
-            small_threshold: config.small_threshold,
-            locate_timeout: config.locate_timeout,
-            cache_bytes: config.cache_bytes,
-        },
-    );
+    let object = config.object.clone();
+    let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone());
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, policy = %config.policy, small_policy = %config.small_policy, small_threshold = config.small_threshold, "API server listening");
-    let served = axum::serve(
-        listener.tap_io(|tcp| {
-            // Responses must not wait for the client's delayed ACK (Nagle).
-            let _ = tcp.set_nodelay(true);
-        }),
-        router(service),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await;
+    tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
+    let served = server::serve(listener, router(service.clone(), config.limits), config.http, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
     }
+    service.stopped(Duration::from_secs(10)).await;
     Ok(())
 }
 
-/// The API's routes over `service`.
-pub fn router(service: ObjectService) -> Router {
+/// The API's routes over `service`, with `limits` on the work in flight. The
+/// limits are tower's: a process-wide semaphore (`GlobalConcurrencyLimit`, one for
+/// every route, where `ConcurrencyLimit` would make one per route) behind load
+/// shedding, so a request past the limit is refused at once, not queued.
+pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
+    let uploads = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("uploads") }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.uploads));
+    let requests = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.requests));
     Router::new()
         .route("/objects/", get(list_objects).put(empty_name).delete(empty_name))
         .route("/objects", get(list_objects))
         .route("/versions/{*name}", get(versions))
-        .route("/objects/{*name}", get(get_object).put(put_object).delete(delete_object))
+        .route("/objects/{*name}", get(get_object).put(put_object.layer(uploads)).delete(delete_object))
         .route("/locate/{*name}", get(locate))
         .route("/healthz", get(healthz))
+        .layer(requests)
         .with_state(Arc::new(service))
+}
+
+/// The answer past a limit: 503 with `Retry-After`.
+fn overloaded(what: &'static str) -> Response {
+    tracing::debug!(what, "over the limit; refusing a request");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+        format!("too many {what} in flight; retry shortly\n"),
+    )
+        .into_response()
 }
 
 type Svc = State<Arc<ObjectService>>;
@@ -334,7 +367,11 @@ async fn list_objects(State(svc): Svc, Query(query): Query<HashMap<String, Strin
 }
 
 async fn healthz(State(svc): Svc) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "live_data_servers": svc.membership().live().len() }))
+    Json(json!({
+        "status": "ok",
+        "live_data_servers": svc.membership().live().len(),
+        "repair": svc.repair_status(),
+    }))
 }
 
 /// The JSON description of one version.

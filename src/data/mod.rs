@@ -28,7 +28,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -41,6 +40,7 @@ use uuid::Uuid;
 use crate::bus::{Bus, Heartbeat, LocateReply};
 use crate::content::{ContentHash, ShardIndex};
 use crate::range::{self, RangeRequest};
+use crate::server::{self, HttpTimeouts};
 use store::{ShardStore, StoreError};
 
 /// Header naming the content hash a temp shard is committed under.
@@ -49,6 +49,8 @@ pub const HASH_HEADER: &str = "x-cairn-hash";
 pub const SHARD_HEADER: &str = "x-cairn-shard";
 /// Header carrying a shard's expected (commit) or actual (read) length.
 pub const LENGTH_HEADER: &str = "x-cairn-length";
+/// Header naming the redundancy policy (`K+M`) a shard belongs to.
+pub const POLICY_HEADER: &str = "x-cairn-policy";
 
 /// How a data server runs.
 #[derive(Clone, Debug)]
@@ -61,6 +63,8 @@ pub struct DataConfig {
     pub heartbeat_interval: Duration,
     /// Temp shards untouched for this long are removed.
     pub temp_ttl: Duration,
+    /// How long the server waits on its clients (API servers).
+    pub http: HttpTimeouts,
 }
 
 /// Errors that stop a data server from starting or serving.
@@ -117,17 +121,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
-    let token = shutdown.clone();
-    let served = axum::serve(
-        listener.tap_io(|tcp| {
-            // Responses must not wait for the client's delayed ACK (Nagle).
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await })
-    .await
-    .map_err(DataServerError::Http);
+    let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
     shutdown.cancel();
     tasks.wait().await;
     served

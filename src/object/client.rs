@@ -1,6 +1,8 @@
 //! The API server's HTTP client for data servers: the temp + commit protocol and
 //! shard reads. One pooled [`reqwest::Client`] per process, so requests reuse
-//! keep-alive connections instead of dialling per request.
+//! keep-alive connections instead of dialling per request. Every step has a
+//! deadline ([`DataTimeouts`]); every answer is checked against what the request
+//! expects (the shard's length and policy) before anything of it is used.
 
 use std::time::Duration;
 
@@ -8,9 +10,37 @@ use bytes::Bytes;
 use futures_util::Stream;
 use uuid::Uuid;
 
-use crate::content::{ContentHash, ShardIndex};
-use crate::data::{HASH_HEADER, LENGTH_HEADER, SHARD_HEADER};
+use crate::content::{ContentHash, Policy, ShardIndex};
+use crate::data::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
 use crate::range::ByteRange;
+
+/// How long the API server waits on a data server, step by step. Every network
+/// step between the tiers has one of these deadlines, so a data server that accepts
+/// connections and then stops (SIGSTOP, a hung disk, a dead link without a RST)
+/// costs a bounded wait and never hangs a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataTimeouts {
+    /// Longest wait for a TCP connection to a data server.
+    pub connect: Duration,
+    /// Longest wait for progress on an exchange: the answer to a shard read, each
+    /// chunk of a shard being read, each block of a shard being written accepted
+    /// into the connection, an abort or a quarantine.
+    pub io: Duration,
+    /// Longest wait for a data server to acknowledge a durable write (the answer to
+    /// a streamed shard once its last byte is sent, a commit, a one-shot shard PUT):
+    /// these wait for an fsync, which a busy disk can stretch.
+    pub sync: Duration,
+}
+
+impl Default for DataTimeouts {
+    /// 2 s to connect (loopback or a LAN answers in well under a millisecond), 5 s
+    /// without progress (a healthy data server answers a read's first block in
+    /// ~0.1 ms), 30 s for an fsync (the slowest seen on this VM's shared disk under
+    /// 16 writers was ~0.2 s at p99).
+    fn default() -> Self {
+        DataTimeouts { connect: Duration::from_secs(2), io: Duration::from_secs(5), sync: Duration::from_secs(30) }
+    }
+}
 
 /// A failed exchange with one data server.
 #[derive(Debug, thiserror::Error)]
@@ -34,43 +64,94 @@ pub enum DataClientError {
         /// Its reason text.
         body: String,
     },
+    /// The server made no progress within the deadline of this step.
+    #[error("data server {addr} timed out after {after:?} ({step})")]
+    TimedOut {
+        /// The server.
+        addr: String,
+        /// What was being waited for.
+        step: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The server stored or holds another length than the shard must have.
+    #[error("data server {addr} has {actual} bytes of the shard, expected {expected}")]
+    WrongLength {
+        /// The server.
+        addr: String,
+        /// The length it reported.
+        actual: u64,
+        /// The length the shard must have.
+        expected: u64,
+    },
+    /// The server's answer lacks a header the protocol requires, or has it malformed.
+    #[error("data server {addr} answered without a valid {header} header")]
+    BadAnswer {
+        /// The server.
+        addr: String,
+        /// The header.
+        header: &'static str,
+    },
 }
 
 /// The pooled client for talking to data servers.
 #[derive(Clone)]
 pub struct DataClient {
     http: reqwest::Client,
+    timeouts: DataTimeouts,
 }
 
 impl Default for DataClient {
     fn default() -> Self {
-        Self::new()
+        Self::new(DataTimeouts::default())
     }
 }
 
 impl DataClient {
-    /// A client with keep-alive pooling and bounded connect and idle-read waits.
-    pub fn new() -> DataClient {
+    /// A client with keep-alive pooling and the given deadlines.
+    pub fn new(timeouts: DataTimeouts) -> DataClient {
+        // No client-wide read timeout: reqwest's runs from the start of a request
+        // to its answer, which for a streamed upload spans the whole upload. Each
+        // step gets its own deadline below instead.
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            // A data server that stops sending for this long is treated as dead.
-            .read_timeout(Duration::from_secs(30))
+            .connect_timeout(timeouts.connect)
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(20))
             .tcp_nodelay(true)
             .no_proxy()
             .build()
             .expect("static reqwest configuration is valid");
-        DataClient { http }
+        DataClient { http, timeouts }
     }
 
-    fn unreachable(addr: &str, e: reqwest::Error) -> DataClientError {
+    /// The deadlines this client works to.
+    pub fn timeouts(&self) -> DataTimeouts {
+        self.timeouts
+    }
+
+    fn failed(addr: &str, step: &'static str, after: Duration, e: reqwest::Error) -> DataClientError {
+        if e.is_timeout() {
+            return DataClientError::TimedOut { addr: addr.to_string(), step, after };
+        }
         DataClientError::Unreachable { addr: addr.to_string(), reason: error_chain(&e) }
     }
 
-    /// Sends `req` to data server `addr` and turns an error status into an error.
-    async fn send(&self, addr: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, DataClientError> {
-        let resp = req.send().await.map_err(|e| Self::unreachable(addr, e))?;
-        Self::check(addr, resp).await
+    /// Sends `req` to data server `addr`, waiting at most `after` for the whole
+    /// exchange, and turns an error status into an error.
+    async fn send(
+        &self,
+        addr: &str,
+        step: &'static str,
+        after: Duration,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DataClientError> {
+        let exchange = async {
+            let resp = req.send().await.map_err(|e| Self::failed(addr, step, after, e))?;
+            Self::check(addr, resp).await
+        };
+        tokio::time::timeout(after, exchange)
+            .await
+            .unwrap_or_else(|_| Err(DataClientError::TimedOut { addr: addr.to_string(), step, after }))
     }
 
     async fn check(addr: &str, resp: reqwest::Response) -> Result<reqwest::Response, DataClientError> {
@@ -83,20 +164,21 @@ impl DataClient {
     }
 
     /// Streams `body` into temp shard `id` on `addr`; returns the length the server
-    /// wrote (and fsynced).
-    pub async fn upload<S>(&self, addr: &str, id: Uuid, body: S) -> Result<u64, DataClientError>
+    /// wrote (and fsynced). Has no deadline of its own: the caller bounds both the
+    /// feeding of `body` ([`DataTimeouts::io`] per block) and the wait for the
+    /// answer once the body has ended ([`DataTimeouts::sync`]).
+    pub async fn upload<S>(&self, addr: &str, id: Uuid, policy: Policy, body: S) -> Result<u64, DataClientError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
-        let resp = self
-            .send(addr, self.http.post(format!("http://{addr}/temp/{id}")).body(reqwest::Body::wrap_stream(body)))
-            .await?;
-        let len = resp.headers().get(LENGTH_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        len.ok_or_else(|| DataClientError::Status {
-            addr: addr.to_string(),
-            status: 200,
-            body: "upload answer lacks its length".into(),
-        })
+        let req = self
+            .http
+            .post(format!("http://{addr}/temp/{id}"))
+            .header(POLICY_HEADER, policy.to_string())
+            .body(reqwest::Body::wrap_stream(body));
+        let resp = req.send().await.map_err(|e| Self::failed(addr, "upload", Duration::ZERO, e))?;
+        let resp = Self::check(addr, resp).await?;
+        length_of(addr, &resp)
     }
 
     /// Commits temp shard `id` on `addr` as `hash.shard`, `len` bytes long.
@@ -106,6 +188,7 @@ impl DataClient {
         id: Uuid,
         hash: &ContentHash,
         shard: ShardIndex,
+        policy: Policy,
         len: u64,
     ) -> Result<(), DataClientError> {
         let req = self
@@ -113,8 +196,9 @@ impl DataClient {
             .put(format!("http://{addr}/temp/{id}"))
             .header(HASH_HEADER, hash.to_hex())
             .header(SHARD_HEADER, shard)
+            .header(POLICY_HEADER, policy.to_string())
             .header(LENGTH_HEADER, len);
-        self.send(addr, req).await.map(drop)
+        self.send(addr, "commit", self.timeouts.sync, req).await.map(drop)
     }
 
     /// Stores a whole shard `hash.shard` on `addr` in one request (written, fsynced
@@ -124,31 +208,80 @@ impl DataClient {
         addr: &str,
         hash: &ContentHash,
         shard: ShardIndex,
+        policy: Policy,
         body: Bytes,
     ) -> Result<(), DataClientError> {
-        self.send(addr, self.http.put(format!("http://{addr}/objects/{hash}.{shard}")).body(body)).await.map(drop)
+        let expected = body.len() as u64;
+        let req = self
+            .http
+            .put(format!("http://{addr}/objects/{hash}.{shard}"))
+            .header(POLICY_HEADER, policy.to_string())
+            .body(body);
+        let resp = self.send(addr, "shard write", self.timeouts.sync, req).await?;
+        match length_of(addr, &resp)? {
+            actual if actual == expected => Ok(()),
+            actual => Err(DataClientError::WrongLength { addr: addr.to_string(), actual, expected }),
+        }
     }
 
     /// Aborts temp shard `id` on `addr`.
     pub async fn abort(&self, addr: &str, id: Uuid) -> Result<(), DataClientError> {
-        self.send(addr, self.http.delete(format!("http://{addr}/temp/{id}"))).await.map(drop)
+        self.send(addr, "abort", self.timeouts.io, self.http.delete(format!("http://{addr}/temp/{id}"))).await.map(drop)
     }
 
-    /// Opens shard `hash.shard` on `addr` (the part `range` only, when given); the
-    /// response's body streams verified bytes.
+    /// Has `addr` move shard `hash.shard` aside (to its `garbage/`), so that it is
+    /// neither served nor announced again: for shards that took part in a read whose
+    /// content hash did not match.
+    pub async fn quarantine(&self, addr: &str, hash: &ContentHash, shard: ShardIndex) -> Result<(), DataClientError> {
+        let req = self.http.delete(format!("http://{addr}/objects/{hash}.{shard}"));
+        self.send(addr, "quarantine", self.timeouts.io, req).await.map(drop)
+    }
+
+    /// Opens shard `hash.shard` on `addr` (the part `range` only, when given),
+    /// which must be `shard_len` bytes long under `policy`; the response's body
+    /// streams verified bytes. A holder whose shard has another length or policy
+    /// (left by another write of the same content) is refused here, before any of
+    /// its bytes is used. Waits at most [`DataTimeouts::io`] for the answer; the
+    /// caller bounds each chunk of the body the same way.
     pub async fn read(
         &self,
         addr: &str,
         hash: &ContentHash,
         shard: ShardIndex,
+        policy: Policy,
+        shard_len: u64,
         range: Option<ByteRange>,
     ) -> Result<reqwest::Response, DataClientError> {
-        let mut req = self.http.get(format!("http://{addr}/objects/{hash}.{shard}"));
+        let mut req = self
+            .http
+            .get(format!("http://{addr}/objects/{hash}.{shard}"))
+            .header(POLICY_HEADER, policy.to_string())
+            .header(LENGTH_HEADER, shard_len);
         if let Some(r) = range {
             req = req.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
         }
-        self.send(addr, req).await
+        let exchange = async {
+            let resp = req.send().await.map_err(|e| Self::failed(addr, "shard read", self.timeouts.io, e))?;
+            Self::check(addr, resp).await
+        };
+        let after = self.timeouts.io;
+        let resp = tokio::time::timeout(after, exchange)
+            .await
+            .unwrap_or_else(|_| Err(DataClientError::TimedOut { addr: addr.to_string(), step: "shard read", after }))?;
+        match length_of(addr, &resp)? {
+            actual if actual == shard_len => Ok(resp),
+            actual => Err(DataClientError::WrongLength { addr: addr.to_string(), actual, expected: shard_len }),
+        }
     }
+}
+
+/// The shard length a data server's answer announces.
+fn length_of(addr: &str, resp: &reqwest::Response) -> Result<u64, DataClientError> {
+    resp.headers()
+        .get(LENGTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| DataClientError::BadAnswer { addr: addr.to_string(), header: LENGTH_HEADER })
 }
 
 /// The error and its sources in one line: reqwest's top-level message alone hides

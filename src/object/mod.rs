@@ -8,18 +8,26 @@
 
 pub mod cache;
 pub mod client;
+pub mod hashing;
 pub mod read;
 pub mod repair;
+pub mod uploads;
 pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::bus::{Bus, BusError};
 use crate::cluster::{self, Membership};
+use crate::codec::CodecError;
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
 use crate::meta::{ContentRecord, MetaError, MetaStore, VersionRecord};
-use client::DataClient;
+use client::{DataClient, DataTimeouts};
+use hashing::HasherFailed;
+use uploads::{describe, ShardFailure};
 
 /// Errors of the object paths, each a fact the HTTP layer maps to one status.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +47,7 @@ pub enum ObjectError {
         /// The tombstone's version.
         version: u64,
     },
-    /// Too few live data servers for the policy.
+    /// Too few live data servers for the policy's write quorum.
     #[error("{live} live data servers, the {policy} policy needs {needed}")]
     NotEnoughServers {
         /// How many are live.
@@ -61,15 +69,30 @@ pub enum ObjectError {
     #[error("request body broken off: {0}")]
     BodyBroken(String),
     /// Too few shards became durable.
-    #[error("only {ok} of {needed} required shards were stored: {reasons}")]
+    #[error("only {ok} of {needed} required shards were stored: {}", describe(failures))]
     QuorumNotReached {
         /// Shards durable.
         ok: usize,
         /// Shards required.
         needed: usize,
         /// What went wrong with the others.
-        reasons: String,
+        failures: Vec<ShardFailure>,
     },
+    /// What the shards of a full read decode to does not hash to the content's
+    /// hash: some shard holds well-formed wrong bytes. Nothing wrong was served.
+    #[error("content {hash} read back as {actual}: a shard holds wrong bytes")]
+    ContentMismatch {
+        /// The content asked for.
+        hash: ContentHash,
+        /// What the bytes read hash to.
+        actual: ContentHash,
+    },
+    /// The erasure codec refused (a bug or corrupt geometry, not a peer's fault).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Hashing failed (its thread died).
+    #[error(transparent)]
+    Hasher(#[from] HasherFailed),
     /// No holder of any shard could serve the content.
     #[error("content {hash} is unavailable: {reasons}")]
     Unavailable {
@@ -100,6 +123,8 @@ pub struct ObjectConfig {
     pub locate_timeout: Duration,
     /// Bytes of small objects each API server keeps in memory (0: no cache).
     pub cache_bytes: u64,
+    /// Deadlines of every exchange with a data server.
+    pub data_timeouts: DataTimeouts,
 }
 
 /// The object paths of one API server. Cheap to clone.
@@ -110,17 +135,55 @@ pub struct ObjectService {
     pub(crate) membership: Membership,
     pub(crate) client: DataClient,
     pub(crate) config: ObjectConfig,
-    /// Content being repaired (`None`) or whose repair failed recently (when), so
-    /// that one repair runs per content and failed ones are not retried at once.
     pub(crate) cache: Arc<cache::ContentCache>,
-    pub(crate) repairs: Arc<std::sync::Mutex<std::collections::HashMap<ContentHash, Option<std::time::Instant>>>>,
+    pub(crate) repairs: repair::RepairQueue,
+    /// Owns every background task of the object paths (repairs, write stragglers,
+    /// clean-up of abandoned uploads).
+    pub(crate) tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl ObjectService {
-    /// Wires the object paths to their collaborators.
-    pub fn new(meta: Arc<dyn MetaStore>, bus: Bus, membership: Membership, config: ObjectConfig) -> Self {
+    /// Wires the object paths to their collaborators and starts the repair worker;
+    /// background work stops when `shutdown` is cancelled ([`ObjectService::stopped`]
+    /// waits for it).
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        bus: Bus,
+        membership: Membership,
+        config: ObjectConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let cache = Arc::new(cache::ContentCache::new(config.cache_bytes));
-        ObjectService { meta, bus, membership, client: DataClient::new(), config, cache, repairs: Arc::default() }
+        let client = DataClient::new(config.data_timeouts);
+        let svc = ObjectService {
+            meta,
+            bus,
+            membership,
+            client,
+            config,
+            cache,
+            repairs: repair::RepairQueue::default(),
+            tasks: TaskTracker::new(),
+            shutdown,
+        };
+        svc.tasks.spawn(repair::run_worker(svc.clone()));
+        svc
+    }
+
+    /// Waits (at most `grace`) for the background work to stop once the shutdown
+    /// token is cancelled.
+    pub async fn stopped(&self, grace: Duration) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(tasks = self.tasks.len(), "background work still running at shutdown; dropping it");
+        }
+    }
+
+    /// How the repair worker is doing.
+    pub fn repair_status(&self) -> repair::RepairStatus {
+        self.repairs.status()
     }
 
     /// The cluster view this service writes by.
@@ -159,6 +222,37 @@ impl ObjectService {
 /// One holder per shard: the first that answered.
 fn first_holders(holders: &cluster::Holders) -> Placement {
     holders.iter().filter_map(|(shard, addrs)| Some((*shard as ShardIndex, addrs.first()?.clone()))).collect()
+}
+
+impl ObjectService {
+    /// Has the holders in `shards` move their shard of `hash` aside, then
+    /// schedules a repair: for the shard set of a read whose bytes did not hash to
+    /// the content. Only when the shards left outside that set can still rebuild
+    /// the content (at least k of them recorded): with erasure coding a read uses
+    /// k shards, and moving all of them aside for one bad shard would leave too few
+    /// to rebuild from. Either way the repair verifies what it rebuilds, so a bad
+    /// shard is never copied.
+    pub(crate) fn reject_shards(&self, content: &ContentRecord, shards: Vec<(ShardIndex, String)>) {
+        let others = content.placement.keys().filter(|s| !shards.iter().any(|(u, _)| u == *s)).count();
+        if others >= content.policy.k as usize {
+            let client = self.client.clone();
+            let hash = content.hash;
+            let svc = self.clone();
+            let content = content.clone();
+            self.tasks.spawn(async move {
+                for (shard, addr) in shards {
+                    match client.quarantine(&addr, &hash, shard).await {
+                        Ok(()) => tracing::warn!(%hash, shard, %addr, "moved a shard of a mismatching read aside"),
+                        Err(e) => tracing::warn!(%hash, shard, %addr, error = %e, "could not move a shard aside"),
+                    }
+                }
+                svc.schedule_repair(content);
+            });
+        } else {
+            tracing::error!(hash = %content.hash, shards = ?shards, "a read of this content does not match its hash; too few other shards to set these aside");
+            self.schedule_repair(content.clone());
+        }
+    }
 }
 
 impl ObjectService {

@@ -9,6 +9,16 @@
 //! serves wrong bytes: data servers verify every block, and when fewer than k good
 //! shards remain the read fails (before the first byte: 503 naming what is missing;
 //! after it: the response is cut off).
+//!
+//! Block checksums catch bit rot, not a shard that is well-formed but holds another
+//! object's bytes, so a full read also checks the content's SHA-256 end to end: an
+//! object below the small-object threshold is read whole and checked before the
+//! first byte goes out (a mismatch is a clean 503); a larger one streams while a
+//! thread hashes it, and its last bytes are held back until the hash matches, so a
+//! mismatch breaks the response instead of ending it cleanly. Either way the shard
+//! set that was read is set aside and the content repaired. Range reads rely on the
+//! block checksums and on each shard's identity (policy and length), checked when
+//! it is opened. Every wait on a data server has a deadline.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -18,9 +28,10 @@ use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use super::hashing::{hash_of, PipedHasher};
 use super::{ObjectError, ObjectService};
 use crate::codec::{self, Layout};
-use crate::content::{Placement, ShardIndex};
+use crate::content::{Placement, Policy, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::range::ByteRange;
 
@@ -41,13 +52,14 @@ struct OpenShard {
 }
 
 impl OpenShard {
-    /// The next `n` bytes of the shard.
-    async fn read_exact(&mut self, n: usize) -> Result<Bytes, String> {
+    /// The next `n` bytes of the shard, waiting at most `io` for each chunk.
+    async fn read_exact(&mut self, n: usize, io: std::time::Duration) -> Result<Bytes, String> {
         while self.buf.len() < n {
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Err(super::client::error_chain(&e)),
-                None => return Err(format!("stream ended {} bytes short", n - self.buf.len())),
+            match tokio::time::timeout(io, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Err(e))) => return Err(super::client::error_chain(&e)),
+                Ok(None) => return Err(format!("stream ended {} bytes short", n - self.buf.len())),
+                Err(_) => return Err(format!("no bytes for {io:?}: data server stalled")),
             }
         }
         Ok(self.buf.split_to(n).freeze())
@@ -66,6 +78,8 @@ pub(crate) struct StripeReader {
     failures: Vec<String>,
     /// Whether some shard had to be routed around.
     degraded: bool,
+    /// The holders whose blocks went into what was returned.
+    used: BTreeSet<(ShardIndex, String)>,
     located: bool,
     last_stripe: u64,
     /// Stripes rebuilt ahead of the caller by a degraded run.
@@ -76,7 +90,7 @@ impl StripeReader {
     /// Prepares to read stripes of `content` up to `last` (nothing is opened yet).
     pub(crate) fn new(svc: &ObjectService, content: &ContentRecord, last: u64) -> StripeReader {
         let layout = Layout::new(content.policy, content.size);
-        let candidates = svc.ordered(&content.placement, content.policy.k as usize);
+        let candidates = svc.ordered(&content.placement, content.policy);
         StripeReader {
             svc: svc.clone(),
             content: content.clone(),
@@ -85,6 +99,7 @@ impl StripeReader {
             open: Vec::new(),
             failures: Vec::new(),
             degraded: false,
+            used: BTreeSet::new(),
             located: false,
             last_stripe: last,
             ready: Default::default(),
@@ -94,6 +109,11 @@ impl StripeReader {
     /// Whether the read had to do without some shard (a repair is due).
     pub(crate) fn degraded(&self) -> bool {
         self.degraded
+    }
+
+    /// The holders whose blocks went into the stripes returned so far.
+    pub(crate) fn used(&self) -> Vec<(ShardIndex, String)> {
+        self.used.iter().cloned().collect()
     }
 
     /// Opens shards until k distinct ones are open, reading from stripe `from` on.
@@ -132,11 +152,12 @@ impl StripeReader {
                 );
                 return Err(ObjectError::Unavailable { hash: self.content.hash, reasons: reasons.join("; ") });
             }
-            let whole = range.start == 0 && range.end == self.layout.shard_len();
-            let hash = self.content.hash;
+            let shard_len = self.layout.shard_len();
+            let whole = range.start == 0 && range.end == shard_len;
+            let (hash, policy) = (self.content.hash, self.content.policy);
             let client = &self.svc.client;
             let opened = join_all(batch.into_iter().map(|(shard, addr)| async move {
-                let result = client.read(&addr, &hash, shard, (!whole).then_some(range)).await;
+                let result = client.read(&addr, &hash, shard, policy, shard_len, (!whole).then_some(range)).await;
                 (shard, addr, result)
             }))
             .await;
@@ -170,7 +191,7 @@ impl StripeReader {
         let tried: BTreeSet<(ShardIndex, String)> = self.content.placement.clone().into_iter().collect();
         let fresh: Placement =
             located.into_iter().filter(|(s, a)| !busy.contains(s) && !tried.contains(&(*s, a.clone()))).collect();
-        self.candidates = self.svc.ordered(&fresh, self.content.policy.k as usize);
+        self.candidates = self.svc.ordered(&fresh, self.content.policy);
         Ok(())
     }
 
@@ -208,14 +229,18 @@ impl StripeReader {
             if pending.is_empty() {
                 break;
             }
+            let io = self.svc.client.timeouts().io;
             let reads = join_all(pending.into_iter().map(|o| async move {
-                let r = o.read_exact(len).await;
+                let r = o.read_exact(len, io).await;
                 (o.shard, o.addr.clone(), r)
             }))
             .await;
             for (shard, addr, r) in reads {
                 match r {
-                    Ok(b) => blocks[shard as usize] = Some(b),
+                    Ok(b) => {
+                        blocks[shard as usize] = Some(b);
+                        self.used.insert((shard, addr));
+                    }
                     Err(e) => {
                         tracing::warn!(shard, %addr, error = %e, stripe = s, "shard stream broke; switching shard");
                         self.failures.push(format!("shard {shard} at {addr}: {e}"));
@@ -251,8 +276,9 @@ pub const DEGRADED_RUN: u64 = 4;
 impl ObjectService {
     /// Streams bytes `range` of `content`.
     ///
-    /// Fails before the first byte when k shards cannot be opened; after that a
-    /// broken read ends with an error item.
+    /// Fails before the first byte when k shards cannot be opened, or, for an
+    /// object below the small-object threshold read whole, when its bytes do not
+    /// hash to the content; after that a broken read ends with an error item.
     pub async fn read(&self, content: &ContentRecord, range: ByteRange) -> Result<ObjectStream, ObjectError> {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         // A shard whose recorded holder stopped heartbeating is due for a rebuild,
@@ -269,11 +295,18 @@ impl ObjectService {
             let _ = tx.try_send(Ok(part));
             return Ok(ObjectStream::new(rx));
         }
-        let mut keep = (self.cache.wants(content.size) && range.start == 0 && range.end == content.size)
-            .then(|| BytesMut::with_capacity(content.size as usize));
+        let whole = range.start == 0 && range.end == content.size;
         let layout = Layout::new(content.policy, content.size);
         let (first, last) = (layout.stripe_of(range.start), layout.stripe_of(range.end - 1));
         let mut reader = StripeReader::new(self, content, last);
+        if whole && content.size < self.config.small_threshold {
+            let data = self.read_verified(&mut reader, content, last).await?;
+            if self.cache.wants(content.size) {
+                self.cache.insert(content.hash, data.clone());
+            }
+            let _ = tx.try_send(Ok(data));
+            return Ok(ObjectStream::new(rx));
+        }
         // The first stripe is read before answering, so that an unreadable object
         // gets a proper status instead of a cut-off body.
         let head = reader.stripe(first).await;
@@ -283,7 +316,8 @@ impl ObjectService {
         let head = head?;
         let svc = self.clone();
         let content = content.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
+            let mut hasher = whole.then(PipedHasher::new);
             let mut data = head;
             let mut s = first;
             loop {
@@ -291,17 +325,33 @@ impl ObjectService {
                 let from = range.start.max(start) - start;
                 let to = range.end.min(end) - start;
                 let part = data.slice(from as usize..to as usize);
-                if let Some(keep) = keep.as_mut() {
-                    keep.extend_from_slice(&part);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(part.clone()).await;
+                }
+                if s == last {
+                    // The last bytes go out only once everything hashes right: a
+                    // client must see a broken transfer, never a clean end of wrong
+                    // bytes.
+                    if let Some(h) = hasher.take() {
+                        let verdict = match h.finish().await {
+                            Ok(actual) if actual == content.hash => Ok(()),
+                            Ok(actual) => Err(ObjectError::ContentMismatch { hash: content.hash, actual }),
+                            Err(e) => Err(e.into()),
+                        };
+                        if let Err(e) = verdict {
+                            tracing::error!(error = %e, "full read does not match its hash; breaking the response");
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            if matches!(e, ObjectError::ContentMismatch { .. }) {
+                                svc.reject_shards(&content, reader.used());
+                            }
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Ok(part)).await;
+                    break;
                 }
                 if tx.send(Ok(part)).await.is_err() {
                     return; // the client went away
-                }
-                if s == last {
-                    if let Some(keep) = keep.take() {
-                        svc.cache.insert(content.hash, keep.freeze());
-                    }
-                    break;
                 }
                 s += 1;
                 let was_degraded = reader.degraded();
@@ -322,10 +372,49 @@ impl ObjectService {
         Ok(ObjectStream::new(rx))
     }
 
+    /// Reads stripes `0..=last` of `content` whole and checks them against its
+    /// hash before returning them; a mismatch sets the shards read aside.
+    async fn read_verified(
+        &self,
+        reader: &mut StripeReader,
+        content: &ContentRecord,
+        last: u64,
+    ) -> Result<Bytes, ObjectError> {
+        let mut buf = BytesMut::with_capacity(content.size as usize);
+        let mut failed = None;
+        for s in 0..=last {
+            match reader.stripe(s).await {
+                Ok(data) => buf.extend_from_slice(&data),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if reader.degraded() {
+            self.schedule_repair(content.clone());
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let data = buf.freeze();
+        let actual = hash_of(data.clone()).await?;
+        if actual != content.hash {
+            tracing::error!(hash = %content.hash, %actual, "read does not match its hash; answering 503");
+            self.reject_shards(content, reader.used());
+            return Err(ObjectError::ContentMismatch { hash: content.hash, actual });
+        }
+        Ok(data)
+    }
+
     /// Holders in the order to try them (the last is tried first): data shards on
     /// live servers, then parity shards on live servers, then the rest.
-    pub(crate) fn ordered(&self, placement: &Placement, k: usize) -> Vec<(ShardIndex, String)> {
-        let mut all: Vec<(ShardIndex, String)> = placement.iter().map(|(s, a)| (*s, a.clone())).collect();
+    pub(crate) fn ordered(&self, placement: &Placement, policy: Policy) -> Vec<(ShardIndex, String)> {
+        let k = policy.k as usize;
+        // A placement recorded by an older, less careful version may name a shard
+        // outside the policy: it can only be a mistake, never read.
+        let mut all: Vec<(ShardIndex, String)> =
+            placement.iter().filter(|(s, _)| (**s as usize) < policy.shards()).map(|(s, a)| (*s, a.clone())).collect();
         all.sort_by_key(|(s, a)| (!self.membership.is_live(a), (*s as usize) >= k, *s));
         all.reverse();
         all

@@ -1,65 +1,176 @@
 //! Repair: rebuild the shards of a piece of content that no live data server holds
-//! any more, onto live data servers that hold none of its shards, through the normal
-//! temp + commit protocol, and record the new placement.
+//! any more, onto live data servers that hold none of its shards, through the same
+//! upload-to-quorum piece as writes ([`super::uploads`]), and record the new
+//! placement.
 //!
-//! Reads that had to route around a shard and writes that stored fewer than all
-//! shards schedule a repair in the background; at most one repair per content runs
-//! at a time in one API server. The shards still held are found by asking the bus,
-//! so a shard that is merely slow is not rebuilt, and a corrupt one (which its data
-//! server moved aside) is.
+//! Repair is a named worker with a queue: reads that had to route around a shard,
+//! writes that stored fewer than all shards, and reads whose bytes did not match
+//! their hash enqueue the content ([`ObjectService::schedule_repair`]); the worker
+//! runs up to [`REPAIR_CONCURRENCY`] repairs at a time, at most one per content, and
+//! reports its queue and last error ([`RepairStatus`], on `/healthz`). The queue is
+//! bounded ([`MAX_QUEUED`]): past it new requests are dropped with a warning (a
+//! later read asks again). The shards still held are found by asking the bus, so a
+//! shard that is merely slow is not rebuilt, and a corrupt one (which its data
+//! server moved aside) is. What is rebuilt is verified against the content's
+//! SHA-256 before any rebuilt shard is committed, so a repair never copies wrong
+//! bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use serde::Serialize;
+use tokio::sync::Notify;
 
-use super::write::ShardUpload;
+use super::hashing::PipedHasher;
+use super::uploads::ShardUploads;
 use super::{ObjectError, ObjectService};
 use crate::cluster::{self, choose_servers, LiveServer};
 use crate::codec::{Layout, StripeEncoder};
-use crate::content::{Placement, ShardIndex};
+use crate::content::{ContentHash, Placement, ShardIndex};
 use crate::meta::ContentRecord;
 
 /// How long after a failed repair of a content the next one may start.
 pub const REPAIR_COOLDOWN: Duration = Duration::from_secs(5);
+/// Repairs running at once in one API server: each reads k shards and writes the
+/// missing ones, so a few keep a degraded cluster busy without starving clients.
+pub const REPAIR_CONCURRENCY: usize = 2;
+/// Contents waiting for repair at most; past it, requests are dropped.
+pub const MAX_QUEUED: usize = 10_000;
 
-impl ObjectService {
-    /// Rebuilds, in the background, whatever shards of `content` are missing. At most
-    /// one repair of a content runs at a time, and none starts within
-    /// [`REPAIR_COOLDOWN`] of the last one, so a read-heavy object on a degraded
-    /// cluster does not cost a locate per read.
-    pub fn schedule_repair(&self, content: ContentRecord) {
-        {
-            let mut repairs = self.repairs.lock().expect("repairs lock");
-            let now = Instant::now();
-            repairs.retain(|_, done| done.is_none_or(|t| now.duration_since(t) < REPAIR_COOLDOWN));
-            if repairs.contains_key(&content.hash) {
-                return;
-            }
-            repairs.insert(content.hash, None);
+/// What the repair worker is doing, for operators.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RepairStatus {
+    /// Contents waiting.
+    pub queued: usize,
+    /// Repairs running now.
+    pub running: usize,
+    /// Repairs that finished (including ones that found nothing missing).
+    pub done: u64,
+    /// Repairs that failed.
+    pub failed: u64,
+    /// Requests dropped because the queue was full.
+    pub dropped: u64,
+    /// The last failure, with its content hash.
+    pub last_error: Option<String>,
+}
+
+/// The repair worker's queue and books. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct RepairQueue {
+    inner: Arc<Mutex<QueueState>>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: VecDeque<ContentRecord>,
+    /// Content queued or running (`None`), or whose repair failed recently (when).
+    known: HashMap<ContentHash, Option<Instant>>,
+    status: RepairStatus,
+}
+
+impl RepairQueue {
+    /// The worker's status now.
+    pub fn status(&self) -> RepairStatus {
+        let state = self.inner.lock().expect("repair queue lock");
+        RepairStatus { queued: state.waiting.len(), ..state.status.clone() }
+    }
+
+    /// Queues `content` unless it is queued, running, recently failed, or the
+    /// queue is full. Returns whether it was queued.
+    fn push(&self, content: ContentRecord) -> bool {
+        let mut state = self.inner.lock().expect("repair queue lock");
+        let now = Instant::now();
+        state.known.retain(|_, failed| failed.is_none_or(|t| now.duration_since(t) < REPAIR_COOLDOWN));
+        if state.known.contains_key(&content.hash) {
+            return false;
         }
-        let svc = self.clone();
-        tokio::spawn(async move {
-            let result = svc.repair(&content).await;
-            let finished = match &result {
+        if state.waiting.len() >= MAX_QUEUED {
+            state.status.dropped += 1;
+            tracing::warn!(hash = %content.hash, "repair queue full; dropping the request (a later read asks again)");
+            return false;
+        }
+        state.known.insert(content.hash, None);
+        state.waiting.push_back(content);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    fn pop(&self) -> Option<ContentRecord> {
+        let mut state = self.inner.lock().expect("repair queue lock");
+        let next = state.waiting.pop_front()?;
+        state.status.running += 1;
+        Some(next)
+    }
+
+    fn done(&self, hash: ContentHash, result: &Result<Vec<ShardIndex>, ObjectError>) {
+        let mut state = self.inner.lock().expect("repair queue lock");
+        state.status.running -= 1;
+        match result {
+            Ok(_) => {
                 // A complete repair needs no cooldown: the next loss may come any time.
-                Ok(_) => None,
-                Err(_) => Some(Instant::now()),
+                state.known.remove(&hash);
+                state.status.done += 1;
+            }
+            Err(e) => {
+                state.known.insert(hash, Some(Instant::now()));
+                state.status.failed += 1;
+                state.status.last_error = Some(format!("{hash}: {e}"));
+            }
+        }
+    }
+}
+
+/// The repair worker: takes contents off the queue and repairs up to
+/// [`REPAIR_CONCURRENCY`] at a time until the service shuts down. Each repair is
+/// bounded in time by the deadlines of its locate and its uploads.
+pub(crate) async fn run_worker(svc: ObjectService) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(REPAIR_CONCURRENCY));
+    loop {
+        let content = loop {
+            if let Some(c) = svc.repairs.pop() {
+                break c;
+            }
+            tokio::select! {
+                _ = svc.shutdown.cancelled() => return,
+                _ = svc.repairs.wake.notified() => {}
+            }
+        };
+        let permit = tokio::select! {
+            _ = svc.shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let worker = svc.clone();
+        svc.tasks.spawn(async move {
+            let result = tokio::select! {
+                r = worker.repair(&content) => r,
+                _ = worker.shutdown.cancelled() => Err(ObjectError::Unavailable {
+                    hash: content.hash,
+                    reasons: "shutting down".into(),
+                }),
             };
-            let mut repairs = svc.repairs.lock().expect("repairs lock");
-            match finished {
-                Some(t) => repairs.insert(content.hash, Some(t)),
-                None => repairs.remove(&content.hash),
-            };
-            drop(repairs);
-            match result {
+            match &result {
                 Ok(rebuilt) if !rebuilt.is_empty() => {
                     tracing::info!(hash = %content.hash, shards = ?rebuilt, "repaired lost shards")
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(hash = %content.hash, error = %e, "repair failed; a later read retries"),
             }
+            worker.repairs.done(content.hash, &result);
+            drop(permit);
         });
+    }
+}
+
+impl ObjectService {
+    /// Has whatever shards of `content` are missing rebuilt in the background. At
+    /// most one repair of a content is queued or runs at a time, and none starts
+    /// within [`REPAIR_COOLDOWN`] of a failed one, so a read-heavy object on a
+    /// degraded cluster does not cost a locate per read.
+    pub fn schedule_repair(&self, content: ContentRecord) {
+        self.repairs.push(content);
     }
 
     /// Where each missing shard is rebuilt: on the live server that held it before
@@ -115,7 +226,9 @@ impl ObjectService {
     }
 
     /// Rebuilds the shards of `content` no live data server holds; returns their
-    /// indices (empty when nothing was missing).
+    /// indices (empty when nothing was missing). The content is read from k of the
+    /// shards still held, checked against its hash, re-encoded, and only the missing
+    /// shards are written.
     pub async fn repair(&self, content: &ContentRecord) -> Result<Vec<ShardIndex>, ObjectError> {
         let policy = content.policy;
         let n = policy.shards();
@@ -145,66 +258,49 @@ impl ObjectService {
         if targets.is_empty() {
             return Err(ObjectError::NotEnoughServers { live: self.membership.live().len(), needed: n, policy });
         }
-        let mut uploads: Vec<ShardUpload> =
-            targets.into_iter().map(|(shard, addr)| self.start_upload(shard, addr)).collect();
-
+        let wanted = targets.len();
+        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, targets);
         let layout = Layout::new(policy, content.size);
         let source = ContentRecord { placement: placement.clone(), ..content.clone() };
         let stripes = layout.stripes();
         let mut reader = super::read::StripeReader::new(self, &source, stripes.saturating_sub(1));
         let mut encoder = StripeEncoder::new(layout);
+        let mut hasher = PipedHasher::new();
         for s in 0..stripes {
-            let rebuilt = async {
-                let data = reader.stripe(s).await?;
-                encoder
-                    .encode(data)
-                    .map_err(|e| ObjectError::Unavailable { hash: content.hash, reasons: e.to_string() })
-            };
-            let blocks = match rebuilt.await {
-                Ok(b) => b,
+            let data = match reader.stripe(s).await {
+                Ok(d) => d,
                 Err(e) => {
-                    self.abort_all(&mut uploads).await;
+                    uploads.abort();
                     return Err(e);
                 }
             };
-            for u in uploads.iter_mut() {
-                if let Some(sender) = &u.sender {
-                    if sender.send(Ok(blocks[u.shard as usize].clone())).await.is_err() {
-                        u.sender = None;
-                    }
-                }
-            }
-        }
-        for u in uploads.iter_mut() {
-            u.sender = None;
-        }
-        let want = layout.shard_len();
-        let mut rebuilt = Vec::new();
-        let results = join_all(uploads.into_iter().map(|u| async move {
-            let stored = match u.task.await {
-                Ok(Ok(len)) if len == want => self.client.commit(&u.addr, u.id, &content.hash, u.shard, want).await,
-                Ok(Ok(len)) => Err(super::client::DataClientError::Status {
-                    addr: u.addr.clone(),
-                    status: 200,
-                    body: format!("stored {len} of {want} bytes"),
-                }),
-                Ok(Err(e)) => Err(e),
+            hasher.update(data.clone()).await;
+            let blocks = match encoder.encode(data) {
+                Ok(b) => b,
                 Err(e) => {
-                    Err(super::client::DataClientError::Unreachable { addr: u.addr.clone(), reason: e.to_string() })
+                    uploads.abort();
+                    return Err(e.into());
                 }
             };
-            (u.shard, u.addr, stored)
-        }))
-        .await;
-        for (shard, addr, stored) in results {
-            match stored {
-                Ok(()) => {
-                    placement.insert(shard, addr);
-                    rebuilt.push(shard);
-                }
-                Err(e) => tracing::warn!(shard, error = %e, "rebuilt shard not stored"),
+            uploads.send(&blocks).await;
+            if uploads.alive() == 0 {
+                let failures = uploads.take_failures();
+                uploads.abort();
+                return Err(ObjectError::QuorumNotReached { ok: 0, needed: wanted, failures });
             }
         }
+        let actual = hasher.finish().await?;
+        if actual != content.hash {
+            uploads.abort();
+            self.reject_shards(content, reader.used());
+            return Err(ObjectError::ContentMismatch { hash: content.hash, actual });
+        }
+        let stored = uploads.finish(content.hash, layout.shard_len(), wanted).await;
+        for failure in &stored.failures {
+            tracing::warn!(%failure, "rebuilt shard not stored");
+        }
+        let rebuilt: Vec<ShardIndex> = stored.placement.keys().copied().collect();
+        placement.extend(stored.placement);
         self.meta.set_placement(&content.hash, &placement).await?;
         Ok(rebuilt)
     }

@@ -5,39 +5,27 @@
 //!
 //! Nothing becomes visible unless at least the policy's write quorum of shards is
 //! durable and the metadata is committed: a failure at any step aborts the temp
-//! shards and answers an error. Shards that missed the write are rebuilt in the
-//! background. Memory per request is bounded by the small-object threshold plus a
-//! stripe and [`IN_FLIGHT`] blocks per shard, whatever the object's size.
+//! shards and answers an error. A cluster with fewer live data servers than k+m but
+//! at least the quorum still takes writes, one shard per server (never two on one),
+//! and the shards that missed the write are rebuilt in the background. Memory per
+//! request is bounded by the small-object threshold plus a stripe and
+//! [`IN_FLIGHT`](super::uploads::IN_FLIGHT) blocks per shard, whatever the object's
+//! size; a small replicated object is held once, whatever its number of copies.
 
 use std::fmt::Display;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use super::client::DataClientError;
+use super::hashing::PipedHasher;
+use super::uploads::{describe, ShardFailure, ShardUploads, Stored};
 use super::{ObjectError, ObjectService};
 use crate::cluster::choose_servers;
 use crate::codec::{Layout, StripeEncoder};
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
 use crate::meta::{ContentRecord, VersionRecord};
-
-/// Blocks queued per shard before the write waits for the slowest data server.
-pub const IN_FLIGHT: usize = 4;
-
-/// One shard's upload in progress.
-pub(crate) struct ShardUpload {
-    pub(crate) shard: ShardIndex,
-    pub(crate) addr: String,
-    pub(crate) id: Uuid,
-    pub(crate) sender: Option<mpsc::Sender<Result<Bytes, std::io::Error>>>,
-    pub(crate) task: JoinHandle<Result<u64, DataClientError>>,
-}
 
 impl ObjectService {
     /// Stores `body` as the next version of `bucket/name`. When `expected` is given
@@ -75,53 +63,41 @@ impl ObjectService {
             return self.put_whole(bucket, name, head, policy, expected).await;
         }
         let targets = self.choose_targets(policy)?;
-        let mut uploads: Vec<ShardUpload> =
-            targets.into_iter().enumerate().map(|(i, addr)| self.start_upload(i as ShardIndex, addr)).collect();
-
-        let (hash, size) = match self.feed(&mut uploads, head, complete, body, policy).await {
+        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, targets);
+        let (hash, size) = match self.feed(&mut uploads, head, body, policy).await {
             Ok(done) => done,
             Err(e) => {
-                self.abort_all(&mut uploads).await;
+                uploads.abort();
                 return Err(e);
             }
         };
         if let Some(expected) = expected.filter(|e| *e != hash) {
-            self.abort_all(&mut uploads).await;
+            uploads.abort();
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
         }
         // The same content may already be stored (a client that sent no digest): keep
         // the stored shards and drop the new ones.
-        if let Some(existing) = self.durable_content(&hash).await? {
-            self.abort_all(&mut uploads).await;
+        let existing = match self.durable_content(&hash).await {
+            Ok(existing) => existing,
+            Err(e) => {
+                uploads.abort();
+                return Err(e);
+            }
+        };
+        if let Some(existing) = existing {
+            uploads.abort();
             return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
         }
-
         let shard_len = Layout::new(policy, size).shard_len();
-        let mut reasons = Vec::new();
-        let mut uploaded = Vec::new();
-        for u in uploads {
-            let ShardUpload { shard, addr, id, task, .. } = u;
-            match task.await {
-                Ok(Ok(len)) if len == shard_len => uploaded.push((shard, addr, id)),
-                Ok(Ok(len)) => reasons.push(format!("{addr} stored {len} of {shard_len} bytes")),
-                Ok(Err(e)) => reasons.push(e.to_string()),
-                Err(e) => reasons.push(format!("upload to {addr} failed: {e}")),
-            }
-        }
-        let commits = join_all(uploaded.iter().map(|(shard, addr, id)| async move {
-            (*shard, addr.clone(), self.client.commit(addr, *id, &hash, *shard, shard_len).await)
-        }))
-        .await;
-        let mut placement = Placement::new();
-        for (shard, addr, result) in commits {
-            match result {
-                Ok(()) => {
-                    placement.insert(shard, addr);
-                }
-                Err(e) => reasons.push(e.to_string()),
-            }
-        }
-        self.record(bucket, name, ContentRecord { hash, size, policy, placement }, reasons, None).await
+        let stored = uploads.finish(hash, shard_len, policy.write_quorum()).await;
+        self.record(
+            bucket,
+            name,
+            ContentRecord { hash, size, policy, placement: stored.placement },
+            stored.failures,
+            None,
+        )
+        .await
     }
 
     /// Stores an object the write path holds whole in memory (it ended below the
@@ -146,65 +122,68 @@ impl ObjectService {
             return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
         }
         let targets = self.choose_targets(policy)?;
+        let bodies = encode_whole(&data, policy)?;
         let size = data.len() as u64;
-        let layout = Layout::new(policy, size);
-        let mut encoder = StripeEncoder::new(layout);
-        let mut bodies = vec![BytesMut::new(); policy.shards()];
-        for s in 0..layout.stripes() {
-            let (a, b) = layout.stripe_span(s);
-            let blocks = encoder.encode(data.slice(a as usize..b as usize)).map_err(|e| {
-                ObjectError::QuorumNotReached { ok: 0, needed: policy.write_quorum(), reasons: e.to_string() }
-            })?;
-            for (body, block) in bodies.iter_mut().zip(blocks) {
-                body.extend_from_slice(&block);
-            }
-        }
-        // Answer once the write quorum is durable; the remaining shards finish in the
-        // background (a failure there schedules a repair), so a PUT waits for its
-        // k+1 fastest data servers, not its slowest.
+        let stored = self.write_to_quorum(hash, size, policy, targets, bodies).await;
+        let cached = self.cache.wants(size).then_some(data);
+        self.record(
+            bucket,
+            name,
+            ContentRecord { hash, size, policy, placement: stored.placement },
+            stored.failures,
+            cached,
+        )
+        .await
+    }
+
+    /// Writes each whole shard body to its target in one request and returns once
+    /// the write quorum is durable (or every write has ended). The remaining writes
+    /// finish in the background — their targets are recorded, since that is where
+    /// their shards will be — and a failure there schedules a repair, so a PUT waits
+    /// for its k+1 fastest data servers, not its slowest.
+    async fn write_to_quorum(
+        &self,
+        hash: ContentHash,
+        size: u64,
+        policy: Policy,
+        targets: Vec<(ShardIndex, String)>,
+        bodies: Vec<Bytes>,
+    ) -> Stored {
         let quorum = policy.write_quorum();
         let mut writes: FuturesUnordered<_> = targets
             .iter()
-            .zip(bodies)
-            .enumerate()
-            .map(|(i, (addr, body))| {
+            .map(|(shard, addr)| {
                 let client = self.client.clone();
-                let addr = addr.clone();
-                tokio::spawn(async move {
-                    let result = client.put_shard(&addr, &hash, i as ShardIndex, body.freeze()).await;
-                    (i as ShardIndex, addr, result)
+                let (shard, addr) = (*shard, addr.clone());
+                let body = bodies[shard as usize].clone();
+                self.tasks.spawn(async move {
+                    let result = client.put_shard(&addr, &hash, shard, policy, body).await;
+                    (shard, addr, result)
                 })
             })
             .collect();
-        let mut placement = Placement::new();
-        let mut failed = std::collections::BTreeSet::new();
-        let mut reasons = Vec::new();
-        while placement.len() < quorum {
+        let mut stored = Stored::default();
+        let mut ended = std::collections::BTreeSet::new();
+        while stored.placement.len() < quorum {
             match writes.next().await {
                 Some(Ok((shard, addr, Ok(())))) => {
-                    placement.insert(shard, addr);
+                    ended.insert(shard);
+                    stored.placement.insert(shard, addr);
                 }
-                Some(Ok((shard, _, Err(e)))) => {
-                    failed.insert(shard);
-                    reasons.push(e.to_string());
+                Some(Ok((shard, _, Err(error)))) => {
+                    ended.insert(shard);
+                    stored.failures.push(ShardFailure { shard, error });
                 }
-                Some(Err(e)) => reasons.push(format!("shard write task failed: {e}")),
+                Some(Err(e)) => tracing::error!(error = %e, "shard write task failed"),
                 None => break,
             }
         }
-        if placement.len() >= quorum && !writes.is_empty() {
-            // The stragglers' targets are recorded too: that is where their shards
-            // will be. If one fails, the repair it schedules finds the truth by locate.
-            let pending: Placement = targets
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (i as ShardIndex, a.clone()))
-                .filter(|(i, _)| !placement.contains_key(i) && !failed.contains(i))
-                .collect();
-            placement.extend(pending);
+        if stored.placement.len() >= quorum && !writes.is_empty() {
+            let pending: Placement = targets.into_iter().filter(|(i, _)| !ended.contains(i)).collect();
+            stored.placement.extend(pending);
             let svc = self.clone();
-            let content = ContentRecord { hash, size, policy, placement: placement.clone() };
-            tokio::spawn(async move {
+            let content = ContentRecord { hash, size, policy, placement: stored.placement.clone() };
+            self.tasks.spawn(async move {
                 let mut all_stored = true;
                 while let Some(done) = writes.next().await {
                     if !matches!(done, Ok((_, _, Ok(())))) {
@@ -216,8 +195,7 @@ impl ObjectService {
                 }
             });
         }
-        let cached = self.cache.wants(size).then_some(data);
-        self.record(bucket, name, ContentRecord { hash, size, policy, placement }, reasons, cached).await
+        stored
     }
 
     /// The end of every write: checks the quorum, records the version, keeps a small
@@ -227,39 +205,43 @@ impl ObjectService {
         bucket: &str,
         name: &str,
         content: ContentRecord,
-        reasons: Vec<String>,
+        failures: Vec<ShardFailure>,
         cached: Option<Bytes>,
     ) -> Result<VersionRecord, ObjectError> {
         let needed = content.policy.write_quorum();
         if content.placement.len() < needed {
             // Shards that did commit hold content no version points at; they are
             // harmless and a later write of the same content reuses them.
-            return Err(ObjectError::QuorumNotReached {
-                ok: content.placement.len(),
-                needed,
-                reasons: reasons.join("; "),
-            });
+            return Err(ObjectError::QuorumNotReached { ok: content.placement.len(), needed, failures });
         }
         let record = self.meta.put_version(bucket, name, Some(&content)).await?;
         if let Some(data) = cached {
             self.cache.insert(content.hash, data);
         }
         if content.placement.len() < content.policy.shards() {
-            tracing::warn!(hash = %content.hash, reasons = %reasons.join("; "), "stored with fewer shards than the policy; repairing");
+            tracing::warn!(hash = %content.hash, failures = %describe(&failures), "stored with fewer shards than the policy; repairing");
             self.schedule_repair(content);
         }
         Ok(record)
     }
 
-    /// Distinct live data servers for the shards of a new write under `policy`, or
-    /// the error that says how many there are and how many it needs.
-    fn choose_targets(&self, policy: Policy) -> Result<Vec<String>, ObjectError> {
+    /// Distinct live data servers for the shards of a new write under `policy`:
+    /// one per shard, or, when fewer are live, one for each of the first shards as
+    /// long as they reach the write quorum (the shards left out are the last, parity
+    /// first, and repair rebuilds them). Otherwise the error that says how many are
+    /// live and how many the policy needs.
+    fn choose_targets(&self, policy: Policy) -> Result<Vec<(ShardIndex, String)>, ObjectError> {
         let live = self.membership.live();
-        choose_servers(&live, policy.shards()).ok_or(ObjectError::NotEnoughServers {
+        let n = policy.shards().min(live.len());
+        if n < policy.write_quorum() {
+            return Err(ObjectError::NotEnoughServers { live: live.len(), needed: policy.write_quorum(), policy });
+        }
+        let chosen = choose_servers(&live, n).ok_or(ObjectError::NotEnoughServers {
             live: live.len(),
-            needed: policy.shards(),
+            needed: policy.write_quorum(),
             policy,
-        })
+        })?;
+        Ok(chosen.into_iter().enumerate().map(|(i, addr)| (i as ShardIndex, addr)).collect())
     }
 
     /// The recorded content with this hash, if enough of its shards are still
@@ -275,27 +257,13 @@ impl ObjectService {
         Ok(Some(content))
     }
 
-    /// Starts streaming a new temp shard `shard` to `addr`; blocks are sent through
-    /// the returned upload's `sender`.
-    pub(crate) fn start_upload(&self, shard: ShardIndex, addr: String) -> ShardUpload {
-        let (sender, receiver) = mpsc::channel(IN_FLIGHT);
-        let id = Uuid::new_v4();
-        let client = self.client.clone();
-        let target = addr.clone();
-        let task = tokio::spawn(async move {
-            client.upload(&target, id, tokio_stream::wrappers::ReceiverStream::new(receiver)).await
-        });
-        ShardUpload { shard, addr, id, sender: Some(sender), task }
-    }
-
     /// Streams the body (its first bytes already in `head`) to the uploads stripe by
     /// stripe, hashing it; returns its hash and length. Stops early when fewer uploads
     /// than the write quorum are still alive.
     async fn feed<S, E>(
         &self,
-        uploads: &mut [ShardUpload],
+        uploads: &mut ShardUploads,
         mut head: Head,
-        complete: bool,
         mut body: S,
         policy: Policy,
     ) -> Result<(ContentHash, u64), ObjectError>
@@ -307,23 +275,23 @@ impl ObjectService {
         let stripe = layout.stripe_data() as usize;
         let mut encoder = StripeEncoder::new(layout);
         let quorum = policy.write_quorum();
-        let mut finished = complete;
+        let mut finished = false;
         head.pipe();
         loop {
             while head.buf.len() >= stripe || (finished && !head.buf.is_empty()) {
                 let take = stripe.min(head.buf.len());
                 let data = head.buf.split_to(take).freeze();
-                let blocks = encoder.encode(data).map_err(|e| ObjectError::QuorumNotReached {
-                    ok: 0,
-                    needed: quorum,
-                    reasons: e.to_string(),
-                })?;
-                send_blocks(uploads, blocks, quorum).await?;
+                let blocks = encoder.encode(data)?;
+                uploads.send(&blocks).await;
+                if uploads.alive() < quorum {
+                    return Err(ObjectError::QuorumNotReached {
+                        ok: uploads.alive(),
+                        needed: quorum,
+                        failures: uploads.take_failures(),
+                    });
+                }
             }
             if finished {
-                for u in uploads.iter_mut() {
-                    u.sender = None;
-                }
                 return Ok((head.finish_hash().await?, head.size));
             }
             match body.next().await {
@@ -333,46 +301,26 @@ impl ObjectService {
             }
         }
     }
-
-    /// Breaks off every upload still streaming, waits for them to end, and removes
-    /// every temp shard (best effort: what this misses, the data servers' temp
-    /// cleaning removes later).
-    pub(crate) async fn abort_all(&self, uploads: &mut [ShardUpload]) {
-        for u in uploads.iter_mut() {
-            if let Some(s) = u.sender.take() {
-                let _ = s.send(Err(std::io::Error::other("write aborted"))).await;
-            }
-        }
-        let _ = join_all(uploads.iter_mut().map(|u| &mut u.task)).await;
-        join_all(uploads.iter().map(|u| async move {
-            if let Err(e) = self.client.abort(&u.addr, u.id).await {
-                tracing::debug!(error = %e, "abort of temp shard failed");
-            }
-        }))
-        .await;
-    }
 }
 
-/// Sends block `i` to upload `i`; an upload whose server stopped is dropped, and too
-/// few left is an error.
-async fn send_blocks(uploads: &mut [ShardUpload], blocks: Vec<Bytes>, quorum: usize) -> Result<(), ObjectError> {
-    for u in uploads.iter_mut() {
-        let Some(sender) = &u.sender else { continue };
-        if sender.send(Ok(blocks[u.shard as usize].clone())).await.is_err() {
-            tracing::warn!(addr = %u.addr, "shard upload stopped early");
-            u.sender = None;
+/// The shard bodies of an object held whole: with k = 1 every shard is the object
+/// itself (one buffer shared by every copy), otherwise the concatenated blocks of
+/// each shard, stripe by stripe.
+fn encode_whole(data: &Bytes, policy: Policy) -> Result<Vec<Bytes>, ObjectError> {
+    if policy.k == 1 {
+        return Ok(vec![data.clone(); policy.shards()]);
+    }
+    let layout = Layout::new(policy, data.len() as u64);
+    let mut encoder = StripeEncoder::new(layout);
+    let mut bodies = vec![BytesMut::with_capacity(layout.shard_len() as usize); policy.shards()];
+    for s in 0..layout.stripes() {
+        let (a, b) = layout.stripe_span(s);
+        let blocks = encoder.encode(data.slice(a as usize..b as usize))?;
+        for (body, block) in bodies.iter_mut().zip(blocks) {
+            body.extend_from_slice(&block);
         }
     }
-    let alive = uploads.iter().filter(|u| u.sender.is_some()).count();
-    if alive < quorum {
-        let stopped: Vec<&str> = uploads.iter().filter(|u| u.sender.is_none()).map(|u| u.addr.as_str()).collect();
-        return Err(ObjectError::QuorumNotReached {
-            ok: alive,
-            needed: quorum,
-            reasons: format!("data servers stopped accepting: {}", stopped.join(", ")),
-        });
-    }
-    Ok(())
+    Ok(bodies.into_iter().map(BytesMut::freeze).collect())
 }
 
 /// The body bytes read so far but not yet sent, with the running hash and length.
@@ -389,7 +337,7 @@ struct Head {
 /// encoding and the sending instead of before them.
 enum Hashing {
     Inline(Sha256),
-    Piped { chunks: mpsc::Sender<Bytes>, hasher: JoinHandle<Sha256> },
+    Piped(PipedHasher),
 }
 
 impl Default for Hashing {
@@ -398,45 +346,29 @@ impl Default for Hashing {
     }
 }
 
-/// Chunks queued for the hashing thread.
-const HASH_QUEUE: usize = 32;
-
 impl Head {
     async fn push(&mut self, bytes: Bytes) {
         self.size += bytes.len() as u64;
         self.buf.extend_from_slice(&bytes);
         match &mut self.hashing {
             Hashing::Inline(h) => h.update(&bytes),
-            // A closed queue means the hashing thread died; `finish_hash` reports it.
-            Hashing::Piped { chunks, .. } => drop(chunks.send(bytes).await),
+            Hashing::Piped(p) => p.update(bytes).await,
         }
     }
 
     /// Moves the hashing onto a thread of its own.
     fn pipe(&mut self) {
         if let Hashing::Inline(h) = &mut self.hashing {
-            let mut hasher = std::mem::take(h);
-            let (chunks, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
-            let hasher = tokio::task::spawn_blocking(move || {
-                while let Some(chunk) = rx.blocking_recv() {
-                    hasher.update(&chunk);
-                }
-                hasher
-            });
-            self.hashing = Hashing::Piped { chunks, hasher };
+            self.hashing = Hashing::Piped(PipedHasher::continue_from(std::mem::take(h)));
         }
     }
 
     /// The hash of everything pushed.
     async fn finish_hash(&mut self) -> Result<ContentHash, ObjectError> {
-        let hasher = match std::mem::take(&mut self.hashing) {
-            Hashing::Inline(h) => h,
-            Hashing::Piped { chunks, hasher } => {
-                drop(chunks);
-                hasher.await.map_err(|e| ObjectError::BodyBroken(format!("hashing thread failed: {e}")))?
-            }
-        };
-        Ok(ContentHash::from_bytes(hasher.finalize().into()))
+        match std::mem::take(&mut self.hashing) {
+            Hashing::Inline(h) => Ok(ContentHash::from_bytes(h.finalize().into())),
+            Hashing::Piped(p) => Ok(p.finish().await?),
+        }
     }
 
     /// Reads until at least `limit` bytes are buffered or the body ends; true when it
@@ -457,15 +389,15 @@ impl Head {
     }
 }
 
-/// Hashes a body without keeping it.
+/// Hashes a body without keeping it, on a thread of its own like the streamed path.
 async fn hash_only<S, E>(body: &mut S) -> Result<ContentHash, ObjectError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Display,
 {
-    let mut hasher = Sha256::new();
+    let mut hasher = PipedHasher::new();
     while let Some(chunk) = body.next().await {
-        hasher.update(&chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?);
+        hasher.update(chunk.map_err(|e| ObjectError::BodyBroken(e.to_string()))?).await;
     }
-    Ok(ContentHash::from_bytes(hasher.finalize().into()))
+    Ok(hasher.finish().await?)
 }
