@@ -19,3 +19,4 @@ pub mod dev;
 pub mod meta;
 pub mod object;
 pub mod range;
+pub mod size;
