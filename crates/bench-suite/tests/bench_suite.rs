@@ -259,7 +259,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
             load_after: Some("1.00 0.50 0.40".into()),
             cpu: Some(CpuUse { total: 1000, busy: 700, ours: 300 }),
         },
-        command: "cargo build --release && target/release/cairn bench --suite --out BENCH.md".into(),
+        command: "cargo build --release && target/release/cairn-bench-suite --out BENCH.md".into(),
         quick: false,
         cell_duration: Duration::from_secs(5),
         redundancy: Redundancy::DEFAULT,
@@ -358,7 +358,7 @@ fn the_report_shows_machine_ceilings_every_cell_and_the_targets() {
     for expected in [
         "# cairn benchmarks",
         "2026-01-02T03:04:05Z",
-        "```sh\ncargo build --release && target/release/cairn bench --suite --out BENCH.md\n```",
+        "```sh\ncargo build --release && target/release/cairn-bench-suite --out BENCH.md\n```",
         "| CPU | Test CPU, 2 logical cores |",
         "| memory | 8.0 GiB |",
         "| kernel (`uname -r`) | 6.1.0-test |",
