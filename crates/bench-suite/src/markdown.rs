@@ -1,6 +1,12 @@
 //! The suite's report as Markdown (`BENCH.md`) and the evaluation of issue 5's
 //! targets: pure functions of a [`SuiteReport`], so that tests can render a made-up
 //! one. Every number in the report comes from the report; nothing is written by hand.
+//!
+//! Tables are written row by row with `writeln!`, not with a table crate: `tabled`
+//! without default features adds four crates (`tabled`, `papergrid`, `bytecount`,
+//! `unicode-width`) for what is a header line and a `|`-joined row here, and its
+//! Markdown style pads every column to its widest cell, which would change the
+//! layout of every `BENCH.md` for no gain in what it says.
 
 use std::fmt::Write as _;
 
