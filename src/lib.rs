@@ -20,3 +20,4 @@ pub mod meta;
 pub mod object;
 pub mod range;
 pub mod server;
+pub mod size;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use cairn::api::{self, ApiConfig, RequestLimits};
-use cairn::bench::{BenchCommand, ByteSize, SuiteArgs};
+use cairn::bench::BenchArgs;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::content::Policy;
@@ -23,6 +23,7 @@ use cairn::dev::{DevCluster, DevConfig};
 use cairn::object::client::DataTimeouts;
 use cairn::object::ObjectConfig;
 use cairn::server::HttpTimeouts;
+use cairn::size::ByteSize;
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "A distributed object store")]
@@ -41,9 +42,9 @@ enum Command {
     /// bus, embedded metadata store); no external service needed.
     Dev(DevArgs),
     /// Load an API server with PUTs and/or GETs for a while and report throughput and
-    /// latency (like MinIO's warp); deletes what it wrote unless --keep. With --suite,
-    /// run the standard matrix against clusters it starts and write BENCH.md.
-    Bench(BenchCommand),
+    /// latency (like MinIO's warp); deletes what it wrote unless --keep. (The standard
+    /// matrix that writes BENCH.md is the separate `cairn-bench-suite` binary.)
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -208,12 +209,11 @@ fn main() -> anyhow::Result<()> {
             Command::Data(args) => run_data(args, shutdown).await,
             Command::Api(args) => run_api(args, shutdown).await,
             Command::Dev(args) => run_dev(args, shutdown).await,
-            Command::Bench(BenchCommand::Run(args)) => {
+            Command::Bench(args) => {
                 let report = cairn::bench::run_until(&args, shutdown).await?;
                 println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
                 Ok(report.check()?)
             }
-            Command::Bench(BenchCommand::Suite(args)) => run_suite(args, shutdown).await,
         }
     })
 }
@@ -297,20 +297,6 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
-}
-
-async fn run_suite(args: SuiteArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding the cairn binary to start servers from")?;
-    let config = args.config(exe, std::env::temp_dir());
-    let report = cairn::bench::suite::run_suite(&config, shutdown).await?;
-    let markdown = cairn::bench::markdown::render(&report);
-    std::fs::write(&args.out, markdown).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{}", cairn::bench::markdown::render_summary(&report));
-    println!("cairn bench: wrote {}", args.out.display());
-    match report.failed_cells() {
-        0 => Ok(()),
-        n => bail!("{n} cells failed or had failed requests (see {})", args.out.display()),
-    }
 }
 
 async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! `cairn bench` against an in-process cluster: a short run goes cleanly, reports
-//! every figure and leaves nothing behind; plus the pure pieces (size parsing,
-//! percentiles, payload chunking). No test here asserts a performance figure.
+//! every figure and leaves nothing behind; `--op get-missing`; plus the pure pieces
+//! (size parsing, percentiles, payload chunking). No test here asserts a performance figure.
 
 mod common;
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 
-use cairn::bench::{self, percentile, BenchArgs, BenchError, ByteSize, LatencySummary, Op, OpReport, Payload};
+use cairn::bench::{self, percentile, BenchArgs, BenchError, LatencySummary, Op, OpReport, Payload};
+use cairn::size::{self, ByteSize};
 
 fn args(base: &str, op: Op, size: &str, concurrency: u32, duration: Duration) -> BenchArgs {
     let mut args = BenchArgs::new(base);
@@ -135,6 +136,27 @@ async fn put_run_with_keep_leaves_its_objects_readable() {
     t.cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_missing_counts_404_as_success_and_writes_nothing() {
+    let t = common::start("1+0", 6).await;
+    let mut args = BenchArgs::new(&t.base);
+    args.op = Op::GetMissing;
+    args.concurrency = 2;
+    args.duration = Duration::from_millis(500);
+    let report = bench::run(&args).await.expect("bench runs");
+
+    assert_eq!(report.prepared_objects, 0);
+    assert_eq!(report.get_percent, 100);
+    let kinds: Vec<&str> = report.ops.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(kinds, ["GET"]);
+    let get = &report.ops[0];
+    assert!(get.ops > 0, "{get:?}");
+    assert_eq!((get.errors, get.bytes), (0, 0), "{:?}", get.first_errors);
+    assert!(get.latency_us.is_some());
+    let cleanup = report.cleanup.expect("cleanup ran");
+    assert_eq!((cleanup.attempted, cleanup.deleted), (0, 0));
+}
+
 #[tokio::test]
 async fn unreachable_endpoint_is_an_error_not_a_report() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -191,21 +213,21 @@ fn sizes_parse_with_binary_and_decimal_units() {
     assert_eq!(ok("18446744073709551615"), u64::MAX);
 
     let bad = |s: &str| s.parse::<ByteSize>().expect_err(s);
-    assert_eq!(bad(""), bench::BadSize::Empty);
+    assert_eq!(bad(""), size::BadSize::Empty);
     for s in ["KiB", "-1", "1.2.3", ".", "x4"] {
-        assert!(matches!(bad(s), bench::BadSize::NoNumber(_)), "{s}: {:?}", bad(s));
+        assert!(matches!(bad(s), size::BadSize::NoNumber(_)), "{s}: {:?}", bad(s));
     }
     for s in ["4K", "4M", "4 G", "4 kibibytes", "4Ki", "4iB"] {
-        assert!(matches!(bad(s), bench::BadSize::UnknownUnit { .. }), "{s}: {:?}", bad(s));
+        assert!(matches!(bad(s), size::BadSize::UnknownUnit { .. }), "{s}: {:?}", bad(s));
     }
     for s in ["0.3KiB", "1.5", "0.0001KB"] {
-        assert!(matches!(bad(s), bench::BadSize::Fractional(_)), "{s}: {:?}", bad(s));
+        assert!(matches!(bad(s), size::BadSize::Fractional(_)), "{s}: {:?}", bad(s));
     }
     for s in ["18446744073709551616", "16EiB", "17000000TiB", "99999999999999999999999999999999999999999"] {
         let e = bad(s);
-        assert!(matches!(e, bench::BadSize::TooLarge(_) | bench::BadSize::UnknownUnit { .. }), "{s}: {e:?}");
+        assert!(matches!(e, size::BadSize::TooLarge(_) | size::BadSize::UnknownUnit { .. }), "{s}: {e:?}");
     }
-    assert!(matches!(bad("17000000TiB"), bench::BadSize::TooLarge(_)));
+    assert!(matches!(bad("17000000TiB"), size::BadSize::TooLarge(_)));
 }
 
 #[test]

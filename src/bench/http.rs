@@ -77,7 +77,8 @@ fn chain(e: &reqwest::Error) -> String {
 
 /// Where the objects live on one API server, and how to reach it.
 #[derive(Clone, Debug)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
+    /// The HTTP client every request goes through.
     pub client: Client,
     /// The endpoint without a trailing slash.
     pub base: String,

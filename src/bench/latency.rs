@@ -57,6 +57,6 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 }
 
 /// `elapsed` in whole microseconds, saturating at `u32::MAX` (71 minutes).
-pub(crate) fn micros(elapsed: Duration) -> u32 {
+pub fn micros(elapsed: Duration) -> u32 {
     u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
 }

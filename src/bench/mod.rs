@@ -1,7 +1,8 @@
 //! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
 //! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
 //! proxy, no redirects, no retries), and uses no other part of cairn than the object
-//! name rules of [`crate::api::names`]; nothing else depends on it.
+//! name rules of [`crate::api::names`] and the sizes of [`crate::size`]; nothing in
+//! the servers depends on it.
 //!
 //! One run ([`run`]) goes through four phases and returns a [`BenchReport`]; it
 //! prints nothing, so that a caller can render one report or tabulate many.
@@ -40,11 +41,10 @@
 //!
 //! # The suite
 //!
-//! `cairn bench --suite` ([`suite`]) runs a standard matrix of such runs against
-//! clusters it starts itself (`cairn dev` in-process through [`crate::dev`], and the
-//! multi-process layout by spawning the `cairn` binary), measures the machine's
-//! ceilings ([`ceilings`]) and writes a Markdown report ([`markdown`]). Only the
-//! suite uses other parts of cairn than the name rules.
+//! The standard matrix of such runs, the machine's ceilings and the Markdown report
+//! (`BENCH.md`) live in the workspace member `crates/bench-suite` (binary
+//! `cairn-bench-suite`), which uses this module through the library; nothing here
+//! knows of it, and the server binary does not carry it.
 //!
 //! # The JSON report
 //!
@@ -69,18 +69,11 @@
 //! `p90_us`, `p99_us`, `max_us`, in microseconds, from sending the request to the
 //! last byte of the answer) and `first_errors` (at most five messages).
 
-pub mod ceilings;
-mod command;
 mod http;
 mod latency;
-mod layout;
 mod load;
-pub mod machine;
-pub mod markdown;
 mod payload;
 mod report;
-mod size;
-pub mod suite;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -92,15 +85,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::names::{self, BadName};
-use http::Endpoint;
+use crate::size::ByteSize;
 use load::{Limit, Schedule, Shared, Tally};
 
-pub use command::{BenchCommand, SuiteArgs};
-pub use http::{encode_name, OpError};
-pub use latency::{percentile, LatencySummary};
+pub use http::{encode_name, Endpoint, OpError};
+pub use latency::{micros, percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
 pub use report::{BenchReport, CleanupReport, OpReport};
-pub use size::{BadSize, ByteSize};
 
 /// Share of GETs in `--op mixed`, in percent; the other requests are PUTs.
 pub const MIXED_GET_PERCENT: u32 = 70;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::latency::LatencySummary;
 use super::load::{Tally, KEPT_ERRORS};
-use super::size::ByteSize;
 use super::{BenchError, Op};
+use crate::size::ByteSize;
 
 /// Everything one run measured, with the parameters it ran with. See the module
 /// documentation of [`crate::bench`] for the JSON form.

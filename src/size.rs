@@ -1,4 +1,6 @@
-//! Object sizes as people type them: `4KiB`, `64 MiB`, `1.5GiB`, `4096`, `4KB`.
+//! Sizes as people type them on a command line: `4KiB`, `64 MiB`, `1.5GiB`, `4096`,
+//! `4KB`. The servers' flags (`--small-threshold`, `--cache-size`) and `cairn bench
+//! --size` parse them; nothing else in cairn depends on this module.
 //!
 //! Binary units (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024, decimal ones (`KB`,
 //! `MB`, `GB`, `TB`) powers of 1000; a bare number or `B` is bytes. Units are matched
@@ -6,6 +8,11 @@
 //! accepted when it comes to a whole number of bytes (`1.5KiB` is 1536; `0.3KiB` is
 //! refused rather than silently rounded). Bare `K`/`M`/`G` are refused: whether they
 //! mean 1000 or 1024 is exactly the ambiguity a benchmark report must not have.
+//!
+//! Why not the `bytesize` crate: its parser goes through `f64` (a large size loses
+//! bytes, `0.3KiB` is silently truncated to 307), takes bare `K` as 1000, and
+//! reports errors as a `String`; its `Display` writes `4.0 KiB`, which would change
+//! every size in the bench reports. This file is small and exact.
 
 use std::fmt;
 use std::str::FromStr;

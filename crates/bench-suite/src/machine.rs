@@ -6,6 +6,12 @@
 //! before and after, and the CPU time used during the suite by this process and its
 //! children versus by everything else (other people's compilers, say), since a
 //! benchmark on a shared machine is only as good as what else ran beside it.
+//!
+//! Why not `procfs` or `sysinfo`: the parsing here is about a hundred lines with no
+//! dependency. `procfs` 0.18 (the lightest, sharing our `rustix` 1) would add
+//! `procfs` and `procfs-core` yet still leave the kernel release (it keeps only
+//! major.minor.patch) and the load average (floats, not the text `/proc` prints) to
+//! us; `sysinfo` is larger still. Neither is lighter than what is here.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

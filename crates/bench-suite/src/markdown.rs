@@ -1,13 +1,20 @@
 //! The suite's report as Markdown (`BENCH.md`) and the evaluation of issue 5's
 //! targets: pure functions of a [`SuiteReport`], so that tests can render a made-up
 //! one. Every number in the report comes from the report; nothing is written by hand.
+//!
+//! Tables are written row by row with `writeln!`, not with a table crate: `tabled`
+//! without default features adds four crates (`tabled`, `papergrid`, `bytecount`,
+//! `unicode-width`) for what is a header line and a `|`-joined row here, and its
+//! Markdown style pads every column to its widest cell, which would change the
+//! layout of every `BENCH.md` for no gain in what it says.
 
 use std::fmt::Write as _;
 
-use super::ceilings::OpsRate;
-use super::latency::LatencySummary;
-use super::suite::{cell_label, write_amplification, Cell, Layout, LayoutOutcome, SuiteReport};
-use super::{BenchReport, ByteSize, Op, OpReport};
+use cairn::bench::{BenchReport, LatencySummary, Op, OpReport};
+use cairn::size::ByteSize;
+
+use crate::ceilings::OpsRate;
+use crate::suite::{cell_label, write_amplification, Cell, Layout, LayoutOutcome, SuiteReport};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -194,7 +201,7 @@ impl Ceiling {
 /// in MB/s: PUTs against the fsync write speed ÷ (k+m)/k (every shard lands on this
 /// one disk), GETs against the lower of loopback HTTP and warm read. Smaller ones
 /// are measured in requests per second: PUTs against small fsyncs (at one or at
-/// [`PARALLEL`](super::ceilings::PARALLEL) at once, as the cell has one client or
+/// [`PARALLEL`](crate::ceilings::PARALLEL) at once, as the cell has one client or
 /// more) ÷ shards, GETs and GETs of missing names against loopback 4 KiB GETs at
 /// the same concurrency. `None` for mixed runs.
 pub fn ceiling_for(cell: &Cell, report: &SuiteReport) -> Option<Ceiling> {
@@ -277,7 +284,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(
         out,
-        "Written by `cairn bench --suite` on {}; every figure below comes from that run. To regenerate:",
+        "Written by `cairn-bench-suite` on {}; every figure below comes from that run. To regenerate:",
         m.date
     )?;
     writeln!(out)?;
@@ -334,7 +341,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(out, "- MB/s is decimal megabytes (10^6 bytes) of object data per second; a PUT's MB/s counts the object once, not its redundancy.")?;
     writeln!(out, "- Latency runs from sending a request to the last byte of its answer, successful requests only; p50/p90/p99 are nearest-rank percentiles. Cells with few requests (the large objects) have few samples.")?;
-    writeln!(out, "- Each cell is one `cairn bench` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", super::suite::MAX_PREPARED_BYTES / MIB)?;
+    writeln!(out, "- Each cell is one `cairn bench` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", crate::suite::MAX_PREPARED_BYTES / MIB)?;
     writeln!(out, "- GET missing reads names never written; the expected 404 counts as a success.")?;
     writeln!(out, "- The \"of ceiling\" column compares large objects in MB/s and small ones (and missing names) in requests per second; see Ceilings for which measurement each is compared with. A large GET crosses HTTP twice (data servers to API server, API server to client); a small GET may be answered from the API server's cache.")?;
     writeln!(out, "- The fsync write is one stream, while the data servers each write a shard at once, which a disk (a virtual one especially) may serve faster: a PUT above 100% of its ceiling says that, not that the ceiling is wrong. A PUT is acknowledged once k+1 shards are durable, the last one still landing.")?;

@@ -1,4 +1,4 @@
-//! `cairn bench --suite`: the command line, `--op get-missing`, the ceiling
+//! `cairn-bench-suite`: the command line, the ceiling
 //! measurements on small sizes, the machine parsers, the report and the targets
 //! rendered from made-up results, and a tiny suite end to end (a few short cells
 //! instead of the standard matrix, which takes too long for a test). No test here
@@ -12,51 +12,68 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
-use cairn::bench::machine::{self, CpuUse, Machine, Mount};
-use cairn::bench::markdown::{self, Verdict};
-use cairn::bench::suite::{
+use cairn::bench::{BenchReport, CleanupReport, LatencySummary, Op, OpReport};
+use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
+use cairn_bench_suite::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
+use cairn_bench_suite::machine::{self, CpuUse, Machine, Mount};
+use cairn_bench_suite::markdown::{self, Verdict};
+use cairn_bench_suite::suite::{
     self, Cell, CellResult, Layout, LayoutOutcome, LayoutReport, Redundancy, SuiteConfig, SuiteReport,
 };
-use cairn::bench::{self, BenchArgs, BenchCommand, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    bench: BenchCommand,
-}
-
 #[test]
-fn suite_needs_no_endpoint_and_a_single_run_still_does() {
-    let parsed = Cli::try_parse_from(["cairn", "--suite", "--quick"]).unwrap().bench;
-    let BenchCommand::Suite(args) = parsed else { panic!("--suite parses as a suite: {parsed:?}") };
+fn the_command_line_describes_the_suite_and_how_to_regenerate_it() {
+    let args = SuiteArgs::try_parse_from(["cairn-bench-suite", "--quick"]).unwrap();
     assert!(args.quick);
     assert_eq!(args.out, Path::new("BENCH.md"));
     assert_eq!(args.port, suite::DEFAULT_BASE_PORT);
-    assert_eq!(
-        args.command_line(),
-        "cargo build --release && target/release/cairn bench --suite --out BENCH.md --quick"
-    );
+    assert_eq!(args.cairn, None);
+    assert_eq!(args.command_line(), "cargo build --release && target/release/cairn-bench-suite --out BENCH.md --quick");
 
     let config = args.config("/bin/cairn".into(), "/tmp".into());
     assert_eq!(config.cairn_exe.as_deref(), Some(Path::new("/bin/cairn")));
     assert_eq!(config.work_dir, Path::new("/tmp"));
     assert_eq!(config.cell_duration, Duration::from_secs(1));
     assert!(config.cells.iter().all(|c| c.size.bytes() < GIB), "--quick has no 1 GiB cells");
+    assert_eq!(config.command, args.command_line());
 
-    let parsed = Cli::try_parse_from(["cairn", "--endpoint", "http://127.0.0.1:1"]).unwrap().bench;
-    assert_eq!(parsed, BenchCommand::Run(BenchArgs::new("http://127.0.0.1:1")));
-    let parsed = Cli::try_parse_from(["cairn", "--endpoint", "http://h:1", "--op", "get-missing"]).unwrap().bench;
-    let BenchCommand::Run(args) = parsed else { panic!("a single run: {parsed:?}") };
-    assert_eq!((args.op, args.objects_to_prepare()), (Op::GetMissing, 0));
+    let args = SuiteArgs::try_parse_from([
+        "cairn-bench-suite",
+        "--out",
+        "x.md",
+        "--broker",
+        "amqp://u:secret@127.0.0.1:5672",
+        "--port",
+        "13000",
+        "--cairn",
+        "/opt/cairn",
+    ])
+    .unwrap();
+    assert_eq!(
+        args.command_line(),
+        "cargo build --release && target/release/cairn-bench-suite --out x.md --broker amqp://u:…@127.0.0.1:5672 \
+         --port 13000 --cairn /opt/cairn"
+    );
+    assert!(SuiteArgs::try_parse_from(["cairn-bench-suite", "--suite"]).is_err(), "no --suite flag any more");
+    assert!(SuiteArgs::try_parse_from(["cairn-bench-suite", "--endpoint", "http://h:1"]).is_err());
+}
 
-    if std::env::var_os("CAIRN_ENDPOINT").is_none() {
-        assert!(Cli::try_parse_from(["cairn", "--op", "get"]).is_err(), "a single run needs --endpoint");
-    }
+#[test]
+fn the_cairn_binary_is_found_beside_the_suite_or_one_level_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    std::fs::create_dir_all(release.join("deps")).unwrap();
+    let suite_exe = release.join("cairn-bench-suite");
+    let test_exe = release.join("deps").join("bench_suite-0123");
+    assert_eq!(cairn_beside(&suite_exe), None, "nothing built yet");
+    let cairn = release.join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
+    std::fs::write(&cairn, b"").unwrap();
+    assert_eq!(cairn_beside(&suite_exe), Some(cairn.clone()));
+    assert_eq!(cairn_beside(&test_exe), Some(cairn));
 }
 
 #[test]
@@ -86,27 +103,6 @@ fn the_standard_matrix_has_every_cell_of_issue_5() {
     assert_eq!(Cell::new(Op::Get, 64 * MIB, 1).bench_args("http://h:1", Duration::ZERO).objects, Some(4));
     assert_eq!(Cell::new(Op::Get, 4 * KIB, 16).bench_args("http://h:1", Duration::ZERO).objects, Some(64));
     assert_eq!(Cell::new(Op::Put, GIB, 1).bench_args("http://h:1", Duration::ZERO).objects, None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_missing_counts_404_as_success_and_writes_nothing() {
-    let t = common::start("1+0", 6).await;
-    let mut args = BenchArgs::new(&t.base);
-    args.op = Op::GetMissing;
-    args.concurrency = 2;
-    args.duration = Duration::from_millis(500);
-    let report = bench::run(&args).await.expect("bench runs");
-
-    assert_eq!(report.prepared_objects, 0);
-    assert_eq!(report.get_percent, 100);
-    let kinds: Vec<&str> = report.ops.iter().map(|r| r.op.as_str()).collect();
-    assert_eq!(kinds, ["GET"]);
-    let get = &report.ops[0];
-    assert!(get.ops > 0, "{get:?}");
-    assert_eq!((get.errors, get.bytes), (0, 0), "{:?}", get.first_errors);
-    assert!(get.latency_us.is_some());
-    let cleanup = report.cleanup.expect("cleanup ran");
-    assert_eq!((cleanup.attempted, cleanup.deleted), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +259,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
             load_after: Some("1.00 0.50 0.40".into()),
             cpu: Some(CpuUse { total: 1000, busy: 700, ours: 300 }),
         },
-        command: "cargo build --release && target/release/cairn bench --suite --out BENCH.md".into(),
+        command: "cargo build --release && target/release/cairn-bench-suite --out BENCH.md".into(),
         quick: false,
         cell_duration: Duration::from_secs(5),
         redundancy: Redundancy::DEFAULT,
@@ -362,7 +358,7 @@ fn the_report_shows_machine_ceilings_every_cell_and_the_targets() {
     for expected in [
         "# cairn benchmarks",
         "2026-01-02T03:04:05Z",
-        "```sh\ncargo build --release && target/release/cairn bench --suite --out BENCH.md\n```",
+        "```sh\ncargo build --release && target/release/cairn-bench-suite --out BENCH.md\n```",
         "| CPU | Test CPU, 2 logical cores |",
         "| memory | 8.0 GiB |",
         "| kernel (`uname -r`) | 6.1.0-test |",
@@ -451,10 +447,18 @@ async fn a_tiny_suite_runs_against_the_multi_process_layout_and_stops_it() {
     if !common::rabbitmq_reachable("a_tiny_suite_runs_against_the_multi_process_layout_and_stops_it").await {
         return;
     }
+    // The `cairn` binary belongs to another package, so Cargo gives this test no
+    // CARGO_BIN_EXE_cairn; the workspace's `cargo test` builds it into target/<profile>/.
+    let Some(cairn_exe) = cairn_beside(&std::env::current_exe().unwrap()) else {
+        let why = "no `cairn` binary in this target directory (the workspace's `cargo test` builds it)";
+        assert!(!common::services_required(), "{why} and CAIRN_REQUIRE_SERVICES=1");
+        eprintln!("SKIPPED a_tiny_suite_runs_against_the_multi_process_layout_and_stops_it: {why}");
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cells = vec![Cell::new(Op::Put, 4 * KIB, 1), Cell::new(Op::GetMissing, 0, 1)];
     let mut config = tiny_config(dir.path(), cells);
-    config.cairn_exe = Some(env!("CARGO_BIN_EXE_cairn").into());
+    config.cairn_exe = Some(cairn_exe);
     config.broker_url = common::BROKER_URL.to_string();
     // Away from the real suite's 12400 and a developer's 12345.
     config.base_port = 12_470;

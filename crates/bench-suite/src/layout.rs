@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::http::Endpoint;
-use crate::dev::{DevCluster, DevConfig, DevError, DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
+use cairn::bench::Endpoint;
+use cairn::dev::{DevCluster, DevConfig, DevError, DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
+use cairn::size::ByteSize;
 
 /// Data servers in either layout.
 pub const DATA_SERVERS: u8 = 6;
@@ -100,7 +101,7 @@ pub(crate) async fn start_dev(root: &Path) -> Result<DevLayout, LayoutError> {
          heartbeat every {}",
         config.policy,
         config.small_policy,
-        super::ByteSize(config.small_threshold),
+        ByteSize(config.small_threshold),
         humantime::format_duration(config.heartbeat_interval),
     );
     let cluster = DevCluster::start(config).await?;
@@ -269,7 +270,7 @@ pub(crate) async fn start_processes(
          127.29.2.1-2:{port}, RabbitMQ at {}, one SQLite file; policy {DEFAULT_POLICY} ({DEFAULT_SMALL_POLICY} \
          below {}), heartbeat every {}; the cells alternate between the two API servers (each cell loads one)",
         broker_addr(broker).unwrap_or_else(|| "?".into()),
-        super::ByteSize(DEFAULT_SMALL_THRESHOLD),
+        ByteSize(DEFAULT_SMALL_THRESHOLD),
         duration(dev.heartbeat_interval),
     );
     Ok(ProcessLayout { processes, endpoints, description })

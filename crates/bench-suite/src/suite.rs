@@ -1,11 +1,11 @@
-//! `cairn bench --suite`: the standard matrix of runs against clusters the suite
+//! `cairn-bench-suite`: the standard matrix of runs against clusters the suite
 //! starts itself, beside the machine's ceilings, as one [`SuiteReport`] that
-//! [`crate::bench::markdown`] renders.
+//! [`crate::markdown`] renders.
 //!
-//! In order: describe the machine, measure the ceilings ([`super::ceilings`]) in a
+//! In order: describe the machine, measure the ceilings ([`crate::ceilings`]) in a
 //! fresh work directory, then for each layout (`layout.rs`: `cairn dev` in this
 //! process; the multi-process layout when RabbitMQ answers and a `cairn` binary is
-//! given) start it, make one [`run`](super::run_until) per [`Cell`], stop it and
+//! given) start it, make one [`run`](cairn::bench::run_until) per [`Cell`], stop it and
 //! delete its files. A cell that fails is recorded and the next one runs; a layout
 //! that does not start is recorded and the next one starts. Only an interruption
 //! (Ctrl-C) or a failed ceiling measurement ends the suite without a report.
@@ -21,12 +21,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ceilings::{self, CeilingError, CeilingSizes, Ceilings};
-use super::layout;
-use super::machine::{self, CpuSnapshot, Machine};
-use super::{run_until, BenchArgs, BenchReport, ByteSize, Op};
-use crate::content::Policy;
-use crate::dev::{DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
+use cairn::bench::{run_until, BenchArgs, BenchReport, Op};
+use cairn::content::Policy;
+use cairn::dev::{DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
+use cairn::size::ByteSize;
+
+use crate::ceilings::{self, CeilingError, CeilingSizes, Ceilings};
+use crate::layout;
+use crate::machine::{self, CpuSnapshot, Machine};
 
 /// The RabbitMQ the multi-process layout uses unless told otherwise.
 pub const DEFAULT_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -168,7 +170,7 @@ impl SuiteConfig {
             broker_url: DEFAULT_BROKER.to_string(),
             base_port: DEFAULT_BASE_PORT,
             command: format!(
-                "cargo build --release && target/release/cairn bench --suite --out BENCH.md{}",
+                "cargo build --release && target/release/cairn-bench-suite --out BENCH.md{}",
                 if quick { " --quick" } else { "" }
             ),
         }

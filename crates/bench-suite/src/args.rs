@@ -1,0 +1,87 @@
+//! The `cairn-bench-suite` command line ([`SuiteArgs`]) and the suite it describes.
+
+use std::path::{Path, PathBuf};
+
+use crate::suite::{SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
+
+/// Run the standard matrix of `cairn bench` runs against clusters started here
+/// (`cairn dev` in this process, and six `cairn data` + two `cairn api` processes when
+/// RabbitMQ answers), measure the machine's ceilings and write a Markdown report.
+#[derive(Clone, Debug, PartialEq, clap::Parser)]
+#[command(name = "cairn-bench-suite", version)]
+pub struct SuiteArgs {
+    /// Where the report goes.
+    #[arg(long, default_value = "BENCH.md")]
+    pub out: PathBuf,
+    /// ~1 s per cell instead of ~5 s, 256 MiB ceiling measurements, no 1 GiB cells.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for the clusters' files and the disk measurements [default: the system temp dir].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// RabbitMQ for the multi-process layout (skipped when it does not answer).
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// First port tried for the multi-process layout (a developer's `cairn dev` usually has 12345).
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+    pub port: u16,
+    /// The `cairn` binary the multi-process layout spawns [default: `cairn` beside this binary, as `cargo build` puts it].
+    #[arg(long)]
+    pub cairn: Option<PathBuf>,
+}
+
+impl SuiteArgs {
+    /// The suite these flags describe. `cairn_exe` is the binary spawned for the
+    /// multi-process layout; `temp_dir` is used when `--dir` is not given.
+    pub fn config(&self, cairn_exe: PathBuf, temp_dir: PathBuf) -> SuiteConfig {
+        let mut config = SuiteConfig::standard(self.quick, self.dir.clone().unwrap_or(temp_dir));
+        config.cairn_exe = Some(cairn_exe);
+        config.broker_url = self.broker.clone();
+        config.base_port = self.port;
+        config.command = self.command_line();
+        config
+    }
+
+    /// The shell command that regenerates the report with these flags.
+    pub fn command_line(&self) -> String {
+        let mut line =
+            format!("cargo build --release && target/release/cairn-bench-suite --out {}", self.out.display());
+        if self.quick {
+            line.push_str(" --quick");
+        }
+        if let Some(dir) = &self.dir {
+            line.push_str(&format!(" --dir {}", dir.display()));
+        }
+        if self.broker != DEFAULT_BROKER {
+            line.push_str(&format!(" --broker {}", redact_password(&self.broker)));
+        }
+        if self.port != DEFAULT_BASE_PORT {
+            line.push_str(&format!(" --port {}", self.port));
+        }
+        if let Some(cairn) = &self.cairn {
+            line.push_str(&format!(" --cairn {}", cairn.display()));
+        }
+        line
+    }
+}
+
+/// The `cairn` binary beside `exe` (`target/release/cairn` for
+/// `target/release/cairn-bench-suite`, and for a test binary in
+/// `target/debug/deps/` the `target/debug/cairn` that `cargo test` builds for the
+/// workspace), if it is there.
+pub fn cairn_beside(exe: &Path) -> Option<PathBuf> {
+    let name = format!("cairn{}", std::env::consts::EXE_SUFFIX);
+    let dir = exe.parent()?;
+    [dir.join(&name), dir.parent()?.join(&name)].into_iter().find(|p| p.is_file())
+}
+
+/// `amqp://user:pass@host` without the password (`amqp://user:…@host`), so that a
+/// report never carries one.
+fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let Some(at) = url.rfind('@').filter(|&at| at > scheme_end) else { return url.to_string() };
+    match url[scheme_end..at].split_once(':') {
+        Some((user, _)) => format!("{}{user}:…{}", &url[..scheme_end], &url[at..]),
+        None => url.to_string(),
+    }
+}

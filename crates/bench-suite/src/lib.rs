@@ -1,0 +1,19 @@
+//! `cairn-bench-suite`: the standard benchmark matrix of cairn and its report.
+//!
+//! It runs `cairn bench` ([`cairn::bench`], the load generator that stays in the
+//! server package) cell by cell against clusters it starts itself ([`suite`]: `cairn
+//! dev` in this process, and the multi-process layout by spawning the `cairn`
+//! binary), measures the machine's ceilings in the same run ([`ceilings`], from
+//! [`machine`] facts read in `/proc`) and writes a Markdown report ([`markdown`]):
+//! `BENCH.md`.
+//!
+//! It is a workspace member of its own so that the direction is enforced by Cargo:
+//! this crate depends on the `cairn` library, and nothing in `cairn` (the servers
+//! least of all) can depend on this one.
+
+pub mod args;
+pub mod ceilings;
+mod layout;
+pub mod machine;
+pub mod markdown;
+pub mod suite;

@@ -1,0 +1,71 @@
+//! The `cairn-bench-suite` binary: parses [`SuiteArgs`], runs the suite until it ends
+//! or Ctrl-C/SIGTERM, writes the report and prints its summary.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
+use cairn_bench_suite::{markdown, suite};
+
+fn main() -> anyhow::Result<()> {
+    let args = SuiteArgs::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,amqprs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cairn_exe = match &args.cairn {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--cairn {}: no such file", path.display()),
+        None => {
+            let exe = std::env::current_exe().context("finding this binary's directory")?;
+            cairn_beside(&exe).with_context(|| {
+                format!(
+                    "no `cairn` binary beside {}: build the workspace (cargo build --release) or give --cairn PATH",
+                    exe.display()
+                )
+            })?
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let config = args.config(cairn_exe, std::env::temp_dir());
+        let report = suite::run_suite(&config, shutdown).await?;
+        std::fs::write(&args.out, markdown::render(&report))
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        println!("{}", markdown::render_summary(&report));
+        println!("cairn-bench-suite: wrote {}", args.out.display());
+        match report.failed_cells() {
+            0 => Ok(()),
+            n => bail!("{n} cells failed or had failed requests (see {})", args.out.display()),
+        }
+    })
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
