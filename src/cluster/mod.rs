@@ -116,9 +116,15 @@ pub type Holders = BTreeMap<ShardIndex, Vec<String>>;
 /// `timeout`.
 ///
 /// Only what can be true reaches the answer: a reply from an address that is not a
-/// live member (heartbeating now) is dropped and does not count as an answer; a
-/// shard index outside `0..shards` (the content's `k + m`) is dropped; each
-/// (shard, server) pair is kept once. What was dropped is logged in one line.
+/// live member (heartbeating now) is dropped and does not count as an answer; so
+/// is a reply listing any shard index outside `0..shards` (the content's `k + m`:
+/// no honest holder sends one); each (shard, server) pair is kept once. What was
+/// dropped is logged in one line.
+///
+/// Until bus messages are authenticated, a participant that sends valid-looking
+/// replies under a member's address can still end a locate early or point at
+/// shards the member does not hold; the read path then finds them missing and
+/// answers 503, never wrong bytes.
 pub async fn locate(
     bus: &Bus,
     membership: &Membership,
@@ -145,12 +151,15 @@ pub async fn locate(
             dropped.example.get_or_insert_with(|| reply.addr.clone());
             continue;
         }
+        // An honest holder never lists an index outside the content's policy (the
+        // policy is fixed per content), so such a reply is not from an honest
+        // member: none of it is believed, and it is not that member's answer.
+        if let Some(bad) = reply.shards.iter().find(|s| **s as usize >= shards) {
+            dropped.out_of_range += 1;
+            dropped.example.get_or_insert_with(|| format!("{} for shard {bad}", reply.addr));
+            continue;
+        }
         for shard in reply.shards {
-            if shard as usize >= shards {
-                dropped.out_of_range += 1;
-                dropped.example.get_or_insert_with(|| format!("{} for shard {shard}", reply.addr));
-                continue;
-            }
             let addrs = holders.entry(shard).or_default();
             if !addrs.contains(&reply.addr) {
                 addrs.push(reply.addr.clone());
@@ -166,7 +175,7 @@ pub async fn locate(
         tracing::warn!(
             %hash, non_members = dropped.non_members, out_of_range = dropped.out_of_range,
             example = dropped.example.as_deref().unwrap_or(""), shards,
-            "dropped locate answers from non-members or for shards outside the policy"
+            "dropped locate replies from non-members or naming shards outside the policy"
         );
     }
     Ok(holders)
@@ -226,6 +235,8 @@ mod tests {
                 reply("10.9.9.9:1", &[0, 1, 2]),
                 reply("127.0.0.1:3", &[3]),
                 reply(m1, &[0, 5, 6, 1000, u32::MAX]),
+                reply(m1, &[0, 6]),
+                reply(m1, &[0, 5]),
                 reply(m1, &[0]),
                 b"not-json".to_vec(),
                 reply("http://127.0.0.1:2/", &[1]),
@@ -267,15 +278,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_index_outside_the_policy_does_not_complete_a_locate() {
+    async fn a_reply_naming_a_shard_outside_the_policy_is_not_believed_nor_an_answer() {
         let shutdown = CancellationToken::new();
         let m1 = "127.0.0.1:1";
-        let bus = asker_and_responder(vec![reply(m1, &[0, 2, 3])], &shutdown).await;
-        let holders =
-            locate(&bus, &members(&[m1, "127.0.0.1:2"]), ContentHash::of(b"z"), 2, Duration::from_millis(200))
-                .await
-                .unwrap();
-        assert_eq!(holders, [(0, vec![m1.to_string()])].into_iter().collect::<Holders>());
+        // The first "answer" from m1 would complete the locate if any of it counted.
+        let bus = asker_and_responder(vec![reply(m1, &[0, 1, 2]), reply(m1, &[1])], &shutdown).await;
+        let started = std::time::Instant::now();
+        let holders = locate(&bus, &members(&[m1]), ContentHash::of(b"z"), 2, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(holders, [(1, vec![m1.to_string()])].into_iter().collect::<Holders>());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         shutdown.cancel();
     }
 
