@@ -168,7 +168,7 @@ pub async fn heartbeats_fan_out_to_every_subscriber(connect: Connect) {
     let a = process(&connect, &shutdown).await;
     let b = process(&connect, &shutdown).await;
     let data = process(&connect, &shutdown).await;
-    let mut subscribers = vec![
+    let mut subscribers = [
         a.bus.heartbeats().await.expect("subscribe a"),
         a.bus.heartbeats().await.expect("subscribe a twice"),
         b.bus.heartbeats().await.expect("subscribe b"),
