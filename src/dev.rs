@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiConfig, RequestLimits};
 use crate::bus::memory::MemoryBroker;
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusError, Transport};
 use crate::content::Policy;
 use crate::data::{self, DataConfig};
 use crate::meta::{self, MetaError, MetaStore};
@@ -111,6 +111,20 @@ pub enum DevError {
     Bus(#[from] BusError),
 }
 
+/// Which part of a dev cluster a bus connection is for, as told to a
+/// [`TransportWrap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevPart {
+    /// The API server.
+    Api,
+    /// Data server `n` (0-based).
+    Data(usize),
+}
+
+/// Wraps each part's connection to the in-process broker, for tests that put a
+/// fault-injecting transport between a part and the bus.
+pub type TransportWrap = Arc<dyn Fn(DevPart, Arc<dyn Transport>) -> Arc<dyn Transport> + Send + Sync>;
+
 /// A running in-process cluster.
 pub struct DevCluster {
     /// Where the API server listens.
@@ -143,6 +157,17 @@ impl DevCluster {
     /// [`start`](DevCluster::start) with a metadata store of the caller's: for tests
     /// that inject faults into it. `config.meta_url` is ignored.
     pub async fn start_with_meta(config: DevConfig, meta: Arc<dyn MetaStore>) -> Result<DevCluster, DevError> {
+        DevCluster::start_with_transports(config, meta, Arc::new(|_, transport| transport)).await
+    }
+
+    /// [`start_with_meta`](DevCluster::start_with_meta) with every part's bus
+    /// connection passed through `wrap` first: for tests that inject faults into
+    /// the bus.
+    pub async fn start_with_transports(
+        config: DevConfig,
+        meta: Arc<dyn MetaStore>,
+        wrap: TransportWrap,
+    ) -> Result<DevCluster, DevError> {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let broker = MemoryBroker::new();
@@ -150,7 +175,7 @@ impl DevCluster {
         // The API server subscribes to heartbeats before any data server sends one.
         let api_listener = bind(config.listen).await?;
         let api_addr = api_listener.local_addr().map_err(|source| DevError::Bind { addr: config.listen, source })?;
-        let api_bus = Bus::new(Arc::new(broker.connect()), shutdown.clone()).await?;
+        let api_bus = Bus::new(wrap(DevPart::Api, Arc::new(broker.connect())), shutdown.clone()).await?;
         let api_config = ApiConfig {
             object: ObjectConfig {
                 policy: config.policy,
@@ -186,7 +211,7 @@ impl DevCluster {
             let bound = listener.local_addr().map_err(|source| DevError::Bind { addr: *addr, source })?;
             let root = config.root.join(format!("data-{}", i + 1));
             let stop = shutdown.child_token();
-            let bus = Bus::new(Arc::new(broker.connect()), stop.clone()).await?;
+            let bus = Bus::new(wrap(DevPart::Data(i), Arc::new(broker.connect())), stop.clone()).await?;
             let data_config = DataConfig {
                 advertise: bound.to_string(),
                 root: root.clone(),
@@ -232,6 +257,12 @@ impl DevCluster {
     /// A fresh connection to the cluster's in-process bus, as another process on the
     /// same broker would have: for tests that inject messages.
     pub async fn connect_bus(&self) -> Result<Bus, BusError> {
-        Bus::new(Arc::new(self.broker.connect()), self.shutdown.clone()).await
+        Bus::new(self.connect_transport(), self.shutdown.clone()).await
+    }
+
+    /// A fresh raw connection to the cluster's in-process broker: for tests that
+    /// send bytes no [`Bus`] would (a rogue participant).
+    pub fn connect_transport(&self) -> Arc<dyn Transport> {
+        Arc::new(self.broker.connect())
     }
 }

@@ -8,22 +8,27 @@
 //!
 //! Without a broker the tests say SKIPPED and pass, unless
 //! `CAIRN_REQUIRE_SERVICES=1`, which makes a missing broker a failure.
+//!
+//! The behaviour every transport shares (fan-out, reply routing, malformed and
+//! invalid messages) is the suite in `tests/common/bus_suite.rs`, run here over
+//! RabbitMQ; the cases below it are RabbitMQ's own (reconnects, shutdown, URLs).
+
+#[path = "common/bus_suite.rs"]
+mod bus_suite;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bus_suite::{heartbeat_from, locate_answer_from, serve_locates, unique_addr, unique_hash, Connect, ARRIVAL};
 use cairn::bus::amqp::AmqpTransport;
-use cairn::bus::{Bus, BusError, Exchange, Heartbeat, IncomingLocate, LocateReply, Transport};
-use cairn::content::ContentHash;
-use tokio::sync::mpsc;
+use cairn::bus::{Bus, BusError, Exchange, Heartbeat, LocateReply, Transport};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const BROKER: &str = "127.0.0.1:5672";
-/// How long a message that should arrive may take.
-const ARRIVAL: Duration = Duration::from_secs(5);
+/// Every suite case is bounded: a hung bus fails the test instead of the run.
+const CASE_LIMIT: Duration = Duration::from_secs(60);
 
 /// One broker test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -59,149 +64,36 @@ async fn process(shutdown: &CancellationToken) -> (Bus, Arc<AmqpTransport>) {
     (bus, transport)
 }
 
-fn unique(what: &str) -> String {
-    format!("{what}-{}", uuid::Uuid::new_v4())
-}
-
-/// Waits for the heartbeat from `addr`, skipping anyone else's.
-async fn heartbeat_from(rx: &mut mpsc::Receiver<Heartbeat>, addr: &str, within: Duration) -> Option<Heartbeat> {
-    timeout(within, async {
-        loop {
-            let hb = rx.recv().await?;
-            if hb.addr == addr {
-                return Some(hb);
-            }
-        }
+/// New AMQP connections to the real broker, one per "process".
+fn amqp() -> Connect {
+    Arc::new(|shutdown| {
+        Box::pin(async move {
+            let transport: Arc<dyn Transport> =
+                Arc::new(AmqpTransport::connect(URL, shutdown).await.expect("connect to RabbitMQ"));
+            transport
+        })
     })
-    .await
-    .ok()
-    .flatten()
 }
 
-/// Answers, as data server `addr`, every locate for `hash` with `shards`; ignores
-/// other locates (someone else's).
-fn serve_locates(
-    bus: Bus,
-    mut requests: mpsc::Receiver<IncomingLocate>,
-    hash: ContentHash,
-    addr: String,
-    shards: Vec<u32>,
-) {
-    tokio::spawn(async move {
-        while let Some(request) = requests.recv().await {
-            if request.request.hash == hash {
-                let reply = LocateReply { addr: addr.clone(), shards: shards.clone() };
-                if let Err(e) = bus.reply(&request, &reply).await {
-                    eprintln!("data server could not reply: {e}");
-                }
+/// Runs one suite case against the broker, or skips loudly without one.
+macro_rules! suite_case {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _serial = SERIAL.lock().await;
+            if !broker_reachable(stringify!($name)).await {
+                return;
             }
+            timeout(CASE_LIMIT, bus_suite::$name(amqp())).await.expect("the case finishes in time");
         }
-    });
+    };
 }
 
-/// Broadcasts a locate for `hash` and waits for the answer from `addr`.
-async fn locate_answer_from(bus: &Bus, hash: ContentHash, addr: &str, within: Duration) -> Result<LocateReply, String> {
-    let mut pending = bus.broadcast_locate(hash).await.map_err(|e| format!("broadcast: {e}"))?;
-    timeout(within, async {
-        loop {
-            match pending.next().await {
-                Some(reply) if reply.addr == addr => return Ok(reply),
-                Some(_) => continue,
-                None => return Err("bus shut down".to_string()),
-            }
-        }
-    })
-    .await
-    .map_err(|_| format!("no answer from {addr} within {within:?}"))?
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_published_by_one_process_reach_a_subscriber_in_another() {
-    let _serial = SERIAL.lock().await;
-    if !broker_reachable("heartbeats_published_by_one_process_reach_a_subscriber_in_another").await {
-        return;
-    }
-    let shutdown = CancellationToken::new();
-    let (api, _) = process(&shutdown).await;
-    let (data, _) = process(&shutdown).await;
-    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
-
-    let hb = Heartbeat { addr: unique("10.0.0.1:7001"), free: 123_456_789 };
-    data.publish_heartbeat(&hb).await.expect("publish heartbeat");
-    assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb));
-    shutdown.cancel();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locate_is_answered_by_a_data_server_and_routed_back_to_the_asker() {
-    let _serial = SERIAL.lock().await;
-    if !broker_reachable("locate_is_answered_by_a_data_server_and_routed_back_to_the_asker").await {
-        return;
-    }
-    let shutdown = CancellationToken::new();
-    let (api, _) = process(&shutdown).await;
-    let (data, _) = process(&shutdown).await;
-    let hash = ContentHash::of(unique("content").as_bytes());
-    let addr = unique("10.0.0.2:7002");
-    serve_locates(
-        data.clone(),
-        data.locate_requests().await.expect("subscribe to locates"),
-        hash,
-        addr.clone(),
-        vec![0, 3],
-    );
-
-    let reply = locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate answered");
-    assert_eq!(reply, LocateReply { addr, shards: vec![0, 3] });
-    shutdown.cancel();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_messages_are_dropped_and_the_next_good_ones_still_arrive() {
-    let _serial = SERIAL.lock().await;
-    if !broker_reachable("malformed_messages_are_dropped_and_the_next_good_ones_still_arrive").await {
-        return;
-    }
-    let shutdown = CancellationToken::new();
-    let (api, api_transport) = process(&shutdown).await;
-    let (data, _) = process(&shutdown).await;
-    let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
-    // Underneath the typed bus the transport passes the bytes through untouched.
-    let mut raw = api_transport.subscribe(Exchange::ApiServers).await.expect("raw subscription");
-    let hash = ContentHash::of(unique("content").as_bytes());
-    let addr = unique("10.0.0.3:7003");
-    serve_locates(
-        data.clone(),
-        data.locate_requests().await.expect("subscribe to locates"),
-        hash,
-        addr.clone(),
-        vec![],
-    );
-
-    let garbage = Bytes::from_static(b"not-json");
-    api.publish_raw(Exchange::DataServers, garbage.clone()).await.expect("publish garbage on dataServers");
-    data.publish_raw(Exchange::ApiServers, garbage.clone()).await.expect("publish garbage on apiServers");
-    let saw_garbage = timeout(ARRIVAL, async {
-        while let Some(d) = raw.recv().await {
-            if d.body == garbage {
-                return Some(d);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the raw subscriber sees the malformed message");
-    assert!(saw_garbage.reply_to.is_none() && saw_garbage.correlation_id.is_none());
-
-    let hb = Heartbeat { addr: unique("10.0.0.3:7003"), free: 1 };
-    data.publish_heartbeat(&hb).await.expect("publish heartbeat");
-    assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb));
-    let reply = locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate answered after garbage");
-    assert!(reply.shards.is_empty());
-    shutdown.cancel();
-}
+suite_case!(heartbeats_fan_out_to_every_subscriber);
+suite_case!(locate_replies_are_routed_by_correlation_id);
+suite_case!(malformed_messages_are_dropped_and_the_next_good_ones_still_arrive);
+suite_case!(a_reply_for_a_finished_locate_is_ignored);
+suite_case!(invalid_addresses_and_shard_lists_are_dropped);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_and_reply_queue_survive_the_broker_dropping_every_connection() {
@@ -214,8 +106,8 @@ async fn subscriptions_and_reply_queue_survive_the_broker_dropping_every_connect
     let (api, api_transport) = process(&shutdown).await;
     let (data, data_transport) = process(&shutdown).await;
     let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
-    let hash = ContentHash::of(unique("content").as_bytes());
-    let addr = unique("10.0.0.4:7004");
+    let hash = unique_hash();
+    let addr = unique_addr(7004);
     serve_locates(
         data.clone(),
         data.locate_requests().await.expect("subscribe to locates"),
@@ -224,7 +116,7 @@ async fn subscriptions_and_reply_queue_survive_the_broker_dropping_every_connect
         vec![1],
     );
 
-    let before = Heartbeat { addr: unique("10.0.0.4:7004"), free: 1 };
+    let before = Heartbeat { addr: unique_addr(7004), free: 1 };
     data.publish_heartbeat(&before).await.expect("publish heartbeat");
     assert_eq!(heartbeat_from(&mut heartbeats, &before.addr, ARRIVAL).await, Some(before));
     locate_answer_from(&api, hash, &addr, ARRIVAL).await.expect("locate before the drop");
@@ -251,7 +143,7 @@ async fn subscriptions_and_reply_queue_survive_the_broker_dropping_every_connect
 
     // Heartbeats flow again once both processes are back; until then publishing
     // fails fast (or lands before the subscriber's queue exists), so keep trying.
-    let after = Heartbeat { addr: unique("10.0.0.4:7004"), free: 2 };
+    let after = Heartbeat { addr: unique_addr(7004), free: 2 };
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut disconnected_seen = false;
     let mut arrived = false;
@@ -398,8 +290,8 @@ async fn a_process_cut_off_from_the_broker_for_seconds_reconnects_with_backoff()
     let api = Bus::new(cut_off.clone(), shutdown.clone()).await.expect("bus via proxy");
     let (data, _) = process(&shutdown).await;
     let mut heartbeats = api.heartbeats().await.expect("subscribe to heartbeats");
-    let hash = ContentHash::of(unique("content").as_bytes());
-    let addr = unique("10.0.0.5:7005");
+    let hash = unique_hash();
+    let addr = unique_addr(7005);
     serve_locates(
         data.clone(),
         data.locate_requests().await.expect("subscribe to locates"),
@@ -439,7 +331,7 @@ async fn a_process_cut_off_from_the_broker_for_seconds_reconnects_with_backoff()
     }
     assert_eq!(answered, Some(LocateReply { addr: addr.clone(), shards: vec![2] }), "locate after the cut");
     assert_ne!(cut_off.reply_address(), Some(old_reply_queue), "a new reply queue after reconnecting");
-    let hb = Heartbeat { addr: unique("10.0.0.5:7005"), free: 5 };
+    let hb = Heartbeat { addr: unique_addr(7005), free: 5 };
     data.publish_heartbeat(&hb).await.expect("publish heartbeat");
     assert_eq!(heartbeat_from(&mut heartbeats, &hb.addr, ARRIVAL).await, Some(hb), "heartbeats after the cut");
     shutdown.cancel();

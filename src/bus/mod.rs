@@ -11,20 +11,39 @@
 //! uses: it encodes and decodes the JSON messages (a malformed message is logged and
 //! dropped, never fatal) and routes replies to the locate that asked for them. The
 //! rest of the code cannot tell the transports apart.
+//!
+//! Nothing from the bus is trusted. Every message is checked once, where it is
+//! decoded ([`decode_heartbeat`], [`decode_locate_reply`]): a data server's address
+//! must be `host:port` ([`validate_addr`]), a locate reply lists at most
+//! [`MAX_REPLY_SHARDS`] distinct shard indices. What fails is dropped with a short
+//! warning (at most one line a second per stream, with a count of what was
+//! suppressed). Whether an address belongs to a live member, and whether an index
+//! lies inside the content's policy, is for the asker to check (it knows both; see
+//! `cluster::locate`).
 
+mod addr;
 pub mod amqp;
 pub mod memory;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use addr::{validate_addr, InvalidAddr, MAX_HOST_LEN};
 
 use crate::content::{ContentHash, ShardIndex};
+
+/// The most shard indices one locate reply may list. No policy has more shards
+/// than this ([`crate::content::Policy`] keeps `k + m` far below it); a longer list
+/// is a broken or hostile peer and the whole reply is dropped.
+pub const MAX_REPLY_SHARDS: usize = 256;
 
 /// The two fanout exchanges of the seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -149,15 +168,115 @@ pub struct IncomingLocate {
     pub correlation_id: String,
 }
 
+/// Why a message from the bus was dropped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is not the JSON of the expected message.
+    #[error("not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The message names a data server address that is not `host:port`.
+    #[error("address is not host:port: {0}")]
+    BadAddr(#[from] InvalidAddr),
+    /// A locate reply lists more shard indices than [`MAX_REPLY_SHARDS`].
+    #[error("locate reply lists {count} shards, more than {MAX_REPLY_SHARDS}")]
+    TooManyShards {
+        /// How many it listed.
+        count: usize,
+    },
+    /// A locate reply lists the same shard index twice.
+    #[error("locate reply lists shard {shard} twice")]
+    DuplicateShard {
+        /// The repeated index.
+        shard: ShardIndex,
+    },
+    /// A locate request has no `reply_to` property.
+    #[error("locate request without reply_to")]
+    NoReplyTo,
+    /// A locate request or reply has no `correlation_id` property.
+    #[error("message without correlation_id")]
+    NoCorrelationId,
+}
+
+/// Decodes and checks a heartbeat body: JSON of a [`Heartbeat`] whose `addr` passes
+/// [`validate_addr`].
+pub fn decode_heartbeat(body: &[u8]) -> Result<Heartbeat, DecodeError> {
+    let hb: Heartbeat = serde_json::from_slice(body)?;
+    validate_addr(&hb.addr)?;
+    Ok(hb)
+}
+
+/// Decodes and checks a locate reply body: JSON of a [`LocateReply`] whose `addr`
+/// passes [`validate_addr`] and whose `shards` are at most [`MAX_REPLY_SHARDS`]
+/// distinct indices. Whether the indices fit the content's policy and the address
+/// belongs to a live member is for the asker to check.
+pub fn decode_locate_reply(body: &[u8]) -> Result<LocateReply, DecodeError> {
+    let reply: LocateReply = serde_json::from_slice(body)?;
+    validate_addr(&reply.addr)?;
+    if reply.shards.len() > MAX_REPLY_SHARDS {
+        return Err(DecodeError::TooManyShards { count: reply.shards.len() });
+    }
+    let mut seen = HashSet::with_capacity(reply.shards.len());
+    if let Some(&shard) = reply.shards.iter().find(|s| !seen.insert(**s)) {
+        return Err(DecodeError::DuplicateShard { shard });
+    }
+    Ok(reply)
+}
+
+/// Decodes a locate request as a data server receives it.
+fn decode_locate_request(d: &Delivery) -> Result<IncomingLocate, DecodeError> {
+    let request: LocateRequest = serde_json::from_slice(&d.body)?;
+    let reply_to = d.reply_to.clone().ok_or(DecodeError::NoReplyTo)?;
+    let correlation_id = d.correlation_id.clone().ok_or(DecodeError::NoCorrelationId)?;
+    Ok(IncomingLocate { request, reply_to, correlation_id })
+}
+
+/// Keeps the warnings about dropped messages to one line a second per stream, so
+/// a peer that floods the bus with garbage cannot flood the log too.
+struct DropWarnings {
+    stream: &'static str,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl DropWarnings {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new(stream: &'static str) -> DropWarnings {
+        DropWarnings { stream, last: None, suppressed: 0 }
+    }
+
+    fn dropped(&mut self, reason: &DecodeError, body: &[u8]) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        let preview = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
+        tracing::warn!(
+            stream = self.stream, %reason, %preview, len = body.len(), suppressed = self.suppressed,
+            "dropping a bad bus message"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 /// Which pending locate each correlation id belongs to.
 type PendingLocates = Arc<Mutex<HashMap<String, mpsc::Sender<LocateReply>>>>;
 
 /// The typed bus: heartbeats, locate requests and replies over any [`Transport`].
 /// Cheap to clone; one per process, sharing the transport's one connection.
+///
+/// Its own tasks (the reply router, one decoder per subscription) are owned by a
+/// [`TaskTracker`] and end when the `shutdown` token given to [`Bus::new`] is
+/// cancelled; [`Bus::stopped`] waits for them.
 #[derive(Clone)]
 pub struct Bus {
     transport: Arc<dyn Transport>,
     pending: PendingLocates,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Bus {
@@ -165,33 +284,17 @@ impl Bus {
     /// `shutdown` is cancelled.
     pub async fn new(transport: Arc<dyn Transport>, shutdown: CancellationToken) -> Result<Bus, BusError> {
         let pending: PendingLocates = Arc::default();
-        let mut replies = transport.replies().await?;
-        let routes = pending.clone();
-        tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    d = replies.recv() => match d { Some(d) => d, None => return },
-                };
-                let Some(id) = delivery.correlation_id.as_deref() else {
-                    tracing::warn!("dropping a locate reply without correlation_id");
-                    continue;
-                };
-                let reply: LocateReply = match serde_json::from_slice(&delivery.body) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, len = delivery.body.len(), "dropping a malformed locate reply");
-                        continue;
-                    }
-                };
-                let sender = routes.lock().expect("pending locates lock").get(id).cloned();
-                // A reply for a locate that already finished is normal (late answerers).
-                if let Some(sender) = sender {
-                    let _ = sender.try_send(reply);
-                }
-            }
-        });
-        Ok(Bus { transport, pending })
+        let replies = transport.replies().await?;
+        let tasks = TaskTracker::new();
+        tasks.spawn(route_replies(replies, pending.clone(), shutdown.clone()));
+        Ok(Bus { transport, pending, tasks, shutdown })
+    }
+
+    /// Waits until every task of this bus has ended: after the `shutdown` token is
+    /// cancelled (or every receiver is gone), promptly.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Publishes a heartbeat on `apiServers`.
@@ -200,22 +303,18 @@ impl Bus {
         self.transport.publish(Exchange::ApiServers, Delivery { body: body.into(), ..Default::default() }).await
     }
 
-    /// Every well-formed heartbeat from now on; malformed ones are logged and dropped.
+    /// Every well-formed heartbeat from now on; malformed ones, and ones whose address
+    /// is not `host:port`, are logged and dropped.
     pub async fn heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>, BusError> {
         let raw = self.transport.subscribe(Exchange::ApiServers).await?;
-        Ok(decode_stream(raw, |d| serde_json::from_slice::<Heartbeat>(&d.body).map_err(|e| e.to_string())))
+        Ok(self.decode_stream("heartbeats", raw, |d| decode_heartbeat(&d.body)))
     }
 
     /// Every well-formed locate request from now on (data server side); malformed
     /// ones, and ones without `reply_to` or `correlation_id`, are logged and dropped.
     pub async fn locate_requests(&self) -> Result<mpsc::Receiver<IncomingLocate>, BusError> {
         let raw = self.transport.subscribe(Exchange::DataServers).await?;
-        Ok(decode_stream(raw, |d| {
-            let request: LocateRequest = serde_json::from_slice(&d.body).map_err(|e| e.to_string())?;
-            let reply_to = d.reply_to.clone().ok_or("no reply_to")?;
-            let correlation_id = d.correlation_id.clone().ok_or("no correlation_id")?;
-            Ok(IncomingLocate { request, reply_to, correlation_id })
-        }))
+        Ok(self.decode_stream("locate requests", raw, decode_locate_request))
     }
 
     /// Answers a locate request.
@@ -273,28 +372,127 @@ impl Drop for PendingLocate {
     }
 }
 
-/// Decodes a raw stream into typed messages on a task of its own, logging and
-/// dropping what does not decode. Ends when either side goes away.
-fn decode_stream<T, F>(mut raw: mpsc::Receiver<Delivery>, decode: F) -> mpsc::Receiver<T>
-where
-    T: Send + 'static,
-    F: Fn(&Delivery) -> Result<T, String> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        while let Some(d) = raw.recv().await {
-            match decode(&d) {
-                Ok(msg) => {
-                    if tx.send(msg).await.is_err() {
-                        return;
+/// Routes each reply to the locate that asked for it, dropping what does not decode
+/// or check out, and replies for locates that already finished.
+async fn route_replies(mut replies: mpsc::Receiver<Delivery>, routes: PendingLocates, shutdown: CancellationToken) {
+    let mut warnings = DropWarnings::new("locate replies");
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            d = replies.recv() => match d { Some(d) => d, None => return },
+        };
+        let routed = delivery.correlation_id.as_deref().ok_or(DecodeError::NoCorrelationId).and_then(|id| {
+            let reply = decode_locate_reply(&delivery.body)?;
+            Ok((id, reply))
+        });
+        let (id, reply) = match routed {
+            Ok(r) => r,
+            Err(reason) => {
+                warnings.dropped(&reason, &delivery.body);
+                continue;
+            }
+        };
+        let sender = routes.lock().expect("pending locates lock").get(id).cloned();
+        // A reply for a locate that already finished is normal (late answerers); a
+        // full queue means a flood, and the asker has heard plenty.
+        if let Some(sender) = sender {
+            let _ = sender.try_send(reply);
+        }
+    }
+}
+
+impl Bus {
+    /// Decodes a raw stream into typed messages on a task of this bus's own,
+    /// dropping (with a rate-limited warning) what does not decode. Ends when either
+    /// side goes away or the bus shuts down.
+    fn decode_stream<T, F>(
+        &self,
+        stream: &'static str,
+        mut raw: mpsc::Receiver<Delivery>,
+        decode: F,
+    ) -> mpsc::Receiver<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Delivery) -> Result<T, DecodeError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(256);
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let mut warnings = DropWarnings::new(stream);
+            loop {
+                let d = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    d = raw.recv() => match d { Some(d) => d, None => return },
+                };
+                match decode(&d) {
+                    Ok(msg) => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            sent = tx.send(msg) => if sent.is_err() { return },
+                        }
                     }
-                }
-                Err(reason) => {
-                    let preview = String::from_utf8_lossy(&d.body[..d.body.len().min(64)]).into_owned();
-                    tracing::warn!(%reason, %preview, "dropping a malformed bus message");
+                    Err(reason) => warnings.dropped(&reason, &d.body),
                 }
             }
+        });
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_with_good_addresses_decode() {
+        let hb = decode_heartbeat(br#"{"addr":"127.29.1.1:12345","free":7}"#).unwrap();
+        assert_eq!(hb, Heartbeat { addr: "127.29.1.1:12345".into(), free: 7 });
+    }
+
+    #[test]
+    fn heartbeats_that_are_not_json_or_name_a_bad_address_are_refused() {
+        assert!(matches!(decode_heartbeat(b"not-json"), Err(DecodeError::Json(_))));
+        assert!(matches!(decode_heartbeat(br#"{"addr":"a:1"}"#), Err(DecodeError::Json(_))));
+        for addr in ["http://a:1/", "a:1/x", "u@a:1", "a", "a:0", " a:1"] {
+            let body = serde_json::to_vec(&Heartbeat { addr: addr.into(), free: 1 }).unwrap();
+            assert!(matches!(decode_heartbeat(&body), Err(DecodeError::BadAddr(_))), "{addr}");
         }
-    });
-    rx
+    }
+
+    #[test]
+    fn locate_replies_are_bounded_and_free_of_duplicates() {
+        let body = |addr: &str, shards: Vec<ShardIndex>| serde_json::to_vec(&LocateReply { addr: addr.into(), shards });
+        let ok = decode_locate_reply(&body("[::1]:9", vec![5, 0, 3]).unwrap()).unwrap();
+        assert_eq!(ok.shards, vec![5, 0, 3]);
+        assert!(decode_locate_reply(&body("h:1", vec![]).unwrap()).unwrap().shards.is_empty());
+        let max: Vec<ShardIndex> = (0..MAX_REPLY_SHARDS as ShardIndex).collect();
+        assert!(decode_locate_reply(&body("h:1", max).unwrap()).is_ok());
+        let over: Vec<ShardIndex> = (0..=MAX_REPLY_SHARDS as ShardIndex).collect();
+        assert!(matches!(
+            decode_locate_reply(&body("h:1", over).unwrap()),
+            Err(DecodeError::TooManyShards { count }) if count == MAX_REPLY_SHARDS + 1
+        ));
+        assert!(matches!(
+            decode_locate_reply(&body("h:1", vec![1, 2, 1]).unwrap()),
+            Err(DecodeError::DuplicateShard { shard: 1 })
+        ));
+        assert!(matches!(decode_locate_reply(&body("h:1/x", vec![0]).unwrap()), Err(DecodeError::BadAddr(_))));
+        assert!(matches!(decode_locate_reply(br#"{"addr":"h:1","shards":[-1]}"#), Err(DecodeError::Json(_))));
+        assert!(matches!(decode_locate_reply(b"\xff\xfe"), Err(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn drop_warnings_are_rate_limited() {
+        let mut w = DropWarnings::new("test");
+        let reason = DecodeError::NoReplyTo;
+        w.dropped(&reason, b"x");
+        assert!(w.last.is_some() && w.suppressed == 0);
+        for _ in 0..10 {
+            w.dropped(&reason, b"x");
+        }
+        assert_eq!(w.suppressed, 10);
+        w.last = Some(Instant::now() - DropWarnings::EVERY);
+        w.dropped(&reason, b"x");
+        assert_eq!(w.suppressed, 0);
+    }
 }

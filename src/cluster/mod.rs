@@ -114,6 +114,17 @@ pub type Holders = BTreeMap<ShardIndex, Vec<String>>;
 /// Asks the bus who holds shards `0..shards` of `hash`. Finishes as soon as every
 /// shard has a holder or every live server has answered, and otherwise after
 /// `timeout`.
+///
+/// Only what can be true reaches the answer: a reply from an address that is not a
+/// live member (heartbeating now) is dropped and does not count as an answer; so
+/// is a reply listing any shard index outside `0..shards` (the content's `k + m`:
+/// no honest holder sends one); each (shard, server) pair is kept once. What was
+/// dropped is logged in one line.
+///
+/// Until bus messages are authenticated, a participant that sends valid-looking
+/// replies under a member's address can still end a locate early or point at
+/// shards the member does not hold; the read path then finds them missing and
+/// answers 503, never wrong bytes.
 pub async fn locate(
     bus: &Bus,
     membership: &Membership,
@@ -128,14 +139,31 @@ pub async fn locate(
     }
     let mut pending = bus.broadcast_locate(hash).await?;
     let mut answered = HashSet::new();
+    let mut dropped = Dropped::default();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let reply = match tokio::time::timeout_at(deadline, pending.next()).await {
             Ok(Some(reply)) => reply,
             Ok(None) | Err(_) => break,
         };
+        if !live.contains(&reply.addr) {
+            dropped.non_members += 1;
+            dropped.example.get_or_insert_with(|| reply.addr.clone());
+            continue;
+        }
+        // An honest holder never lists an index outside the content's policy (the
+        // policy is fixed per content), so such a reply is not from an honest
+        // member: none of it is believed, and it is not that member's answer.
+        if let Some(bad) = reply.shards.iter().find(|s| **s as usize >= shards) {
+            dropped.out_of_range += 1;
+            dropped.example.get_or_insert_with(|| format!("{} for shard {bad}", reply.addr));
+            continue;
+        }
         for shard in reply.shards {
-            holders.entry(shard).or_default().push(reply.addr.clone());
+            let addrs = holders.entry(shard).or_default();
+            if !addrs.contains(&reply.addr) {
+                addrs.push(reply.addr.clone());
+            }
         }
         answered.insert(reply.addr);
         let complete = (0..shards as ShardIndex).all(|s| holders.contains_key(&s));
@@ -143,12 +171,124 @@ pub async fn locate(
             break;
         }
     }
+    if dropped.non_members + dropped.out_of_range > 0 {
+        tracing::warn!(
+            %hash, non_members = dropped.non_members, out_of_range = dropped.out_of_range,
+            example = dropped.example.as_deref().unwrap_or(""), shards,
+            "dropped locate replies from non-members or naming shards outside the policy"
+        );
+    }
     Ok(holders)
+}
+
+/// What one locate threw away, for its one warning.
+#[derive(Default)]
+struct Dropped {
+    non_members: usize,
+    out_of_range: usize,
+    example: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::memory::MemoryBroker;
+    use crate::bus::{LocateReply, Transport};
+
+    /// An asking bus, and a responder on the same broker that answers every locate
+    /// with `bodies`, in order, straight through the transport (so nothing checks
+    /// them on the way out).
+    async fn asker_and_responder(bodies: Vec<Vec<u8>>, shutdown: &CancellationToken) -> Bus {
+        let broker = MemoryBroker::new();
+        let asker = Bus::new(Arc::new(broker.connect()), shutdown.clone()).await.unwrap();
+        let transport: Arc<dyn Transport> = Arc::new(broker.connect());
+        let responder = Bus::new(transport.clone(), shutdown.clone()).await.unwrap();
+        let mut requests = responder.locate_requests().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(req) = requests.recv().await {
+                for body in &bodies {
+                    transport.send_reply(&req.reply_to, &req.correlation_id, body.clone().into()).await.unwrap();
+                }
+            }
+        });
+        asker
+    }
+
+    fn reply(addr: &str, shards: &[ShardIndex]) -> Vec<u8> {
+        serde_json::to_vec(&LocateReply { addr: addr.into(), shards: shards.to_vec() }).unwrap()
+    }
+
+    fn members(addrs: &[&str]) -> Membership {
+        let m = Membership::new(Duration::from_secs(60));
+        for addr in addrs {
+            m.record(&Heartbeat { addr: addr.to_string(), free: 1 });
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn locate_keeps_only_members_in_range_once_each() {
+        let shutdown = CancellationToken::new();
+        let (m1, m2) = ("127.0.0.1:1", "127.0.0.1:2");
+        let bus = asker_and_responder(
+            vec![
+                reply("10.9.9.9:1", &[0, 1, 2]),
+                reply("127.0.0.1:3", &[3]),
+                reply(m1, &[0, 5, 6, 1000, u32::MAX]),
+                reply(m1, &[0, 6]),
+                reply(m1, &[0, 5]),
+                reply(m1, &[0]),
+                b"not-json".to_vec(),
+                reply("http://127.0.0.1:2/", &[1]),
+                reply(m2, &[1, 1]),
+                reply(m2, &[1, 2]),
+            ],
+            &shutdown,
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let holders =
+            locate(&bus, &members(&[m1, m2]), ContentHash::of(b"x"), 6, Duration::from_secs(5)).await.unwrap();
+        // Both members answered, so the locate ends long before its timeout.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let want: Holders = [
+            (0, vec![m1.to_string()]),
+            (1, vec![m2.to_string()]),
+            (2, vec![m2.to_string()]),
+            (5, vec![m1.to_string()]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(holders, want);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn answers_from_non_members_do_not_end_a_locate() {
+        let shutdown = CancellationToken::new();
+        // Every shard "found", but only by strangers: the locate waits for the member.
+        let bus =
+            asker_and_responder(vec![reply("10.0.0.1:1", &[0, 1]), reply("10.0.0.2:1", &[0, 1])], &shutdown).await;
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let holders = locate(&bus, &members(&["127.0.0.1:1"]), ContentHash::of(b"y"), 2, timeout).await.unwrap();
+        assert!(holders.is_empty(), "{holders:?}");
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_reply_naming_a_shard_outside_the_policy_is_not_believed_nor_an_answer() {
+        let shutdown = CancellationToken::new();
+        let m1 = "127.0.0.1:1";
+        // The first "answer" from m1 would complete the locate if any of it counted.
+        let bus = asker_and_responder(vec![reply(m1, &[0, 1, 2]), reply(m1, &[1])], &shutdown).await;
+        let started = std::time::Instant::now();
+        let holders = locate(&bus, &members(&[m1]), ContentHash::of(b"z"), 2, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(holders, [(1, vec![m1.to_string()])].into_iter().collect::<Holders>());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        shutdown.cancel();
+    }
 
     fn servers(n: usize) -> Vec<LiveServer> {
         (0..n).map(|i| LiveServer { addr: format!("127.0.0.{i}:1"), free: 1 << 30 }).collect()
