@@ -568,4 +568,108 @@ mod tests {
         assert_eq!(parse_shard_name(&format!("{h}.-1")), None);
         assert_eq!(parse_shard_name("../../etc/passwd.0"), None);
     }
+
+    /// A data server on an ephemeral loopback port with an in-process bus.
+    struct TestServer {
+        base: String,
+        http: reqwest::Client,
+        stop: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let broker = crate::bus::memory::MemoryBroker::new();
+        let bus = Bus::new(Arc::new(broker.connect()), stop.clone()).await.unwrap();
+        let config = DataConfig {
+            advertise: addr.to_string(),
+            root: dir.path().to_path_buf(),
+            heartbeat_interval: Duration::from_secs(60),
+            temp_ttl: Duration::from_secs(3600),
+        };
+        tokio::spawn(serve(listener, config, bus, stop.clone()));
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        TestServer { base: format!("http://{addr}"), http, stop, _dir: dir }
+    }
+
+    #[tokio::test]
+    async fn policy_and_length_travel_with_a_shard() {
+        let t = start().await;
+        let hash = ContentHash::of(b"http");
+        let url = format!("{}/objects/{hash}.2", t.base);
+        let r = t.http.put(&url).header(POLICY_HEADER, "4+2").body("hello").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = t.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[POLICY_HEADER], "4+2");
+        assert_eq!(r.headers()[LENGTH_HEADER], "5");
+        assert_eq!(r.bytes().await.unwrap(), "hello");
+        let r = t.http.head(&url).header(POLICY_HEADER, "4+2").header(LENGTH_HEADER, "5").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Another expected length or policy: 409 naming both, and the shard stays.
+        let r = t.http.get(&url).header(LENGTH_HEADER, "6").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let why = r.text().await.unwrap();
+        assert!(why.contains("5 bytes") && why.contains("6 bytes"), "{why}");
+        let r = t.http.get(&url).header(POLICY_HEADER, "1+2").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let why = r.text().await.unwrap();
+        assert!(why.contains("4+2") && why.contains("1+2"), "{why}");
+        let r = t.http.get(&url).header(POLICY_HEADER, "4+").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(t.http.get(&url).send().await.unwrap().status(), StatusCode::OK);
+        t.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_commit_announcing_another_policy_is_a_conflict() {
+        let t = start().await;
+        let hash = ContentHash::of(b"temp");
+        let temp = |id: Uuid| format!("{}/temp/{id}", t.base);
+        let commit = |id: Uuid, policy: Option<&'static str>| {
+            let mut req = t
+                .http
+                .put(temp(id))
+                .header(HASH_HEADER, hash.to_hex())
+                .header(SHARD_HEADER, "0")
+                .header(LENGTH_HEADER, "3");
+            if let Some(p) = policy {
+                req = req.header(POLICY_HEADER, p);
+            }
+            req.send()
+        };
+        let id = Uuid::new_v4();
+        let r = t.http.post(temp(id)).header(POLICY_HEADER, "1+2").body("abc").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(commit(id, Some("4+2")).await.unwrap().status(), StatusCode::CONFLICT);
+        assert_eq!(commit(id, Some("1+2")).await.unwrap().status(), StatusCode::NOT_FOUND, "the temp was removed");
+        let id = Uuid::new_v4();
+        t.http.post(temp(id)).header(POLICY_HEADER, "1+2").body("abc").send().await.unwrap();
+        assert_eq!(commit(id, Some("1+2")).await.unwrap().status(), StatusCode::OK);
+        let r = t.http.get(format!("{}/objects/{hash}.0", t.base)).send().await.unwrap();
+        assert_eq!(r.headers()[POLICY_HEADER], "1+2");
+        // Old clients say nothing and still commit.
+        let id = Uuid::new_v4();
+        t.http.post(temp(id)).body("abc").send().await.unwrap();
+        assert_eq!(commit(id, None).await.unwrap().status(), StatusCode::OK);
+        t.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn delete_moves_a_shard_aside_once() {
+        let t = start().await;
+        let hash = ContentHash::of(b"del");
+        let url = format!("{}/objects/{hash}.0", t.base);
+        t.http.put(&url).body("x").send().await.unwrap().error_for_status().unwrap();
+        assert_eq!(t.http.delete(&url).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+        assert_eq!(t.http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(t.http.delete(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        let bad = format!("{}/objects/nothex.0", t.base);
+        assert_eq!(t.http.delete(&bad).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(std::fs::read_dir(t._dir.path().join("garbage")).unwrap().count(), 1);
+        t.stop.cancel();
+    }
 }

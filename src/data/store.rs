@@ -455,4 +455,104 @@ mod tests {
         assert!(matches!(store.open_shard(&hash, 2), Err(StoreError::NoSuchShard { .. })));
         assert_eq!(fs::read_dir(store.root().join("garbage")).unwrap().count(), 1);
     }
+
+    fn write_temp_as(store: &ShardStore, data: &[u8], policy: Option<Policy>) -> Uuid {
+        let id = Uuid::new_v4();
+        let mut w = store.create_temp(id, policy).unwrap();
+        w.write(data).unwrap();
+        w.finish().unwrap();
+        id
+    }
+
+    const P42: Policy = Policy { k: 4, m: 2 };
+    const P12: Policy = Policy { k: 1, m: 2 };
+
+    fn garbage_count(store: &ShardStore) -> usize {
+        fs::read_dir(store.root().join("garbage")).unwrap().count()
+    }
+
+    #[test]
+    fn a_commit_announcing_another_policy_is_refused() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"p");
+        for written in [None, Some(P12)] {
+            let id = write_temp_as(&store, b"abc", written);
+            let err = store.commit(id, &hash, 0, 3, Some(P42)).unwrap_err();
+            assert!(
+                matches!(err, StoreError::PolicyMismatch { announced: P42, written: w, .. } if w == written),
+                "{err}"
+            );
+            assert!(store.shards_of(&hash).unwrap().is_empty());
+        }
+        assert_eq!(fs::read_dir(store.root().join("temp")).unwrap().count(), 0);
+        let id = write_temp_as(&store, b"abc", Some(P42));
+        assert_eq!(store.commit(id, &hash, 0, 3, Some(P42)).unwrap(), Committed::New);
+        assert_eq!(store.open_shard(&hash, 0).unwrap().policy(), Some(P42));
+    }
+
+    #[test]
+    fn a_stored_shard_is_kept_only_when_length_and_policy_match() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"identity");
+        let commit = |data: &[u8], policy| {
+            let id = write_temp_as(&store, data, policy);
+            store.commit(id, &hash, 1, data.len() as u64, policy).unwrap()
+        };
+        assert_eq!(commit(b"four", Some(P42)), Committed::New);
+        assert_eq!(commit(b"four", Some(P42)), Committed::AlreadyStored);
+        // A writer that does not say its policy does not displace one that did.
+        assert_eq!(commit(b"FOUR", None), Committed::AlreadyStored);
+        assert_eq!(garbage_count(&store), 0);
+        assert_eq!(commit(b"four", Some(P12)), Committed::Replaced);
+        assert_eq!(store.open_shard(&hash, 1).unwrap().policy(), Some(P12));
+        assert_eq!(commit(b"longer", Some(P12)), Committed::Replaced);
+        let r = store.open_shard(&hash, 1).unwrap();
+        assert_eq!((r.data_len(), r.policy()), (6, Some(P12)));
+        assert_eq!(garbage_count(&store), 2, "replaced shards are kept for an operator");
+        assert_eq!(store.shards_of(&hash).unwrap(), vec![1]);
+        assert_eq!(fs::read_dir(store.root().join("temp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_stored_shard_is_replaced_not_adopted() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"c");
+        let id = write_temp_as(&store, b"good", None);
+        store.commit(id, &hash, 0, 4, None).unwrap();
+        let path = store.shard_path(&hash, 0);
+        let mut raw = fs::read(&path).unwrap();
+        raw.pop();
+        fs::write(&path, raw).unwrap();
+        let id = write_temp_as(&store, b"good", None);
+        assert_eq!(store.commit(id, &hash, 0, 4, None).unwrap(), Committed::Replaced);
+        let mut r = store.open_shard(&hash, 0).unwrap();
+        assert_eq!(r.read_block(0).unwrap(), b"good");
+    }
+
+    #[test]
+    fn quarantine_of_an_absent_shard_says_so() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"none");
+        assert!(matches!(store.quarantine(&hash, 0), Err(StoreError::NoSuchShard { shard: 0, .. })));
+    }
+
+    #[test]
+    fn identity_checks_compare_what_both_sides_know() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"id");
+        let id = write_temp_as(&store, b"12345", Some(P42));
+        store.commit(id, &hash, 0, 5, Some(P42)).unwrap();
+        let r = store.open_shard(&hash, 0).unwrap();
+        assert!(check_identity(&hash, 0, &r, None, None).is_ok());
+        assert!(check_identity(&hash, 0, &r, Some(5), Some(P42)).is_ok());
+        let err = check_identity(&hash, 0, &r, Some(6), None).unwrap_err();
+        assert!(err.to_string().contains("5 bytes") && err.to_string().contains("6 bytes"), "{err}");
+        let err = check_identity(&hash, 0, &r, Some(5), Some(P12)).unwrap_err();
+        assert!(err.to_string().contains("4+2") && err.to_string().contains("1+2"), "{err}");
+        // A shard that does not know its policy matches any.
+        let id = write_temp_as(&store, b"12345", None);
+        store.commit(id, &hash, 1, 5, None).unwrap();
+        let r = store.open_shard(&hash, 1).unwrap();
+        assert!(check_identity(&hash, 1, &r, Some(5), Some(P12)).is_ok());
+    }
 }
