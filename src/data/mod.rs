@@ -11,11 +11,27 @@
 //! | `DELETE /temp/<uuid>` | abort it |
 //! | `PUT /objects/<hash>.<shard>` | a whole shard in one request: temp, fsync and commit |
 //! | `GET`/`HEAD /objects/<hash>.<shard>` | the shard's verified bytes (`Range` supported) |
+//! | `DELETE /objects/<hash>.<shard>` | move the shard to `garbage/`: 204, or 404 when not here |
 //! | `GET /healthz` | liveness |
+//!
+//! A shard's identity is its hash, index, data length and redundancy policy.
+//! `X-Cairn-Policy: K+M` (optional everywhere, for curl and older clients; absent
+//! means unknown) names the policy: on `POST /temp` and `PUT /objects` it is written
+//! into the shard's header; on `PUT /temp` a policy other than the temp shard's is
+//! refused with 409 (the temp is removed). On `GET`/`HEAD`, `X-Cairn-Policy` and
+//! `X-Cairn-Length` say what the reader expects; a stored shard of another length,
+//! or of another policy when both are known, answers 409 with a one-line reason and
+//! is left in place (the reader's record may be the stale side). Every successful
+//! read carries `X-Cairn-Length` (the stored data length) and `X-Cairn-Policy` (when
+//! known). A commit over a stored shard of the same length and policy keeps it
+//! (dedup); another length or known policy, or a corrupt file, is replaced.
 //!
 //! Disk work runs on blocking threads ([`store`], [`shardfile`]); this file is the
 //! async edge: HTTP, bus loops, and shutdown.
 
+#[cfg(test)]
+mod crash;
+pub mod fs;
 pub mod shardfile;
 pub mod store;
 
@@ -38,7 +54,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::bus::{Bus, Heartbeat, LocateReply};
-use crate::content::{ContentHash, ShardIndex};
+use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::{self, RangeRequest};
 use crate::server::{self, HttpTimeouts};
 use store::{ShardStore, StoreError};
@@ -47,9 +63,10 @@ use store::{ShardStore, StoreError};
 pub const HASH_HEADER: &str = "x-cairn-hash";
 /// Header naming the shard index a temp shard is committed as.
 pub const SHARD_HEADER: &str = "x-cairn-shard";
-/// Header carrying a shard's expected (commit) or actual (read) length.
+/// Header carrying a shard's expected (commit, read request) or actual (read
+/// answer) data length.
 pub const LENGTH_HEADER: &str = "x-cairn-length";
-/// Header naming the redundancy policy (`K+M`) a shard belongs to.
+/// Header carrying a shard's redundancy policy as `K+M` (see the module doc).
 pub const POLICY_HEADER: &str = "x-cairn-policy";
 
 /// How a data server runs.
@@ -117,7 +134,7 @@ pub async fn serve(
     let state = Arc::new(DataState { store });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
-        .route("/objects/{file}", get(get_shard).put(put_shard))
+        .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
@@ -216,7 +233,10 @@ fn reason(status: StatusCode, text: impl ToString) -> Response {
 fn store_error(e: StoreError) -> Response {
     let status = match &e {
         StoreError::NoSuchTemp(_) | StoreError::NoSuchShard { .. } => StatusCode::NOT_FOUND,
-        StoreError::TempExists(_) | StoreError::LengthMismatch { .. } => StatusCode::CONFLICT,
+        StoreError::TempExists(_)
+        | StoreError::LengthMismatch { .. }
+        | StoreError::PolicyMismatch { .. }
+        | StoreError::IdentityMismatch { .. } => StatusCode::CONFLICT,
         StoreError::Corrupt { .. } | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -241,12 +261,18 @@ fn parse_id(id: &str) -> Result<Uuid, BadRequest> {
 /// A chunk for the blocking temp writer, or the order to give up.
 type TempChunk = Result<Bytes, ()>;
 
-async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, body: Body) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
+async fn post_temp(
+    State(state): State<Arc<DataState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (id, policy) = match parse_id(&id).and_then(|id| Ok((id, optional_header::<Policy>(&headers, POLICY_HEADER)?)))
+    {
+        Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    match receive(&state.store, id, body, None).await {
+    match receive(&state.store, id, policy, body, None).await {
         Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
         Err(r) => r,
     }
@@ -255,9 +281,18 @@ async fn post_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, 
 /// `PUT /objects/<hash>.<shard>`: a whole shard in one request — written to a temp
 /// file, fsynced and committed like the temp protocol does in three. For shards the
 /// API server has whole in memory (small objects), whose hash it already knows.
-async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>, body: Body) -> Response {
+async fn put_shard(
+    State(state): State<Arc<DataState>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some((hash, shard)) = parse_shard_name(&file) else {
         return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
+    };
+    let policy = match optional_header::<Policy>(&headers, POLICY_HEADER) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
     };
     let id = Uuid::new_v4();
     let small = body.size_hint().exact().is_some_and(|n| n <= SMALL_SHARD);
@@ -267,10 +302,10 @@ async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>
         match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
             Ok(bytes) => blocking(state.store.clone(), move |s| {
                 let written = (|| {
-                    let mut w = s.create_temp(id)?;
+                    let mut w = s.create_temp(id, policy)?;
                     w.write(&bytes)?;
                     let len = w.finish()?;
-                    s.commit(id, &hash, shard, len)?;
+                    s.commit(id, &hash, shard, len, policy)?;
                     Ok(len)
                 })();
                 if written.is_err() {
@@ -284,7 +319,7 @@ async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>
             Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
         }
     } else {
-        receive(&state.store, id, body, Some((hash, shard))).await
+        receive(&state.store, id, policy, body, Some((hash, shard))).await
     };
     match stored {
         Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
@@ -296,12 +331,13 @@ async fn put_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>
 /// they are written (`PUT /objects/<hash>.<shard>`).
 const SMALL_SHARD: u64 = 1024 * 1024;
 
-/// Streams `body` into temp shard `id` and fsyncs it, then, with `commit_as`,
+/// Streams `body` into temp shard `id` (cut under `policy`) and fsyncs it, then, with `commit_as`,
 /// commits it under that name in the same blocking job. Returns the shard's length;
 /// on any failure (a broken body, a disk error) the temp file is gone.
 async fn receive(
     store: &ShardStore,
     id: Uuid,
+    policy: Option<Policy>,
     body: Body,
     commit_as: Option<(ContentHash, ShardIndex)>,
 ) -> Result<u64, Response> {
@@ -310,7 +346,7 @@ async fn receive(
     // the channel while the body is still arriving.
     let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
-        let mut w = writer_store.create_temp(id)?;
+        let mut w = writer_store.create_temp(id, policy)?;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Ok(bytes) => w.write(&bytes)?,
@@ -319,7 +355,7 @@ async fn receive(
         }
         let len = w.finish()?;
         if let Some((hash, shard)) = commit_as {
-            writer_store.commit(id, &hash, shard, len)?;
+            writer_store.commit(id, &hash, shard, len, policy)?;
         }
         Ok(Some(len))
     });
@@ -365,6 +401,17 @@ fn header_value<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result
         .ok_or_else(|| BadRequest(format!("missing or malformed {name} header")))
 }
 
+/// An optional header: `None` when absent, 400 when present and malformed.
+fn optional_header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<Option<T>, BadRequest> {
+    let Some(value) = headers.get(name) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| BadRequest(format!("malformed {name} header")))
+}
+
 async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let parsed = (|| {
         Ok::<_, BadRequest>((
@@ -372,14 +419,15 @@ async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>
             header_value::<ContentHash>(&headers, HASH_HEADER)?,
             header_value::<ShardIndex>(&headers, SHARD_HEADER)?,
             header_value::<u64>(&headers, LENGTH_HEADER)?,
+            optional_header::<Policy>(&headers, POLICY_HEADER)?,
         ))
     })();
-    let (id, hash, shard, len) = match parsed {
+    let (id, hash, shard, len, policy) = match parsed {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len)).await {
-        Ok(()) => StatusCode::OK.into_response(),
+    match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len, policy)).await {
+        Ok(_) => StatusCode::OK.into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -391,6 +439,21 @@ async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>)
     };
     match blocking(state.store.clone(), move |s| s.abort(id)).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `DELETE /objects/<hash>.<shard>`: moves the shard to `garbage/` (an API server
+/// found that it holds the wrong content). 204, or 404 when it is not here.
+async fn delete_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>) -> Response {
+    let Some((hash, shard)) = parse_shard_name(&file) else {
+        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
+    };
+    match blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await {
+        Ok(()) => {
+            tracing::warn!(%hash, shard, "shard moved to garbage on request");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => store_error(e),
     }
 }
@@ -413,6 +476,12 @@ async fn get_shard(
     let Some((hash, shard)) = parse_shard_name(&file) else {
         return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
     };
+    let expected = optional_header::<u64>(&headers, LENGTH_HEADER)
+        .and_then(|len| Ok((len, optional_header::<Policy>(&headers, POLICY_HEADER)?)));
+    let (expected_len, expected_policy) = match expected {
+        Ok(e) => e,
+        Err(r) => return r.into_response(),
+    };
     let reader = match blocking(state.store.clone(), move |s| s.open_shard(&hash, shard)).await {
         Ok(r) => r,
         Err(e) => {
@@ -422,6 +491,10 @@ async fn get_shard(
             return store_error(e);
         }
     };
+    // Not quarantined on a mismatch: the reader's record may be the stale side.
+    if let Err(e) = store::check_identity(&hash, shard, &reader, expected_len, expected_policy) {
+        return store_error(e);
+    }
     let total = reader.data_len();
     let (status, range) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => (StatusCode::OK, range::ByteRange { start: 0, end: total }),
@@ -439,6 +512,9 @@ async fn get_shard(
         .header(header::CONTENT_LENGTH, range.len())
         .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
         .header(LENGTH_HEADER, total);
+    if let Some(policy) = reader.policy() {
+        builder = builder.header(POLICY_HEADER, policy.to_string());
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(header::CONTENT_RANGE, range.content_range(total));
     }
@@ -483,5 +559,110 @@ mod tests {
         assert_eq!(parse_shard_name(&format!("{h}")), None);
         assert_eq!(parse_shard_name(&format!("{h}.-1")), None);
         assert_eq!(parse_shard_name("../../etc/passwd.0"), None);
+    }
+
+    /// A data server on an ephemeral loopback port with an in-process bus.
+    struct TestServer {
+        base: String,
+        http: reqwest::Client,
+        stop: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let broker = crate::bus::memory::MemoryBroker::new();
+        let bus = Bus::new(Arc::new(broker.connect()), stop.clone()).await.unwrap();
+        let config = DataConfig {
+            advertise: addr.to_string(),
+            root: dir.path().to_path_buf(),
+            heartbeat_interval: Duration::from_secs(60),
+            temp_ttl: Duration::from_secs(3600),
+            http: crate::server::HttpTimeouts::default(),
+        };
+        tokio::spawn(serve(listener, config, bus, stop.clone()));
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        TestServer { base: format!("http://{addr}"), http, stop, _dir: dir }
+    }
+
+    #[tokio::test]
+    async fn policy_and_length_travel_with_a_shard() {
+        let t = start().await;
+        let hash = ContentHash::of(b"http");
+        let url = format!("{}/objects/{hash}.2", t.base);
+        let r = t.http.put(&url).header(POLICY_HEADER, "4+2").body("hello").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = t.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[POLICY_HEADER], "4+2");
+        assert_eq!(r.headers()[LENGTH_HEADER], "5");
+        assert_eq!(r.bytes().await.unwrap(), "hello");
+        let r = t.http.head(&url).header(POLICY_HEADER, "4+2").header(LENGTH_HEADER, "5").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Another expected length or policy: 409 naming both, and the shard stays.
+        let r = t.http.get(&url).header(LENGTH_HEADER, "6").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let why = r.text().await.unwrap();
+        assert!(why.contains("5 bytes") && why.contains("6 bytes"), "{why}");
+        let r = t.http.get(&url).header(POLICY_HEADER, "1+2").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let why = r.text().await.unwrap();
+        assert!(why.contains("4+2") && why.contains("1+2"), "{why}");
+        let r = t.http.get(&url).header(POLICY_HEADER, "4+").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(t.http.get(&url).send().await.unwrap().status(), StatusCode::OK);
+        t.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_commit_announcing_another_policy_is_a_conflict() {
+        let t = start().await;
+        let hash = ContentHash::of(b"temp");
+        let temp = |id: Uuid| format!("{}/temp/{id}", t.base);
+        let commit = |id: Uuid, policy: Option<&'static str>| {
+            let mut req = t
+                .http
+                .put(temp(id))
+                .header(HASH_HEADER, hash.to_hex())
+                .header(SHARD_HEADER, "0")
+                .header(LENGTH_HEADER, "3");
+            if let Some(p) = policy {
+                req = req.header(POLICY_HEADER, p);
+            }
+            req.send()
+        };
+        let id = Uuid::new_v4();
+        let r = t.http.post(temp(id)).header(POLICY_HEADER, "1+2").body("abc").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(commit(id, Some("4+2")).await.unwrap().status(), StatusCode::CONFLICT);
+        assert_eq!(commit(id, Some("1+2")).await.unwrap().status(), StatusCode::NOT_FOUND, "the temp was removed");
+        let id = Uuid::new_v4();
+        t.http.post(temp(id)).header(POLICY_HEADER, "1+2").body("abc").send().await.unwrap();
+        assert_eq!(commit(id, Some("1+2")).await.unwrap().status(), StatusCode::OK);
+        let r = t.http.get(format!("{}/objects/{hash}.0", t.base)).send().await.unwrap();
+        assert_eq!(r.headers()[POLICY_HEADER], "1+2");
+        // Old clients say nothing and still commit.
+        let id = Uuid::new_v4();
+        t.http.post(temp(id)).body("abc").send().await.unwrap();
+        assert_eq!(commit(id, None).await.unwrap().status(), StatusCode::OK);
+        t.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn delete_moves_a_shard_aside_once() {
+        let t = start().await;
+        let hash = ContentHash::of(b"del");
+        let url = format!("{}/objects/{hash}.0", t.base);
+        t.http.put(&url).body("x").send().await.unwrap().error_for_status().unwrap();
+        assert_eq!(t.http.delete(&url).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+        assert_eq!(t.http.get(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        assert_eq!(t.http.delete(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+        let bad = format!("{}/objects/nothex.0", t.base);
+        assert_eq!(t.http.delete(&bad).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(std::fs::read_dir(t._dir.path().join("garbage")).unwrap().count(), 1);
+        t.stop.cancel();
     }
 }

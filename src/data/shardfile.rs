@@ -3,18 +3,28 @@
 //! it serves without re-hashing the whole file.
 //!
 //! ```text
-//! header (32 bytes): "CAIRNSH1" | block_size u32 | 0u32 | data_len u64 | crc32c(previous 24) u32 | 0u32
+//! header (32 bytes): "CAIRNSH1" | block_size u32 | k u8 | m u8 | 0u16 | data_len u64 | crc32c(previous 24) u32 | 0u32
 //! block i:           data (block_size bytes, the last one shorter) | crc32c(data) u32
 //! ```
-//! All integers little-endian. Pure synchronous code over `std::fs`; the data server
-//! runs it on blocking threads. CRC-32C (hardware-accelerated through the `crc32c`
-//! crate) detects bit rot and torn blocks; it is not meant to resist an attacker
-//! with write access to the disk, which SHA-256 content addressing covers end to
-//! end.
+//! All integers little-endian. `k`/`m` are the redundancy policy the shard was cut
+//! under, part of its identity together with `data_len`: shard 1 of some content
+//! under 4+2 and under 1+2 are different bytes. `k = 0` means "unknown", which is what
+//! files written before the policy was recorded say, so they still open.
+//!
+//! Pure synchronous code; the data server runs it on blocking threads. CRC-32C
+//! (hardware-accelerated through the `crc32c` crate) catches bit rot and torn blocks;
+//! it is not meant to resist anyone who can write to the disk. A well-formed shard
+//! holding the wrong content (a bug, a stale replica, a hostile peer) passes every
+//! block check; the API server's end-to-end SHA-256 check of full-object reads is
+//! what catches that.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
+
+use super::fs::{FileSystem, RealFs};
+use crate::content::Policy;
 
 /// Bytes of shard data per checksummed block.
 pub const BLOCK_SIZE: u32 = 64 * 1024;
@@ -57,17 +67,30 @@ pub fn file_len(data_len: u64, block_size: u32) -> u64 {
     HEADER_LEN + data_len + blocks * CRC_LEN
 }
 
-fn encode_header(block_size: u32, data_len: u64) -> [u8; HEADER_LEN as usize] {
+/// What a shard file's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    block_size: u32,
+    policy: Option<Policy>,
+    data_len: u64,
+}
+
+fn encode_header(header: &Header) -> [u8; HEADER_LEN as usize] {
+    let Header { block_size, policy, data_len } = *header;
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&block_size.to_le_bytes());
+    if let Some(p) = policy {
+        h[12] = p.k;
+        h[13] = p.m;
+    }
     h[16..24].copy_from_slice(&data_len.to_le_bytes());
     let crc = crc32c::crc32c(&h[..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Result<(u32, u64), ShardFileError> {
+fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Result<Header, ShardFileError> {
     if &h[..8] != MAGIC {
         return Err(ShardFileError::BadHeader("wrong magic"));
     }
@@ -79,33 +102,50 @@ fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Result<(u32, u64), ShardFileE
     if block_size == 0 || block_size > 64 * 1024 * 1024 {
         return Err(ShardFileError::BadHeader("implausible block size"));
     }
+    let policy = match (h[12], h[13]) {
+        (0, 0) => None,
+        (k, m) if k > 0 && k as usize + m as usize <= 32 => Some(Policy { k, m }),
+        _ => return Err(ShardFileError::BadHeader("implausible redundancy policy")),
+    };
+    if h[14..16] != [0, 0] {
+        return Err(ShardFileError::BadHeader("reserved header bytes are not zero"));
+    }
     let data_len = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
-    Ok((block_size, data_len))
+    Ok(Header { block_size, policy, data_len })
 }
 
 /// Writes a new shard file block by block. Nothing is durable until
 /// [`finish`](ShardWriter::finish) returns.
 pub struct ShardWriter {
+    fs: Arc<dyn FileSystem>,
     /// Unbuffered: each block goes out in one write straight from `block`, so the
     /// bytes are not copied once more into a buffer of the writer's own.
     out: File,
     block: Vec<u8>,
     block_size: usize,
     data_len: u64,
+    policy: Option<Policy>,
 }
 
 impl ShardWriter {
-    /// Creates `path`, which must not exist yet.
-    pub fn create(path: &Path) -> io::Result<ShardWriter> {
-        let file = File::options().write(true).create_new(true).open(path)?;
-        let mut out = file;
+    /// Creates `path`, which must not exist yet, for a shard cut under `policy`
+    /// (`None`: not known, as with clients that do not say).
+    pub fn create(path: &Path, policy: Option<Policy>) -> io::Result<ShardWriter> {
+        ShardWriter::create_on(Arc::new(RealFs), path, policy)
+    }
+
+    /// Like [`create`](ShardWriter::create), doing every write and sync through `fs`.
+    pub fn create_on(fs: Arc<dyn FileSystem>, path: &Path, policy: Option<Policy>) -> io::Result<ShardWriter> {
+        let mut out = fs.create_new(path)?;
         // Placeholder header: a crash before `finish` leaves a file whose header fails.
-        out.write_all(&[0u8; HEADER_LEN as usize])?;
+        fs.write(&mut out, &[0u8; HEADER_LEN as usize])?;
         Ok(ShardWriter {
+            fs,
             out,
             block: Vec::with_capacity(BLOCK_SIZE as usize + CRC_LEN as usize),
             block_size: BLOCK_SIZE as usize,
             data_len: 0,
+            policy,
         })
     }
 
@@ -130,7 +170,7 @@ impl ShardWriter {
         }
         let crc = crc32c::crc32c(&self.block);
         self.block.extend_from_slice(&crc.to_le_bytes());
-        self.out.write_all(&self.block)?;
+        self.fs.write(&mut self.out, &self.block)?;
         self.block.clear();
         Ok(())
     }
@@ -139,10 +179,11 @@ impl ShardWriter {
     /// shard's data length.
     pub fn finish(mut self) -> io::Result<u64> {
         self.flush_block()?;
+        let header = Header { block_size: self.block_size as u32, policy: self.policy, data_len: self.data_len };
         let mut file = self.out;
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&encode_header(self.block_size as u32, self.data_len))?;
-        file.sync_all()?;
+        self.fs.write(&mut file, &encode_header(&header))?;
+        self.fs.sync_file(&file)?;
         Ok(self.data_len)
     }
 }
@@ -152,6 +193,7 @@ pub struct ShardReader {
     file: File,
     block_size: u32,
     data_len: u64,
+    policy: Option<Policy>,
 }
 
 impl ShardReader {
@@ -163,18 +205,24 @@ impl ShardReader {
             io::ErrorKind::UnexpectedEof => ShardFileError::BadHeader("file shorter than its header"),
             _ => ShardFileError::Io(e),
         })?;
-        let (block_size, data_len) = decode_header(&h)?;
+        let Header { block_size, policy, data_len } = decode_header(&h)?;
         let expected = file_len(data_len, block_size);
         let actual = file.metadata()?.len();
         if actual != expected {
             return Err(ShardFileError::BadLength { expected, actual });
         }
-        Ok(ShardReader { file, block_size, data_len })
+        Ok(ShardReader { file, block_size, data_len, policy })
     }
 
     /// The shard's data length in bytes.
     pub fn data_len(&self) -> u64 {
         self.data_len
+    }
+
+    /// The redundancy policy the shard was cut under; `None` for files that do not
+    /// say (written before the policy was recorded, or by a client that did not say).
+    pub fn policy(&self) -> Option<Policy> {
+        self.policy
     }
 
     /// Reads and verifies block `index`, returning its data.
@@ -233,7 +281,7 @@ mod tests {
 
     fn write_shard(dir: &Path, data: &[u8]) -> std::path::PathBuf {
         let path = dir.join("s");
-        let mut w = ShardWriter::create(&path).unwrap();
+        let mut w = ShardWriter::create(&path, None).unwrap();
         for chunk in data.chunks(7001) {
             w.write(chunk).unwrap();
         }
@@ -313,9 +361,56 @@ mod tests {
         assert!(matches!(ShardReader::open(&path), Err(ShardFileError::BadHeader(_))));
         // A writer that never finished leaves a zeroed header.
         let unfinished = dir.path().join("u");
-        let mut w = ShardWriter::create(&unfinished).unwrap();
+        let mut w = ShardWriter::create(&unfinished, None).unwrap();
         w.write(&pattern(10)).unwrap();
         drop(w);
         assert!(matches!(ShardReader::open(&unfinished), Err(ShardFileError::BadHeader(_))));
+    }
+
+    #[test]
+    fn the_policy_is_kept_in_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p");
+        let policy = Policy { k: 4, m: 2 };
+        let mut w = ShardWriter::create(&path, Some(policy)).unwrap();
+        w.write(&pattern(100)).unwrap();
+        w.finish().unwrap();
+        let r = ShardReader::open(&path).unwrap();
+        assert_eq!((r.policy(), r.data_len()), (Some(policy), 100));
+        let raw = std::fs::read(&path).unwrap();
+        assert_eq!(&raw[12..16], &[4, 2, 0, 0]);
+    }
+
+    #[test]
+    fn a_header_written_before_policies_opens_as_unknown() {
+        // The layout of the first format, built by hand: 12..16 are zero.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old");
+        let data = pattern(10);
+        let mut raw = Vec::new();
+        raw.extend_from_slice(b"CAIRNSH1");
+        raw.extend_from_slice(&BLOCK_SIZE.to_le_bytes());
+        raw.extend_from_slice(&[0; 4]);
+        raw.extend_from_slice(&10u64.to_le_bytes());
+        raw.extend_from_slice(&crc32c::crc32c(&raw[..24]).to_le_bytes());
+        raw.extend_from_slice(&[0; 4]);
+        raw.extend_from_slice(&data);
+        raw.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
+        std::fs::write(&path, &raw).unwrap();
+        let r = ShardReader::open(&path).unwrap();
+        assert_eq!((r.policy(), r.data_len()), (None, 10));
+        assert_eq!(read_all(&path, 0, 10).unwrap(), data);
+    }
+
+    #[test]
+    fn an_implausible_policy_is_a_bad_header() {
+        for (k, m) in [(0u8, 2u8), (30, 3)] {
+            let mut h = encode_header(&Header { block_size: BLOCK_SIZE, policy: None, data_len: 0 });
+            h[12] = k;
+            h[13] = m;
+            let crc = crc32c::crc32c(&h[..24]);
+            h[24..28].copy_from_slice(&crc.to_le_bytes());
+            assert!(matches!(decode_header(&h), Err(ShardFileError::BadHeader(_))), "{k}+{m}");
+        }
     }
 }
