@@ -70,6 +70,8 @@ async fn two_stores_on_one_file_share_versions() {
     a.set_placement(&c.hash, &moved).await.unwrap();
     assert_eq!(b.content(&c.hash).await.unwrap().unwrap().placement, moved);
     assert!(b.list("bk", "", None, 10).await.unwrap().is_empty(), "obj is deleted");
+    // Deletes racing through both stores add one tombstone.
+    suite::concurrent_deletes_add_one_tombstone(&[Arc::clone(&a), Arc::clone(&b)]).await;
 
     let mut tasks = Vec::new();
     for store in [&a, &b] {

@@ -253,7 +253,6 @@ async fn get_object(
 async fn delete_object(State(svc): Svc, Path(name): Path<String>) -> Result<Response, ApiError> {
     names::validate(&name)?;
     // Deleting what does not exist (or is already deleted) is a 404, not a new tombstone.
-    svc.find(DEFAULT_BUCKET, &name, None).await?;
     let record = svc.delete(DEFAULT_BUCKET, &name).await?;
     Ok(version_headers(&record, Json(version_json(&record))))
 }

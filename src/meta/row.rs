@@ -2,7 +2,7 @@
 //! SQLite and PostgreSQL implementations, so that both refuse the same corrupt
 //! rows the same way. Each store only maps its own row type onto [`RawVersion`].
 
-use super::{ContentRecord, MetaError, VersionRecord};
+use super::{ContentRecord, DeleteOutcome, MetaError, VersionRecord};
 
 /// The columns every version query of either store returns, in the order the
 /// stores' row mappings read them into [`RawVersion`], and the join that yields
@@ -84,4 +84,25 @@ pub(crate) fn parse_content(hash: &str, size: i64, policy: &str, placement: &str
 /// A placement as stored: a JSON object of shard index → address.
 pub(crate) fn placement_json(placement: &Placement) -> Result<String, MetaError> {
     serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+}
+
+/// What a delete does, given the name's newest version as it stands inside the
+/// delete's transaction (its number, and whether it is a tombstone): `None` to go on
+/// and add the tombstone, or the outcome that refuses it.
+pub(crate) fn delete_refused(
+    bucket: &str,
+    name: &str,
+    newest: Option<(i64, bool)>,
+) -> Result<Option<DeleteOutcome>, MetaError> {
+    match newest {
+        None => Ok(Some(DeleteOutcome::NoSuchName)),
+        Some((version, true)) => {
+            let version = u64::try_from(version)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid newest version {version}")))?;
+            Ok(Some(DeleteOutcome::AlreadyDeleted { version }))
+        }
+        Some((_, false)) => Ok(None),
+    }
 }

@@ -48,9 +48,12 @@
 //! `BEGIN IMMEDIATE` transaction (take the write lock first, then read the highest
 //! version, insert the next one and upsert the content row), so writers in
 //! different processes get consecutive versions with no gap and no duplicate, and a
-//! version is visible to every process as soon as the call returns. Concurrent
-//! writers of one process share a transaction (group commit, one fsync for the
-//! batch), each in a savepoint of its own.
+//! version is visible to every process as soon as the call returns.
+//! [`delete`](MetaStore::delete) reads the newest version and adds the tombstone in
+//! the same transaction, under the same lock, so two deletes of one name (in one
+//! process or two) cannot both find it live. Concurrent writers of one process
+//! share a transaction (group commit, one fsync for the batch), each in a
+//! savepoint of its own.
 //!
 //! Within a process, rusqlite is synchronous: every call runs on tokio's blocking
 //! pool (`spawn_blocking`). There is one writer connection behind a mutex and a
@@ -74,8 +77,8 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
-use super::row::{parse_content, placement_json, select_versions, to_sql_int, RawVersion};
-use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use super::row::{delete_refused, parse_content, placement_json, select_versions, to_sql_int, RawVersion};
+use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
@@ -147,6 +150,8 @@ const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHE
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
      RETURNING size";
+const SQL_NEWEST: &str =
+    "SELECT version, hash IS NULL FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
 const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE bucket = ?1 AND name = ?2";
 const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -167,16 +172,84 @@ struct Inner {
     /// Read-only connections, handed out round-robin.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// `put_version` calls waiting for the next group commit.
-    pending: Mutex<Vec<PendingPut>>,
+    /// Writes (`put_version`, `delete`) waiting for the next group commit.
+    pending: Mutex<Vec<PendingWrite>>,
 }
 
-/// One `put_version` waiting to be committed with others.
-struct PendingPut {
+/// Where a queued write's caller waits for its answer.
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, MetaError>>;
+
+/// One write waiting to be committed with others.
+struct PendingWrite {
     bucket: String,
     name: String,
-    content: Option<ContentRecord>,
-    reply: tokio::sync::oneshot::Sender<Result<VersionRecord, MetaError>>,
+    op: WriteOp,
+}
+
+/// What a queued write does, and who waits for it.
+enum WriteOp {
+    /// `put_version`: add a version unconditionally.
+    Put { content: Option<ContentRecord>, reply: Reply<VersionRecord> },
+    /// `delete`: add a tombstone unless there is no live version.
+    Delete { reply: Reply<DeleteOutcome> },
+}
+
+/// A write done in its savepoint, its answer held until the batch commits.
+enum Done {
+    Put(Reply<VersionRecord>, Result<VersionRecord, MetaError>),
+    Delete(Reply<DeleteOutcome>, Result<DeleteOutcome, MetaError>),
+}
+
+impl PendingWrite {
+    /// Does the write in a savepoint of `tx` of its own, so that one that fails is
+    /// rolled back alone.
+    fn apply(self, tx: &mut rusqlite::Transaction<'_>) -> Done {
+        let PendingWrite { bucket, name, op } = self;
+        match op {
+            WriteOp::Put { content, reply } => {
+                Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content)))
+            }
+            WriteOp::Delete { reply } => Done::Delete(reply, in_savepoint(tx, |sp| delete_in(sp, bucket, name))),
+        }
+    }
+
+    /// Answers `e` without having run.
+    fn fail(self, e: &MetaError) {
+        match self.op {
+            WriteOp::Put { reply, .. } => drop(reply.send(Err(same_error(e)))),
+            WriteOp::Delete { reply } => drop(reply.send(Err(same_error(e)))),
+        }
+    }
+}
+
+impl Done {
+    /// Answers the caller once the batch is committed.
+    fn send(self) {
+        match self {
+            Done::Put(reply, outcome) => drop(reply.send(outcome)),
+            Done::Delete(reply, outcome) => drop(reply.send(outcome)),
+        }
+    }
+
+    /// Answers `e`: the batch did not commit, so neither did this write.
+    fn fail(self, e: &MetaError) {
+        match self {
+            Done::Put(reply, _) => drop(reply.send(Err(same_error(e)))),
+            Done::Delete(reply, _) => drop(reply.send(Err(same_error(e)))),
+        }
+    }
+}
+
+/// Runs `f` in a savepoint of `tx`, released when `f` succeeds and rolled back
+/// when it fails.
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+) -> Result<T, MetaError> {
+    let sp = tx.savepoint().context("savepoint")?;
+    let out = f(&sp)?;
+    sp.commit().context("release savepoint")?;
+    Ok(out)
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -201,6 +274,19 @@ impl SqliteStore {
             Ok(Err(reason)) => Err(MetaError::Open { url, reason }),
             Err(e) => Err(MetaError::Open { url, reason: format!("open task failed: {e}") }),
         }
+    }
+
+    /// Queues a write for the next group commit and runs a commit on the blocking
+    /// pool (which may find the write already taken by an earlier one).
+    async fn queue(&self, bucket: &str, name: &str, op: WriteOp) -> Result<(), MetaError> {
+        let write = PendingWrite { bucket: bucket.to_string(), name: name.to_string(), op };
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(write);
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            flush_writes(&inner);
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -481,43 +567,48 @@ fn put_version_in(
     Ok(VersionRecord { bucket, name, version, content, created_ms })
 }
 
-/// Group commit: takes the writer, then every `put_version` queued so far, and
-/// commits them in one transaction, each in a savepoint of its own (one that fails
-/// is rolled back alone). With `synchronous=FULL` every commit costs an fsync;
-/// writers that arrive while one batch is committing wait for the writer and are
-/// committed together by the next, so N concurrent writes cost about one fsync, not
-/// N. Callers are answered only after the commit is durable.
-fn flush_puts(inner: &Inner) {
+/// Adds a tombstone to `bucket/name` on `conn`, inside the caller's write
+/// transaction, unless the name has no version or its newest is a tombstone: the
+/// write lock is held from the check to the commit, so no other delete (in this
+/// batch or any process) can slip in between.
+fn delete_in(conn: &Connection, bucket: String, name: String) -> Result<DeleteOutcome, MetaError> {
+    const WHAT: &str = "delete";
+    let newest: Option<(i64, bool)> = conn
+        .prepare_cached(SQL_NEWEST)
+        .context(WHAT)?
+        .query_row((&bucket, &name), |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .context(WHAT)?;
+    if let Some(refused) = delete_refused(&bucket, &name, newest)? {
+        return Ok(refused);
+    }
+    put_version_in(conn, bucket, name, None).map(DeleteOutcome::Deleted)
+}
+
+/// Group commit: takes the writer, then every write queued so far, and commits
+/// them in one transaction, each in a savepoint of its own (one that fails is
+/// rolled back alone). With `synchronous=FULL` every commit costs an fsync; writers
+/// that arrive while one batch is committing wait for the writer and are committed
+/// together by the next, so N concurrent writes cost about one fsync, not N.
+/// Callers are answered only after the commit is durable.
+fn flush_writes(inner: &Inner) {
+    const WHAT: &str = "commit";
     let mut conn = inner.writer();
     let batch = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
     if batch.is_empty() {
         return; // an earlier flush took this caller's request
     }
-    let committed = (|| {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context("put_version")?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for p in &batch {
-            let sp = tx.savepoint().context("put_version")?;
-            let outcome = put_version_in(&sp, p.bucket.clone(), p.name.clone(), p.content.clone());
-            if outcome.is_ok() {
-                sp.commit().context("put_version")?;
-            }
-            outcomes.push(outcome);
-        }
-        tx.commit().context("put_version")?;
-        Ok::<_, MetaError>(outcomes)
-    })();
-    match committed {
-        Ok(outcomes) => {
-            for (p, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = p.reply.send(outcome);
-            }
-        }
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate).context(WHAT) {
+        Ok(tx) => tx,
         Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(same_error(&e)));
-            }
+            batch.into_iter().for_each(|p| p.fail(&e));
+            return;
         }
+    };
+    let done: Vec<Done> = batch.into_iter().map(|p| p.apply(&mut tx)).collect();
+    match tx.commit().context(WHAT) {
+        Ok(()) => done.into_iter().for_each(Done::send),
+        Err(e) => done.into_iter().for_each(|d| d.fail(&e)),
     }
 }
 
@@ -565,14 +656,13 @@ impl MetaStore for SqliteStore {
         content: Option<&ContentRecord>,
     ) -> Result<VersionRecord, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let put = PendingPut { bucket: bucket.to_string(), name: name.to_string(), content: content.cloned(), reply };
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(put);
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            flush_puts(&inner);
-            Ok(())
-        })
-        .await?;
+        self.queue(bucket, name, WriteOp::Put { content: content.cloned(), reply }).await?;
+        answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
+    }
+
+    async fn delete(&self, bucket: &str, name: &str) -> Result<DeleteOutcome, MetaError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(bucket, name, WriteOp::Delete { reply }).await?;
         answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
     }
 

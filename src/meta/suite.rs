@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 
-use super::{ContentRecord, MetaStore, VersionRecord};
+use super::{ContentRecord, DeleteOutcome, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement, Policy};
 
 /// How far a store's `created_ms` may be from this process's clock (a networked
@@ -35,13 +35,16 @@ pub async fn run_all(store: &dyn MetaStore) {
     list_prefix_is_literal(store).await;
     list_prefix_works_beyond_ascii(store).await;
     concurrent_writes_get_distinct_gap_free_versions(store).await;
+    delete_adds_a_tombstone_only_to_a_live_name(store).await;
+    concurrent_deletes_in_one_task_add_one_tombstone(store).await;
 }
 
 /// Runs every check, including the one that needs to share the store between
 /// spawned tokio tasks.
 pub async fn run_all_shared(store: Arc<dyn MetaStore>) {
     run_all(store.as_ref()).await;
-    concurrent_tasks_get_distinct_gap_free_versions(store).await;
+    concurrent_tasks_get_distinct_gap_free_versions(Arc::clone(&store)).await;
+    concurrent_deletes_add_one_tombstone(&[store]).await;
 }
 
 /// A bucket (or any name) no other run uses.
@@ -378,4 +381,95 @@ async fn check_race(store: &dyn MetaStore, bucket: &str, per_writer: Vec<Vec<u64
     let stored = store.versions(bucket, "hot", 0, 1000).await.expect("versions");
     assert_eq!(numbers(&stored), (1..=200).collect::<Vec<_>>());
     assert_eq!(store.latest(bucket, "hot").await.expect("latest").expect("some").version, 200);
+}
+
+/// `delete` adds a tombstone to a name whose newest version is live, and nothing
+/// to a name that does not exist or whose newest version is a tombstone.
+pub async fn delete_adds_a_tombstone_only_to_a_live_name(store: &dyn MetaStore) {
+    let bucket = unique("delete");
+    let c = sample_content(5, "1+0", &["h:1"]);
+    assert_eq!(store.delete(&bucket, "x").await.expect("delete nothing"), DeleteOutcome::NoSuchName);
+    assert!(store.latest(&bucket, "x").await.expect("latest").is_none(), "a refused delete adds nothing");
+
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put");
+    let tomb = match store.delete(&bucket, "x").await.expect("delete") {
+        DeleteOutcome::Deleted(tomb) => tomb,
+        other => panic!("deleting a live name: {other:?}"),
+    };
+    assert_eq!((tomb.bucket.as_str(), tomb.name.as_str(), tomb.version), (bucket.as_str(), "x", 2));
+    assert!(tomb.is_tombstone());
+    assert_eq!(store.latest(&bucket, "x").await.expect("latest"), Some(tomb));
+    assert_eq!(store.delete(&bucket, "x").await.expect("delete again"), DeleteOutcome::AlreadyDeleted { version: 2 });
+    assert_eq!(numbers(&store.versions(&bucket, "x", 0, 10).await.expect("versions")), vec![1, 2]);
+
+    // A new version brings the name back, and it can be deleted again.
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put again");
+    assert!(matches!(store.delete(&bucket, "x").await.expect("delete"), DeleteOutcome::Deleted(t) if t.version == 4));
+
+    // A tombstone added by put_version counts as deleted too.
+    store.put_version(&bucket, "only", None).await.expect("tombstone only");
+    assert_eq!(store.delete(&bucket, "only").await.expect("delete"), DeleteOutcome::AlreadyDeleted { version: 1 });
+    // Another bucket's name of the same spelling is another name.
+    assert_eq!(store.delete(&unique("delete2"), "x").await.expect("elsewhere"), DeleteOutcome::NoSuchName);
+}
+
+/// 16 deletes of one live name as concurrent futures in one task: exactly one
+/// adds a tombstone.
+pub async fn concurrent_deletes_in_one_task_add_one_tombstone(store: &dyn MetaStore) {
+    let bucket = unique("delfutures");
+    let c = sample_content(6, "1+0", &["h:1"]);
+    let live = store.put_version(&bucket, "hot", Some(&c)).await.expect("put");
+    let outcomes = join_all((0..16).map(|_| store.delete(&bucket, "hot"))).await;
+    let outcomes = outcomes.into_iter().map(|o| o.expect("concurrent delete")).collect();
+    check_one_tombstone(store, &bucket, live.version, outcomes).await;
+}
+
+/// 16 deletes of one live name as spawned tasks, spread round-robin over `stores`
+/// (one store, or several on one database standing in for several API servers),
+/// three rounds: each round exactly one adds a tombstone, the others are told the
+/// name is already deleted, at that tombstone's version.
+pub async fn concurrent_deletes_add_one_tombstone(stores: &[Arc<dyn MetaStore>]) {
+    let bucket = unique("deltasks");
+    let c = sample_content(7, "1+0", &["h:1"]);
+    for _round in 0..3 {
+        let live = stores[0].put_version(&bucket, "hot", Some(&c)).await.expect("put");
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, bucket) = (Arc::clone(&stores[i % stores.len()]), bucket.clone());
+                tokio::spawn(async move { store.delete(&bucket, "hot").await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("delete task").expect("concurrent delete"));
+        }
+        for store in stores {
+            check_one_tombstone(store.as_ref(), &bucket, live.version, outcomes.clone()).await;
+        }
+    }
+    // A name that never existed stays absent, however many delete it at once.
+    let absent = join_all((0..16).map(|i| stores[i % stores.len()].delete(&bucket, "never"))).await;
+    assert!(absent.into_iter().all(|o| o.expect("delete") == DeleteOutcome::NoSuchName));
+    assert!(stores[0].latest(&bucket, "never").await.expect("latest").is_none());
+}
+
+/// Of `outcomes` (deletes of `bucket/hot` whose newest version was `live`), exactly
+/// one added the tombstone `live + 1`, the others saw it, and it is the newest.
+async fn check_one_tombstone(store: &dyn MetaStore, bucket: &str, live: u64, outcomes: Vec<DeleteOutcome>) {
+    let tomb = live + 1;
+    let added: Vec<&VersionRecord> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            DeleteOutcome::Deleted(record) => Some(record),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added.len(), 1, "exactly one delete adds a tombstone: {outcomes:?}");
+    assert_eq!(added[0].version, tomb);
+    assert!(added[0].is_tombstone());
+    let already = outcomes.iter().filter(|o| **o == DeleteOutcome::AlreadyDeleted { version: tomb }).count();
+    assert_eq!(already, outcomes.len() - 1, "the others are told it is already deleted: {outcomes:?}");
+    let newest = store.latest(bucket, "hot").await.expect("latest").expect("some");
+    assert_eq!(&newest, added[0]);
+    assert!(store.versions(bucket, "hot", tomb, 10).await.expect("versions").is_empty(), "no second tombstone");
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::bus::{Bus, BusError};
 use crate::cluster::{self, Membership};
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
-use crate::meta::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use crate::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use client::DataClient;
 
 /// Errors of the object paths, each a fact the HTTP layer maps to one status.
@@ -162,9 +162,14 @@ fn first_holders(holders: &cluster::Holders) -> Placement {
 }
 
 impl ObjectService {
-    /// Adds a tombstone version to `bucket/name`.
+    /// Adds a tombstone version to `bucket/name`; a name that does not exist or is
+    /// already deleted is `NotFound` or `Deleted`, checked atomically with the add.
     pub async fn delete(&self, bucket: &str, name: &str) -> Result<VersionRecord, ObjectError> {
-        Ok(self.meta.put_version(bucket, name, None).await?)
+        match self.meta.delete(bucket, name).await? {
+            DeleteOutcome::Deleted(record) => Ok(record),
+            DeleteOutcome::NoSuchName => Err(ObjectError::NotFound { name: name.to_string() }),
+            DeleteOutcome::AlreadyDeleted { version } => Err(ObjectError::Deleted { name: name.to_string(), version }),
+        }
     }
 }
 
