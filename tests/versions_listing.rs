@@ -76,6 +76,21 @@ async fn concurrent_deletes_of_one_name_add_one_tombstone() {
     t.cluster.shutdown().await;
 }
 
+/// `limit=0` asks for a page of nothing: a bad query (400), whether or not the name
+/// exists, not a missing name (404).
+#[tokio::test]
+async fn a_versions_limit_of_zero_is_a_bad_query() {
+    let t = start("1+0", 2).await;
+    assert_eq!(t.put("some", "body").await.status(), 200);
+    for path in ["/versions/some?limit=0", "/versions/nobody?limit=0", "/versions/some?after=1&limit=0"] {
+        let r = t.http.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().await.unwrap().contains("limit"), "{path}: the reason names the parameter");
+    }
+    assert_eq!(t.http.get(t.url("/versions/some?limit=1")).send().await.unwrap().status(), 200);
+    t.cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn versions_page_with_after_and_limit_and_stream_past_one_step() {
     let t = start("1+0", 2).await;

@@ -282,6 +282,10 @@ async fn versions(
     names::validate(&name)?;
     let after = parse_number(&query, "after")?.unwrap_or(0);
     let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
+    if limit == Some(0) {
+        // A page of nothing is a malformed request, not a missing name.
+        return Err(ApiError::BadQuery { key: "limit", value: query.get("limit").cloned().unwrap_or_default() });
+    }
     let step = limit.unwrap_or(VERSIONS_STEP).min(VERSIONS_STEP);
     let first = svc.versions(DEFAULT_BUCKET, &name, after, step).await?;
     if first.is_empty() && after == 0 {
