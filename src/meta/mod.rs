@@ -3,14 +3,13 @@
 //!
 //! [`MetaStore`] is the one trait; [`sqlite`] is the embedded implementation (one
 //! host, several processes sharing one file) and [`postgres`] the one shared by API
-//! servers on several hosts. Every implementation passes the
-//! behavioural suite in [`suite`]. Content is recorded once per hash (dedup), and a
+//! servers on several hosts. Every implementation passes the behavioural suite
+//! in `tests/common/meta_suite.rs` (test support, not in the library). Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
 
 pub mod postgres;
 mod row;
 pub mod sqlite;
-pub mod suite;
 
 use async_trait::async_trait;
 
