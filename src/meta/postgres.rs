@@ -100,8 +100,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::row::{delete_refused, parse_content, placement_json, select_versions, to_sql_int, RawVersion};
-use super::sqlite::prefix_successor;
+use super::row::{
+    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
+    ListStatements, RawVersion, VersionsPage,
+};
 use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
@@ -161,9 +163,8 @@ const SQL_VERSION: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 
 const SQL_VERSIONS: &str =
     select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version > $3 ORDER BY v.version LIMIT $4");
 
-/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
-/// for `after`) and per presence of an upper bound, so the planner always gets plain
-/// range constraints on the primary key of `heads`. The left join keeps a head whose
+/// Listing, as [`ListStatements`] wants it: range constraints on the primary key of
+/// `heads`. The left join keeps a head whose
 /// version row is missing, which [`RawVersion::parse`] reports as corrupt instead of
 /// silently skipping the name.
 macro_rules! select_list {
@@ -185,10 +186,12 @@ macro_rules! select_list {
     };
 }
 
-const SQL_LIST_FROM: &str = select_list!(">=", "", "$3");
-const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND h.name < $3 ", "$4");
-const SQL_LIST_AFTER: &str = select_list!(">", "", "$3");
-const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND h.name < $3 ", "$4");
+const LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_list!(">=", "", "$3"),
+    from_upto: select_list!(">=", "AND h.name < $3 ", "$4"),
+    after: select_list!(">", "", "$3"),
+    after_upto: select_list!(">", "AND h.name < $3 ", "$4"),
+};
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = $1";
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES ($1, $2, $3, $4) \
@@ -529,29 +532,20 @@ async fn add_version(
     content: Option<&ContentRecord>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
-    let (hash, size, row) = match content {
-        Some(c) => {
-            let size = to_sql_int(c.size)
-                .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
-            (Some(c.hash.to_hex()), size, Some((c.policy.to_string(), placement_json(&c.placement)?)))
-        }
-        None => (None, 0, None),
-    };
-    if let (Some(hash), Some((policy, placement))) = (&hash, &row) {
+    let row = content.map(ContentRow::encode).transpose()?;
+    if let Some(row) = &row {
         let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
-        let stored: i64 =
-            tx.query_one(&stmt, &[hash, &size, policy, placement]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
-        if stored != size {
-            // Same SHA-256, different length: the caller or the database is wrong.
-            return Err(MetaError::Corrupt(format!("content {hash}: recorded with size {stored}, now given {size}")));
-        }
+        let stored: i64 = tx
+            .query_one(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement])
+            .await
+            .and_then(|r| r.try_get(0))
+            .context(WHAT)?;
+        row.check_recorded_size(stored)?;
     }
     let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
     let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
-    let version = u64::try_from(next)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid next version {next}")))?;
+    let version = next_version(bucket, name, next)?;
+    let (hash, size) = ContentRow::version_columns(row.as_ref());
     let stmt = tx.prepare_cached(SQL_INSERT_VERSION).await.context(WHAT)?;
     let created_ms: i64 =
         tx.query_one(&stmt, &[&bucket, &name, &next, &hash, &size]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
@@ -649,14 +643,10 @@ impl MetaStore for PostgresStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        let Some(after) = to_sql_int(after) else {
+        let Some(page) = VersionsPage::new(after, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit]).await
+        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit]).await
     }
 
     async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
@@ -690,26 +680,13 @@ impl MetaStore for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        if limit == 0 {
+        let Some(range) = ListRange::new(prefix, after, limit) else {
             return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
-        // whichever is higher; the upper bound is the prefix's successor.
-        let (lower, exclusive) = match after {
-            Some(after) if after >= prefix => (after, true),
-            _ => (prefix, false),
         };
-        let upper = prefix_successor(prefix);
-        let sql = match (exclusive, upper.is_some()) {
-            (false, false) => SQL_LIST_FROM,
-            (false, true) => SQL_LIST_FROM_UPTO,
-            (true, false) => SQL_LIST_AFTER,
-            (true, true) => SQL_LIST_AFTER_UPTO,
-        };
-        match &upper {
-            Some(upper) => self.query_versions("list", sql, &[&bucket, &lower, upper, &limit]).await,
-            None => self.query_versions("list", sql, &[&bucket, &lower, &limit]).await,
+        let sql = range.statement(&LIST_STATEMENTS);
+        match &range.upper {
+            Some(upper) => self.query_versions("list", sql, &[&bucket, &range.lower, upper, &range.limit]).await,
+            None => self.query_versions("list", sql, &[&bucket, &range.lower, &range.limit]).await,
         }
     }
 }

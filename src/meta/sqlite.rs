@@ -77,7 +77,10 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
-use super::row::{delete_refused, parse_content, placement_json, select_versions, to_sql_int, RawVersion};
+use super::row::{
+    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
+    ListStatements, RawVersion, VersionsPage,
+};
 use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
@@ -121,10 +124,8 @@ const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 
 const SQL_VERSIONS: &str =
     select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version > ?3 ORDER BY v.version LIMIT ?4");
 
-/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
-/// for `after`) and per presence of an upper bound, so that SQLite always gets plain
-/// range constraints on the primary key and stops at the end of the prefix. The
-/// correlated subquery keeps only each name's newest version (one seek per row).
+/// Listing, as [`ListStatements`] wants it: range constraints on the primary key.
+/// The correlated subquery keeps only each name's newest version (one seek per row).
 macro_rules! select_list {
     ($lower:literal, $upper:literal, $limit:literal) => {
         select_versions!(
@@ -141,10 +142,12 @@ macro_rules! select_list {
     };
 }
 
-const SQL_LIST_FROM: &str = select_list!(">=", "", "?3");
-const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND v.name < ?3 ", "?4");
-const SQL_LIST_AFTER: &str = select_list!(">", "", "?3");
-const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND v.name < ?3 ", "?4");
+const LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_list!(">=", "", "?3"),
+    from_upto: select_list!(">=", "AND v.name < ?3 ", "?4"),
+    after: select_list!(">", "", "?3"),
+    after_upto: select_list!(">", "AND v.name < ?3 ", "?4"),
+};
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = ?1";
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
@@ -461,24 +464,6 @@ fn now_ms() -> i64 {
     }
 }
 
-/// The smallest string greater than every string starting with `prefix`, or `None`
-/// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
-/// UTF-8 byte order, which is how SQLite compares text.
-pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// Maps a row of the version queries onto [`RawVersion`].
 fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
     Ok(RawVersion {
@@ -531,34 +516,19 @@ fn put_version_in(
     content: Option<ContentRecord>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
-    let (hash, size, policy, placement) = match &content {
-        Some(c) => {
-            let size = to_sql_int(c.size)
-                .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
-            (Some(c.hash.to_hex()), size, c.policy.to_string(), placement_json(&c.placement)?)
-        }
-        None => (None, 0, String::new(), String::new()),
-    };
-    if let Some(hash) = &hash {
+    let row = content.as_ref().map(ContentRow::encode).transpose()?;
+    if let Some(row) = &row {
         let stored: i64 = conn
             .prepare_cached(SQL_UPSERT_CONTENT)
             .context(WHAT)?
-            .query_row((hash, size, &policy, &placement), |row| row.get(0))
+            .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
             .context(WHAT)?;
-        if stored != size {
-            // Same SHA-256, different length: the caller or the file is wrong. Roll back.
-            return Err(MetaError::Corrupt(format!("content {hash}: recorded with size {stored}, now given {size}")));
-        }
+        row.check_recorded_size(stored)?;
     }
-    let next: i64 = conn
-        .prepare_cached(SQL_NEXT_VERSION)
-        .context(WHAT)?
-        .query_row((&bucket, &name), |row| row.get(0))
-        .context(WHAT)?;
-    let version = u64::try_from(next)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid highest version {}", next - 1)))?;
+    let next: i64 =
+        conn.prepare_cached(SQL_NEXT_VERSION).context(WHAT)?.query_row((&bucket, &name), |r| r.get(0)).context(WHAT)?;
+    let version = next_version(&bucket, &name, next)?;
+    let (hash, size) = ContentRow::version_columns(row.as_ref());
     let created_ms = now_ms();
     conn.prepare_cached(SQL_INSERT_VERSION)
         .context(WHAT)?
@@ -621,29 +591,11 @@ fn same_error(e: &MetaError) -> MetaError {
     }
 }
 
-fn list_blocking(
-    conn: &Connection,
-    bucket: &str,
-    prefix: &str,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<VersionRecord>, MetaError> {
-    // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
-    // whichever is higher; the upper bound is the prefix's successor.
-    let (lower, exclusive) = match after {
-        Some(after) if after >= prefix => (after, true),
-        _ => (prefix, false),
-    };
-    let upper = prefix_successor(prefix);
-    let sql = match (exclusive, upper.is_some()) {
-        (false, false) => SQL_LIST_FROM,
-        (false, true) => SQL_LIST_FROM_UPTO,
-        (true, false) => SQL_LIST_AFTER,
-        (true, true) => SQL_LIST_AFTER_UPTO,
-    };
-    match &upper {
-        Some(upper) => query_versions(conn, "list", sql, &[&bucket, &lower, upper, &limit]),
-        None => query_versions(conn, "list", sql, &[&bucket, &lower, &limit]),
+fn list_blocking(conn: &Connection, bucket: &str, range: &ListRange) -> Result<Vec<VersionRecord>, MetaError> {
+    let sql = range.statement(&LIST_STATEMENTS);
+    match &range.upper {
+        Some(upper) => query_versions(conn, "list", sql, &[&bucket, &range.lower, upper, &range.limit]),
+        None => query_versions(conn, "list", sql, &[&bucket, &range.lower, &range.limit]),
     }
 }
 
@@ -686,15 +638,14 @@ impl MetaStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        let Some(after) = to_sql_int(after) else {
+        let Some(page) = VersionsPage::new(after, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
         let (bucket, name) = (bucket.to_string(), name.to_string());
-        self.read(move |conn| query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit])).await
+        self.read(move |conn| {
+            query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit])
+        })
+        .await
     }
 
     async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
@@ -738,36 +689,17 @@ impl MetaStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        if limit == 0 {
+        let Some(range) = ListRange::new(prefix, after, limit) else {
             return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        let (bucket, prefix, after) = (bucket.to_string(), prefix.to_string(), after.map(str::to_string));
-        self.read(move |conn| list_blocking(conn, &bucket, &prefix, after.as_deref(), limit)).await
+        };
+        let bucket = bucket.to_string();
+        self.read(move |conn| list_blocking(conn, &bucket, &range)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_successor_bounds_exactly_the_prefixed_names() {
-        assert_eq!(prefix_successor(""), None);
-        assert_eq!(prefix_successor("a/"), Some("a0".to_string()));
-        assert_eq!(prefix_successor("a\u{7f}"), Some("a\u{80}".to_string()));
-        assert_eq!(prefix_successor("a\u{D7FF}"), Some("a\u{E000}".to_string()));
-        assert_eq!(prefix_successor("ab\u{10FFFF}"), Some("ac".to_string()));
-        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
-        let prefix = "x\u{7f}";
-        let upper = prefix_successor(prefix).unwrap();
-        for name in ["x\u{7f}", "x\u{7f}\u{10FFFF}zz", "x\u{7f}\u{0}"] {
-            assert!(name >= prefix && name < upper.as_str(), "{name:?}");
-        }
-        for name in ["x\u{80}", "x\u{7e}\u{10FFFF}", "x", "y"] {
-            assert!(!(name >= prefix && name < upper.as_str()), "{name:?}");
-        }
-    }
 
     /// The hot paths must be index seeks and range scans in primary-key order: no
     /// table scan, no sort.
@@ -787,10 +719,10 @@ mod tests {
             (SQL_LATEST, 2),
             (SQL_VERSION, 3),
             (SQL_VERSIONS, 4),
-            (SQL_LIST_FROM, 3),
-            (SQL_LIST_FROM_UPTO, 4),
-            (SQL_LIST_AFTER, 3),
-            (SQL_LIST_AFTER_UPTO, 4),
+            (LIST_STATEMENTS.from, 3),
+            (LIST_STATEMENTS.from_upto, 4),
+            (LIST_STATEMENTS.after, 3),
+            (LIST_STATEMENTS.after_upto, 4),
         ] {
             let plan = plan(sql, n);
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
