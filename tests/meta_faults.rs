@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use cairn::content::{ContentHash, Placement};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::meta::sqlite::SqliteStore;
-use cairn::meta::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use cairn::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 
 /// Wraps a real store; while `down` is set every call fails as a database that is
 /// unreachable would.
@@ -35,6 +35,10 @@ impl MetaStore for Flaky {
     async fn put_version(&self, b: &str, n: &str, c: Option<&ContentRecord>) -> Result<VersionRecord, MetaError> {
         self.check()?;
         self.inner.put_version(b, n, c).await
+    }
+    async fn delete(&self, b: &str, n: &str) -> Result<DeleteOutcome, MetaError> {
+        self.check()?;
+        self.inner.delete(b, n).await
     }
     async fn latest(&self, b: &str, n: &str) -> Result<Option<VersionRecord>, MetaError> {
         self.check()?;

@@ -13,10 +13,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::content::{ContentHash, Placement, Policy};
+use cairn::content::ContentHash;
 use cairn::meta::postgres::{PostgresStore, POOL_WAIT, SCHEMA_VERSION};
-use cairn::meta::{suite, ContentRecord, MetaError, MetaStore};
+use cairn::meta::{MetaError, MetaStore};
 use common::pg::TestSchema;
+
+#[path = "common/meta_suite.rs"]
+mod meta_suite;
 
 /// A schema of the test's own, or return (skipped) when there is no server.
 macro_rules! test_schema {
@@ -28,91 +31,30 @@ macro_rules! test_schema {
     };
 }
 
-fn content(seed: &str) -> ContentRecord {
-    ContentRecord {
-        hash: ContentHash::of(seed.as_bytes()),
-        size: seed.len() as u64,
-        policy: Policy { k: 2, m: 1 },
-        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
-    }
-}
-
-fn numbers(records: &[cairn::meta::VersionRecord]) -> Vec<u64> {
-    records.iter().map(|r| r.version).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_passes_the_suite() {
     let schema = test_schema!();
     let store = schema.open().await;
-    suite::run_all_shared(Arc::new(store)).await;
+    meta_suite::run_all_shared(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_by_url_and_reopen_keeps_the_data() {
     let schema = test_schema!();
-    let url = schema.url();
-    let c = content("reopen");
-    {
-        let store = cairn::meta::open(&url).await.unwrap();
-        store.put_version("b", "n", Some(&c)).await.unwrap();
-        store.put_version("b", "n", None).await.unwrap();
-    }
+    meta_suite::reopen_by_url(&schema.url()).await;
     // Both spellings of the scheme name the same store.
-    let other = url.replacen("postgres://", "postgresql://", 1);
+    let other = schema.url().replacen("postgres://", "postgresql://", 1);
     assert!(other.starts_with("postgresql://"), "{other}");
-    let store = cairn::meta::open(&other).await.unwrap();
-    assert!(store.latest("b", "n").await.unwrap().unwrap().is_tombstone());
-    assert_eq!(store.version("b", "n", 1).await.unwrap().unwrap().content, Some(c));
-    assert_eq!(store.put_version("b", "n", None).await.unwrap().version, 3);
+    meta_suite::reopen_by_url(&other).await;
 }
 
-/// Two stores on one schema stand in for API servers on two hosts: each sees the
-/// other's writes as soon as they return, and 2 × 100 concurrent writers of one name
-/// get exactly 1..=200.
+/// Two stores on one schema stand in for API servers on two hosts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_stores_on_one_schema_share_versions() {
     let schema = test_schema!();
     let a: Arc<dyn MetaStore> = Arc::new(schema.open().await);
     let b: Arc<dyn MetaStore> = Arc::new(schema.open().await);
-
-    let c = content("shared");
-    let v1 = a.put_version("bk", "obj", Some(&c)).await.unwrap();
-    assert_eq!(b.latest("bk", "obj").await.unwrap(), Some(v1.clone()));
-    let v2 = b.put_version("bk", "obj", None).await.unwrap();
-    assert_eq!(v2.version, 2);
-    assert_eq!(a.latest("bk", "obj").await.unwrap(), Some(v2));
-    let moved = Placement::from([(0, "z:9".to_string())]);
-    a.set_placement(&c.hash, &moved).await.unwrap();
-    assert_eq!(b.content(&c.hash).await.unwrap().unwrap().placement, moved);
-    assert!(b.list("bk", "", None, 10).await.unwrap().is_empty(), "obj is deleted");
-
-    let mut tasks = Vec::new();
-    for (mine, theirs) in [(&a, &b), (&b, &a)] {
-        for i in 0..100 {
-            let (mine, theirs, c) = (Arc::clone(mine), Arc::clone(theirs), c.clone());
-            tasks.push(tokio::spawn(async move {
-                let content = if i % 3 == 0 { None } else { Some(&c) };
-                let put = mine.put_version("bk", "race", content).await.unwrap();
-                // Read-after-write through the other host.
-                let seen = theirs.latest("bk", "race").await.unwrap().expect("the other store sees the name");
-                assert!(seen.version >= put.version, "wrote {}, the other store sees {}", put.version, seen.version);
-                let exact = theirs.version("bk", "race", put.version).await.unwrap().expect("the other sees it");
-                assert_eq!(exact, put);
-                put.version
-            }));
-        }
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.push(t.await.unwrap());
-    }
-    all.sort_unstable();
-    assert_eq!(all, (1..=200).collect::<Vec<u64>>(), "distinct, gap-free versions");
-    for store in [&a, &b] {
-        assert_eq!(numbers(&store.versions("bk", "race", 0, 500).await.unwrap()), (1..=200).collect::<Vec<u64>>());
-        assert_eq!(store.latest("bk", "race").await.unwrap().unwrap().version, 200);
-    }
+    meta_suite::two_stores_share_one_database(a, b).await;
 }
 
 #[tokio::test]
@@ -165,7 +107,7 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
         .collect();
     assert_eq!(tables, ["content", "heads", "schema_version", "versions"]);
 
-    let c = content("migrate");
+    let c = meta_suite::content_of("migrate");
     stores[0].put_version("bk", "n", Some(&c)).await.unwrap();
     drop(stores);
     let store = schema.open().await;
@@ -178,7 +120,7 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
 async fn corrupt_rows_are_errors_not_panics() {
     let schema = test_schema!();
     let store = schema.open().await;
-    let good = content("good");
+    let good = meta_suite::content_of("good");
     store.put_version("bk", "good", Some(&good)).await.unwrap();
 
     // Another tool (or an operator) wrote these; it checked nothing.
@@ -255,21 +197,6 @@ async fn corrupt_rows_are_errors_not_panics() {
     assert_eq!(store.put_version("bk", "good", None).await.unwrap().version, 2);
 }
 
-#[tokio::test]
-async fn same_hash_with_another_size_is_refused() {
-    let schema = test_schema!();
-    let store = schema.open().await;
-    let c = content("sized");
-    store.put_version("bk", "a", Some(&c)).await.unwrap();
-    let lying = ContentRecord { size: c.size + 1, ..c.clone() };
-    assert!(matches!(store.put_version("bk", "b", Some(&lying)).await, Err(MetaError::Corrupt(_))));
-    // Rolled back: no version, no head, the content row unchanged.
-    assert!(store.latest("bk", "b").await.unwrap().is_none());
-    assert!(store.list("bk", "b", None, 10).await.unwrap().is_empty());
-    assert_eq!(store.content(&c.hash).await.unwrap(), Some(c.clone()));
-    assert_eq!(store.put_version("bk", "b", Some(&c)).await.unwrap().version, 1, "no gap");
-}
-
 /// A server that is not there fails the open at once, not after a long hang, and
 /// the error does not leak the password.
 #[tokio::test]
@@ -311,7 +238,7 @@ async fn invalid_schema_names_are_refused_before_connecting() {
 async fn a_busy_pool_is_unavailable_after_the_wait_timeout() {
     let schema = test_schema!();
     let store = Arc::new(schema.open().await);
-    let c = content("busy");
+    let c = meta_suite::content_of("busy");
     store.put_version("bk", "n", Some(&c)).await.unwrap();
 
     schema
@@ -351,7 +278,7 @@ async fn a_busy_pool_is_unavailable_after_the_wait_timeout() {
 async fn killed_connections_are_unavailable_then_replaced() {
     let schema = test_schema!();
     let store = Arc::new(schema.open().await);
-    let c = content("killed");
+    let c = meta_suite::content_of("killed");
     let reads: Vec<_> = (0..8)
         .map(|i| {
             let (store, c) = (Arc::clone(&store), c.clone());
@@ -390,32 +317,4 @@ async fn killed_connections_are_unavailable_then_replaced() {
     assert!(recovered, "the pool never replaced the killed connections");
     assert_eq!(store.put_version("bk", "n0", None).await.unwrap().version, 2);
     assert_eq!(store.list("bk", "n", None, 100).await.unwrap().len(), 7);
-}
-
-/// `latest` is the hot path; a smoke check that it is far from slow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_is_fast() {
-    let schema = test_schema!();
-    let store = Arc::new(schema.open().await);
-    let c = content("fast");
-    for i in 0..20 {
-        store.put_version("bk", &format!("n{i}"), Some(&c)).await.unwrap();
-    }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..4 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..500 {
-                let name = format!("n{}", (i + t) % 20);
-                assert!(store.latest("bk", &name).await.unwrap().is_some());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed();
-    eprintln!("2000 latest() calls in {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
 }

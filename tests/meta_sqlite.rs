@@ -5,18 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::content::{ContentHash, Placement, Policy};
+use cairn::content::ContentHash;
 use cairn::meta::sqlite::{SqliteStore, SCHEMA_VERSION};
-use cairn::meta::{suite, ContentRecord, MetaError, MetaStore};
+use cairn::meta::{MetaError, MetaStore};
 
-fn content(seed: &str) -> ContentRecord {
-    ContentRecord {
-        hash: ContentHash::of(seed.as_bytes()),
-        size: seed.len() as u64,
-        policy: Policy { k: 2, m: 1 },
-        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
-    }
-}
+#[path = "common/meta_suite.rs"]
+mod meta_suite;
 
 fn raw(path: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
@@ -29,74 +23,24 @@ async fn sqlite_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     // The parent directory does not exist yet: open creates it.
     let store = SqliteStore::open(&dir.path().join("nested/dir/meta.db")).await.unwrap();
-    suite::run_all_shared(Arc::new(store)).await;
+    meta_suite::run_all_shared(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_by_url_and_reopen_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("meta.db");
-    let url = format!("sqlite:{}", path.display());
-    let c = content("reopen");
-    {
-        let store = cairn::meta::open(&url).await.unwrap();
-        store.put_version("b", "n", Some(&c)).await.unwrap();
-        store.put_version("b", "n", None).await.unwrap();
-    }
-    let store = cairn::meta::open(&url).await.unwrap();
-    assert!(store.latest("b", "n").await.unwrap().unwrap().is_tombstone());
-    assert_eq!(store.version("b", "n", 1).await.unwrap().unwrap().content, Some(c));
-    assert_eq!(store.put_version("b", "n", None).await.unwrap().version, 3);
+    meta_suite::reopen_by_url(&format!("sqlite:{}", dir.path().join("meta.db").display())).await;
     assert!(matches!(cairn::meta::open("postgres://x").await, Err(MetaError::Open { .. })));
 }
 
-/// Two stores on one file stand in for two API servers on one host: each sees the
-/// other's writes at once, and concurrent writers get 1..=200 without gap or
-/// duplicate.
+/// Two stores on one file stand in for two API servers on one host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_stores_on_one_file_share_versions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
     let a: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
     let b: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
-
-    let c = content("shared");
-    let v1 = a.put_version("bk", "obj", Some(&c)).await.unwrap();
-    assert_eq!(b.latest("bk", "obj").await.unwrap(), Some(v1.clone()));
-    let v2 = b.put_version("bk", "obj", None).await.unwrap();
-    assert_eq!(v2.version, 2);
-    assert_eq!(a.latest("bk", "obj").await.unwrap(), Some(v2));
-    let moved = Placement::from([(0, "z:9".to_string())]);
-    a.set_placement(&c.hash, &moved).await.unwrap();
-    assert_eq!(b.content(&c.hash).await.unwrap().unwrap().placement, moved);
-    assert!(b.list("bk", "", None, 10).await.unwrap().is_empty(), "obj is deleted");
-
-    let mut tasks = Vec::new();
-    for store in [&a, &b] {
-        for w in 0..2 {
-            let (store, c) = (Arc::clone(store), c.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                for i in 0..50 {
-                    let content = if (w + i) % 3 == 0 { None } else { Some(&c) };
-                    got.push(store.put_version("bk", "race", content).await.unwrap().version);
-                }
-                got
-            }));
-        }
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        let got = t.await.unwrap();
-        assert!(got.windows(2).all(|w| w[0] < w[1]));
-        all.extend(got);
-    }
-    all.sort_unstable();
-    assert_eq!(all, (1..=200).collect::<Vec<u64>>());
-    for store in [&a, &b] {
-        let stored: Vec<u64> = store.versions("bk", "race", 0, 500).await.unwrap().iter().map(|v| v.version).collect();
-        assert_eq!(stored, (1..=200).collect::<Vec<u64>>());
-    }
+    meta_suite::two_stores_share_one_database(a, b).await;
 }
 
 const CHILD_PATH: &str = "CAIRN_META_TEST_CHILD_PATH";
@@ -108,7 +52,7 @@ async fn child_process_writer() {
         return;
     };
     let store = SqliteStore::open(Path::new(&path)).await.unwrap();
-    let c = content("processes");
+    let c = meta_suite::content_of("processes");
     for i in 0..100 {
         let content = if i % 4 == 3 { None } else { Some(&c) };
         store.put_version("bk", "proc", content).await.unwrap();
@@ -185,7 +129,7 @@ async fn corrupt_rows_are_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    let good = content("good");
+    let good = meta_suite::content_of("good");
     store.put_version("bk", "good", Some(&good)).await.unwrap();
 
     let conn = raw(&path);
@@ -229,19 +173,6 @@ async fn corrupt_rows_are_errors_not_panics() {
     assert_eq!(store.put_version("bk", "good", None).await.unwrap().version, 2);
 }
 
-#[tokio::test]
-async fn same_hash_with_another_size_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
-    let c = content("sized");
-    store.put_version("bk", "a", Some(&c)).await.unwrap();
-    let lying = ContentRecord { size: c.size + 1, ..c.clone() };
-    assert!(matches!(store.put_version("bk", "b", Some(&lying)).await, Err(MetaError::Corrupt(_))));
-    // Rolled back: no version was added, the content row is unchanged.
-    assert!(store.latest("bk", "b").await.unwrap().is_none());
-    assert_eq!(store.content(&c.hash).await.unwrap(), Some(c));
-}
-
 /// While another process holds the write lock, reads go on (WAL) and a write gives
 /// up after the busy timeout with `Unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +180,7 @@ async fn a_locked_database_is_unavailable_for_writes_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
     let store = SqliteStore::open(&path).await.unwrap();
-    let c = content("locked");
+    let c = meta_suite::content_of("locked");
     store.put_version("bk", "n", Some(&c)).await.unwrap();
 
     let conn = raw(&path);
@@ -266,34 +197,6 @@ async fn a_locked_database_is_unavailable_for_writes_only() {
     assert!(started.elapsed() >= Duration::from_secs(4), "a writer waits for the busy timeout first");
     conn.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 2);
-}
-
-/// `latest` is the hot path; a smoke check that it is far from slow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_is_fast() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("meta.db")).await.unwrap());
-    let c = content("fast");
-    for i in 0..20 {
-        store.put_version("bk", &format!("n{i}"), Some(&c)).await.unwrap();
-    }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..4 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..500 {
-                let name = format!("n{}", (i + t) % 20);
-                assert!(store.latest("bk", &name).await.unwrap().is_some());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = started.elapsed();
-    eprintln!("2000 latest() calls in {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
 }
 
 /// Two API server processes starting at once on a new file must both open it

@@ -60,6 +60,37 @@ async fn delete_adds_a_tombstone_that_hides_only_the_current_version() {
     t.cluster.shutdown().await;
 }
 
+/// Racing DELETEs of one name add one tombstone: one answers 200, the rest 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_of_one_name_add_one_tombstone() {
+    let t = start("1+0", 2).await;
+    assert_eq!(t.put("race", "live").await.status(), 200);
+    let deletes = (0..16).map(|_| t.http.delete(t.url("/objects/race")).send());
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(deletes).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 404).count(), 15, "{statuses:?}");
+    let text = t.http.get(t.url("/versions/race")).send().await.unwrap().text().await.unwrap();
+    let deleted: Vec<bool> = lines(&text).iter().map(|v| v["deleted"].as_bool().unwrap()).collect();
+    assert_eq!(deleted, [false, true], "one version, one tombstone");
+    t.cluster.shutdown().await;
+}
+
+/// `limit=0` asks for a page of nothing: a bad query (400), whether or not the name
+/// exists, not a missing name (404).
+#[tokio::test]
+async fn a_versions_limit_of_zero_is_a_bad_query() {
+    let t = start("1+0", 2).await;
+    assert_eq!(t.put("some", "body").await.status(), 200);
+    for path in ["/versions/some?limit=0", "/versions/nobody?limit=0", "/versions/some?after=1&limit=0"] {
+        let r = t.http.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().await.unwrap().contains("limit"), "{path}: the reason names the parameter");
+    }
+    assert_eq!(t.http.get(t.url("/versions/some?limit=1")).send().await.unwrap().status(), 200);
+    t.cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn versions_page_with_after_and_limit_and_stream_past_one_step() {
     let t = start("1+0", 2).await;

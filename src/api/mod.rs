@@ -286,7 +286,6 @@ async fn get_object(
 async fn delete_object(State(svc): Svc, Path(name): Path<String>) -> Result<Response, ApiError> {
     names::validate(&name)?;
     // Deleting what does not exist (or is already deleted) is a 404, not a new tombstone.
-    svc.find(DEFAULT_BUCKET, &name, None).await?;
     let record = svc.delete(DEFAULT_BUCKET, &name).await?;
     Ok(version_headers(&record, Json(version_json(&record))))
 }
@@ -316,6 +315,10 @@ async fn versions(
     names::validate(&name)?;
     let after = parse_number(&query, "after")?.unwrap_or(0);
     let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
+    if limit == Some(0) {
+        // A page of nothing is a malformed request, not a missing name.
+        return Err(ApiError::BadQuery { key: "limit", value: query.get("limit").cloned().unwrap_or_default() });
+    }
     let step = limit.unwrap_or(VERSIONS_STEP).min(VERSIONS_STEP);
     let first = svc.versions(DEFAULT_BUCKET, &name, after, step).await?;
     if first.is_empty() && after == 0 {

@@ -172,7 +172,7 @@ pub struct BenchArgs {
     /// Leave the objects written in place instead of deleting them afterwards.
     #[arg(long, env = "CAIRN_BENCH_KEEP")]
     pub keep: bool,
-    /// Prefix of every object name [default: bench-<random>/]. Names <prefix><10 digits> under it are overwritten and deleted.
+    /// Prefix of every object name [default: bench-RANDOM/]. Names PREFIX followed by 10 digits under it are overwritten and deleted.
     #[arg(long, env = "CAIRN_BENCH_PREFIX")]
     pub prefix: Option<String>,
     /// Longest wait for one request, answer body included.

@@ -3,14 +3,13 @@
 //!
 //! [`MetaStore`] is the one trait; [`sqlite`] is the embedded implementation (one
 //! host, several processes sharing one file) and [`postgres`] the one shared by API
-//! servers on several hosts. Every implementation passes the
-//! behavioural suite in [`suite`]. Content is recorded once per hash (dedup), and a
+//! servers on several hosts. Every implementation passes the behavioural suite
+//! in `tests/common/meta_suite.rs` (test support, not in the library). Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
 
 pub mod postgres;
 mod row;
 pub mod sqlite;
-pub mod suite;
 
 use async_trait::async_trait;
 
@@ -54,6 +53,20 @@ impl VersionRecord {
     }
 }
 
+/// What [`MetaStore::delete`] found, and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The tombstone was added as the name's newest version.
+    Deleted(VersionRecord),
+    /// The name has no version at all; nothing was added.
+    NoSuchName,
+    /// The name's newest version is already a tombstone; nothing was added.
+    AlreadyDeleted {
+        /// The newest version: the tombstone that is already there.
+        version: u64,
+    },
+}
+
 /// Errors of a metadata store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -89,6 +102,13 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
         content: Option<&ContentRecord>,
     ) -> Result<VersionRecord, MetaError>;
+
+    /// Adds a tombstone as the next version of `bucket/name` if and only if the
+    /// name exists and its newest version is not a tombstone already. The check and
+    /// the insert are one atomic step: of concurrent deletes of one name, through
+    /// any number of stores on one database, exactly one adds a tombstone and the
+    /// others get [`DeleteOutcome::AlreadyDeleted`].
+    async fn delete(&self, bucket: &str, name: &str) -> Result<DeleteOutcome, MetaError>;
 
     /// The newest version of `bucket/name` (possibly a tombstone), or `None`.
     async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError>;

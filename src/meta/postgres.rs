@@ -54,7 +54,10 @@
 //! queue there and get consecutive numbers, while writers of other names don't wait;
 //! a failed write rolls back its increment, so there are no gaps. Every transaction
 //! takes at most one content lock and then one head lock, always in that order, so
-//! writers cannot deadlock. The commit is durable (the server's default
+//! writers cannot deadlock. [`delete`](MetaStore::delete) row-locks the head first
+//! (`SELECT … FOR UPDATE`), then reads whether that newest version is a tombstone
+//! and adds its own under the same lock, so concurrent deletes of one name queue on
+//! the head and only the first finds the name live. The commit is durable (the server's default
 //! `synchronous_commit`) and visible to every host before the call returns.
 //!
 //! # Migrations
@@ -97,9 +100,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::row::{parse_content, placement_json, select_versions, to_sql_int, RawVersion};
-use super::sqlite::prefix_successor;
-use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use super::row::{
+    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
+    ListStatements, RawVersion, VersionsPage,
+};
+use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
 /// The schema changes, in order: migration `i` takes a store from schema version `i`
@@ -158,9 +163,8 @@ const SQL_VERSION: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 
 const SQL_VERSIONS: &str =
     select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version > $3 ORDER BY v.version LIMIT $4");
 
-/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
-/// for `after`) and per presence of an upper bound, so the planner always gets plain
-/// range constraints on the primary key of `heads`. The left join keeps a head whose
+/// Listing, as [`ListStatements`] wants it: range constraints on the primary key of
+/// `heads`. The left join keeps a head whose
 /// version row is missing, which [`RawVersion::parse`] reports as corrupt instead of
 /// silently skipping the name.
 macro_rules! select_list {
@@ -182,10 +186,12 @@ macro_rules! select_list {
     };
 }
 
-const SQL_LIST_FROM: &str = select_list!(">=", "", "$3");
-const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND h.name < $3 ", "$4");
-const SQL_LIST_AFTER: &str = select_list!(">", "", "$3");
-const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND h.name < $3 ", "$4");
+const LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_list!(">=", "", "$3"),
+    from_upto: select_list!(">=", "AND h.name < $3 ", "$4"),
+    after: select_list!(">", "", "$3"),
+    after_upto: select_list!(">", "AND h.name < $3 ", "$4"),
+};
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = $1";
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES ($1, $2, $3, $4) \
@@ -199,6 +205,9 @@ const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, h
      VALUES ($1, $2, $3, $4, $5, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) \
      RETURNING created_ms";
 const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = $2 WHERE hash = $1";
+/// A delete's check: the name's newest version number, row-locking its head.
+const SQL_LOCK_HEAD: &str = "SELECT latest FROM heads WHERE bucket = $1 AND name = $2 FOR UPDATE";
+const SQL_IS_TOMBSTONE: &str = "SELECT hash IS NULL FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
 
 /// A [`MetaStore`] in a PostgreSQL schema, shareable by API servers on any number
 /// of hosts.
@@ -513,6 +522,42 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
     }
 }
 
+/// Adds the next version of `bucket/name` inside `tx` (not committed): upserts the
+/// content row, takes the next number from the name's head (row-locking it until
+/// the commit) and inserts the version.
+async fn add_version(
+    tx: &deadpool_postgres::Transaction<'_>,
+    bucket: &str,
+    name: &str,
+    content: Option<&ContentRecord>,
+) -> Result<VersionRecord, MetaError> {
+    const WHAT: &str = "put_version";
+    let row = content.map(ContentRow::encode).transpose()?;
+    if let Some(row) = &row {
+        let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
+        let stored: i64 = tx
+            .query_one(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement])
+            .await
+            .and_then(|r| r.try_get(0))
+            .context(WHAT)?;
+        row.check_recorded_size(stored)?;
+    }
+    let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
+    let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+    let version = next_version(bucket, name, next)?;
+    let (hash, size) = ContentRow::version_columns(row.as_ref());
+    let stmt = tx.prepare_cached(SQL_INSERT_VERSION).await.context(WHAT)?;
+    let created_ms: i64 =
+        tx.query_one(&stmt, &[&bucket, &name, &next, &hash, &size]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+    Ok(VersionRecord {
+        bucket: bucket.to_string(),
+        name: name.to_string(),
+        version,
+        content: content.cloned(),
+        created_ms,
+    })
+}
+
 /// Maps a row of the version queries onto [`RawVersion`].
 fn raw_version(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
     Ok(RawVersion {
@@ -538,52 +583,46 @@ impl MetaStore for PostgresStore {
         content: Option<&ContentRecord>,
     ) -> Result<VersionRecord, MetaError> {
         const WHAT: &str = "put_version";
-        let (hash, size, row) = match content {
-            Some(c) => {
-                let size = to_sql_int(c.size)
-                    .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
-                (Some(c.hash.to_hex()), size, Some((c.policy.to_string(), placement_json(&c.placement)?)))
-            }
-            None => (None, 0, None),
-        };
         let mut client = self.client(WHAT).await?;
         // Dropping the transaction unfinished (an error below, or the caller giving
         // up) rolls it back.
         let tx = client.transaction().await.context(WHAT)?;
-        if let (Some(hash), Some((policy, placement))) = (&hash, &row) {
-            let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
-            let stored: i64 = tx
-                .query_one(&stmt, &[hash, &size, policy, placement])
-                .await
-                .and_then(|r| r.try_get(0))
-                .context(WHAT)?;
-            if stored != size {
-                // Same SHA-256, different length: the caller or the database is wrong.
-                return Err(MetaError::Corrupt(format!(
-                    "content {hash}: recorded with size {stored}, now given {size}"
-                )));
-            }
-        }
-        let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
-        let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
-        let version = u64::try_from(next)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid next version {next}")))?;
-        let stmt = tx.prepare_cached(SQL_INSERT_VERSION).await.context(WHAT)?;
-        let created_ms: i64 = tx
-            .query_one(&stmt, &[&bucket, &name, &next, &hash, &size])
-            .await
-            .and_then(|r| r.try_get(0))
-            .context(WHAT)?;
+        let record = add_version(&tx, bucket, name, content).await?;
         tx.commit().await.context(WHAT)?;
-        Ok(VersionRecord {
-            bucket: bucket.to_string(),
-            name: name.to_string(),
-            version,
-            content: content.cloned(),
-            created_ms,
-        })
+        Ok(record)
+    }
+
+    async fn delete(&self, bucket: &str, name: &str) -> Result<DeleteOutcome, MetaError> {
+        const WHAT: &str = "delete";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        // The head's row lock, held to the commit, makes the check and the insert
+        // one step: a concurrent delete (or put) of the name waits here, and then
+        // reads the head this transaction leaves.
+        let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
+        let head = tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+        let newest = match head {
+            None => None,
+            Some(head) => {
+                let latest: i64 = head.try_get(0).context(WHAT)?;
+                // A statement of its own, so that it sees the versions committed
+                // while this one waited for the lock (READ COMMITTED).
+                let stmt = tx.prepare_cached(SQL_IS_TOMBSTONE).await.context(WHAT)?;
+                let row = tx.query_opt(&stmt, &[&bucket, &name, &latest]).await.context(WHAT)?;
+                let Some(row) = row else {
+                    return Err(MetaError::Corrupt(format!(
+                        "{bucket}/{name}: the head names version {latest}, which is missing"
+                    )));
+                };
+                Some((latest, row.try_get::<_, bool>(0).context(WHAT)?))
+            }
+        };
+        if let Some(refused) = delete_refused(bucket, name, newest)? {
+            return Ok(refused);
+        }
+        let record = add_version(&tx, bucket, name, None).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(DeleteOutcome::Deleted(record))
     }
 
     async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError> {
@@ -604,14 +643,10 @@ impl MetaStore for PostgresStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        let Some(after) = to_sql_int(after) else {
+        let Some(page) = VersionsPage::new(after, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit]).await
+        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit]).await
     }
 
     async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
@@ -645,26 +680,13 @@ impl MetaStore for PostgresStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        if limit == 0 {
+        let Some(range) = ListRange::new(prefix, after, limit) else {
             return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
-        // whichever is higher; the upper bound is the prefix's successor.
-        let (lower, exclusive) = match after {
-            Some(after) if after >= prefix => (after, true),
-            _ => (prefix, false),
         };
-        let upper = prefix_successor(prefix);
-        let sql = match (exclusive, upper.is_some()) {
-            (false, false) => SQL_LIST_FROM,
-            (false, true) => SQL_LIST_FROM_UPTO,
-            (true, false) => SQL_LIST_AFTER,
-            (true, true) => SQL_LIST_AFTER_UPTO,
-        };
-        match &upper {
-            Some(upper) => self.query_versions("list", sql, &[&bucket, &lower, upper, &limit]).await,
-            None => self.query_versions("list", sql, &[&bucket, &lower, &limit]).await,
+        let sql = range.statement(&LIST_STATEMENTS);
+        match &range.upper {
+            Some(upper) => self.query_versions("list", sql, &[&bucket, &range.lower, upper, &range.limit]).await,
+            None => self.query_versions("list", sql, &[&bucket, &range.lower, &range.limit]).await,
         }
     }
 }

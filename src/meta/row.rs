@@ -1,8 +1,11 @@
-//! Rows as the SQL metadata stores read them, and their validation: shared by the
-//! SQLite and PostgreSQL implementations, so that both refuse the same corrupt
-//! rows the same way. Each store only maps its own row type onto [`RawVersion`].
+//! Rows as the SQL metadata stores read and write them, their validation, and the
+//! checks of the trait's arguments: shared by the SQLite and PostgreSQL
+//! implementations, so that both refuse the same corrupt rows and bound the same
+//! queries the same way. Each store only maps its own row type onto [`RawVersion`],
+//! binds [`ContentRow`], [`VersionsPage`] and [`ListRange`] in its own placeholder
+//! syntax, and runs its own statements.
 
-use super::{ContentRecord, MetaError, VersionRecord};
+use super::{ContentRecord, DeleteOutcome, MetaError, VersionRecord};
 
 /// The columns every version query of either store returns, in the order the
 /// stores' row mappings read them into [`RawVersion`], and the join that yields
@@ -25,6 +28,150 @@ pub(crate) fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
     n.try_into().ok()
 }
 
+/// A version number read from the store: 1 or more, else `Corrupt`.
+fn version_number(n: i64, what: impl FnOnce() -> String) -> Result<u64, MetaError> {
+    u64::try_from(n)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number {n}", what())))
+}
+
+/// The number the store handed out for a new version of `bucket/name` (the head's
+/// increment, or the highest version plus one), checked.
+pub(crate) fn next_version(bucket: &str, name: &str, next: i64) -> Result<u64, MetaError> {
+    version_number(next, || format!("{bucket}/{name}: next version"))
+}
+
+/// The content of a version as its columns are written: the `content` row, and the
+/// hash and size a `versions` row repeats.
+pub(crate) struct ContentRow {
+    pub(crate) hash: String,
+    pub(crate) size: i64,
+    pub(crate) policy: String,
+    pub(crate) placement: String,
+}
+
+impl ContentRow {
+    /// Encodes `content` for the store; a size beyond an SQL BIGINT is refused.
+    pub(crate) fn encode(content: &ContentRecord) -> Result<ContentRow, MetaError> {
+        let size = to_sql_int(content.size).ok_or_else(|| {
+            MetaError::Corrupt(format!("content {}: size {} is too large", content.hash, content.size))
+        })?;
+        Ok(ContentRow {
+            hash: content.hash.to_hex(),
+            size,
+            policy: content.policy.to_string(),
+            placement: placement_json(&content.placement)?,
+        })
+    }
+
+    /// The `versions` row's hash and size: `(None, 0)` for a tombstone.
+    pub(crate) fn version_columns(row: Option<&ContentRow>) -> (Option<&str>, i64) {
+        row.map_or((None, 0), |r| (Some(r.hash.as_str()), r.size))
+    }
+
+    /// Checks the size the upsert found recorded under this hash: the same SHA-256
+    /// with another length means the caller or the store is wrong, and the write
+    /// must be rolled back.
+    pub(crate) fn check_recorded_size(&self, stored: i64) -> Result<(), MetaError> {
+        if stored == self.size {
+            return Ok(());
+        }
+        Err(MetaError::Corrupt(format!("content {}: recorded with size {stored}, now given {}", self.hash, self.size)))
+    }
+}
+
+/// The arguments of `versions(after, limit)` as SQL integers.
+pub(crate) struct VersionsPage {
+    pub(crate) after: i64,
+    pub(crate) limit: i64,
+}
+
+impl VersionsPage {
+    /// The page above `after`, at most `limit` long, or `None` when it is empty by
+    /// its arguments alone (a limit of 0, or `after` beyond any storable version).
+    pub(crate) fn new(after: u64, limit: usize) -> Option<VersionsPage> {
+        if limit == 0 {
+            return None;
+        }
+        let after = to_sql_int(after)?;
+        Some(VersionsPage { after, limit: to_sql_int(limit).unwrap_or(i64::MAX) })
+    }
+}
+
+/// The statements a store lists with: one per kind of lower bound (inclusive for a
+/// prefix, exclusive for `after`) and per presence of an upper bound, so that the
+/// planner always gets plain range constraints on the key and stops at the end of
+/// the prefix. Parameters: bucket, lower bound, [upper bound,] limit.
+pub(crate) struct ListStatements {
+    /// `name >= lower`.
+    pub(crate) from: &'static str,
+    /// `name >= lower AND name < upper`.
+    pub(crate) from_upto: &'static str,
+    /// `name > lower`.
+    pub(crate) after: &'static str,
+    /// `name > lower AND name < upper`.
+    pub(crate) after_upto: &'static str,
+}
+
+/// The name range and limit of `list(prefix, after, limit)`: the lower bound is the
+/// prefix itself (inclusive) or `after` (exclusive), whichever is higher; the upper
+/// bound is the prefix's successor, when there is one.
+pub(crate) struct ListRange {
+    pub(crate) lower: String,
+    pub(crate) exclusive: bool,
+    pub(crate) upper: Option<String>,
+    pub(crate) limit: i64,
+}
+
+impl ListRange {
+    /// The range, or `None` when the listing is empty by its arguments (a limit of 0).
+    pub(crate) fn new(prefix: &str, after: Option<&str>, limit: usize) -> Option<ListRange> {
+        if limit == 0 {
+            return None;
+        }
+        let (lower, exclusive) = match after {
+            Some(after) if after >= prefix => (after, true),
+            _ => (prefix, false),
+        };
+        Some(ListRange {
+            lower: lower.to_string(),
+            exclusive,
+            upper: prefix_successor(prefix),
+            limit: to_sql_int(limit).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The statement of `statements` that this range binds.
+    pub(crate) fn statement(&self, statements: &ListStatements) -> &'static str {
+        match (self.exclusive, self.upper.is_some()) {
+            (false, false) => statements.from,
+            (false, true) => statements.from_upto,
+            (true, false) => statements.after,
+            (true, true) => statements.after_upto,
+        }
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`, or `None`
+/// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
+/// UTF-8 byte order, which is how both stores compare names (SQLite's `BINARY`,
+/// PostgreSQL's `COLLATE "C"`).
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A `versions ⟕ content` (or `heads ⟕ versions ⟕ content`) row as stored, before
 /// validation, as every store's queries return it. `size` and `created_ms` are
 /// `None` only when a head points at a missing version (PostgreSQL's `heads`).
@@ -45,10 +192,7 @@ impl RawVersion {
     /// Validates the row into a version; anything unreadable is `Corrupt`.
     pub(crate) fn parse(self) -> Result<VersionRecord, MetaError> {
         let at = || format!("version {} of {}/{}", self.version, self.bucket, self.name);
-        let version = u64::try_from(self.version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| MetaError::Corrupt(format!("{}: invalid version number", at())))?;
+        let version = version_number(self.version, at)?;
         let (Some(size), Some(created_ms)) = (self.size, self.created_ms) else {
             return Err(MetaError::Corrupt(format!("{}: the newest version is missing", at())));
         };
@@ -84,4 +228,86 @@ pub(crate) fn parse_content(hash: &str, size: i64, policy: &str, placement: &str
 /// A placement as stored: a JSON object of shard index → address.
 pub(crate) fn placement_json(placement: &Placement) -> Result<String, MetaError> {
     serde_json::to_string(placement).map_err(|e| MetaError::Corrupt(format!("cannot encode a placement: {e}")))
+}
+
+/// What a delete does, given the name's newest version as it stands inside the
+/// delete's transaction (its number, and whether it is a tombstone): `None` to go on
+/// and add the tombstone, or the outcome that refuses it.
+pub(crate) fn delete_refused(
+    bucket: &str,
+    name: &str,
+    newest: Option<(i64, bool)>,
+) -> Result<Option<DeleteOutcome>, MetaError> {
+    match newest {
+        None => Ok(Some(DeleteOutcome::NoSuchName)),
+        Some((version, true)) => {
+            let version = version_number(version, || format!("{bucket}/{name}: newest version"))?;
+            Ok(Some(DeleteOutcome::AlreadyDeleted { version }))
+        }
+        Some((_, false)) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_exactly_the_prefixed_names() {
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("a/"), Some("a0".to_string()));
+        assert_eq!(prefix_successor("a\u{7f}"), Some("a\u{80}".to_string()));
+        assert_eq!(prefix_successor("a\u{D7FF}"), Some("a\u{E000}".to_string()));
+        assert_eq!(prefix_successor("ab\u{10FFFF}"), Some("ac".to_string()));
+        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
+        let prefix = "x\u{7f}";
+        let upper = prefix_successor(prefix).unwrap();
+        for name in ["x\u{7f}", "x\u{7f}\u{10FFFF}zz", "x\u{7f}\u{0}"] {
+            assert!(name >= prefix && name < upper.as_str(), "{name:?}");
+        }
+        for name in ["x\u{80}", "x\u{7e}\u{10FFFF}", "x", "y"] {
+            assert!(!(name >= prefix && name < upper.as_str()), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn list_range_takes_the_higher_lower_bound_and_picks_its_statement() {
+        let statements =
+            ListStatements { from: "from", from_upto: "from_upto", after: "after", after_upto: "after_upto" };
+        assert!(ListRange::new("b/", None, 0).is_none());
+        let r = ListRange::new("b/", None, 10).unwrap();
+        assert_eq!((r.lower.as_str(), r.exclusive, r.upper.as_deref(), r.limit), ("b/", false, Some("b0"), 10));
+        assert_eq!(r.statement(&statements), "from_upto");
+        let r = ListRange::new("b/", Some("b/x"), usize::MAX).unwrap();
+        assert_eq!((r.lower.as_str(), r.exclusive, r.limit), ("b/x", true, i64::MAX));
+        assert_eq!(r.statement(&statements), "after_upto");
+        // `after` below the prefix: the prefix is the (inclusive) bound.
+        let r = ListRange::new("b/", Some("a"), 1).unwrap();
+        assert_eq!((r.lower.as_str(), r.exclusive), ("b/", false));
+        assert_eq!(ListRange::new("", None, 1).unwrap().statement(&statements), "from");
+        assert_eq!(ListRange::new("", Some("k"), 1).unwrap().statement(&statements), "after");
+    }
+
+    #[test]
+    fn versions_page_is_none_when_its_arguments_select_nothing() {
+        assert!(VersionsPage::new(0, 0).is_none());
+        assert!(VersionsPage::new(u64::MAX, 10).is_none());
+        let page = VersionsPage::new(7, usize::MAX).unwrap();
+        assert_eq!((page.after, page.limit), (7, i64::MAX));
+    }
+
+    #[test]
+    fn version_numbers_from_the_store_are_positive() {
+        assert_eq!(next_version("b", "n", 1).unwrap(), 1);
+        for bad in [0, -1, i64::MIN] {
+            assert!(matches!(next_version("b", "n", bad), Err(MetaError::Corrupt(_))), "{bad}");
+        }
+        assert_eq!(delete_refused("b", "n", None).unwrap(), Some(DeleteOutcome::NoSuchName));
+        assert_eq!(
+            delete_refused("b", "n", Some((3, true))).unwrap(),
+            Some(DeleteOutcome::AlreadyDeleted { version: 3 })
+        );
+        assert_eq!(delete_refused("b", "n", Some((3, false))).unwrap(), None);
+        assert!(matches!(delete_refused("b", "n", Some((0, true))), Err(MetaError::Corrupt(_))));
+    }
 }

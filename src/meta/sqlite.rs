@@ -48,9 +48,12 @@
 //! `BEGIN IMMEDIATE` transaction (take the write lock first, then read the highest
 //! version, insert the next one and upsert the content row), so writers in
 //! different processes get consecutive versions with no gap and no duplicate, and a
-//! version is visible to every process as soon as the call returns. Concurrent
-//! writers of one process share a transaction (group commit, one fsync for the
-//! batch), each in a savepoint of its own.
+//! version is visible to every process as soon as the call returns.
+//! [`delete`](MetaStore::delete) reads the newest version and adds the tombstone in
+//! the same transaction, under the same lock, so two deletes of one name (in one
+//! process or two) cannot both find it live. Concurrent writers of one process
+//! share a transaction (group commit, one fsync for the batch), each in a
+//! savepoint of its own.
 //!
 //! Within a process, rusqlite is synchronous: every call runs on tokio's blocking
 //! pool (`spawn_blocking`). There is one writer connection behind a mutex and a
@@ -74,8 +77,11 @@ use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
-use super::row::{parse_content, placement_json, select_versions, to_sql_int, RawVersion};
-use super::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use super::row::{
+    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
+    ListStatements, RawVersion, VersionsPage,
+};
+use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::content::{ContentHash, Placement};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
@@ -118,10 +124,8 @@ const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 
 const SQL_VERSIONS: &str =
     select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version > ?3 ORDER BY v.version LIMIT ?4");
 
-/// Listing: one statement per kind of lower bound (inclusive for a prefix, exclusive
-/// for `after`) and per presence of an upper bound, so that SQLite always gets plain
-/// range constraints on the primary key and stops at the end of the prefix. The
-/// correlated subquery keeps only each name's newest version (one seek per row).
+/// Listing, as [`ListStatements`] wants it: range constraints on the primary key.
+/// The correlated subquery keeps only each name's newest version (one seek per row).
 macro_rules! select_list {
     ($lower:literal, $upper:literal, $limit:literal) => {
         select_versions!(
@@ -138,15 +142,19 @@ macro_rules! select_list {
     };
 }
 
-const SQL_LIST_FROM: &str = select_list!(">=", "", "?3");
-const SQL_LIST_FROM_UPTO: &str = select_list!(">=", "AND v.name < ?3 ", "?4");
-const SQL_LIST_AFTER: &str = select_list!(">", "", "?3");
-const SQL_LIST_AFTER_UPTO: &str = select_list!(">", "AND v.name < ?3 ", "?4");
+const LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_list!(">=", "", "?3"),
+    from_upto: select_list!(">=", "AND v.name < ?3 ", "?4"),
+    after: select_list!(">", "", "?3"),
+    after_upto: select_list!(">", "AND v.name < ?3 ", "?4"),
+};
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = ?1";
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
      RETURNING size";
+const SQL_NEWEST: &str =
+    "SELECT version, hash IS NULL FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
 const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE bucket = ?1 AND name = ?2";
 const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -167,16 +175,84 @@ struct Inner {
     /// Read-only connections, handed out round-robin.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// `put_version` calls waiting for the next group commit.
-    pending: Mutex<Vec<PendingPut>>,
+    /// Writes (`put_version`, `delete`) waiting for the next group commit.
+    pending: Mutex<Vec<PendingWrite>>,
 }
 
-/// One `put_version` waiting to be committed with others.
-struct PendingPut {
+/// Where a queued write's caller waits for its answer.
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, MetaError>>;
+
+/// One write waiting to be committed with others.
+struct PendingWrite {
     bucket: String,
     name: String,
-    content: Option<ContentRecord>,
-    reply: tokio::sync::oneshot::Sender<Result<VersionRecord, MetaError>>,
+    op: WriteOp,
+}
+
+/// What a queued write does, and who waits for it.
+enum WriteOp {
+    /// `put_version`: add a version unconditionally.
+    Put { content: Option<ContentRecord>, reply: Reply<VersionRecord> },
+    /// `delete`: add a tombstone unless there is no live version.
+    Delete { reply: Reply<DeleteOutcome> },
+}
+
+/// A write done in its savepoint, its answer held until the batch commits.
+enum Done {
+    Put(Reply<VersionRecord>, Result<VersionRecord, MetaError>),
+    Delete(Reply<DeleteOutcome>, Result<DeleteOutcome, MetaError>),
+}
+
+impl PendingWrite {
+    /// Does the write in a savepoint of `tx` of its own, so that one that fails is
+    /// rolled back alone.
+    fn apply(self, tx: &mut rusqlite::Transaction<'_>) -> Done {
+        let PendingWrite { bucket, name, op } = self;
+        match op {
+            WriteOp::Put { content, reply } => {
+                Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content)))
+            }
+            WriteOp::Delete { reply } => Done::Delete(reply, in_savepoint(tx, |sp| delete_in(sp, bucket, name))),
+        }
+    }
+
+    /// Answers `e` without having run.
+    fn fail(self, e: &MetaError) {
+        match self.op {
+            WriteOp::Put { reply, .. } => drop(reply.send(Err(same_error(e)))),
+            WriteOp::Delete { reply } => drop(reply.send(Err(same_error(e)))),
+        }
+    }
+}
+
+impl Done {
+    /// Answers the caller once the batch is committed.
+    fn send(self) {
+        match self {
+            Done::Put(reply, outcome) => drop(reply.send(outcome)),
+            Done::Delete(reply, outcome) => drop(reply.send(outcome)),
+        }
+    }
+
+    /// Answers `e`: the batch did not commit, so neither did this write.
+    fn fail(self, e: &MetaError) {
+        match self {
+            Done::Put(reply, _) => drop(reply.send(Err(same_error(e)))),
+            Done::Delete(reply, _) => drop(reply.send(Err(same_error(e)))),
+        }
+    }
+}
+
+/// Runs `f` in a savepoint of `tx`, released when `f` succeeds and rolled back
+/// when it fails.
+fn in_savepoint<T>(
+    tx: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+) -> Result<T, MetaError> {
+    let sp = tx.savepoint().context("savepoint")?;
+    let out = f(&sp)?;
+    sp.commit().context("release savepoint")?;
+    Ok(out)
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -201,6 +277,19 @@ impl SqliteStore {
             Ok(Err(reason)) => Err(MetaError::Open { url, reason }),
             Err(e) => Err(MetaError::Open { url, reason: format!("open task failed: {e}") }),
         }
+    }
+
+    /// Queues a write for the next group commit and runs a commit on the blocking
+    /// pool (which may find the write already taken by an earlier one).
+    async fn queue(&self, bucket: &str, name: &str, op: WriteOp) -> Result<(), MetaError> {
+        let write = PendingWrite { bucket: bucket.to_string(), name: name.to_string(), op };
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(write);
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            flush_writes(&inner);
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -375,24 +464,6 @@ fn now_ms() -> i64 {
     }
 }
 
-/// The smallest string greater than every string starting with `prefix`, or `None`
-/// when there is none (empty prefix, or only `char::MAX`es). Code-point order is
-/// UTF-8 byte order, which is how SQLite compares text.
-pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 /// Maps a row of the version queries onto [`RawVersion`].
 fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
     Ok(RawVersion {
@@ -445,34 +516,19 @@ fn put_version_in(
     content: Option<ContentRecord>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
-    let (hash, size, policy, placement) = match &content {
-        Some(c) => {
-            let size = to_sql_int(c.size)
-                .ok_or_else(|| MetaError::Corrupt(format!("content {}: size {} is too large", c.hash, c.size)))?;
-            (Some(c.hash.to_hex()), size, c.policy.to_string(), placement_json(&c.placement)?)
-        }
-        None => (None, 0, String::new(), String::new()),
-    };
-    if let Some(hash) = &hash {
+    let row = content.as_ref().map(ContentRow::encode).transpose()?;
+    if let Some(row) = &row {
         let stored: i64 = conn
             .prepare_cached(SQL_UPSERT_CONTENT)
             .context(WHAT)?
-            .query_row((hash, size, &policy, &placement), |row| row.get(0))
+            .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
             .context(WHAT)?;
-        if stored != size {
-            // Same SHA-256, different length: the caller or the file is wrong. Roll back.
-            return Err(MetaError::Corrupt(format!("content {hash}: recorded with size {stored}, now given {size}")));
-        }
+        row.check_recorded_size(stored)?;
     }
-    let next: i64 = conn
-        .prepare_cached(SQL_NEXT_VERSION)
-        .context(WHAT)?
-        .query_row((&bucket, &name), |row| row.get(0))
-        .context(WHAT)?;
-    let version = u64::try_from(next)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| MetaError::Corrupt(format!("{bucket}/{name}: invalid highest version {}", next - 1)))?;
+    let next: i64 =
+        conn.prepare_cached(SQL_NEXT_VERSION).context(WHAT)?.query_row((&bucket, &name), |r| r.get(0)).context(WHAT)?;
+    let version = next_version(&bucket, &name, next)?;
+    let (hash, size) = ContentRow::version_columns(row.as_ref());
     let created_ms = now_ms();
     conn.prepare_cached(SQL_INSERT_VERSION)
         .context(WHAT)?
@@ -481,43 +537,48 @@ fn put_version_in(
     Ok(VersionRecord { bucket, name, version, content, created_ms })
 }
 
-/// Group commit: takes the writer, then every `put_version` queued so far, and
-/// commits them in one transaction, each in a savepoint of its own (one that fails
-/// is rolled back alone). With `synchronous=FULL` every commit costs an fsync;
-/// writers that arrive while one batch is committing wait for the writer and are
-/// committed together by the next, so N concurrent writes cost about one fsync, not
-/// N. Callers are answered only after the commit is durable.
-fn flush_puts(inner: &Inner) {
+/// Adds a tombstone to `bucket/name` on `conn`, inside the caller's write
+/// transaction, unless the name has no version or its newest is a tombstone: the
+/// write lock is held from the check to the commit, so no other delete (in this
+/// batch or any process) can slip in between.
+fn delete_in(conn: &Connection, bucket: String, name: String) -> Result<DeleteOutcome, MetaError> {
+    const WHAT: &str = "delete";
+    let newest: Option<(i64, bool)> = conn
+        .prepare_cached(SQL_NEWEST)
+        .context(WHAT)?
+        .query_row((&bucket, &name), |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .context(WHAT)?;
+    if let Some(refused) = delete_refused(&bucket, &name, newest)? {
+        return Ok(refused);
+    }
+    put_version_in(conn, bucket, name, None).map(DeleteOutcome::Deleted)
+}
+
+/// Group commit: takes the writer, then every write queued so far, and commits
+/// them in one transaction, each in a savepoint of its own (one that fails is
+/// rolled back alone). With `synchronous=FULL` every commit costs an fsync; writers
+/// that arrive while one batch is committing wait for the writer and are committed
+/// together by the next, so N concurrent writes cost about one fsync, not N.
+/// Callers are answered only after the commit is durable.
+fn flush_writes(inner: &Inner) {
+    const WHAT: &str = "commit";
     let mut conn = inner.writer();
     let batch = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
     if batch.is_empty() {
         return; // an earlier flush took this caller's request
     }
-    let committed = (|| {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context("put_version")?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for p in &batch {
-            let sp = tx.savepoint().context("put_version")?;
-            let outcome = put_version_in(&sp, p.bucket.clone(), p.name.clone(), p.content.clone());
-            if outcome.is_ok() {
-                sp.commit().context("put_version")?;
-            }
-            outcomes.push(outcome);
-        }
-        tx.commit().context("put_version")?;
-        Ok::<_, MetaError>(outcomes)
-    })();
-    match committed {
-        Ok(outcomes) => {
-            for (p, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = p.reply.send(outcome);
-            }
-        }
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate).context(WHAT) {
+        Ok(tx) => tx,
         Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(same_error(&e)));
-            }
+            batch.into_iter().for_each(|p| p.fail(&e));
+            return;
         }
+    };
+    let done: Vec<Done> = batch.into_iter().map(|p| p.apply(&mut tx)).collect();
+    match tx.commit().context(WHAT) {
+        Ok(()) => done.into_iter().for_each(Done::send),
+        Err(e) => done.into_iter().for_each(|d| d.fail(&e)),
     }
 }
 
@@ -530,29 +591,11 @@ fn same_error(e: &MetaError) -> MetaError {
     }
 }
 
-fn list_blocking(
-    conn: &Connection,
-    bucket: &str,
-    prefix: &str,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<VersionRecord>, MetaError> {
-    // The lower bound is the prefix itself (inclusive) or `after` (exclusive),
-    // whichever is higher; the upper bound is the prefix's successor.
-    let (lower, exclusive) = match after {
-        Some(after) if after >= prefix => (after, true),
-        _ => (prefix, false),
-    };
-    let upper = prefix_successor(prefix);
-    let sql = match (exclusive, upper.is_some()) {
-        (false, false) => SQL_LIST_FROM,
-        (false, true) => SQL_LIST_FROM_UPTO,
-        (true, false) => SQL_LIST_AFTER,
-        (true, true) => SQL_LIST_AFTER_UPTO,
-    };
-    match &upper {
-        Some(upper) => query_versions(conn, "list", sql, &[&bucket, &lower, upper, &limit]),
-        None => query_versions(conn, "list", sql, &[&bucket, &lower, &limit]),
+fn list_blocking(conn: &Connection, bucket: &str, range: &ListRange) -> Result<Vec<VersionRecord>, MetaError> {
+    let sql = range.statement(&LIST_STATEMENTS);
+    match &range.upper {
+        Some(upper) => query_versions(conn, "list", sql, &[&bucket, &range.lower, upper, &range.limit]),
+        None => query_versions(conn, "list", sql, &[&bucket, &range.lower, &range.limit]),
     }
 }
 
@@ -565,14 +608,13 @@ impl MetaStore for SqliteStore {
         content: Option<&ContentRecord>,
     ) -> Result<VersionRecord, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let put = PendingPut { bucket: bucket.to_string(), name: name.to_string(), content: content.cloned(), reply };
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(put);
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            flush_puts(&inner);
-            Ok(())
-        })
-        .await?;
+        self.queue(bucket, name, WriteOp::Put { content: content.cloned(), reply }).await?;
+        answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
+    }
+
+    async fn delete(&self, bucket: &str, name: &str) -> Result<DeleteOutcome, MetaError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue(bucket, name, WriteOp::Delete { reply }).await?;
         answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
     }
 
@@ -596,15 +638,14 @@ impl MetaStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        let Some(after) = to_sql_int(after) else {
+        let Some(page) = VersionsPage::new(after, limit) else {
             return Ok(Vec::new());
         };
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
         let (bucket, name) = (bucket.to_string(), name.to_string());
-        self.read(move |conn| query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &after, &limit])).await
+        self.read(move |conn| {
+            query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit])
+        })
+        .await
     }
 
     async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
@@ -648,36 +689,17 @@ impl MetaStore for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError> {
-        if limit == 0 {
+        let Some(range) = ListRange::new(prefix, after, limit) else {
             return Ok(Vec::new());
-        }
-        let limit = to_sql_int(limit).unwrap_or(i64::MAX);
-        let (bucket, prefix, after) = (bucket.to_string(), prefix.to_string(), after.map(str::to_string));
-        self.read(move |conn| list_blocking(conn, &bucket, &prefix, after.as_deref(), limit)).await
+        };
+        let bucket = bucket.to_string();
+        self.read(move |conn| list_blocking(conn, &bucket, &range)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_successor_bounds_exactly_the_prefixed_names() {
-        assert_eq!(prefix_successor(""), None);
-        assert_eq!(prefix_successor("a/"), Some("a0".to_string()));
-        assert_eq!(prefix_successor("a\u{7f}"), Some("a\u{80}".to_string()));
-        assert_eq!(prefix_successor("a\u{D7FF}"), Some("a\u{E000}".to_string()));
-        assert_eq!(prefix_successor("ab\u{10FFFF}"), Some("ac".to_string()));
-        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
-        let prefix = "x\u{7f}";
-        let upper = prefix_successor(prefix).unwrap();
-        for name in ["x\u{7f}", "x\u{7f}\u{10FFFF}zz", "x\u{7f}\u{0}"] {
-            assert!(name >= prefix && name < upper.as_str(), "{name:?}");
-        }
-        for name in ["x\u{80}", "x\u{7e}\u{10FFFF}", "x", "y"] {
-            assert!(!(name >= prefix && name < upper.as_str()), "{name:?}");
-        }
-    }
 
     /// The hot paths must be index seeks and range scans in primary-key order: no
     /// table scan, no sort.
@@ -697,10 +719,10 @@ mod tests {
             (SQL_LATEST, 2),
             (SQL_VERSION, 3),
             (SQL_VERSIONS, 4),
-            (SQL_LIST_FROM, 3),
-            (SQL_LIST_FROM_UPTO, 4),
-            (SQL_LIST_AFTER, 3),
-            (SQL_LIST_AFTER_UPTO, 4),
+            (LIST_STATEMENTS.from, 3),
+            (LIST_STATEMENTS.from_upto, 4),
+            (LIST_STATEMENTS.after, 3),
+            (LIST_STATEMENTS.after_upto, 4),
         ] {
             let plan = plan(sql, n);
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");

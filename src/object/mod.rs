@@ -24,7 +24,7 @@ use crate::bus::{Bus, BusError};
 use crate::cluster::{self, Membership};
 use crate::codec::CodecError;
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
-use crate::meta::{ContentRecord, MetaError, MetaStore, VersionRecord};
+use crate::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use client::{DataClient, DataTimeouts};
 use hashing::HasherFailed;
 use uploads::{describe, ShardFailure};
@@ -256,9 +256,14 @@ impl ObjectService {
 }
 
 impl ObjectService {
-    /// Adds a tombstone version to `bucket/name`.
+    /// Adds a tombstone version to `bucket/name`; a name that does not exist or is
+    /// already deleted is `NotFound` or `Deleted`, checked atomically with the add.
     pub async fn delete(&self, bucket: &str, name: &str) -> Result<VersionRecord, ObjectError> {
-        Ok(self.meta.put_version(bucket, name, None).await?)
+        match self.meta.delete(bucket, name).await? {
+            DeleteOutcome::Deleted(record) => Ok(record),
+            DeleteOutcome::NoSuchName => Err(ObjectError::NotFound { name: name.to_string() }),
+            DeleteOutcome::AlreadyDeleted { version } => Err(ObjectError::Deleted { name: name.to_string(), version }),
+        }
     }
 }
 

@@ -1,23 +1,26 @@
-//! Test support: the behavioural suite every [`MetaStore`] must pass, whatever its
-//! backend (the embedded SQLite store today, a networked database later).
+//! The behavioural suite every [`MetaStore`] must pass, whatever its backend (the
+//! SQLite and the PostgreSQL store): test support, so it lives with the tests and
+//! stays out of the release binary. Included by the metadata tests with
+//! `#[path = "common/meta_suite.rs"] mod meta_suite;`.
 //!
 //! Each check panics (asserts) on a violation. Every check works under its own
 //! freshly generated bucket and content hashes, so the suite can run against a
 //! database shared with other runs or other data. Call [`run_all`] with a store, or
-//! [`run_all_shared`] when the store is in an `Arc` (which adds a check with
-//! concurrent tokio tasks; it needs a multi-threaded runtime to be meaningful).
+//! [`run_all_shared`] when the store is in an `Arc` (which adds checks with
+//! concurrent tokio tasks; they need a multi-threaded runtime to be meaningful),
+//! [`two_stores_share_one_database`] with two stores on one database (two API
+//! servers), and [`reopen_by_url`] with a store's URL.
 //!
 //! Name order is byte-wise (that of Rust's `str`), and a list prefix is literal:
 //! `%` and `_` are ordinary characters.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cairn::content::{ContentHash, Placement, Policy};
+use cairn::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use futures_util::future::join_all;
-
-use super::{ContentRecord, MetaStore, VersionRecord};
-use crate::content::{ContentHash, Placement, Policy};
 
 /// How far a store's `created_ms` may be from this process's clock (a networked
 /// store may stamp versions with its own clock).
@@ -35,13 +38,18 @@ pub async fn run_all(store: &dyn MetaStore) {
     list_prefix_is_literal(store).await;
     list_prefix_works_beyond_ascii(store).await;
     concurrent_writes_get_distinct_gap_free_versions(store).await;
+    delete_adds_a_tombstone_only_to_a_live_name(store).await;
+    concurrent_deletes_in_one_task_add_one_tombstone(store).await;
+    same_hash_with_another_size_is_refused(store).await;
 }
 
 /// Runs every check, including the one that needs to share the store between
 /// spawned tokio tasks.
 pub async fn run_all_shared(store: Arc<dyn MetaStore>) {
     run_all(store.as_ref()).await;
-    concurrent_tasks_get_distinct_gap_free_versions(store).await;
+    concurrent_tasks_get_distinct_gap_free_versions(Arc::clone(&store)).await;
+    concurrent_deletes_add_one_tombstone(&[Arc::clone(&store)]).await;
+    latest_is_fast(store).await;
 }
 
 /// A bucket (or any name) no other run uses.
@@ -61,6 +69,17 @@ fn sample_content(size: u64, policy: &str, holders: &[&str]) -> ContentRecord {
         size,
         policy: policy.parse::<Policy>().expect("policy"),
         placement,
+    }
+}
+
+/// Content with a fixed hash (that of `seed`), of `seed`'s length, 2+1 on three
+/// holders: for tests that need the same content in several places.
+pub fn content_of(seed: &str) -> ContentRecord {
+    ContentRecord {
+        hash: ContentHash::of(seed.as_bytes()),
+        size: seed.len() as u64,
+        policy: Policy { k: 2, m: 1 },
+        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
     }
 }
 
@@ -378,4 +397,202 @@ async fn check_race(store: &dyn MetaStore, bucket: &str, per_writer: Vec<Vec<u64
     let stored = store.versions(bucket, "hot", 0, 1000).await.expect("versions");
     assert_eq!(numbers(&stored), (1..=200).collect::<Vec<_>>());
     assert_eq!(store.latest(bucket, "hot").await.expect("latest").expect("some").version, 200);
+}
+
+/// `delete` adds a tombstone to a name whose newest version is live, and nothing
+/// to a name that does not exist or whose newest version is a tombstone.
+pub async fn delete_adds_a_tombstone_only_to_a_live_name(store: &dyn MetaStore) {
+    let bucket = unique("delete");
+    let c = sample_content(5, "1+0", &["h:1"]);
+    assert_eq!(store.delete(&bucket, "x").await.expect("delete nothing"), DeleteOutcome::NoSuchName);
+    assert!(store.latest(&bucket, "x").await.expect("latest").is_none(), "a refused delete adds nothing");
+
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put");
+    let tomb = match store.delete(&bucket, "x").await.expect("delete") {
+        DeleteOutcome::Deleted(tomb) => tomb,
+        other => panic!("deleting a live name: {other:?}"),
+    };
+    assert_eq!((tomb.bucket.as_str(), tomb.name.as_str(), tomb.version), (bucket.as_str(), "x", 2));
+    assert!(tomb.is_tombstone());
+    assert_eq!(store.latest(&bucket, "x").await.expect("latest"), Some(tomb));
+    assert_eq!(store.delete(&bucket, "x").await.expect("delete again"), DeleteOutcome::AlreadyDeleted { version: 2 });
+    assert_eq!(numbers(&store.versions(&bucket, "x", 0, 10).await.expect("versions")), vec![1, 2]);
+
+    // A new version brings the name back, and it can be deleted again.
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put again");
+    assert!(matches!(store.delete(&bucket, "x").await.expect("delete"), DeleteOutcome::Deleted(t) if t.version == 4));
+
+    // A tombstone added by put_version counts as deleted too.
+    store.put_version(&bucket, "only", None).await.expect("tombstone only");
+    assert_eq!(store.delete(&bucket, "only").await.expect("delete"), DeleteOutcome::AlreadyDeleted { version: 1 });
+    // Another bucket's name of the same spelling is another name.
+    assert_eq!(store.delete(&unique("delete2"), "x").await.expect("elsewhere"), DeleteOutcome::NoSuchName);
+}
+
+/// 16 deletes of one live name as concurrent futures in one task: exactly one
+/// adds a tombstone.
+pub async fn concurrent_deletes_in_one_task_add_one_tombstone(store: &dyn MetaStore) {
+    let bucket = unique("delfutures");
+    let c = sample_content(6, "1+0", &["h:1"]);
+    let live = store.put_version(&bucket, "hot", Some(&c)).await.expect("put");
+    let outcomes = join_all((0..16).map(|_| store.delete(&bucket, "hot"))).await;
+    let outcomes = outcomes.into_iter().map(|o| o.expect("concurrent delete")).collect();
+    check_one_tombstone(store, &bucket, live.version, outcomes).await;
+}
+
+/// 16 deletes of one live name as spawned tasks, spread round-robin over `stores`
+/// (one store, or several on one database standing in for several API servers),
+/// three rounds: each round exactly one adds a tombstone, the others are told the
+/// name is already deleted, at that tombstone's version.
+pub async fn concurrent_deletes_add_one_tombstone(stores: &[Arc<dyn MetaStore>]) {
+    let bucket = unique("deltasks");
+    let c = sample_content(7, "1+0", &["h:1"]);
+    for _round in 0..3 {
+        let live = stores[0].put_version(&bucket, "hot", Some(&c)).await.expect("put");
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, bucket) = (Arc::clone(&stores[i % stores.len()]), bucket.clone());
+                tokio::spawn(async move { store.delete(&bucket, "hot").await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.expect("delete task").expect("concurrent delete"));
+        }
+        for store in stores {
+            check_one_tombstone(store.as_ref(), &bucket, live.version, outcomes.clone()).await;
+        }
+    }
+    // A name that never existed stays absent, however many delete it at once.
+    let absent = join_all((0..16).map(|i| stores[i % stores.len()].delete(&bucket, "never"))).await;
+    assert!(absent.into_iter().all(|o| o.expect("delete") == DeleteOutcome::NoSuchName));
+    assert!(stores[0].latest(&bucket, "never").await.expect("latest").is_none());
+}
+
+/// Of `outcomes` (deletes of `bucket/hot` whose newest version was `live`), exactly
+/// one added the tombstone `live + 1`, the others saw it, and it is the newest.
+async fn check_one_tombstone(store: &dyn MetaStore, bucket: &str, live: u64, outcomes: Vec<DeleteOutcome>) {
+    let tomb = live + 1;
+    let added: Vec<&VersionRecord> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            DeleteOutcome::Deleted(record) => Some(record),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added.len(), 1, "exactly one delete adds a tombstone: {outcomes:?}");
+    assert_eq!(added[0].version, tomb);
+    assert!(added[0].is_tombstone());
+    let already = outcomes.iter().filter(|o| **o == DeleteOutcome::AlreadyDeleted { version: tomb }).count();
+    assert_eq!(already, outcomes.len() - 1, "the others are told it is already deleted: {outcomes:?}");
+    let newest = store.latest(bucket, "hot").await.expect("latest").expect("some");
+    assert_eq!(&newest, added[0]);
+    assert!(store.versions(bucket, "hot", tomb, 10).await.expect("versions").is_empty(), "no second tombstone");
+}
+
+/// A piece of content recorded under one hash with one size is refused under
+/// another size (`Corrupt`), and the refused write leaves nothing: no version, no
+/// listed name, the content row unchanged, and no gap in the numbering.
+pub async fn same_hash_with_another_size_is_refused(store: &dyn MetaStore) {
+    let bucket = unique("sized");
+    let c = sample_content(100, "2+1", &["a:1", "b:1", "c:1"]);
+    store.put_version(&bucket, "a", Some(&c)).await.expect("put");
+    let lying = ContentRecord { size: c.size + 1, ..c.clone() };
+    match store.put_version(&bucket, "b", Some(&lying)).await {
+        Err(MetaError::Corrupt(_)) => {}
+        other => panic!("same hash, another size: expected Corrupt, got {other:?}"),
+    }
+    assert!(store.latest(&bucket, "b").await.expect("latest").is_none());
+    assert!(store.list(&bucket, "b", None, 10).await.expect("list").is_empty());
+    assert_eq!(store.content(&c.hash).await.expect("content"), Some(c.clone()));
+    assert_eq!(store.put_version(&bucket, "b", Some(&c)).await.expect("put b").version, 1, "no gap");
+}
+
+/// `latest` is the hot path; a smoke check that it is far from slow: 2000 calls
+/// from 4 tasks within 10 s.
+pub async fn latest_is_fast(store: Arc<dyn MetaStore>) {
+    let bucket = unique("fast");
+    let c = sample_content(3, "1+0", &["h:1"]);
+    for i in 0..20 {
+        store.put_version(&bucket, &format!("n{i}"), Some(&c)).await.expect("put");
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, bucket) = (Arc::clone(&store), bucket.clone());
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    let name = format!("n{}", (i + t) % 20);
+                    assert!(store.latest(&bucket, &name).await.expect("latest").is_some());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("reader task");
+    }
+    let elapsed = started.elapsed();
+    eprintln!("2000 latest() calls in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "2000 latest() took {elapsed:?}");
+}
+
+/// Two stores on one database stand in for two API servers: each sees the other's
+/// writes as soon as they return (versions, placements, deletes), 2 × 100
+/// concurrent writers of one name get exactly 1..=200 with read-after-write through
+/// the other store, and deletes racing through both add one tombstone.
+pub async fn two_stores_share_one_database(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let bucket = unique("shared");
+    let c = sample_content(8, "2+1", &["a:1", "b:1", "c:1"]);
+    let v1 = a.put_version(&bucket, "obj", Some(&c)).await.expect("put");
+    assert_eq!(b.latest(&bucket, "obj").await.expect("latest"), Some(v1.clone()));
+    let v2 = b.put_version(&bucket, "obj", None).await.expect("tombstone");
+    assert_eq!(v2.version, 2);
+    assert_eq!(a.latest(&bucket, "obj").await.expect("latest"), Some(v2));
+    let moved = Placement::from([(0, "z:9".to_string())]);
+    a.set_placement(&c.hash, &moved).await.expect("set_placement");
+    assert_eq!(b.content(&c.hash).await.expect("content").expect("some").placement, moved);
+    assert!(b.list(&bucket, "", None, 10).await.expect("list").is_empty(), "obj is deleted");
+
+    let mut tasks = Vec::new();
+    for (mine, theirs) in [(&a, &b), (&b, &a)] {
+        for i in 0..100 {
+            let (mine, theirs, bucket, c) = (Arc::clone(mine), Arc::clone(theirs), bucket.clone(), c.clone());
+            tasks.push(tokio::spawn(async move {
+                let content = if i % 3 == 0 { None } else { Some(&c) };
+                let put = mine.put_version(&bucket, "race", content).await.expect("concurrent put");
+                let seen = theirs.latest(&bucket, "race").await.expect("latest").expect("the other store sees it");
+                assert!(seen.version >= put.version, "wrote {}, the other store sees {}", put.version, seen.version);
+                let exact = theirs.version(&bucket, "race", put.version).await.expect("version");
+                assert_eq!(exact.as_ref(), Some(&put));
+                put.version
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(task.await.expect("writer task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>(), "distinct, gap-free versions");
+    for store in [&a, &b] {
+        assert_eq!(numbers(&store.versions(&bucket, "race", 0, 500).await.expect("versions")), all);
+        assert_eq!(store.latest(&bucket, "race").await.expect("latest").expect("some").version, 200);
+    }
+    concurrent_deletes_add_one_tombstone(&[a, b]).await;
+}
+
+/// A store opened by `url` through [`cairn::meta::open`] keeps what it recorded
+/// when opened again.
+pub async fn reopen_by_url(url: &str) {
+    let bucket = unique("reopen");
+    let c = sample_content(9, "1+0", &["h:1"]);
+    {
+        let store = cairn::meta::open(url).await.expect("open");
+        store.put_version(&bucket, "n", Some(&c)).await.expect("put");
+        assert!(matches!(store.delete(&bucket, "n").await.expect("delete"), DeleteOutcome::Deleted(_)));
+    }
+    let store = cairn::meta::open(url).await.expect("open again");
+    assert!(store.latest(&bucket, "n").await.expect("latest").expect("some").is_tombstone());
+    assert_eq!(store.version(&bucket, "n", 1).await.expect("version").expect("some").content, Some(c));
+    assert_eq!(store.put_version(&bucket, "n", None).await.expect("put").version, 3);
 }
