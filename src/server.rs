@@ -48,7 +48,7 @@ impl Default for HttpTimeouts {
 }
 
 /// How long the graceful shutdown waits for requests in flight before it drops them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in
 /// flight finish (up to [`SHUTDOWN_GRACE`]). Returns an error only when the listener

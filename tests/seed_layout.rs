@@ -42,6 +42,11 @@ impl Layout {
     /// The layout with both API servers on the metadata store `meta` (default: one
     /// SQLite file in the layout's temp dir).
     async fn start_with_meta(meta: Option<String>) -> Layout {
+        Layout::start_with(meta, "1s").await
+    }
+
+    /// The layout with API servers forgetting a silent data server after `expiry`.
+    async fn start_with(meta: Option<String>, expiry: &str) -> Layout {
         let dir = tempfile::tempdir().unwrap();
         let data = (0..6)
             .map(|i| {
@@ -81,7 +86,7 @@ impl Layout {
                         "--meta",
                         &meta,
                         "--heartbeat-expiry",
-                        "1s",
+                        expiry,
                         "--cache-size",
                         "0",
                     ],
@@ -435,4 +440,59 @@ async fn two_api_servers_on_postgres_race_200_puts_on_one_name() {
     }
     drop(layout);
     drop(schema);
+}
+
+/// A data server that accepts connections and then does nothing (SIGSTOP: its
+/// kernel still completes TCP handshakes and buffers bytes) must cost a request a
+/// bounded wait: writes finish at quorum without it, reads switch to another shard.
+/// The API servers keep it "live" for the whole test (a 60 s expiry), so only the
+/// data-server deadlines (the defaults) get requests past it, not membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstopped_data_server_slows_no_put_or_get_past_15_seconds() {
+    if !rabbitmq_reachable("a_sigstopped_data_server_slows_no_put_or_get_past_15_seconds").await {
+        return;
+    }
+    let _turn = LAYOUT.lock().await;
+    let layout = Layout::start_with(None, "60s").await;
+    let small = |i: usize| common::pattern(4096, i as u64);
+    let large = |i: usize| common::pattern(3 << 20, 100 + i as u64);
+    for i in 0..4 {
+        layout.put_bytes(i % 2, &format!("small-before{i}"), small(i)).await;
+        layout.put_bytes(i % 2, &format!("large-before{i}"), large(i)).await;
+    }
+    let victim = 2;
+    let pid = layout.data[victim].child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+
+    let limit = Duration::from_secs(15);
+    let mut slowest = Duration::ZERO;
+    for i in 0..6 {
+        for (name, body) in [(format!("small-after{i}"), small(10 + i)), (format!("large-after{i}"), large(10 + i))] {
+            let started = Instant::now();
+            layout.put_bytes(i % 2, &name, body).await;
+            let took = started.elapsed();
+            assert!(took < limit, "PUT {name} took {took:?} with a stalled data server");
+            slowest = slowest.max(took);
+        }
+    }
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..4 {
+        expected.push((format!("small-before{i}"), small(i)));
+        expected.push((format!("large-before{i}"), large(i)));
+    }
+    for i in 0..6 {
+        expected.push((format!("small-after{i}"), small(10 + i)));
+        expected.push((format!("large-after{i}"), large(10 + i)));
+    }
+    for (i, (name, body)) in expected.iter().enumerate() {
+        let started = Instant::now();
+        let (status, digest) = layout.get_digest(i % 2, name).await;
+        let took = started.elapsed();
+        assert_eq!(status, 200, "GET {name}");
+        assert_eq!(digest, Some(hex::encode(Sha256::digest(body))), "GET {name}");
+        assert!(took < limit, "GET {name} took {took:?} with a stalled data server");
+        slowest = slowest.max(took);
+    }
+    eprintln!("slowest request with one data server stopped: {slowest:?}");
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
 }

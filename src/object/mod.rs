@@ -225,33 +225,16 @@ fn first_holders(holders: &cluster::Holders) -> Placement {
 }
 
 impl ObjectService {
-    /// Has the holders in `shards` move their shard of `hash` aside, then
-    /// schedules a repair: for the shard set of a read whose bytes did not hash to
-    /// the content. Only when the shards left outside that set can still rebuild
-    /// the content (at least k of them recorded): with erasure coding a read uses
-    /// k shards, and moving all of them aside for one bad shard would leave too few
-    /// to rebuild from. Either way the repair verifies what it rebuilds, so a bad
-    /// shard is never copied.
-    pub(crate) fn reject_shards(&self, content: &ContentRecord, shards: Vec<(ShardIndex, String)>) {
-        let others = content.placement.keys().filter(|s| !shards.iter().any(|(u, _)| u == *s)).count();
-        if others >= content.policy.k as usize {
-            let client = self.client.clone();
-            let hash = content.hash;
-            let svc = self.clone();
-            let content = content.clone();
-            self.tasks.spawn(async move {
-                for (shard, addr) in shards {
-                    match client.quarantine(&addr, &hash, shard).await {
-                        Ok(()) => tracing::warn!(%hash, shard, %addr, "moved a shard of a mismatching read aside"),
-                        Err(e) => tracing::warn!(%hash, shard, %addr, error = %e, "could not move a shard aside"),
-                    }
-                }
-                svc.schedule_repair(content);
-            });
-        } else {
-            tracing::error!(hash = %content.hash, shards = ?shards, "a read of this content does not match its hash; too few other shards to set these aside");
-            self.schedule_repair(content.clone());
-        }
+    /// Reacts to a read whose bytes did not hash to the content: schedules a
+    /// verifying repair, which finds the shard that holds wrong bytes (by reading
+    /// the content again without each shard the failed read used, until it hashes
+    /// right), has its data server move it aside, and rebuilds it from the others.
+    /// Only the bad shard is set aside: with erasure coding a read uses k shards,
+    /// and setting all of them aside for one bad one would leave too few to rebuild
+    /// from.
+    pub(crate) fn reject_read(&self, content: &ContentRecord) {
+        tracing::error!(hash = %content.hash, "a read of this content does not match its hash; verifying its shards");
+        self.schedule_verify(content.clone());
     }
 }
 

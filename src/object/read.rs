@@ -106,6 +106,15 @@ impl StripeReader {
         }
     }
 
+    /// Like [`StripeReader::new`], reading only the holders in `content`'s
+    /// placement and never asking the bus for others: for reads that must use a
+    /// chosen set of shards.
+    pub(crate) fn pinned(svc: &ObjectService, content: &ContentRecord, last: u64) -> StripeReader {
+        let mut reader = StripeReader::new(svc, content, last);
+        reader.located = true;
+        reader
+    }
+
     /// Whether the read had to do without some shard (a repair is due).
     pub(crate) fn degraded(&self) -> bool {
         self.degraded
@@ -342,7 +351,7 @@ impl ObjectService {
                             tracing::error!(error = %e, "full read does not match its hash; breaking the response");
                             let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                             if matches!(e, ObjectError::ContentMismatch { .. }) {
-                                svc.reject_shards(&content, reader.used());
+                                svc.reject_read(&content);
                             }
                             return;
                         }
@@ -401,7 +410,7 @@ impl ObjectService {
         let actual = hash_of(data.clone()).await?;
         if actual != content.hash {
             tracing::error!(hash = %content.hash, %actual, "read does not match its hash; answering 503");
-            self.reject_shards(content, reader.used());
+            self.reject_read(content);
             return Err(ObjectError::ContentMismatch { hash: content.hash, actual });
         }
         Ok(data)

@@ -64,7 +64,8 @@ pub struct RepairQueue {
 
 #[derive(Default)]
 struct QueueState {
-    waiting: VecDeque<ContentRecord>,
+    /// Contents waiting, each with whether its shards must be verified too.
+    waiting: VecDeque<(ContentRecord, bool)>,
     /// Content queued or running (`None`), or whose repair failed recently (when).
     known: HashMap<ContentHash, Option<Instant>>,
     status: RepairStatus,
@@ -77,13 +78,17 @@ impl RepairQueue {
         RepairStatus { queued: state.waiting.len(), ..state.status.clone() }
     }
 
-    /// Queues `content` unless it is queued, running, recently failed, or the
-    /// queue is full. Returns whether it was queued.
-    fn push(&self, content: ContentRecord) -> bool {
+    /// Queues `content` (to be `verify`-ed too) unless it is queued, running,
+    /// recently failed, or the queue is full. Returns whether it was queued.
+    fn push(&self, content: ContentRecord, verify: bool) -> bool {
         let mut state = self.inner.lock().expect("repair queue lock");
         let now = Instant::now();
         state.known.retain(|_, failed| failed.is_none_or(|t| now.duration_since(t) < REPAIR_COOLDOWN));
         if state.known.contains_key(&content.hash) {
+            // Already waiting: make sure it is verified if that is asked for now.
+            if let Some(entry) = state.waiting.iter_mut().find(|(c, _)| c.hash == content.hash) {
+                entry.1 |= verify;
+            }
             return false;
         }
         if state.waiting.len() >= MAX_QUEUED {
@@ -92,13 +97,13 @@ impl RepairQueue {
             return false;
         }
         state.known.insert(content.hash, None);
-        state.waiting.push_back(content);
+        state.waiting.push_back((content, verify));
         drop(state);
         self.wake.notify_one();
         true
     }
 
-    fn pop(&self) -> Option<ContentRecord> {
+    fn pop(&self) -> Option<(ContentRecord, bool)> {
         let mut state = self.inner.lock().expect("repair queue lock");
         let next = state.waiting.pop_front()?;
         state.status.running += 1;
@@ -129,9 +134,9 @@ impl RepairQueue {
 pub(crate) async fn run_worker(svc: ObjectService) {
     let slots = Arc::new(tokio::sync::Semaphore::new(REPAIR_CONCURRENCY));
     loop {
-        let content = loop {
-            if let Some(c) = svc.repairs.pop() {
-                break c;
+        let (content, verify) = loop {
+            if let Some(next) = svc.repairs.pop() {
+                break next;
             }
             tokio::select! {
                 _ = svc.shutdown.cancelled() => return,
@@ -145,7 +150,7 @@ pub(crate) async fn run_worker(svc: ObjectService) {
         let worker = svc.clone();
         svc.tasks.spawn(async move {
             let result = tokio::select! {
-                r = worker.repair(&content) => r,
+                r = worker.repair_with(&content, verify) => r,
                 _ = worker.shutdown.cancelled() => Err(ObjectError::Unavailable {
                     hash: content.hash,
                     reasons: "shutting down".into(),
@@ -170,7 +175,14 @@ impl ObjectService {
     /// within [`REPAIR_COOLDOWN`] of a failed one, so a read-heavy object on a
     /// degraded cluster does not cost a locate per read.
     pub fn schedule_repair(&self, content: ContentRecord) {
-        self.repairs.push(content);
+        self.repairs.push(content, false);
+    }
+
+    /// Like [`schedule_repair`](ObjectService::schedule_repair), and checks that
+    /// the shards still held read back as the content, setting aside the one that
+    /// does not: for content a read found not matching its hash.
+    pub fn schedule_verify(&self, content: ContentRecord) {
+        self.repairs.push(content, true);
     }
 
     /// Where each missing shard is rebuilt: on the live server that held it before
@@ -230,6 +242,13 @@ impl ObjectService {
     /// shards still held, checked against its hash, re-encoded, and only the missing
     /// shards are written.
     pub async fn repair(&self, content: &ContentRecord) -> Result<Vec<ShardIndex>, ObjectError> {
+        self.repair_with(content, false).await
+    }
+
+    /// [`repair`](ObjectService::repair); with `verify`, first reads the content
+    /// back from the shards held and, when it does not hash right, finds the one
+    /// shard without which it does, has it moved aside and rebuilds it.
+    pub async fn repair_with(&self, content: &ContentRecord, verify: bool) -> Result<Vec<ShardIndex>, ObjectError> {
         let policy = content.policy;
         let n = policy.shards();
         let holders = cluster::locate(&self.bus, &self.membership, content.hash, n, self.config.locate_timeout).await?;
@@ -241,7 +260,19 @@ impl ObjectService {
                 }
             }
         }
-        let missing: Vec<ShardIndex> = (0..n as ShardIndex).filter(|s| !placement.contains_key(s)).collect();
+        let mut missing: Vec<ShardIndex> = (0..n as ShardIndex).filter(|s| !placement.contains_key(s)).collect();
+        if verify && placement.len() >= policy.k as usize {
+            if let Some((shard, addr)) = self.find_bad_shard(content, &placement).await? {
+                self.client.quarantine(&addr, &content.hash, shard).await.map_err(|e| ObjectError::Unavailable {
+                    hash: content.hash,
+                    reasons: format!("shard {shard} holds wrong bytes and could not be set aside: {e}"),
+                })?;
+                tracing::warn!(hash = %content.hash, shard, %addr, "shard held wrong bytes; set aside, rebuilding it");
+                placement.remove(&shard);
+                missing.push(shard);
+                missing.sort_unstable();
+            }
+        }
         if missing.is_empty() {
             if placement != content.placement {
                 self.meta.set_placement(&content.hash, &placement).await?;
@@ -292,7 +323,9 @@ impl ObjectService {
         let actual = hasher.finish().await?;
         if actual != content.hash {
             uploads.abort();
-            self.reject_shards(content, reader.used());
+            if !verify {
+                self.reject_read(content);
+            }
             return Err(ObjectError::ContentMismatch { hash: content.hash, actual });
         }
         let stored = uploads.finish(content.hash, layout.shard_len(), wanted).await;
@@ -303,5 +336,48 @@ impl ObjectService {
         placement.extend(stored.placement);
         self.meta.set_placement(&content.hash, &placement).await?;
         Ok(rebuilt)
+    }
+
+    /// Reads `content` from exactly the holders in `placement` and says whether it
+    /// hashes right, with the holders whose blocks were used.
+    async fn reads_back(
+        &self,
+        content: &ContentRecord,
+        placement: &Placement,
+    ) -> Result<(ContentHash, Vec<(ShardIndex, String)>), ObjectError> {
+        let source = ContentRecord { placement: placement.clone(), ..content.clone() };
+        let layout = Layout::new(content.policy, content.size);
+        let mut reader = super::read::StripeReader::pinned(self, &source, layout.stripes().saturating_sub(1));
+        let mut hasher = PipedHasher::new();
+        for s in 0..layout.stripes() {
+            hasher.update(reader.stripe(s).await?).await;
+        }
+        Ok((hasher.finish().await?, reader.used()))
+    }
+
+    /// `None` when `content` reads back right from `placement`; otherwise the one
+    /// holder without which it does (tried for each shard the failing read used:
+    /// at most k more reads, only after a mismatch). Fails when no single shard
+    /// explains the mismatch.
+    async fn find_bad_shard(
+        &self,
+        content: &ContentRecord,
+        placement: &Placement,
+    ) -> Result<Option<(ShardIndex, String)>, ObjectError> {
+        let (actual, used) = self.reads_back(content, placement).await?;
+        if actual == content.hash {
+            return Ok(None);
+        }
+        for (shard, addr) in used {
+            let mut trial = placement.clone();
+            trial.remove(&shard);
+            if trial.len() < content.policy.k as usize {
+                continue;
+            }
+            if matches!(self.reads_back(content, &trial).await, Ok((h, _)) if h == content.hash) {
+                return Ok(Some((shard, addr)));
+            }
+        }
+        Err(ObjectError::ContentMismatch { hash: content.hash, actual })
     }
 }

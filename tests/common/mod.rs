@@ -30,16 +30,26 @@ pub async fn start(policy: &str, data_servers: usize) -> TestCluster {
 /// Like [`start`], with large objects under `policy` and those below `threshold`
 /// bytes under `small_policy`.
 pub async fn start_with(policy: &str, small_policy: &str, threshold: u64, data_servers: usize) -> TestCluster {
+    start_custom(data_servers, |config| {
+        config.policy = policy.parse::<Policy>().unwrap();
+        config.small_policy = small_policy.parse::<Policy>().unwrap();
+        config.small_threshold = threshold;
+    })
+    .await
+}
+
+/// A cluster like [`start`]'s with the default policies (4+2, and 1+2 below
+/// 64 KiB), after `adjust` has changed its configuration.
+pub async fn start_custom(data_servers: usize, adjust: impl FnOnce(&mut DevConfig)) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = DevConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     config.data_addrs = (1..=data_servers).map(|i| format!("127.29.1.{i}:0").parse().unwrap()).collect();
-    config.policy = policy.parse::<Policy>().unwrap();
-    config.small_policy = small_policy.parse::<Policy>().unwrap();
-    config.small_threshold = threshold;
+    config.small_threshold = 64 * 1024;
     // Tests exercise the data path; the cache has tests of its own.
     config.cache_bytes = 0;
     config.heartbeat_interval = Duration::from_millis(100);
     config.heartbeat_expiry = Duration::from_millis(600);
+    adjust(&mut config);
     let cluster = DevCluster::start(config).await.expect("dev cluster starts");
     let base = format!("http://{}", cluster.api_addr);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
