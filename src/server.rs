@@ -47,6 +47,11 @@ impl Default for HttpTimeouts {
     }
 }
 
+/// Largest read buffer of a connection, which bounds both a request's head (its
+/// headers must fit) and the chunks a body arrives in. hyper's default (~400 KiB)
+/// let each of thousands of shard uploads hold that much; 64 KiB is a shard block.
+pub const MAX_BUF: usize = 64 * 1024;
+
 /// How long the graceful shutdown waits for requests in flight before it drops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -61,7 +66,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let service = tower::ServiceBuilder::new().layer(RequestBodyTimeoutLayer::new(timeouts.body)).service(app);
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(timeouts.header);
+    http.timer(TokioTimer::new()).header_read_timeout(timeouts.header).max_buf_size(MAX_BUF);
     let graceful = GracefulShutdown::new();
     loop {
         let tcp = tokio::select! {

@@ -32,6 +32,7 @@ use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
@@ -75,10 +76,13 @@ pub struct RequestLimits {
 }
 
 impl Default for RequestLimits {
-    /// 1024 requests and 64 uploads: 64 uploads of large objects hold about
-    /// 64 × (1 MiB head + 1.5 MiB in flight) ≈ 160 MiB at most.
+    /// 1024 requests and 32 uploads. Measured on the multi-process layout
+    /// (`tests/bounded_memory.rs`), a large upload costs an API server ~3 MiB and a
+    /// large read ~4 MiB (its decoded stripes, its hash queue and four shard
+    /// connections' buffers), so 32 uploads beside 64 large reads stay well under
+    /// 512 MiB; small reads and listings cost far less.
     fn default() -> Self {
-        RequestLimits { requests: 1024, uploads: 64 }
+        RequestLimits { requests: 1024, uploads: 32 }
     }
 }
 
@@ -99,10 +103,12 @@ pub enum ApiError {
     #[error("version must be a positive integer, got {0:?}")]
     BadVersion(String),
     /// A query parameter is malformed.
-    #[error("query parameter {key} must be a non-negative integer, got {value:?}")]
+    #[error("query parameter {key} must be {expected}, got {value:?}")]
     BadQuery {
         /// The parameter.
         key: &'static str,
+        /// What it must be.
+        expected: &'static str,
         /// Its value.
         value: String,
     },
@@ -158,7 +164,9 @@ pub async fn serve_with_ready(
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), crate::bus::BusError> {
     let membership = Membership::new(config.heartbeat_expiry);
-    membership.follow(bus.heartbeats().await?, shutdown.clone());
+    let tasks = TaskTracker::new();
+    membership.follow(bus.heartbeats().await?, shutdown.clone(), &tasks);
+    tasks.close();
     let _ = ready.send(());
     let object = config.object.clone();
     let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone());
@@ -169,6 +177,7 @@ pub async fn serve_with_ready(
         tracing::error!(error = %e, "API server failed");
     }
     service.stopped(Duration::from_secs(10)).await;
+    tasks.wait().await;
     Ok(())
 }
 
@@ -220,7 +229,16 @@ pub const MAX_PAGE: usize = 1000;
 const VERSIONS_STEP: usize = 500;
 
 fn parse_number(query: &HashMap<String, String>, key: &'static str) -> Result<Option<u64>, ApiError> {
-    query.get(key).map(|v| v.parse::<u64>().map_err(|_| ApiError::BadQuery { key, value: v.clone() })).transpose()
+    query
+        .get(key)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| ApiError::BadQuery {
+                key,
+                expected: "a non-negative integer",
+                value: v.clone(),
+            })
+        })
+        .transpose()
 }
 
 fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
@@ -317,7 +335,8 @@ async fn versions(
     let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
     if limit == Some(0) {
         // A page of nothing is a malformed request, not a missing name.
-        return Err(ApiError::BadQuery { key: "limit", value: query.get("limit").cloned().unwrap_or_default() });
+        let value = query.get("limit").cloned().unwrap_or_default();
+        return Err(ApiError::BadQuery { key: "limit", expected: "a positive integer", value });
     }
     let step = limit.unwrap_or(VERSIONS_STEP).min(VERSIONS_STEP);
     let first = svc.versions(DEFAULT_BUCKET, &name, after, step).await?;

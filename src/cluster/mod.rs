@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rand::seq::IndexedRandom;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, BusError, Heartbeat};
 use crate::content::{ContentHash, ShardIndex};
@@ -44,10 +45,11 @@ impl Membership {
         Membership { members: Arc::default(), expiry }
     }
 
-    /// Records heartbeats from `heartbeats` until `shutdown` is cancelled.
-    pub fn follow(&self, mut heartbeats: mpsc::Receiver<Heartbeat>, shutdown: CancellationToken) {
+    /// Records heartbeats from `heartbeats` until `shutdown` is cancelled, on a
+    /// task owned by `tasks`.
+    pub fn follow(&self, mut heartbeats: mpsc::Receiver<Heartbeat>, shutdown: CancellationToken, tasks: &TaskTracker) {
         let this = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

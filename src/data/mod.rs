@@ -341,7 +341,7 @@ async fn receive(
     body: Body,
     commit_as: Option<(ContentHash, ShardIndex)>,
 ) -> Result<u64, Response> {
-    let (tx, mut rx) = mpsc::channel::<TempChunk>(8);
+    let (tx, mut rx) = mpsc::channel::<TempChunk>(4);
     // Spawned now (not lazily on first poll, as `blocking` would be): it must drain
     // the channel while the body is still arriving.
     let writer_store = store.clone();

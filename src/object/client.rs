@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
 use crate::content::{ContentHash, Policy, ShardIndex};
@@ -95,11 +98,25 @@ pub enum DataClientError {
 }
 
 /// The pooled client for talking to data servers.
+///
+/// Shard reads go through hyper-util's pooled client directly instead of
+/// reqwest's, for one setting reqwest does not expose: the connection's read
+/// buffer. hyper's default grows to ~400 KiB per connection, and an API server
+/// reading 64 large objects holds 256 shard connections: the buffers and the
+/// chunks cut from them, not the data, would fill half a gigabyte. At
+/// [`READ_BUF`] the chunks are one shard block each.
 #[derive(Clone)]
 pub struct DataClient {
     http: reqwest::Client,
+    reads: hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>,
     timeouts: DataTimeouts,
 }
+
+/// Read buffer of a shard-read connection (one shard block).
+pub const READ_BUF: usize = 64 * 1024;
+
+/// The body of a shard being read.
+pub type ShardBody = hyper::body::Incoming;
 
 impl Default for DataClient {
     fn default() -> Self {
@@ -121,7 +138,16 @@ impl DataClient {
             .no_proxy()
             .build()
             .expect("static reqwest configuration is valid");
-        DataClient { http, timeouts }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeouts.connect));
+        connector.set_nodelay(true);
+        let reads = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http1_max_buf_size(READ_BUF)
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(20))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        DataClient { http, reads, timeouts }
     }
 
     /// The deadlines this client works to.
@@ -251,36 +277,45 @@ impl DataClient {
         policy: Policy,
         shard_len: u64,
         range: Option<ByteRange>,
-    ) -> Result<reqwest::Response, DataClientError> {
-        let mut req = self
-            .http
-            .get(format!("http://{addr}/objects/{hash}.{shard}"))
+    ) -> Result<http::Response<ShardBody>, DataClientError> {
+        let unreachable = |reason: String| DataClientError::Unreachable { addr: addr.to_string(), reason };
+        let mut req = http::Request::get(format!("http://{addr}/objects/{hash}.{shard}"))
             .header(POLICY_HEADER, policy.to_string())
             .header(LENGTH_HEADER, shard_len);
         if let Some(r) = range {
-            req = req.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+            req = req.header(http::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let exchange = async {
-            let resp = req.send().await.map_err(|e| Self::failed(addr, "shard read", self.timeouts.io, e))?;
-            Self::check(addr, resp).await
-        };
+        let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
         let after = self.timeouts.io;
+        let exchange = async {
+            let resp = self.reads.request(req).await.map_err(|e| unreachable(error_chain(&e)))?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = String::from_utf8_lossy(&body).chars().take(200).collect();
+            Err(DataClientError::Status { addr: addr.to_string(), status, body })
+        };
         let resp = tokio::time::timeout(after, exchange)
             .await
             .unwrap_or_else(|_| Err(DataClientError::TimedOut { addr: addr.to_string(), step: "shard read", after }))?;
-        match length_of(addr, &resp)? {
-            actual if actual == shard_len => Ok(resp),
-            actual => Err(DataClientError::WrongLength { addr: addr.to_string(), actual, expected: shard_len }),
+        match header_u64(resp.headers(), LENGTH_HEADER) {
+            Some(actual) if actual == shard_len => Ok(resp),
+            Some(actual) => Err(DataClientError::WrongLength { addr: addr.to_string(), actual, expected: shard_len }),
+            None => Err(DataClientError::BadAnswer { addr: addr.to_string(), header: LENGTH_HEADER }),
         }
     }
 }
 
+/// A header's value as a number.
+fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
 /// The shard length a data server's answer announces.
 fn length_of(addr: &str, resp: &reqwest::Response) -> Result<u64, DataClientError> {
-    resp.headers()
-        .get(LENGTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    header_u64(resp.headers(), LENGTH_HEADER)
         .ok_or_else(|| DataClientError::BadAnswer { addr: addr.to_string(), header: LENGTH_HEADER })
 }
 

@@ -3,26 +3,30 @@
 //!
 //! Hashing is the costliest step per byte (about 2 GB/s per core with SHA-NI), and
 //! the async runtime must not spend its threads on it: [`PipedHasher`] feeds chunks
-//! through a bounded queue to a blocking thread, so hashing runs beside the coding
-//! and the network I/O instead of before them, and a slow hasher holds its feeder
-//! back instead of buffering without bound.
+//! through a queue to a blocking thread, so hashing runs beside the coding and the
+//! network I/O instead of before them. The queue is bounded in bytes
+//! ([`HASH_BUDGET`]), not in chunks: a slow hasher (a loaded machine) holds its
+//! feeder back instead of letting 64 streams each queue megabytes.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::content::ContentHash;
 
-/// Chunks queued for the hashing thread.
-const HASH_QUEUE: usize = 32;
+/// Bytes queued for one hashing thread at most: two stripes of 4+2.
+pub const HASH_BUDGET: usize = 512 * 1024;
 
 /// Bodies up to this size are hashed inline: a thread hop costs more than it saves.
 pub const INLINE_LIMIT: usize = 64 * 1024;
 
 /// A running SHA-256 computed on a blocking thread.
 pub struct PipedHasher {
-    chunks: mpsc::Sender<Bytes>,
+    chunks: mpsc::UnboundedSender<(Bytes, u32)>,
+    budget: Arc<Semaphore>,
     hasher: JoinHandle<Sha256>,
 }
 
@@ -34,15 +38,18 @@ pub struct HasherFailed(String);
 impl PipedHasher {
     /// Starts hashing, continuing from `state` (what was hashed inline so far).
     pub fn continue_from(state: Sha256) -> PipedHasher {
-        let (chunks, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
+        let (chunks, mut rx) = mpsc::unbounded_channel::<(Bytes, u32)>();
+        let budget = Arc::new(Semaphore::new(HASH_BUDGET));
+        let returned = budget.clone();
         let hasher = tokio::task::spawn_blocking(move || {
             let mut state = state;
-            while let Some(chunk) = rx.blocking_recv() {
+            while let Some((chunk, permits)) = rx.blocking_recv() {
                 state.update(&chunk);
+                returned.add_permits(permits as usize);
             }
             state
         });
-        PipedHasher { chunks, hasher }
+        PipedHasher { chunks, budget, hasher }
     }
 
     /// Starts hashing from nothing.
@@ -50,10 +57,16 @@ impl PipedHasher {
         PipedHasher::continue_from(Sha256::new())
     }
 
-    /// Queues `chunk`; waits while the queue is full.
+    /// Queues `chunk`; waits while [`HASH_BUDGET`] bytes are queued already.
     pub async fn update(&mut self, chunk: Bytes) {
+        // A chunk larger than the whole budget waits for an empty queue.
+        let permits = chunk.len().min(HASH_BUDGET) as u32;
+        match self.budget.clone().acquire_many_owned(permits).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return, // never closed; `finish` reports a dead thread
+        }
         // A closed queue means the thread died; `finish` reports it.
-        let _ = self.chunks.send(chunk).await;
+        let _ = self.chunks.send((chunk, permits));
     }
 
     /// The hash of everything queued.

@@ -26,6 +26,7 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
+use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::hashing::{hash_of, PipedHasher};
@@ -35,34 +36,52 @@ use crate::content::{Placement, Policy, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::range::ByteRange;
 
-/// Stripes buffered between the shard readers and the client.
-const READ_AHEAD: usize = 4;
+/// Stripes buffered between the shard readers and the client: two keep the
+/// readers busy while the client takes the last one, and bound a large read to
+/// about 0.5 MiB of decoded data beside its shard connections.
+const READ_AHEAD: usize = 2;
 
 /// The verified bytes of a read, as they arrive.
 pub type ObjectStream = tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>>;
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
 
 /// One shard being read: a response body cut into blocks on demand.
+///
+/// Each block is a buffer of its own, exactly as long as asked, and what is left
+/// of a chunk is copied out of it: a slice would keep the HTTP client's whole read
+/// buffer (up to ~400 KiB) alive for as long as the block lives, and with hundreds
+/// of shards open that, not the data, is what fills memory.
 struct OpenShard {
     shard: ShardIndex,
     addr: String,
     body: ByteStream,
-    buf: BytesMut,
+    rest: Bytes,
 }
 
 impl OpenShard {
     /// The next `n` bytes of the shard, waiting at most `io` for each chunk.
     async fn read_exact(&mut self, n: usize, io: std::time::Duration) -> Result<Bytes, String> {
-        while self.buf.len() < n {
+        if self.rest.len() >= n {
+            return Ok(self.rest.split_to(n));
+        }
+        let mut block = BytesMut::with_capacity(n);
+        block.extend_from_slice(&std::mem::take(&mut self.rest));
+        while block.len() < n {
             match tokio::time::timeout(io, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(chunk))) => {
+                    let take = (n - block.len()).min(chunk.len());
+                    block.extend_from_slice(&chunk[..take]);
+                    if take < chunk.len() {
+                        self.rest = Bytes::copy_from_slice(&chunk[take..]);
+                    }
+                }
                 Ok(Some(Err(e))) => return Err(super::client::error_chain(&e)),
-                Ok(None) => return Err(format!("stream ended {} bytes short", n - self.buf.len())),
+                Ok(None) => return Err(format!("stream ended {} bytes short", n - block.len())),
                 Err(_) => return Err(format!("no bytes for {io:?}: data server stalled")),
             }
         }
-        Ok(self.buf.split_to(n).freeze())
+        Ok(block.freeze())
     }
 }
 
@@ -175,8 +194,8 @@ impl StripeReader {
                     Ok(resp) => self.open.push(OpenShard {
                         shard,
                         addr,
-                        body: Box::pin(resp.bytes_stream()),
-                        buf: BytesMut::new(),
+                        body: Box::pin(resp.into_body().into_data_stream()),
+                        rest: Bytes::new(),
                     }),
                     Err(e) => {
                         tracing::warn!(error = %e, shard, "shard unavailable; reading another");

@@ -290,7 +290,7 @@ impl ObjectService {
             return Err(ObjectError::NotEnoughServers { live: self.membership.live().len(), needed: n, policy });
         }
         let wanted = targets.len();
-        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, targets);
+        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, 1, targets);
         let layout = Layout::new(policy, content.size);
         let source = ContentRecord { placement: placement.clone(), ..content.clone() };
         let stripes = layout.stripes();

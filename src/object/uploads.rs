@@ -3,11 +3,12 @@
 //!
 //! [`ShardUploads`] streams one temp shard per target (`POST /temp/<uuid>`), is fed
 //! block by block, and at the end commits every shard that arrived whole. Every
-//! wait on a data server has a deadline ([`DataTimeouts`]): a target that does not
-//! take its next block within `io` is abandoned (its temp removed in the
-//! background) and the others go on; once the quorum is committed the stragglers
-//! get `io` more and are then abandoned too, so a stalled data server (SIGSTOP)
-//! costs a write a bounded wait, never a hang. What is abandoned is reported as a
+//! wait on a data server has a deadline ([`DataTimeouts`]): a target that takes no
+//! block for `io` while the others keep up is abandoned (its temp removed in the
+//! background) and the others go on; when all are slow alike (a busy disk) the
+//! wait is bounded by `sync`; once the quorum is committed the stragglers get `io`
+//! more and are then abandoned too, so a stalled data server (SIGSTOP) costs a
+//! write a bounded wait, never a hang, and a loaded one does not lose its shards. What is abandoned is reported as a
 //! [`ShardFailure`], and the caller decides what a shortfall means (a write below
 //! quorum fails; a write at quorum is recorded and repaired).
 
@@ -74,17 +75,20 @@ pub struct ShardUploads {
     client: DataClient,
     tasks: TaskTracker,
     policy: Policy,
+    keep: usize,
     uploads: Vec<Upload>,
     failures: Vec<ShardFailure>,
 }
 
 impl ShardUploads {
-    /// Opens temp shard `shard` on `addr` for each target. Background clean-up of
-    /// abandoned uploads runs on `tasks`.
+    /// Opens temp shard `shard` on `addr` for each target. A straggler is
+    /// abandoned early only while more than `keep` uploads are alive. Background
+    /// clean-up of abandoned uploads runs on `tasks`.
     pub fn start(
         client: &DataClient,
         tasks: &TaskTracker,
         policy: Policy,
+        keep: usize,
         targets: impl IntoIterator<Item = (ShardIndex, String)>,
     ) -> ShardUploads {
         let uploads = targets
@@ -100,7 +104,7 @@ impl ShardUploads {
                 Upload { shard, addr, id, sender: Some(sender), task }
             })
             .collect();
-        ShardUploads { client: client.clone(), tasks: tasks.clone(), policy, uploads, failures: Vec::new() }
+        ShardUploads { client: client.clone(), tasks: tasks.clone(), policy, keep, uploads, failures: Vec::new() }
     }
 
     /// Uploads still being fed.
@@ -119,38 +123,65 @@ impl ShardUploads {
     }
 
     /// Sends block `u.shard` of `blocks` to every upload still alive. An upload
-    /// whose data server has not taken it within the `io` deadline is abandoned, as
-    /// is one whose request already ended (its error is kept).
+    /// whose data server has taken no block for the `io` deadline while another
+    /// upload keeps up is a straggler: it is abandoned when enough others remain
+    /// (`keep` given at start). When every upload is slow alike (a busy disk, not a
+    /// stalled server) the wait goes on up to the `sync` deadline. An upload whose
+    /// request already ended is dropped with its error.
     pub async fn send(&mut self, blocks: &[Bytes]) {
-        let io = self.client.timeouts().io;
+        let DataTimeouts { io, sync, .. } = self.client.timeouts();
         for i in 0..self.uploads.len() {
-            let u = &mut self.uploads[i];
-            let Some(sender) = &u.sender else { continue };
-            let Some(block) = blocks.get(u.shard as usize) else { continue };
-            match tokio::time::timeout(io, sender.send(Ok(block.clone()))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    // The request ended early: its result says why.
-                    u.sender = None;
-                    let error = match (&mut u.task).await {
-                        Ok(Err(e)) => e,
-                        Ok(Ok(_)) => DataClientError::Unreachable {
-                            addr: u.addr.clone(),
-                            reason: "answered before the shard was complete".into(),
-                        },
-                        Err(e) => DataClientError::Unreachable { addr: u.addr.clone(), reason: e.to_string() },
-                    };
-                    tracing::warn!(addr = %u.addr, shard = u.shard, %error, "shard upload stopped early");
-                    self.failures.push(ShardFailure { shard: u.shard, error });
-                }
-                Err(_) => {
-                    tracing::warn!(addr = %u.addr, shard = u.shard, "data server stalled; abandoning its shard");
-                    let error = DataClientError::TimedOut { addr: u.addr.clone(), step: "shard upload", after: io };
-                    self.failures.push(ShardFailure { shard: u.shard, error });
-                    self.abandon(i);
+            let Some(block) = self.uploads[i].sender.as_ref().and(blocks.get(self.uploads[i].shard as usize)) else {
+                continue;
+            };
+            let started = tokio::time::Instant::now();
+            loop {
+                let Some(sender) = self.uploads[i].sender.clone() else { break };
+                match tokio::time::timeout(io, sender.reserve_owned()).await {
+                    Ok(Ok(permit)) => {
+                        permit.send(Ok(block.clone()));
+                        break;
+                    }
+                    Ok(Err(_)) => {
+                        self.ended_early(i).await;
+                        break;
+                    }
+                    Err(_) => {
+                        let others_keep_up = self
+                            .uploads
+                            .iter()
+                            .enumerate()
+                            .any(|(j, o)| j != i && o.sender.as_ref().is_some_and(|s| s.capacity() > 0));
+                        let waited = started.elapsed();
+                        if (others_keep_up && self.alive() > self.keep) || waited >= sync {
+                            let u = &self.uploads[i];
+                            tracing::warn!(addr = %u.addr, shard = u.shard, ?waited, "data server stalled; abandoning its shard");
+                            let error =
+                                DataClientError::TimedOut { addr: u.addr.clone(), step: "shard upload", after: waited };
+                            self.failures.push(ShardFailure { shard: u.shard, error });
+                            self.abandon(i);
+                            break;
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Upload `i`'s request ended before its body did: keeps why.
+    async fn ended_early(&mut self, i: usize) {
+        let u = &mut self.uploads[i];
+        u.sender = None;
+        let error = match (&mut u.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => DataClientError::Unreachable {
+                addr: u.addr.clone(),
+                reason: "answered before the shard was complete".into(),
+            },
+            Err(e) => DataClientError::Unreachable { addr: u.addr.clone(), reason: e.to_string() },
+        };
+        tracing::warn!(addr = %u.addr, shard = u.shard, %error, "shard upload stopped early");
+        self.failures.push(ShardFailure { shard: u.shard, error });
     }
 
     /// Stops upload `i` and removes its temp shard in the background.

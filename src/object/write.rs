@@ -63,7 +63,7 @@ impl ObjectService {
             return self.put_whole(bucket, name, head, policy, expected).await;
         }
         let targets = self.choose_targets(policy)?;
-        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, targets);
+        let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, policy.write_quorum(), targets);
         let (hash, size) = match self.feed(&mut uploads, head, body, policy).await {
             Ok(done) => done,
             Err(e) => {
