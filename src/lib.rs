@@ -20,4 +20,5 @@ pub mod meta;
 pub mod object;
 pub mod range;
 pub mod server;
+pub mod shutdown;
 pub mod size;

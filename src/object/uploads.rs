@@ -112,11 +112,6 @@ impl ShardUploads {
         self.uploads.iter().filter(|u| u.sender.is_some()).count()
     }
 
-    /// The data servers of the uploads that were abandoned, for messages.
-    pub fn failures(&self) -> &[ShardFailure] {
-        &self.failures
-    }
-
     /// Takes the failures so far (the uploads are being given up).
     pub fn take_failures(&mut self) -> Vec<ShardFailure> {
         std::mem::take(&mut self.failures)
