@@ -48,10 +48,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>
 
 /// One shard being read: a response body cut into blocks on demand.
 ///
-/// Each block is a buffer of its own, exactly as long as asked, and what is left
-/// of a chunk is copied out of it: a slice would keep the HTTP client's whole read
-/// buffer (up to ~400 KiB) alive for as long as the block lives, and with hundreds
-/// of shards open that, not the data, is what fills memory.
+/// Each block is a buffer of its own, exactly as long as asked; what is left of a
+/// chunk stays a slice of it, which keeps at most one connection read buffer
+/// ([`READ_BUF`](super::client::READ_BUF), 64 KiB) alive per open shard.
 struct OpenShard {
     shard: ShardIndex,
     addr: String,
@@ -73,7 +72,7 @@ impl OpenShard {
                     let take = (n - block.len()).min(chunk.len());
                     block.extend_from_slice(&chunk[..take]);
                     if take < chunk.len() {
-                        self.rest = Bytes::copy_from_slice(&chunk[take..]);
+                        self.rest = chunk.slice(take..);
                     }
                 }
                 Ok(Some(Err(e))) => return Err(super::client::error_chain(&e)),
