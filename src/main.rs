@@ -142,11 +142,19 @@ impl DataTimeoutArgs {
 #[derive(Args)]
 struct LimitArgs {
     /// Requests in flight at most.
-    #[arg(long, env = "CAIRN_MAX_REQUESTS", default_value_t = RequestLimits::default().requests, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    #[arg(long, env = "CAIRN_MAX_REQUESTS", default_value_t = RequestLimits::default().requests, value_parser = at_least_one)]
     max_requests: usize,
     /// Uploads (PUTs) in flight at most.
-    #[arg(long, env = "CAIRN_MAX_UPLOADS", default_value_t = RequestLimits::default().uploads, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    #[arg(long, env = "CAIRN_MAX_UPLOADS", default_value_t = RequestLimits::default().uploads, value_parser = at_least_one)]
     max_uploads: usize,
+}
+
+/// A count of at least one (a limit of zero would refuse everything).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {text:?}")),
+    }
 }
 
 impl LimitArgs {

@@ -258,6 +258,11 @@ fn parse_id(id: &str) -> Result<Uuid, BadRequest> {
     Uuid::parse_str(id).map_err(|_| BadRequest(format!("temp id must be a UUID: {id:?}")))
 }
 
+/// The answer to a shard written (and fsynced): its length, in a header and as JSON.
+fn written(len: u64) -> Response {
+    (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response()
+}
+
 /// A chunk for the blocking temp writer, or the order to give up.
 type TempChunk = Result<Bytes, ()>;
 
@@ -273,7 +278,7 @@ async fn post_temp(
         Err(r) => return r.into_response(),
     };
     match receive(&state.store, id, policy, body, None).await {
-        Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
+        Ok(len) => written(len),
         Err(r) => r,
     }
 }
@@ -322,7 +327,7 @@ async fn put_shard(
         receive(&state.store, id, policy, body, Some((hash, shard))).await
     };
     match stored {
-        Ok(len) => (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response(),
+        Ok(len) => written(len),
         Err(r) => r,
     }
 }
