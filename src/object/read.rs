@@ -326,7 +326,9 @@ impl ObjectService {
         let layout = Layout::new(content.policy, content.size);
         let (first, last) = (layout.stripe_of(range.start), layout.stripe_of(range.end - 1));
         let mut reader = StripeReader::new(self, content, last);
-        if whole && content.size < self.config.small_threshold {
+        // Objects below the small-object threshold, and any the cache would keep, are
+        // read whole and checked before the first byte.
+        if whole && (content.size < self.config.small_threshold || self.cache.wants(content.size)) {
             let data = self.read_verified(&mut reader, content, last).await?;
             if self.cache.wants(content.size) {
                 self.cache.insert(content.hash, data.clone());
