@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 pub mod pg;
+mod services;
+
+// Not every test binary uses every check.
+#[allow(unused_imports)]
+pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,30 +149,6 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Whether tests must fail (CI) rather than skip when a service is missing.
-pub fn services_required() -> bool {
-    std::env::var("CAIRN_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// The broker the multi-process tests use.
-pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672. When it does not: panics under
-/// `CAIRN_REQUIRE_SERVICES=1` (CI), otherwise says SKIPPED loudly and returns false.
-pub async fn rabbitmq_reachable(test: &str) -> bool {
-    let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:5672")).await;
-    let why = match probe {
-        Ok(Ok(_)) => return true,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "connect timed out".to_string(),
-    };
-    if services_required() {
-        panic!("{test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}) and CAIRN_REQUIRE_SERVICES=1");
-    }
-    eprintln!("SKIPPED {test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}); set CAIRN_REQUIRE_SERVICES=1 to fail instead");
-    false
 }
 
 /// A `cairn` child process, killed with SIGKILL when dropped. Its stderr goes to a

@@ -1,31 +1,12 @@
 //! What the suite's tests need of a test harness: whether RabbitMQ answers, skipping
-//! loudly when it does not (failing under `CAIRN_REQUIRE_SERVICES=1`), as the cairn
-//! package's own harness (`tests/common` at the root) does. That harness cannot be
-//! shared by path: it spawns `CARGO_BIN_EXE_cairn`, which Cargo defines only for
+//! loudly when it does not (failing under `CAIRN_REQUIRE_SERVICES=1`). The checks
+//! are the cairn package's own (`tests/common/services.rs`), included by path: the
+//! rest of that harness spawns `CARGO_BIN_EXE_cairn`, which Cargo defines only for
 //! the cairn package's tests.
 
-use std::time::Duration;
+#[path = "../../../../tests/common/services.rs"]
+mod services;
 
-/// Whether tests must fail (CI) rather than skip when a service is missing.
-pub fn services_required() -> bool {
-    std::env::var("CAIRN_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// The broker the multi-process tests use.
-pub const BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
-
-/// Whether RabbitMQ answers on 127.0.0.1:5672. When it does not: panics under
-/// `CAIRN_REQUIRE_SERVICES=1` (CI), otherwise says SKIPPED loudly and returns false.
-pub async fn rabbitmq_reachable(test: &str) -> bool {
-    let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect("127.0.0.1:5672")).await;
-    let why = match probe {
-        Ok(Ok(_)) => return true,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "connect timed out".to_string(),
-    };
-    if services_required() {
-        panic!("{test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}) and CAIRN_REQUIRE_SERVICES=1");
-    }
-    eprintln!("SKIPPED {test}: RabbitMQ not reachable at 127.0.0.1:5672 ({why}); set CAIRN_REQUIRE_SERVICES=1 to fail instead");
-    false
-}
+// Not every test binary uses every check.
+#[allow(unused_imports)]
+pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
