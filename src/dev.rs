@@ -16,6 +16,8 @@ use crate::api::{self, ApiConfig, RequestLimits};
 use crate::bus::memory::MemoryBroker;
 use crate::bus::{Bus, BusError, Transport};
 use crate::content::Policy;
+use crate::data::store::StoreConfig;
+use crate::data::volume::VolumeConfig;
 use crate::data::{self, DataConfig};
 use crate::meta::{self, MetaError, MetaStore};
 use crate::object::client::DataTimeouts;
@@ -31,6 +33,9 @@ pub const DEFAULT_SMALL_POLICY: Policy = Policy { k: 1, m: 2 };
 /// Objects below this size are replicated instead of striped (see README,
 /// "Small objects").
 pub const DEFAULT_SMALL_THRESHOLD: u64 = 1024 * 1024;
+/// Shards of at most this many bytes are volume records (see
+/// [`crate::data::store::DEFAULT_SMALL_SHARD_MAX`]).
+pub const DEFAULT_SMALL_SHARD_MAX: u64 = crate::data::store::DEFAULT_SMALL_SHARD_MAX;
 /// Memory each API server gives to its small-object cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -63,6 +68,13 @@ pub struct DevConfig {
     pub http: HttpTimeouts,
     /// How much work the API server takes on at once.
     pub limits: RequestLimits,
+    /// Data servers keep shards of at most this many bytes in volumes; 0: every
+    /// shard a file.
+    pub small_shard_max: u64,
+    /// Size at which a data server seals a volume and starts the next.
+    pub volume_size: u64,
+    /// How often data servers look for volumes to compact.
+    pub compact_interval: Duration,
 }
 
 impl DevConfig {
@@ -87,6 +99,9 @@ impl DevConfig {
             data_timeouts: DataTimeouts::default(),
             http: HttpTimeouts::default(),
             limits: RequestLimits::default(),
+            small_shard_max: DEFAULT_SMALL_SHARD_MAX,
+            volume_size: VolumeConfig::default().volume_size,
+            compact_interval: Duration::from_secs(60),
         }
     }
 }
@@ -218,6 +233,11 @@ impl DevCluster {
                 heartbeat_interval: config.heartbeat_interval,
                 temp_ttl: Duration::from_secs(3600),
                 http: config.http,
+                store: StoreConfig {
+                    small_shard_max: config.small_shard_max,
+                    volumes: VolumeConfig { volume_size: config.volume_size, ..VolumeConfig::default() },
+                },
+                compact_interval: config.compact_interval,
             };
             let token = stop.clone();
             tasks.spawn(async move {

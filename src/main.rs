@@ -18,6 +18,8 @@ use cairn::bench::BenchArgs;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::content::Policy;
+use cairn::data::store::StoreConfig;
+use cairn::data::volume::VolumeConfig;
 use cairn::data::{self, DataConfig};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::object::client::DataTimeouts;
@@ -69,6 +71,30 @@ struct DataArgs {
     temp_ttl: Duration,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// How data servers keep shards.
+#[derive(Args)]
+struct StorageArgs {
+    /// Shards of at most this size are appended to volumes, many per fsync (group
+    /// commit); larger ones are a file each. 0 keeps every shard a file.
+    #[arg(long, env = "CAIRN_SMALL_SHARD_MAX", default_value = "256KiB")]
+    small_shard_max: ByteSize,
+    /// A volume is sealed and a new one started at this size (at most 3GiB).
+    #[arg(long, env = "CAIRN_VOLUME_SIZE", default_value = "256MiB")]
+    volume_size: ByteSize,
+    /// How often sealed volumes that are half dead (or small) are compacted.
+    #[arg(long, env = "CAIRN_COMPACT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    compact_interval: Duration,
+}
+
+impl StorageArgs {
+    fn config(&self) -> StoreConfig {
+        let volumes = VolumeConfig { volume_size: self.volume_size.0, ..VolumeConfig::default() };
+        StoreConfig { small_shard_max: self.small_shard_max.0, volumes }
+    }
 }
 
 #[derive(Args)]
@@ -179,6 +205,8 @@ struct DevArgs {
     http: HttpArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -257,6 +285,8 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         heartbeat_interval: args.heartbeat_interval,
         temp_ttl: args.temp_ttl,
         http: args.http.timeouts(),
+        store: args.storage.config(),
+        compact_interval: args.storage.compact_interval,
     };
     data::serve(listener, config, bus, shutdown).await?;
     Ok(())
@@ -293,6 +323,9 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.data_timeouts = args.data_timeouts.timeouts();
     config.http = args.http.timeouts();
     config.limits = args.limits.limits();
+    config.small_shard_max = args.storage.small_shard_max.0;
+    config.volume_size = args.storage.volume_size.0;
+    config.compact_interval = args.storage.compact_interval;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

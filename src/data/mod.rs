@@ -13,6 +13,8 @@
 //! | `GET`/`HEAD /objects/<hash>.<shard>` | the shard's verified bytes (`Range` supported) |
 //! | `DELETE /objects/<hash>.<shard>` | move the shard to `garbage/`: 204, or 404 when not here |
 //! | `GET /healthz` | liveness |
+//! | `GET /stats` | the volume store's figures (JSON): small shards, index bytes, volumes |
+//! | `POST /compact` | compact the volumes that are due now (JSON: what was done) |
 //!
 //! A shard's identity is its hash, index, data length and redundancy policy.
 //! `X-Cairn-Policy: K+M` (optional everywhere, for curl and older clients; absent
@@ -34,6 +36,7 @@ mod crash;
 pub mod fs;
 pub mod shardfile;
 pub mod store;
+pub mod volume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,7 +60,7 @@ use crate::bus::{Bus, Heartbeat, LocateReply};
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::{self, RangeRequest};
 use crate::server::{self, HttpTimeouts};
-use store::{ShardStore, StoreError};
+use store::{ShardStore, StoreConfig, StoreError, StoredShard};
 
 /// Header naming the content hash a temp shard is committed under.
 pub const HASH_HEADER: &str = "x-cairn-hash";
@@ -82,6 +85,10 @@ pub struct DataConfig {
     pub temp_ttl: Duration,
     /// How long the server waits on its clients (API servers).
     pub http: HttpTimeouts,
+    /// Where shards go: volumes for small ones, files for the rest.
+    pub store: StoreConfig,
+    /// How often sealed volumes are checked for compaction.
+    pub compact_interval: Duration,
 }
 
 /// Errors that stop a data server from starting or serving.
@@ -116,8 +123,13 @@ pub async fn serve(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> Result<(), DataServerError> {
-    let store =
-        ShardStore::open(&config.root).map_err(|source| DataServerError::Root { root: config.root.clone(), source })?;
+    // Opening recovers the volume index (a checkpoint load and a scan of the tail):
+    // disk work, off the async threads.
+    let (root, store_config) = (config.root.clone(), config.store);
+    let opened = tokio::task::spawn_blocking(move || ShardStore::open_with(&root, store_config))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let store = opened.map_err(|source| DataServerError::Root { root: config.root.clone(), source })?;
     // Nothing is being written before we serve, so every temp shard is abandoned.
     match blocking(store.clone(), |s| s.clean_stale_temps(Duration::ZERO)).await {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned temp shards"),
@@ -129,19 +141,78 @@ pub async fn serve(
     tasks.spawn(answer_locates(bus.clone(), locates, store.clone(), config.advertise.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(bus, store.clone(), config.clone(), shutdown.clone()));
     tasks.spawn(clean_temps(store.clone(), config.temp_ttl, shutdown.clone()));
+    if store.volumes().is_some() {
+        tasks.spawn(compact_volumes(store.clone(), config.compact_interval, shutdown.clone()));
+    }
     tasks.close();
 
-    let state = Arc::new(DataState { store });
+    let state = Arc::new(DataState { store: store.clone() });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
         .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/stats", get(stats))
+        .route("/compact", post(compact))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
     shutdown.cancel();
     tasks.wait().await;
+    // A fresh checkpoint makes the next start read the index instead of scanning.
+    if let Some(volumes) = store.volumes().cloned() {
+        match tokio::task::spawn_blocking(move || volumes.checkpoint()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "no index checkpoint at shutdown; the next start scans more"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+        }
+    }
     served
+}
+
+/// Compacts the volumes that are due every `period`, and checkpoints after.
+async fn compact_volumes(store: ShardStore, period: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if let Err(e) = blocking(store.clone(), compact_now).await {
+            tracing::warn!(error = %e, "compaction failed; will try again");
+        }
+    }
+}
+
+/// One round of compaction: every volume that is due. Returns (volume, moved
+/// records, freed bytes) for each.
+fn compact_now(store: &ShardStore) -> Result<Vec<(u32, u64, u64)>, StoreError> {
+    let Some(volumes) = store.volumes() else { return Ok(Vec::new()) };
+    let io = |e: volume::VolumeError| StoreError::Io(std::io::Error::other(e));
+    let done = volumes.compact_due().map_err(io)?;
+    if !done.is_empty() {
+        volumes.checkpoint()?;
+    }
+    Ok(done.into_iter().map(|(id, c)| (id, c.moved, c.freed)).collect())
+}
+
+/// `GET /stats`: the volume store's figures.
+async fn stats(State(state): State<Arc<DataState>>) -> Response {
+    match state.store.volumes() {
+        Some(v) => axum::Json(v.stats()).into_response(),
+        None => axum::Json(serde_json::json!({ "volumes": null })).into_response(),
+    }
+}
+
+/// `POST /compact`: compacts the volumes that are due, now.
+async fn compact(State(state): State<Arc<DataState>>) -> Response {
+    match blocking(state.store.clone(), compact_now).await {
+        Ok(done) => axum::Json(
+            done.into_iter()
+                .map(|(volume, moved, freed)| serde_json::json!({ "volume": volume, "moved": moved, "freed": freed }))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_error(e),
+    }
 }
 
 /// Runs `f` on the blocking pool; a panicked or cancelled job becomes an I/O error.
@@ -237,7 +308,9 @@ fn store_error(e: StoreError) -> Response {
         | StoreError::LengthMismatch { .. }
         | StoreError::PolicyMismatch { .. }
         | StoreError::IdentityMismatch { .. } => StatusCode::CONFLICT,
-        StoreError::Corrupt { .. } | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::Volume { source: volume::VolumeError::Collision { .. }, .. } => StatusCode::CONFLICT,
+        StoreError::Volume { source: volume::VolumeError::ShardIndex(_), .. } => StatusCode::BAD_REQUEST,
+        StoreError::Corrupt { .. } | StoreError::Volume { .. } | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "storage error");
@@ -300,7 +373,19 @@ async fn put_shard(
         Err(r) => return r.into_response(),
     };
     let id = Uuid::new_v4();
-    let small = body.size_hint().exact().is_some_and(|n| n <= SMALL_SHARD);
+    let known_len = body.size_hint().exact();
+    if known_len.is_some_and(|n| state.store.is_small(n)) {
+        // A small shard: a record in the active volume, group-committed.
+        let stored = match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
+            Ok(bytes) => state.store.put_small(hash, shard, policy, bytes).await.map_err(store_error),
+            Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
+        };
+        return match stored {
+            Ok(_) => written(known_len.unwrap_or_default()),
+            Err(r) => r,
+        };
+    }
+    let small = known_len.is_some_and(|n| n <= SMALL_SHARD);
     let stored = if small {
         // Small and of known length: gather it here and write, fsync and commit in
         // one blocking job, without a channel hop per chunk.
@@ -490,7 +575,7 @@ async fn get_shard(
     let reader = match blocking(state.store.clone(), move |s| s.open_shard(&hash, shard)).await {
         Ok(r) => r,
         Err(e) => {
-            if matches!(e, StoreError::Corrupt { .. }) {
+            if e.is_corrupt() {
                 let _ = blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await;
             }
             return store_error(e);
@@ -526,6 +611,14 @@ async fn get_shard(
     if method == Method::HEAD || range.is_empty() {
         return builder.body(Body::empty()).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e));
     }
+    let reader = match reader {
+        // Read whole and verified already.
+        StoredShard::Record(record) => {
+            let body = record.data.slice(range.start as usize..range.end as usize);
+            return builder.body(Body::from(body)).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e));
+        }
+        StoredShard::File(reader) => reader,
+    };
 
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
     let store = state.store.clone();
@@ -587,6 +680,8 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             temp_ttl: Duration::from_secs(3600),
             http: crate::server::HttpTimeouts::default(),
+            store: StoreConfig::default(),
+            compact_interval: Duration::from_secs(3600),
         };
         tokio::spawn(serve(listener, config, bus, stop.clone()));
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();

@@ -26,6 +26,15 @@
 //! directories at open was the alternative; it costs 65,536 `mkdir`s plus 257 fsyncs
 //! on a new root (seconds on a slow disk), 65,536 inodes forever, and still needs
 //! the same fsyncs at every start to be sure of a root a crash interrupted.
+//!
+//! **Two homes for a shard.** Shards up to [`StoreConfig::small_shard_max`] bytes
+//! live as records in the volume store ([`super::volume`], `ROOT/volumes/`), where
+//! one fsync covers a batch of them; larger ones are a file each, as above. A name
+//! lives in one home at a time: a small write finds a file of the same identity and
+//! keeps it, or replaces a file of another identity (moving it to `garbage/`), and a
+//! large commit tombstones a record of the same name. Reads look in the volume index
+//! (memory) first, then for a file; locate answers list both. Shards written before
+//! volumes existed, or under a lower threshold, stay files and are served as before.
 
 use std::collections::HashSet;
 use std::fs;
@@ -38,7 +47,9 @@ use uuid::Uuid;
 
 use super::fs::{FileSystem, RealFs};
 use super::shardfile::{ShardFileError, ShardReader, ShardWriter};
+use super::volume::{FileProbe, PutOutcome, Record, VolumeConfig, VolumeError, VolumeStore};
 use crate::content::{ContentHash, Policy, ShardIndex};
+use bytes::Bytes;
 
 /// Errors of the shard store.
 #[derive(Debug, thiserror::Error)]
@@ -111,9 +122,100 @@ pub enum StoreError {
         /// What is wrong.
         source: ShardFileError,
     },
+    /// The volume store failed to read or write a small shard.
+    #[error("small shard {hash}.{shard}: {source}")]
+    Volume {
+        /// Its content hash.
+        hash: ContentHash,
+        /// Its index.
+        shard: ShardIndex,
+        /// What failed.
+        source: VolumeError,
+    },
     /// The disk failed.
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// Whether the stored shard itself is bad (and should be moved aside), rather
+    /// than the request or the disk.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Volume { source: VolumeError::Corrupt { .. } | VolumeError::Misplaced { .. }, .. }
+        )
+    }
+}
+
+/// How a data server keeps its shards.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// Shards of at most this many bytes go to the volume store; 0 keeps every shard
+    /// a file of its own (the layout before volumes).
+    pub small_shard_max: u64,
+    /// How the volume store behaves.
+    pub volumes: VolumeConfig,
+}
+
+/// Default for [`StoreConfig::small_shard_max`]: 256 KiB, so that objects up to
+/// 256 KiB (replicated whole) and the shards of objects up to 1 MiB under 4+2 are
+/// records; a record is read whole into memory before it is served, which is what
+/// bounds it (the README's storage section has the measurements behind it).
+pub const DEFAULT_SMALL_SHARD_MAX: u64 = 256 * 1024;
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { small_shard_max: DEFAULT_SMALL_SHARD_MAX, volumes: VolumeConfig::default() }
+    }
+}
+
+/// A stored shard, opened for reading: a verified record from a volume, or a shard
+/// file whose blocks are verified as they are read.
+pub enum StoredShard {
+    /// A small shard, read whole and verified.
+    Record(Record),
+    /// A shard file, header verified.
+    File(ShardReader),
+}
+
+impl StoredShard {
+    /// The shard's data length in bytes.
+    pub fn data_len(&self) -> u64 {
+        match self {
+            StoredShard::Record(r) => r.data.len() as u64,
+            StoredShard::File(f) => f.data_len(),
+        }
+    }
+
+    /// The policy the shard was cut under, when its writer said.
+    pub fn policy(&self) -> Option<Policy> {
+        match self {
+            StoredShard::Record(r) => r.policy,
+            StoredShard::File(f) => f.policy(),
+        }
+    }
+
+    /// Calls `sink` with the verified bytes of `[start, end)` (see
+    /// [`ShardReader::read_range`]); a record's come in one piece.
+    pub fn read_range(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut sink: impl FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), ShardFileError> {
+        match self {
+            StoredShard::Record(r) => {
+                let end = end.min(r.data.len() as u64);
+                if start < end {
+                    sink(r.data[start as usize..end as usize].to_vec());
+                }
+                Ok(())
+            }
+            StoredShard::File(f) => f.read_range(start, end, sink),
+        }
+    }
 }
 
 fn show_policy(p: Option<Policy>) -> String {
@@ -140,15 +242,38 @@ pub struct ShardStore {
     fs: Arc<dyn FileSystem>,
     /// Fan-out directories (first two hash bytes) whose entries are known durable.
     durable_dirs: Arc<Mutex<HashSet<u16>>>,
+    /// The volume store for small shards, unless switched off.
+    small: Option<VolumeStore>,
+    small_max: u64,
 }
 
 impl ShardStore {
-    /// Opens (creating when missing) the store at `root`.
+    /// Opens (creating when missing) the store at `root`, small shards in volumes.
     pub fn open(root: &Path) -> io::Result<ShardStore> {
-        ShardStore::open_on(root, Arc::new(RealFs))
+        ShardStore::open_with(root, StoreConfig::default())
     }
 
-    /// Like [`open`](ShardStore::open), changing the disk only through `fs`.
+    /// Opens the store at `root` as `config` says (recovering the volume store,
+    /// which scans what its checkpoint does not cover: call it on a blocking thread).
+    pub fn open_with(root: &Path, config: StoreConfig) -> io::Result<ShardStore> {
+        let files = ShardStore::open_on(root, Arc::new(RealFs))?;
+        if config.small_shard_max == 0 {
+            return Ok(files);
+        }
+        let probe_files = files.clone();
+        let probe = Arc::new(move |hash: &ContentHash, shard, len, policy: Option<Policy>| {
+            match ShardReader::open(&probe_files.shard_path(hash, shard)) {
+                Ok(r) if r.data_len() == len && (policy.is_none() || r.policy() == policy) => FileProbe::Same,
+                Err(ShardFileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => FileProbe::Absent,
+                _ => FileProbe::Other,
+            }
+        });
+        let small = VolumeStore::open(&root.join("volumes"), config.volumes, Some(probe))?;
+        Ok(ShardStore { small: Some(small), small_max: config.small_shard_max, ..files })
+    }
+
+    /// Like [`open`](ShardStore::open), every shard a file, changing the disk only
+    /// through `fs`.
     pub fn open_on(root: &Path, fs: Arc<dyn FileSystem>) -> io::Result<ShardStore> {
         if !root.is_dir() {
             fs::create_dir_all(root)?;
@@ -160,7 +285,71 @@ impl ShardStore {
             create_dir_if_missing(&*fs, &root.join(dir))?;
         }
         fs.sync_dir(root)?;
-        Ok(ShardStore { root: root.to_path_buf(), fs, durable_dirs: Arc::default() })
+        Ok(ShardStore { root: root.to_path_buf(), fs, durable_dirs: Arc::default(), small: None, small_max: 0 })
+    }
+
+    /// The volume store, when small shards go to volumes.
+    pub fn volumes(&self) -> Option<&VolumeStore> {
+        self.small.as_ref()
+    }
+
+    /// The volume store, if a shard of `len` bytes belongs there.
+    fn volume_for(&self, len: u64) -> Option<&VolumeStore> {
+        self.small.as_ref().filter(|_| len <= self.small_max)
+    }
+
+    /// Whether a shard of `len` bytes is stored as a volume record.
+    pub fn is_small(&self, len: u64) -> bool {
+        self.volume_for(len).is_some()
+    }
+
+    /// Stores a small shard (see [`is_small`](ShardStore::is_small)) in the volume
+    /// store, returning once it is durable. For async callers.
+    pub async fn put_small(
+        &self,
+        hash: ContentHash,
+        shard: ShardIndex,
+        policy: Option<Policy>,
+        data: Bytes,
+    ) -> Result<Committed, StoreError> {
+        let volumes = self
+            .volume_for(data.len() as u64)
+            .ok_or_else(|| StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a small shard")))?;
+        let outcome = volumes.put(hash, shard, policy, data).await.map_err(|source| StoreError::Volume {
+            hash,
+            shard,
+            source,
+        })?;
+        if outcome == PutOutcome::ReplacedFile {
+            let store = self.clone();
+            let moved = tokio::task::spawn_blocking(move || store.quarantine_file(&hash, shard)).await;
+            if let Ok(Err(e)) = moved {
+                tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
+            }
+        }
+        Ok(committed(outcome))
+    }
+
+    /// [`put_small`](ShardStore::put_small) for blocking threads.
+    fn put_small_blocking(
+        &self,
+        volumes: &VolumeStore,
+        hash: &ContentHash,
+        shard: ShardIndex,
+        policy: Option<Policy>,
+        data: Bytes,
+    ) -> Result<Committed, StoreError> {
+        let outcome = volumes.put_blocking(*hash, shard, policy, data).map_err(|source| StoreError::Volume {
+            hash: *hash,
+            shard,
+            source,
+        })?;
+        if outcome == PutOutcome::ReplacedFile {
+            if let Err(e) = self.quarantine_file(hash, shard) {
+                tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
+            }
+        }
+        Ok(committed(outcome))
     }
 
     /// The storage root.
@@ -232,6 +421,31 @@ impl ShardStore {
             let _ = self.fs.remove_file(&temp);
             return Err(StoreError::PolicyMismatch { id, announced, written });
         }
+        if let Some(volumes) = self.volume_for(actual) {
+            let mut data = Vec::with_capacity(actual as usize);
+            let read = ShardReader::open(&temp).and_then(|mut r| {
+                r.read_range(0, actual, |block| {
+                    data.extend_from_slice(&block);
+                    true
+                })
+            });
+            if let Err(source) = read {
+                let _ = self.fs.remove_file(&temp);
+                return Err(StoreError::Corrupt { hash: *hash, shard, source });
+            }
+            let outcome = self.put_small_blocking(volumes, hash, shard, written, Bytes::from(data));
+            let _ = self.fs.remove_file(&temp);
+            return outcome;
+        }
+        // A large shard under a name a volume record holds: the same one is kept,
+        // another is tombstoned once the file is in place.
+        let in_volume = self.small.as_ref().and_then(|v| v.identity(hash, shard).map(|id| (v, id)));
+        if let Some((_, (len, stored))) = in_volume {
+            if len == actual && (written.is_none() || stored == written) {
+                self.fs.remove_file(&temp)?;
+                return Ok(Committed::AlreadyStored);
+            }
+        }
         let dir = self.durable_fanout_dir(hash)?;
         let target = self.shard_path(hash, shard);
         let outcome = match ShardReader::open(&target) {
@@ -254,6 +468,10 @@ impl ShardStore {
         // Makes the new name durable. The temp directory is not synced: if a crash
         // brings the old temp name back, the data server removes it at start.
         self.fs.sync_dir(&dir)?;
+        if let Some((volumes, _)) = in_volume {
+            volumes.delete_blocking(hash, shard).map_err(|source| StoreError::Volume { hash: *hash, shard, source })?;
+            return Ok(Committed::Replaced);
+        }
         Ok(outcome)
     }
 
@@ -275,8 +493,21 @@ impl ShardStore {
         Ok(dir)
     }
 
-    /// Opens a committed shard for reading, verifying its header.
-    pub fn open_shard(&self, hash: &ContentHash, shard: ShardIndex) -> Result<ShardReader, StoreError> {
+    /// Opens a committed shard for reading: a volume record read whole and verified,
+    /// or a shard file with its header verified.
+    pub fn open_shard(&self, hash: &ContentHash, shard: ShardIndex) -> Result<StoredShard, StoreError> {
+        if let Some(volumes) = &self.small {
+            match volumes.get(hash, shard) {
+                Ok(Some(record)) => return Ok(StoredShard::Record(record)),
+                Ok(None) => {}
+                Err(source) => return Err(StoreError::Volume { hash: *hash, shard, source }),
+            }
+        }
+        self.open_file(hash, shard).map(StoredShard::File)
+    }
+
+    /// Opens a committed shard file for reading, verifying its header.
+    fn open_file(&self, hash: &ContentHash, shard: ShardIndex) -> Result<ShardReader, StoreError> {
         ShardReader::open(&self.shard_path(hash, shard)).map_err(|source| match source {
             ShardFileError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
                 StoreError::NoSuchShard { hash: *hash, shard }
@@ -295,6 +526,34 @@ impl ShardStore {
     /// it holds the wrong content), so it is no longer served or announced, but kept
     /// for an operator to look at. [`StoreError::NoSuchShard`] when it is not here.
     pub fn quarantine(&self, hash: &ContentHash, shard: ShardIndex) -> Result<(), StoreError> {
+        let in_volume = match &self.small {
+            Some(volumes) => self.quarantine_record(volumes, hash, shard)?,
+            None => false,
+        };
+        match self.quarantine_file(hash, shard) {
+            Err(StoreError::NoSuchShard { .. }) if in_volume => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Copies a volume record's raw bytes (checked or not) into `garbage/`, then
+    /// tombstones it. False when the volume store does not hold it.
+    fn quarantine_record(
+        &self,
+        volumes: &VolumeStore,
+        hash: &ContentHash,
+        shard: ShardIndex,
+    ) -> Result<bool, StoreError> {
+        let volume_error = |source| StoreError::Volume { hash: *hash, shard, source };
+        let Some(raw) = volumes.raw(hash, shard).map_err(volume_error)? else { return Ok(false) };
+        // For an operator to look at, like a quarantined file: not fsynced (losing it
+        // in a crash loses no data anyone relies on).
+        fs::write(self.garbage_path(hash, shard), raw)?;
+        volumes.delete_blocking(hash, shard).map_err(volume_error)
+    }
+
+    /// Moves a shard file into `garbage/`.
+    fn quarantine_file(&self, hash: &ContentHash, shard: ShardIndex) -> Result<(), StoreError> {
         let from = self.shard_path(hash, shard);
         match self.fs.rename(&from, &self.garbage_path(hash, shard)) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NoSuchShard { hash: *hash, shard }),
@@ -306,12 +565,12 @@ impl ShardStore {
     /// The shard indices of `hash` stored here, in order.
     pub fn shards_of(&self, hash: &ContentHash) -> Result<Vec<ShardIndex>, StoreError> {
         let prefix = format!("{}.", hash.to_hex());
+        let mut shards = self.small.as_ref().map(|v| v.shards_of(hash)).unwrap_or_default();
         let entries = match fs::read_dir(self.fanout_dir(hash)) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(shards),
             Err(e) => return Err(e.into()),
         };
-        let mut shards = Vec::new();
         for entry in entries {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -320,6 +579,7 @@ impl ShardStore {
             }
         }
         shards.sort_unstable();
+        shards.dedup();
         Ok(shards)
     }
 
@@ -350,7 +610,7 @@ impl ShardStore {
 pub fn check_identity(
     hash: &ContentHash,
     shard: ShardIndex,
-    stored: &ShardReader,
+    stored: &StoredShard,
     expected_len: Option<u64>,
     expected_policy: Option<Policy>,
 ) -> Result<(), StoreError> {
@@ -369,6 +629,14 @@ pub fn check_identity(
     Ok(())
 }
 
+fn committed(outcome: PutOutcome) -> Committed {
+    match outcome {
+        PutOutcome::New => Committed::New,
+        PutOutcome::AlreadyStored => Committed::AlreadyStored,
+        PutOutcome::Replaced | PutOutcome::ReplacedFile => Committed::Replaced,
+    }
+}
+
 /// Creates `dir` unless it exists.
 fn create_dir_if_missing(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
     match fs.create_dir(dir) {
@@ -381,10 +649,83 @@ fn create_dir_if_missing(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A store keeping every shard a file: the file layout's own tests.
     fn store() -> (tempfile::TempDir, ShardStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = ShardStore::open(dir.path()).unwrap();
+        let store =
+            ShardStore::open_with(dir.path(), StoreConfig { small_shard_max: 0, ..StoreConfig::default() }).unwrap();
         (dir, store)
+    }
+
+    /// A store with small shards (up to 16 bytes here) in volumes.
+    fn mixed_store(dir: &Path) -> ShardStore {
+        ShardStore::open_with(dir, StoreConfig { small_shard_max: 16, ..StoreConfig::default() }).unwrap()
+    }
+
+    fn read(store: &ShardStore, hash: &ContentHash, shard: ShardIndex) -> Vec<u8> {
+        let mut r = store.open_shard(hash, shard).unwrap();
+        let mut data = Vec::new();
+        r.read_range(0, u64::MAX, |b| {
+            data.extend(b);
+            true
+        })
+        .unwrap();
+        data
+    }
+
+    #[test]
+    fn small_shards_become_records_and_large_ones_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mixed_store(dir.path());
+        let (small, large) = (ContentHash::of(b"small"), ContentHash::of(b"large"));
+        let id = write_temp_as(&store, b"tiny", Some(P12));
+        assert_eq!(store.commit(id, &small, 1, 4, Some(P12)).unwrap(), Committed::New);
+        let id = write_temp_as(&store, b"more than sixteen bytes", Some(P12));
+        assert_eq!(store.commit(id, &large, 1, 23, Some(P12)).unwrap(), Committed::New);
+        assert!(matches!(store.open_shard(&small, 1).unwrap(), StoredShard::Record(_)));
+        assert!(matches!(store.open_shard(&large, 1).unwrap(), StoredShard::File(_)));
+        assert!(!store.shard_path(&small, 1).exists(), "a small shard has no file");
+        assert_eq!(read(&store, &small, 1), b"tiny");
+        assert_eq!(read(&store, &large, 1), b"more than sixteen bytes");
+        assert_eq!(fs::read_dir(store.root().join("temp")).unwrap().count(), 0);
+        // Committing the same small shard again keeps it.
+        let id = write_temp_as(&store, b"tiny", Some(P12));
+        assert_eq!(store.commit(id, &small, 1, 4, Some(P12)).unwrap(), Committed::AlreadyStored);
+        store.quarantine(&small, 1).unwrap();
+        assert!(matches!(store.open_shard(&small, 1), Err(StoreError::NoSuchShard { .. })));
+        assert!(store.shards_of(&small).unwrap().is_empty());
+        assert_eq!(garbage_count(&store), 1, "the record's bytes are kept for an operator");
+        assert!(matches!(store.quarantine(&small, 1), Err(StoreError::NoSuchShard { .. })));
+    }
+
+    #[test]
+    fn a_name_lives_in_one_home_when_the_threshold_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = ContentHash::of(b"moving");
+        {
+            // Written as a file by a server that kept every shard a file.
+            let files = ShardStore::open_with(dir.path(), StoreConfig { small_shard_max: 0, ..StoreConfig::default() })
+                .unwrap();
+            let id = write_temp_as(&files, b"old", Some(P12));
+            files.commit(id, &hash, 0, 3, Some(P12)).unwrap();
+        }
+        let store = mixed_store(dir.path());
+        // The same shard again: the file is kept, no record written.
+        let id = write_temp_as(&store, b"old", Some(P12));
+        assert_eq!(store.commit(id, &hash, 0, 3, Some(P12)).unwrap(), Committed::AlreadyStored);
+        assert!(matches!(store.open_shard(&hash, 0).unwrap(), StoredShard::File(_)));
+        // Another identity: a record replaces the file, which goes to garbage.
+        let id = write_temp_as(&store, b"new!", Some(P12));
+        assert_eq!(store.commit(id, &hash, 0, 4, Some(P12)).unwrap(), Committed::Replaced);
+        assert!(!store.shard_path(&hash, 0).exists());
+        assert_eq!(read(&store, &hash, 0), b"new!");
+        assert_eq!(garbage_count(&store), 1);
+        // A large shard under the name tombstones the record.
+        let id = write_temp_as(&store, b"now it is longer than 16", Some(P12));
+        assert_eq!(store.commit(id, &hash, 0, 24, Some(P12)).unwrap(), Committed::Replaced);
+        assert!(matches!(store.open_shard(&hash, 0).unwrap(), StoredShard::File(_)));
+        assert_eq!(store.shards_of(&hash).unwrap(), vec![0]);
+        assert!(store.volumes().unwrap().get(&hash, 0).unwrap().is_none());
     }
 
     fn write_temp(store: &ShardStore, data: &[u8]) -> Uuid {
@@ -526,7 +867,13 @@ mod tests {
         let id = write_temp_as(&store, b"good", None);
         assert_eq!(store.commit(id, &hash, 0, 4, None).unwrap(), Committed::Replaced);
         let mut r = store.open_shard(&hash, 0).unwrap();
-        assert_eq!(r.read_block(0).unwrap(), b"good");
+        let mut data = Vec::new();
+        r.read_range(0, 4, |b| {
+            data.extend(b);
+            true
+        })
+        .unwrap();
+        assert_eq!(data, b"good");
     }
 
     #[test]
