@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use cairn::bus::Exchange;
 use cairn::content::ContentHash;
-use common::{pattern, start};
+use common::{pattern, start, start_files};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn digest_headers_are_checked_and_a_mismatch_stores_nothing() {
     assert_eq!(ok.send().await.unwrap().status(), 200);
     let ok = t.http.put(t.url("/objects/d2")).header("Content-Digest", format!("sha-256=:{b64}:")).body(body.clone());
     assert_eq!(ok.send().await.unwrap().status(), 200);
-    let files_before = t.shard_files().len();
+    let shards_before = t.shard_count().await;
 
     let wrong = base64::engine::general_purpose::STANDARD.encode(ContentHash::of(b"other").as_bytes());
     let bad = t.http.put(t.url("/objects/d3")).header("Digest", format!("SHA-256={wrong}")).body("not it");
@@ -69,7 +69,7 @@ async fn digest_headers_are_checked_and_a_mismatch_stores_nothing() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("digest"));
     assert_eq!(t.get("d3").await.status(), 404, "nothing became visible");
-    assert_eq!(t.shard_files().len(), files_before, "no shard was committed");
+    assert_eq!(t.shard_count().await, shards_before, "no shard was committed");
     assert!(t.temp_files().is_empty(), "temp shards were removed");
     t.cluster.shutdown().await;
 }
@@ -122,7 +122,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(t.get("broken").await.status(), 404);
-    assert!(t.shard_files().is_empty());
+    assert_eq!(t.shard_count().await, 0);
     // And the server is fine.
     assert_eq!(t.put("after", "ok").await.status(), 200);
     t.cluster.shutdown().await;
@@ -211,7 +211,7 @@ async fn replicas_serve_when_a_holder_is_gone() {
 
 #[tokio::test]
 async fn a_corrupt_shard_is_never_served() {
-    let t = start("1+0", 1).await;
+    let t = start_files("1+0", 1).await;
     let body = pattern(200_000, 3);
     assert_eq!(t.put("c", body.clone()).await.status(), 200);
     let file = t.shard_files().pop().unwrap();
@@ -235,6 +235,35 @@ async fn a_corrupt_shard_is_never_served() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(t.get("c").await.status(), 503);
+    t.cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_volume_record_is_never_served_and_is_set_aside() {
+    let t = start("1+0", 1).await;
+    let body = pattern(20_000, 5);
+    assert_eq!(t.put("rec", body.clone()).await.status(), 200);
+    assert!(t.shard_files().is_empty(), "a 20 kB shard is a volume record");
+    assert_eq!(t.shard_count().await, 1);
+    // Flip one payload byte of the record, found by its bytes in the volume file.
+    let volume = t.volume_files().into_iter().find(|f| std::fs::metadata(f).unwrap().len() > 20_000).unwrap();
+    let mut raw = std::fs::read(&volume).unwrap();
+    let at = raw.windows(64).position(|w| w == &body[1000..1064]).expect("the record's bytes are in the volume");
+    raw[at] ^= 1;
+    std::fs::write(&volume, raw).unwrap();
+    // A small object is read whole and checked before its first byte: a clean 503.
+    assert_eq!(t.get("rec").await.status(), 503);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while t.shard_count().await != 0 {
+        assert!(std::time::Instant::now() < deadline, "corrupt record not set aside");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let garbage = common::files_under(&t.cluster.data_roots[0].join("garbage"));
+    assert_eq!(garbage.len(), 1, "the record's bytes are kept for an operator");
+    assert_eq!(t.get("rec").await.status(), 503);
+    // Written again, the content is whole again.
+    assert_eq!(t.put("rec2", body.clone()).await.status(), 200);
+    assert_eq!(t.get("rec").await.bytes().await.unwrap().as_ref(), &body[..]);
     t.cluster.shutdown().await;
 }
 
@@ -277,7 +306,7 @@ async fn range_reads_return_206_and_416() {
 
 #[tokio::test]
 async fn a_stale_placement_is_repaired_by_locate() {
-    let t = start("1+0", 2).await;
+    let t = start_files("1+0", 2).await;
     assert_eq!(t.put("moved", "moving content").await.status(), 200);
     // Move the shard file to the other data server, as an operator's rebalance might.
     let file = t.shard_files().pop().unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn::codec::EC_BLOCK;
-use common::{pattern, start, start_with, TestCluster};
+use common::{pattern, start, start_files, start_with_files, TestCluster};
 
 const STRIPE: usize = 4 * EC_BLOCK as usize;
 
@@ -63,7 +63,7 @@ async fn wait_repaired(t: &TestCluster, objects: &[(String, Vec<u8>)], live: &[S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_size_round_trips_as_six_shards_on_six_servers() {
-    let t = start("4+2", 6).await;
+    let t = start_files("4+2", 6).await;
     let objects = put_all(&t).await;
     assert_all_read(&t, &objects).await;
     let l = located(&t, "obj-4096").await;
@@ -98,7 +98,7 @@ async fn any_two_servers_lost_lose_nothing_and_repair_restores_six_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_shard_is_routed_around_and_rebuilt() {
-    let t = start("4+2", 7).await;
+    let t = start_files("4+2", 7).await;
     let body = pattern(3 * STRIPE + 100, 42);
     assert_eq!(t.put("c", body.clone()).await.status(), 200);
     // Flip one byte in the middle of one shard file.
@@ -176,7 +176,7 @@ async fn five_live_servers_still_take_4_plus_2_writes_one_shard_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_objects_are_replicated_and_large_ones_striped() {
-    let t = start_with("4+2", "1+2", 1 << 20, 6).await;
+    let t = start_with_files("4+2", "1+2", 1 << 20, 6).await;
     assert_eq!(t.put("small", pattern(4096, 1)).await.status(), 200);
     t.wait_shard_files(3).await; // a 4 KiB object is three full copies
     assert_eq!(t.put("large", pattern(3 << 20, 2)).await.status(), 200);

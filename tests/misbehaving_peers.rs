@@ -57,7 +57,11 @@ async fn wait_until_healed(t: &TestCluster, name: &str, body: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_replica_gives_a_clean_503_then_is_set_aside_and_rebuilt() {
-    let t = start_custom(6, |c| c.small_threshold = 1 << 20).await;
+    let t = start_custom(6, |c| {
+        c.small_threshold = 1 << 20;
+        c.small_shard_max = 0; // the test forges a shard file
+    })
+    .await;
     let body = pattern(4096, 1);
     assert_eq!(t.put("small", body.clone()).await.status(), 200);
     t.wait_shard_files(3).await;

@@ -47,7 +47,7 @@ fn garbage(members: &[String]) -> Vec<Bytes> {
 async fn a_rogue_answering_every_locate_cannot_break_reads() {
     let run = async {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("cairn=warn").try_init();
-        let t = common::start_with("4+2", "1+2", 1024 * 1024, 6).await;
+        let t = common::start_with_files("4+2", "1+2", 1024 * 1024, 6).await;
         let members: Vec<String> = t.cluster.data_addrs.iter().map(|a| a.to_string()).collect();
         let small = common::pattern(20_000, 1);
         let large = common::pattern(3 * 1024 * 1024, 2);

@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine;
 use cairn::content::ContentHash;
-use common::start;
+use common::{start, start_files};
 
 fn lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
@@ -106,7 +106,7 @@ async fn versions_page_with_after_and_limit_and_stream_past_one_step() {
     assert_eq!(numbers, (1..=620).collect::<Vec<_>>());
     assert_eq!(t.http.get(t.url("/versions/nobody")).send().await.unwrap().status(), 404);
     assert_eq!(t.http.get(t.url("/versions/many?limit=x")).send().await.unwrap().status(), 400);
-    assert_eq!(t.shard_files().len(), 1, "620 versions of one content are one shard");
+    assert_eq!(t.shard_count().await, 1, "620 versions of one content are one shard");
     t.cluster.shutdown().await;
 }
 
@@ -180,7 +180,7 @@ async fn a_put_of_stored_content_writes_no_shard_data() {
 
 #[tokio::test]
 async fn content_whose_shards_are_gone_is_written_again() {
-    let t = start("1+0", 1).await;
+    let t = start_files("1+0", 1).await;
     assert_eq!(t.put("a", "precious").await.status(), 200);
     for f in t.shard_files() {
         std::fs::remove_file(f).unwrap();

@@ -43,6 +43,23 @@ pub async fn start_with(policy: &str, small_policy: &str, threshold: u64, data_s
     .await
 }
 
+/// Like [`start`], with every shard a file of its own (no volumes), for tests that
+/// look at, damage or move shard files.
+pub async fn start_files(policy: &str, data_servers: usize) -> TestCluster {
+    start_with_files(policy, policy, 64 * 1024, data_servers).await
+}
+
+/// Like [`start_with`], with every shard a file of its own.
+pub async fn start_with_files(policy: &str, small_policy: &str, threshold: u64, data_servers: usize) -> TestCluster {
+    start_custom(data_servers, |config| {
+        config.policy = policy.parse::<Policy>().unwrap();
+        config.small_policy = small_policy.parse::<Policy>().unwrap();
+        config.small_threshold = threshold;
+        config.small_shard_max = 0;
+    })
+    .await
+}
+
 /// A cluster like [`start`]'s with the default policies (4+2, and 1+2 below
 /// 64 KiB), after `adjust` has changed its configuration.
 pub async fn start_custom(data_servers: usize, adjust: impl FnOnce(&mut DevConfig)) -> TestCluster {
@@ -94,6 +111,28 @@ impl TestCluster {
             assert!(std::time::Instant::now() < deadline, "{} shard files, want {n}", self.shard_files().len());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Shards stored on every data server: files plus volume records (from each
+    /// data server's `GET /stats`).
+    pub async fn shard_count(&self) -> usize {
+        let mut records = 0;
+        for addr in &self.cluster.data_addrs {
+            let stats: serde_json::Value =
+                self.http.get(format!("http://{addr}/stats")).send().await.unwrap().json().await.unwrap();
+            records += stats["shards"].as_u64().unwrap_or(0) as usize;
+        }
+        self.shard_files().len() + records
+    }
+
+    /// Every volume file under every data server's root.
+    pub fn volume_files(&self) -> Vec<PathBuf> {
+        self.cluster
+            .data_roots
+            .iter()
+            .flat_map(|r| files_under(&r.join("volumes")))
+            .filter(|p| p.extension().is_some_and(|e| e == "vol"))
+            .collect()
     }
 
     /// Every temp file under every data server's root.
