@@ -86,6 +86,9 @@ pub struct VolumeConfig {
     pub queue: usize,
 }
 
+/// Dead bytes an active volume must hold before compaction seals it early.
+pub const ROLL_DEAD_BYTES: u64 = 1 << 20;
+
 /// Largest allowed volume size: offsets are `u32`, and a batch may overshoot the
 /// size by [`VolumeConfig::max_batch_bytes`] plus one record.
 pub const MAX_VOLUME_SIZE: u64 = 3 << 30;
@@ -258,6 +261,10 @@ enum Op {
         raw: Vec<u8>,
         reply: Reply<bool>,
     },
+    /// Seal the active volume and start a new one.
+    Roll {
+        reply: Reply<bool>,
+    },
 }
 
 type Reply<T> = oneshot::Sender<Result<T, VolumeError>>;
@@ -267,7 +274,7 @@ impl Op {
         match self {
             Op::Put { data, .. } => data.len() + HEADER_LEN,
             Op::Move { raw, .. } | Op::CopyTombstone { raw, .. } => raw.len(),
-            Op::Delete { .. } => HEADER_LEN,
+            Op::Delete { .. } | Op::Roll { .. } => HEADER_LEN,
         }
     }
 }
@@ -473,8 +480,30 @@ impl VolumeStore {
 
     /// Compacts every sealed volume whose dead share reaches
     /// [`VolumeConfig::compact_dead_ratio`], or that is smaller than an eighth of a
-    /// volume (what restarts leave behind). Returns what was done, per volume.
+    /// volume (what restarts leave behind), oldest first. An active volume that is
+    /// itself that dead (after many deletes it is mostly tombstones) and holds at
+    /// least [`ROLL_DEAD_BYTES`] (or an eighth of a volume) of dead bytes is sealed first, so that it is
+    /// compacted in the same round: its tombstones go once the volumes they point
+    /// into are gone. Returns what was done, per volume.
     pub fn compact_due(&self) -> Result<Vec<(u32, Compaction)>, VolumeError> {
+        let ratio = self.shared.config.compact_dead_ratio;
+        let dead = |state: &State, id: u32, size: u64| {
+            let records = size.saturating_sub(VOLUME_HEADER_LEN);
+            let dead = records.saturating_sub(state.index.live(id).bytes);
+            (dead, dead as f64 >= ratio * records as f64)
+        };
+        let roll_active = {
+            let state = self.shared.read();
+            let size = state.ends.get(&state.active).copied().unwrap_or(0);
+            let (bytes, mostly) = dead(&state, state.active, size);
+            mostly && bytes >= ROLL_DEAD_BYTES.min(self.shared.config.volume_size / 8)
+        };
+        if roll_active {
+            // Through the committer, so that no batch is being written meanwhile.
+            let (reply, answer) = oneshot::channel();
+            self.ops.blocking_send(Op::Roll { reply }).map_err(|_| VolumeError::Stopped)?;
+            answer.blocking_recv().map_err(|_| VolumeError::Stopped)??;
+        }
         let due: Vec<u32> = {
             let state = self.shared.read();
             let small = self.shared.config.volume_size / 8;
@@ -482,11 +511,7 @@ impl VolumeStore {
                 .ends
                 .iter()
                 .filter(|(&id, _)| id != state.active)
-                .filter(|(&id, &size)| {
-                    let records = size.saturating_sub(VOLUME_HEADER_LEN);
-                    let dead = records.saturating_sub(state.index.live(id).bytes);
-                    size < small || dead as f64 >= self.shared.config.compact_dead_ratio * records as f64
-                })
+                .filter(|(&id, &size)| size < small || dead(&state, id, size).1)
                 .map(|(&id, _)| id)
                 .collect()
         };
@@ -849,8 +874,25 @@ impl Shared {
         }
     }
 
-    /// Encodes, writes, syncs and applies one batch, then answers each op.
-    fn commit(self: &Arc<Shared>, batch: Vec<Op>) {
+    /// Encodes, writes, syncs and applies one batch, then answers each op. A roll
+    /// splits the batch: what came before it goes to the old volume.
+    fn commit(self: &Arc<Shared>, mut batch: Vec<Op>) {
+        while let Some(at) = batch.iter().position(|op| matches!(op, Op::Roll { .. })) {
+            let mut rest = batch.split_off(at);
+            let Op::Roll { reply } = rest.remove(0) else { unreachable!("position found a roll") };
+            if !batch.is_empty() {
+                self.commit_batch(std::mem::take(&mut batch));
+            }
+            let _ = reply.send(self.roll().map(|()| true).map_err(VolumeError::Io));
+            batch = rest;
+        }
+        if !batch.is_empty() {
+            self.commit_batch(batch);
+        }
+    }
+
+    /// Commits a batch without rolls.
+    fn commit_batch(self: &Arc<Shared>, batch: Vec<Op>) {
         let needs_roll = {
             let state = self.read();
             state.poisoned || state.ends.get(&state.active).is_none_or(|&end| end >= self.config.volume_size)
@@ -947,6 +989,7 @@ impl Shared {
                         }
                         _ => answers.push(Answer::Flag(reply, Ok(false))),
                     },
+                    Op::Roll { reply } => answers.push(Answer::Flag(reply, Ok(false))),
                     Op::CopyTombstone { target, raw, reply } => {
                         if state.volumes.contains_key(&target) {
                             record::append_raw(&mut buf, &raw);
@@ -1073,9 +1116,10 @@ fn fail_all(batch: Vec<Op>, e: &io::Error) {
     for op in batch {
         match op {
             Op::Put { reply, .. } => drop(reply.send(Err(err()))),
-            Op::Delete { reply, .. } | Op::Move { reply, .. } | Op::CopyTombstone { reply, .. } => {
-                drop(reply.send(Err(err())))
-            }
+            Op::Delete { reply, .. }
+            | Op::Move { reply, .. }
+            | Op::CopyTombstone { reply, .. }
+            | Op::Roll { reply } => drop(reply.send(Err(err()))),
         }
     }
 }
