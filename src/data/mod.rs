@@ -373,7 +373,12 @@ async fn put_shard(
         Err(r) => return r.into_response(),
     };
     let id = Uuid::new_v4();
-    let known_len = body.size_hint().exact();
+    // From the header, not the body's size hint: the body-timeout layer's wrapper
+    // does not pass the hint on, which sent every shard down the streaming path.
+    let known_len = match optional_header::<u64>(&headers, header::CONTENT_LENGTH.as_str()) {
+        Ok(len) => len.or(body.size_hint().exact()),
+        Err(r) => return r.into_response(),
+    };
     if known_len.is_some_and(|n| state.store.is_small(n)) {
         // A small shard: a record in the active volume, group-committed.
         let stored = match axum::body::to_bytes(body, SMALL_SHARD as usize).await {

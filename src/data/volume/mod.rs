@@ -78,7 +78,8 @@ pub struct VolumeConfig {
     /// Most bytes of records one batch writes (one `pwrite`, one `fdatasync`).
     pub max_batch_bytes: usize,
     /// A checkpoint of the index is written after this many bytes were appended
-    /// since the last one (and at clean shutdown).
+    /// since the last one (or four times the checkpoint's own size, when that is
+    /// more), and at clean shutdown.
     pub checkpoint_every: u64,
     /// A sealed volume is compacted once this share of its bytes is dead.
     pub compact_dead_ratio: f64,
@@ -1031,7 +1032,12 @@ impl Shared {
             }
             state.ends.insert(active, start + buf.len() as u64);
             state.appended_since_checkpoint += buf.len() as u64;
-            if state.appended_since_checkpoint >= self.config.checkpoint_every {
+            // A checkpoint rewrites the whole index (31 bytes a shard): at most a
+            // quarter as many bytes as were appended since the last, so that its
+            // cost stays a fraction of the writes it covers, and the tail a restart
+            // scans stays at most four times the checkpoint's size.
+            let due = self.config.checkpoint_every.max(state.index.len() as u64 * 31 * 4);
+            if state.appended_since_checkpoint >= due {
                 state.appended_since_checkpoint = 0;
                 let me = self.clone();
                 let spawned = std::thread::Builder::new().name("cairn-checkpoint".into()).spawn(move || {
