@@ -16,4 +16,5 @@ pub mod ceilings;
 mod layout;
 pub mod machine;
 pub mod markdown;
+pub mod space;
 pub mod suite;
