@@ -113,7 +113,16 @@ pub enum DataServerError {
 
 struct DataState {
     store: ShardStore,
+    /// KiB of whole-shard bodies that may be held in memory at once (see
+    /// [`BUFFER_BUDGET`]).
+    buffered: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bytes of whole-shard bodies (`PUT /objects/<hash>.<shard>` of a known length up
+/// to 1 MiB) a data server holds in memory at once, waiting for their batch or
+/// their write; requests beyond it wait for room before their body is read, so
+/// memory stays bounded however many API servers write at once.
+const BUFFER_BUDGET: usize = 64 << 20;
 
 /// Runs a data server on `listener` until `shutdown` is cancelled: HTTP, heartbeats,
 /// locate answers and temp cleaning. Returns once every task has stopped.
@@ -146,7 +155,8 @@ pub async fn serve(
     }
     tasks.close();
 
-    let state = Arc::new(DataState { store: store.clone() });
+    let buffered = Arc::new(tokio::sync::Semaphore::new(BUFFER_BUDGET / 1024));
+    let state = Arc::new(DataState { store: store.clone(), buffered });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
         .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
@@ -378,6 +388,13 @@ async fn put_shard(
     let known_len = match optional_header::<u64>(&headers, header::CONTENT_LENGTH.as_str()) {
         Ok(len) => len.or(body.size_hint().exact()),
         Err(r) => return r.into_response(),
+    };
+    let _buffer_permit = match known_len.filter(|&n| n <= SMALL_SHARD) {
+        Some(n) => match state.buffered.clone().acquire_many_owned(n.div_ceil(1024).max(1) as u32).await {
+            Ok(permit) => Some(permit),
+            Err(_) => return reason(StatusCode::SERVICE_UNAVAILABLE, "data server shutting down"),
+        },
+        None => None,
     };
     if known_len.is_some_and(|n| state.store.is_small(n)) {
         // A small shard: a record in the active volume, group-committed.
