@@ -79,7 +79,7 @@ impl Loc {
     }
 
     /// The shard's length (the record's payload).
-    pub fn len(&self) -> u32 {
+    pub fn data_len(&self) -> u32 {
         u32::from_le_bytes(self.len)
     }
 
@@ -90,7 +90,7 @@ impl Loc {
 
     /// Bytes the record takes in its volume.
     pub fn record_len(&self) -> u64 {
-        super::record::record_len(self.len())
+        super::record::record_len(self.data_len())
     }
 }
 

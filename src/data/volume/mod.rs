@@ -10,7 +10,7 @@
 //! ```
 //!
 //! **Group commit.** Every change (a shard put, a delete, a compaction's move) is an
-//! [`Op`] sent to one committer thread. The committer takes every op waiting, encodes
+//! op sent to one committer thread. The committer takes every op waiting, encodes
 //! their records into one buffer, writes it at the end of the active volume with one
 //! `pwrite`, calls `fdatasync` once, and only then updates the index and answers each
 //! op. While one batch is syncing the next one gathers, so N concurrent writers pay
@@ -309,6 +309,9 @@ struct Shared {
     compacting: Mutex<()>,
     syncs: AtomicU64,
     synced_ops: AtomicU64,
+    /// Tests: the next batch's write fails as a full disk would.
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
 }
 
 /// The volume store of one data server: cheap to clone; the committer thread stops
@@ -360,6 +363,8 @@ impl VolumeStore {
             compacting: Mutex::new(()),
             syncs: AtomicU64::new(0),
             synced_ops: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_next_write: Default::default(),
         });
         shared.roll()?;
         let (ops, rx) = mpsc::channel(config.queue.max(1));
@@ -412,7 +417,7 @@ impl VolumeStore {
     /// Whether `hash.shard` is stored here, and its length and policy.
     pub fn identity(&self, hash: &ContentHash, shard: ShardIndex) -> Option<(u64, Option<Policy>)> {
         let key = Key::new(hash, shard)?;
-        self.shared.read().index.get(&key).map(|loc| (u64::from(loc.len()), loc.policy()))
+        self.shared.read().index.get(&key).map(|loc| (u64::from(loc.data_len()), loc.policy()))
     }
 
     /// Reads and verifies `hash.shard`; `Ok(None)` when it is not stored here.
@@ -620,17 +625,17 @@ impl VolumeStore {
 /// Reads and checks the record `loc` of `hash.shard` in `volume`.
 fn read_record(volume: &Volume, loc: Loc, hash: &ContentHash, shard: ShardIndex) -> Result<Record, VolumeError> {
     let corrupt = |reason| VolumeError::Corrupt { volume: loc.volume(), offset: loc.offset(), reason };
-    let mut buf = vec![0u8; HEADER_LEN + loc.len() as usize];
+    let mut buf = vec![0u8; HEADER_LEN + loc.data_len() as usize];
     let n = read_up_to(&volume.file, &mut buf, u64::from(loc.offset()))?;
     if n < buf.len() {
         return Err(corrupt(RecordError::PayloadChecksum));
     }
     let header = record::decode_header(&buf).map_err(corrupt)?;
-    if header.kind != Kind::Shard || header.hash != *hash || header.shard != shard || header.len != loc.len() {
+    if header.kind != Kind::Shard || header.hash != *hash || header.shard != shard || header.len != loc.data_len() {
         return Err(VolumeError::Misplaced {
             volume: loc.volume(),
             offset: loc.offset(),
-            wanted: format!("{hash}.{shard} ({} bytes)", loc.len()),
+            wanted: format!("{hash}.{shard} ({} bytes)", loc.data_len()),
             found: format!("{}.{} ({} bytes, {:?})", header.hash, header.shard, header.len, header.kind),
         });
     }
@@ -806,10 +811,7 @@ fn recover(dir: &Path) -> io::Result<State> {
         }
         ok
     });
-    let (mut index, scanned) = match checkpoint {
-        Some(c) => c,
-        None => (Index::default(), BTreeMap::new()),
-    };
+    let (mut index, scanned) = checkpoint.unwrap_or_default();
     let mut ends = BTreeMap::new();
     for (&id, volume) in &volumes {
         let from = scanned.get(&id).copied().unwrap_or(VOLUME_HEADER_LEN).max(VOLUME_HEADER_LEN);
@@ -942,7 +944,7 @@ impl Shared {
                                         let _ = reply.send(Err(VolumeError::Collision { hash, shard }));
                                         continue;
                                     }
-                                    Ok(_) if loc.len() == len && (policy.is_none() || loc.policy() == policy) => {
+                                    Ok(_) if loc.data_len() == len && (policy.is_none() || loc.policy() == policy) => {
                                         answers.push(Answer::Put(reply, Ok(PutOutcome::AlreadyStored)));
                                         continue;
                                     }
@@ -1003,6 +1005,15 @@ impl Shared {
             }
         }
         if !buf.is_empty() {
+            #[cfg(test)]
+            if self.fail_next_write.swap(false, Ordering::Relaxed) {
+                // Half the batch reaches the file, then the disk is full.
+                let _ = volume.file.write_all_at(&buf[..buf.len() / 2], start);
+                self.write().poisoned = true;
+                let e = io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device");
+                answers.into_iter().for_each(|a| a.fail(&e));
+                return;
+            }
             let written = volume
                 .file
                 .write_all_at(&buf, start)

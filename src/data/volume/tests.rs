@@ -53,7 +53,7 @@ fn a_put_reads_back_and_a_second_put_is_deduplicated() {
     assert_readable(&store, 1);
     let (hash, _) = content(1);
     assert_eq!(store.shards_of(&hash), vec![0]);
-    assert_eq!(store.identity(&hash, 0).map(|(len, p)| (len, p)), Some((content(1).1.len() as u64, P12)));
+    assert_eq!(store.identity(&hash, 0), Some((content(1).1.len() as u64, P12)));
     // Another length under the same name replaces it.
     assert_eq!(store.put_blocking(hash, 0, P12, Bytes::from_static(b"other")).unwrap(), PutOutcome::Replaced);
     assert_eq!(store.get(&hash, 0).unwrap().unwrap().data, "other");
@@ -333,4 +333,29 @@ fn a_checkpoint_longer_than_its_volumes_is_not_trusted() {
     let store = open(dir.path());
     assert!(store.get(&content(19).0, 0).unwrap().is_none());
     assert_readable(&store, 18);
+}
+
+#[test]
+fn a_failed_write_fails_its_batch_and_the_next_goes_to_a_new_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        put(&store, 1);
+        store.shared.fail_next_write.store(true, Ordering::Relaxed);
+        let (hash, data) = content(2);
+        let err = store.put_blocking(hash, 0, P12, Bytes::from(data)).unwrap_err();
+        assert!(matches!(&err, VolumeError::Io(e) if e.kind() == io::ErrorKind::StorageFull), "{err}");
+        assert!(store.get(&hash, 0).unwrap().is_none(), "a failed write is not visible");
+        assert_eq!(put(&store, 3), PutOutcome::New);
+        let volumes = store.stats().volumes;
+        assert_eq!(volumes.len(), 2, "the failed volume was sealed: {volumes:?}");
+        assert!(volumes[1].active && volumes[1].live_records == 1);
+        // Written again, it lands.
+        assert_eq!(put(&store, 2), PutOutcome::New);
+    }
+    let store = open(dir.path());
+    for i in 1..=3 {
+        assert_readable(&store, i);
+    }
+    assert_eq!(store.stats().shards, 3);
 }
