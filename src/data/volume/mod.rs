@@ -1047,6 +1047,7 @@ impl Shared {
                 // Half the batch reaches the file, then the disk is full.
                 let _ = volume.file.write_all_at(&buf[..buf.len() / 2], start);
                 self.write().poisoned = true;
+                cut_back(&volume.file, active, start);
                 let e = io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device");
                 answers.into_iter().for_each(|a| a.fail(&e));
                 return;
@@ -1060,6 +1061,7 @@ impl Shared {
                 // append to it again.
                 tracing::error!(volume = active, error = %e, "volume write failed; starting a new volume");
                 self.write().poisoned = true;
+                cut_back(&volume.file, active, start);
                 for answer in answers {
                     answer.fail(&e);
                 }
@@ -1115,6 +1117,16 @@ impl Shared {
         file.sync_all()?;
         fs::rename(&tmp, self.dir.join(CHECKPOINT))?;
         sync_dir(&self.dir)
+    }
+}
+
+/// Cuts a volume whose batch failed back to the end of its valid log, so that a
+/// restart's scan does not index records whose writers were told they failed
+/// (after a delete of the same shard elsewhere, they would come back). Best effort:
+/// the disk just failed.
+fn cut_back(file: &File, volume: u32, end: u64) {
+    if let Err(e) = file.set_len(end).and_then(|()| file.sync_all()) {
+        tracing::error!(volume, error = %e, "cannot cut a failed batch off its volume; a restart may index its records");
     }
 }
 

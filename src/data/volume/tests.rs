@@ -350,6 +350,9 @@ fn a_failed_write_fails_its_batch_and_the_next_goes_to_a_new_volume() {
         let volumes = store.stats().volumes;
         assert_eq!(volumes.len(), 2, "the failed volume was sealed: {volumes:?}");
         assert!(volumes[1].active && volumes[1].live_records == 1);
+        // The failed volume was cut back: none of the failed batch is on disk.
+        let first = volume_files(dir.path())[0].clone();
+        assert_eq!(fs::metadata(&first).unwrap().len(), volumes[0].size);
         // Written again, it lands.
         assert_eq!(put(&store, 2), PutOutcome::New);
     }
