@@ -21,10 +21,18 @@
 //! Then the load stops (PUTs in flight finish or time out; only answered ones
 //! count), every data server is made sure to be running, answering and counted
 //! live, and every acknowledged object is read back through the API servers
-//! ([`VERIFY_CONCURRENCY`] at a time) and compared by SHA-256. Last, every data
-//! server's log is searched for "corrupt" and every log for "panicked". A
-//! [`CrashReport`] says what happened; a mismatch or an unreadable acknowledged
-//! object fails it ([`CrashReport::failures`]), and the log lines found are listed.
+//! ([`VERIFY_CONCURRENCY`] at a time) and compared by SHA-256. Since an API server
+//! needs only one good copy to answer, a copy lost or torn on a killed server would
+//! not show there; so each copy is also checked where it lives: the API server's
+//! `/locate` names the holder of each shard (asking the data servers on the bus
+//! what they hold now) and each holder's `GET /objects/<hash>.<shard>` must serve
+//! the object's bytes (objects below the small threshold are 1+M full copies). Last,
+//! every data server's log is searched for "corrupt" and every log for "panicked".
+//!
+//! A [`CrashReport`] says what happened. It fails ([`CrashReport::failures`]) when
+//! an acknowledged object reads back with other bytes or not at all, when a data
+//! server serves a copy with other bytes, or when an object has fewer good copies
+//! than a PUT waits for (k+1); the log lines found are listed.
 //!
 //! The suite ([`crate::suite`]) makes one long run of it ([`run_in_suite`]) and
 //! [`write_markdown`] renders it as a section of `BENCH.md`; `tests/crash.rs`
@@ -47,6 +55,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::{self, LayoutError, Processes};
+use crate::suite::Redundancy;
 
 /// Acknowledged objects read back at once after the load.
 pub const VERIFY_CONCURRENCY: usize = 16;
@@ -136,6 +145,9 @@ pub struct CrashReport {
     pub unreadable: u64,
     /// The first mismatched or unreadable objects: name and what was wrong.
     pub lost: Vec<String>,
+    /// The check of every copy where it lives; `None` when the small policy is not
+    /// full copies (k = 1), so that a shard is not the object.
+    pub copies: Option<CopyCheck>,
     /// Lines of the data servers' logs with "corrupt" in them, `name: line`.
     pub corrupt_log_lines: Vec<String>,
     /// Lines of any server's log with "panicked" in them, `name: line`.
@@ -158,8 +170,42 @@ impl CrashReport {
         if self.unreadable > 0 {
             failures.push(format!("{} acknowledged objects could not be read back", self.unreadable));
         }
+        if let Some(copies) = &self.copies {
+            if copies.served_wrong > 0 {
+                failures.push(format!("data servers served {} copies with other bytes", copies.served_wrong));
+            }
+            if copies.under_replicated > 0 {
+                failures.push(format!(
+                    "{} acknowledged objects have fewer than {} good copies",
+                    copies.under_replicated, copies.needed
+                ));
+            }
+        }
         failures
     }
+}
+
+/// Every acknowledged object's copies, each read from the data server that holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CopyCheck {
+    /// Copies of each object (k+m of the small policy).
+    pub copies: u32,
+    /// Good copies a PUT waits for before it answers (k+1).
+    pub needed: u32,
+    /// Copies served byte-identical.
+    pub good: u64,
+    /// Copies that no data server reported holding.
+    pub missing: u64,
+    /// Copies a holder did not serve (an error status, a broken body).
+    pub unreadable: u64,
+    /// Copies a holder served with other bytes.
+    pub served_wrong: u64,
+    /// Objects with fewer than `needed` good copies.
+    pub under_replicated: u64,
+    /// Objects the locate of which did not answer.
+    pub unlocated: u64,
+    /// The first problems: object, shard, what was wrong.
+    pub problems: Vec<String>,
 }
 
 /// Why a crash run has no report.
@@ -308,6 +354,17 @@ impl Crash<'_> {
             read = self.read_back(&tally.acknowledged) => read,
             _ = stop.cancelled() => return Err(CrashError::Interrupted),
         };
+        let small = Redundancy::DEFAULT.small;
+        let copies = if small.k == 1 {
+            let check =
+                CopyCheck { copies: 1 + u32::from(small.m), needed: u32::from(small.k) + 1, ..CopyCheck::default() };
+            tokio::select! {
+                check = self.check_copies(&tally.acknowledged, check) => Some(check),
+                _ = stop.cancelled() => return Err(CrashError::Interrupted),
+            }
+        } else {
+            None
+        };
         if let Some((name, status, tail)) = self.layout.processes.exited() {
             self.notes.push(format!("{name} exited by itself ({status}); its last log lines:\n{tail}"));
         }
@@ -345,6 +402,7 @@ impl Crash<'_> {
             mismatches,
             unreadable,
             lost,
+            copies,
             corrupt_log_lines,
             panic_log_lines,
             notes: std::mem::take(&mut self.notes),
@@ -458,6 +516,138 @@ impl Crash<'_> {
         }
         (identical, mismatched, unreadable, lost)
     }
+}
+
+impl Crash<'_> {
+    /// Reads every copy of every object from its holder, adding to `check`.
+    async fn check_copies(&self, objects: &[Acknowledged], mut check: CopyCheck) -> CopyCheck {
+        let endpoints = &self.layout.endpoints;
+        let copies = check.copies;
+        let mut checks = futures_util::stream::iter(objects.iter().enumerate())
+            .map(|(i, object)| object_copies(&self.http, &endpoints[i % endpoints.len()], object, copies))
+            .buffer_unordered(VERIFY_CONCURRENCY);
+        while let Some(found) = checks.next().await {
+            let Some(copies) = found.copies else {
+                check.unlocated += 1;
+                keep_some(&mut check.problems, found.problems);
+                continue;
+            };
+            let good = copies.iter().filter(|c| matches!(c, Copy::Good)).count() as u64;
+            check.good += good;
+            for copy in &copies {
+                match copy {
+                    Copy::Good => {}
+                    Copy::Missing => check.missing += 1,
+                    Copy::Unreadable => check.unreadable += 1,
+                    Copy::Wrong => check.served_wrong += 1,
+                }
+            }
+            if good < u64::from(check.needed) {
+                check.under_replicated += 1;
+            }
+            keep_some(&mut check.problems, found.problems);
+        }
+        check
+    }
+}
+
+/// What one copy's holder served.
+enum Copy {
+    Good,
+    Missing,
+    Unreadable,
+    Wrong,
+}
+
+/// One object's copies: each copy's state (`None` when the object could not be
+/// located), and the problems in words.
+struct ObjectCopies {
+    copies: Option<Vec<Copy>>,
+    problems: Vec<String>,
+}
+
+/// Locates `object` through `endpoint` (again, up to [`READ_ATTEMPTS`] times, while
+/// fewer than all `copies` are found: a data server may answer the bus late) and
+/// reads each copy from its holder.
+async fn object_copies(http: &Client, endpoint: &str, object: &Acknowledged, copies: u32) -> ObjectCopies {
+    let mut located = Err(String::new());
+    for attempt in 0..READ_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        located = locate(http, endpoint, &object.name).await;
+        if located.as_ref().is_ok_and(|(_, holders)| holders.len() >= copies as usize) {
+            break;
+        }
+    }
+    let (hash, holders) = match located {
+        Ok(found) => found,
+        Err(why) => return ObjectCopies { copies: None, problems: vec![format!("locate {}: {why}", object.name)] },
+    };
+    let mut states = Vec::new();
+    let mut problems = Vec::new();
+    for shard in 0..copies {
+        let Some((_, holder)) = holders.iter().find(|(s, _)| *s == shard) else {
+            states.push(Copy::Missing);
+            problems.push(format!("{} shard {shard}: no data server holds it", object.name));
+            continue;
+        };
+        let url = format!("http://{holder}/objects/{hash}.{shard}");
+        let served = match http.get(&url).send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                match read_capped(resp, object.size + 1).await {
+                    Ok(body) if status == StatusCode::OK => Ok(body),
+                    Ok(_) => Err(format!("answered {status}")),
+                    Err(e) => Err(format!("answered {status}, then the body broke off: {}", error_chain(&e))),
+                }
+            }
+            Err(e) => Err(error_chain(&e)),
+        };
+        match served {
+            Ok(body) if <[u8; 32]>::from(Sha256::digest(&body)) == object.sha256 => states.push(Copy::Good),
+            Ok(body) => {
+                states.push(Copy::Wrong);
+                problems.push(format!(
+                    "{} shard {shard} on {holder}: served {} bytes of {}, other SHA-256",
+                    object.name,
+                    body.len(),
+                    object.size
+                ));
+            }
+            Err(why) => {
+                states.push(Copy::Unreadable);
+                problems.push(format!("{} shard {shard} on {holder}: {why}", object.name));
+            }
+        }
+    }
+    ObjectCopies { copies: Some(states), problems }
+}
+
+/// `GET /locate/<name>`: the content hash and the holder of each shard found.
+async fn locate(http: &Client, endpoint: &str, name: &str) -> Result<(String, Vec<(u32, String)>), String> {
+    let url = format!("{endpoint}/locate/{}", cairn::bench::encode_name(name));
+    let resp = http.get(url).send().await.map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
+    if status == StatusCode::NOT_FOUND {
+        // No data server holds any shard of it.
+        let hash = String::new();
+        return Ok((hash, Vec::new()));
+    }
+    if status != StatusCode::OK {
+        return Err(format!("answered {status}: {}", String::from_utf8_lossy(&body).trim()));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+    let hash = json.get("hash").and_then(serde_json::Value::as_str).ok_or("no hash in the answer")?;
+    let shards = json.get("shards").and_then(serde_json::Value::as_object).ok_or("no shards in the answer")?;
+    let mut holders = Vec::new();
+    for (shard, holder) in shards {
+        let shard = shard.parse::<u32>().map_err(|_| format!("shard {shard:?} is not a number"))?;
+        let holder = holder.as_str().ok_or("a holder is not a string")?;
+        holders.push((shard, holder.to_string()));
+    }
+    Ok((hash.to_string(), holders))
 }
 
 /// One PUT client of the load.
@@ -673,7 +863,7 @@ fn secs(d: Duration) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CrashOutcome {
     /// It ran; what it found.
-    Ran(CrashReport),
+    Ran(Box<CrashReport>),
     /// It was not tried, for this reason.
     Skipped(String),
     /// It could not run, for this reason.
@@ -719,7 +909,7 @@ pub async fn run_in_suite(
     tracing::info!(seconds = duration.as_secs(), "suite: crash run (kill -9 data servers under PUT load)");
     let config = CrashConfig::new(exe.to_path_buf(), work_dir.to_path_buf(), broker, base_port, duration);
     match run_crash(&config, stop.clone()).await {
-        Ok(report) => Ok(CrashOutcome::Ran(report)),
+        Ok(report) => Ok(CrashOutcome::Ran(Box::new(report))),
         Err(CrashError::Interrupted) => Err(CrashError::Interrupted),
         Err(e) => Ok(CrashOutcome::Failed(e.to_string())),
     }
@@ -763,11 +953,29 @@ pub fn write_markdown(out: &mut String, outcome: &CrashOutcome) -> std::fmt::Res
     writeln!(out, "| acknowledged objects read back byte-identical | {} |", report.verified)?;
     writeln!(out, "| … read back with other bytes | {} |", report.mismatches)?;
     writeln!(out, "| … unreadable | {} |", report.unreadable)?;
+    if let Some(c) = &report.copies {
+        let objects = report.acknowledged;
+        writeln!(
+            out,
+            "| copies read from their data servers byte-identical | {} of {} |",
+            c.good,
+            objects * u64::from(c.copies)
+        )?;
+        writeln!(out, "| … that no data server holds | {} |", c.missing)?;
+        writeln!(out, "| … not served (an error) | {} |", c.unreadable)?;
+        writeln!(out, "| … served with other bytes | {} |", c.served_wrong)?;
+        writeln!(out, "| objects with fewer than {} good copies | {} |", c.needed, c.under_replicated)?;
+        if c.unlocated > 0 {
+            writeln!(out, "| objects that could not be located | {} |", c.unlocated)?;
+        }
+    }
     writeln!(out, "| data-server log lines with \"corrupt\" | {} |", report.corrupt_log_lines.len())?;
     writeln!(out, "| log lines with \"panicked\" | {} |", report.panic_log_lines.len())?;
     writeln!(out)?;
-    let lists: [(&str, &[String]); 5] = [
+    let copy_problems = report.copies.as_ref().map_or(&[][..], |c| &c.problems[..]);
+    let lists: [(&str, &[String]); 6] = [
         ("Lost or changed objects (the first)", &report.lost),
+        ("Copies missing, unreadable or wrong (the first)", copy_problems),
         ("Corruption in the data servers' logs", &report.corrupt_log_lines),
         ("Panics in the logs", &report.panic_log_lines),
         ("Failed PUTs (the first)", &report.put_errors),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use cairn_bench_suite::args::cairn_beside;
-use cairn_bench_suite::crash::{self, CrashConfig, CrashOutcome, CrashReport};
+use cairn_bench_suite::crash::{self, CopyCheck, CrashConfig, CrashOutcome, CrashReport};
 
 /// Away from the suite's 12400, its tiny test's 12470 and a developer's 12345.
 const BASE_PORT: u16 = 12_600;
@@ -40,7 +40,7 @@ async fn kill_9_data_servers_under_small_puts_and_read_back_every_acknowledged_o
         .await
         .expect("the crash run ends within 4 minutes")
         .expect("the crash run runs");
-    let outcome = CrashOutcome::Ran(report.clone());
+    let outcome = CrashOutcome::Ran(Box::new(report.clone()));
     let mut md = String::new();
     crash::write_markdown(&mut md, &outcome).unwrap();
     eprintln!("{md}");
@@ -51,6 +51,10 @@ async fn kill_9_data_servers_under_small_puts_and_read_back_every_acknowledged_o
     assert_eq!(report.mismatches, 0, "acknowledged objects changed: {md}");
     assert_eq!(report.unreadable, 0, "acknowledged objects lost: {md}");
     assert_eq!(report.verified, report.acknowledged, "{md}");
+    let copies = report.copies.as_ref().expect("the small policy is full copies");
+    assert_eq!(copies.served_wrong, 0, "a data server served a copy with other bytes: {md}");
+    assert_eq!(copies.under_replicated, 0, "acknowledged objects with fewer than k+1 good copies: {md}");
+    assert_eq!(copies.unlocated, 0, "{md}");
     assert!(report.failures().is_empty(), "{md}");
     assert_eq!(outcome.failure(), None);
     assert!(report.panic_log_lines.is_empty(), "a server panicked: {md}");
@@ -73,6 +77,7 @@ fn made_up_report() -> CrashReport {
         mismatches: 0,
         unreadable: 0,
         lost: vec![],
+        copies: Some(CopyCheck { copies: 3, needed: 2, good: 179_999, missing: 1, ..CopyCheck::default() }),
         corrupt_log_lines: vec![],
         panic_log_lines: vec![],
         notes: vec![],
@@ -81,13 +86,15 @@ fn made_up_report() -> CrashReport {
 
 #[test]
 fn a_clean_crash_run_renders_its_figures_and_passes() {
-    let outcome = CrashOutcome::Ran(made_up_report());
+    let outcome = CrashOutcome::Ran(Box::new(made_up_report()));
     let mut md = String::new();
     crash::write_markdown(&mut md, &outcome).unwrap();
     assert!(md.starts_with("## Crash"), "{md}");
     assert!(md.contains("Every acknowledged object read back byte-identical; no data server"), "{md}");
     assert!(md.contains("| data servers killed (SIGKILL) | 24 |"), "{md}");
     assert!(md.contains("| acknowledged PUTs | 60000 (500/s) |"), "{md}");
+    assert!(md.contains("| copies read from their data servers byte-identical | 179999 of 180000 |"), "{md}");
+    assert!(md.contains("| … that no data server holds | 1 |"), "{md}");
     assert!(md.contains("| slowest restart, start to answering `/healthz` | 0.5 s |"), "{md}");
     assert!(md.contains("- PUT crash-1/00-0000000007: answered 503 Service Unavailable: no quorum\n"), "{md}");
     assert_eq!(outcome.failure(), None);
@@ -103,13 +110,21 @@ fn a_lost_object_fails_the_run_and_corruption_in_a_log_is_shown() {
     report.lost = vec!["crash-1/03-0000000042: answered 503".into()];
     report.corrupt_log_lines = vec!["data-2: ERROR corrupt shard detected while serving".into()];
     assert_eq!(report.failures().len(), 2, "{:?}", report.failures());
-    let outcome = CrashOutcome::Ran(report);
+    let copies = report.copies.as_mut().unwrap();
+    copies.served_wrong = 1;
+    copies.under_replicated = 1;
+    copies.problems = vec!["crash-1/03-0000000042 shard 2 on 127.29.1.4:12600: served 10 bytes of 4096".into()];
+    assert_eq!(report.failures().len(), 4, "{:?}", report.failures());
+    let outcome = CrashOutcome::Ran(Box::new(report));
     let mut md = String::new();
     crash::write_markdown(&mut md, &outcome).unwrap();
     assert!(md.contains("**Failed**: 1 acknowledged objects read back with other bytes; 2 acknowledged"), "{md}");
     assert!(md.contains("| … unreadable | 2 |"), "{md}");
     assert!(md.contains("| data-server log lines with \"corrupt\" | 1 |"), "{md}");
     assert!(md.contains("- data-2: ERROR corrupt shard detected while serving"), "{md}");
+    assert!(md.contains("| … served with other bytes | 1 |"), "{md}");
+    assert!(md.contains("| objects with fewer than 2 good copies | 1 |"), "{md}");
+    assert!(md.contains("- crash-1/03-0000000042 shard 2 on 127.29.1.4:12600: served 10 bytes of 4096"), "{md}");
     assert!(outcome.failure().is_some_and(|f| f.contains("2 acknowledged objects could not be read back")));
     assert!(crash::summary_line(&outcome).starts_with("NOT MET"));
 
