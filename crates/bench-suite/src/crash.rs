@@ -145,8 +145,8 @@ pub struct CrashReport {
     pub unreadable: u64,
     /// The first mismatched or unreadable objects: name and what was wrong.
     pub lost: Vec<String>,
-    /// The check of every copy where it lives; `None` when the small policy is not
-    /// full copies (k = 1), so that a shard is not the object.
+    /// The check of every copy where it lives; `None` when the objects' policy is
+    /// not full copies (k = 1), so that a shard is not the object.
     pub copies: Option<CopyCheck>,
     /// Lines of the data servers' logs with "corrupt" in them, `name: line`.
     pub corrupt_log_lines: Vec<String>,
@@ -317,6 +317,8 @@ impl Crash<'_> {
         let load_stop = stop.child_token();
         let killed = Arc::new(AtomicBool::new(false));
         let mut clients = JoinSet::new();
+        let smallest = self.config.min_size.max(HEAD_LEN);
+        let sizes = (smallest, self.config.max_size.max(smallest));
         for id in 0..self.config.clients {
             let endpoint = self.layout.endpoints[id as usize % self.layout.endpoints.len()].clone();
             let job = PutClient {
@@ -324,7 +326,7 @@ impl Crash<'_> {
                 endpoint,
                 prefix: format!("crash-{tag:08x}/{id:02}-"),
                 head: (u64::from(tag) << 32) | u64::from(id),
-                sizes: (self.config.min_size.max(HEAD_LEN), self.config.max_size.max(self.config.min_size)),
+                sizes,
                 killed: killed.clone(),
             };
             clients.spawn(job.run(load_stop.clone()));
@@ -355,7 +357,8 @@ impl Crash<'_> {
             _ = stop.cancelled() => return Err(CrashError::Interrupted),
         };
         let small = Redundancy::DEFAULT.small;
-        let copies = if small.k == 1 {
+        // Below the threshold (always, for the sizes of this run) every shard is a copy.
+        let copies = if small.k == 1 && (self.config.max_size as u64) < Redundancy::DEFAULT.threshold {
             let check =
                 CopyCheck { copies: 1 + u32::from(small.m), needed: u32::from(small.k) + 1, ..CopyCheck::default() };
             tokio::select! {
@@ -381,8 +384,8 @@ impl Crash<'_> {
         Ok(CrashReport {
             description: format!(
                 "six `cairn data` and two `cairn api` processes on RabbitMQ (the API servers with `--cache-size 0`, \
-                 so that every read goes to the data servers), `cairn` dev defaults otherwise; {} clients PUT \
-                 objects of {}–{} random bytes, half through each API server; every {} after the last restart a \
+                 so that every read goes to the data servers), `cairn dev`'s policies and heartbeats otherwise; {} \
+                 clients PUT objects of {}–{} random bytes, half through each API server; every {} after the last restart a \
                  data server (round robin) is killed with SIGKILL and started again {} later",
                 c.clients,
                 c.min_size,
