@@ -1,8 +1,9 @@
 //! The `cairn-bench-suite` command line ([`SuiteArgs`]) and the suite it describes.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::suite::{SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
+use crate::suite::{default_crash_duration, SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
 
 /// Run the standard matrix of `cairn bench` runs against clusters started here
 /// (`cairn dev` in this process, and six `cairn data` + two `cairn api` processes when
@@ -28,6 +29,9 @@ pub struct SuiteArgs {
     /// The `cairn` binary the multi-process layout spawns [default: `cairn` beside this binary, as `cargo build` puts it].
     #[arg(long)]
     pub cairn: Option<PathBuf>,
+    /// Seconds of the crash run (`kill -9` data servers under small PUTs, then read back every acknowledged object); 0 skips it [default: 120, 20 with --quick].
+    #[arg(long)]
+    pub crash_seconds: Option<u64>,
 }
 
 impl SuiteArgs {
@@ -38,6 +42,7 @@ impl SuiteArgs {
         config.cairn_exe = Some(cairn_exe);
         config.broker_url = self.broker.clone();
         config.base_port = self.port;
+        config.crash_duration = self.crash_seconds.map_or(default_crash_duration(self.quick), Duration::from_secs);
         config.command = self.command_line();
         config
     }
@@ -60,6 +65,9 @@ impl SuiteArgs {
         }
         if let Some(cairn) = &self.cairn {
             line.push_str(&format!(" --cairn {}", cairn.display()));
+        }
+        if let Some(seconds) = self.crash_seconds {
+            line.push_str(&format!(" --crash-seconds {seconds}"));
         }
         line
     }

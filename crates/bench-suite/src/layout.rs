@@ -6,7 +6,9 @@
 //! - [`start_processes`]: the seed's multi-process layout: two `cairn api` and six
 //!   `cairn data` processes on RabbitMQ, each spawned from the `cairn` binary. They
 //!   live in a [`Processes`], which kills and reaps every one of them when dropped,
-//!   so that neither an error nor a panic leaves servers behind.
+//!   so that neither an error nor a panic leaves servers behind. One of them can
+//!   also be killed (`kill -9`) and started again with the same flags, files and
+//!   address ([`Processes::kill`], [`Processes::restart`]): the crash run's faults.
 //!
 //! Either is ready when its API servers' `/healthz` count six live data servers.
 
@@ -122,6 +124,9 @@ struct ServerProcess {
     name: String,
     child: Child,
     log: PathBuf,
+    /// What started it, to start it again the same way.
+    exe: PathBuf,
+    args: Vec<String>,
 }
 
 impl Processes {
@@ -129,17 +134,38 @@ impl Processes {
     fn spawn(&mut self, exe: &Path, log_dir: &Path, name: String, args: &[String]) -> Result<(), LayoutError> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).map_err(|source| LayoutError::File { path: log.clone(), source })?;
-        let child = Command::new(exe)
-            .args(args)
-            // Flags override the environment, except for this one, which is not given.
-            .env_remove("CAIRN_ADVERTISE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })?;
-        self.children.push(ServerProcess { name, child, log });
+        let child = spawn_server(exe, args, file)?;
+        self.children.push(ServerProcess { name, child, log, exe: exe.to_path_buf(), args: args.to_vec() });
         Ok(())
+    }
+
+    /// Kills `name` with SIGKILL, as `kill -9` does, and reaps it; `false` when no
+    /// process has that name. A process that had already exited is only reaped.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return false };
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        true
+    }
+
+    /// Starts `name` again with the flags, files and address it had, its stderr
+    /// appended to the same log (so that what it wrote before the kill stays); the
+    /// process it replaces should be dead ([`kill`](Self::kill)). `Ok(false)` when
+    /// no process has that name.
+    pub fn restart(&mut self, name: &str) -> Result<bool, LayoutError> {
+        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return Ok(false) };
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&p.log)
+            .map_err(|source| LayoutError::File { path: p.log.clone(), source })?;
+        p.child = spawn_server(&p.exe, &p.args, file)?;
+        Ok(true)
+    }
+
+    /// Every process's name and log file, in the order they were started.
+    pub fn logs(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.children.iter().map(|p| (p.name.as_str(), p.log.as_path()))
     }
 
     /// The first process found to have exited: its name, status and log tail.
@@ -169,6 +195,19 @@ impl Drop for Processes {
     }
 }
 
+/// Starts `exe ARGS` with stderr to `log`.
+fn spawn_server(exe: &Path, args: &[String], log: std::fs::File) -> Result<Child, LayoutError> {
+    Command::new(exe)
+        .args(args)
+        // Flags override the environment, except for this one, which is not given.
+        .env_remove("CAIRN_ADVERTISE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })
+}
+
 /// The last lines of a log file.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -181,7 +220,14 @@ pub(crate) struct ProcessLayout {
     pub processes: Processes,
     /// The API servers, `http://127.29.2.N:port`.
     pub endpoints: Vec<String>,
+    /// The data servers: the name of each process ([`data_name`]) and its address.
+    pub data_servers: Vec<(String, SocketAddr)>,
     pub description: String,
+}
+
+/// The process name of the `n`-th data server (1-based) of the multi-process layout.
+pub(crate) fn data_name(n: u8) -> String {
+    format!("data-{n}")
 }
 
 /// The address of the `n`-th data server (1-based) of the multi-process layout.
@@ -213,6 +259,17 @@ pub(crate) async fn start_processes(
     broker: &str,
     base_port: u16,
 ) -> Result<ProcessLayout, LayoutError> {
+    start_processes_with(exe, root, broker, base_port, &[]).await
+}
+
+/// [`start_processes`], with `api_args` added to each `cairn api`'s flags.
+pub(crate) async fn start_processes_with(
+    exe: &Path,
+    root: &Path,
+    broker: &str,
+    base_port: u16,
+    api_args: &[String],
+) -> Result<ProcessLayout, LayoutError> {
     std::fs::create_dir_all(root).map_err(|source| LayoutError::File { path: root.to_path_buf(), source })?;
     let ips: Vec<IpAddr> = (1..=DATA_SERVERS).map(data_ip).chain((1..=API_SERVERS).map(api_ip)).collect();
     let port = free_port(&ips, base_port)?;
@@ -240,6 +297,7 @@ pub(crate) async fn start_processes(
             "--heartbeat-expiry".into(),
             duration(dev.heartbeat_expiry),
         ];
+        let args: Vec<String> = args.into_iter().chain(api_args.iter().cloned()).collect();
         processes.spawn(exe, root, format!("api-{n}"), &args)?;
     }
     let endpoints: Vec<String> =
@@ -260,8 +318,9 @@ pub(crate) async fn start_processes(
             "--heartbeat-interval".into(),
             duration(dev.heartbeat_interval),
         ];
-        processes.spawn(exe, root, format!("data-{n}"), &args)?;
+        processes.spawn(exe, root, data_name(n), &args)?;
     }
+    let data_servers = (1..=DATA_SERVERS).map(|n| (data_name(n), SocketAddr::new(data_ip(n), port))).collect();
     for endpoint in &endpoints {
         wait_live_at_least(endpoint, u64::from(DATA_SERVERS), &mut processes).await?;
     }
@@ -273,7 +332,7 @@ pub(crate) async fn start_processes(
         ByteSize(DEFAULT_SMALL_THRESHOLD),
         duration(dev.heartbeat_interval),
     );
-    Ok(ProcessLayout { processes, endpoints, description })
+    Ok(ProcessLayout { processes, endpoints, data_servers, description })
 }
 
 /// Waits until `endpoint` reports exactly `want` live data servers; `alive` is
@@ -288,7 +347,11 @@ async fn wait_live(
 
 /// Waits until `endpoint` reports at least `want` live data servers (more when
 /// someone else's data servers heartbeat on the same broker).
-async fn wait_live_at_least(endpoint: &str, want: u64, processes: &mut Processes) -> Result<(), LayoutError> {
+pub(crate) async fn wait_live_at_least(
+    endpoint: &str,
+    want: u64,
+    processes: &mut Processes,
+) -> Result<(), LayoutError> {
     wait_live_with(endpoint, |live| live >= want, want, START_TIMEOUT, || processes.check_running()).await
 }
 

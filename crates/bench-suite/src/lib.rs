@@ -4,8 +4,9 @@
 //! server package) cell by cell against clusters it starts itself ([`suite`]: `cairn
 //! dev` in this process, and the multi-process layout by spawning the `cairn`
 //! binary), measures the machine's ceilings in the same run ([`ceilings`], from
-//! [`machine`] facts read in `/proc`) and writes a Markdown report ([`markdown`]):
-//! `BENCH.md`.
+//! [`machine`] facts read in `/proc`), makes a crash run ([`crash`]: `kill -9` data
+//! servers under load, then read back everything acknowledged) and writes a Markdown
+//! report ([`markdown`]): `BENCH.md`.
 //!
 //! It is a workspace member of its own so that the direction is enforced by Cargo:
 //! this crate depends on the `cairn` library, and nothing in `cairn` (the servers
@@ -13,6 +14,7 @@
 
 pub mod args;
 pub mod ceilings;
+pub mod crash;
 mod layout;
 pub mod machine;
 pub mod markdown;

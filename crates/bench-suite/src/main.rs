@@ -39,6 +39,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", args.out.display()))?;
         println!("{}", markdown::render_summary(&report));
         println!("cairn-bench-suite: wrote {}", args.out.display());
+        if let Some(why) = report.crash.failure() {
+            bail!("{why} (see {})", args.out.display());
+        }
         match report.failed_cells() {
             0 => Ok(()),
             n => bail!("{n} cells failed or had failed requests (see {})", args.out.display()),

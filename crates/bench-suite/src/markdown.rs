@@ -274,6 +274,7 @@ pub fn render_summary(report: &SuiteReport) -> String {
             }
         }
     }
+    let _ = writeln!(out, "{}", crate::crash::summary_line(&report.crash));
     out.truncate(out.trim_end().len());
     out
 }
@@ -336,6 +337,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     write_ceilings(out, report)?;
     write_results(out, report)?;
     write_targets(out, report)?;
+    crate::crash::write_markdown(out, &report.crash)?;
 
     writeln!(out, "## How to read this")?;
     writeln!(out)?;

@@ -27,6 +27,7 @@ use cairn::dev::{DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
 use cairn::size::ByteSize;
 
 use crate::ceilings::{self, CeilingError, CeilingSizes, Ceilings};
+use crate::crash::{self, CrashOutcome};
 use crate::layout;
 use crate::machine::{self, CpuSnapshot, Machine};
 
@@ -151,6 +152,8 @@ pub struct SuiteConfig {
     pub broker_url: String,
     /// First port tried for the multi-process layout.
     pub base_port: u16,
+    /// How long the crash run's load lasts ([`crate::crash`]); zero skips it.
+    pub crash_duration: Duration,
     /// The command that regenerates the report, for the report.
     pub command: String,
 }
@@ -169,12 +172,18 @@ impl SuiteConfig {
             cairn_exe: None,
             broker_url: DEFAULT_BROKER.to_string(),
             base_port: DEFAULT_BASE_PORT,
+            crash_duration: default_crash_duration(quick),
             command: format!(
                 "cargo build --release && target/release/cairn-bench-suite --out BENCH.md{}",
                 if quick { " --quick" } else { "" }
             ),
         }
     }
+}
+
+/// The crash run's load phase unless `--crash-seconds` says otherwise.
+pub fn default_crash_duration(quick: bool) -> Duration {
+    Duration::from_secs(if quick { 20 } else { 120 })
 }
 
 /// Which cluster a layout is.
@@ -253,6 +262,8 @@ pub struct SuiteReport {
     pub ceilings: Ceilings,
     /// Each layout, `dev` first.
     pub layouts: Vec<LayoutReport>,
+    /// The crash run on the multi-process layout.
+    pub crash: CrashOutcome,
     /// How long the whole suite took.
     pub elapsed: Duration,
 }
@@ -347,6 +358,16 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
     let mut layouts = Vec::new();
     layouts.push(run_dev(config, &work.0.join("dev"), &stop).await?);
     layouts.push(run_processes(config, &work.0.join("multi-process"), &stop).await?);
+    let crash = crash::run_in_suite(
+        config.cairn_exe.as_deref(),
+        &work.0,
+        &config.broker_url,
+        config.base_port,
+        config.crash_duration,
+        &stop,
+    )
+    .await
+    .map_err(|_| SuiteError::Interrupted)?;
 
     machine.load_after = machine::load_average();
     machine.cpu = cpu_before.zip(CpuSnapshot::now()).map(|(before, after)| before.until(&after));
@@ -358,6 +379,7 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
         redundancy: Redundancy::DEFAULT,
         ceilings,
         layouts,
+        crash,
         elapsed: started.elapsed(),
     })
 }

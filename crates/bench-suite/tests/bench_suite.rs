@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use cairn::bench::{BenchReport, CleanupReport, LatencySummary, Op, OpReport};
 use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
 use cairn_bench_suite::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
+use cairn_bench_suite::crash::CrashOutcome;
 use cairn_bench_suite::machine::{self, CpuUse, Machine, Mount};
 use cairn_bench_suite::markdown::{self, Verdict};
 use cairn_bench_suite::suite::{
@@ -288,6 +289,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
                 notes: vec![],
             },
         ],
+        crash: CrashOutcome::Skipped("--crash-seconds 0".into()),
         elapsed: Duration::from_secs(95),
     }
 }
@@ -403,6 +405,8 @@ fn tiny_config(work_dir: &Path, cells: Vec<Cell>) -> SuiteConfig {
     let mut config = SuiteConfig::standard(true, work_dir.to_path_buf());
     config.cells = cells;
     config.cell_duration = Duration::from_millis(300);
+    // tests/crash.rs makes a crash run of its own.
+    config.crash_duration = Duration::ZERO;
     config.ceiling_sizes =
         CeilingSizes { file: 4 * MIB, sha256: MIB, http: 4 * MIB, small_time: Duration::from_millis(50) };
     config
