@@ -397,22 +397,9 @@ async fn put_shard(
         None => None,
     };
     if known_len.is_some_and(|n| state.store.is_small(n)) {
-        // A small shard: a record in the active volume, group-committed; the
-        // committer holds its batch for it while its body arrives.
-        let arriving = state.store.volumes().map(|v| v.arriving());
+        // A small shard: a record in the active volume, group-committed.
         let stored = match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
-            Ok(bytes) => {
-                let queued = state.store.put_small(hash, shard, policy, bytes);
-                // Queued once polled: the committer no longer waits on the announcement.
-                tokio::pin!(queued);
-                let result = futures_util::poll!(&mut queued);
-                drop(arriving);
-                match result {
-                    std::task::Poll::Ready(r) => r,
-                    std::task::Poll::Pending => queued.await,
-                }
-                .map_err(store_error)
-            }
+            Ok(bytes) => state.store.put_small(hash, shard, policy, bytes).await.map_err(store_error),
             Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
         };
         return match stored {

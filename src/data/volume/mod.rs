@@ -59,9 +59,8 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -86,9 +85,6 @@ pub struct VolumeConfig {
     pub compact_dead_ratio: f64,
     /// Ops that may wait for the committer; senders wait beyond that.
     pub queue: usize,
-    /// Longest a batch waits for writers still receiving their bodies (announced
-    /// by [`VolumeStore::arriving`]) before it is written.
-    pub linger: Duration,
 }
 
 /// Dead bytes an active volume must hold before compaction seals it early.
@@ -106,7 +102,6 @@ impl Default for VolumeConfig {
             checkpoint_every: 64 << 20,
             compact_dead_ratio: 0.5,
             queue: 4096,
-            linger: Duration::from_millis(1),
         }
     }
 }
@@ -285,18 +280,6 @@ impl Op {
     }
 }
 
-/// A writer on its way to the committer (see [`VolumeStore::arriving`]).
-#[must_use = "the committer waits for the writer only while this lives"]
-pub struct Arriving {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Arriving {
-    fn drop(&mut self) {
-        self.shared.arriving.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// An open volume file.
 #[derive(Debug)]
 struct Volume {
@@ -326,8 +309,6 @@ struct Shared {
     compacting: Mutex<()>,
     syncs: AtomicU64,
     synced_ops: AtomicU64,
-    /// Writers announced and not yet queued (see [`VolumeStore::arriving`]).
-    arriving: AtomicUsize,
     /// Tests: the next batch's write fails as a full disk would.
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
@@ -382,7 +363,6 @@ impl VolumeStore {
             compacting: Mutex::new(()),
             syncs: AtomicU64::new(0),
             synced_ops: AtomicU64::new(0),
-            arriving: AtomicUsize::new(0),
             #[cfg(test)]
             fail_next_write: Default::default(),
         });
@@ -391,15 +371,6 @@ impl VolumeStore {
         let committer = shared.clone();
         std::thread::Builder::new().name("cairn-volumes".into()).spawn(move || committer.run(rx))?;
         Ok(VolumeStore { shared, ops })
-    }
-
-    /// Announces a writer that will [`put`](VolumeStore::put) soon (its body is
-    /// arriving): until the guard is dropped, the committer waits for it (up to
-    /// [`VolumeConfig::linger`]) before it writes a batch, so that concurrent
-    /// writers share an fsync even when their requests arrive a little apart.
-    pub fn arriving(&self) -> Arriving {
-        self.shared.arriving.fetch_add(1, Ordering::AcqRel);
-        Arriving { shared: self.shared.clone() }
     }
 
     /// The directory of the volumes.
@@ -889,13 +860,8 @@ impl Shared {
     }
 
     /// The committer: gathers every waiting op into a batch and commits it.
-    /// While writers announced with [`VolumeStore::arriving`] are still on their
-    /// way (their bodies arriving), it waits for them up to
-    /// [`VolumeConfig::linger`] after the batch's first op, so that one fsync
-    /// covers them too.
     fn run(self: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         while let Some(first) = rx.blocking_recv() {
-            let deadline = Instant::now() + self.config.linger;
             let mut bytes = first.bytes();
             let mut batch = vec![first];
             while bytes < self.config.max_batch_bytes {
@@ -903,9 +869,6 @@ impl Shared {
                     Ok(op) => {
                         bytes += op.bytes();
                         batch.push(op);
-                    }
-                    Err(_) if self.arriving.load(Ordering::Acquire) > 0 && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_micros(20));
                     }
                     Err(_) => break,
                 }
