@@ -31,6 +31,9 @@ pub const DEFAULT_SMALL_POLICY: Policy = Policy { k: 1, m: 2 };
 /// Objects below this size are replicated instead of striped (see README,
 /// "Small objects").
 pub const DEFAULT_SMALL_THRESHOLD: u64 = 1024 * 1024;
+/// Shards up to this size go to the data servers' small-shard engine (issue 9);
+/// larger ones, and every shard when 0, are files of their own.
+pub const DEFAULT_SMALL_SHARD_MAX: u64 = 256 * 1024;
 /// Memory each API server gives to its small-object cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -63,6 +66,9 @@ pub struct DevConfig {
     pub http: HttpTimeouts,
     /// How much work the API server takes on at once.
     pub limits: RequestLimits,
+    /// Largest shard the data servers keep in their small-shard engine; 0: every
+    /// shard a file. (Not yet used: the engine of issue 9 will read it.)
+    pub small_shard_max: u64,
 }
 
 impl DevConfig {
@@ -87,6 +93,7 @@ impl DevConfig {
             data_timeouts: DataTimeouts::default(),
             http: HttpTimeouts::default(),
             limits: RequestLimits::default(),
+            small_shard_max: DEFAULT_SMALL_SHARD_MAX,
         }
     }
 }

@@ -179,6 +179,9 @@ struct DevArgs {
     http: HttpArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Shards up to this size go to the data servers' small-shard engine; 0: every shard a file of its own.
+    #[arg(long, env = "CAIRN_SMALL_SHARD_MAX", default_value_t = ByteSize(cairn::dev::DEFAULT_SMALL_SHARD_MAX))]
+    small_shard_max: ByteSize,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -293,6 +296,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.data_timeouts = args.data_timeouts.timeouts();
     config.http = args.http.timeouts();
     config.limits = args.limits.limits();
+    config.small_shard_max = args.small_shard_max.0;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
