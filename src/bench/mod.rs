@@ -407,7 +407,12 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         }
     }
 
-    tracing::info!(op = ?args.op, concurrency = args.concurrency, duration = ?args.duration, "bench: load phase");
+    match args.count {
+        Some(count) => tracing::info!(op = ?args.op, concurrency = args.concurrency, count, "bench: load phase"),
+        None => {
+            tracing::info!(op = ?args.op, concurrency = args.concurrency, duration = ?args.duration, "bench: load phase")
+        }
+    }
     let schedule = Schedule {
         op: args.op,
         concurrency: args.concurrency,

@@ -28,6 +28,15 @@ pub struct SuiteArgs {
     /// The `cairn` binary the multi-process layout spawns [default: `cairn` beside this binary, as `cargo build` puts it].
     #[arg(long)]
     pub cairn: Option<PathBuf>,
+    /// Only the ceilings and the small-shard measurements: no matrix of cells, neither layout started for it.
+    #[arg(long)]
+    pub skip_matrix: bool,
+    /// 64-byte objects filled for the disk-per-object measurement [default: 88000, 2000 with --quick]; 0 skips it.
+    #[arg(long)]
+    pub space_objects: Option<u64>,
+    /// 1-8 KiB objects filled for the memory and restart measurement [default: 1000000, 20000 with --quick]; 0 skips it.
+    #[arg(long)]
+    pub scale_objects: Option<u64>,
 }
 
 impl SuiteArgs {
@@ -39,6 +48,13 @@ impl SuiteArgs {
         config.broker_url = self.broker.clone();
         config.base_port = self.port;
         config.command = self.command_line();
+        if self.skip_matrix {
+            config.cells.clear();
+        }
+        if let Some(small) = &mut config.small_shards {
+            small.space_objects = self.space_objects.unwrap_or(small.space_objects);
+            small.scale_objects = self.scale_objects.unwrap_or(small.scale_objects);
+        }
         config
     }
 
@@ -60,6 +76,15 @@ impl SuiteArgs {
         }
         if let Some(cairn) = &self.cairn {
             line.push_str(&format!(" --cairn {}", cairn.display()));
+        }
+        if self.skip_matrix {
+            line.push_str(" --skip-matrix");
+        }
+        if let Some(n) = self.space_objects {
+            line.push_str(&format!(" --space-objects {n}"));
+        }
+        if let Some(n) = self.scale_objects {
+            line.push_str(&format!(" --scale-objects {n}"));
         }
         line
     }

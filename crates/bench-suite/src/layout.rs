@@ -9,6 +9,10 @@
 //!   so that neither an error nor a panic leaves servers behind.
 //!
 //! Either is ready when its API servers' `/healthz` count six live data servers.
+//!
+//! A [`Processes`] can also kill one of its servers and start it again with the
+//! same flags (the restart measurement), and hold other children the suite spawns
+//! (a `cairn dev` child, the `strace` attached to it).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -93,16 +97,24 @@ pub(crate) struct DevLayout {
 /// Starts `cairn dev` with its defaults under `root` on any free ports, and waits
 /// until its API server sees all six data servers.
 pub(crate) async fn start_dev(root: &Path) -> Result<DevLayout, LayoutError> {
+    start_dev_with(root, |_| {}).await
+}
+
+/// [`start_dev`] after `adjust` has changed the defaults (the small-shard engine's
+/// threshold of the files-versus-volumes runs).
+pub(crate) async fn start_dev_with(root: &Path, adjust: impl FnOnce(&mut DevConfig)) -> Result<DevLayout, LayoutError> {
     std::fs::create_dir_all(root).map_err(|source| LayoutError::File { path: root.to_path_buf(), source })?;
-    let config = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
+    let mut config = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
+    adjust(&mut config);
     let description = format!(
         "`cairn dev` in this process (it shares the bench's async runtime): API server on 127.0.0.1, six data \
          servers on 127.29.1.1-6 (free ports), in-process bus, SQLite metadata; policy {} ({} below {}), \
-         heartbeat every {}",
+         heartbeat every {}, small shards up to {} in the small-shard engine",
         config.policy,
         config.small_policy,
         ByteSize(config.small_threshold),
         humantime::format_duration(config.heartbeat_interval),
+        ByteSize(config.small_shard_max),
     );
     let cluster = DevCluster::start(config).await?;
     let endpoint = format!("http://{}", cluster.api_addr);
@@ -122,24 +134,85 @@ struct ServerProcess {
     name: String,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again.
+    exe: PathBuf,
+    args: Vec<String>,
+}
+
+/// Starts `exe ARGS`, its stderr appended to `log`.
+fn spawn_logged(exe: &Path, args: &[String], log: &Path) -> Result<Child, LayoutError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| LayoutError::File { path: log.to_path_buf(), source })?;
+    Command::new(exe)
+        .args(args)
+        // Flags override the environment, except for this one, which is not given.
+        .env_remove("CAIRN_ADVERTISE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })
 }
 
 impl Processes {
+    /// None yet.
+    pub fn new() -> Processes {
+        Processes { children: Vec::new() }
+    }
+
     /// Starts `exe ARGS` as `name`, its stderr going to `log_dir/<name>.log`.
-    fn spawn(&mut self, exe: &Path, log_dir: &Path, name: String, args: &[String]) -> Result<(), LayoutError> {
+    pub fn spawn(&mut self, exe: &Path, log_dir: &Path, name: String, args: &[String]) -> Result<(), LayoutError> {
         let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| LayoutError::File { path: log.clone(), source })?;
-        let child = Command::new(exe)
-            .args(args)
-            // Flags override the environment, except for this one, which is not given.
-            .env_remove("CAIRN_ADVERTISE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })?;
-        self.children.push(ServerProcess { name, child, log });
+        let child = spawn_logged(exe, args, &log)?;
+        self.children.push(ServerProcess { name, child, log, exe: exe.to_path_buf(), args: args.to_vec() });
         Ok(())
+    }
+
+    /// The process id of `name`, if there is such a process.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|p| p.name == name).map(|p| p.child.id())
+    }
+
+    /// Kills `name` with SIGKILL (as `kill -9`) and reaps it; `false` when there is
+    /// no such process.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return false };
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        true
+    }
+
+    /// Starts `name` again with the same binary and flags, its log continuing the
+    /// old one (after [`kill`](Self::kill), or after it exited); `false` when there
+    /// is no such process.
+    pub fn respawn(&mut self, name: &str) -> Result<bool, LayoutError> {
+        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return Ok(false) };
+        p.child = spawn_logged(&p.exe, &p.args, &p.log)?;
+        Ok(true)
+    }
+
+    /// Waits up to `timeout` for `name` to exit by itself; its status, or `None`
+    /// when it is still running (or there is no such process).
+    pub async fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.children.iter_mut().find(|p| p.name == name)?;
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of `name`'s log.
+    pub fn log_tail(&self, name: &str) -> String {
+        self.children.iter().find(|p| p.name == name).map_or_else(String::new, |p| log_tail(&p.log))
     }
 
     /// The first process found to have exited: its name, status and log tail.
@@ -150,7 +223,8 @@ impl Processes {
         })
     }
 
-    fn check_running(&mut self) -> Result<(), LayoutError> {
+    /// `Err` naming the first process found to have exited.
+    pub fn check_running(&mut self) -> Result<(), LayoutError> {
         match self.exited() {
             Some((name, status, log_tail)) => Err(LayoutError::Exited { name, status, log_tail }),
             None => Ok(()),
@@ -181,6 +255,8 @@ pub(crate) struct ProcessLayout {
     pub processes: Processes,
     /// The API servers, `http://127.29.2.N:port`.
     pub endpoints: Vec<String>,
+    /// The data servers' process names (`data-N`) and addresses.
+    pub data_servers: Vec<(String, SocketAddr)>,
     pub description: String,
 }
 
@@ -216,7 +292,7 @@ pub(crate) async fn start_processes(
     std::fs::create_dir_all(root).map_err(|source| LayoutError::File { path: root.to_path_buf(), source })?;
     let ips: Vec<IpAddr> = (1..=DATA_SERVERS).map(data_ip).chain((1..=API_SERVERS).map(api_ip)).collect();
     let port = free_port(&ips, base_port)?;
-    let mut processes = Processes { children: Vec::new() };
+    let mut processes = Processes::new();
     let dev = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
     let meta = format!("sqlite:{}", root.join("meta.sqlite").display());
     let duration = |d: Duration| humantime::format_duration(d).to_string();
@@ -247,7 +323,9 @@ pub(crate) async fn start_processes(
     for endpoint in &endpoints {
         wait_live_at_least(endpoint, 0, &mut processes).await?;
     }
+    let mut data_servers = Vec::new();
     for n in 1..=DATA_SERVERS {
+        data_servers.push((format!("data-{n}"), SocketAddr::new(data_ip(n), port)));
         let data_root = root.join(format!("data-{n}"));
         let args = [
             "data".to_string(),
@@ -273,12 +351,12 @@ pub(crate) async fn start_processes(
         ByteSize(DEFAULT_SMALL_THRESHOLD),
         duration(dev.heartbeat_interval),
     );
-    Ok(ProcessLayout { processes, endpoints, description })
+    Ok(ProcessLayout { processes, endpoints, data_servers, description })
 }
 
 /// Waits until `endpoint` reports exactly `want` live data servers; `alive` is
 /// asked between polls whether the servers are still running.
-async fn wait_live(
+pub(crate) async fn wait_live(
     endpoint: &str,
     want: u64,
     alive: impl FnMut() -> Result<(), LayoutError>,

@@ -5,7 +5,10 @@
 //! dev` in this process, and the multi-process layout by spawning the `cairn`
 //! binary), measures the machine's ceilings in the same run ([`ceilings`], from
 //! [`machine`] facts read in `/proc`) and writes a Markdown report ([`markdown`]):
-//! `BENCH.md`.
+//! `BENCH.md`. Issue 9's measurements of small-shard storage ([`small_shards`]:
+//! fsync calls per PUT under strace, disk per small object, memory and restart at
+//! scale, files versus volumes) run after the matrix, reading the system through
+//! [`probes`].
 //!
 //! It is a workspace member of its own so that the direction is enforced by Cargo:
 //! this crate depends on the `cairn` library, and nothing in `cairn` (the servers
@@ -16,4 +19,6 @@ pub mod ceilings;
 mod layout;
 pub mod machine;
 pub mod markdown;
+pub mod probes;
+pub mod small_shards;
 pub mod suite;

@@ -84,6 +84,9 @@ fn the_standard_matrix_has_every_cell_of_issue_5() {
         (Op::Get, 4 * KIB, 16),
         (Op::Put, 4 * KIB, 1),
         (Op::Put, 4 * KIB, 16),
+        (Op::Put, 4 * KIB, 64),
+        (Op::Put, 64 * KIB, 16),
+        (Op::Put, 256 * KIB, 16),
         (Op::Get, MIB, 4),
         (Op::Put, MIB, 4),
         (Op::Get, 64 * MIB, 1),
@@ -94,8 +97,8 @@ fn the_standard_matrix_has_every_cell_of_issue_5() {
     ] {
         assert!(full.contains(&Cell::new(op, size, clients)), "{op:?} {size} × {clients} missing");
     }
-    assert_eq!(full.len(), 11);
-    assert_eq!(suite::standard_cells(true).len(), 9);
+    assert_eq!(full.len(), 14);
+    assert_eq!(suite::standard_cells(true).len(), 12);
 
     // GET cells prepare at most 256 MiB, and at least one object.
     let args = Cell::new(Op::Get, GIB, 1).bench_args("http://h:1", Duration::from_secs(5));
@@ -214,6 +217,8 @@ fn cell(op: Op, size: u64, clients: u32, ops_per_s: f64, p99_us: u32, errors: u6
         op,
         get_percent: op.get_percent(),
         object_size: size,
+        object_size_max: size,
+        count: None,
         concurrency: clients,
         duration_s: 5.0,
         elapsed_s: 5.0,
@@ -288,6 +293,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
                 notes: vec![],
             },
         ],
+        small_shards: None,
         elapsed: Duration::from_secs(95),
     }
 }
@@ -403,6 +409,8 @@ fn tiny_config(work_dir: &Path, cells: Vec<Cell>) -> SuiteConfig {
     let mut config = SuiteConfig::standard(true, work_dir.to_path_buf());
     config.cells = cells;
     config.cell_duration = Duration::from_millis(300);
+    // The small-shard measurements fill thousands of objects: too long for a test.
+    config.small_shards = None;
     config.ceiling_sizes =
         CeilingSizes { file: 4 * MIB, sha256: MIB, http: 4 * MIB, small_time: Duration::from_millis(50) };
     config
