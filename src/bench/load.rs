@@ -5,6 +5,9 @@
 //! deadline no new request starts; one in flight may finish within the grace period,
 //! after which it is abandoned and counted as an error. So the phase always ends by
 //! deadline + grace.
+//!
+//! A fill has no deadline: its workers share a [`Quota`] of objects still to be
+//! acknowledged and stop when it is used up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +35,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) struct Shared {
     pub endpoint: Endpoint,
     pub prefix: String,
+    /// The bytes of every object, made for the largest size.
     pub payload: Payload,
+    /// The smallest object size; the largest is the payload's.
+    pub size_min: u64,
     /// Makes tags differ between runs that use the same prefix.
     pub nonce: u64,
     /// The next object number to write; every number below it was attempted.
@@ -56,10 +62,83 @@ impl Shared {
         (u128::from(self.nonce) << 64) | u128::from(seq)
     }
 
+    /// The size of object `seq`: drawn uniformly from `[size_min, payload size]`
+    /// by a hash of the run's nonce and `seq`, so every request for it agrees.
+    pub fn size_of(&self, seq: u64) -> u64 {
+        let max = self.payload.size();
+        if self.size_min >= max {
+            return max;
+        }
+        match (max - self.size_min).checked_add(1) {
+            Some(span) => self.size_min + mix(self.nonce ^ seq) % span,
+            // [0, u64::MAX]: every value is in range.
+            None => mix(self.nonce ^ seq),
+        }
+    }
+
     /// Writes object `seq`, giving up at `limit`.
     pub async fn put_seq(&self, seq: u64, limit: Limit) -> Result<u64, OpError> {
         let name = object_name(&self.prefix, seq);
-        limit.apply(self.endpoint.put(&name, &self.payload, self.tag(seq))).await
+        let payload = self.payload.resized(self.size_of(seq));
+        limit.apply(self.endpoint.put(&name, &payload, self.tag(seq))).await
+    }
+}
+
+/// SplitMix64's finaliser: consecutive numbers give unrelated ones.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The objects a fill still has to get acknowledged, shared by its workers.
+///
+/// A worker takes one before each PUT; an acknowledged PUT uses it up, a failed one
+/// gives it back, so exactly `count` are acknowledged in the end (unless the fill
+/// is stopped or gives up after `max_errors` failures).
+#[derive(Debug)]
+pub(crate) struct Quota {
+    count: u64,
+    /// Neither acknowledged nor being written.
+    left: AtomicU64,
+    acknowledged: AtomicU64,
+    errors: AtomicU64,
+    max_errors: u64,
+}
+
+impl Quota {
+    pub fn new(count: u64, max_errors: u64) -> Quota {
+        Quota {
+            count,
+            left: AtomicU64::new(count),
+            acknowledged: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            max_errors,
+        }
+    }
+
+    /// Takes one object to write; `false` when all are acknowledged or being
+    /// written, or too many PUTs have failed.
+    pub fn take(&self) -> bool {
+        if self.errors.load(Ordering::Relaxed) >= self.max_errors {
+            return false;
+        }
+        self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
+    /// The object taken was acknowledged; logs progress at every tenth of a large fill.
+    pub fn acknowledged(&self) {
+        let done = self.acknowledged.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.count >= 10_000 && done % (self.count / 10) == 0 {
+            tracing::info!(acknowledged = done, of = self.count, "bench: fill progress");
+        }
+    }
+
+    /// The object taken failed: it is given back for another name.
+    pub fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.left.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -153,14 +232,21 @@ pub(crate) struct Schedule {
     pub grace: Duration,
     /// Ends the phase early (Ctrl-C), like reaching the deadline.
     pub stop: CancellationToken,
+    /// A fill's objects to acknowledge; with one, `duration` and `grace` do not apply.
+    pub quota: Option<Arc<Quota>>,
 }
 
 /// Runs the timed phase; the merged tallies and how long it took (until the last
 /// worker stopped).
 pub(crate) async fn run_load(shared: &Arc<Shared>, schedule: &Schedule) -> (Tallies, Duration) {
     let started = Instant::now();
-    let deadline = started + schedule.duration;
-    let hard_end = deadline + schedule.grace;
+    let (deadline, hard_end) = match schedule.quota {
+        Some(_) => (None, None),
+        None => {
+            let deadline = started + schedule.duration;
+            (Some(deadline), Some((deadline + schedule.grace, schedule.grace)))
+        }
+    };
     let mut workers = JoinSet::new();
     for _ in 0..schedule.concurrency {
         let worker = Worker {
@@ -168,7 +254,8 @@ pub(crate) async fn run_load(shared: &Arc<Shared>, schedule: &Schedule) -> (Tall
             op: schedule.op,
             prepared: schedule.prepared,
             deadline,
-            hard_end: (hard_end, schedule.grace),
+            hard_end,
+            quota: schedule.quota.clone(),
             stop: schedule.stop.clone(),
             rng: SmallRng::from_rng(&mut rand::rng()),
         };
@@ -204,8 +291,11 @@ struct Worker {
     shared: Arc<Shared>,
     op: Op,
     prepared: u64,
-    deadline: Instant,
-    hard_end: (Instant, Duration),
+    /// No new request from then on; `None` for a fill.
+    deadline: Option<Instant>,
+    /// Requests in flight are given up then (and how long after the deadline that is).
+    hard_end: Option<(Instant, Duration)>,
+    quota: Option<Arc<Quota>>,
     stop: CancellationToken,
     rng: SmallRng,
 }
@@ -214,22 +304,30 @@ impl Worker {
     async fn run(mut self) -> Tallies {
         let mut tallies = Tallies::default();
         let mut backoff = Duration::ZERO;
-        while Instant::now() < self.deadline && !self.stop.is_cancelled() {
+        while !self.stop.is_cancelled() {
+            let go_on = match (&self.quota, self.deadline) {
+                (Some(quota), _) => quota.take(),
+                (None, Some(deadline)) => Instant::now() < deadline,
+                (None, None) => false,
+            };
+            if !go_on {
+                break;
+            }
             let request = match self.op {
                 Op::Get => Request::Get,
                 Op::GetMissing => Request::GetMissing,
-                Op::Put => Request::Put,
+                Op::Put | Op::Fill => Request::Put,
                 Op::Mixed if self.rng.random_range(0..100u32) < MIXED_GET_PERCENT => Request::Get,
                 Op::Mixed => Request::Put,
             };
             let started = Instant::now();
-            let limit = Limit::new(self.shared.timeout, Some(self.hard_end));
+            let limit = Limit::new(self.shared.timeout, self.hard_end);
             let ok = match request {
                 Request::Get => {
                     // prepared is never 0 for get and mixed; max(1) only keeps a bug from panicking.
                     let seq = self.rng.random_range(0..self.prepared.max(1));
                     let name = object_name(&self.shared.prefix, seq);
-                    let size = self.shared.payload.size();
+                    let size = self.shared.size_of(seq);
                     match limit.apply(self.shared.endpoint.get(&name, size)).await {
                         Ok(bytes) => tallies.get.success(started.elapsed(), bytes),
                         Err(e) => tallies.get.failure(|| format!("GET {name}: {e}")),
@@ -250,6 +348,13 @@ impl Worker {
                     }
                 }
             };
+            if let Some(quota) = &self.quota {
+                if ok {
+                    quota.acknowledged();
+                } else {
+                    quota.failed();
+                }
+            }
             if ok {
                 backoff = Duration::ZERO;
             } else {
@@ -258,7 +363,7 @@ impl Worker {
                 // mountain of names that were never written).
                 backoff = (backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 tokio::select! {
-                    _ = tokio::time::sleep_until((Instant::now() + backoff).min(self.deadline)) => {}
+                    _ = tokio::time::sleep_until(self.deadline.map_or(Instant::now() + backoff, |d| d.min(Instant::now() + backoff))) => {}
                     _ = self.stop.cancelled() => {}
                 }
             }

@@ -23,11 +23,19 @@
 //!    - `get-missing`: every request reads a name no run writes
 //!      ([`missing_name`]); the expected answer is 404, counted as a success (the
 //!      cost of a miss: name lookup and error path, no data server involved).
+//!    - `fill`: like `put`, but with no deadline: the workers write new names until
+//!      exactly `--count` objects are acknowledged, then stop (a failed PUT gives
+//!      its turn back, so another name is tried in its place). It is how a store
+//!      is filled to a given number of objects before measuring its disk use,
+//!      memory or restart time. `--duration` does not apply; Ctrl-C ends it, and so
+//!      do [`MAX_FILL_ERRORS`] failed PUTs (a dead server is not retried forever).
 //! 4. **Cleanup** (unless `keep`): DELETE every name the run tried to write. A
 //!    DELETE adds a tombstone; reclaiming the shards is the store's business.
 //!
 //! Objects are named `<prefix><10-digit number>`, numbered from 0 in the order the
-//! run claims them; the prefix defaults to `bench-<8 random hex digits>/`. The
+//! run claims them; the prefix defaults to `bench-<8 random hex digits>/`. Every
+//! object has `--size` bytes, or with `--size-max` a size drawn uniformly from
+//! `[size, size-max]` by its number (so a GET knows the length to expect). The
 //! bodies are random bytes (so compression cannot flatter the figures) with a
 //! unique 16-byte head per object (so content addressing cannot deduplicate them),
 //! streamed from one shared block of at most 1 MiB: memory stays bounded for any
@@ -52,8 +60,10 @@
 //!
 //! | field | meaning |
 //! |---|---|
-//! | `endpoint`, `op`, `object_size` (bytes), `concurrency`, `duration_s`, `prefix` | the parameters |
-//! | `get_percent` | share of requests meant to be GETs: 100 (`get`, `get-missing`), 0 (`put`), 70 (`mixed`) |
+//! | `endpoint`, `op`, `object_size` (bytes), `concurrency`, `duration_s`, `prefix` | the parameters (`duration_s` is 0 for `fill`, which has no deadline) |
+//! | `object_size_max` | the largest object size (bytes): `object_size` unless `--size-max` was given |
+//! | `count` | `--count`: the objects a `fill` has acknowledged before it stops; `null` for other ops |
+//! | `get_percent` | share of requests meant to be GETs: 100 (`get`, `get-missing`), 0 (`put`, `fill`), 70 (`mixed`) |
 //! | `elapsed_s` | how long the load phase took, until the last request ended; rates are per this |
 //! | `prepared_objects` | objects written before the load phase for GETs to read |
 //! | `live_data_servers` | as `/healthz` reported before the run |
@@ -86,7 +96,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::names::{self, BadName};
 use crate::size::ByteSize;
-use load::{Limit, Schedule, Shared, Tally};
+use load::{Limit, Quota, Schedule, Shared, Tally};
 
 pub use http::{encode_name, Endpoint, OpError};
 pub use latency::{micros, percentile, LatencySummary};
@@ -106,6 +116,8 @@ pub const MAX_DEFAULT_PREPARED_BYTES: u64 = 4 << 30;
 /// The cleanup gives up after this many failed deletions, so that a dead server
 /// does not keep it busy for hours; the names left are reported as skipped.
 pub const MAX_CLEANUP_ERRORS: u64 = 100;
+/// A `fill` stops after this many failed PUTs, acknowledged objects or not.
+pub const MAX_FILL_ERRORS: u64 = 100;
 /// Longest wait for a TCP connection (or the request timeout, if shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -122,13 +134,15 @@ pub enum Op {
     /// Every request reads a name never written: 404 is the expected answer.
     #[serde(rename = "get-missing")]
     GetMissing,
+    /// Every request writes a new object, until `count` are acknowledged.
+    Fill,
 }
 
 impl Op {
     /// Percentage of requests that are GETs.
     pub fn get_percent(self) -> u32 {
         match self {
-            Op::Put => 0,
+            Op::Put | Op::Fill => 0,
             Op::Get | Op::GetMissing => 100,
             Op::Mixed => MIXED_GET_PERCENT,
         }
@@ -141,7 +155,7 @@ impl Op {
 
     /// Whether the run writes new objects during the load phase.
     pub fn writes(self) -> bool {
-        matches!(self, Op::Put | Op::Mixed)
+        matches!(self, Op::Put | Op::Mixed | Op::Fill)
     }
 }
 
@@ -151,16 +165,22 @@ pub struct BenchArgs {
     /// API server to load, e.g. http://127.0.0.1:12345 (plain HTTP).
     #[arg(long, env = "CAIRN_ENDPOINT")]
     pub endpoint: String,
-    /// Requests to make: put (new objects), get (prepared objects), mixed (70% GET, 30% PUT), get-missing (names never written; 404 expected).
+    /// Requests to make: put (new objects), get (prepared objects), mixed (70% GET, 30% PUT), get-missing (names never written; 404 expected), fill (new objects until --count are acknowledged).
     #[arg(long, value_enum, env = "CAIRN_BENCH_OP", default_value = "mixed")]
     pub op: Op,
     /// Object size: 4KiB, 64MiB, 1GiB (binary units), 4KB, 1MB (decimal units) or bytes.
     #[arg(long, env = "CAIRN_BENCH_SIZE", default_value = "1MiB")]
     pub size: ByteSize,
+    /// Largest object size: with it, each object's size is drawn uniformly from [--size, --size-max].
+    #[arg(long, env = "CAIRN_BENCH_SIZE_MAX")]
+    pub size_max: Option<ByteSize>,
+    /// Objects a fill writes (acknowledged ones); only with --op fill, which needs it.
+    #[arg(long, env = "CAIRN_BENCH_COUNT")]
+    pub count: Option<u64>,
     /// Requests in flight at once (one worker each).
     #[arg(long, env = "CAIRN_BENCH_CONCURRENCY", default_value = "16", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
-    /// How long to issue requests, e.g. 10s, 2m.
+    /// How long to issue requests, e.g. 10s, 2m (not for fill, which runs until --count).
     #[arg(long, env = "CAIRN_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Objects to prepare for get and mixed [default: concurrency × 4, at most 1000 and 4 GiB in all].
@@ -187,6 +207,8 @@ impl BenchArgs {
             endpoint: endpoint.into(),
             op: Op::Mixed,
             size: ByteSize(1 << 20),
+            size_max: None,
+            count: None,
             concurrency: 16,
             duration: Duration::from_secs(10),
             objects: None,
@@ -207,8 +229,38 @@ impl BenchArgs {
             return n;
         }
         let by_count = (u64::from(self.concurrency) * OBJECTS_PER_WORKER).min(MAX_DEFAULT_OBJECTS);
-        let by_bytes = MAX_DEFAULT_PREPARED_BYTES.checked_div(self.size.bytes()).unwrap_or(u64::MAX);
+        let by_bytes = MAX_DEFAULT_PREPARED_BYTES.checked_div(self.size_range().1).unwrap_or(u64::MAX);
         by_count.min(by_bytes).max(1)
+    }
+
+    /// The smallest and largest object size: `(size, size_max)`, or `size` twice
+    /// without `--size-max`.
+    pub fn size_range(&self) -> (u64, u64) {
+        (self.size.bytes(), self.size_max.map_or(self.size.bytes(), ByteSize::bytes))
+    }
+
+    /// The arguments' own consistency, checked before any request: `Ok` or the
+    /// first contradiction.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.concurrency == 0 {
+            return Err(BenchError::ZeroConcurrency);
+        }
+        if self.op != Op::Fill && self.duration.is_zero() {
+            return Err(BenchError::ZeroDuration);
+        }
+        match (self.op, self.count) {
+            (Op::Fill, None | Some(0)) => return Err(BenchError::NoCount),
+            (Op::Fill, Some(_)) | (_, None) => {}
+            (op, Some(_)) => return Err(BenchError::CountWithoutFill { op }),
+        }
+        let (min, max) = self.size_range();
+        if max < min {
+            return Err(BenchError::BadSizeRange { min: ByteSize(min), max: ByteSize(max) });
+        }
+        if self.op.reads_prepared() && self.objects_to_prepare() == 0 {
+            return Err(BenchError::NoObjects);
+        }
+        Ok(())
     }
 }
 
@@ -233,6 +285,23 @@ pub enum BenchError {
     /// `get` or `mixed` with `objects` 0: nothing to read.
     #[error("--op get and --op mixed need at least one object to read")]
     NoObjects,
+    /// `fill` without a `count` (or with 0).
+    #[error("--op fill needs --count of at least 1")]
+    NoCount,
+    /// A `count` for another op than `fill`, which would ignore it.
+    #[error("--count is for --op fill only, not --op {op:?}")]
+    CountWithoutFill {
+        /// The op given.
+        op: Op,
+    },
+    /// `size_max` below `size`.
+    #[error("--size-max {max} is below --size {min}")]
+    BadSizeRange {
+        /// `--size`.
+        min: ByteSize,
+        /// `--size-max`.
+        max: ByteSize,
+    },
     /// The prefix makes names the API server would refuse.
     #[error("prefix {prefix:?} makes object names the server refuses: {source}")]
     BadPrefix {
@@ -293,16 +362,9 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
 /// still runs, and the report says `interrupted`.
 pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<BenchReport, BenchError> {
     let base = check_endpoint(&args.endpoint)?;
-    if args.concurrency == 0 {
-        return Err(BenchError::ZeroConcurrency);
-    }
-    if args.duration.is_zero() {
-        return Err(BenchError::ZeroDuration);
-    }
+    args.validate()?;
     let prepared = args.objects_to_prepare();
-    if args.op.reads_prepared() && prepared == 0 {
-        return Err(BenchError::NoObjects);
-    }
+    let (size_min, size_max) = args.size_range();
     let prefix = args.prefix.clone().unwrap_or_else(|| format!("bench-{:08x}/", rand::random::<u32>()));
     names::validate(&object_name(&prefix, u64::MAX))
         .map_err(|source| BenchError::BadPrefix { prefix: prefix.clone(), source })?;
@@ -325,7 +387,8 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
     let shared = Arc::new(Shared {
         endpoint,
         prefix: prefix.clone(),
-        payload: Payload::new(args.size.bytes(), rand::random()),
+        payload: Payload::new(size_max, rand::random()),
+        size_min,
         nonce: rand::random(),
         next_seq: AtomicU64::new(0),
         timeout: args.timeout,
@@ -344,7 +407,12 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         }
     }
 
-    tracing::info!(op = ?args.op, concurrency = args.concurrency, duration = ?args.duration, "bench: load phase");
+    match args.count {
+        Some(count) => tracing::info!(op = ?args.op, concurrency = args.concurrency, count, "bench: load phase"),
+        None => {
+            tracing::info!(op = ?args.op, concurrency = args.concurrency, duration = ?args.duration, "bench: load phase")
+        }
+    }
     let schedule = Schedule {
         op: args.op,
         concurrency: args.concurrency,
@@ -352,12 +420,16 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         duration: args.duration,
         grace: GRACE,
         stop: stop.clone(),
+        quota: match (args.op, args.count) {
+            (Op::Fill, Some(count)) => Some(Arc::new(Quota::new(count, MAX_FILL_ERRORS))),
+            _ => None,
+        },
     };
     let (mut tallies, elapsed) = load::run_load(&shared, &schedule).await;
     let interrupted = stop.is_cancelled();
 
     let mut ops = Vec::new();
-    if args.op != Op::Put {
+    if args.op.get_percent() > 0 {
         ops.push(OpReport::from_tally("GET", &mut tallies.get, elapsed));
     }
     if args.op.writes() {
@@ -378,9 +450,11 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         endpoint: shared.endpoint.base.clone(),
         op: args.op,
         get_percent: args.op.get_percent(),
-        object_size: args.size.bytes(),
+        object_size: size_min,
+        object_size_max: size_max,
+        count: args.count.filter(|_| args.op == Op::Fill),
         concurrency: args.concurrency,
-        duration_s: args.duration.as_secs_f64(),
+        duration_s: if args.op == Op::Fill { 0.0 } else { args.duration.as_secs_f64() },
         elapsed_s: elapsed.as_secs_f64(),
         prefix,
         prepared_objects: prepared,

@@ -43,6 +43,12 @@ impl Payload {
         self.size
     }
 
+    /// The same bytes for objects of `size` bytes: shares the block, copies nothing.
+    /// Objects longer than the block repeat it, as always.
+    pub fn resized(&self, size: u64) -> Payload {
+        Payload { block: self.block.clone(), size }
+    }
+
     /// The chunks of the object tagged `tag`: its first [`TAG_LEN`] bytes are `tag`
     /// (big-endian, cut short for smaller objects), every other byte at offset `i`
     /// is the block's byte `i % BLOCK`. The chunks add up to exactly [`size`](Self::size) bytes.

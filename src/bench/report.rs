@@ -21,11 +21,17 @@ pub struct BenchReport {
     pub op: Op,
     /// Percentage of requests that were meant to be GETs (100, 0, or the mixed share).
     pub get_percent: u32,
-    /// Object size in bytes.
+    /// Object size in bytes (the smallest, with `--size-max`).
     pub object_size: u64,
+    /// The largest object size in bytes: `object_size` unless `--size-max` was given.
+    #[serde(default)]
+    pub object_size_max: u64,
+    /// The objects a fill was to get acknowledged; `None` for other ops.
+    #[serde(default)]
+    pub count: Option<u64>,
     /// Workers issuing requests at once.
     pub concurrency: u32,
-    /// The requested length of the timed phase, in seconds.
+    /// The requested length of the timed phase, in seconds; 0 for a fill (no deadline).
     pub duration_s: f64,
     /// How long the timed phase took, in seconds, until the last in-flight request
     /// ended; rates are per this time.
@@ -136,13 +142,23 @@ impl BenchReport {
             Op::Get => "get".to_string(),
             Op::Put => "put".to_string(),
             Op::GetMissing => "get-missing (names never written, 404 expected)".to_string(),
+            Op::Fill => "fill".to_string(),
+        };
+        let sizes = if self.object_size_max > self.object_size {
+            format!("{} to {}", ByteSize(self.object_size), ByteSize(self.object_size_max))
+        } else {
+            ByteSize(self.object_size).to_string()
+        };
+        let until = match self.count {
+            Some(count) => format!("until {count} are acknowledged"),
+            None => {
+                format!("for {}", humantime::format_duration(Duration::from_millis((self.duration_s * 1000.0) as u64)))
+            }
         };
         writeln!(
             out,
-            "cairn bench: {mix} of {} objects, concurrency {}, for {} (ran {:.3} s){}",
-            ByteSize(self.object_size),
+            "cairn bench: {mix} of {sizes} objects, concurrency {}, {until} (ran {:.3} s){}",
             self.concurrency,
-            humantime::format_duration(Duration::from_millis((self.duration_s * 1000.0) as u64)),
             self.elapsed_s,
             if self.interrupted { ", interrupted" } else { "" },
         )?;
@@ -178,6 +194,9 @@ impl BenchReport {
             )?;
         }
         writeln!(out)?;
+        if let Some(put) = self.ops.iter().find(|r| r.op == "PUT") {
+            writeln!(out, "written:   {} objects, {} bytes of object data", put.ops, put.bytes)?;
+        }
         writeln!(out, "MB/s is decimal megabytes (10^6 bytes) of object data per second of the run.")?;
         writeln!(out, "Latency runs from sending a request to the last byte of its answer; successful requests only.")?;
         match &self.cleanup {

@@ -32,6 +32,15 @@ pub struct SuiteArgs {
     /// Seconds of the crash run (`kill -9` data servers under small PUTs, then read back every acknowledged object); 0 skips it [default: 120, 20 with --quick].
     #[arg(long)]
     pub crash_seconds: Option<u64>,
+    /// Only the ceilings and the small-shard measurements: no matrix of cells, neither layout started for it.
+    #[arg(long)]
+    pub skip_matrix: bool,
+    /// 64-byte objects filled for the disk-per-object measurement [default: 88000, 2000 with --quick]; 0 skips it.
+    #[arg(long)]
+    pub space_objects: Option<u64>,
+    /// 1-8 KiB objects filled for the memory and restart measurement [default: 1000000, 20000 with --quick]; 0 skips it.
+    #[arg(long)]
+    pub scale_objects: Option<u64>,
 }
 
 impl SuiteArgs {
@@ -44,6 +53,13 @@ impl SuiteArgs {
         config.base_port = self.port;
         config.crash_duration = self.crash_seconds.map_or(default_crash_duration(self.quick), Duration::from_secs);
         config.command = self.command_line();
+        if self.skip_matrix {
+            config.cells.clear();
+        }
+        if let Some(small) = &mut config.small_shards {
+            small.space_objects = self.space_objects.unwrap_or(small.space_objects);
+            small.scale_objects = self.scale_objects.unwrap_or(small.scale_objects);
+        }
         config
     }
 
@@ -68,6 +84,15 @@ impl SuiteArgs {
         }
         if let Some(seconds) = self.crash_seconds {
             line.push_str(&format!(" --crash-seconds {seconds}"));
+        }
+        if self.skip_matrix {
+            line.push_str(" --skip-matrix");
+        }
+        if let Some(n) = self.space_objects {
+            line.push_str(&format!(" --space-objects {n}"));
+        }
+        if let Some(n) = self.scale_objects {
+            line.push_str(&format!(" --scale-objects {n}"));
         }
         line
     }

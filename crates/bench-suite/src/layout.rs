@@ -11,6 +11,10 @@
 //!   address ([`Processes::kill`], [`Processes::restart`]): the crash run's faults.
 //!
 //! Either is ready when its API servers' `/healthz` count six live data servers.
+//!
+//! A [`Processes`] can also kill one of its servers and start it again with the
+//! same flags (the restart measurement), and hold other children the suite spawns
+//! (a `cairn dev` child, the `strace` attached to it).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -95,16 +99,24 @@ pub(crate) struct DevLayout {
 /// Starts `cairn dev` with its defaults under `root` on any free ports, and waits
 /// until its API server sees all six data servers.
 pub(crate) async fn start_dev(root: &Path) -> Result<DevLayout, LayoutError> {
+    start_dev_with(root, |_| {}).await
+}
+
+/// [`start_dev`] after `adjust` has changed the defaults (the small-shard engine's
+/// threshold of the files-versus-volumes runs).
+pub(crate) async fn start_dev_with(root: &Path, adjust: impl FnOnce(&mut DevConfig)) -> Result<DevLayout, LayoutError> {
     std::fs::create_dir_all(root).map_err(|source| LayoutError::File { path: root.to_path_buf(), source })?;
-    let config = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
+    let mut config = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
+    adjust(&mut config);
     let description = format!(
         "`cairn dev` in this process (it shares the bench's async runtime): API server on 127.0.0.1, six data \
          servers on 127.29.1.1-6 (free ports), in-process bus, SQLite metadata; policy {} ({} below {}), \
-         heartbeat every {}",
+         heartbeat every {}, small shards up to {} in the small-shard engine",
         config.policy,
         config.small_policy,
         ByteSize(config.small_threshold),
         humantime::format_duration(config.heartbeat_interval),
+        ByteSize(config.small_shard_max),
     );
     let cluster = DevCluster::start(config).await?;
     let endpoint = format!("http://{}", cluster.api_addr);
@@ -124,23 +136,50 @@ struct ServerProcess {
     name: String,
     child: Child,
     log: PathBuf,
-    /// What started it, to start it again the same way.
+    /// How it was started, to start it again.
     exe: PathBuf,
     args: Vec<String>,
 }
 
+/// Starts `exe ARGS`, its stderr appended to `log`.
+fn spawn_logged(exe: &Path, args: &[String], log: &Path) -> Result<Child, LayoutError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| LayoutError::File { path: log.to_path_buf(), source })?;
+    Command::new(exe)
+        .args(args)
+        // Flags override the environment, except for this one, which is not given.
+        .env_remove("CAIRN_ADVERTISE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })
+}
+
 impl Processes {
+    /// None yet.
+    pub fn new() -> Processes {
+        Processes { children: Vec::new() }
+    }
+
     /// Starts `exe ARGS` as `name`, its stderr going to `log_dir/<name>.log`.
-    fn spawn(&mut self, exe: &Path, log_dir: &Path, name: String, args: &[String]) -> Result<(), LayoutError> {
+    pub fn spawn(&mut self, exe: &Path, log_dir: &Path, name: String, args: &[String]) -> Result<(), LayoutError> {
         let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).map_err(|source| LayoutError::File { path: log.clone(), source })?;
-        let child = spawn_server(exe, args, file)?;
+        let child = spawn_logged(exe, args, &log)?;
         self.children.push(ServerProcess { name, child, log, exe: exe.to_path_buf(), args: args.to_vec() });
         Ok(())
     }
 
-    /// Kills `name` with SIGKILL, as `kill -9` does, and reaps it; `false` when no
-    /// process has that name. A process that had already exited is only reaped.
+    /// The process id of `name`, if there is such a process.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|p| p.name == name).map(|p| p.child.id())
+    }
+
+    /// Kills `name` with SIGKILL (as `kill -9`) and reaps it; `false` when there is
+    /// no such process.
     pub fn kill(&mut self, name: &str) -> bool {
         let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return false };
         let _ = p.child.kill();
@@ -168,6 +207,36 @@ impl Processes {
         self.children.iter().map(|p| (p.name.as_str(), p.log.as_path()))
     }
 
+    /// Starts `name` again with the same binary and flags, its log continuing the
+    /// old one (after [`kill`](Self::kill), or after it exited); `false` when there
+    /// is no such process.
+    pub fn respawn(&mut self, name: &str) -> Result<bool, LayoutError> {
+        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return Ok(false) };
+        p.child = spawn_logged(&p.exe, &p.args, &p.log)?;
+        Ok(true)
+    }
+
+    /// Waits up to `timeout` for `name` to exit by itself; its status, or `None`
+    /// when it is still running (or there is no such process).
+    pub async fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.children.iter_mut().find(|p| p.name == name)?;
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of `name`'s log.
+    pub fn log_tail(&self, name: &str) -> String {
+        self.children.iter().find(|p| p.name == name).map_or_else(String::new, |p| log_tail(&p.log))
+    }
+
     /// The first process found to have exited: its name, status and log tail.
     pub fn exited(&mut self) -> Option<(String, ExitStatus, String)> {
         self.children.iter_mut().find_map(|p| {
@@ -176,7 +245,8 @@ impl Processes {
         })
     }
 
-    fn check_running(&mut self) -> Result<(), LayoutError> {
+    /// `Err` naming the first process found to have exited.
+    pub fn check_running(&mut self) -> Result<(), LayoutError> {
         match self.exited() {
             Some((name, status, log_tail)) => Err(LayoutError::Exited { name, status, log_tail }),
             None => Ok(()),
@@ -220,7 +290,7 @@ pub(crate) struct ProcessLayout {
     pub processes: Processes,
     /// The API servers, `http://127.29.2.N:port`.
     pub endpoints: Vec<String>,
-    /// The data servers: the name of each process ([`data_name`]) and its address.
+    /// The data servers' process names (`data-N`) and addresses.
     pub data_servers: Vec<(String, SocketAddr)>,
     pub description: String,
 }
@@ -273,7 +343,7 @@ pub(crate) async fn start_processes_with(
     std::fs::create_dir_all(root).map_err(|source| LayoutError::File { path: root.to_path_buf(), source })?;
     let ips: Vec<IpAddr> = (1..=DATA_SERVERS).map(data_ip).chain((1..=API_SERVERS).map(api_ip)).collect();
     let port = free_port(&ips, base_port)?;
-    let mut processes = Processes { children: Vec::new() };
+    let mut processes = Processes::new();
     let dev = DevConfig::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root.to_path_buf());
     let meta = format!("sqlite:{}", root.join("meta.sqlite").display());
     let duration = |d: Duration| humantime::format_duration(d).to_string();
@@ -305,7 +375,9 @@ pub(crate) async fn start_processes_with(
     for endpoint in &endpoints {
         wait_live_at_least(endpoint, 0, &mut processes).await?;
     }
+    let mut data_servers = Vec::new();
     for n in 1..=DATA_SERVERS {
+        data_servers.push((format!("data-{n}"), SocketAddr::new(data_ip(n), port)));
         let data_root = root.join(format!("data-{n}"));
         let args = [
             "data".to_string(),
@@ -337,7 +409,7 @@ pub(crate) async fn start_processes_with(
 
 /// Waits until `endpoint` reports exactly `want` live data servers; `alive` is
 /// asked between polls whether the servers are still running.
-async fn wait_live(
+pub(crate) async fn wait_live(
     endpoint: &str,
     want: u64,
     alive: impl FnMut() -> Result<(), LayoutError>,

@@ -14,7 +14,11 @@ use cairn::bench::{BenchReport, LatencySummary, Op, OpReport};
 use cairn::size::ByteSize;
 
 use crate::ceilings::OpsRate;
-use crate::suite::{cell_label, write_amplification, Cell, Layout, LayoutOutcome, SuiteReport};
+use crate::small_shards::{
+    engine_ops_per_s, Engine, SmallShardReport, GOAL_BYTES_PER_SMALL_OBJECT, GOAL_FSYNCS_PER_PUT, GOAL_RESTART_SECONDS,
+    GOAL_RSS_PER_MILLION_SHARDS, GOAL_SMALL_PUT_OPS,
+};
+use crate::suite::{cell_label, write_amplification, Cell, CellResult, Layout, LayoutOutcome, SuiteReport};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -240,7 +244,7 @@ pub fn ceiling_for(cell: &Cell, report: &SuiteReport) -> Option<Ceiling> {
             let (name, value) = if http <= read { ("loopback HTTP GET", http) } else { ("warm read", read) };
             Ceiling { name: name.into(), value, unit: Unit::MbPerS }
         }
-        Op::Mixed => return None,
+        Op::Mixed | Op::Fill => return None,
     })
 }
 
@@ -338,6 +342,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     write_results(out, report)?;
     write_targets(out, report)?;
     crate::crash::write_markdown(out, &report.crash)?;
+    write_small_shards(out, report)?;
 
     writeln!(out, "## How to read this")?;
     writeln!(out)?;
@@ -531,6 +536,7 @@ fn op_label(op: Op) -> &'static str {
         Op::Put => "PUT",
         Op::Mixed => "mixed",
         Op::GetMissing => "GET missing",
+        Op::Fill => "fill",
     }
 }
 
@@ -598,4 +604,322 @@ pub fn percent(share: f64) -> String {
 fn trim_float(value: f64) -> String {
     let s = format!("{value:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A verdict on a measured value: met when `holds`.
+fn verdict(holds: bool) -> Verdict {
+    if holds {
+        Verdict::Met
+    } else {
+        Verdict::NotMet
+    }
+}
+
+/// Bytes as MiB with one decimal.
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / MIB as f64)
+}
+
+/// The first figures of a cell's run in `cells`, when it ran without failures;
+/// else what to show instead and the verdict: not met when requests failed (as
+/// for issue 5's targets), not measured when the cell did not run.
+fn clean_figures<'a>(cells: &'a [CellResult], cell: &Cell) -> Result<&'a OpReport, (String, Verdict)> {
+    let not_measured = |why: String| (why, Verdict::NotMeasured);
+    let found = cells.iter().find(|c| c.cell == *cell).ok_or_else(|| not_measured("not in this run".into()))?;
+    let r = found.result.as_ref().map_err(|e| not_measured(format!("the cell failed: {}", one_line(e))))?;
+    let figures = r.ops.first().ok_or_else(|| not_measured("no figures".into()))?;
+    match r.error_count() {
+        0 => Ok(figures),
+        n => Err((format!("{} ops/s, but {n} requests failed", thousands(figures.ops_per_s)), Verdict::NotMet)),
+    }
+}
+
+/// Issue 9: its targets on the matrix's cells, then the measurements of
+/// [`small_shards`], each with what it is and how it was made.
+fn write_small_shards(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
+    writeln!(out, "## Small shards (issue 9)")?;
+    writeln!(out)?;
+    writeln!(out, "Issue 9's targets for small writes on the matrix's cells above, then its own measurements, each in a cluster of its own started after the matrix.")?;
+    writeln!(out)?;
+    let put = |size: u64, clients: u32| Cell::new(Op::Put, size, clients);
+    if report.layouts.iter().all(|l| !matches!(l.outcome, LayoutOutcome::Ran(_))) {
+        writeln!(out, "No layout ran the matrix: nothing to check.")?;
+    } else {
+        writeln!(out, "| target | layout | measured | verdict |\n|---|---|---|---|")?;
+    }
+    for layout in &report.layouts {
+        let LayoutOutcome::Ran(cells) = &layout.outcome else { continue };
+        let name = layout.layout.name();
+        let (text, v) = match clean_figures(cells, &put(4096, 1)) {
+            Ok(f) => match f.latency_us {
+                Some(l) => (format!("p99 {} ms", ms(l.p99_us)), verdict(f64::from(l.p99_us) < 5000.0)),
+                None => ("no latency".to_string(), Verdict::NotMeasured),
+            },
+            Err(shown) => shown,
+        };
+        writeln!(out, "| PUT 4 KiB at 1 client: p99 < 5 ms | {name} | {} | {} |", cell_text(&text), v.label())?;
+        let (text, v) = match (clean_figures(cells, &put(4096, 64)), clean_figures(cells, &put(4096, 16))) {
+            (Ok(at64), Ok(at16)) => (
+                format!("{} ops/s at 64, {} at 16", thousands(at64.ops_per_s), thousands(at16.ops_per_s)),
+                verdict(at64.ops_per_s >= at16.ops_per_s),
+            ),
+            (Err(shown), _) | (_, Err(shown)) => shown,
+        };
+        writeln!(
+            out,
+            "| PUT 4 KiB at 64 clients: at least the 16-client figure | {name} | {} | {} |",
+            cell_text(&text),
+            v.label()
+        )?;
+        for size in [64 * 1024, 256 * 1024] {
+            let text = match clean_figures(cells, &put(size, 16)) {
+                Ok(f) => format!("{} ops/s, {} MB/s", rate(f.ops_per_s), rate(f.mb_per_s)),
+                Err((shown, _)) => shown,
+            };
+            writeln!(
+                out,
+                "| PUT {} at 16 clients: reported (goal: 2× the figure before the engine) | {name} | {} | compare by hand |",
+                ByteSize(size),
+                cell_text(&text)
+            )?;
+        }
+    }
+    writeln!(out)?;
+    let Some(small) = &report.small_shards else {
+        writeln!(out, "The small-shard measurements were not part of this run.")?;
+        writeln!(out)?;
+        return Ok(());
+    };
+    write_engines(out, small)?;
+    write_fsync_count(out, small)?;
+    write_space(out, small)?;
+    write_scale(out, small)
+}
+
+fn write_engines(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
+    writeln!(out, "### Files versus volumes: PUT 4 KiB × 16 on `cairn dev`")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "`cairn dev` with every shard a file (`--small-shard-max 0`, as before issue 9) and with the small-shard engine (`--small-shard-max {}`, the default), a fresh cluster for each run, in this order: alternating, so that a change in the shared disk's speed touches both.",
+        ByteSize(Engine::Volumes.small_shard_max())
+    )?;
+    writeln!(out)?;
+    if small.engine_runs.is_empty() {
+        writeln!(out, "No runs.")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "| run | engine | ops/s | MB/s | p50 ms | p99 ms | errors |\n|---:|---|---:|---:|---:|---:|---:|")?;
+    for (i, run) in small.engine_runs.iter().enumerate() {
+        let head = format!("| {} | {} |", i + 1, run.engine.name());
+        match &run.result {
+            Err(e) => writeln!(out, "{head} failed: {} | - | - | - | - |", cell_text(e))?,
+            Ok(r) => {
+                let Some(f) = r.ops.first() else { continue };
+                let lat = |pick: fn(&LatencySummary) -> u32| f.latency_us.as_ref().map_or("-".into(), |l| ms(pick(l)));
+                writeln!(
+                    out,
+                    "{head} {} | {} | {} | {} | {} |",
+                    thousands(f.ops_per_s),
+                    rate(f.mb_per_s),
+                    lat(|l| l.p50_us),
+                    lat(|l| l.p99_us),
+                    r.error_count()
+                )?;
+            }
+        }
+    }
+    writeln!(out)?;
+    let files = engine_ops_per_s(&small.engine_runs, Engine::Files);
+    let volumes = engine_ops_per_s(&small.engine_runs, Engine::Volumes);
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{} ops/s", thousands(v)));
+    let errors: u64 =
+        small.engine_runs.iter().filter_map(|r| r.result.as_ref().ok()).map(BenchReport::error_count).sum();
+    let failed = small.engine_runs.iter().any(|r| r.result.is_err());
+    write!(out, "Files: {}; volumes: {} (acknowledged PUTs over the runs' time together)", show(files), show(volumes))?;
+    let v = match (files, volumes) {
+        (Some(f), Some(v)) if f > 0.0 => {
+            write!(out, "; volumes ÷ files = {:.2}×", v / f)?;
+            if errors > 0 || failed {
+                Verdict::NotMet
+            } else {
+                verdict(v >= GOAL_SMALL_PUT_OPS && v > f)
+            }
+        }
+        _ => Verdict::NotMeasured,
+    };
+    writeln!(out, ". Goal: volumes ≥ {} ops/s and ahead of files: {}.", thousands(GOAL_SMALL_PUT_OPS), v.label())?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_fsync_count(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
+    writeln!(out, "### fsync calls per acknowledged PUT")?;
+    writeln!(out)?;
+    let seconds =
+        small.fsync.as_ref().map_or(String::new(), |f| format!(" --duration {}s", trim_float(f.load.duration_s)));
+    writeln!(
+        out,
+        "`strace -f -c -e trace=fsync,fdatasync -p <pid>` attached to a `cairn dev` child process (the `cairn` binary, default engine) for the load of `cairn bench --op put --size 4KiB --concurrency 16{seconds}`, then detached with SIGINT, which makes it write its summary; its fsync and fdatasync calls divided by the PUTs acknowledged. Under strace each system call of the process stops in the tracer, so the PUT rate here is far below the untraced one; the count per PUT is the figure, and unlike a rate it does not move with the disk's speed."
+    )?;
+    writeln!(out)?;
+    match &small.fsync {
+        Err(why) => writeln!(out, "Not measured: {}.", one_line(why.trim_end_matches('.')))?,
+        Ok(f) => {
+            writeln!(out, "| fsync | fdatasync | acknowledged PUTs | PUT ops/s under strace | errors | calls per PUT | goal | verdict |")?;
+            writeln!(out, "|---:|---:|---:|---:|---:|---:|---|---|")?;
+            let (per_put, v) = match f.per_put() {
+                Some(p) if f.load.error_count() == 0 => (format!("{p:.2}"), verdict(p <= GOAL_FSYNCS_PER_PUT)),
+                Some(p) => (format!("{p:.2}"), Verdict::NotMet),
+                None => ("-".to_string(), Verdict::NotMeasured),
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {per_put} | ≤ {} | {} |",
+                f.calls.fsync,
+                f.calls.fdatasync,
+                f.puts(),
+                thousands(f.load.ops.first().map_or(0.0, |r| r.ops_per_s)),
+                f.load.error_count(),
+                trim_float(GOAL_FSYNCS_PER_PUT),
+                v.label()
+            )?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_space(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
+    writeln!(out, "### Disk per 64-byte object (three copies)")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "`cairn dev` (default engine) filled with distinct 64-byte objects (`cairn bench --op fill --count N --size 64 --keep`, 16 clients), then the allocated blocks (st_blocks × 512, as `du --block-size=1` counts) of the six data servers' roots added up and divided by the objects stored. The SQLite metadata (`meta.sqlite*`) is counted apart."
+    )?;
+    writeln!(out)?;
+    match &small.space {
+        Err(why) => writeln!(out, "Not measured: {}.", one_line(why.trim_end_matches('.')))?,
+        Ok(s) => {
+            writeln!(out, "| objects stored (of N) | fill ops/s | data servers' disk | files | per object | metadata DB | goal | verdict |")?;
+            writeln!(out, "|---:|---:|---:|---:|---:|---:|---|---|")?;
+            let (per, v) = match s.per_object() {
+                Some(p) if s.fill.error_count() == 0 => {
+                    (format!("{} B", thousands(p)), verdict(p < GOAL_BYTES_PER_SMALL_OBJECT))
+                }
+                Some(p) => (format!("{} B", thousands(p)), Verdict::NotMet),
+                None => ("-".to_string(), Verdict::NotMeasured),
+            };
+            writeln!(
+                out,
+                "| {} (of {}) | {} | {} | {} | {per} | {} | < {} | {} |",
+                thousands(s.objects() as f64),
+                thousands(s.requested as f64),
+                thousands(s.fill.ops.first().map_or(0.0, |r| r.ops_per_s)),
+                mib(s.data.allocated as f64),
+                thousands(s.data.files as f64),
+                mib(s.meta.allocated as f64),
+                ByteSize(GOAL_BYTES_PER_SMALL_OBJECT as u64),
+                v.label()
+            )?;
+            if s.fill.interrupted || s.fill.error_count() > 0 {
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "The fill stopped early or had {} failed PUTs; the figure is per object stored.",
+                    s.fill.error_count()
+                )?;
+            }
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
+    writeln!(out, "### Memory and restart at scale (multi-process layout)")?;
+    writeln!(out)?;
+    let s = match &small.scale {
+        Err(why) => {
+            writeln!(out, "Not measured: {}.", one_line(why.trim_end_matches('.')))?;
+            writeln!(out)?;
+            return Ok(());
+        }
+        Ok(s) => s,
+    };
+    let fill = s.fill.ops.first();
+    writeln!(
+        out,
+        "A fresh multi-process layout filled with {} of {} objects of {} to {} (`cairn bench --op fill --count {} --size {} --size-max {} --keep`, {} clients) in {:.0} s ({} objects/s, {} failed PUTs{}). Resident memory (`VmRSS` in `/proc/<pid>/status`) of each data server process before and after the fill; its shards are an estimate, {} copies × objects ÷ 6 data servers = {} each, since no data server reports its count. With far fewer than a million shards the growth is mostly the allocator's and the runtime's warm-up, not a cost per shard: the per-million figure then overstates it.",
+        thousands(fill.map_or(0.0, |r| r.ops as f64)),
+        thousands(s.requested as f64),
+        ByteSize(s.fill.object_size),
+        ByteSize(s.fill.object_size_max),
+        s.requested,
+        ByteSize(s.fill.object_size).to_string().replace(' ', ""),
+        ByteSize(s.fill.object_size_max).to_string().replace(' ', ""),
+        s.fill.concurrency,
+        s.fill.elapsed_s,
+        thousands(fill.map_or(0.0, |r| r.ops_per_s)),
+        s.fill.error_count(),
+        if s.fill.interrupted { "; cut short by the time limit" } else { "" },
+        crate::suite::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
+        thousands(s.shards_per_server),
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| data server | RSS before | RSS after | growth | per million shards |\n|---|---:|---:|---:|---:|")?;
+    let mut per_million = Vec::new();
+    for m in &s.servers {
+        let per = m.per_million(s.shards_per_server);
+        per_million.extend(per);
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            m.name,
+            mib(m.before as f64),
+            mib(m.after as f64),
+            mib(m.after as f64 - m.before as f64),
+            per.map_or("-".into(), mib)
+        )?;
+    }
+    writeln!(out)?;
+    let mean = (!per_million.is_empty()).then(|| per_million.iter().sum::<f64>() / per_million.len() as f64);
+    let v = match mean {
+        Some(m) => verdict(m < GOAL_RSS_PER_MILLION_SHARDS),
+        None => Verdict::NotMeasured,
+    };
+    writeln!(
+        out,
+        "Mean growth per million shards: {}. Goal: < {}: {}.",
+        mean.map_or("-".into(), mib),
+        mib(GOAL_RSS_PER_MILLION_SHARDS),
+        v.label()
+    )?;
+    writeln!(out)?;
+    match &s.restart {
+        Err(why) => writeln!(out, "Restart: not measured: {}.", one_line(why.trim_end_matches('.')))?,
+        Ok(r) => {
+            let scale_note = if s.shards_per_server < 1e6 {
+                format!(" (this run: {} shards per server, the goal is for a million)", thousands(s.shards_per_server))
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "Restart: {} killed with SIGKILL and started again with the same flags answered `GET /objects/{}` (a shard it holds, found with `GET /locate/<name>`) {:.2} s after its spawn. Goal: < {} s at a million shards{scale_note}: {}.",
+                r.server,
+                r.shard,
+                r.seconds,
+                trim_float(GOAL_RESTART_SECONDS),
+                verdict(r.seconds < GOAL_RESTART_SECONDS).label()
+            )?;
+        }
+    }
+    for note in &s.notes {
+        writeln!(out)?;
+        writeln!(out, "Note: {}", one_line(note))?;
+    }
+    writeln!(out)?;
+    Ok(())
 }

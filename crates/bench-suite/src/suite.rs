@@ -7,8 +7,10 @@
 //! process; the multi-process layout when RabbitMQ answers and a `cairn` binary is
 //! given) start it, make one [`run`](cairn::bench::run_until) per [`Cell`], stop it and
 //! delete its files. A cell that fails is recorded and the next one runs; a layout
-//! that does not start is recorded and the next one starts. Only an interruption
-//! (Ctrl-C) or a failed ceiling measurement ends the suite without a report.
+//! that does not start is recorded and the next one starts. Then issue 9's
+//! small-shard measurements ([`crate::small_shards`]), each in a cluster of its own.
+//! Only an interruption (Ctrl-C) or a failed ceiling measurement ends the suite
+//! without a report.
 //!
 //! Other clusters' data servers heartbeating on the same RabbitMQ (the exchanges
 //! have fixed names) are counted live by our API servers and may be given shards;
@@ -30,6 +32,7 @@ use crate::ceilings::{self, CeilingError, CeilingSizes, Ceilings};
 use crate::crash::{self, CrashOutcome};
 use crate::layout;
 use crate::machine::{self, CpuSnapshot, Machine};
+use crate::small_shards::{self, SmallShardConfig, SmallShardReport};
 
 /// The RabbitMQ the multi-process layout uses unless told otherwise.
 pub const DEFAULT_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -81,8 +84,9 @@ impl Cell {
     }
 }
 
-/// The standard matrix: GET and PUT of 4 KiB at 1 and 16 clients, of 1 MiB at 4,
-/// of 64 MiB and 1 GiB at 1 (no 1 GiB cells when `quick`), and GETs of missing
+/// The standard matrix: GET and PUT of 4 KiB at 1 and 16 clients, PUT of 4 KiB at
+/// 64 and of 64 KiB and 256 KiB at 16 (issue 9's small shards), GET and PUT of 1 MiB
+/// at 4, of 64 MiB and 1 GiB at 1 (no 1 GiB cells when `quick`), and GETs of missing
 /// names at 1.
 pub fn standard_cells(quick: bool) -> Vec<Cell> {
     let mut cells = vec![
@@ -90,6 +94,9 @@ pub fn standard_cells(quick: bool) -> Vec<Cell> {
         Cell::new(Op::Get, 4 * KIB, 16),
         Cell::new(Op::Put, 4 * KIB, 1),
         Cell::new(Op::Put, 4 * KIB, 16),
+        Cell::new(Op::Put, 4 * KIB, 64),
+        Cell::new(Op::Put, 64 * KIB, 16),
+        Cell::new(Op::Put, 256 * KIB, 16),
         Cell::new(Op::GetMissing, 0, 1),
         Cell::new(Op::Get, MIB, 4),
         Cell::new(Op::Put, MIB, 4),
@@ -156,6 +163,8 @@ pub struct SuiteConfig {
     pub crash_duration: Duration,
     /// The command that regenerates the report, for the report.
     pub command: String,
+    /// Issue 9's small-shard measurements; `None` skips them.
+    pub small_shards: Option<SmallShardConfig>,
 }
 
 impl SuiteConfig {
@@ -177,6 +186,7 @@ impl SuiteConfig {
                 "cargo build --release && target/release/cairn-bench-suite --out BENCH.md{}",
                 if quick { " --quick" } else { "" }
             ),
+            small_shards: Some(SmallShardConfig::standard(quick)),
         }
     }
 }
@@ -264,6 +274,8 @@ pub struct SuiteReport {
     pub layouts: Vec<LayoutReport>,
     /// The crash run on the multi-process layout.
     pub crash: CrashOutcome,
+    /// Issue 9's small-shard measurements; `None` when not run.
+    pub small_shards: Option<SmallShardReport>,
     /// How long the whole suite took.
     pub elapsed: Duration,
 }
@@ -333,7 +345,7 @@ impl Drop for WorkDir {
 
 /// Removes `dir` and everything in it off the async runtime; a failure is logged,
 /// since the work directory's own removal tries again.
-async fn remove_dir(dir: PathBuf) {
+pub(crate) async fn remove_dir(dir: PathBuf) {
     let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e))).await;
     if let Ok(Err((dir, e))) = removed {
         tracing::warn!(dir = %dir.display(), error = %e, "suite: cannot remove a layout's files");
@@ -356,8 +368,23 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
     };
 
     let mut layouts = Vec::new();
-    layouts.push(run_dev(config, &work.0.join("dev"), &stop).await?);
-    layouts.push(run_processes(config, &work.0.join("multi-process"), &stop).await?);
+    if config.cells.is_empty() {
+        for layout in [Layout::Dev, Layout::MultiProcess] {
+            layouts.push(LayoutReport {
+                layout,
+                description: String::new(),
+                outcome: LayoutOutcome::Skipped("no cells in this run (--skip-matrix)".into()),
+                notes: Vec::new(),
+            });
+        }
+    } else {
+        layouts.push(run_dev(config, &work.0.join("dev"), &stop).await?);
+        layouts.push(run_processes(config, &work.0.join("multi-process"), &stop).await?);
+    }
+    let small_shards = match &config.small_shards {
+        Some(small) => Some(small_shards::run(config, small, &work.0.join("small-shards"), &stop).await?),
+        None => None,
+    };
     let crash = crash::run_in_suite(
         config.cairn_exe.as_deref(),
         &work.0,
@@ -380,6 +407,7 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
         ceilings,
         layouts,
         crash,
+        small_shards,
         elapsed: started.elapsed(),
     })
 }

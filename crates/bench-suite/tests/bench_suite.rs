@@ -18,6 +18,10 @@ use cairn_bench_suite::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
 use cairn_bench_suite::crash::CrashOutcome;
 use cairn_bench_suite::machine::{self, CpuUse, Machine, Mount};
 use cairn_bench_suite::markdown::{self, Verdict};
+use cairn_bench_suite::probes::{DiskUse, SyncCalls};
+use cairn_bench_suite::small_shards::{
+    self, Engine, EngineRun, FsyncCount, Restart, ScaleReport, ServerMemory, SmallShardReport, SpaceUse,
+};
 use cairn_bench_suite::suite::{
     self, Cell, CellResult, Layout, LayoutOutcome, LayoutReport, Redundancy, SuiteConfig, SuiteReport,
 };
@@ -85,6 +89,9 @@ fn the_standard_matrix_has_every_cell_of_issue_5() {
         (Op::Get, 4 * KIB, 16),
         (Op::Put, 4 * KIB, 1),
         (Op::Put, 4 * KIB, 16),
+        (Op::Put, 4 * KIB, 64),
+        (Op::Put, 64 * KIB, 16),
+        (Op::Put, 256 * KIB, 16),
         (Op::Get, MIB, 4),
         (Op::Put, MIB, 4),
         (Op::Get, 64 * MIB, 1),
@@ -95,8 +102,8 @@ fn the_standard_matrix_has_every_cell_of_issue_5() {
     ] {
         assert!(full.contains(&Cell::new(op, size, clients)), "{op:?} {size} × {clients} missing");
     }
-    assert_eq!(full.len(), 11);
-    assert_eq!(suite::standard_cells(true).len(), 9);
+    assert_eq!(full.len(), 14);
+    assert_eq!(suite::standard_cells(true).len(), 12);
 
     // GET cells prepare at most 256 MiB, and at least one object.
     let args = Cell::new(Op::Get, GIB, 1).bench_args("http://h:1", Duration::from_secs(5));
@@ -215,6 +222,8 @@ fn cell(op: Op, size: u64, clients: u32, ops_per_s: f64, p99_us: u32, errors: u6
         op,
         get_percent: op.get_percent(),
         object_size: size,
+        object_size_max: size,
+        count: None,
         concurrency: clients,
         duration_s: 5.0,
         elapsed_s: 5.0,
@@ -290,6 +299,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
             },
         ],
         crash: CrashOutcome::Skipped("--crash-seconds 0".into()),
+        small_shards: None,
         elapsed: Duration::from_secs(95),
     }
 }
@@ -399,6 +409,125 @@ fn the_report_shows_machine_ceilings_every_cell_and_the_targets() {
     assert_eq!(report.failed_cells(), 2);
 }
 
+fn fill_report(op: Op, min: u64, max: u64, clients: u32, ops: u64, seconds: f64) -> BenchReport {
+    let CellResult { result, .. } = cell(op, min, clients, ops as f64 / seconds, 4000, 0);
+    let mut r = result.unwrap();
+    r.object_size_max = max;
+    r.elapsed_s = seconds;
+    r.ops[0].ops = ops;
+    if op == Op::Fill {
+        r.count = Some(ops);
+        r.duration_s = 0.0;
+        r.cleanup = None;
+    }
+    r
+}
+
+#[test]
+fn the_small_shard_section_shows_each_measurement_or_why_not() {
+    let mut cells = all_cells_meeting_targets();
+    cells.push(cell(Op::Put, 4 * KIB, 1, 300.0, 4_900, 0));
+    // Requests failed: the target is not met, whatever the figure.
+    cells.push(cell(Op::Put, 4 * KIB, 64, 2600.0, 30_000, 5));
+    cells.push(cell(Op::Put, 64 * KIB, 16, 900.0, 30_000, 0));
+    let mut report = made_up_report(cells);
+    let run = |engine, ops_per_s: f64| EngineRun {
+        engine,
+        result: Ok(fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, (ops_per_s * 5.0) as u64, 5.0)),
+    };
+    report.small_shards = Some(SmallShardReport {
+        engine_runs: vec![
+            run(Engine::Files, 1000.0),
+            run(Engine::Volumes, 7000.0),
+            run(Engine::Volumes, 5000.0),
+            EngineRun { engine: Engine::Files, result: Err("did not start".into()) },
+        ],
+        fsync: Ok(FsyncCount {
+            calls: SyncCalls { fsync: 10, fdatasync: 90 },
+            load: fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, 400, 5.0),
+        }),
+        space: Ok(SpaceUse {
+            requested: 88_000,
+            fill: fill_report(Op::Fill, 64, 64, 16, 88_000, 44.0),
+            data: DiskUse { allocated: 88_000 * 900, apparent: 0, files: 60 },
+            meta: DiskUse { allocated: 20 * MIB, apparent: 20 * MIB, files: 2 },
+        }),
+        scale: Ok(ScaleReport {
+            requested: 1_000_000,
+            fill: fill_report(Op::Fill, KIB, 8 * KIB, 16, 1_000_000, 500.0),
+            servers: vec![ServerMemory { name: "data-1".into(), before: 10 * MIB, after: 40 * MIB }],
+            shards_per_server: 500_000.0,
+            restart: Ok(Restart { server: "data-1".into(), shard: "ab.2".into(), seconds: 1.5 }),
+            notes: vec![],
+        }),
+    });
+    let md = markdown::render(&report);
+    for expected in [
+        "## Small shards (issue 9)",
+        "| PUT 4 KiB at 1 client: p99 < 5 ms | dev | p99 4.900 ms | met |",
+        "| PUT 4 KiB at 64 clients: at least the 16-client figure | dev | 2,600 ops/s, but 5 requests failed | **not met** |",
+        "| PUT 64 KiB at 16 clients: reported (goal: 2× the figure before the engine) | dev | 900 ops/s, 59.0 MB/s |",
+        "| PUT 256 KiB at 16 clients: reported (goal: 2× the figure before the engine) | dev | not in this run |",
+        "| 2 | volumes | 7,000 |",
+        "| 4 | files | failed: did not start |",
+        // Volumes: 60,000 PUTs in 10 s; files: 5,000 in 5 s.
+        "Files: 1,000 ops/s; volumes: 6,000 ops/s",
+        "volumes ÷ files = 6.00×. Goal: volumes ≥ 6,000 ops/s and ahead of files: **not met**",
+        "| 10 | 90 | 400 | 80 | 0 | 0.25 | ≤ 1 | met |",
+        "| 88,000 (of 88,000) | 2,000 | 75.5 MiB | 60 | 900 B | 20.0 MiB | < 1 KiB | met |",
+        "`cairn bench --op fill --count 1000000 --size 1KiB --size-max 8KiB --keep`",
+        "| data-1 | 10.0 MiB | 40.0 MiB | 30.0 MiB | 60.0 MiB |",
+        "Mean growth per million shards: 60.0 MiB. Goal: < 64.0 MiB: met.",
+        "data-1 killed with SIGKILL and started again with the same flags answered `GET /objects/ab.2`",
+        "1.50 s after its spawn. Goal: < 5 s at a million shards (this run: 500,000 shards per server",
+    ] {
+        assert!(md.contains(expected), "report lacks {expected:?}:\n{md}");
+    }
+
+    let small = report.small_shards.as_mut().unwrap();
+    small.fsync = Err("strace is not installed (`apt-get install -y strace`): nothing counted".into());
+    small.space = Err("not in this run (0 objects)".into());
+    small.scale = Err("RabbitMQ does not answer at 127.0.0.1:5672".into());
+    small.engine_runs.clear();
+    let md = markdown::render(&report);
+    for expected in [
+        "Not measured: strace is not installed (`apt-get install -y strace`): nothing counted.",
+        "Not measured: not in this run (0 objects).",
+        "Not measured: RabbitMQ does not answer at 127.0.0.1:5672.",
+        "No runs.",
+    ] {
+        assert!(md.contains(expected), "report lacks {expected:?}:\n{md}");
+    }
+    assert_eq!(small_shards::engine_ops_per_s(&[], Engine::Files), None);
+}
+
+#[test]
+fn the_small_shard_flags_size_the_fills_and_come_back_in_the_command_line() {
+    let args = SuiteArgs::try_parse_from([
+        "cairn-bench-suite",
+        "--quick",
+        "--skip-matrix",
+        "--space-objects",
+        "500",
+        "--scale-objects",
+        "0",
+    ])
+    .unwrap();
+    let config = args.config("/bin/cairn".into(), "/tmp".into());
+    assert!(config.cells.is_empty());
+    let small = config.small_shards.expect("measured");
+    assert_eq!((small.space_objects, small.scale_objects), (500, 0));
+    assert_eq!(
+        args.command_line(),
+        "cargo build --release && target/release/cairn-bench-suite --out BENCH.md --quick --skip-matrix \
+         --space-objects 500 --scale-objects 0"
+    );
+    let config = SuiteArgs::try_parse_from(["cairn-bench-suite"]).unwrap().config("/bin/cairn".into(), "/tmp".into());
+    let small = config.small_shards.expect("measured");
+    assert_eq!((small.space_objects, small.scale_objects), (88_000, 1_000_000));
+    assert_eq!(config.cells.len(), 14);
+}
+
 // ---- the suite itself, shrunk -------------------------------------------------------
 
 fn tiny_config(work_dir: &Path, cells: Vec<Cell>) -> SuiteConfig {
@@ -407,6 +536,8 @@ fn tiny_config(work_dir: &Path, cells: Vec<Cell>) -> SuiteConfig {
     config.cell_duration = Duration::from_millis(300);
     // tests/crash.rs makes a crash run of its own.
     config.crash_duration = Duration::ZERO;
+    // The small-shard measurements fill thousands of objects: too long for a test.
+    config.small_shards = None;
     config.ceiling_sizes =
         CeilingSizes { file: 4 * MIB, sha256: MIB, http: 4 * MIB, small_time: Duration::from_millis(50) };
     config

@@ -1,0 +1,675 @@
+//! Issue 9's measurements of small-shard storage, run after the matrix of
+//! [`crate::suite`], each in a cluster of its own that is stopped and deleted
+//! afterwards, and reported by [`crate::markdown`]:
+//!
+//! 1. **Files versus volumes** ([`EngineRun`]): `PUT 4 KiB × 16` on `cairn dev` with
+//!    every shard a file (`small_shard_max` 0) and with the small-shard engine
+//!    (its default threshold), alternating (files, volumes, volumes, files in the
+//!    full suite) so that a drift of the shared disk's speed hits both alike.
+//! 2. **fsync calls per acknowledged PUT** ([`FsyncCount`]): a `cairn dev` child
+//!    process (spawned from the `cairn` binary), `strace -f -c -e
+//!    trace=fsync,fdatasync -p <pid>` attached to it for the load phase of `PUT 4 KiB
+//!    × 16`, then stopped with SIGINT so that it writes its summary.
+//! 3. **Disk per 64-byte object** ([`SpaceUse`]): `cairn dev` filled with N
+//!    64-byte objects, then the allocated blocks of the data servers' roots (like
+//!    `du`), with the metadata database counted apart.
+//! 4. **Scale** ([`ScaleReport`]): the multi-process layout filled with N objects
+//!    of 1–8 KiB; each data server process's resident memory before and after,
+//!    then one data server killed with SIGKILL, started again with the same flags,
+//!    and the time until it serves a shard it holds.
+//!
+//! A measurement that cannot be made (no `strace`, ptrace refused, no RabbitMQ, not
+//! enough disk) is reported with the reason instead of a number; the others still
+//! run. Every fill is bounded in time ([`SmallShardConfig::fill_timeout`]); a fill
+//! cut short reports per object it did store.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use cairn::bench::{self, run_until, BenchArgs, BenchReport, Op};
+use cairn::dev::DEFAULT_SMALL_SHARD_MAX;
+use cairn::size::ByteSize;
+
+use crate::layout::{self, ProcessLayout, Processes};
+use crate::probes::{self, DiskUse, SyncCalls};
+use crate::suite::{remove_dir, Cell, Redundancy, SuiteConfig, SuiteError};
+
+const KIB: u64 = 1 << 10;
+const GIB: u64 = 1 << 30;
+
+/// Issue 9's goal: one fsync (or fdatasync) covers at least one acknowledged PUT.
+pub const GOAL_FSYNCS_PER_PUT: f64 = 1.0;
+/// Issue 9's goal for `PUT 4 KiB × 16` with the small-shard engine, in ops/s.
+pub const GOAL_SMALL_PUT_OPS: f64 = 6000.0;
+/// Issue 9's goal for disk per 64-byte object at three copies, in bytes.
+pub const GOAL_BYTES_PER_SMALL_OBJECT: f64 = 1024.0;
+/// Issue 9's goal for data server memory per million small shards, in bytes.
+pub const GOAL_RSS_PER_MILLION_SHARDS: f64 = 64.0 * (1 << 20) as f64;
+/// Issue 9's goal for a restarted data server to serve (at a million shards), in seconds.
+pub const GOAL_RESTART_SECONDS: f64 = 5.0;
+/// The size of the space measurement's objects.
+pub const SPACE_OBJECT_SIZE: u64 = 64;
+/// Disk the scale fill leaves free at least, beyond its estimated need.
+pub const DISK_RESERVE: u64 = 5 * GIB;
+/// The load of the fsync count and of the files-versus-volumes runs.
+pub const SMALL_PUT: Cell = Cell::new(Op::Put, 4 * KIB, 16);
+
+/// How a data server keeps small shards, as `cairn dev --small-shard-max` chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Every shard a file of its own (`--small-shard-max 0`), as before issue 9.
+    Files,
+    /// Shards up to the default threshold in the small-shard engine's volumes.
+    Volumes,
+}
+
+impl Engine {
+    /// The `small_shard_max` that selects it.
+    pub fn small_shard_max(self) -> u64 {
+        match self {
+            Engine::Files => 0,
+            Engine::Volumes => DEFAULT_SMALL_SHARD_MAX,
+        }
+    }
+
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Files => "files",
+            Engine::Volumes => "volumes",
+        }
+    }
+}
+
+/// What the small-shard measurements do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmallShardConfig {
+    /// The engines of the files-versus-volumes runs, in order.
+    pub engine_runs: Vec<Engine>,
+    /// How long each of those runs' load lasts.
+    pub engine_run_duration: Duration,
+    /// How long the load under strace lasts.
+    pub fsync_duration: Duration,
+    /// 64-byte objects filled for the space measurement; 0 skips it.
+    pub space_objects: u64,
+    /// Objects filled for the scale measurement; 0 skips it.
+    pub scale_objects: u64,
+    /// Smallest and largest size of the scale fill's objects.
+    pub scale_sizes: (u64, u64),
+    /// Clients of every fill.
+    pub fill_clients: u32,
+    /// Longest a fill may take; one cut there reports per object it stored.
+    pub fill_timeout: Duration,
+    /// Longest wait for a restarted data server to serve.
+    pub restart_timeout: Duration,
+}
+
+impl SmallShardConfig {
+    /// The suite's: 88,000 objects for the space and a million for the scale, or
+    /// 2,000 and 20,000 when `quick`.
+    pub fn standard(quick: bool) -> SmallShardConfig {
+        let seconds = |s| Duration::from_secs(s);
+        SmallShardConfig {
+            engine_runs: if quick {
+                vec![Engine::Files, Engine::Volumes]
+            } else {
+                vec![Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]
+            },
+            engine_run_duration: seconds(if quick { 2 } else { 5 }),
+            fsync_duration: seconds(if quick { 2 } else { 5 }),
+            space_objects: if quick { 2_000 } else { 88_000 },
+            scale_objects: if quick { 20_000 } else { 1_000_000 },
+            scale_sizes: (KIB, 8 * KIB),
+            fill_clients: 16,
+            fill_timeout: seconds(if quick { 300 } else { 3600 }),
+            restart_timeout: seconds(120),
+        }
+    }
+}
+
+/// Everything the small-shard measurements found; each part is its figures or
+/// why there are none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmallShardReport {
+    /// The files-versus-volumes runs, in order.
+    pub engine_runs: Vec<EngineRun>,
+    /// fsync calls per acknowledged PUT.
+    pub fsync: Result<FsyncCount, String>,
+    /// Disk per small object.
+    pub space: Result<SpaceUse, String>,
+    /// Memory and restart at scale.
+    pub scale: Result<ScaleReport, String>,
+}
+
+/// One `PUT 4 KiB × 16` run with one engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineRun {
+    /// Which.
+    pub engine: Engine,
+    /// What it measured, or why it could not.
+    pub result: Result<BenchReport, String>,
+}
+
+/// The PUT rate of `engine` over all its runs that went: acknowledged PUTs over
+/// their time together; `None` without one.
+pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine) -> Option<f64> {
+    let (ops, seconds) = runs
+        .iter()
+        .filter(|r| r.engine == engine)
+        .filter_map(|r| r.result.as_ref().ok())
+        .filter_map(|r| Some((r.ops.first()?.ops, r.elapsed_s)))
+        .fold((0u64, 0f64), |(o, s), (ops, secs)| (o + ops, s + secs));
+    (seconds > 0.0).then(|| ops as f64 / seconds)
+}
+
+/// fsync calls counted by strace during a load of small PUTs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FsyncCount {
+    /// What strace counted, from attaching to detaching.
+    pub calls: SyncCalls,
+    /// The load under strace.
+    pub load: BenchReport,
+}
+
+impl FsyncCount {
+    /// Acknowledged PUTs of the load.
+    pub fn puts(&self) -> u64 {
+        self.load.ops.first().map_or(0, |r| r.ops)
+    }
+
+    /// Calls per acknowledged PUT; `None` without one.
+    pub fn per_put(&self) -> Option<f64> {
+        let puts = self.puts();
+        (puts > 0).then(|| self.calls.total() as f64 / puts as f64)
+    }
+}
+
+/// Disk taken by a fill of small objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpaceUse {
+    /// Objects asked for.
+    pub requested: u64,
+    /// The fill (its PUTs are the objects stored).
+    pub fill: BenchReport,
+    /// The data servers' roots together.
+    pub data: DiskUse,
+    /// The metadata database (`meta.sqlite` and its journal files).
+    pub meta: DiskUse,
+}
+
+impl SpaceUse {
+    /// Objects stored.
+    pub fn objects(&self) -> u64 {
+        self.fill.ops.first().map_or(0, |r| r.ops)
+    }
+
+    /// Allocated data-server bytes per object stored; `None` without one.
+    pub fn per_object(&self) -> Option<f64> {
+        let n = self.objects();
+        (n > 0).then(|| self.data.allocated as f64 / n as f64)
+    }
+}
+
+/// Data servers' memory after a large fill, and a restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleReport {
+    /// Objects asked for.
+    pub requested: u64,
+    /// The fill (its PUTs are the objects stored).
+    pub fill: BenchReport,
+    /// Each data server process's resident memory.
+    pub servers: Vec<ServerMemory>,
+    /// Shards each data server holds, estimated as shards per object × objects ÷
+    /// data servers (no data server reports its count).
+    pub shards_per_server: f64,
+    /// The restart of one data server.
+    pub restart: Result<Restart, String>,
+    /// Things worth knowing about the run.
+    pub notes: Vec<String>,
+}
+
+/// One data server process's resident memory (`VmRSS`), in bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerMemory {
+    /// Its name (`data-N`).
+    pub name: String,
+    /// Before the fill.
+    pub before: u64,
+    /// After it.
+    pub after: u64,
+}
+
+impl ServerMemory {
+    /// Growth per million shards held, in bytes; `None` when it holds none.
+    pub fn per_million(&self, shards: f64) -> Option<f64> {
+        (shards > 0.0).then(|| (self.after as f64 - self.before as f64) / (shards / 1e6))
+    }
+}
+
+/// A data server killed and started again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restart {
+    /// Which (`data-N`).
+    pub server: String,
+    /// The shard asked for, `<hash>.<index>`.
+    pub shard: String,
+    /// From spawning the new process to the first complete answer, in seconds.
+    pub seconds: f64,
+}
+
+/// Runs the measurements `small` describes under `dir`, in the order of their
+/// value: engines, fsync count, space, scale. Only an interruption ends them early.
+pub(crate) async fn run(
+    config: &SuiteConfig,
+    small: &SmallShardConfig,
+    dir: &Path,
+    stop: &CancellationToken,
+) -> Result<SmallShardReport, SuiteError> {
+    let interrupted = || if stop.is_cancelled() { Err(SuiteError::Interrupted) } else { Ok(()) };
+    tracing::info!("suite: files versus volumes");
+    let engine_runs = engine_runs(small, &dir.join("engines"), stop).await;
+    interrupted()?;
+
+    tracing::info!("suite: fsync calls per PUT under strace");
+    let root = dir.join("fsync");
+    let fsync = fsync_count(config, small.fsync_duration, &root, stop).await;
+    remove_dir(root).await;
+    interrupted()?;
+
+    let space = if small.space_objects == 0 {
+        Err("not in this run (0 objects)".to_string())
+    } else {
+        tracing::info!(objects = small.space_objects, "suite: disk per 64-byte object");
+        let root = dir.join("space");
+        let space = space_use(small, &root, stop).await;
+        remove_dir(root).await;
+        space
+    };
+    interrupted()?;
+
+    let scale = if small.scale_objects == 0 {
+        Err("not in this run (0 objects)".to_string())
+    } else {
+        tracing::info!(objects = small.scale_objects, "suite: memory and restart at scale");
+        let root = dir.join("scale");
+        let scale = scale(config, small, &root, stop).await;
+        remove_dir(root).await;
+        scale
+    };
+    interrupted()?;
+    Ok(SmallShardReport { engine_runs, fsync, space, scale })
+}
+
+/// `PUT 4 KiB × 16` on a fresh `cairn dev` per engine in `small.engine_runs`.
+async fn engine_runs(small: &SmallShardConfig, dir: &Path, stop: &CancellationToken) -> Vec<EngineRun> {
+    let mut runs = Vec::new();
+    for (i, &engine) in small.engine_runs.iter().enumerate() {
+        let root = dir.join(format!("{}-{}", i + 1, engine.name()));
+        let result = match layout::start_dev_with(&root, |c| c.small_shard_max = engine.small_shard_max()).await {
+            Err(e) => Err(e.to_string()),
+            Ok(dev) => {
+                let args = SMALL_PUT.bench_args(&dev.endpoint, small.engine_run_duration);
+                let result = run_until(&args, stop.clone()).await.map_err(|e| e.to_string());
+                dev.cluster.shutdown().await;
+                result
+            }
+        };
+        remove_dir(root).await;
+        runs.push(EngineRun { engine, result });
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    runs
+}
+
+/// A fill of `count` objects of `sizes` into `endpoint`, kept, cut at `timeout`.
+async fn bounded_fill(
+    endpoint: &str,
+    count: u64,
+    (min, max): (u64, u64),
+    small: &SmallShardConfig,
+    stop: &CancellationToken,
+) -> Result<BenchReport, String> {
+    let mut args = BenchArgs::new(endpoint);
+    args.op = Op::Fill;
+    args.count = Some(count);
+    args.size = ByteSize(min);
+    args.size_max = (max > min).then_some(ByteSize(max));
+    args.concurrency = small.fill_clients;
+    args.keep = true;
+    let cut = stop.child_token();
+    let timer = {
+        let cut = cut.clone();
+        let timeout = small.fill_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            cut.cancel();
+        })
+    };
+    let filled = run_until(&args, cut).await;
+    timer.abort();
+    filled.map_err(|e| format!("the fill failed: {e}"))
+}
+
+/// The fsync count: a `cairn dev` child under `strace -p`, loaded with small PUTs.
+async fn fsync_count(
+    config: &SuiteConfig,
+    duration: Duration,
+    root: &Path,
+    stop: &CancellationToken,
+) -> Result<FsyncCount, String> {
+    let Some(exe) = &config.cairn_exe else {
+        return Err("no `cairn` binary to run `cairn dev` from (library call)".into());
+    };
+    match std::process::Command::new("strace").arg("-V").output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("strace is not installed (`apt-get install -y strace`): nothing counted".into())
+        }
+        Err(e) => return Err(format!("cannot run strace: {e}")),
+        Ok(_) => {}
+    }
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    // `cairn dev` puts its data servers on 127.29.1.1-6 with the API server's port.
+    let ips: Vec<IpAddr> = std::iter::once(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .chain((1..=layout::DATA_SERVERS).map(|n| IpAddr::V4(Ipv4Addr::new(127, 29, 1, n))))
+        .collect();
+    let port = layout::free_port(&ips, config.base_port).map_err(|e| e.to_string())?;
+    let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let endpoint = format!("http://{listen}");
+    // Killed (strace first, then cairn dev) when dropped, whatever happens below.
+    let mut processes = Processes::new();
+    let dev_args =
+        ["dev".to_string(), "--listen".into(), listen.to_string(), "--root".into(), path_arg(&root.join("dev"))];
+    processes.spawn(exe, root, "cairn-dev".into(), &dev_args).map_err(|e| e.to_string())?;
+    layout::wait_live(&endpoint, u64::from(layout::DATA_SERVERS), || processes.check_running())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pid = processes.pid("cairn-dev").ok_or("cairn dev has no process id")?;
+
+    let summary = root.join("strace-summary.txt");
+    let strace_args = ["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"]
+        .into_iter()
+        .map(String::from)
+        .chain([path_arg(&summary), "-p".into(), pid.to_string()])
+        .collect::<Vec<_>>();
+    processes.spawn(Path::new("strace"), root, "strace".into(), &strace_args).map_err(|e| e.to_string())?;
+    // Attaching to every thread takes a moment; strace exits at once when ptrace is refused.
+    if let Some(status) = processes.wait_exit("strace", Duration::from_secs(1)).await {
+        return Err(format!(
+            "strace could not attach to cairn dev ({status}): {}",
+            one_line(&processes.log_tail("strace"))
+        ));
+    }
+    let mut args = SMALL_PUT.bench_args(&endpoint, duration);
+    // No DELETEs in the count; the directory goes afterwards anyway.
+    args.keep = true;
+    let load = run_until(&args, stop.clone()).await.map_err(|e| format!("the load failed: {e}"))?;
+    // SIGINT makes strace detach and write its summary.
+    let strace_pid = processes.pid("strace").ok_or("strace has no process id")?;
+    let signalled = std::process::Command::new("kill").args(["-INT", &strace_pid.to_string()]).status();
+    if !signalled.as_ref().is_ok_and(|s| s.success()) {
+        return Err(format!("cannot send SIGINT to strace ({signalled:?})"));
+    }
+    if processes.wait_exit("strace", Duration::from_secs(30)).await.is_none() {
+        return Err("strace did not stop within 30 s of SIGINT".into());
+    }
+    let text = std::fs::read_to_string(&summary).map_err(|e| format!("{}: {e}", summary.display()))?;
+    let calls = probes::parse_strace_summary(&text).map_err(|e| e.to_string())?;
+    Ok(FsyncCount { calls, load })
+}
+
+/// The space measurement: `cairn dev` filled with 64-byte objects, then its disk.
+async fn space_use(small: &SmallShardConfig, root: &Path, stop: &CancellationToken) -> Result<SpaceUse, String> {
+    let dev = layout::start_dev(root).await.map_err(|e| e.to_string())?;
+    let sizes = (SPACE_OBJECT_SIZE, SPACE_OBJECT_SIZE);
+    let filled = bounded_fill(&dev.endpoint, small.space_objects, sizes, small, stop).await;
+    let counted = match filled {
+        Err(e) => Err(e),
+        Ok(fill) => {
+            let data_roots = dev.cluster.data_roots.clone();
+            let meta_dir = root.to_path_buf();
+            let counted = tokio::task::spawn_blocking(move || count_space(&data_roots, &meta_dir))
+                .await
+                .map_err(|e| format!("counting the disk use failed: {e}"))
+                .and_then(|r| r.map_err(|e| format!("counting the disk use: {e}")));
+            counted.map(|(data, meta)| SpaceUse { requested: small.space_objects, fill, data, meta })
+        }
+    };
+    dev.cluster.shutdown().await;
+    counted
+}
+
+/// The disk use of the data servers' roots together, and of the metadata files
+/// (`meta.sqlite*`) in `meta_dir`.
+fn count_space(data_roots: &[PathBuf], meta_dir: &Path) -> std::io::Result<(DiskUse, DiskUse)> {
+    let mut data = DiskUse::default();
+    for root in data_roots {
+        data = data.plus(probes::disk_use(root, &|_| false)?);
+    }
+    let mut meta = DiskUse::default();
+    for entry in std::fs::read_dir(meta_dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("meta.sqlite") {
+            meta = meta.plus(probes::disk_use(&entry.path(), &|_| false)?);
+        }
+    }
+    Ok((data, meta))
+}
+
+/// Disk a fill of `count` objects of `sizes` may take at `shards` copies: each
+/// shard of the mean size rounded up to 4 KiB blocks, plus 1 KiB of overhead
+/// (inode, directory entry, record header), as files take it.
+pub fn fill_disk_estimate(count: u64, (min, max): (u64, u64), shards: usize) -> u64 {
+    let mean = (min + max) / 2;
+    let per_shard = mean.div_ceil(4 * KIB) * 4 * KIB + KIB;
+    count.saturating_mul(per_shard).saturating_mul(shards as u64)
+}
+
+/// The scale measurement on a fresh multi-process layout.
+async fn scale(
+    config: &SuiteConfig,
+    small: &SmallShardConfig,
+    root: &Path,
+    stop: &CancellationToken,
+) -> Result<ScaleReport, String> {
+    let Some(exe) = &config.cairn_exe else {
+        return Err("no `cairn` binary to start the multi-process layout from (library call)".into());
+    };
+    layout::broker_answers(&config.broker_url).await?;
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let policy = Redundancy::DEFAULT.policy_for(small.scale_sizes.1);
+    let need = fill_disk_estimate(small.scale_objects, small.scale_sizes, policy.shards());
+    let free = probes::free_bytes(root).map_err(|e| format!("free space of {}: {e}", root.display()))?;
+    if free < need.saturating_add(DISK_RESERVE) {
+        return Err(format!(
+            "not run: the fill may take about {} of disk and {} are free (the suite leaves {} free); fewer \
+             objects with --scale-objects",
+            gib(need),
+            gib(free),
+            gib(DISK_RESERVE)
+        ));
+    }
+    let mut running = layout::start_processes(exe, root, &config.broker_url, config.base_port)
+        .await
+        .map_err(|e| format!("the multi-process layout did not start: {e}"))?;
+    let endpoint = running.endpoints[0].clone();
+    let mut notes = Vec::new();
+    let before = resident_memory(&running)?;
+    let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await?;
+    let after = resident_memory(&running)?;
+    let servers = running
+        .data_servers
+        .iter()
+        .zip(before.into_iter().zip(after))
+        .map(|((name, _), (before, after))| ServerMemory { name: name.clone(), before, after })
+        .collect();
+    let objects = fill.ops.first().map_or(0, |r| r.ops);
+    let shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
+    if fill.live_data_servers != u64::from(layout::DATA_SERVERS) {
+        notes.push(format!(
+            "the API server counted {} live data servers before the fill (others on the same broker may hold \
+             some shards): the per-server shard estimate assumes {}",
+            fill.live_data_servers,
+            layout::DATA_SERVERS
+        ));
+    }
+    let restart = if stop.is_cancelled() {
+        Err("interrupted".to_string())
+    } else {
+        restart_one(&mut running, &endpoint, &fill.prefix, objects, small.restart_timeout).await
+    };
+    if let Some((name, status, log_tail)) = running.processes.exited() {
+        notes.push(format!("{name} exited during the run ({status}); its last log lines:\n{log_tail}"));
+    }
+    Ok(ScaleReport { requested: small.scale_objects, fill, servers, shards_per_server, restart, notes })
+}
+
+/// Each data server's resident memory now, in the order of `data_servers`.
+fn resident_memory(running: &ProcessLayout) -> Result<Vec<u64>, String> {
+    running
+        .data_servers
+        .iter()
+        .map(|(name, _)| {
+            let pid = running.processes.pid(name).ok_or_else(|| format!("{name} has no process"))?;
+            probes::process_rss(pid).map_err(|e| format!("memory of {name} (pid {pid}): {e}"))
+        })
+        .collect()
+}
+
+/// Finds a data server holding a shard of the fill's first object, kills it with
+/// SIGKILL, starts it again and times it until it serves that shard.
+async fn restart_one(
+    running: &mut ProcessLayout,
+    endpoint: &str,
+    prefix: &str,
+    objects: u64,
+    timeout: Duration,
+) -> Result<Restart, String> {
+    if objects == 0 {
+        return Err("the fill stored nothing".into());
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = bench::object_name(prefix, 0);
+    let located = client
+        .get(format!("{endpoint}/locate/{}", bench::encode_name(&name)))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("locating {name}: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("locating {name}: {e}"))?;
+    let (hash, shards) = parse_locate(&located).ok_or_else(|| format!("unexpected locate answer for {name}"))?;
+    let (shard, server, addr) = shards
+        .iter()
+        .find_map(|(shard, at)| {
+            let (server, addr) = running.data_servers.iter().find(|(_, a)| a.to_string() == *at)?;
+            Some((shard.clone(), server.clone(), *addr))
+        })
+        .ok_or_else(|| format!("no shard of {name} is on this layout's data servers ({shards:?})"))?;
+    let shard_name = format!("{hash}.{shard}");
+    let url = format!("http://{addr}/objects/{shard_name}");
+    fetch(&client, &url).await.map_err(|e| format!("{server} does not serve {shard_name} before the restart: {e}"))?;
+
+    running.processes.kill(&server);
+    let spawned = Instant::now();
+    running.processes.respawn(&server).map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    while spawned.elapsed() < timeout {
+        match fetch(&client, &url).await {
+            Ok(()) => return Ok(Restart { server, shard: shard_name, seconds: spawned.elapsed().as_secs_f64() }),
+            Err(e) => last = e,
+        }
+        if let Some(status) = running.processes.wait_exit(&server, Duration::ZERO).await {
+            let log = one_line(&running.processes.log_tail(&server));
+            return Err(format!("{server} exited after its restart ({status}): {log}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!(
+        "{server} did not serve {shard_name} within {} of its restart (last: {last})",
+        humantime::format_duration(timeout)
+    ))
+}
+
+/// The content hash and `(shard index, data server address)` pairs of a `GET
+/// /locate/<name>` answer: `{"hash": "...", "size": N, "shards": {"0": "host:port"}}`.
+pub fn parse_locate(answer: &[u8]) -> Option<(String, Vec<(String, String)>)> {
+    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    let hash = json.get("hash")?.as_str()?.to_string();
+    let shards = json
+        .get("shards")?
+        .as_object()?
+        .iter()
+        .map(|(shard, addr)| Some((shard.clone(), addr.as_str()?.to_string())))
+        .collect::<Option<Vec<_>>>()?;
+    Some((hash, shards))
+}
+
+/// `GET url` answered 200 with its whole body.
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(format!("answered {}", resp.status()));
+    }
+    resp.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / GIB as f64)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locate_answer_gives_the_hash_and_where_each_shard_is() {
+        let answer = br#"{"hash":"ab12","size":3000,"shards":{"0":"127.29.1.3:12400","2":"127.29.1.5:12400"}}"#;
+        let (hash, shards) = parse_locate(answer).unwrap();
+        assert_eq!(hash, "ab12");
+        assert_eq!(
+            shards,
+            [("0".to_string(), "127.29.1.3:12400".to_string()), ("2".to_string(), "127.29.1.5:12400".to_string())]
+        );
+        assert_eq!(parse_locate(b"no data server holds ab12\n"), None);
+        assert_eq!(parse_locate(br#"{"hash":"ab12","shards":{"0":7}}"#), None);
+    }
+
+    #[test]
+    fn the_disk_estimate_rounds_shards_to_blocks_and_adds_one() {
+        // 1-8 KiB: mean 4.5 KiB, two blocks and 1 KiB, three copies.
+        assert_eq!(fill_disk_estimate(1_000_000, (KIB, 8 * KIB), 3), 1_000_000 * 3 * 9 * KIB);
+        assert_eq!(fill_disk_estimate(10, (64, 64), 3), 10 * 3 * 5 * KIB);
+        assert_eq!(fill_disk_estimate(u64::MAX, (64, 64), 3), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn the_quick_config_is_smaller_and_alternates_engines_in_the_full_one() {
+        let full = SmallShardConfig::standard(false);
+        let quick = SmallShardConfig::standard(true);
+        assert_eq!((full.space_objects, full.scale_objects), (88_000, 1_000_000));
+        assert!(quick.scale_objects <= 20_000 && quick.space_objects < full.space_objects);
+        assert_eq!(full.engine_runs, [Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]);
+        assert_eq!(Engine::Files.small_shard_max(), 0);
+        assert_eq!(Engine::Volumes.small_shard_max(), DEFAULT_SMALL_SHARD_MAX);
+    }
+}
