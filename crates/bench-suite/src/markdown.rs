@@ -693,7 +693,9 @@ fn write_small_shards(out: &mut String, report: &SuiteReport) -> std::fmt::Resul
     write_engines(out, small)?;
     write_fsync_count(out, small)?;
     write_space(out, small)?;
-    write_scale(out, small)
+    write_scale(out, small)?;
+    write_after_deletes(out, &small.after_deletes)?;
+    Ok(())
 }
 
 fn write_engines(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
@@ -922,4 +924,40 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// The space-after-deletes measurement ([`crate::space`]).
+fn write_after_deletes(out: &mut String, result: &Result<crate::space::SpaceAfterDeletes, String>) -> std::fmt::Result {
+    writeln!(out, "### Space after deletes (storage level)")?;
+    writeln!(out)?;
+    let r = match result {
+        Ok(r) => r,
+        Err(why) => return writeln!(out, "Not measured: {}\n", one_line(why)),
+    };
+    writeln!(
+        out,
+        "A volume store opened directly (no HTTP): {} shards of {} bytes written by 16 threads, {} deleted \
+         (tombstones), then one round of compaction ({:.2} s). Disk counts allocated blocks of the volume files.\n",
+        r.shards,
+        r.size,
+        r.deleted,
+        r.compaction.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "| written | after deletes | after compaction | live payload | overhead | index checkpoint | goal | verdict |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | within 15% of live | {} |\n",
+        mib(r.disk_full),
+        mib(r.disk_deleted),
+        mib(r.disk_compacted),
+        mib(r.live_payload),
+        percent(r.overhead()),
+        mib(r.index_file),
+        if r.overhead() <= 0.15 { "met" } else { "**not met**" }
+    )
 }

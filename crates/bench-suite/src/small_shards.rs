@@ -143,6 +143,8 @@ pub struct SmallShardReport {
     pub space: Result<SpaceUse, String>,
     /// Memory and restart at scale.
     pub scale: Result<ScaleReport, String>,
+    /// Space after deleting 90% at the storage level and compacting.
+    pub after_deletes: Result<crate::space::SpaceAfterDeletes, String>,
 }
 
 /// One `PUT 4 KiB × 16` run with one engine.
@@ -301,7 +303,21 @@ pub(crate) async fn run(
         scale
     };
     interrupted()?;
-    Ok(SmallShardReport { engine_runs, fsync, space, scale })
+
+    let after_deletes = if small.space_objects == 0 {
+        Err("not in this run (0 objects)".to_string())
+    } else {
+        // 100,000 shards of 4 KiB in the full suite; the space fill's count with --quick.
+        let shards = small.space_objects.min(100_000);
+        tracing::info!(shards, "suite: space after deletes, storage level");
+        let dir = dir.join("after-deletes");
+        tokio::task::spawn_blocking(move || crate::space::space_after_deletes(&dir, shards, 4096))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+    };
+    interrupted()?;
+    Ok(SmallShardReport { engine_runs, fsync, space, scale, after_deletes })
 }
 
 /// `PUT 4 KiB × 16` on a fresh `cairn dev` per engine in `small.engine_runs`.

@@ -452,6 +452,7 @@ fn the_small_shard_section_shows_each_measurement_or_why_not() {
             data: DiskUse { allocated: 88_000 * 900, apparent: 0, files: 60 },
             meta: DiskUse { allocated: 20 * MIB, apparent: 20 * MIB, files: 2 },
         }),
+        after_deletes: Err("not in this run (0 objects)".into()),
         scale: Ok(ScaleReport {
             requested: 1_000_000,
             fill: fill_report(Op::Fill, KIB, 8 * KIB, 16, 1_000_000, 500.0),
