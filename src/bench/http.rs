@@ -165,7 +165,7 @@ async fn expect_status(resp: Response, want: StatusCode) -> Result<Response, OpE
 }
 
 /// Reads `resp`'s body to the end, keeping at most its first `limit` bytes.
-async fn read_capped(resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+pub async fn read_capped(resp: Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut kept = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {

@@ -98,7 +98,7 @@ use crate::api::names::{self, BadName};
 use crate::size::ByteSize;
 use load::{Limit, Quota, Schedule, Shared, Tally};
 
-pub use http::{encode_name, Endpoint, OpError};
+pub use http::{encode_name, read_capped, Endpoint, OpError};
 pub use latency::{micros, percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
 pub use report::{BenchReport, CleanupReport, OpReport};

@@ -601,7 +601,7 @@ async fn object_copies(http: &Client, endpoint: &str, object: &Acknowledged, cop
         let served = match http.get(&url).send().await {
             Ok(resp) => {
                 let status = resp.status();
-                match read_capped(resp, object.size + 1).await {
+                match cairn::bench::read_capped(resp, object.size + 1).await {
                     Ok(body) if status == StatusCode::OK => Ok(body),
                     Ok(_) => Err(format!("answered {status}")),
                     Err(e) => Err(format!("answered {status}, then the body broke off: {}", error_chain(&e))),
@@ -634,7 +634,7 @@ async fn locate(http: &Client, endpoint: &str, name: &str) -> Result<(String, Ve
     let url = format!("{endpoint}/locate/{}", cairn::bench::encode_name(name));
     let resp = http.get(url).send().await.map_err(|e| error_chain(&e))?;
     let status = resp.status();
-    let body = read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
+    let body = cairn::bench::read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
     if status == StatusCode::NOT_FOUND {
         // No data server holds any shard of it.
         let hash = String::new();
@@ -714,7 +714,7 @@ async fn put(http: &Client, endpoint: &str, name: &str, body: Vec<u8>) -> Result
     let resp = http.put(object_url(endpoint, name)).body(body).send().await.map_err(|e| error_chain(&e))?;
     let status = resp.status();
     // Read the small answer to the end so the connection goes back to the pool.
-    let answer = read_capped(resp, 300).await;
+    let answer = cairn::bench::read_capped(resp, 300).await;
     if status.is_success() {
         return Ok(());
     }
@@ -738,7 +738,7 @@ async fn read_back(http: &Client, endpoint: &str, object: &Acknowledged) -> Read
         };
         let status = resp.status();
         // One byte more than the object shows a body that is too long.
-        let body = match read_capped(resp, object.size + 1).await {
+        let body = match cairn::bench::read_capped(resp, object.size + 1).await {
             Ok(body) => body,
             Err(e) => {
                 why = format!("answered {status}, then the body broke off: {}", error_chain(&e));
@@ -820,18 +820,6 @@ pub fn strip_ansi(line: &str) -> String {
 
 fn object_url(endpoint: &str, name: &str) -> String {
     format!("{endpoint}/objects/{}", cairn::bench::encode_name(name))
-}
-
-/// Reads `resp`'s body to the end, keeping at most its first `limit` bytes.
-async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
-    let mut kept = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        let room = limit.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    Ok(kept)
 }
 
 /// An error and its sources on one line (reqwest's own message rarely says what

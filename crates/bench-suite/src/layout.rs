@@ -193,27 +193,13 @@ impl Processes {
     /// no process has that name.
     pub fn restart(&mut self, name: &str) -> Result<bool, LayoutError> {
         let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return Ok(false) };
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&p.log)
-            .map_err(|source| LayoutError::File { path: p.log.clone(), source })?;
-        p.child = spawn_server(&p.exe, &p.args, file)?;
+        p.child = spawn_logged(&p.exe, &p.args, &p.log)?;
         Ok(true)
     }
 
     /// Every process's name and log file, in the order they were started.
     pub fn logs(&self) -> impl Iterator<Item = (&str, &Path)> {
         self.children.iter().map(|p| (p.name.as_str(), p.log.as_path()))
-    }
-
-    /// Starts `name` again with the same binary and flags, its log continuing the
-    /// old one (after [`kill`](Self::kill), or after it exited); `false` when there
-    /// is no such process.
-    pub fn respawn(&mut self, name: &str) -> Result<bool, LayoutError> {
-        let Some(p) = self.children.iter_mut().find(|p| p.name == name) else { return Ok(false) };
-        p.child = spawn_logged(&p.exe, &p.args, &p.log)?;
-        Ok(true)
     }
 
     /// Waits up to `timeout` for `name` to exit by itself; its status, or `None`
@@ -263,19 +249,6 @@ impl Drop for Processes {
             let _ = p.child.wait();
         }
     }
-}
-
-/// Starts `exe ARGS` with stderr to `log`.
-fn spawn_server(exe: &Path, args: &[String], log: std::fs::File) -> Result<Child, LayoutError> {
-    Command::new(exe)
-        .args(args)
-        // Flags override the environment, except for this one, which is not given.
-        .env_remove("CAIRN_ADVERTISE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|source| LayoutError::Spawn { exe: exe.to_path_buf(), source })
 }
 
 /// The last lines of a log file.

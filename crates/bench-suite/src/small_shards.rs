@@ -599,7 +599,7 @@ async fn restart_one(
 
     running.processes.kill(&server);
     let spawned = Instant::now();
-    running.processes.respawn(&server).map_err(|e| e.to_string())?;
+    running.processes.restart(&server).map_err(|e| e.to_string())?;
     let mut last = String::new();
     while spawned.elapsed() < timeout {
         match fetch(&client, &url).await {

@@ -426,11 +426,7 @@ impl VolumeStore {
         // A compaction may retire the volume between the lookup and the read; the
         // index then already points at the copy, so look again.
         for _ in 0..4 {
-            let (loc, volume) = {
-                let state = self.shared.read();
-                let Some(loc) = state.index.get(&key) else { return Ok(None) };
-                (loc, state.volumes.get(&loc.volume()).cloned())
-            };
+            let Some((loc, volume)) = self.lookup(&key) else { return Ok(None) };
             let Some(volume) = volume else { continue };
             return read_record(&volume, loc, hash, shard).map(Some);
         }
@@ -441,16 +437,19 @@ impl VolumeStore {
     /// check: what quarantine keeps for an operator.
     pub fn raw(&self, hash: &ContentHash, shard: ShardIndex) -> Result<Option<Vec<u8>>, VolumeError> {
         let Some(key) = Key::new(hash, shard) else { return Ok(None) };
-        let (loc, volume) = {
-            let state = self.shared.read();
-            let Some(loc) = state.index.get(&key) else { return Ok(None) };
-            (loc, state.volumes.get(&loc.volume()).cloned())
-        };
-        let Some(volume) = volume else { return Ok(None) };
+        let Some((loc, Some(volume))) = self.lookup(&key) else { return Ok(None) };
         let mut buf = vec![0u8; loc.record_len() as usize];
         let n = read_up_to(&volume.file, &mut buf, u64::from(loc.offset()))?;
         buf.truncate(n);
         Ok(Some(buf))
+    }
+
+    /// Where `key`'s record lives and its volume (`None` when a compaction just
+    /// retired that volume), under one read lock.
+    fn lookup(&self, key: &Key) -> Option<(Loc, Option<Arc<Volume>>)> {
+        let state = self.shared.read();
+        let loc = state.index.get(key)?;
+        Some((loc, state.volumes.get(&loc.volume()).cloned()))
     }
 
     /// The shard indices of `hash` stored here, in order.
