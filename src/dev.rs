@@ -75,6 +75,9 @@ pub struct DevConfig {
     pub volume_size: u64,
     /// How often data servers look for volumes to compact.
     pub compact_interval: Duration,
+    /// Data servers' group-commit delay per waiting writer
+    /// ([`VolumeConfig::commit_delay`]).
+    pub commit_delay: Duration,
 }
 
 impl DevConfig {
@@ -102,6 +105,7 @@ impl DevConfig {
             small_shard_max: DEFAULT_SMALL_SHARD_MAX,
             volume_size: VolumeConfig::default().volume_size,
             compact_interval: Duration::from_secs(60),
+            commit_delay: VolumeConfig::default().commit_delay,
         }
     }
 }
@@ -235,7 +239,11 @@ impl DevCluster {
                 http: config.http,
                 store: StoreConfig {
                     small_shard_max: config.small_shard_max,
-                    volumes: VolumeConfig { volume_size: config.volume_size, ..VolumeConfig::default() },
+                    volumes: VolumeConfig {
+                        volume_size: config.volume_size,
+                        commit_delay: config.commit_delay,
+                        ..VolumeConfig::default()
+                    },
                 },
                 compact_interval: config.compact_interval,
             };

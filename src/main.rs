@@ -88,11 +88,17 @@ struct StorageArgs {
     /// How often sealed volumes that are half dead (or small) are compacted.
     #[arg(long, env = "CAIRN_COMPACT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     compact_interval: Duration,
+    /// Group commit: when many small writes arrive at once (a batch of three or
+    /// more), wait this long per writer in it (at most 4ms) for more to share the
+    /// fsync. 0 writes each batch at once.
+    #[arg(long, env = "CAIRN_COMMIT_DELAY", default_value = "1ms", value_parser = humantime::parse_duration)]
+    commit_delay: Duration,
 }
 
 impl StorageArgs {
     fn config(&self) -> StoreConfig {
-        let volumes = VolumeConfig { volume_size: self.volume_size.0, ..VolumeConfig::default() };
+        let volumes =
+            VolumeConfig { volume_size: self.volume_size.0, commit_delay: self.commit_delay, ..VolumeConfig::default() };
         StoreConfig { small_shard_max: self.small_shard_max.0, volumes }
     }
 }
@@ -326,6 +332,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.small_shard_max = args.storage.small_shard_max.0;
     config.volume_size = args.storage.volume_size.0;
     config.compact_interval = args.storage.compact_interval;
+    config.commit_delay = args.storage.commit_delay;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

@@ -61,6 +61,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -85,7 +86,26 @@ pub struct VolumeConfig {
     pub compact_dead_ratio: f64,
     /// Ops that may wait for the committer; senders wait beyond that.
     pub queue: usize,
+    /// The commit delay per waiting writer (PostgreSQL's `commit_delay`, scaled):
+    /// when this batch or the last held n > [`COMMIT_SIBLINGS`] ops, the committer
+    /// waits up to min((n − 1) × this, [`MAX_COMMIT_DELAY`]) for more before it
+    /// writes, so one fsync covers more of many concurrent writers. Zero commits
+    /// whatever is waiting at once.
+    pub commit_delay: Duration,
 }
+
+/// [`VolumeConfig::commit_delay`] by default: measured on 2 cores with `cairn dev`,
+/// 4 KiB PUTs, it takes 16 clients from about 2 fsync calls per PUT to under 1 at the
+/// same throughput, and costs 1 and 4 clients little or nothing (README,
+/// "Group commit").
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(1);
+
+/// Batches of at most this many ops (and after such a batch) are written at once:
+/// one or two writers never wait for others.
+pub const COMMIT_SIBLINGS: usize = 2;
+
+/// The longest a batch waits for more ops.
+pub const MAX_COMMIT_DELAY: Duration = Duration::from_millis(4);
 
 /// Dead bytes an active volume must hold before compaction seals it early.
 pub const ROLL_DEAD_BYTES: u64 = 1 << 20;
@@ -102,6 +122,7 @@ impl Default for VolumeConfig {
             checkpoint_every: 64 << 20,
             compact_dead_ratio: 0.5,
             queue: 4096,
+            commit_delay: DEFAULT_COMMIT_DELAY,
         }
     }
 }
@@ -860,6 +881,16 @@ impl Shared {
 
     /// The committer: gathers every waiting op into a batch and commits it.
     fn run(self: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
+        // A timer for the commit delay: the committer sleeps in epoll until an op
+        // arrives or the delay is over, never polls.
+        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timer for the commit delay; committing at once");
+                None
+            }
+        };
+        let mut last_batch = 0;
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = first.bytes();
             let mut batch = vec![first];
@@ -872,6 +903,25 @@ impl Shared {
                     Err(_) => break,
                 }
             }
+            // The commit delay: many writers lately, so wait a little for more.
+            let writers = batch.len().max(last_batch);
+            let others = u32::try_from(writers.saturating_sub(1)).unwrap_or(u32::MAX);
+            let delay = self.config.commit_delay.checked_mul(others).map_or(MAX_COMMIT_DELAY, |d| d.min(MAX_COMMIT_DELAY));
+            if let Some(timer) = timer.as_ref().filter(|_| writers > COMMIT_SIBLINGS && !delay.is_zero()) {
+                let deadline = tokio::time::Instant::now() + delay;
+                timer.block_on(async {
+                    while bytes < self.config.max_batch_bytes {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(op)) => {
+                                bytes += op.bytes();
+                                batch.push(op);
+                            }
+                            _ => break,
+                        }
+                    }
+                });
+            }
+            last_batch = batch.len();
             self.commit(batch);
         }
     }
