@@ -176,9 +176,14 @@ struct LimitArgs {
     /// Requests in flight at most.
     #[arg(long, env = "CAIRN_MAX_REQUESTS", default_value_t = RequestLimits::default().requests, value_parser = at_least_one)]
     max_requests: usize,
-    /// Uploads (PUTs) in flight at most.
+    /// Large uploads (PUTs of unknown length or of at least --small-threshold) in
+    /// flight at most.
     #[arg(long, env = "CAIRN_MAX_UPLOADS", default_value_t = RequestLimits::default().uploads, value_parser = at_least_one)]
     max_uploads: usize,
+    /// Memory for small uploads in flight (PUTs with a Content-Length below
+    /// --small-threshold, counted by their length).
+    #[arg(long, env = "CAIRN_SMALL_UPLOAD_MEMORY", default_value = "64MiB")]
+    small_upload_memory: ByteSize,
 }
 
 /// A count of at least one (a limit of zero would refuse everything).
@@ -191,7 +196,11 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 
 impl LimitArgs {
     fn limits(&self) -> RequestLimits {
-        RequestLimits { requests: self.max_requests, uploads: self.max_uploads }
+        RequestLimits {
+            requests: self.max_requests,
+            uploads: self.max_uploads,
+            small_upload_bytes: self.small_upload_memory.0,
+        }
     }
 }
 

@@ -141,26 +141,48 @@ async fn a_trickling_body_is_cut_and_an_idle_connection_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_past_the_limit_get_503_with_retry_after() {
-    let t = start_custom(6, |c| c.limits = RequestLimits { requests: 64, uploads: 1 }).await;
-    // One upload in flight: its body comes from a channel the test feeds slowly.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let first = {
-        let http = t.http.clone();
-        let url = t.url("/objects/first");
-        tokio::spawn(async move {
-            let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-            http.put(url).body(body).send().await.unwrap().status()
-        })
+    let limits = RequestLimits { requests: 64, uploads: 1, small_upload_bytes: 4096 };
+    let t = start_custom(6, |c| c.limits = limits).await;
+    // A body the test feeds slowly, sent chunked or with a declared length.
+    let slow_put = |name: &str, length: Option<u64>| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let mut request = t.http.put(t.url(&format!("/objects/{name}")));
+        if let Some(length) = length {
+            request = request.header(reqwest::header::CONTENT_LENGTH, length);
+        }
+        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let answer = tokio::spawn(async move { request.body(body).send().await.unwrap().status() });
+        (tx, answer)
     };
+    // One large upload (no length: it may be any size) takes the only slot.
+    let (tx, first) = slow_put("first", None);
     tx.send(Ok(vec![1u8; 1000])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = t.put("second", "x").await;
-    assert_eq!(second.status(), 503);
-    assert_eq!(second.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let (tx2, second) = slow_put("second", None);
+    drop(tx2);
+    assert_eq!(second.await.unwrap(), 503, "a second large upload is refused");
+    // Small uploads are counted by their length, not by a slot.
+    let small = t.put("small", "x").await;
+    assert_eq!(small.status(), 200, "a small upload is not refused for a large one");
+    // A small upload of 3000 bytes in flight holds 3 KiB of the 4 KiB.
+    let (small_tx, held) = slow_put("held", Some(3000));
+    small_tx.send(Ok(vec![2u8; 1000])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = t.put("too-much", vec![3u8; 2000]).await;
+    assert_eq!(refused.status(), 503, "2 KiB more than the small-upload memory left");
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(t.put("fits", vec![4u8; 500]).await.status(), 200, "1 KiB still fits");
     // Reads are not uploads: they still go through.
     assert_eq!(t.get("missing").await.status(), 404);
+    small_tx.send(Ok(vec![2u8; 2000])).await.unwrap();
+    drop(small_tx);
+    assert_eq!(held.await.unwrap(), 200);
+    assert_eq!(t.put("too-much", vec![3u8; 2000]).await.status(), 200, "the small-upload memory is free again");
     drop(tx);
     assert_eq!(first.await.unwrap(), 200);
-    assert_eq!(t.put("third", "y").await.status(), 200, "the slot is free again");
+    let (tx, third) = slow_put("third", None);
+    tx.send(Ok(vec![5u8; 10])).await.unwrap();
+    drop(tx);
+    assert_eq!(third.await.unwrap(), 200, "the slot is free again");
     t.cluster.shutdown().await;
 }

@@ -27,10 +27,13 @@ use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::middleware::{self, Next};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -70,9 +73,16 @@ pub struct RequestLimits {
     /// answer; a read until its answer's headers: its body then streams with
     /// [`READ_AHEAD`](crate::object::read) stripes of memory at most).
     pub requests: usize,
-    /// Uploads (`PUT`) being handled at once; each holds up to the small-object
-    /// threshold plus a stripe and a few blocks per shard.
+    /// Large uploads (`PUT`) being handled at once: those without a
+    /// `Content-Length` or with one of at least the small-object threshold. Each
+    /// holds up to the small-object threshold plus a stripe and a few blocks per
+    /// shard.
     pub uploads: usize,
+    /// Memory for small uploads, by their `Content-Length` (below the small-object
+    /// threshold: held whole, so an upload costs about its size). They do not take
+    /// one of the [`uploads`](RequestLimits::uploads), so sixty-four clients of 4 KiB
+    /// PUTs are not refused because thirty-two large ones would fill memory.
+    pub small_upload_bytes: u64,
 }
 
 impl Default for RequestLimits {
@@ -80,9 +90,10 @@ impl Default for RequestLimits {
     /// (`tests/bounded_memory.rs`), a large upload costs an API server ~3 MiB and a
     /// large read ~4 MiB (its decoded stripes, its hash queue and four shard
     /// connections' buffers), so 32 uploads beside 64 large reads stay well under
-    /// 512 MiB; small reads and listings cost far less.
+    /// 512 MiB; small reads and listings cost far less. Small uploads share 64 MiB
+    /// (sixteen thousand 4 KiB PUTs, or sixty-four of 1 MiB, before the request limit).
     fn default() -> Self {
-        RequestLimits { requests: 1024, uploads: 32 }
+        RequestLimits { requests: 1024, uploads: 32, small_upload_bytes: 64 << 20 }
     }
 }
 
@@ -186,10 +197,10 @@ pub async fn serve_with_ready(
 /// every route, where `ConcurrencyLimit` would make one per route) behind load
 /// shedding, so a request past the limit is refused at once, not queued.
 pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
-    let uploads = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("uploads") }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(limits.uploads));
+    let uploads = middleware::from_fn_with_state(
+        UploadLimits::new(limits, service.config.small_threshold),
+        UploadLimits::admit,
+    );
     let requests = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
         .layer(LoadShedLayer::new())
@@ -203,6 +214,54 @@ pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
         .route("/healthz", get(healthz))
         .layer(requests)
         .with_state(Arc::new(service))
+}
+
+/// Admission of uploads: a large one takes one of [`RequestLimits::uploads`]
+/// slots, a small one (declared below the small-object threshold) its size in KiB
+/// of [`RequestLimits::small_upload_bytes`]. Past either: 503 at once, not a queue.
+#[derive(Clone)]
+struct UploadLimits {
+    slots: Arc<Semaphore>,
+    /// In KiB.
+    small: Arc<Semaphore>,
+    small_kib: u64,
+    small_threshold: u64,
+}
+
+impl UploadLimits {
+    fn new(limits: RequestLimits, small_threshold: u64) -> UploadLimits {
+        let small_kib = (limits.small_upload_bytes / 1024).min(Semaphore::MAX_PERMITS as u64);
+        UploadLimits {
+            slots: Arc::new(Semaphore::new(limits.uploads)),
+            small: Arc::new(Semaphore::new(small_kib as usize)),
+            small_kib,
+            small_threshold,
+        }
+    }
+
+    /// Holds a permit from the request's head until its answer (an upload's body is
+    /// read whole before it is answered).
+    async fn admit(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let small_kib = declared.filter(|&n| n < limits.small_threshold).map(|n| n.div_ceil(1024).max(1));
+        let permit = match small_kib.filter(|&kib| kib <= limits.small_kib) {
+            // At most small_kib, which fits the semaphore, so in u32 unless the
+            // threshold is above 4 TiB.
+            Some(kib) => match u32::try_from(kib) {
+                Ok(kib) => limits.small.try_acquire_many_owned(kib),
+                Err(_) => limits.slots.try_acquire_owned(),
+            },
+            None => limits.slots.try_acquire_owned(),
+        };
+        match permit {
+            Ok(_permit) => next.run(request).await,
+            Err(_) => overloaded("uploads"),
+        }
+    }
 }
 
 /// The answer past a limit: 503 with `Retry-After`.

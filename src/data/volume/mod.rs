@@ -903,11 +903,9 @@ impl Shared {
                     Err(_) => break,
                 }
             }
-            // The commit delay: many writers lately, so wait a little for more.
-            let writers = batch.len().max(last_batch);
-            let others = u32::try_from(writers.saturating_sub(1)).unwrap_or(u32::MAX);
-            let delay = self.config.commit_delay.checked_mul(others).map_or(MAX_COMMIT_DELAY, |d| d.min(MAX_COMMIT_DELAY));
-            if let Some(timer) = timer.as_ref().filter(|_| writers > COMMIT_SIBLINGS && !delay.is_zero()) {
+            // Many writers lately: wait a little for more.
+            let delay = commit_delay(self.config.commit_delay, batch.len().max(last_batch));
+            if let (Some(timer), Some(delay)) = (timer.as_ref(), delay) {
                 let deadline = tokio::time::Instant::now() + delay;
                 timer.block_on(async {
                     while bytes < self.config.max_batch_bytes {
@@ -1136,6 +1134,17 @@ impl Shared {
 /// restart's scan does not index records whose writers were told they failed
 /// (after a delete of the same shard elsewhere, they would come back). Best effort:
 /// the disk just failed.
+/// How long a batch waits for more ops when `writers` ops came in this batch or the
+/// last (the larger): none for up to [`COMMIT_SIBLINGS`], else `per_writer` for each
+/// beyond the first, at most [`MAX_COMMIT_DELAY`].
+fn commit_delay(per_writer: Duration, writers: usize) -> Option<Duration> {
+    if writers <= COMMIT_SIBLINGS || per_writer.is_zero() {
+        return None;
+    }
+    let others = u32::try_from(writers - 1).unwrap_or(u32::MAX);
+    Some(per_writer.checked_mul(others).map_or(MAX_COMMIT_DELAY, |d| d.min(MAX_COMMIT_DELAY)))
+}
+
 fn cut_back(file: &File, volume: u32, end: u64) {
     if let Err(e) = file.set_len(end).and_then(|()| file.sync_all()) {
         tracing::error!(volume, error = %e, "cannot cut a failed batch off its volume; a restart may index its records");

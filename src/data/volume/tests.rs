@@ -362,3 +362,17 @@ fn a_failed_write_fails_its_batch_and_the_next_goes_to_a_new_volume() {
     }
     assert_eq!(store.stats().shards, 3);
 }
+
+#[test]
+fn the_commit_delay_grows_with_the_writers_and_spares_one_or_two() {
+    use super::{commit_delay, MAX_COMMIT_DELAY};
+    let ms = Duration::from_millis;
+    assert_eq!(commit_delay(ms(1), 0), None);
+    assert_eq!(commit_delay(ms(1), 1), None, "a lone writer never waits");
+    assert_eq!(commit_delay(ms(1), 2), None, "nor two");
+    assert_eq!(commit_delay(ms(1), 3), Some(ms(2)));
+    assert_eq!(commit_delay(ms(1), 4), Some(ms(3)));
+    assert_eq!(commit_delay(ms(1), 50), Some(MAX_COMMIT_DELAY), "capped");
+    assert_eq!(commit_delay(Duration::MAX, usize::MAX), Some(MAX_COMMIT_DELAY), "no overflow");
+    assert_eq!(commit_delay(Duration::ZERO, 50), None, "zero turns it off");
+}
