@@ -2,10 +2,11 @@
 //! [`crate::suite`], each in a cluster of its own that is stopped and deleted
 //! afterwards, and reported by [`crate::markdown`]:
 //!
-//! 1. **Files versus volumes** ([`EngineRun`]): `PUT 4 KiB × 16` on `cairn dev` with
-//!    every shard a file (`small_shard_max` 0) and with the small-shard engine
-//!    (its default threshold), alternating (files, volumes, volumes, files in the
-//!    full suite) so that a drift of the shared disk's speed hits both alike.
+//! 1. **Files versus volumes** ([`EngineRun`]): `PUT 4 KiB × 16`, `PUT 64 KiB × 16`
+//!    and `PUT 256 KiB × 16` on `cairn dev` with every shard a file
+//!    (`small_shard_max` 0) and with the small-shard engine (its default
+//!    threshold), alternating per size (files, volumes, volumes, files in the full
+//!    suite) so that a drift of the shared disk's speed hits both alike.
 //! 2. **fsync calls per acknowledged PUT** ([`FsyncCount`]): a `cairn dev` child
 //!    process (spawned from the `cairn` binary), `strace -f -c -e
 //!    trace=fsync,fdatasync -p <pid>` attached to it for the load phase of `PUT 4 KiB
@@ -57,6 +58,18 @@ pub const SPACE_OBJECT_SIZE: u64 = 64;
 pub const DISK_RESERVE: u64 = 5 * GIB;
 /// The load of the fsync count and of the files-versus-volumes runs.
 pub const SMALL_PUT: Cell = Cell::new(Op::Put, 4 * KIB, 16);
+/// The object sizes of the files-versus-volumes runs: 4 KiB (issue 9's ops/s
+/// goal) and two larger ones whose shards are still records at the default
+/// threshold (256 KiB is that threshold; below 1 MiB an object is three copies).
+pub const ENGINE_SIZES: [u64; 3] = [4 * KIB, 64 * KIB, 256 * KIB];
+/// Issue 9's goal for `PUT 64 KiB × 16` and `PUT 256 KiB × 16`: the small-shard
+/// engine at least this many times the files' PUT rate.
+pub const GOAL_VOLUMES_OVER_FILES: f64 = 2.0;
+
+/// The load of a files-versus-volumes run of objects of `size`: 16 clients.
+pub const fn engine_cell(size: u64) -> Cell {
+    Cell::new(Op::Put, size, SMALL_PUT.clients)
+}
 
 /// How a data server keeps small shards, as `cairn dev --small-shard-max` chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +101,11 @@ impl Engine {
 /// What the small-shard measurements do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SmallShardConfig {
-    /// The engines of the files-versus-volumes runs, in order.
+    /// The engines of the files-versus-volumes runs of each size, in order.
     pub engine_runs: Vec<Engine>,
+    /// The object sizes of those runs ([`ENGINE_SIZES`]); each size runs every
+    /// engine of `engine_runs` before the next size starts.
+    pub engine_sizes: Vec<u64>,
     /// How long each of those runs' load lasts.
     pub engine_run_duration: Duration,
     /// How long the load under strace lasts.
@@ -119,6 +135,7 @@ impl SmallShardConfig {
             } else {
                 vec![Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]
             },
+            engine_sizes: ENGINE_SIZES.to_vec(),
             engine_run_duration: seconds(if quick { 2 } else { 5 }),
             fsync_duration: seconds(if quick { 2 } else { 5 }),
             space_objects: if quick { 2_000 } else { 88_000 },
@@ -147,21 +164,23 @@ pub struct SmallShardReport {
     pub after_deletes: Result<crate::space::SpaceAfterDeletes, String>,
 }
 
-/// One `PUT 4 KiB × 16` run with one engine.
+/// One `PUT <size> × 16` run with one engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineRun {
     /// Which.
     pub engine: Engine,
+    /// The objects' size in bytes.
+    pub size: u64,
     /// What it measured, or why it could not.
     pub result: Result<BenchReport, String>,
 }
 
-/// The PUT rate of `engine` over all its runs that went: acknowledged PUTs over
-/// their time together; `None` without one.
-pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine) -> Option<f64> {
+/// The PUT rate of `engine` with objects of `size` over all its runs that went:
+/// acknowledged PUTs over their time together; `None` without one.
+pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine, size: u64) -> Option<f64> {
     let (ops, seconds) = runs
         .iter()
-        .filter(|r| r.engine == engine)
+        .filter(|r| r.engine == engine && r.size == size)
         .filter_map(|r| r.result.as_ref().ok())
         .filter_map(|r| Some((r.ops.first()?.ops, r.elapsed_s)))
         .fold((0u64, 0f64), |(o, s), (ops, secs)| (o + ops, s + secs));
@@ -320,22 +339,24 @@ pub(crate) async fn run(
     Ok(SmallShardReport { engine_runs, fsync, space, scale, after_deletes })
 }
 
-/// `PUT 4 KiB × 16` on a fresh `cairn dev` per engine in `small.engine_runs`.
+/// `PUT <size> × 16` on a fresh `cairn dev` per engine in `small.engine_runs`, for
+/// each size in `small.engine_sizes`.
 async fn engine_runs(small: &SmallShardConfig, dir: &Path, stop: &CancellationToken) -> Vec<EngineRun> {
     let mut runs = Vec::new();
-    for (i, &engine) in small.engine_runs.iter().enumerate() {
-        let root = dir.join(format!("{}-{}", i + 1, engine.name()));
+    let plan = small.engine_sizes.iter().flat_map(|&size| small.engine_runs.iter().map(move |&engine| (size, engine)));
+    for (i, (size, engine)) in plan.enumerate() {
+        let root = dir.join(format!("{}-{}-{}", i + 1, size, engine.name()));
         let result = match layout::start_dev_with(&root, |c| c.small_shard_max = engine.small_shard_max()).await {
             Err(e) => Err(e.to_string()),
             Ok(dev) => {
-                let args = SMALL_PUT.bench_args(&dev.endpoint, small.engine_run_duration);
+                let args = engine_cell(size).bench_args(&dev.endpoint, small.engine_run_duration);
                 let result = run_until(&args, stop.clone()).await.map_err(|e| e.to_string());
                 dev.cluster.shutdown().await;
                 result
             }
         };
         remove_dir(root).await;
-        runs.push(EngineRun { engine, result });
+        runs.push(EngineRun { engine, size, result });
         if stop.is_cancelled() {
             break;
         }
@@ -685,6 +706,11 @@ mod tests {
         assert_eq!((full.space_objects, full.scale_objects), (88_000, 1_000_000));
         assert!(quick.scale_objects <= 20_000 && quick.space_objects < full.space_objects);
         assert_eq!(full.engine_runs, [Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]);
+        assert_eq!(quick.engine_runs, [Engine::Files, Engine::Volumes]);
+        assert_eq!(full.engine_sizes, [4 * KIB, 64 * KIB, 256 * KIB]);
+        assert_eq!(quick.engine_sizes, full.engine_sizes);
+        // A 256 KiB object's shards are whole copies at the threshold: records, not files.
+        assert!(full.engine_sizes.iter().all(|&s| s <= DEFAULT_SMALL_SHARD_MAX));
         assert_eq!(Engine::Files.small_shard_max(), 0);
         assert_eq!(Engine::Volumes.small_shard_max(), DEFAULT_SMALL_SHARD_MAX);
     }
