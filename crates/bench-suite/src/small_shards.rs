@@ -7,10 +7,15 @@
 //!    (`small_shard_max` 0) and with the small-shard engine (its default
 //!    threshold), alternating per size (files, volumes, volumes, files in the full
 //!    suite) so that a drift of the shared disk's speed hits both alike.
-//! 2. **fsync calls per acknowledged PUT** ([`FsyncCount`]): a `cairn dev` child
-//!    process (spawned from the `cairn` binary), `strace -f -c -e
-//!    trace=fsync,fdatasync -p <pid>` attached to it for the load phase of `PUT 4 KiB
-//!    × 16`, then stopped with SIGINT so that it writes its summary.
+//! 2. **fsync calls per acknowledged PUT** ([`FsyncRun`]): a fresh `cairn dev` child
+//!    process (spawned from the `cairn` binary) per count, loaded with `PUT 4 KiB ×
+//!    16` while a counter is attached to it: `strace -f -c -e trace=fsync,fdatasync
+//!    -p <pid>` (issue 9's count), and `perf stat -e` of the `sys_enter_fsync` and
+//!    `sys_enter_fdatasync` tracepoints with `cairn dev`'s default commit delay and
+//!    with `--commit-delay 0s`. Each is stopped with SIGINT so that it writes its
+//!    counts. strace stops every traced call in its one process, which slows `cairn
+//!    dev` several times over and so shrinks its commit batches; perf counts in
+//!    the kernel at full speed.
 //! 3. **Disk per 64-byte object** ([`SpaceUse`]): `cairn dev` filled with N
 //!    64-byte objects, then the allocated blocks of the data servers' roots (like
 //!    `du`), with the metadata database counted apart.
@@ -32,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use cairn::bench::{self, run_until, BenchArgs, BenchReport, Op};
+use cairn::data::volume::DEFAULT_COMMIT_DELAY;
 use cairn::dev::DEFAULT_SMALL_SHARD_MAX;
 use cairn::size::ByteSize;
 
@@ -98,6 +104,66 @@ impl Engine {
     }
 }
 
+/// What counts a `cairn dev` child's fsync and fdatasync calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncCounter {
+    /// `strace -f -c -e trace=fsync,fdatasync -p <pid>`, issue 9's count. With `-p`
+    /// every system call of every thread stops in the one strace process (not even
+    /// `--seccomp-bpf` filters an attached process), so `cairn dev` runs several
+    /// times slower while counted.
+    Strace,
+    /// `perf stat -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -p
+    /// <pid>`: the kernel's tracepoint counters, which leave the process at full
+    /// speed.
+    Perf,
+}
+
+impl SyncCounter {
+    /// Its program, and its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncCounter::Strace => "strace",
+            SyncCounter::Perf => "perf",
+        }
+    }
+
+    /// Where to install it from, for the report when it is missing.
+    fn install_hint(self) -> &'static str {
+        match self {
+            SyncCounter::Strace => "`apt-get install -y strace`",
+            SyncCounter::Perf => "`apt-get install -y linux-perf` on Debian, `linux-tools-$(uname -r)` on Ubuntu",
+        }
+    }
+}
+
+/// The group-commit delay of the `cairn dev` whose fsync calls are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitDelay {
+    /// No `--commit-delay`: `cairn dev`'s default ([`DEFAULT_COMMIT_DELAY`] per
+    /// waiting writer).
+    Default,
+    /// `--commit-delay 0s`: each batch written at once, without waiting for more.
+    Off,
+}
+
+impl CommitDelay {
+    /// The flags it adds to `cairn dev`.
+    pub fn dev_args(self) -> Vec<String> {
+        match self {
+            CommitDelay::Default => Vec::new(),
+            CommitDelay::Off => vec!["--commit-delay".into(), "0s".into()],
+        }
+    }
+
+    /// As the report shows it.
+    pub fn label(self) -> String {
+        match self {
+            CommitDelay::Default => format!("default ({})", humantime::format_duration(DEFAULT_COMMIT_DELAY)),
+            CommitDelay::Off => "`--commit-delay 0s`".to_string(),
+        }
+    }
+}
+
 /// What the small-shard measurements do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SmallShardConfig {
@@ -108,7 +174,9 @@ pub struct SmallShardConfig {
     pub engine_sizes: Vec<u64>,
     /// How long each of those runs' load lasts.
     pub engine_run_duration: Duration,
-    /// How long the load under strace lasts.
+    /// The fsync counts, in order: each a fresh `cairn dev` under its counter.
+    pub fsync_runs: Vec<(SyncCounter, CommitDelay)>,
+    /// How long the load of each fsync count lasts.
     pub fsync_duration: Duration,
     /// 64-byte objects filled for the space measurement; 0 skips it.
     pub space_objects: u64,
@@ -137,6 +205,11 @@ impl SmallShardConfig {
             },
             engine_sizes: ENGINE_SIZES.to_vec(),
             engine_run_duration: seconds(if quick { 2 } else { 5 }),
+            fsync_runs: vec![
+                (SyncCounter::Strace, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Off),
+            ],
             fsync_duration: seconds(if quick { 2 } else { 5 }),
             space_objects: if quick { 2_000 } else { 88_000 },
             scale_objects: if quick { 20_000 } else { 1_000_000 },
@@ -154,8 +227,8 @@ impl SmallShardConfig {
 pub struct SmallShardReport {
     /// The files-versus-volumes runs, in order.
     pub engine_runs: Vec<EngineRun>,
-    /// fsync calls per acknowledged PUT.
-    pub fsync: Result<FsyncCount, String>,
+    /// fsync calls per acknowledged PUT, one count per [`SmallShardConfig::fsync_runs`].
+    pub fsync: Vec<FsyncRun>,
     /// Disk per small object.
     pub space: Result<SpaceUse, String>,
     /// Memory and restart at scale.
@@ -187,12 +260,24 @@ pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine, size: u64) -> Option
     (seconds > 0.0).then(|| ops as f64 / seconds)
 }
 
-/// fsync calls counted by strace during a load of small PUTs.
+/// One count of fsync calls: which counter, on which `cairn dev`, and what it
+/// found or why it could not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FsyncRun {
+    /// What counted.
+    pub counter: SyncCounter,
+    /// The `cairn dev`'s group-commit delay.
+    pub commit_delay: CommitDelay,
+    /// The count, or why there is none.
+    pub result: Result<FsyncCount, String>,
+}
+
+/// fsync calls counted during a load of small PUTs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FsyncCount {
-    /// What strace counted, from attaching to detaching.
+    /// What the counter counted, from attaching to its SIGINT.
     pub calls: SyncCalls,
-    /// The load under strace.
+    /// The load while it counted.
     pub load: BenchReport,
 }
 
@@ -200,6 +285,11 @@ impl FsyncCount {
     /// Acknowledged PUTs of the load.
     pub fn puts(&self) -> u64 {
         self.load.ops.first().map_or(0, |r| r.ops)
+    }
+
+    /// The load's PUT rate, in ops/s.
+    pub fn ops_per_s(&self) -> f64 {
+        self.load.ops.first().map_or(0.0, |r| r.ops_per_s)
     }
 
     /// Calls per acknowledged PUT; `None` without one.
@@ -295,11 +385,15 @@ pub(crate) async fn run(
     let engine_runs = engine_runs(small, &dir.join("engines"), stop).await;
     interrupted()?;
 
-    tracing::info!("suite: fsync calls per PUT under strace");
-    let root = dir.join("fsync");
-    let fsync = fsync_count(config, small.fsync_duration, &root, stop).await;
-    remove_dir(root).await;
-    interrupted()?;
+    let mut fsync = Vec::new();
+    for (i, &(counter, commit_delay)) in small.fsync_runs.iter().enumerate() {
+        tracing::info!(counter = counter.name(), ?commit_delay, "suite: fsync calls per PUT");
+        let root = dir.join(format!("fsync-{}-{}", i + 1, counter.name()));
+        let result = fsync_count(config, counter, commit_delay, small.fsync_duration, &root, stop).await;
+        remove_dir(root).await;
+        fsync.push(FsyncRun { counter, commit_delay, result });
+        interrupted()?;
+    }
 
     let space = if small.space_objects == 0 {
         Err("not in this run (0 objects)".to_string())
@@ -393,9 +487,12 @@ async fn bounded_fill(
     filled.map_err(|e| format!("the fill failed: {e}"))
 }
 
-/// The fsync count: a `cairn dev` child under `strace -p`, loaded with small PUTs.
+/// One fsync count: a fresh `cairn dev` child with `commit_delay`, `counter`
+/// attached to it while it is loaded with small PUTs.
 async fn fsync_count(
     config: &SuiteConfig,
+    counter: SyncCounter,
+    commit_delay: CommitDelay,
     duration: Duration,
     root: &Path,
     stop: &CancellationToken,
@@ -403,11 +500,21 @@ async fn fsync_count(
     let Some(exe) = &config.cairn_exe else {
         return Err("no `cairn` binary to run `cairn dev` from (library call)".into());
     };
-    match std::process::Command::new("strace").arg("-V").output() {
+    let name = counter.name();
+    let version_flag = match counter {
+        SyncCounter::Strace => "-V",
+        SyncCounter::Perf => "--version",
+    };
+    match std::process::Command::new(name).arg(version_flag).output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("strace is not installed (`apt-get install -y strace`): nothing counted".into())
+            return Err(format!("{name} is not installed ({}): nothing counted", counter.install_hint()))
         }
-        Err(e) => return Err(format!("cannot run strace: {e}")),
+        Err(e) => return Err(format!("cannot run {name}: {e}")),
+        // Ubuntu's `perf` is a wrapper that fails when no perf matches the kernel.
+        Ok(out) if !out.status.success() => {
+            let said = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr });
+            return Err(format!("{name} {version_flag} failed ({}): {}", out.status, one_line(&said)));
+        }
         Ok(_) => {}
     }
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -418,46 +525,64 @@ async fn fsync_count(
     let port = layout::free_port(&ips, config.base_port).map_err(|e| e.to_string())?;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     let endpoint = format!("http://{listen}");
-    // Killed (strace first, then cairn dev) when dropped, whatever happens below.
+    // Both killed (cairn dev, then the counter) when dropped, whatever happens below.
     let mut processes = Processes::new();
-    let dev_args =
-        ["dev".to_string(), "--listen".into(), listen.to_string(), "--root".into(), path_arg(&root.join("dev"))];
+    let dev_args: Vec<String> =
+        ["dev".to_string(), "--listen".into(), listen.to_string(), "--root".into(), path_arg(&root.join("dev"))]
+            .into_iter()
+            .chain(commit_delay.dev_args())
+            .collect();
     processes.spawn(exe, root, "cairn-dev".into(), &dev_args).map_err(|e| e.to_string())?;
     layout::wait_live(&endpoint, u64::from(layout::DATA_SERVERS), || processes.check_running())
         .await
         .map_err(|e| e.to_string())?;
     let pid = processes.pid("cairn-dev").ok_or("cairn dev has no process id")?;
 
-    let summary = root.join("strace-summary.txt");
-    let strace_args = ["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"]
-        .into_iter()
-        .map(String::from)
-        .chain([path_arg(&summary), "-p".into(), pid.to_string()])
-        .collect::<Vec<_>>();
-    processes.spawn(Path::new("strace"), root, "strace".into(), &strace_args).map_err(|e| e.to_string())?;
-    // Attaching to every thread takes a moment; strace exits at once when ptrace is refused.
-    if let Some(status) = processes.wait_exit("strace", Duration::from_secs(1)).await {
+    let output = root.join(format!("{name}-counts.txt"));
+    let counter_args = counter_args(counter, &output, pid);
+    processes.spawn(Path::new(name), root, name.into(), &counter_args).map_err(|e| e.to_string())?;
+    // Attaching to every thread takes a moment; strace exits at once when ptrace is
+    // refused, perf when the tracepoints cannot be opened.
+    if let Some(status) = processes.wait_exit(name, Duration::from_secs(1)).await {
         return Err(format!(
-            "strace could not attach to cairn dev ({status}): {}",
-            one_line(&processes.log_tail("strace"))
+            "{name} could not attach to cairn dev ({status}): {}",
+            one_line(&processes.log_tail(name))
         ));
     }
     let mut args = SMALL_PUT.bench_args(&endpoint, duration);
     // No DELETEs in the count; the directory goes afterwards anyway.
     args.keep = true;
     let load = run_until(&args, stop.clone()).await.map_err(|e| format!("the load failed: {e}"))?;
-    // SIGINT makes strace detach and write its summary.
-    let strace_pid = processes.pid("strace").ok_or("strace has no process id")?;
-    let signalled = std::process::Command::new("kill").args(["-INT", &strace_pid.to_string()]).status();
+    // SIGINT makes strace detach and write its summary, perf stop and print its counts.
+    let counter_pid = processes.pid(name).ok_or_else(|| format!("{name} has no process id"))?;
+    let signalled = std::process::Command::new("kill").args(["-INT", &counter_pid.to_string()]).status();
     if !signalled.as_ref().is_ok_and(|s| s.success()) {
-        return Err(format!("cannot send SIGINT to strace ({signalled:?})"));
+        return Err(format!("cannot send SIGINT to {name} ({signalled:?})"));
     }
-    if processes.wait_exit("strace", Duration::from_secs(30)).await.is_none() {
-        return Err("strace did not stop within 30 s of SIGINT".into());
+    if processes.wait_exit(name, Duration::from_secs(30)).await.is_none() {
+        return Err(format!("{name} did not stop within 30 s of SIGINT"));
     }
-    let text = std::fs::read_to_string(&summary).map_err(|e| format!("{}: {e}", summary.display()))?;
-    let calls = probes::parse_strace_summary(&text).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let calls = match counter {
+        SyncCounter::Strace => probes::parse_strace_summary(&text).map_err(|e| e.to_string()),
+        SyncCounter::Perf => probes::parse_perf_stat(&text).map_err(|e| e.to_string()),
+    };
+    let calls = calls.map_err(|e| match one_line(&processes.log_tail(name)) {
+        log if log.is_empty() => e,
+        log => format!("{e}; {name} said: {log}"),
+    })?;
     Ok(FsyncCount { calls, load })
+}
+
+/// The command line of `counter` attached to process `pid`, writing its counts to
+/// `output` when it gets SIGINT.
+pub fn counter_args(counter: SyncCounter, output: &Path, pid: u32) -> Vec<String> {
+    let flags: &[&str] = match counter {
+        SyncCounter::Strace => &["-f", "-c", "-e", "trace=fsync,fdatasync"],
+        // --no-big-num: plain digits whatever the locale's grouping.
+        SyncCounter::Perf => &["stat", "--no-big-num", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"],
+    };
+    flags.iter().map(|f| f.to_string()).chain(["-o".into(), path_arg(output), "-p".into(), pid.to_string()]).collect()
 }
 
 /// The space measurement: `cairn dev` filled with 64-byte objects, then its disk.
@@ -692,6 +817,31 @@ mod tests {
     }
 
     #[test]
+    fn the_counters_attach_to_the_pid_and_write_where_they_are_told() {
+        let out = Path::new("/tmp/x/perf-counts.txt");
+        assert_eq!(
+            counter_args(SyncCounter::Perf, out, 42),
+            [
+                "stat",
+                "--no-big-num",
+                "-e",
+                "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync",
+                "-o",
+                "/tmp/x/perf-counts.txt",
+                "-p",
+                "42"
+            ]
+        );
+        assert_eq!(
+            counter_args(SyncCounter::Strace, out, 42),
+            ["-f", "-c", "-e", "trace=fsync,fdatasync", "-o", "/tmp/x/perf-counts.txt", "-p", "42"]
+        );
+        assert_eq!(CommitDelay::Off.dev_args(), ["--commit-delay", "0s"]);
+        assert!(CommitDelay::Default.dev_args().is_empty());
+        assert_eq!(CommitDelay::Default.label(), "default (1ms)");
+    }
+
+    #[test]
     fn the_disk_estimate_rounds_shards_to_blocks_and_adds_one() {
         // 1-8 KiB: mean 4.5 KiB, two blocks and 1 KiB, three copies.
         assert_eq!(fill_disk_estimate(1_000_000, (KIB, 8 * KIB), 3), 1_000_000 * 3 * 9 * KIB);
@@ -711,6 +861,14 @@ mod tests {
         assert_eq!(quick.engine_sizes, full.engine_sizes);
         // A 256 KiB object's shards are whole copies at the threshold: records, not files.
         assert!(full.engine_sizes.iter().all(|&s| s <= DEFAULT_SMALL_SHARD_MAX));
+        assert_eq!(
+            full.fsync_runs,
+            [
+                (SyncCounter::Strace, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Off)
+            ]
+        );
         assert_eq!(Engine::Files.small_shard_max(), 0);
         assert_eq!(Engine::Volumes.small_shard_max(), DEFAULT_SMALL_SHARD_MAX);
     }
