@@ -949,7 +949,7 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
     let fill = s.fill.ops.first();
     writeln!(
         out,
-        "A fresh multi-process layout filled with {} of {} objects of {} to {} (`cairn bench --op fill --count {} --size {} --size-max {} --keep`, {} clients) in {:.0} s ({} objects/s, {} failed PUTs{}). Resident memory (`VmRSS` in `/proc/<pid>/status`) of each data server process before and after the fill; its shards are an estimate, {} copies × objects ÷ 6 data servers = {} each, since no data server reports its count. With far fewer than a million shards the growth is mostly the allocator's and the runtime's warm-up, not a cost per shard: the per-million figure then overstates it.",
+        "A fresh multi-process layout filled with {} of {} objects of {} to {} (`cairn bench --op fill --count {} --size {} --size-max {} --keep`, {} clients) in {:.0} s ({} objects/s, {} failed PUTs{}). Resident memory (`VmRSS` in `/proc/<pid>/status`) of each data server process before and after the fill, and the shards it holds as its `GET /stats` counts them after the fill (its small-shard engine's `shards`: every shard of this fill is below the {} threshold); the growth per million shards is each server's growth ÷ its own shards. Where `/stats` failed, the row says so and uses the estimate {} copies × objects ÷ 6 data servers = {} instead. With far fewer than a million shards the growth is mostly the allocator's and the runtime's warm-up, not a cost per shard: the per-million figure then overstates it.",
         thousands(fill.map_or(0.0, |r| r.ops as f64)),
         thousands(s.requested as f64),
         ByteSize(s.fill.object_size),
@@ -962,18 +962,27 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
         thousands(fill.map_or(0.0, |r| r.ops_per_s)),
         s.fill.error_count(),
         if s.fill.interrupted { "; cut short by the time limit" } else { "" },
+        ByteSize(Engine::Volumes.small_shard_max()),
         crate::suite::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
-        thousands(s.shards_per_server),
+        thousands(s.estimated_shards_per_server),
     )?;
     writeln!(out)?;
-    writeln!(out, "| data server | RSS before | RSS after | growth | per million shards |\n|---|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| data server | RSS before | RSS after | growth | shards | per million shards |\n|---|---:|---:|---:|---:|---:|"
+    )?;
     let mut per_million = Vec::new();
     for m in &s.servers {
-        let per = m.per_million(s.shards_per_server);
+        let shards = m.shards_or(s.estimated_shards_per_server);
+        let per = m.per_million(shards);
         per_million.extend(per);
+        let shown = match &m.shards {
+            Ok(n) => thousands(*n as f64),
+            Err(_) => format!("≈ {} (estimate: `/stats` failed)", thousands(shards)),
+        };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {shown} | {} |",
             m.name,
             mib(m.before as f64),
             mib(m.after as f64),
@@ -998,8 +1007,13 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
     match &s.restart {
         Err(why) => writeln!(out, "Restart: not measured: {}.", one_line(why.trim_end_matches('.')))?,
         Ok(r) => {
-            let scale_note = if s.shards_per_server < 1e6 {
-                format!(" (this run: {} shards per server, the goal is for a million)", thousands(s.shards_per_server))
+            let held = s
+                .servers
+                .iter()
+                .find(|m| m.name == r.server)
+                .map_or(s.estimated_shards_per_server, |m| m.shards_or(s.estimated_shards_per_server));
+            let scale_note = if held < 1e6 {
+                format!(" (this run: {} shards on {}, the goal is for a million)", thousands(held), r.server)
             } else {
                 String::new()
             };

@@ -21,7 +21,8 @@
 //!    `du`), with the metadata database counted apart.
 //! 4. **Scale** ([`ScaleReport`]): the multi-process layout filled with N objects
 //!    of 1–8 KiB; each data server process's resident memory before and after,
-//!    then one data server killed with SIGKILL, started again with the same flags,
+//!    divided by the shards its `GET /stats` counts after the fill (an estimate
+//!    from the object count where that fails), then one data server killed with SIGKILL, started again with the same flags,
 //!    and the time until it serves a shard it holds.
 //!
 //! A measurement that cannot be made (no `strace`, ptrace refused, no RabbitMQ, not
@@ -332,18 +333,19 @@ pub struct ScaleReport {
     pub requested: u64,
     /// The fill (its PUTs are the objects stored).
     pub fill: BenchReport,
-    /// Each data server process's resident memory.
+    /// Each data server process's resident memory and shards.
     pub servers: Vec<ServerMemory>,
     /// Shards each data server holds, estimated as shards per object × objects ÷
-    /// data servers (no data server reports its count).
-    pub shards_per_server: f64,
+    /// data servers: used only for a server whose `GET /stats` failed.
+    pub estimated_shards_per_server: f64,
     /// The restart of one data server.
     pub restart: Result<Restart, String>,
     /// Things worth knowing about the run.
     pub notes: Vec<String>,
 }
 
-/// One data server process's resident memory (`VmRSS`), in bytes.
+/// One data server process's resident memory (`VmRSS`), in bytes, and the shards
+/// it holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerMemory {
     /// Its name (`data-N`).
@@ -352,9 +354,16 @@ pub struct ServerMemory {
     pub before: u64,
     /// After it.
     pub after: u64,
+    /// The shards its `GET /stats` counted after the fill, or why there is no count.
+    pub shards: Result<u64, String>,
 }
 
 impl ServerMemory {
+    /// The shards it holds: its own count, else `estimate`.
+    pub fn shards_or(&self, estimate: f64) -> f64 {
+        self.shards.as_ref().map_or(estimate, |&n| n as f64)
+    }
+
     /// Growth per million shards held, in bytes; `None` when it holds none.
     pub fn per_million(&self, shards: f64) -> Option<f64> {
         (shards > 0.0).then(|| (self.after as f64 - self.before as f64) / (shards / 1e6))
@@ -664,18 +673,24 @@ async fn scale(
     let before = resident_memory(&running)?;
     let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await?;
     let after = resident_memory(&running)?;
-    let servers = running
-        .data_servers
-        .iter()
-        .zip(before.into_iter().zip(after))
-        .map(|((name, _), (before, after))| ServerMemory { name: name.clone(), before, after })
-        .collect();
     let objects = fill.ops.first().map_or(0, |r| r.ops);
-    let shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
+    let estimated_shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
+    let client = local_client()?;
+    let mut servers: Vec<ServerMemory> = Vec::new();
+    for ((name, addr), (before, after)) in running.data_servers.iter().zip(before.into_iter().zip(after)) {
+        let shards = stats_shards(&client, *addr).await;
+        if let Err(e) = &shards {
+            notes.push(format!(
+                "{name}'s `GET /stats` failed ({e}): its memory per million shards uses the estimate of {} shards",
+                estimated_shards_per_server.round()
+            ));
+        }
+        servers.push(ServerMemory { name: name.clone(), before, after, shards });
+    }
     if fill.live_data_servers != u64::from(layout::DATA_SERVERS) {
         notes.push(format!(
             "the API server counted {} live data servers before the fill (others on the same broker may hold \
-             some shards): the per-server shard estimate assumes {}",
+             some shards): the per-server shard estimate (used only where `/stats` failed) assumes {}",
             fill.live_data_servers,
             layout::DATA_SERVERS
         ));
@@ -688,7 +703,43 @@ async fn scale(
     if let Some((name, status, log_tail)) = running.processes.exited() {
         notes.push(format!("{name} exited during the run ({status}); its last log lines:\n{log_tail}"));
     }
-    Ok(ScaleReport { requested: small.scale_objects, fill, servers, shards_per_server, restart, notes })
+    Ok(ScaleReport { requested: small.scale_objects, fill, servers, estimated_shards_per_server, restart, notes })
+}
+
+/// The shards the data server at `addr` holds, from its `GET /stats`.
+async fn stats_shards(client: &reqwest::Client, addr: SocketAddr) -> Result<u64, String> {
+    let answer = client
+        .get(format!("http://{addr}/stats"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    parse_stats_shards(&answer).ok_or_else(|| {
+        let start = String::from_utf8_lossy(&answer[..answer.len().min(100)]).into_owned();
+        format!("no shard count in its answer {start:?}")
+    })
+}
+
+/// The `shards` of a data server's `GET /stats` answer (`{"shards": N,
+/// "index_bytes": N, "syncs": N, "synced_ops": N, "volumes": [...]}`): the shards
+/// its small-shard engine holds. `None` without it, as when the engine is off
+/// (`{"volumes": null}`), since then no count covers the shards.
+pub fn parse_stats_shards(answer: &[u8]) -> Option<u64> {
+    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    json.get("shards")?.as_u64()
+}
+
+/// An HTTP client for the suite's own servers on loopback, with short timeouts.
+fn local_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Each data server's resident memory now, in the order of `data_servers`.
@@ -715,12 +766,7 @@ async fn restart_one(
     if objects == 0 {
         return Err("the fill stored nothing".into());
     }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = local_client()?;
     let name = bench::object_name(prefix, 0);
     let located = client
         .get(format!("{endpoint}/locate/{}", bench::encode_name(&name)))
@@ -814,6 +860,26 @@ mod tests {
         );
         assert_eq!(parse_locate(b"no data server holds ab12\n"), None);
         assert_eq!(parse_locate(br#"{"hash":"ab12","shards":{"0":7}}"#), None);
+    }
+
+    #[test]
+    fn a_stats_answer_gives_the_small_shard_count() {
+        let answer = br#"{"shards":166667,"index_bytes":9000000,"syncs":120,"synced_ops":5000,"volumes":[]}"#;
+        assert_eq!(parse_stats_shards(answer), Some(166_667));
+        // The engine off: no count of the shards (they are files).
+        assert_eq!(parse_stats_shards(br#"{"volumes":null}"#), None);
+        assert_eq!(parse_stats_shards(br#"{"shards":-1}"#), None);
+        assert_eq!(parse_stats_shards(b"Not Found"), None);
+    }
+
+    #[test]
+    fn a_server_without_its_own_count_falls_back_to_the_estimate() {
+        let counted = ServerMemory { name: "data-1".into(), before: 10 << 20, after: 40 << 20, shards: Ok(500_000) };
+        assert_eq!(counted.shards_or(1e6), 500_000.0);
+        assert_eq!(counted.per_million(counted.shards_or(1e6)), Some(60.0 * (1 << 20) as f64));
+        let failed = ServerMemory { shards: Err("connection refused".into()), ..counted };
+        assert_eq!(failed.shards_or(1e6), 1e6);
+        assert_eq!(failed.per_million(0.0), None);
     }
 
     #[test]
