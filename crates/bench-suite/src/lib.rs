@@ -7,7 +7,7 @@
 //! [`machine`] facts read in `/proc`), makes a crash run ([`crash`]: `kill -9` data
 //! servers under load, then read back everything acknowledged) and writes a Markdown
 //! report ([`markdown`]): `BENCH.md`. Issue 9's measurements of small-shard storage ([`small_shards`]:
-//! fsync calls per PUT under strace, disk per small object, memory and restart at
+//! fsync calls per PUT under strace and perf, disk per small object, memory and restart at
 //! scale, files versus volumes) run after the matrix, reading the system through
 //! [`probes`].
 //!

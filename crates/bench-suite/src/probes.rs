@@ -1,5 +1,5 @@
 //! What the suite reads from the system about the servers it runs, beside their
-//! HTTP answers: `strace -c` summaries (fsync calls), the disk blocks a directory
+//! HTTP answers: `strace -c` summaries and `perf stat` counts (fsync calls), the disk blocks a directory
 //! holds (like `du --block-size=1`), a process's resident memory (`VmRSS` in
 //! `/proc/<pid>/status`) and a file system's free space. The parsers are pure
 //! functions of the text, so tests reach them without a process or a tracer;
@@ -10,7 +10,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The calls an `strace -c -e trace=fsync,fdatasync` summary counted.
+/// The `fsync` and `fdatasync` calls an `strace -c -e trace=fsync,fdatasync`
+/// summary or a `perf stat` of their `sys_enter` tracepoints counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncCalls {
     /// `fsync` calls.
@@ -77,6 +78,75 @@ pub fn parse_strace_summary(text: &str) -> Result<SyncCalls, SummaryError> {
         *slot += count.ok_or_else(|| SummaryError::BadRow { row: line.trim().to_string() })?;
     }
     Ok(calls)
+}
+
+/// The `perf stat` event that counts `fsync` calls.
+pub const PERF_FSYNC_EVENT: &str = "syscalls:sys_enter_fsync";
+/// The `perf stat` event that counts `fdatasync` calls.
+pub const PERF_FDATASYNC_EVENT: &str = "syscalls:sys_enter_fdatasync";
+
+/// Why a `perf stat` output could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PerfStatError {
+    /// No line names the event: perf wrote something else (or nothing).
+    #[error("perf stat printed no count of {event} (first line: {first_line:?})")]
+    MissingEvent {
+        /// The event.
+        event: &'static str,
+        /// The first non-empty line, to show what came instead.
+        first_line: String,
+    },
+    /// perf printed `<not counted>` or `<not supported>` instead of a count.
+    #[error("perf stat did not count {event}: {reason}")]
+    NotCounted {
+        /// The event.
+        event: &'static str,
+        /// What perf printed in place of the count.
+        reason: String,
+    },
+    /// The event's line has something that is not a count where the count is.
+    #[error("perf stat line {line:?} has no count")]
+    BadCount {
+        /// The line.
+        line: String,
+    },
+}
+
+/// The `fsync` and `fdatasync` calls in what `perf stat -e
+/// syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -o FILE` writes:
+///
+/// ```text
+/// # started on Thu Nov 26 02:21:36 2026
+///
+///  Performance counter stats for process id '13789':
+///
+///               2057      syscalls:sys_enter_fsync
+///               2813      syscalls:sys_enter_fdatasync
+///
+///        3.461457839 seconds time elapsed
+/// ```
+///
+/// Each event's line is its count, then its name. The count may be grouped with
+/// commas (perf's `--big-num` in a locale that groups); a count perf could not
+/// make is `<not counted>` or `<not supported>` in its place, which is an error,
+/// not zero: the calls were not counted, not absent. Both events must be there.
+pub fn parse_perf_stat(text: &str) -> Result<SyncCalls, PerfStatError> {
+    let count = |event: &'static str| -> Result<u64, PerfStatError> {
+        let line = text.lines().find(|l| l.split_whitespace().any(|w| w == event)).ok_or_else(|| {
+            let first_line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_string();
+            PerfStatError::MissingEvent { event, first_line }
+        })?;
+        let before = line.trim_start();
+        if let Some(rest) = before.strip_prefix('<') {
+            let reason = rest.split('>').next().unwrap_or_default();
+            return Err(PerfStatError::NotCounted { event, reason: format!("<{reason}>") });
+        }
+        let first = before.split_whitespace().next().unwrap_or_default();
+        let digits: String = first.chars().filter(|&c| c != ',').collect();
+        digits.parse::<u64>().map_err(|_| PerfStatError::BadCount { line: line.trim().to_string() })
+    };
+    Ok(SyncCalls { fsync: count(PERF_FSYNC_EVENT)?, fdatasync: count(PERF_FDATASYNC_EVENT)? })
 }
 
 /// Disk space a directory tree takes.
@@ -212,6 +282,57 @@ mod tests {
         );
         let text = "% time     seconds  usecs/call     calls    errors syscall\n 91.38 2.0 309 many fsync\n";
         assert!(matches!(parse_strace_summary(text), Err(SummaryError::BadRow { .. })));
+    }
+
+    #[test]
+    fn a_perf_stat_output_gives_fsync_and_fdatasync_calls() {
+        // As perf 6.1 writes it with -o, cairn dev under 16 clients of 4 KiB PUTs.
+        let text = "# started on Thu Nov 26 02:21:36 2026
+
+
+ Performance counter stats for process id '13789':
+
+              2057      syscalls:sys_enter_fsync                                           
+              2813      syscalls:sys_enter_fdatasync                                       
+
+       3.461457839 seconds time elapsed
+
+";
+        let calls = parse_perf_stat(text).unwrap();
+        assert_eq!(calls, SyncCalls { fsync: 2057, fdatasync: 2813 });
+        assert_eq!(calls.total(), 4870);
+        // Grouped digits (--big-num in a grouping locale), zero, events in either order.
+        let text = "     0      syscalls:sys_enter_fsync\n 1,234,567      syscalls:sys_enter_fdatasync\n";
+        assert_eq!(parse_perf_stat(text).unwrap(), SyncCalls { fsync: 0, fdatasync: 1_234_567 });
+        let text = "  12      syscalls:sys_enter_fdatasync\n  3      syscalls:sys_enter_fsync\n";
+        assert_eq!(parse_perf_stat(text).unwrap(), SyncCalls { fsync: 3, fdatasync: 12 });
+    }
+
+    #[test]
+    fn a_perf_event_not_counted_or_missing_is_an_error_not_zero() {
+        let text = "
+ Performance counter stats for process id '13789':
+
+     <not counted>      syscalls:sys_enter_fsync
+              2813      syscalls:sys_enter_fdatasync
+";
+        assert_eq!(
+            parse_perf_stat(text),
+            Err(PerfStatError::NotCounted { event: PERF_FSYNC_EVENT, reason: "<not counted>".into() })
+        );
+        let text = "  9914      syscalls:sys_enter_fsync\n   <not supported>      syscalls:sys_enter_fdatasync\n";
+        let e = parse_perf_stat(text).unwrap_err();
+        assert_eq!(e, PerfStatError::NotCounted { event: PERF_FDATASYNC_EVENT, reason: "<not supported>".into() });
+        assert_eq!(e.to_string(), "perf stat did not count syscalls:sys_enter_fdatasync: <not supported>");
+        // perf's own complaint instead of counts, and nothing at all.
+        let text = "event syntax error: 'syscalls:sys_enter_fsnyc'\n                     \\___ unknown tracepoint\n";
+        assert!(matches!(
+            parse_perf_stat(text),
+            Err(PerfStatError::MissingEvent { event: PERF_FSYNC_EVENT, ref first_line }) if first_line.starts_with("event syntax error")
+        ));
+        assert!(matches!(parse_perf_stat(""), Err(PerfStatError::MissingEvent { .. })));
+        let text = "  lots      syscalls:sys_enter_fsync\n  1      syscalls:sys_enter_fdatasync\n";
+        assert!(matches!(parse_perf_stat(text), Err(PerfStatError::BadCount { .. })));
     }
 
     #[test]

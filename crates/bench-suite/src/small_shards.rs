@@ -2,20 +2,27 @@
 //! [`crate::suite`], each in a cluster of its own that is stopped and deleted
 //! afterwards, and reported by [`crate::markdown`]:
 //!
-//! 1. **Files versus volumes** ([`EngineRun`]): `PUT 4 KiB × 16` on `cairn dev` with
-//!    every shard a file (`small_shard_max` 0) and with the small-shard engine
-//!    (its default threshold), alternating (files, volumes, volumes, files in the
-//!    full suite) so that a drift of the shared disk's speed hits both alike.
-//! 2. **fsync calls per acknowledged PUT** ([`FsyncCount`]): a `cairn dev` child
-//!    process (spawned from the `cairn` binary), `strace -f -c -e
-//!    trace=fsync,fdatasync -p <pid>` attached to it for the load phase of `PUT 4 KiB
-//!    × 16`, then stopped with SIGINT so that it writes its summary.
+//! 1. **Files versus volumes** ([`EngineRun`]): `PUT 4 KiB × 16`, `PUT 64 KiB × 16`
+//!    and `PUT 256 KiB × 16` on `cairn dev` with every shard a file
+//!    (`small_shard_max` 0) and with the small-shard engine (its default
+//!    threshold), alternating per size (files, volumes, volumes, files in the full
+//!    suite) so that a drift of the shared disk's speed hits both alike.
+//! 2. **fsync calls per acknowledged PUT** ([`FsyncRun`]): a fresh `cairn dev` child
+//!    process (spawned from the `cairn` binary) per count, loaded with `PUT 4 KiB ×
+//!    16` while a counter is attached to it: `strace -f -c -e trace=fsync,fdatasync
+//!    -p <pid>` (issue 9's count), and `perf stat -e` of the `sys_enter_fsync` and
+//!    `sys_enter_fdatasync` tracepoints with `cairn dev`'s default commit delay and
+//!    with `--commit-delay 0s`. Each is stopped with SIGINT so that it writes its
+//!    counts. strace stops every traced call in its one process, which slows `cairn
+//!    dev` several times over and so shrinks its commit batches; perf counts in
+//!    the kernel at full speed.
 //! 3. **Disk per 64-byte object** ([`SpaceUse`]): `cairn dev` filled with N
 //!    64-byte objects, then the allocated blocks of the data servers' roots (like
 //!    `du`), with the metadata database counted apart.
 //! 4. **Scale** ([`ScaleReport`]): the multi-process layout filled with N objects
 //!    of 1–8 KiB; each data server process's resident memory before and after,
-//!    then one data server killed with SIGKILL, started again with the same flags,
+//!    divided by the shards its `GET /stats` counts after the fill (an estimate
+//!    from the object count where that fails), then one data server killed with SIGKILL, started again with the same flags,
 //!    and the time until it serves a shard it holds.
 //!
 //! A measurement that cannot be made (no `strace`, ptrace refused, no RabbitMQ, not
@@ -31,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use cairn::bench::{self, run_until, BenchArgs, BenchReport, Op};
+use cairn::data::volume::DEFAULT_COMMIT_DELAY;
 use cairn::dev::DEFAULT_SMALL_SHARD_MAX;
 use cairn::size::ByteSize;
 
@@ -57,6 +65,18 @@ pub const SPACE_OBJECT_SIZE: u64 = 64;
 pub const DISK_RESERVE: u64 = 5 * GIB;
 /// The load of the fsync count and of the files-versus-volumes runs.
 pub const SMALL_PUT: Cell = Cell::new(Op::Put, 4 * KIB, 16);
+/// The object sizes of the files-versus-volumes runs: 4 KiB (issue 9's ops/s
+/// goal) and two larger ones whose shards are still records at the default
+/// threshold (256 KiB is that threshold; below 1 MiB an object is three copies).
+pub const ENGINE_SIZES: [u64; 3] = [4 * KIB, 64 * KIB, 256 * KIB];
+/// Issue 9's goal for `PUT 64 KiB × 16` and `PUT 256 KiB × 16`: the small-shard
+/// engine at least this many times the files' PUT rate.
+pub const GOAL_VOLUMES_OVER_FILES: f64 = 2.0;
+
+/// The load of a files-versus-volumes run of objects of `size`: 16 clients.
+pub const fn engine_cell(size: u64) -> Cell {
+    Cell::new(Op::Put, size, SMALL_PUT.clients)
+}
 
 /// How a data server keeps small shards, as `cairn dev --small-shard-max` chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,14 +105,79 @@ impl Engine {
     }
 }
 
+/// What counts a `cairn dev` child's fsync and fdatasync calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncCounter {
+    /// `strace -f -c -e trace=fsync,fdatasync -p <pid>`, issue 9's count. With `-p`
+    /// every system call of every thread stops in the one strace process (not even
+    /// `--seccomp-bpf` filters an attached process), so `cairn dev` runs several
+    /// times slower while counted.
+    Strace,
+    /// `perf stat -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -p
+    /// <pid>`: the kernel's tracepoint counters, which leave the process at full
+    /// speed.
+    Perf,
+}
+
+impl SyncCounter {
+    /// Its program, and its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncCounter::Strace => "strace",
+            SyncCounter::Perf => "perf",
+        }
+    }
+
+    /// Where to install it from, for the report when it is missing.
+    fn install_hint(self) -> &'static str {
+        match self {
+            SyncCounter::Strace => "`apt-get install -y strace`",
+            SyncCounter::Perf => "`apt-get install -y linux-perf` on Debian, `linux-tools-$(uname -r)` on Ubuntu",
+        }
+    }
+}
+
+/// The group-commit delay of the `cairn dev` whose fsync calls are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitDelay {
+    /// No `--commit-delay`: `cairn dev`'s default ([`DEFAULT_COMMIT_DELAY`] per
+    /// waiting writer).
+    Default,
+    /// `--commit-delay 0s`: each batch written at once, without waiting for more.
+    Off,
+}
+
+impl CommitDelay {
+    /// The flags it adds to `cairn dev`.
+    pub fn dev_args(self) -> Vec<String> {
+        match self {
+            CommitDelay::Default => Vec::new(),
+            CommitDelay::Off => vec!["--commit-delay".into(), "0s".into()],
+        }
+    }
+
+    /// As the report shows it.
+    pub fn label(self) -> String {
+        match self {
+            CommitDelay::Default => format!("default ({})", humantime::format_duration(DEFAULT_COMMIT_DELAY)),
+            CommitDelay::Off => "`--commit-delay 0s`".to_string(),
+        }
+    }
+}
+
 /// What the small-shard measurements do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SmallShardConfig {
-    /// The engines of the files-versus-volumes runs, in order.
+    /// The engines of the files-versus-volumes runs of each size, in order.
     pub engine_runs: Vec<Engine>,
+    /// The object sizes of those runs ([`ENGINE_SIZES`]); each size runs every
+    /// engine of `engine_runs` before the next size starts.
+    pub engine_sizes: Vec<u64>,
     /// How long each of those runs' load lasts.
     pub engine_run_duration: Duration,
-    /// How long the load under strace lasts.
+    /// The fsync counts, in order: each a fresh `cairn dev` under its counter.
+    pub fsync_runs: Vec<(SyncCounter, CommitDelay)>,
+    /// How long the load of each fsync count lasts.
     pub fsync_duration: Duration,
     /// 64-byte objects filled for the space measurement; 0 skips it.
     pub space_objects: u64,
@@ -119,7 +204,13 @@ impl SmallShardConfig {
             } else {
                 vec![Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]
             },
+            engine_sizes: ENGINE_SIZES.to_vec(),
             engine_run_duration: seconds(if quick { 2 } else { 5 }),
+            fsync_runs: vec![
+                (SyncCounter::Strace, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Off),
+            ],
             fsync_duration: seconds(if quick { 2 } else { 5 }),
             space_objects: if quick { 2_000 } else { 88_000 },
             scale_objects: if quick { 20_000 } else { 1_000_000 },
@@ -137,8 +228,8 @@ impl SmallShardConfig {
 pub struct SmallShardReport {
     /// The files-versus-volumes runs, in order.
     pub engine_runs: Vec<EngineRun>,
-    /// fsync calls per acknowledged PUT.
-    pub fsync: Result<FsyncCount, String>,
+    /// fsync calls per acknowledged PUT, one count per [`SmallShardConfig::fsync_runs`].
+    pub fsync: Vec<FsyncRun>,
     /// Disk per small object.
     pub space: Result<SpaceUse, String>,
     /// Memory and restart at scale.
@@ -147,33 +238,47 @@ pub struct SmallShardReport {
     pub after_deletes: Result<crate::space::SpaceAfterDeletes, String>,
 }
 
-/// One `PUT 4 KiB × 16` run with one engine.
+/// One `PUT <size> × 16` run with one engine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineRun {
     /// Which.
     pub engine: Engine,
+    /// The objects' size in bytes.
+    pub size: u64,
     /// What it measured, or why it could not.
     pub result: Result<BenchReport, String>,
 }
 
-/// The PUT rate of `engine` over all its runs that went: acknowledged PUTs over
-/// their time together; `None` without one.
-pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine) -> Option<f64> {
+/// The PUT rate of `engine` with objects of `size` over all its runs that went:
+/// acknowledged PUTs over their time together; `None` without one.
+pub fn engine_ops_per_s(runs: &[EngineRun], engine: Engine, size: u64) -> Option<f64> {
     let (ops, seconds) = runs
         .iter()
-        .filter(|r| r.engine == engine)
+        .filter(|r| r.engine == engine && r.size == size)
         .filter_map(|r| r.result.as_ref().ok())
         .filter_map(|r| Some((r.ops.first()?.ops, r.elapsed_s)))
         .fold((0u64, 0f64), |(o, s), (ops, secs)| (o + ops, s + secs));
     (seconds > 0.0).then(|| ops as f64 / seconds)
 }
 
-/// fsync calls counted by strace during a load of small PUTs.
+/// One count of fsync calls: which counter, on which `cairn dev`, and what it
+/// found or why it could not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FsyncRun {
+    /// What counted.
+    pub counter: SyncCounter,
+    /// The `cairn dev`'s group-commit delay.
+    pub commit_delay: CommitDelay,
+    /// The count, or why there is none.
+    pub result: Result<FsyncCount, String>,
+}
+
+/// fsync calls counted during a load of small PUTs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FsyncCount {
-    /// What strace counted, from attaching to detaching.
+    /// What the counter counted, from attaching to its SIGINT.
     pub calls: SyncCalls,
-    /// The load under strace.
+    /// The load while it counted.
     pub load: BenchReport,
 }
 
@@ -181,6 +286,11 @@ impl FsyncCount {
     /// Acknowledged PUTs of the load.
     pub fn puts(&self) -> u64 {
         self.load.ops.first().map_or(0, |r| r.ops)
+    }
+
+    /// The load's PUT rate, in ops/s.
+    pub fn ops_per_s(&self) -> f64 {
+        self.load.ops.first().map_or(0.0, |r| r.ops_per_s)
     }
 
     /// Calls per acknowledged PUT; `None` without one.
@@ -223,18 +333,19 @@ pub struct ScaleReport {
     pub requested: u64,
     /// The fill (its PUTs are the objects stored).
     pub fill: BenchReport,
-    /// Each data server process's resident memory.
+    /// Each data server process's resident memory and shards.
     pub servers: Vec<ServerMemory>,
     /// Shards each data server holds, estimated as shards per object × objects ÷
-    /// data servers (no data server reports its count).
-    pub shards_per_server: f64,
+    /// data servers: used only for a server whose `GET /stats` failed.
+    pub estimated_shards_per_server: f64,
     /// The restart of one data server.
     pub restart: Result<Restart, String>,
     /// Things worth knowing about the run.
     pub notes: Vec<String>,
 }
 
-/// One data server process's resident memory (`VmRSS`), in bytes.
+/// One data server process's resident memory (`VmRSS`), in bytes, and the shards
+/// it holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerMemory {
     /// Its name (`data-N`).
@@ -243,9 +354,16 @@ pub struct ServerMemory {
     pub before: u64,
     /// After it.
     pub after: u64,
+    /// The shards its `GET /stats` counted after the fill, or why there is no count.
+    pub shards: Result<u64, String>,
 }
 
 impl ServerMemory {
+    /// The shards it holds: its own count, else `estimate`.
+    pub fn shards_or(&self, estimate: f64) -> f64 {
+        self.shards.as_ref().map_or(estimate, |&n| n as f64)
+    }
+
     /// Growth per million shards held, in bytes; `None` when it holds none.
     pub fn per_million(&self, shards: f64) -> Option<f64> {
         (shards > 0.0).then(|| (self.after as f64 - self.before as f64) / (shards / 1e6))
@@ -276,11 +394,15 @@ pub(crate) async fn run(
     let engine_runs = engine_runs(small, &dir.join("engines"), stop).await;
     interrupted()?;
 
-    tracing::info!("suite: fsync calls per PUT under strace");
-    let root = dir.join("fsync");
-    let fsync = fsync_count(config, small.fsync_duration, &root, stop).await;
-    remove_dir(root).await;
-    interrupted()?;
+    let mut fsync = Vec::new();
+    for (i, &(counter, commit_delay)) in small.fsync_runs.iter().enumerate() {
+        tracing::info!(counter = counter.name(), ?commit_delay, "suite: fsync calls per PUT");
+        let root = dir.join(format!("fsync-{}-{}", i + 1, counter.name()));
+        let result = fsync_count(config, counter, commit_delay, small.fsync_duration, &root, stop).await;
+        remove_dir(root).await;
+        fsync.push(FsyncRun { counter, commit_delay, result });
+        interrupted()?;
+    }
 
     let space = if small.space_objects == 0 {
         Err("not in this run (0 objects)".to_string())
@@ -320,22 +442,24 @@ pub(crate) async fn run(
     Ok(SmallShardReport { engine_runs, fsync, space, scale, after_deletes })
 }
 
-/// `PUT 4 KiB × 16` on a fresh `cairn dev` per engine in `small.engine_runs`.
+/// `PUT <size> × 16` on a fresh `cairn dev` per engine in `small.engine_runs`, for
+/// each size in `small.engine_sizes`.
 async fn engine_runs(small: &SmallShardConfig, dir: &Path, stop: &CancellationToken) -> Vec<EngineRun> {
     let mut runs = Vec::new();
-    for (i, &engine) in small.engine_runs.iter().enumerate() {
-        let root = dir.join(format!("{}-{}", i + 1, engine.name()));
+    let plan = small.engine_sizes.iter().flat_map(|&size| small.engine_runs.iter().map(move |&engine| (size, engine)));
+    for (i, (size, engine)) in plan.enumerate() {
+        let root = dir.join(format!("{}-{}-{}", i + 1, size, engine.name()));
         let result = match layout::start_dev_with(&root, |c| c.small_shard_max = engine.small_shard_max()).await {
             Err(e) => Err(e.to_string()),
             Ok(dev) => {
-                let args = SMALL_PUT.bench_args(&dev.endpoint, small.engine_run_duration);
+                let args = engine_cell(size).bench_args(&dev.endpoint, small.engine_run_duration);
                 let result = run_until(&args, stop.clone()).await.map_err(|e| e.to_string());
                 dev.cluster.shutdown().await;
                 result
             }
         };
         remove_dir(root).await;
-        runs.push(EngineRun { engine, result });
+        runs.push(EngineRun { engine, size, result });
         if stop.is_cancelled() {
             break;
         }
@@ -372,9 +496,12 @@ async fn bounded_fill(
     filled.map_err(|e| format!("the fill failed: {e}"))
 }
 
-/// The fsync count: a `cairn dev` child under `strace -p`, loaded with small PUTs.
+/// One fsync count: a fresh `cairn dev` child with `commit_delay`, `counter`
+/// attached to it while it is loaded with small PUTs.
 async fn fsync_count(
     config: &SuiteConfig,
+    counter: SyncCounter,
+    commit_delay: CommitDelay,
     duration: Duration,
     root: &Path,
     stop: &CancellationToken,
@@ -382,11 +509,21 @@ async fn fsync_count(
     let Some(exe) = &config.cairn_exe else {
         return Err("no `cairn` binary to run `cairn dev` from (library call)".into());
     };
-    match std::process::Command::new("strace").arg("-V").output() {
+    let name = counter.name();
+    let version_flag = match counter {
+        SyncCounter::Strace => "-V",
+        SyncCounter::Perf => "--version",
+    };
+    match std::process::Command::new(name).arg(version_flag).output() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("strace is not installed (`apt-get install -y strace`): nothing counted".into())
+            return Err(format!("{name} is not installed ({}): nothing counted", counter.install_hint()))
         }
-        Err(e) => return Err(format!("cannot run strace: {e}")),
+        Err(e) => return Err(format!("cannot run {name}: {e}")),
+        // Ubuntu's `perf` is a wrapper that fails when no perf matches the kernel.
+        Ok(out) if !out.status.success() => {
+            let said = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr });
+            return Err(format!("{name} {version_flag} failed ({}): {}", out.status, one_line(&said)));
+        }
         Ok(_) => {}
     }
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -397,46 +534,64 @@ async fn fsync_count(
     let port = layout::free_port(&ips, config.base_port).map_err(|e| e.to_string())?;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     let endpoint = format!("http://{listen}");
-    // Killed (strace first, then cairn dev) when dropped, whatever happens below.
+    // Both killed (cairn dev, then the counter) when dropped, whatever happens below.
     let mut processes = Processes::new();
-    let dev_args =
-        ["dev".to_string(), "--listen".into(), listen.to_string(), "--root".into(), path_arg(&root.join("dev"))];
+    let dev_args: Vec<String> =
+        ["dev".to_string(), "--listen".into(), listen.to_string(), "--root".into(), path_arg(&root.join("dev"))]
+            .into_iter()
+            .chain(commit_delay.dev_args())
+            .collect();
     processes.spawn(exe, root, "cairn-dev".into(), &dev_args).map_err(|e| e.to_string())?;
     layout::wait_live(&endpoint, u64::from(layout::DATA_SERVERS), || processes.check_running())
         .await
         .map_err(|e| e.to_string())?;
     let pid = processes.pid("cairn-dev").ok_or("cairn dev has no process id")?;
 
-    let summary = root.join("strace-summary.txt");
-    let strace_args = ["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"]
-        .into_iter()
-        .map(String::from)
-        .chain([path_arg(&summary), "-p".into(), pid.to_string()])
-        .collect::<Vec<_>>();
-    processes.spawn(Path::new("strace"), root, "strace".into(), &strace_args).map_err(|e| e.to_string())?;
-    // Attaching to every thread takes a moment; strace exits at once when ptrace is refused.
-    if let Some(status) = processes.wait_exit("strace", Duration::from_secs(1)).await {
+    let output = root.join(format!("{name}-counts.txt"));
+    let counter_args = counter_args(counter, &output, pid);
+    processes.spawn(Path::new(name), root, name.into(), &counter_args).map_err(|e| e.to_string())?;
+    // Attaching to every thread takes a moment; strace exits at once when ptrace is
+    // refused, perf when the tracepoints cannot be opened.
+    if let Some(status) = processes.wait_exit(name, Duration::from_secs(1)).await {
         return Err(format!(
-            "strace could not attach to cairn dev ({status}): {}",
-            one_line(&processes.log_tail("strace"))
+            "{name} could not attach to cairn dev ({status}): {}",
+            one_line(&processes.log_tail(name))
         ));
     }
     let mut args = SMALL_PUT.bench_args(&endpoint, duration);
     // No DELETEs in the count; the directory goes afterwards anyway.
     args.keep = true;
     let load = run_until(&args, stop.clone()).await.map_err(|e| format!("the load failed: {e}"))?;
-    // SIGINT makes strace detach and write its summary.
-    let strace_pid = processes.pid("strace").ok_or("strace has no process id")?;
-    let signalled = std::process::Command::new("kill").args(["-INT", &strace_pid.to_string()]).status();
+    // SIGINT makes strace detach and write its summary, perf stop and print its counts.
+    let counter_pid = processes.pid(name).ok_or_else(|| format!("{name} has no process id"))?;
+    let signalled = std::process::Command::new("kill").args(["-INT", &counter_pid.to_string()]).status();
     if !signalled.as_ref().is_ok_and(|s| s.success()) {
-        return Err(format!("cannot send SIGINT to strace ({signalled:?})"));
+        return Err(format!("cannot send SIGINT to {name} ({signalled:?})"));
     }
-    if processes.wait_exit("strace", Duration::from_secs(30)).await.is_none() {
-        return Err("strace did not stop within 30 s of SIGINT".into());
+    if processes.wait_exit(name, Duration::from_secs(30)).await.is_none() {
+        return Err(format!("{name} did not stop within 30 s of SIGINT"));
     }
-    let text = std::fs::read_to_string(&summary).map_err(|e| format!("{}: {e}", summary.display()))?;
-    let calls = probes::parse_strace_summary(&text).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let calls = match counter {
+        SyncCounter::Strace => probes::parse_strace_summary(&text).map_err(|e| e.to_string()),
+        SyncCounter::Perf => probes::parse_perf_stat(&text).map_err(|e| e.to_string()),
+    };
+    let calls = calls.map_err(|e| match one_line(&processes.log_tail(name)) {
+        log if log.is_empty() => e,
+        log => format!("{e}; {name} said: {log}"),
+    })?;
     Ok(FsyncCount { calls, load })
+}
+
+/// The command line of `counter` attached to process `pid`, writing its counts to
+/// `output` when it gets SIGINT.
+pub fn counter_args(counter: SyncCounter, output: &Path, pid: u32) -> Vec<String> {
+    let flags: &[&str] = match counter {
+        SyncCounter::Strace => &["-f", "-c", "-e", "trace=fsync,fdatasync"],
+        // --no-big-num: plain digits whatever the locale's grouping.
+        SyncCounter::Perf => &["stat", "--no-big-num", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"],
+    };
+    flags.iter().map(|f| f.to_string()).chain(["-o".into(), path_arg(output), "-p".into(), pid.to_string()]).collect()
 }
 
 /// The space measurement: `cairn dev` filled with 64-byte objects, then its disk.
@@ -518,18 +673,24 @@ async fn scale(
     let before = resident_memory(&running)?;
     let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await?;
     let after = resident_memory(&running)?;
-    let servers = running
-        .data_servers
-        .iter()
-        .zip(before.into_iter().zip(after))
-        .map(|((name, _), (before, after))| ServerMemory { name: name.clone(), before, after })
-        .collect();
     let objects = fill.ops.first().map_or(0, |r| r.ops);
-    let shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
+    let estimated_shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
+    let client = local_client()?;
+    let mut servers: Vec<ServerMemory> = Vec::new();
+    for ((name, addr), (before, after)) in running.data_servers.iter().zip(before.into_iter().zip(after)) {
+        let shards = stats_shards(&client, *addr).await;
+        if let Err(e) = &shards {
+            notes.push(format!(
+                "{name}'s `GET /stats` failed ({e}): its memory per million shards uses the estimate of {} shards",
+                estimated_shards_per_server.round()
+            ));
+        }
+        servers.push(ServerMemory { name: name.clone(), before, after, shards });
+    }
     if fill.live_data_servers != u64::from(layout::DATA_SERVERS) {
         notes.push(format!(
             "the API server counted {} live data servers before the fill (others on the same broker may hold \
-             some shards): the per-server shard estimate assumes {}",
+             some shards): the per-server shard estimate (used only where `/stats` failed) assumes {}",
             fill.live_data_servers,
             layout::DATA_SERVERS
         ));
@@ -542,7 +703,43 @@ async fn scale(
     if let Some((name, status, log_tail)) = running.processes.exited() {
         notes.push(format!("{name} exited during the run ({status}); its last log lines:\n{log_tail}"));
     }
-    Ok(ScaleReport { requested: small.scale_objects, fill, servers, shards_per_server, restart, notes })
+    Ok(ScaleReport { requested: small.scale_objects, fill, servers, estimated_shards_per_server, restart, notes })
+}
+
+/// The shards the data server at `addr` holds, from its `GET /stats`.
+async fn stats_shards(client: &reqwest::Client, addr: SocketAddr) -> Result<u64, String> {
+    let answer = client
+        .get(format!("http://{addr}/stats"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    parse_stats_shards(&answer).ok_or_else(|| {
+        let start = String::from_utf8_lossy(&answer[..answer.len().min(100)]).into_owned();
+        format!("no shard count in its answer {start:?}")
+    })
+}
+
+/// The `shards` of a data server's `GET /stats` answer (`{"shards": N,
+/// "index_bytes": N, "syncs": N, "synced_ops": N, "volumes": [...]}`): the shards
+/// its small-shard engine holds. `None` without it, as when the engine is off
+/// (`{"volumes": null}`), since then no count covers the shards.
+pub fn parse_stats_shards(answer: &[u8]) -> Option<u64> {
+    let json: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    json.get("shards")?.as_u64()
+}
+
+/// An HTTP client for the suite's own servers on loopback, with short timeouts.
+fn local_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Each data server's resident memory now, in the order of `data_servers`.
@@ -569,12 +766,7 @@ async fn restart_one(
     if objects == 0 {
         return Err("the fill stored nothing".into());
     }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = local_client()?;
     let name = bench::object_name(prefix, 0);
     let located = client
         .get(format!("{endpoint}/locate/{}", bench::encode_name(&name)))
@@ -671,6 +863,51 @@ mod tests {
     }
 
     #[test]
+    fn a_stats_answer_gives_the_small_shard_count() {
+        let answer = br#"{"shards":166667,"index_bytes":9000000,"syncs":120,"synced_ops":5000,"volumes":[]}"#;
+        assert_eq!(parse_stats_shards(answer), Some(166_667));
+        // The engine off: no count of the shards (they are files).
+        assert_eq!(parse_stats_shards(br#"{"volumes":null}"#), None);
+        assert_eq!(parse_stats_shards(br#"{"shards":-1}"#), None);
+        assert_eq!(parse_stats_shards(b"Not Found"), None);
+    }
+
+    #[test]
+    fn a_server_without_its_own_count_falls_back_to_the_estimate() {
+        let counted = ServerMemory { name: "data-1".into(), before: 10 << 20, after: 40 << 20, shards: Ok(500_000) };
+        assert_eq!(counted.shards_or(1e6), 500_000.0);
+        assert_eq!(counted.per_million(counted.shards_or(1e6)), Some(60.0 * (1 << 20) as f64));
+        let failed = ServerMemory { shards: Err("connection refused".into()), ..counted };
+        assert_eq!(failed.shards_or(1e6), 1e6);
+        assert_eq!(failed.per_million(0.0), None);
+    }
+
+    #[test]
+    fn the_counters_attach_to_the_pid_and_write_where_they_are_told() {
+        let out = Path::new("/tmp/x/perf-counts.txt");
+        assert_eq!(
+            counter_args(SyncCounter::Perf, out, 42),
+            [
+                "stat",
+                "--no-big-num",
+                "-e",
+                "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync",
+                "-o",
+                "/tmp/x/perf-counts.txt",
+                "-p",
+                "42"
+            ]
+        );
+        assert_eq!(
+            counter_args(SyncCounter::Strace, out, 42),
+            ["-f", "-c", "-e", "trace=fsync,fdatasync", "-o", "/tmp/x/perf-counts.txt", "-p", "42"]
+        );
+        assert_eq!(CommitDelay::Off.dev_args(), ["--commit-delay", "0s"]);
+        assert!(CommitDelay::Default.dev_args().is_empty());
+        assert_eq!(CommitDelay::Default.label(), "default (1ms)");
+    }
+
+    #[test]
     fn the_disk_estimate_rounds_shards_to_blocks_and_adds_one() {
         // 1-8 KiB: mean 4.5 KiB, two blocks and 1 KiB, three copies.
         assert_eq!(fill_disk_estimate(1_000_000, (KIB, 8 * KIB), 3), 1_000_000 * 3 * 9 * KIB);
@@ -685,6 +922,19 @@ mod tests {
         assert_eq!((full.space_objects, full.scale_objects), (88_000, 1_000_000));
         assert!(quick.scale_objects <= 20_000 && quick.space_objects < full.space_objects);
         assert_eq!(full.engine_runs, [Engine::Files, Engine::Volumes, Engine::Volumes, Engine::Files]);
+        assert_eq!(quick.engine_runs, [Engine::Files, Engine::Volumes]);
+        assert_eq!(full.engine_sizes, [4 * KIB, 64 * KIB, 256 * KIB]);
+        assert_eq!(quick.engine_sizes, full.engine_sizes);
+        // A 256 KiB object's shards are whole copies at the threshold: records, not files.
+        assert!(full.engine_sizes.iter().all(|&s| s <= DEFAULT_SMALL_SHARD_MAX));
+        assert_eq!(
+            full.fsync_runs,
+            [
+                (SyncCounter::Strace, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Default),
+                (SyncCounter::Perf, CommitDelay::Off)
+            ]
+        );
         assert_eq!(Engine::Files.small_shard_max(), 0);
         assert_eq!(Engine::Volumes.small_shard_max(), DEFAULT_SMALL_SHARD_MAX);
     }

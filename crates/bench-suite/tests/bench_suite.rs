@@ -20,7 +20,8 @@ use cairn_bench_suite::machine::{self, CpuUse, Machine, Mount};
 use cairn_bench_suite::markdown::{self, Verdict};
 use cairn_bench_suite::probes::{DiskUse, SyncCalls};
 use cairn_bench_suite::small_shards::{
-    self, Engine, EngineRun, FsyncCount, Restart, ScaleReport, ServerMemory, SmallShardReport, SpaceUse,
+    self, CommitDelay, Engine, EngineRun, FsyncCount, FsyncRun, Restart, ScaleReport, ServerMemory, SmallShardReport,
+    SpaceUse, SyncCounter,
 };
 use cairn_bench_suite::suite::{
     self, Cell, CellResult, Layout, LayoutOutcome, LayoutReport, Redundancy, SuiteConfig, SuiteReport,
@@ -431,21 +432,39 @@ fn the_small_shard_section_shows_each_measurement_or_why_not() {
     cells.push(cell(Op::Put, 4 * KIB, 64, 2600.0, 30_000, 5));
     cells.push(cell(Op::Put, 64 * KIB, 16, 900.0, 30_000, 0));
     let mut report = made_up_report(cells);
-    let run = |engine, ops_per_s: f64| EngineRun {
+    let run = |engine, size: u64, ops_per_s: f64| EngineRun {
         engine,
-        result: Ok(fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, (ops_per_s * 5.0) as u64, 5.0)),
+        size,
+        result: Ok(fill_report(Op::Put, size, size, 16, (ops_per_s * 5.0) as u64, 5.0)),
+    };
+    let count = |counter, commit_delay, fsync, fdatasync, puts| FsyncRun {
+        counter,
+        commit_delay,
+        result: Ok(FsyncCount {
+            calls: SyncCalls { fsync, fdatasync },
+            load: fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, puts, 5.0),
+        }),
     };
     report.small_shards = Some(SmallShardReport {
         engine_runs: vec![
-            run(Engine::Files, 1000.0),
-            run(Engine::Volumes, 7000.0),
-            run(Engine::Volumes, 5000.0),
-            EngineRun { engine: Engine::Files, result: Err("did not start".into()) },
+            run(Engine::Files, 4 * KIB, 1000.0),
+            run(Engine::Volumes, 4 * KIB, 7000.0),
+            run(Engine::Volumes, 4 * KIB, 5000.0),
+            EngineRun { engine: Engine::Files, size: 4 * KIB, result: Err("did not start".into()) },
+            // 64 KiB: 2.5× files, met; 256 KiB: 1.5×, not met.
+            run(Engine::Files, 64 * KIB, 400.0),
+            run(Engine::Volumes, 64 * KIB, 1000.0),
+            run(Engine::Files, 256 * KIB, 200.0),
+            run(Engine::Volumes, 256 * KIB, 300.0),
         ],
-        fsync: Ok(FsyncCount {
-            calls: SyncCalls { fsync: 10, fdatasync: 90 },
-            load: fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, 400, 5.0),
-        }),
+        fsync: vec![
+            // strace: 400 PUTs in 5 s (80 ops/s), 1,200 calls.
+            count(SyncCounter::Strace, CommitDelay::Default, 200, 1000, 400),
+            // perf: 2,000 PUTs in 5 s (400 ops/s, 5× strace's), 1,800 calls.
+            count(SyncCounter::Perf, CommitDelay::Default, 800, 1000, 2000),
+            // perf without the delay: 1,000 PUTs, 3,000 calls.
+            count(SyncCounter::Perf, CommitDelay::Off, 1000, 2000, 1000),
+        ],
         space: Ok(SpaceUse {
             requested: 88_000,
             fill: fill_report(Op::Fill, 64, 64, 16, 88_000, 44.0),
@@ -456,8 +475,17 @@ fn the_small_shard_section_shows_each_measurement_or_why_not() {
         scale: Ok(ScaleReport {
             requested: 1_000_000,
             fill: fill_report(Op::Fill, KIB, 8 * KIB, 16, 1_000_000, 500.0),
-            servers: vec![ServerMemory { name: "data-1".into(), before: 10 * MIB, after: 40 * MIB }],
-            shards_per_server: 500_000.0,
+            servers: vec![
+                ServerMemory { name: "data-1".into(), before: 10 * MIB, after: 40 * MIB, shards: Ok(500_000) },
+                // /stats failed: the estimate, 1,000,000 shards, gives 40 MiB per million.
+                ServerMemory {
+                    name: "data-2".into(),
+                    before: 10 * MIB,
+                    after: 50 * MIB,
+                    shards: Err("connection refused".into()),
+                },
+            ],
+            estimated_shards_per_server: 1_000_000.0,
             restart: Ok(Restart { server: "data-1".into(), shard: "ab.2".into(), seconds: 1.5 }),
             notes: vec![],
         }),
@@ -467,39 +495,76 @@ fn the_small_shard_section_shows_each_measurement_or_why_not() {
         "## Small shards (issue 9)",
         "| PUT 4 KiB at 1 client: p99 < 5 ms | dev | p99 4.900 ms | met |",
         "| PUT 4 KiB at 64 clients: at least the 16-client figure | dev | 2,600 ops/s, but 5 requests failed | **not met** |",
-        "| PUT 64 KiB at 16 clients: reported (goal: 2× the figure before the engine) | dev | 900 ops/s, 59.0 MB/s |",
+        "| PUT 64 KiB at 16 clients: reported (goal: 2× the figure before the engine) | dev | 900 ops/s, 59.0 MB/s | see files versus volumes below |",
         "| PUT 256 KiB at 16 clients: reported (goal: 2× the figure before the engine) | dev | not in this run |",
-        "| 2 | volumes | 7,000 |",
-        "| 4 | files | failed: did not start |",
-        // Volumes: 60,000 PUTs in 10 s; files: 5,000 in 5 s.
-        "Files: 1,000 ops/s; volumes: 6,000 ops/s",
-        "volumes ÷ files = 6.00×. Goal: volumes ≥ 6,000 ops/s and ahead of files: **not met**",
-        "| 10 | 90 | 400 | 80 | 0 | 0.25 | ≤ 1 | met |",
+        "### Files versus volumes: PUT 4 KiB, 64 KiB and 256 KiB × 16 on `cairn dev`",
+        "Below 1 MiB an object is stored as 1+2 (3 whole copies)",
+        "| 2 | 4 KiB | volumes | 7,000 |",
+        "| 4 | 4 KiB | files | failed: did not start |",
+        "| 6 | 64 KiB | volumes | 1,000 | 65.5 |",
+        // 4 KiB volumes: 60,000 PUTs in 10 s; files: 5,000 in 5 s; a files run failed.
+        "| 4 KiB | 1,000 | 6,000 | 6.00× | volumes ≥ 6,000 ops/s and ahead of files | **not met** |",
+        "| 64 KiB | 400 | 1,000 | 2.50× | volumes ÷ files ≥ 2× | met |",
+        "| 256 KiB | 200 | 300 | 1.50× | volumes ÷ files ≥ 2× | **not met** |",
+        "| strace | default (1ms) | 200 | 1000 | 400 | 80 | 0 | 3.00 | ≤ 1 | **not met** |",
+        "| perf | default (1ms) | 800 | 1000 | 2000 | 400 | 0 | 0.90 | ≤ 1 | met |",
+        "| perf | `--commit-delay 0s` | 1000 | 2000 | 1000 | 200 | 0 | 3.00 | ≤ 1 | **not met** |",
+        "Here the load under strace ran at 80 ops/s, 5.0× slower than under perf (400 ops/s), and counted 3.00 calls per PUT against perf's 0.90.",
+        "What the commit delay buys (perf): 0.90 calls per PUT at 400 ops/s with the default delay, 3.00 at 200 ops/s with `--commit-delay 0s`.",
         "| 88,000 (of 88,000) | 2,000 | 75.5 MiB | 60 | 900 B | 20.0 MiB | < 1 KiB | met |",
         "`cairn bench --op fill --count 1000000 --size 1KiB --size-max 8KiB --keep`",
-        "| data-1 | 10.0 MiB | 40.0 MiB | 30.0 MiB | 60.0 MiB |",
-        "Mean growth per million shards: 60.0 MiB. Goal: < 64.0 MiB: met.",
+        "| data-1 | 10.0 MiB | 40.0 MiB | 30.0 MiB | 500,000 | 60.0 MiB |",
+        "| data-2 | 10.0 MiB | 50.0 MiB | 40.0 MiB | ≈ 1,000,000 (estimate: `/stats` failed) | 40.0 MiB |",
+        "Mean growth per million shards: 50.0 MiB. Goal: < 64.0 MiB: met.",
         "data-1 killed with SIGKILL and started again with the same flags answered `GET /objects/ab.2`",
-        "1.50 s after its spawn. Goal: < 5 s at a million shards (this run: 500,000 shards per server",
+        "1.50 s after its spawn. Goal: < 5 s at a million shards (this run: 500,000 shards on data-1",
     ] {
         assert!(md.contains(expected), "report lacks {expected:?}:\n{md}");
     }
 
     let small = report.small_shards.as_mut().unwrap();
-    small.fsync = Err("strace is not installed (`apt-get install -y strace`): nothing counted".into());
+    small.fsync = vec![
+        FsyncRun {
+            counter: SyncCounter::Strace,
+            commit_delay: CommitDelay::Default,
+            result: Err("strace is not installed (`apt-get install -y strace`): nothing counted".into()),
+        },
+        FsyncRun {
+            counter: SyncCounter::Perf,
+            commit_delay: CommitDelay::Default,
+            result: Err(
+                "perf could not attach to cairn dev (exit status: 255): No permission | see perf_event_paranoid."
+                    .into(),
+            ),
+        },
+        FsyncRun {
+            counter: SyncCounter::Perf,
+            commit_delay: CommitDelay::Off,
+            result: Ok(FsyncCount {
+                calls: SyncCalls { fsync: 1, fdatasync: 2 },
+                load: fill_report(Op::Put, 4 * KIB, 4 * KIB, 16, 3, 5.0),
+            }),
+        },
+    ];
     small.space = Err("not in this run (0 objects)".into());
     small.scale = Err("RabbitMQ does not answer at 127.0.0.1:5672".into());
     small.engine_runs.clear();
     let md = markdown::render(&report);
     for expected in [
-        "Not measured: strace is not installed (`apt-get install -y strace`): nothing counted.",
+        "| strace | default (1ms) | not measured: strace is not installed (`apt-get install -y strace`): nothing counted | - | - | - | - | - | ≤ 1 | not measured |",
+        // A reason with a `|` stays in its cell.
+        "| perf | default (1ms) | not measured: perf could not attach to cairn dev (exit status: 255): No permission \\| see perf_event_paranoid | - |",
+        "| perf | `--commit-delay 0s` | 1 | 2 | 3 |",
         "Not measured: not in this run (0 objects).",
         "Not measured: RabbitMQ does not answer at 127.0.0.1:5672.",
         "No runs.",
     ] {
         assert!(md.contains(expected), "report lacks {expected:?}:\n{md}");
     }
-    assert_eq!(small_shards::engine_ops_per_s(&[], Engine::Files), None);
+    // Without two counts to compare, no comparison is made up.
+    assert!(!md.contains("the load under strace ran at"), "{md}");
+    assert!(!md.contains("What the commit delay buys"), "{md}");
+    assert_eq!(small_shards::engine_ops_per_s(&[], Engine::Files, 4 * KIB), None);
 }
 
 #[test]
