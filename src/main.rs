@@ -97,8 +97,11 @@ struct StorageArgs {
 
 impl StorageArgs {
     fn config(&self) -> StoreConfig {
-        let volumes =
-            VolumeConfig { volume_size: self.volume_size.0, commit_delay: self.commit_delay, ..VolumeConfig::default() };
+        let volumes = VolumeConfig {
+            volume_size: self.volume_size.0,
+            commit_delay: self.commit_delay,
+            ..VolumeConfig::default()
+        };
         StoreConfig { small_shard_max: self.small_shard_max.0, volumes }
     }
 }

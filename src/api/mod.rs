@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::Request;
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::extract::Request;
 use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use serde_json::json;
@@ -197,10 +197,8 @@ pub async fn serve_with_ready(
 /// every route, where `ConcurrencyLimit` would make one per route) behind load
 /// shedding, so a request past the limit is refused at once, not queued.
 pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
-    let uploads = middleware::from_fn_with_state(
-        UploadLimits::new(limits, service.config.small_threshold),
-        UploadLimits::admit,
-    );
+    let uploads =
+        middleware::from_fn_with_state(UploadLimits::new(limits, service.config.small_threshold), UploadLimits::admit);
     let requests = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
         .layer(LoadShedLayer::new())
