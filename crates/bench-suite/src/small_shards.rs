@@ -356,6 +356,9 @@ pub struct ServerMemory {
     pub after: u64,
     /// The shards its `GET /stats` counted after the fill, or why there is no count.
     pub shards: Result<u64, String>,
+    /// Its resident memory and shards when the data servers together first held
+    /// half the fill's shards (sampled during the fill), when that sample was taken.
+    pub midpoint: Option<(u64, u64)>,
 }
 
 impl ServerMemory {
@@ -367,6 +370,16 @@ impl ServerMemory {
     /// Growth per million shards held, in bytes; `None` when it holds none.
     pub fn per_million(&self, shards: f64) -> Option<f64> {
         (shards > 0.0).then(|| (self.after as f64 - self.before as f64) / (shards / 1e6))
+    }
+
+    /// Growth per million shards from the midpoint sample to the end, in bytes:
+    /// the cost of each further shard, without the warm-up (allocator arenas,
+    /// connections, buffers) the first shards pay. `None` without a midpoint or a
+    /// count, or when no shard came after the midpoint.
+    pub fn marginal_per_million(&self) -> Option<f64> {
+        let (rss, shards) = self.midpoint?;
+        let end = *self.shards.as_ref().ok()?;
+        (end > shards).then(|| (self.after as f64 - rss as f64) / ((end - shards) as f64 / 1e6))
     }
 }
 
@@ -671,13 +684,33 @@ async fn scale(
     let endpoint = running.endpoints[0].clone();
     let mut notes = Vec::new();
     let before = resident_memory(&running)?;
-    let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await?;
+    let client = local_client()?;
+    let sampled = {
+        let servers = running
+            .data_servers
+            .iter()
+            .map(|(name, addr)| {
+                Ok((running.processes.pid(name).ok_or_else(|| format!("{name} has no process"))?, *addr))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let half = policy.shards() as u64 * small.scale_objects / 2;
+        let done = stop.child_token();
+        (tokio::spawn(sample_at(client.clone(), servers, half, done.clone())), done)
+    };
+    let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await;
+    sampled.1.cancel();
+    let midpoints = sampled.0.await.ok().flatten();
+    let fill = fill?;
     let after = resident_memory(&running)?;
+    if midpoints.is_none() {
+        notes.push("no midpoint sample was taken (the fill ended first or `/stats` failed): no marginal figure".into());
+    }
     let objects = fill.ops.first().map_or(0, |r| r.ops);
     let estimated_shards_per_server = (policy.shards() as u64 * objects) as f64 / f64::from(layout::DATA_SERVERS);
-    let client = local_client()?;
     let mut servers: Vec<ServerMemory> = Vec::new();
-    for ((name, addr), (before, after)) in running.data_servers.iter().zip(before.into_iter().zip(after)) {
+    for (i, ((name, addr), (before, after))) in
+        running.data_servers.iter().zip(before.into_iter().zip(after)).enumerate()
+    {
         let shards = stats_shards(&client, *addr).await;
         if let Err(e) = &shards {
             notes.push(format!(
@@ -685,7 +718,8 @@ async fn scale(
                 estimated_shards_per_server.round()
             ));
         }
-        servers.push(ServerMemory { name: name.clone(), before, after, shards });
+        let midpoint = midpoints.as_ref().and_then(|m| m.get(i).copied());
+        servers.push(ServerMemory { name: name.clone(), before, after, shards, midpoint });
     }
     if fill.live_data_servers != u64::from(layout::DATA_SERVERS) {
         notes.push(format!(
@@ -704,6 +738,31 @@ async fn scale(
         notes.push(format!("{name} exited during the run ({status}); its last log lines:\n{log_tail}"));
     }
     Ok(ScaleReport { requested: small.scale_objects, fill, servers, estimated_shards_per_server, restart, notes })
+}
+
+/// Each data server's resident memory and shard count, taken once their shards
+/// together first reach `total` (polled every 2 s); `None` when `done` comes first
+/// or a count or memory reading fails.
+async fn sample_at(
+    client: reqwest::Client,
+    servers: Vec<(u32, SocketAddr)>,
+    total: u64,
+    done: CancellationToken,
+) -> Option<Vec<(u64, u64)>> {
+    loop {
+        let mut counts = Vec::with_capacity(servers.len());
+        for (_, addr) in &servers {
+            counts.push(stats_shards(&client, *addr).await.ok()?);
+        }
+        if counts.iter().sum::<u64>() >= total {
+            let memory = servers.iter().map(|(pid, _)| probes::process_rss(*pid).ok()).collect::<Option<Vec<u64>>>()?;
+            return Some(memory.into_iter().zip(counts).collect());
+        }
+        tokio::select! {
+            _ = done.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 /// The shards the data server at `addr` holds, from its `GET /stats`.
@@ -874,7 +933,17 @@ mod tests {
 
     #[test]
     fn a_server_without_its_own_count_falls_back_to_the_estimate() {
-        let counted = ServerMemory { name: "data-1".into(), before: 10 << 20, after: 40 << 20, shards: Ok(500_000) };
+        let counted = ServerMemory {
+            name: "data-1".into(),
+            before: 10 << 20,
+            after: 40 << 20,
+            shards: Ok(500_000),
+            midpoint: Some((25 << 20, 250_000)),
+        };
+        assert_eq!(counted.marginal_per_million(), Some(60.0 * (1 << 20) as f64));
+        let early = ServerMemory { midpoint: Some((38 << 20, 300_000)), ..counted.clone() };
+        assert_eq!(early.marginal_per_million(), Some(10.0 * (1 << 20) as f64), "2 MiB over 200,000 shards");
+        assert_eq!(ServerMemory { midpoint: None, ..counted.clone() }.marginal_per_million(), None);
         assert_eq!(counted.shards_or(1e6), 500_000.0);
         assert_eq!(counted.per_million(counted.shards_or(1e6)), Some(60.0 * (1 << 20) as f64));
         let failed = ServerMemory { shards: Err("connection refused".into()), ..counted };
