@@ -245,10 +245,10 @@ impl UploadLimits {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let small_kib = declared.filter(|&n| n < limits.small_threshold).map(|n| n.div_ceil(1024).max(1));
-        let permit = match small_kib.filter(|&kib| kib <= limits.small_kib) {
-            // At most small_kib, which fits the semaphore, so in u32 unless the
-            // threshold is above 4 TiB.
+        let needed_kib = declared.filter(|&n| n < limits.small_threshold).map(|n| n.div_ceil(1024).max(1));
+        let permit = match needed_kib.filter(|&kib| kib <= limits.small_kib) {
+            // At most the budget, which fits the semaphore, so in u32 unless the
+            // budget is above 4 TiB.
             Some(kib) => match u32::try_from(kib) {
                 Ok(kib) => limits.small.try_acquire_many_owned(kib),
                 Err(_) => limits.slots.try_acquire_owned(),

@@ -685,7 +685,7 @@ async fn scale(
     let mut notes = Vec::new();
     let before = resident_memory(&running)?;
     let client = local_client()?;
-    let sampled = {
+    let (sampler, sampling) = {
         let servers = running
             .data_servers
             .iter()
@@ -698,8 +698,8 @@ async fn scale(
         (tokio::spawn(sample_at(client.clone(), servers, half, done.clone())), done)
     };
     let fill = bounded_fill(&endpoint, small.scale_objects, small.scale_sizes, small, stop).await;
-    sampled.1.cancel();
-    let midpoints = sampled.0.await.ok().flatten();
+    sampling.cancel();
+    let midpoints = sampler.await.ok().flatten();
     let fill = fill?;
     let after = resident_memory(&running)?;
     if midpoints.is_none() {
