@@ -19,6 +19,7 @@ use crate::content::Policy;
 use crate::data::store::StoreConfig;
 use crate::data::volume::VolumeConfig;
 use crate::data::{self, DataConfig};
+use crate::maintenance::MaintenanceConfig;
 use crate::meta::{self, MetaError, MetaStore};
 use crate::object::client::DataTimeouts;
 use crate::object::ObjectConfig;
@@ -78,6 +79,9 @@ pub struct DevConfig {
     /// Data servers' group-commit delay per waiting writer
     /// ([`VolumeConfig::commit_delay`]).
     pub commit_delay: Duration,
+    /// The API server's lifecycle workers (its `holder` is filled in with the
+    /// API server's address when empty, its heartbeat expiry from this config).
+    pub maintenance: MaintenanceConfig,
 }
 
 impl DevConfig {
@@ -106,6 +110,7 @@ impl DevConfig {
             volume_size: VolumeConfig::default().volume_size,
             compact_interval: Duration::from_secs(60),
             commit_delay: VolumeConfig::default().commit_delay,
+            maintenance: MaintenanceConfig::new(String::new()),
         }
     }
 }
@@ -207,6 +212,15 @@ impl DevCluster {
             heartbeat_expiry: config.heartbeat_expiry,
             http: config.http,
             limits: config.limits,
+            maintenance: MaintenanceConfig {
+                holder: if config.maintenance.holder.is_empty() {
+                    format!("api@{api_addr}")
+                } else {
+                    config.maintenance.holder.clone()
+                },
+                heartbeat_expiry: config.heartbeat_expiry,
+                ..config.maintenance.clone()
+            },
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {

@@ -8,6 +8,7 @@
 //! Dependencies point down the list below: `api` → `object` → `cluster`/`meta`/`bus`
 //! → `content`.
 
+pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod bus;
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod content;
 pub mod data;
 pub mod dev;
+pub mod maintenance;
 pub mod meta;
 pub mod object;
 pub mod range;

@@ -22,6 +22,7 @@ use cairn::data::store::StoreConfig;
 use cairn::data::volume::VolumeConfig;
 use cairn::data::{self, DataConfig};
 use cairn::dev::{DevCluster, DevConfig};
+use cairn::maintenance::MaintenanceConfig;
 use cairn::object::client::DataTimeouts;
 use cairn::object::ObjectConfig;
 use cairn::server::HttpTimeouts;
@@ -47,6 +48,9 @@ enum Command {
     /// latency (like MinIO's warp); deletes what it wrote unless --keep. (The standard
     /// matrix that writes BENCH.md is the separate `cairn-bench-suite` binary.)
     Bench(BenchArgs),
+    /// Operate a running cluster through an API server: status, scrub, gc, repair,
+    /// pause and resume its workers.
+    Admin(cairn::admin::AdminArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +77,71 @@ struct DataArgs {
     http: HttpArgs,
     #[command(flatten)]
     storage: StorageArgs,
+}
+
+/// The lifecycle workers of an API server (README, "Lifecycle").
+#[derive(Args)]
+struct MaintenanceArgs {
+    /// Keep the newest N versions of each name (tombstones count); older ones are
+    /// pruned. Unset: keep every version.
+    #[arg(long, env = "CAIRN_KEEP_VERSIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    keep_versions: Option<u64>,
+    /// A name whose newest version is a delete older than this disappears with all
+    /// its versions (its content then goes to garbage collection); `off`: never.
+    #[arg(long, env = "CAIRN_TOMBSTONE_TTL", default_value = "30d", value_parser = duration_or_off)]
+    tombstone_ttl: Option<Duration>,
+    /// Pause between retention passes over every name.
+    #[arg(long, env = "CAIRN_RETENTION_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    retention_interval: Duration,
+    /// Pause between garbage-collection passes.
+    #[arg(long, env = "CAIRN_GC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    gc_interval: Duration,
+    /// How long unreferenced content stays revivable by a PUT of the same bytes
+    /// before its shards are deleted.
+    #[arg(long, env = "CAIRN_GC_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    gc_grace: Duration,
+    /// Shards no content row knows (left by failed writes) are deleted at this age.
+    #[arg(long, env = "CAIRN_ORPHAN_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    orphan_age: Duration,
+    /// Pause between orphan sweeps (each lists every data server's shards).
+    #[arg(long, env = "CAIRN_ORPHAN_INTERVAL", default_value = "6h", value_parser = humantime::parse_duration)]
+    orphan_interval: Duration,
+    /// A data server silent this long has everything it held rebuilt elsewhere.
+    #[arg(long, env = "CAIRN_REPROTECT_AFTER", default_value = "30m", value_parser = humantime::parse_duration)]
+    reprotect_after: Duration,
+    /// Bytes per second re-protection may read to rebuild content (0: unlimited).
+    #[arg(long, env = "CAIRN_REPROTECT_RATE", default_value = "64MiB")]
+    reprotect_rate: ByteSize,
+    /// Lifetime of the GC and heal leases without renewal.
+    #[arg(long, env = "CAIRN_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+}
+
+impl MaintenanceArgs {
+    fn config(&self, holder: String, heartbeat_expiry: Duration) -> MaintenanceConfig {
+        MaintenanceConfig {
+            keep_versions: self.keep_versions,
+            tombstone_ttl: self.tombstone_ttl,
+            retention_interval: self.retention_interval,
+            gc_interval: self.gc_interval,
+            gc_grace: self.gc_grace,
+            orphan_age: self.orphan_age,
+            orphan_interval: self.orphan_interval,
+            reprotect_after: self.reprotect_after,
+            reprotect_rate: self.reprotect_rate.0,
+            lease_ttl: self.lease_ttl,
+            holder,
+            heartbeat_expiry,
+        }
+    }
+}
+
+/// A duration, or `off`/`never` for none.
+fn duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+    match text.trim() {
+        "off" | "never" => Ok(None),
+        t => humantime::parse_duration(t).map(Some).map_err(|e| e.to_string()),
+    }
 }
 
 /// How data servers keep shards.
@@ -131,6 +200,8 @@ struct ApiArgs {
     http: HttpArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    maintenance: MaintenanceArgs,
 }
 
 /// How long a server waits on its own clients.
@@ -225,6 +296,8 @@ struct DevArgs {
     limits: LimitArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    maintenance: MaintenanceArgs,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -263,6 +336,7 @@ fn main() -> anyhow::Result<()> {
             Command::Data(args) => run_data(args, shutdown).await,
             Command::Api(args) => run_api(args, shutdown).await,
             Command::Dev(args) => run_dev(args, shutdown).await,
+            Command::Admin(args) => Ok(cairn::admin::run(args).await?),
             Command::Bench(args) => {
                 let report = cairn::bench::run_until(&args, shutdown).await?;
                 println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
@@ -326,6 +400,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
         limits: args.limits.limits(),
+        maintenance: args.maintenance.config(format!("api@{}", args.listen), args.heartbeat_expiry),
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
@@ -345,6 +420,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.volume_size = args.storage.volume_size.0;
     config.compact_interval = args.storage.compact_interval;
     config.commit_delay = args.storage.commit_delay;
+    config.maintenance = args.maintenance.config(String::new(), config.heartbeat_expiry);
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

@@ -225,6 +225,16 @@ impl Workers {
         self.handles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(WorkerHandle::status).collect()
     }
 
+    /// Waits (at most `grace`) for every worker to stop once the shutdown token is
+    /// cancelled; a step still running then is dropped.
+    pub async fn stopped(&self, grace: Duration) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(workers = self.tasks.len(), "workers still running at shutdown; dropping them");
+        }
+    }
+
     /// The worker called `name`.
     pub fn get(&self, name: &str) -> Option<WorkerHandle> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|h| h.name() == name).cloned()

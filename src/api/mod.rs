@@ -14,6 +14,7 @@
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
 //! files or the bus themselves.
 
+pub mod admin;
 pub mod digest;
 pub mod names;
 
@@ -42,10 +43,12 @@ use tower::ServiceBuilder;
 
 use crate::bus::Bus;
 use crate::cluster::Membership;
+use crate::maintenance::{self, MaintenanceConfig};
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts};
+use crate::worker::Workers;
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -61,6 +64,8 @@ pub struct ApiConfig {
     pub http: HttpTimeouts,
     /// How much work it takes on at once.
     pub limits: RequestLimits,
+    /// The lifecycle workers' settings (retention, GC, healing).
+    pub maintenance: MaintenanceConfig,
 }
 
 /// How much work an API server takes on at once. Past a limit a request is
@@ -142,7 +147,8 @@ impl IntoResponse for ApiError {
                 | ObjectError::Unavailable { .. }
                 | ObjectError::ContentMismatch { .. }
                 | ObjectError::Bus(_)
-                | ObjectError::Meta(MetaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                | ObjectError::Meta(MetaError::Unavailable(_))
+                | ObjectError::Meta(MetaError::ContentDeleting { .. }) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
         };
@@ -182,11 +188,15 @@ pub async fn serve_with_ready(
     let object = config.object.clone();
     let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone());
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let workers = Workers::new(TaskTracker::new(), shutdown.clone());
+    let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
-    let served = server::serve(listener, router(service.clone(), config.limits), config.http, shutdown).await;
+    let routes = router(service.clone(), config.limits).merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
+    let served = server::serve(listener, routes, config.http, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
     }
+    workers.stopped(Duration::from_secs(10)).await;
     service.stopped(Duration::from_secs(10)).await;
     tasks.wait().await;
     Ok(())

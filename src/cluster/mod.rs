@@ -27,6 +27,19 @@ pub struct LiveServer {
     pub free: u64,
 }
 
+/// A data server as status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its HTTP address.
+    pub addr: String,
+    /// Free bytes it announced last.
+    pub free: u64,
+    /// Time since its last heartbeat.
+    pub age: Duration,
+    /// Whether it counts as live (heard within the expiry).
+    pub live: bool,
+}
+
 struct Member {
     free: u64,
     last_seen: Instant,
@@ -84,6 +97,21 @@ impl Membership {
             .collect();
         live.sort_by(|a, b| a.addr.cmp(&b.addr));
         live
+    }
+
+    /// Every data server heard from recently (live or not, the dead ones until
+    /// they are forgotten at ten times the expiry), in address order: for status.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let members = self.members.read().expect("membership lock");
+        let mut out: Vec<MemberStatus> = members
+            .iter()
+            .map(|(addr, m)| {
+                let age = m.last_seen.elapsed();
+                MemberStatus { addr: addr.clone(), free: m.free, age, live: age < self.expiry }
+            })
+            .collect();
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
     }
 
     /// Whether `addr` heartbeated within the expiry.

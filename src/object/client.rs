@@ -331,3 +331,147 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// A shard a data server holds, as its `GET /shards` listing says (for the orphan
+/// collector).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct HeldShard {
+    /// The content.
+    pub hash: ContentHash,
+    /// The shard index.
+    pub shard: ShardIndex,
+    /// Its data length.
+    pub len: u64,
+    /// Its policy as `K+M`, when the shard records one.
+    pub policy: Option<String>,
+    /// Seconds since it was committed there, never overstated.
+    pub age_s: u64,
+}
+
+/// One page of a data server's shard listing.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ShardPage {
+    /// The shards, in (hash, shard) order.
+    pub shards: Vec<HeldShard>,
+    /// Where the next page starts (`<hash>.<shard>`), or `None` at the end.
+    pub next: Option<String>,
+}
+
+/// A shard a data server's scrubber (or a read) found corrupt and moved aside.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Finding {
+    /// Its place in the server's list (increasing within an epoch).
+    pub seq: u64,
+    /// The content.
+    pub hash: ContentHash,
+    /// The shard index.
+    pub shard: ShardIndex,
+    /// When it was set aside (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// The findings a data server reports after a sequence number.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Findings {
+    /// Changes whenever the server restarts (its sequence numbers start over).
+    pub epoch: String,
+    /// The findings, oldest first.
+    pub findings: Vec<Finding>,
+}
+
+/// Longest JSON answer of a maintenance call read from a data server (a page of
+/// 1,000 shards is ~150 KB); a longer one is refused, not buffered.
+const MAINTENANCE_ANSWER_LIMIT: usize = 4 << 20;
+
+/// Shards sent in one `POST /purge` at most (the data server's own limit).
+pub const PURGE_BATCH: usize = 1000;
+
+impl DataClient {
+    /// Reads a JSON answer of at most [`MAINTENANCE_ANSWER_LIMIT`] bytes.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        step: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, DataClientError> {
+        let after = self.timeouts.sync;
+        let exchange = async {
+            let resp = self.send(addr, step, after, req).await?;
+            let mut kept = Vec::new();
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                let chunk = chunk.map_err(|e| Self::failed(addr, step, after, e))?;
+                if kept.len() + chunk.len() > MAINTENANCE_ANSWER_LIMIT {
+                    return Err(DataClientError::BadAnswer { addr: addr.to_string(), header: "body (too long)" });
+                }
+                kept.extend_from_slice(&chunk);
+            }
+            serde_json::from_slice(&kept)
+                .map_err(|_| DataClientError::BadAnswer { addr: addr.to_string(), header: "body (not the JSON expected)" })
+        };
+        tokio::time::timeout(after, exchange)
+            .await
+            .unwrap_or_else(|_| Err(DataClientError::TimedOut { addr: addr.to_string(), step, after }))
+    }
+
+    /// Deletes shards `hash.shard` on `addr` for good, freeing their space (the
+    /// collector's delete; not a quarantine). Shards the server does not hold count
+    /// as deleted. Returns how many it removed.
+    pub async fn purge(
+        &self,
+        addr: &str,
+        shards: &[(ContentHash, ShardIndex)],
+    ) -> Result<u64, DataClientError> {
+        #[derive(serde::Deserialize)]
+        struct Purged {
+            purged: u64,
+        }
+        let mut purged = 0;
+        for batch in shards.chunks(PURGE_BATCH) {
+            let body: Vec<serde_json::Value> =
+                batch.iter().map(|(h, s)| serde_json::json!({"hash": h, "shard": s})).collect();
+            let req = self.http.post(format!("http://{addr}/purge")).json(&serde_json::json!({ "shards": body }));
+            purged += self.json::<Purged>(addr, "purge", req).await?.purged;
+        }
+        Ok(purged)
+    }
+
+    /// One page of the shards `addr` holds, after `after` (`<hash>.<shard>`).
+    pub async fn list_shards(&self, addr: &str, after: Option<&str>) -> Result<ShardPage, DataClientError> {
+        // `after` is `<hex>.<digits>` (it came from the same server's `next`, and is
+        // checked here), so it needs no percent-encoding.
+        let url = match after {
+            Some(after) if is_shard_key(after) => format!("http://{addr}/shards?after={after}"),
+            Some(_) => return Err(DataClientError::BadAnswer { addr: addr.to_string(), header: "next (not <hash>.<shard>)" }),
+            None => format!("http://{addr}/shards"),
+        };
+        self.json(addr, "list shards", self.http.get(url)).await
+    }
+
+    /// What `addr`'s scrubber found after `after`.
+    pub async fn scrub_findings(&self, addr: &str, after: u64) -> Result<Findings, DataClientError> {
+        let req = self.http.get(format!("http://{addr}/scrub/findings?after={after}"));
+        self.json(addr, "scrub findings", req).await
+    }
+
+    /// `addr`'s scrubber status (its JSON as it is, for operators).
+    pub async fn scrub_status(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+        self.json(addr, "scrub status", self.http.get(format!("http://{addr}/scrub"))).await
+    }
+
+    /// Has `addr` start a scrub pass now (unless one runs); returns its status.
+    pub async fn scrub_start(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+        self.json(addr, "scrub start", self.http.post(format!("http://{addr}/scrub"))).await
+    }
+
+    /// `addr`'s store figures (`GET /stats`, as it is).
+    pub async fn stats(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+        self.json(addr, "stats", self.http.get(format!("http://{addr}/stats"))).await
+    }
+}
+
+/// Whether `key` is `<64 hex>.<shard index>`, the form a shard listing pages by.
+fn is_shard_key(key: &str) -> bool {
+    key.split_once('.')
+        .is_some_and(|(hash, shard)| hash.parse::<ContentHash>().is_ok() && shard.parse::<ShardIndex>().is_ok())
+}

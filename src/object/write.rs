@@ -25,7 +25,14 @@ use super::{ObjectError, ObjectService};
 use crate::cluster::choose_servers;
 use crate::codec::{Layout, StripeEncoder};
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
-use crate::meta::{ContentRecord, VersionRecord};
+use crate::meta::{ContentRecord, ContentState, MetaError, VersionRecord};
+
+/// Longest a PUT waits for the collector to finish deleting the content it
+/// carries before answering 503: deleting one content's shards takes one request
+/// per holder.
+pub const GC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a waiting PUT looks again.
+const GC_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl ObjectService {
     /// Stores `body` as the next version of `bucket/name`. When `expected` is given
@@ -49,6 +56,12 @@ impl ObjectService {
                 if hash != expected {
                     return Err(ObjectError::DigestMismatch { expected, actual: hash });
                 }
+                // Hashing a large body takes long; the collector's grace period
+                // protects the content only for so long after the check above, so
+                // check again, right before the version that keeps it is recorded.
+                let Some(existing) = self.durable_content(&expected).await? else {
+                    return Err(MetaError::ContentDeleting { hash }.into());
+                };
                 return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
             }
         }
@@ -247,7 +260,30 @@ impl ObjectService {
     /// The recorded content with this hash, if enough of its shards are still
     /// found on live data servers to count as stored (its write quorum), with the
     /// placement the bus reports now.
+    ///
+    /// This is the PUT's side of the garbage-collection protocol (README,
+    /// "Lifecycle"): content the collector has marked doomed is revived (made live)
+    /// before it is reused, so the collector, which deletes only doomed content
+    /// after a grace period, cannot take it; content the collector is deleting is
+    /// never reused, and no shard of it is written until its deletion is over (we
+    /// wait for that, at most [`GC_WAIT`], then answer 503).
     async fn durable_content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, ObjectError> {
+        let deadline = tokio::time::Instant::now() + GC_WAIT;
+        let mut state = self.meta.content_state(hash).await?;
+        loop {
+            match state {
+                None => return Ok(None),
+                Some(ContentState::Live) => break,
+                Some(ContentState::Doomed { .. }) => state = self.meta.revive(hash).await?,
+                Some(ContentState::Deleting) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MetaError::ContentDeleting { hash: *hash }.into());
+                    }
+                    tokio::time::sleep(GC_POLL).await;
+                    state = self.meta.content_state(hash).await?;
+                }
+            }
+        }
         let Some(mut content) = self.meta.content(hash).await? else { return Ok(None) };
         let located = self.locate(&content).await?;
         if located.len() < content.policy.write_quorum() {

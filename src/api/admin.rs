@@ -1,0 +1,151 @@
+//! The operator's routes of an API server (`/admin/…`), which `cairn admin` talks
+//! to: the state of the cluster and of every lifecycle worker in one JSON answer,
+//! and the levers (start a scrub everywhere, collect garbage now, repair one name,
+//! pause or resume a worker).
+//!
+//! | request | meaning |
+//! |---|---|
+//! | `GET /admin/status` | data servers (heartbeat age, free space, shard counts, scrub), workers, repair queue, content counts, lease holders |
+//! | `POST /admin/scrub` | every live data server starts a scrub pass now |
+//! | `POST /admin/gc` | a full garbage-collection pass (orphans included) now |
+//! | `POST /admin/heal` | the healer looks at scrub findings and silent servers now |
+//! | `POST /admin/repair/<name>` | verifies and repairs the current version of `<name>` now |
+//! | `POST /admin/workers/<worker>/pause`, `…/resume` | pause or resume a worker |
+//!
+//! There is no authentication yet (none of the API has any before access keys):
+//! like the rest of the API, these routes belong behind a trusted network.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::ApiError;
+use crate::maintenance::{gc, heal, Maintenance};
+use crate::meta::DEFAULT_BUCKET;
+use crate::object::ObjectService;
+
+/// What the admin routes work on.
+#[derive(Clone)]
+pub struct Admin {
+    /// The object paths (cluster view, metadata, data-server client).
+    pub service: ObjectService,
+    /// The lifecycle workers.
+    pub maintenance: Maintenance,
+}
+
+/// The admin routes.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/admin/status", get(status))
+        .route("/admin/scrub", post(scrub))
+        .route("/admin/gc", post(collect))
+        .route("/admin/heal", post(heal_now))
+        .route("/admin/repair/{*name}", post(repair))
+        .route("/admin/workers/{worker}/{action}", post(worker_action))
+        .with_state(Arc::new(admin))
+}
+
+type AdminState = State<Arc<Admin>>;
+
+fn error_json(e: impl std::fmt::Display) -> serde_json::Value {
+    json!({ "error": e.to_string() })
+}
+
+async fn status(State(admin): AdminState) -> Response {
+    let svc = &admin.service;
+    let members = svc.membership().members();
+    let data_servers = join_all(members.into_iter().map(|m| async move {
+        let (stats, scrub) = if m.live {
+            let (stats, scrub) = tokio::join!(svc.client.stats(&m.addr), svc.client.scrub_status(&m.addr));
+            (stats.unwrap_or_else(error_json), scrub.unwrap_or_else(error_json))
+        } else {
+            (serde_json::Value::Null, serde_json::Value::Null)
+        };
+        json!({
+            "addr": m.addr,
+            "live": m.live,
+            "heartbeat_age_ms": m.age.as_millis() as u64,
+            "free_bytes": m.free,
+            "stats": stats,
+            "scrub": scrub,
+        })
+    }))
+    .await;
+    let meta = &svc.meta;
+    let (contents, gc_holder, heal_holder) =
+        tokio::join!(meta.content_counts(), meta.lease_holder(gc::LEASE), meta.lease_holder(heal::LEASE));
+    Json(json!({
+        "api_server": admin.maintenance.config.holder,
+        "data_servers": data_servers,
+        "workers": admin.maintenance.workers.statuses(),
+        "repair": svc.repair_status(),
+        "contents": contents.map(|c| json!(c)).unwrap_or_else(error_json),
+        "leases": {
+            "gc": gc_holder.map(|h| json!(h)).unwrap_or_else(error_json),
+            "heal": heal_holder.map(|h| json!(h)).unwrap_or_else(error_json),
+        },
+    }))
+    .into_response()
+}
+
+async fn scrub(State(admin): AdminState) -> Response {
+    let svc = &admin.service;
+    let started = join_all(svc.membership().live().into_iter().map(|s| async move {
+        let answer = svc.client.scrub_start(&s.addr).await.unwrap_or_else(error_json);
+        json!({ "addr": s.addr, "scrub": answer })
+    }))
+    .await;
+    admin.maintenance.heal_now();
+    (StatusCode::ACCEPTED, Json(json!({ "data_servers": started }))).into_response()
+}
+
+async fn collect(State(admin): AdminState) -> Response {
+    admin.maintenance.collect_now();
+    let status = admin.maintenance.workers.get("gc").map(|h| h.status());
+    (StatusCode::ACCEPTED, Json(json!({ "gc": status }))).into_response()
+}
+
+async fn heal_now(State(admin): AdminState) -> Response {
+    admin.maintenance.heal_now();
+    let status = admin.maintenance.workers.get("heal").map(|h| h.status());
+    (StatusCode::ACCEPTED, Json(json!({ "heal": status }))).into_response()
+}
+
+async fn repair(State(admin): AdminState, Path(name): Path<String>) -> Result<Response, ApiError> {
+    super::names::validate(&name)?;
+    let svc = &admin.service;
+    let record = svc.find(DEFAULT_BUCKET, &name, None).await?;
+    let Some(content) = record.content else {
+        return Ok((StatusCode::NOT_FOUND, format!("object {name} was deleted\n")).into_response());
+    };
+    let rebuilt = svc.repair_with(&content, true).await?;
+    Ok(Json(json!({
+        "name": name,
+        "version": record.version,
+        "hash": content.hash,
+        "rebuilt": rebuilt,
+    }))
+    .into_response())
+}
+
+async fn worker_action(State(admin): AdminState, Path((worker, action)): Path<(String, String)>) -> Response {
+    let Some(handle) = admin.maintenance.workers.get(&worker) else {
+        return (StatusCode::NOT_FOUND, format!("no worker called {worker:?}\n")).into_response();
+    };
+    match action.as_str() {
+        "pause" => handle.pause(),
+        "resume" => handle.resume(),
+        "trigger" => handle.trigger(),
+        _ => {
+            return (StatusCode::BAD_REQUEST, format!("unknown action {action:?} (pause, resume, trigger)\n"))
+                .into_response()
+        }
+    }
+    Json(json!({ "worker": handle.status() })).into_response()
+}
