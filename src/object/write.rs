@@ -51,7 +51,7 @@ impl ObjectService {
         // Known content is not written again: the body is only hashed, to prove the
         // client really has the bytes its digest names.
         if let Some(expected) = expected {
-            if let Some(existing) = self.durable_content(&expected).await? {
+            if self.durable_content(&expected).await?.is_some() {
                 let hash = hash_only(&mut body).await?;
                 if hash != expected {
                     return Err(ObjectError::DigestMismatch { expected, actual: hash });
