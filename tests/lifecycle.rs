@@ -398,3 +398,144 @@ async fn admin_status_and_the_cli_show_servers_and_workers() {
     let unknown = t.http.post(t.url("/admin/workers/nope/pause")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_shards_are_removed_after_their_age_and_known_ones_stay() {
+    let t = common::start_custom(3, |config| {
+        fast_lifecycle(config);
+        config.maintenance.orphan_age = Duration::ZERO;
+    })
+    .await;
+    let known = common::pattern(5000, 1);
+    assert_eq!(t.put("known", known.clone()).await.status(), 200);
+    eventually(Duration::from_secs(10), "the known object's copies", || async { t.shard_count().await == 3 }).await;
+    // A shard no metadata knows, as a write that crashed before recording its
+    // version leaves behind.
+    let orphan = common::pattern(6000, 2);
+    let hash = ContentHash::of(&orphan);
+    let addr = t.cluster.data_addrs[0];
+    let url = format!("http://{addr}/objects/{hash}.0");
+    let stored = t.http.put(&url).header("x-cairn-policy", "1+2").body(orphan).send().await.unwrap();
+    assert!(stored.status().is_success(), "{}", stored.status());
+    assert_eq!(t.http.get(&url).send().await.unwrap().status(), 200);
+
+    admin(&t, "/admin/gc").await;
+    eventually(Duration::from_secs(20), "the orphan removed", || async {
+        t.http.get(&url).send().await.unwrap().status() == 404
+    })
+    .await;
+    assert_eq!(t.shard_count().await, 3, "the known object's shards stay");
+    assert_eq!(t.get("known").await.bytes().await.unwrap(), known);
+    assert_eq!(status(&t).await["contents"]["deleting"], 0, "the orphan's claim is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_died_mid_deletion_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn cairn::meta::MetaStore> =
+        Arc::new(cairn::meta::sqlite::SqliteStore::open(&dir.path().join("meta.sqlite")).await.unwrap());
+    // Default lifecycle settings: nothing would be collected on its own for an hour.
+    let t = common::start_custom_with_meta(3, meta.clone(), |_| {}).await;
+    let body = common::pattern(5000, 3);
+    let hash = ContentHash::of(&body);
+    assert_eq!(t.put("doomed", body).await.status(), 200);
+    eventually(Duration::from_secs(10), "the copies", || async { t.shard_count().await == 3 }).await;
+    // What a collector does up to its death: the name pruned, the content doomed
+    // long ago, then moved to `deleting`; its shards are still on the data servers.
+    let now = cairn::worker::now_ms();
+    assert_eq!(meta.delete("default", "doomed").await.map(|_| ()).ok(), Some(()));
+    assert_eq!(meta.prune("default", "doomed", None, Some(now)).await.unwrap(), 2);
+    assert_eq!(meta.doom_unreferenced(now - 7_200_000, 100).await.unwrap(), 1);
+    assert!(meta.begin_delete(&hash, now - 3_600_000).await.unwrap());
+    assert_eq!(meta.content_state(&hash).await.unwrap(), Some(cairn::meta::ContentState::Deleting));
+    assert_eq!(t.shard_count().await, 3);
+
+    // The next pass resumes the deletion: shards and row go.
+    admin(&t, "/admin/gc").await;
+    eventually(Duration::from_secs(20), "the deletion finished", || async {
+        t.shard_count().await == 0 && meta.content_state(&hash).await.unwrap().is_none()
+    })
+    .await;
+    // A PUT of the same bytes afterwards stores them anew.
+    assert_eq!(t.put("again", common::pattern(5000, 3)).await.status(), 200);
+    assert_eq!(t.get("again").await.bytes().await.unwrap(), common::pattern(5000, 3));
+}
+
+/// Two API servers on one metadata store: one collector at a time, and when it
+/// stops renewing its lease the other takes over.
+async fn one_collector_between_two_api_servers(url: String) {
+    let meta = cairn::meta::open(&url).await.unwrap();
+    let t = common::start_custom_with_meta(3, meta, |config| {
+        config.maintenance.lease_ttl = Duration::from_secs(1);
+        config.maintenance.gc_interval = Duration::from_millis(200);
+    })
+    .await;
+    let second_meta = cairn::meta::open(&url).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = format!("http://{}", listener.local_addr().unwrap());
+    let bus = t.cluster.connect_bus().await.unwrap();
+    let mut maintenance = cairn::maintenance::MaintenanceConfig::new("second".into());
+    maintenance.lease_ttl = Duration::from_secs(1);
+    maintenance.gc_interval = Duration::from_millis(200);
+    let config = cairn::api::ApiConfig {
+        object: cairn::object::ObjectConfig {
+            policy: "1+2".parse().unwrap(),
+            small_policy: "1+2".parse().unwrap(),
+            small_threshold: 64 * 1024,
+            locate_timeout: Duration::from_secs(1),
+            cache_bytes: 0,
+            data_timeouts: Default::default(),
+        },
+        heartbeat_expiry: Duration::from_millis(600),
+        http: Default::default(),
+        limits: Default::default(),
+        maintenance,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
+
+    let gc_of = |base: String| {
+        let http = t.http.clone();
+        async move {
+            let s: Value = http.get(format!("{base}/admin/status")).send().await.unwrap().json().await.unwrap();
+            let gc = s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "gc").unwrap().clone();
+            (gc["info"]["lease"].as_str().unwrap_or("").to_string(), s["leases"]["gc"].clone())
+        }
+    };
+    eventually(Duration::from_secs(10), "both collectors report", || async {
+        let (a, _) = gc_of(t.base.clone()).await;
+        let (b, _) = gc_of(second.clone()).await;
+        !a.is_empty() && !b.is_empty()
+    })
+    .await;
+    for _ in 0..10 {
+        let (a, holder_a) = gc_of(t.base.clone()).await;
+        let (b, holder_b) = gc_of(second.clone()).await;
+        assert_eq!(holder_a, holder_b, "both see one holder");
+        assert!(!(a == "held" && b == "held"), "two collectors at once");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Pause whichever holds the lease: it stops renewing, and the other takes over.
+    let (a, _) = gc_of(t.base.clone()).await;
+    let (holder, other) = if a == "held" { (t.base.clone(), second.clone()) } else { (second.clone(), t.base.clone()) };
+    let paused = t.http.post(format!("{holder}/admin/workers/gc/pause")).send().await.unwrap();
+    assert!(paused.status().is_success());
+    eventually(Duration::from_secs(10), "the other API server takes the lease", || async {
+        gc_of(other.clone()).await.0 == "held"
+    })
+    .await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collector_at_a_time_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    one_collector_between_two_api_servers(format!("sqlite:{}", dir.path().join("meta.sqlite").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collector_at_a_time_on_postgres() {
+    let Some(schema) = common::pg::TestSchema::new().await else { return };
+    one_collector_between_two_api_servers(schema.url()).await;
+}

@@ -63,6 +63,23 @@ pub async fn start_with_files(policy: &str, small_policy: &str, threshold: u64, 
 /// A cluster like [`start`]'s with the default policies (4+2, and 1+2 below
 /// 64 KiB), after `adjust` has changed its configuration.
 pub async fn start_custom(data_servers: usize, adjust: impl FnOnce(&mut DevConfig)) -> TestCluster {
+    start_cluster(data_servers, None, adjust).await
+}
+
+/// [`start_custom`] on the caller's metadata store.
+pub async fn start_custom_with_meta(
+    data_servers: usize,
+    meta: std::sync::Arc<dyn cairn::meta::MetaStore>,
+    adjust: impl FnOnce(&mut DevConfig),
+) -> TestCluster {
+    start_cluster(data_servers, Some(meta), adjust).await
+}
+
+async fn start_cluster(
+    data_servers: usize,
+    meta: Option<std::sync::Arc<dyn cairn::meta::MetaStore>>,
+    adjust: impl FnOnce(&mut DevConfig),
+) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = DevConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     config.data_addrs = (1..=data_servers).map(|i| format!("127.29.1.{i}:0").parse().unwrap()).collect();
@@ -72,7 +89,11 @@ pub async fn start_custom(data_servers: usize, adjust: impl FnOnce(&mut DevConfi
     config.heartbeat_interval = Duration::from_millis(100);
     config.heartbeat_expiry = Duration::from_millis(600);
     adjust(&mut config);
-    let cluster = DevCluster::start(config).await.expect("dev cluster starts");
+    let cluster = match meta {
+        Some(meta) => DevCluster::start_with_meta(config, meta).await,
+        None => DevCluster::start(config).await,
+    }
+    .expect("dev cluster starts");
     let base = format!("http://{}", cluster.api_addr);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let t = TestCluster { cluster, base, http, _dir: dir };
