@@ -105,7 +105,19 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["content", "heads", "schema_version", "versions"]);
+    assert_eq!(
+        tables,
+        [
+            "content",
+            "heads",
+            "leases",
+            "placements",
+            "schema_version",
+            "server_sightings",
+            "versions",
+            "worker_cursors"
+        ]
+    );
 
     let c = meta_suite::content_of("migrate");
     stores[0].put_version("bk", "n", Some(&c)).await.unwrap();
@@ -131,10 +143,10 @@ async fn corrupt_rows_are_errors_not_panics() {
     schema
         .raw
         .batch_execute(&format!(
-            "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
-             INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
-             INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
-             INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+            "INSERT INTO content (hash, size, policy, placement) VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_size}', -5, '1+0', '{{}}');
              INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
              INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
              INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);

@@ -140,10 +140,10 @@ async fn corrupt_rows_are_errors_not_panics() {
     let bad_size = ContentHash::of(b"bad size").to_hex();
     let dangling = ContentHash::of(b"dangling").to_hex();
     conn.execute_batch(&format!(
-        "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
-         INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
-         INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
-         INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+        "INSERT INTO content (hash, size, policy, placement) VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_size}', -5, '1+0', '{{}}');
          INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
          INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
          INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);
