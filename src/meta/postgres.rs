@@ -174,7 +174,7 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE TABLE worker_cursors (
          name  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-         value TEXT NOT NULL
+         value BYTEA NOT NULL
      );"#,
 ];
 
@@ -1124,12 +1124,22 @@ impl MetaStore for PostgresStore {
     }
 
     async fn worker_cursor(&self, name: &str) -> Result<Option<String>, MetaError> {
-        self.query_text("worker_cursor", SQL_CURSOR, &[&name]).await
+        const WHAT: &str = "worker_cursor";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_CURSOR).await.context(WHAT)?;
+        let Some(row) = client.query_opt(&stmt, &[&name]).await.context(WHAT)? else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = row.try_get(0).context(WHAT)?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| MetaError::Corrupt(format!("{WHAT} {name:?}: the checkpoint is not UTF-8: {e}")))
     }
 
     async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError> {
         match value {
-            Some(value) => self.execute("set_worker_cursor", SQL_SET_CURSOR, &[&name, &value]).await,
+            // Bytes, not TEXT: a checkpoint is opaque, and TEXT cannot hold NUL.
+            Some(value) => self.execute("set_worker_cursor", SQL_SET_CURSOR, &[&name, &value.as_bytes()]).await,
             None => self.execute("set_worker_cursor", SQL_CLEAR_CURSOR, &[&name]).await,
         }
         .map(drop)
