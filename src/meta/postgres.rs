@@ -30,7 +30,25 @@
 //! heads(bucket TEXT, name TEXT, latest BIGINT,  -- each name's newest version
 //!       PRIMARY KEY (bucket, name))
 //! schema_version(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)
+//! -- schema 2:
+//! content.state TEXT                        -- 'live' | 'doomed' | 'deleting'
+//! content.doomed_since_ms BIGINT NULL       -- when found unreferenced (doomed only)
+//! placements(server TEXT, hash TEXT REFERENCES content, shard BIGINT,
+//!            PRIMARY KEY (server, hash, shard))  -- the placement index
+//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms BIGINT)
+//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms BIGINT)  -- database clock
+//! worker_cursors(name TEXT PRIMARY KEY, value BYTEA)  -- UTF-8; BYTEA holds NUL
 //! ```
+//!
+//! `placements` repeats each content row's placement JSON as one row per shard
+//! (`contents_on` is a range scan of its primary key); `put_version` and
+//! `set_placement` rewrite a hash's rows (`json_each_text`) and `finish_delete`
+//! removes them, each in the same transaction as the placement or row itself. A
+//! partial index on `content(state, hash)` where the state is not live serves the
+//! collector's scans. `names` walks `heads` (one row per name with versions).
+//! Migration 2 added the state columns (every existing row is live) and backfilled
+//! `placements` from the existing placement JSON, row by row (an unreadable
+//! placement is left out of the index, and still reported as corrupt when read).
 //!
 //! Every text key column is `COLLATE "C"`: names compare byte-wise, as in the
 //! SQLite store and Rust's `str`, whatever the database's locale, and a list
@@ -59,6 +77,25 @@
 //! and adds its own under the same lock, so concurrent deletes of one name queue on
 //! the head and only the first finds the name live. The commit is durable (the server's default
 //! `synchronous_commit`) and visible to every host before the call returns.
+//!
+//! # The GC protocol's atomicity
+//!
+//! `put_version`'s content upsert row-locks the content row and sets it live,
+//! unless it is deleting (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting'`:
+//! no row returned means deleting, answered with [`MetaError::ContentDeleting`]
+//! and the whole transaction rolled back). [`begin_delete`](MetaStore::begin_delete)
+//! first locks the same row (`SELECT … FOR UPDATE`), then, in a later statement
+//! (which under READ COMMITTED sees everything committed while it waited), checks
+//! whether a version points at it, and changes the state under the lock. So a
+//! concurrent `put_version` of that content has either committed (its version is
+//! seen, and the row is live anyway) or waits for the lock and then finds the row
+//! deleting. `revive` and `finish_delete` change the row only in the expected
+//! state, under its lock. `doom_unreferenced` skips rows locked by a writer
+//! (`FOR UPDATE SKIP LOCKED`); a doom that still races a PUT is harmless, since
+//! `begin_delete` checks the references again. `prune` locks the name's head
+//! first, like `put_version` and `delete`, and drops the head with the last
+//! version, so the next PUT starts at 1. A lease is one upsert judged by the
+//! database's clock, atomic across every store on the database.
 //!
 //! # Migrations
 //!
@@ -260,14 +297,16 @@ const SQL_REVIVE: &str =
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $1 WHERE state = 'live' AND hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
       AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
+/// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
-     WHERE state = 'doomed' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
+     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1)";
 const SQL_SET_STATE: &str = "UPDATE content SET state = $2, doomed_since_ms = NULL WHERE hash = $1";
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES ($1, 0, $2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
 const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND hash > $1 ORDER BY hash LIMIT $2";
+    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > $1 ORDER BY hash LIMIT $2";
 const SQL_LOCK_DELETING: &str = "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting' FOR UPDATE";
 const SQL_FINISH: &str = "DELETE FROM content WHERE hash = $1 AND state = 'deleting'";
 const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";

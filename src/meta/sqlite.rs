@@ -8,13 +8,46 @@
 //! content(hash TEXT PRIMARY KEY,      -- 64 lowercase hex digits
 //!         size INTEGER,               -- bytes
 //!         policy TEXT,                -- "K+M", e.g. "4+2"
-//!         placement TEXT)             -- JSON object {"0":"host:port",...}
+//!         placement TEXT,             -- JSON object {"0":"host:port",...}
+//!         state TEXT,                 -- 'live' | 'doomed' | 'deleting' (schema 2)
+//!         doomed_since_ms INTEGER NULL)  -- when found unreferenced (doomed only)
 //! versions(bucket TEXT, name TEXT, version INTEGER,
 //!          hash TEXT NULL,            -- NULL = tombstone
 //!          size INTEGER,              -- content size, 0 for a tombstone
 //!          created_ms INTEGER,        -- ms since the Unix epoch
 //!          PRIMARY KEY (bucket, name, version))  -- clustered (WITHOUT ROWID)
+//! placements(server TEXT, hash TEXT REFERENCES content, shard INTEGER,
+//!            PRIMARY KEY (server, hash, shard))  -- the placement index (schema 2)
+//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms INTEGER)
+//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms INTEGER)
+//! worker_cursors(name TEXT PRIMARY KEY, value TEXT)
 //! ```
+//!
+//! `placements` repeats each content row's placement JSON as one row per shard,
+//! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
+//! key; `put_version` and `set_placement` rewrite a hash's rows (with SQLite's
+//! `json_each`) and `finish_delete` removes them, each in the same transaction as
+//! the placement or row itself. A partial index on `content(state, hash)` where
+//! the state is not live serves the collector's scans of doomed and deleting rows.
+//! Migration 2 added the state columns (every existing row is live) and backfilled
+//! `placements` from the existing placement JSON (an unreadable placement is left
+//! out of the index, and still reported as corrupt when read).
+//!
+//! # The GC protocol's atomicity
+//!
+//! Every step that changes a content row's state runs on the writer under SQLite's
+//! write lock (`BEGIN IMMEDIATE`, or a single statement), and so does every
+//! `put_version`, so they are totally ordered across every process on the file.
+//! `put_version`'s content upsert sets the row live unless it is deleting
+//! (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting' RETURNING size`: no row
+//! returned means deleting, answered with [`MetaError::ContentDeleting`] and only
+//! that write's savepoint rolled back, the rest of its group commit going on).
+//! [`begin_delete`](MetaStore::begin_delete) reads the state and whether a version
+//! points at the row, and changes it, in one immediate transaction; likewise
+//! `revive`, `finish_delete` (index rows, then the row, only if deleting) and
+//! `prune` (the newest version, the `keep`-th newest, then the removal). A lease
+//! is one upsert whose `WHERE` accepts only a free, expired or own lease, judged by
+//! this host's clock (every store on one file is on one host).
 //!
 //! The primary key of `versions` serves `latest` (one seek, `ORDER BY version DESC
 //! LIMIT 1`), exact versions, version paging and listing in name order; a partial
@@ -199,14 +232,16 @@ const SQL_REVIVE: &str =
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?1 WHERE hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
       AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT ?2)";
+/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
+/// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
-     WHERE state = 'doomed' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
+     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)";
 const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NULL WHERE hash = ?1";
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
 const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND hash > ?1 ORDER BY hash LIMIT ?2";
+    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > ?1 ORDER BY hash LIMIT ?2";
 const SQL_FINISH_INDEX: &str = "DELETE FROM placements WHERE hash = ?1 \
      AND EXISTS (SELECT 1 FROM content WHERE hash = ?1 AND state = 'deleting')";
 const SQL_FINISH: &str = "DELETE FROM content WHERE hash = ?1 AND state = 'deleting'";
@@ -1169,6 +1204,34 @@ mod tests {
             assert!(!plan.contains("SCAN v\n") && !plan.ends_with("SCAN v"), "{sql}\n{plan}");
             assert!(plan.contains("SEARCH v USING PRIMARY KEY"), "{sql}\n{plan}");
         }
+    }
+
+    /// The collector's and the repair worker's pages are index range scans: the
+    /// placement index by server, the partial state index by state.
+    #[test]
+    fn gc_and_placement_pages_use_their_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let plan = |sql: &str, params: &[&dyn ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params, |row| row.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        };
+        let on = plan(SQL_CONTENTS_ON, &[&"s", &"", &10]);
+        assert!(on.contains("SEARCH placements USING PRIMARY KEY (server=? AND hash>?)"), "{on}");
+        assert!(on.contains("SEARCH c USING INDEX sqlite_autoindex_content_1 (hash=?)"), "{on}");
+        for (sql, params) in
+            [(SQL_DOOMED_BEFORE, vec![&0 as &dyn ToSql, &"", &10]), (SQL_DELETING, vec![&"" as &dyn ToSql, &10])]
+        {
+            let plan = plan(sql, &params);
+            assert!(plan.contains("USING INDEX content_by_state (state=? AND hash>?)"), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+        let names = plan(SQL_NAMES_AFTER, &[&"b", &"n", &10]);
+        assert!(names.contains("SEARCH versions USING PRIMARY KEY"), "{names}");
+        assert!(!names.contains("TEMP B-TREE"), "{names}");
     }
 
     #[test]
