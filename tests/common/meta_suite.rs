@@ -693,14 +693,24 @@ pub async fn gc_transitions(store: &dyn MetaStore) {
     store.doom_unreferenced(now_ms(), 1_000_000).await.expect("doom");
     assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Deleting));
 
-    // A PUT of deleting content is refused and adds nothing.
-    match store.put_version(&bucket, "again", Some(&c)).await {
+    // A PUT of deleting content is refused and adds nothing; concurrent writes of
+    // other content (committed together with it, in a store that batches) are not
+    // affected.
+    let other = sample_content(78, "1+0", &["h:1"]);
+    let (refused, fine, tomb) = futures_util::join!(
+        store.put_version(&bucket, "again", Some(&c)),
+        store.put_version(&bucket, "other", Some(&other)),
+        store.put_version(&bucket, "gone", None),
+    );
+    match refused {
         Err(MetaError::ContentDeleting { hash }) => assert_eq!(hash, c.hash),
         other => panic!("put of deleting content: {other:?}"),
     }
+    assert_eq!(fine.expect("put of other content").version, 1);
+    assert_eq!(tomb.expect("tombstone").version, 1);
     assert!(store.latest(&bucket, "again").await.expect("latest").is_none());
     assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Deleting));
-    // A tombstone of another name in the same batch is not affected.
+    assert_eq!(store.content_state(&other.hash).await.expect("state"), Some(ContentState::Live));
     assert_eq!(store.put_version(&bucket, "again", None).await.expect("tombstone").version, 1);
 
     assert!(store.finish_delete(&c.hash).await.expect("finish"));
