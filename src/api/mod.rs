@@ -142,7 +142,6 @@ impl IntoResponse for ApiError {
                 | ObjectError::Unavailable { .. }
                 | ObjectError::ContentMismatch { .. }
                 | ObjectError::Bus(_)
-                | ObjectError::Meta(MetaError::ContentDeleting { .. })
                 | ObjectError::Meta(MetaError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
