@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn::content::{ContentHash, Placement};
+use cairn::content::{ContentHash, Placement, Policy};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::meta::sqlite::SqliteStore;
-use cairn::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use cairn::meta::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 
 /// Wraps a real store; while `down` is set every call fails as a database that is
 /// unreachable would.
@@ -63,6 +63,90 @@ impl MetaStore for Flaky {
     async fn list(&self, b: &str, p: &str, a: Option<&str>, l: usize) -> Result<Vec<VersionRecord>, MetaError> {
         self.check()?;
         self.inner.list(b, p, a, l).await
+    }
+    async fn content_state(&self, h: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        self.check()?;
+        self.inner.content_state(h).await
+    }
+    async fn revive(&self, h: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        self.check()?;
+        self.inner.revive(h).await
+    }
+    async fn doom_unreferenced(&self, now: i64, l: usize) -> Result<usize, MetaError> {
+        self.check()?;
+        self.inner.doom_unreferenced(now, l).await
+    }
+    async fn doomed_before(&self, c: i64, a: Option<&ContentHash>, l: usize) -> Result<Vec<ContentRecord>, MetaError> {
+        self.check()?;
+        self.inner.doomed_before(c, a, l).await
+    }
+    async fn begin_delete(&self, h: &ContentHash, c: i64) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.begin_delete(h, c).await
+    }
+    async fn claim_orphan(&self, h: &ContentHash, p: Policy) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.claim_orphan(h, p).await
+    }
+    async fn deleting(&self, a: Option<&ContentHash>, l: usize) -> Result<Vec<ContentRecord>, MetaError> {
+        self.check()?;
+        self.inner.deleting(a, l).await
+    }
+    async fn finish_delete(&self, h: &ContentHash) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.finish_delete(h).await
+    }
+    async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
+        self.check()?;
+        self.inner.content_counts().await
+    }
+    async fn prune(&self, b: &str, n: &str, k: Option<u64>, t: Option<i64>) -> Result<u64, MetaError> {
+        self.check()?;
+        self.inner.prune(b, n, k, t).await
+    }
+    async fn names(&self, a: Option<(&str, &str)>, l: usize) -> Result<Vec<(String, String)>, MetaError> {
+        self.check()?;
+        self.inner.names(a, l).await
+    }
+    async fn contents_on(&self, s: &str, a: Option<&ContentHash>, l: usize) -> Result<Vec<ContentRecord>, MetaError> {
+        self.check()?;
+        self.inner.contents_on(s, a, l).await
+    }
+    async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        self.check()?;
+        self.inner.placement_servers().await
+    }
+    async fn saw_servers(&self, s: &[String], now: i64) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.saw_servers(s, now).await
+    }
+    async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        self.check()?;
+        self.inner.server_sightings().await
+    }
+    async fn forget_server(&self, s: &str) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.forget_server(s).await
+    }
+    async fn acquire_lease(&self, n: &str, h: &str, ttl: Duration) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.acquire_lease(n, h, ttl).await
+    }
+    async fn release_lease(&self, n: &str, h: &str) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.release_lease(n, h).await
+    }
+    async fn lease_holder(&self, n: &str) -> Result<Option<String>, MetaError> {
+        self.check()?;
+        self.inner.lease_holder(n).await
+    }
+    async fn worker_cursor(&self, n: &str) -> Result<Option<String>, MetaError> {
+        self.check()?;
+        self.inner.worker_cursor(n).await
+    }
+    async fn set_worker_cursor(&self, n: &str, v: Option<&str>) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.set_worker_cursor(n, v).await
     }
 }
 

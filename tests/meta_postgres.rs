@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
-use cairn::meta::postgres::{PostgresStore, POOL_WAIT, SCHEMA_VERSION};
-use cairn::meta::{MetaError, MetaStore};
+use cairn::meta::postgres::{PostgresStore, MIGRATIONS, POOL_WAIT, SCHEMA_VERSION};
+use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 use common::pg::TestSchema;
 
 #[path = "common/meta_suite.rs"]
@@ -36,6 +36,91 @@ async fn postgres_store_passes_the_suite() {
     let schema = test_schema!();
     let store = schema.open().await;
     meta_suite::run_all_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_the_lifecycle_suite() {
+    let schema = test_schema!();
+    let store = schema.open().await;
+    let raw = &schema.raw;
+    meta_suite::begin_delete_revives_a_referenced_doomed_row(&store, |hex| async move {
+        let n = raw
+            .execute("UPDATE content SET state = 'doomed', doomed_since_ms = 0 WHERE hash = $1", &[&hex])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    })
+    .await;
+    meta_suite::run_lifecycle_shared(Arc::new(store)).await;
+}
+
+/// Leases through two stores on one schema (two API hosts): one holder at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_schema_share_leases() {
+    let schema = test_schema!();
+    let a: Arc<dyn MetaStore> = Arc::new(schema.open().await);
+    let b: Arc<dyn MetaStore> = Arc::new(schema.open().await);
+    meta_suite::leases_are_exclusive_across_stores(a, b).await;
+}
+
+/// Many writers deduplicating onto a few hashes through two stores, against a
+/// collector running doom → begin_delete → finish_delete with the cutoff at now:
+/// no acknowledged version ever points at deleted or deleting content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_collector_never_deletes_content_of_an_acknowledged_version() {
+    let schema = test_schema!();
+    let store: Arc<dyn MetaStore> = Arc::new(schema.open().await);
+    meta_suite::no_acknowledged_version_loses_its_content(store, 12, 60).await;
+}
+
+/// A store written by the first schema is upgraded in place: its data stays,
+/// every row is live, and the placement index is filled from the placement JSON
+/// (an unreadable placement is skipped, and still reported as corrupt when read).
+#[tokio::test]
+async fn a_version_1_schema_is_migrated_and_its_placement_indexed() {
+    let schema = test_schema!();
+    let good = ContentHash::of(b"v1 content");
+    let bad = ContentHash::of(b"v1 bad placement");
+    schema
+        .raw
+        .batch_execute(&format!(
+            r#"CREATE SCHEMA {name};
+               CREATE TABLE schema_version (
+                   version    INTEGER     NOT NULL PRIMARY KEY,
+                   applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+               );
+               {v1}
+               INSERT INTO schema_version (version) VALUES (1);
+               INSERT INTO content VALUES ('{good}', 5, '2+1', '{{"0":"s1:1","1":"s2:1","2":"s1:1"}}');
+               INSERT INTO content VALUES ('{bad}', 5, '1+0', '[1,2');
+               INSERT INTO versions VALUES ('bk', 'n', 1, '{good}', 5, 7);
+               INSERT INTO versions VALUES ('bk', 'n', 2, NULL, 0, 8);
+               INSERT INTO heads VALUES ('bk', 'n', 2);"#,
+            name = schema.name,
+            v1 = MIGRATIONS[0],
+        ))
+        .await
+        .unwrap();
+    let store = schema.open().await;
+    let versions: Vec<i32> = schema
+        .raw
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=i32::try_from(SCHEMA_VERSION).unwrap()).collect::<Vec<_>>());
+    let content = store.version("bk", "n", 1).await.unwrap().unwrap().content.unwrap();
+    assert_eq!((content.hash, content.size, content.placement.len()), (good, 5, 3));
+    assert_eq!(store.content_state(&good).await.unwrap(), Some(ContentState::Live));
+    assert_eq!(store.contents_on("s1:1", None, 10).await.unwrap(), vec![content.clone()]);
+    assert_eq!(store.contents_on("s2:1", None, 10).await.unwrap(), vec![content]);
+    assert_eq!(store.placement_servers().await.unwrap(), vec![("s1:1".to_string(), 2), ("s2:1".to_string(), 1)]);
+    assert!(matches!(store.content(&bad).await, Err(MetaError::Corrupt(_))));
+    assert_eq!(store.content_counts().await.unwrap(), ContentCounts { live: 2, doomed: 0, deleting: 0 });
+    assert_eq!(store.names(None, 10).await.unwrap(), vec![("bk".to_string(), "n".to_string())]);
+    assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +190,19 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["content", "heads", "schema_version", "versions"]);
+    assert_eq!(
+        tables,
+        [
+            "content",
+            "heads",
+            "leases",
+            "placements",
+            "schema_version",
+            "server_sightings",
+            "versions",
+            "worker_cursors"
+        ]
+    );
 
     let c = meta_suite::content_of("migrate");
     stores[0].put_version("bk", "n", Some(&c)).await.unwrap();
@@ -131,10 +228,10 @@ async fn corrupt_rows_are_errors_not_panics() {
     schema
         .raw
         .batch_execute(&format!(
-            "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
-             INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
-             INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
-             INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+            "INSERT INTO content (hash, size, policy, placement) VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+             INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_size}', -5, '1+0', '{{}}');
              INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
              INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
              INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);

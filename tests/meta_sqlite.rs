@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
-use cairn::meta::sqlite::{SqliteStore, SCHEMA_VERSION};
-use cairn::meta::{MetaError, MetaStore};
+use cairn::meta::sqlite::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
+use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 
 #[path = "common/meta_suite.rs"]
 mod meta_suite;
@@ -24,6 +24,71 @@ async fn sqlite_store_passes_the_suite() {
     // The parent directory does not exist yet: open creates it.
     let store = SqliteStore::open(&dir.path().join("nested/dir/meta.db")).await.unwrap();
     meta_suite::run_all_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_passes_the_lifecycle_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    meta_suite::begin_delete_revives_a_referenced_doomed_row(&store, |hex| async move {
+        let n = raw(&path)
+            .execute("UPDATE content SET state = 'doomed', doomed_since_ms = 0 WHERE hash = ?1", [hex])
+            .unwrap();
+        assert_eq!(n, 1);
+    })
+    .await;
+    meta_suite::run_lifecycle_shared(Arc::new(store)).await;
+}
+
+/// A lease taken through one store is refused through another on the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_share_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let a: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    meta_suite::leases_are_exclusive_across_stores(a, b).await;
+}
+
+/// A file written by the first schema (before the content lifecycle) is upgraded
+/// in place: its data stays, every row is live, and the placement index is filled
+/// from the placement JSON (an unreadable placement is skipped, and still reported
+/// as corrupt when read).
+#[tokio::test]
+async fn a_version_1_file_is_migrated_and_its_placement_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let good = ContentHash::of(b"v1 content");
+    let bad = ContentHash::of(b"v1 bad placement");
+    {
+        let conn = raw(&path);
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(&format!(
+            r#"INSERT INTO content VALUES ('{good}', 5, '2+1', '{{"0":"s1:1","1":"s2:1","2":"s1:1"}}');
+               INSERT INTO content VALUES ('{bad}', 5, '1+0', '[1,2');
+               INSERT INTO versions VALUES ('bk', 'n', 1, '{good}', 5, 7);
+               INSERT INTO versions VALUES ('bk', 'n', 2, NULL, 0, 8);"#
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let version: u32 = raw(&path).pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let v1 = store.version("bk", "n", 1).await.unwrap().unwrap();
+    let content = v1.content.clone().unwrap();
+    assert_eq!((content.hash, content.size, content.placement.len()), (good, 5, 3));
+    assert!(store.latest("bk", "n").await.unwrap().unwrap().is_tombstone());
+    assert_eq!(store.content_state(&good).await.unwrap(), Some(ContentState::Live));
+    assert_eq!(store.content_state(&bad).await.unwrap(), Some(ContentState::Live));
+    assert_eq!(store.contents_on("s1:1", None, 10).await.unwrap(), vec![content.clone()]);
+    assert_eq!(store.contents_on("s2:1", None, 10).await.unwrap(), vec![content]);
+    assert_eq!(store.placement_servers().await.unwrap(), vec![("s1:1".to_string(), 2), ("s2:1".to_string(), 1)]);
+    assert!(matches!(store.content(&bad).await, Err(MetaError::Corrupt(_))));
+    assert_eq!(store.content_counts().await.unwrap(), ContentCounts { live: 2, doomed: 0, deleting: 0 });
+    assert_eq!(store.names(None, 10).await.unwrap(), vec![("bk".to_string(), "n".to_string())]);
+    assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,10 +205,10 @@ async fn corrupt_rows_are_errors_not_panics() {
     let bad_size = ContentHash::of(b"bad size").to_hex();
     let dangling = ContentHash::of(b"dangling").to_hex();
     conn.execute_batch(&format!(
-        "INSERT INTO content VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
-         INSERT INTO content VALUES ('{bad_policy}', 1, '0+9', '{{}}');
-         INSERT INTO content VALUES ('{bad_placement}', 1, '1+0', '[1,2');
-         INSERT INTO content VALUES ('{bad_size}', -5, '1+0', '{{}}');
+        "INSERT INTO content (hash, size, policy, placement) VALUES ('NOT-A-HASH', 1, '1+0', '{{}}');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_policy}', 1, '0+9', '{{}}');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_placement}', 1, '1+0', '[1,2');
+         INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_size}', -5, '1+0', '{{}}');
          INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
          INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
          INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);

@@ -6,6 +6,27 @@
 //! servers on several hosts. Every implementation passes the behavioural suite
 //! in `tests/common/meta_suite.rs` (test support, not in the library). Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
+//!
+//! # Content lifecycle (garbage collection)
+//!
+//! Every content row has a [`ContentState`]: `live` (what
+//! [`put_version`](MetaStore::put_version) always leaves), `doomed(since)` (the
+//! collector found no version pointing at it) or `deleting` (the collector has
+//! committed to deleting its shards). The collector marks unreferenced rows doomed
+//! ([`doom_unreferenced`](MetaStore::doom_unreferenced)); a PUT that dedups onto a
+//! doomed row revives it; after a grace period
+//! [`begin_delete`](MetaStore::begin_delete) turns a doomed, still unreferenced
+//! row into `deleting` in one atomic step with the reference check, against which
+//! `put_version` of that content is serialized: it is either seen (the row goes
+//! live again) or refused with [`MetaError::ContentDeleting`]. Once the shards are
+//! gone [`finish_delete`](MetaStore::finish_delete) removes the row. Orphan shards
+//! (no row at all) are claimed with [`claim_orphan`](MetaStore::claim_orphan), which
+//! inserts a `deleting` row only where none exists. A collector that dies leaves
+//! `deleting` rows, which the next one resumes ([`deleting`](MetaStore::deleting)).
+//!
+//! Beside that, the stores keep a placement index (server → content, kept in the
+//! same transaction as the placement itself), the servers' last sightings, leases
+//! (one collector at a time across API servers) and workers' checkpoints.
 
 pub mod postgres;
 mod row;
@@ -53,6 +74,31 @@ impl VersionRecord {
     }
 }
 
+/// The lifecycle state of a content row (the GC protocol, see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentState {
+    /// Referenced, or at least not yet found unreferenced: what `put_version` leaves.
+    Live,
+    /// Found with no version pointing at it.
+    Doomed {
+        /// When the collector found it unreferenced, in ms since the Unix epoch.
+        since_ms: i64,
+    },
+    /// The collector is deleting its shards; no PUT may reuse it until it is gone.
+    Deleting,
+}
+
+/// Counts of content rows by state, for operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContentCounts {
+    /// Rows in state [`ContentState::Live`].
+    pub live: u64,
+    /// Rows in state [`ContentState::Doomed`].
+    pub doomed: u64,
+    /// Rows in state [`ContentState::Deleting`].
+    pub deleting: u64,
+}
+
 /// What [`MetaStore::delete`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -86,6 +132,12 @@ pub enum MetaError {
         /// Why.
         reason: String,
     },
+    /// The content is being deleted by the collector: retry once it is gone (503).
+    #[error("content {hash} is being garbage-collected; retry")]
+    ContentDeleting {
+        /// The content's hash.
+        hash: ContentHash,
+    },
 }
 
 /// The metadata store. Every method is atomic; a version is visible to every other
@@ -94,8 +146,11 @@ pub enum MetaError {
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Adds the next version of `bucket/name`, pointing at `content` (recorded or
-    /// updated by hash) or, with `None`, a tombstone. Version numbers are assigned by
-    /// the store: concurrent writers get distinct, gap-free numbers.
+    /// updated by hash, and set [`ContentState::Live`] in the same transaction) or,
+    /// with `None`, a tombstone. Version numbers are assigned by the store:
+    /// concurrent writers get distinct, gap-free numbers. Content whose row is
+    /// [`ContentState::Deleting`] is refused with [`MetaError::ContentDeleting`] and
+    /// nothing is added.
     async fn put_version(
         &self,
         bucket: &str,
@@ -129,7 +184,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError>;
 
     /// Replaces the recorded placement of `hash` (after a repair or a locate found the
-    /// shards elsewhere). Unknown hashes are ignored.
+    /// shards elsewhere), and its placement index rows with it. Unknown hashes are
+    /// ignored.
     async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError>;
 
     /// Up to `limit` names of `bucket` starting with `prefix` and sorting after
@@ -142,6 +198,107 @@ pub trait MetaStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError>;
+
+    /// The lifecycle state of the content row of `hash`, or `None` (no row).
+    async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError>;
+
+    /// doomed → live; returns the state after the call (None: no row). live and
+    /// deleting unchanged.
+    async fn revive(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError>;
+
+    /// Marks up to `limit` live rows that no version points at as doomed since
+    /// `now_ms`; returns how many.
+    async fn doom_unreferenced(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError>;
+
+    /// Doomed rows with since_ms <= cutoff_ms, hash order after `after`, at most
+    /// `limit`.
+    async fn doomed_before(
+        &self,
+        cutoff_ms: i64,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError>;
+
+    /// In one atomic step against `put_version` of the same content: a row doomed
+    /// since `cutoff_ms` or earlier that no version points at becomes deleting
+    /// (true); a doomed row that a version points at becomes live (false); anything
+    /// else is left as it is (false).
+    async fn begin_delete(&self, hash: &ContentHash, cutoff_ms: i64) -> Result<bool, MetaError>;
+
+    /// Claims orphan shards: inserts a deleting row for a hash that has no row (size
+    /// 0, the given policy, empty placement); true when claimed, false when a row
+    /// exists (whatever its state).
+    async fn claim_orphan(&self, hash: &ContentHash, policy: Policy) -> Result<bool, MetaError>;
+
+    /// Rows in state deleting (hash order after `after`), at most `limit`.
+    async fn deleting(&self, after: Option<&ContentHash>, limit: usize) -> Result<Vec<ContentRecord>, MetaError>;
+
+    /// Removes the row if it is deleting (and its placement index rows); true if
+    /// removed.
+    async fn finish_delete(&self, hash: &ContentHash) -> Result<bool, MetaError>;
+
+    /// How many content rows are in each state.
+    async fn content_counts(&self) -> Result<ContentCounts, MetaError>;
+
+    /// Retention of one name, atomic against put_version/delete of that name:
+    /// removes the versions below the newest `keep` (None: keep all; Some(0) is
+    /// refused by the caller, and keeps all here), tombstones included; and when the
+    /// newest version is a tombstone created at or before `tombstone_cutoff_ms`
+    /// (None: never), every version of the name. Returns how many versions were
+    /// removed. After a name disappears entirely, a later PUT starts at version 1.
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError>;
+
+    /// Every (bucket, name) that has at least one version, tombstoned ones too, in
+    /// (bucket, name) byte order after `after`, at most `limit`: the retention
+    /// worker's pass.
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError>;
+
+    /// Placement by server: contents whose recorded placement names `server`, hash
+    /// order after `after`, at most `limit`. Kept by put_version / set_placement /
+    /// finish_delete in the same transaction as the placement itself.
+    async fn contents_on(
+        &self,
+        server: &str,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError>;
+
+    /// Every server named in some placement, with how many shards it is recorded to
+    /// hold, in server order.
+    async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError>;
+
+    /// Records that `servers` were seen live at `now_ms` (last_seen = max(old, now)).
+    async fn saw_servers(&self, servers: &[String], now_ms: i64) -> Result<(), MetaError>;
+
+    /// Every server ever recorded with its last-seen time (ms), in server order.
+    async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError>;
+
+    /// Forgets a server's sighting (after it is re-protected and no placement names
+    /// it).
+    async fn forget_server(&self, server: &str) -> Result<(), MetaError>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`: true when `holder`
+    /// holds it after the call (it was free, expired, or already `holder`'s). Atomic
+    /// across every store on one database (PostgreSQL: the database's clock).
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, MetaError>;
+
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError>;
+
+    /// The lease's holder now, if any holds it unexpired (for status).
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, MetaError>;
+
+    /// A worker's checkpoint (resumable work): an opaque string by worker name.
+    async fn worker_cursor(&self, name: &str) -> Result<Option<String>, MetaError>;
+
+    /// Sets (`Some`) or clears (`None`) a worker's checkpoint.
+    async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError>;
 }
 
 /// Opens the store named by `url`: `sqlite:PATH` (created when missing), or

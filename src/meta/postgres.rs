@@ -30,7 +30,25 @@
 //! heads(bucket TEXT, name TEXT, latest BIGINT,  -- each name's newest version
 //!       PRIMARY KEY (bucket, name))
 //! schema_version(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)
+//! -- schema 2:
+//! content.state TEXT                        -- 'live' | 'doomed' | 'deleting'
+//! content.doomed_since_ms BIGINT NULL       -- when found unreferenced (doomed only)
+//! placements(server TEXT, hash TEXT REFERENCES content, shard BIGINT,
+//!            PRIMARY KEY (server, hash, shard))  -- the placement index
+//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms BIGINT)
+//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms BIGINT)  -- database clock
+//! worker_cursors(name TEXT PRIMARY KEY, value BYTEA)  -- UTF-8; BYTEA holds NUL
 //! ```
+//!
+//! `placements` repeats each content row's placement JSON as one row per shard
+//! (`contents_on` is a range scan of its primary key); `put_version` and
+//! `set_placement` rewrite a hash's rows (`json_each_text`) and `finish_delete`
+//! removes them, each in the same transaction as the placement or row itself. A
+//! partial index on `content(state, hash)` where the state is not live serves the
+//! collector's scans. `names` walks `heads` (one row per name with versions).
+//! Migration 2 added the state columns (every existing row is live) and backfilled
+//! `placements` from the existing placement JSON, row by row (an unreadable
+//! placement is left out of the index, and still reported as corrupt when read).
 //!
 //! Every text key column is `COLLATE "C"`: names compare byte-wise, as in the
 //! SQLite store and Rust's `str`, whatever the database's locale, and a list
@@ -59,6 +77,25 @@
 //! and adds its own under the same lock, so concurrent deletes of one name queue on
 //! the head and only the first finds the name live. The commit is durable (the server's default
 //! `synchronous_commit`) and visible to every host before the call returns.
+//!
+//! # The GC protocol's atomicity
+//!
+//! `put_version`'s content upsert row-locks the content row and sets it live,
+//! unless it is deleting (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting'`:
+//! no row returned means deleting, answered with [`MetaError::ContentDeleting`]
+//! and the whole transaction rolled back). [`begin_delete`](MetaStore::begin_delete)
+//! first locks the same row (`SELECT … FOR UPDATE`), then, in a later statement
+//! (which under READ COMMITTED sees everything committed while it waited), checks
+//! whether a version points at it, and changes the state under the lock. So a
+//! concurrent `put_version` of that content has either committed (its version is
+//! seen, and the row is live anyway) or waits for the lock and then finds the row
+//! deleting. `revive` and `finish_delete` change the row only in the expected
+//! state, under its lock. `doom_unreferenced` skips rows locked by a writer
+//! (`FOR UPDATE SKIP LOCKED`); a doom that still races a PUT is harmless, since
+//! `begin_delete` checks the references again. `prune` locks the name's head
+//! first, like `put_version` and `delete`, and drops the head with the last
+//! version, so the next PUT starts at 1. A lease is one upsert judged by the
+//! database's clock, atomic across every store on the database.
 //!
 //! # Migrations
 //!
@@ -101,11 +138,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::row::{
-    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
-    ListStatements, RawVersion, VersionsPage,
+    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
+    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, BeginDelete, ContentRow,
+    ListRange, ListStatements, Prune, RawVersion, VersionsPage, DELETING, LIVE,
 };
-use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
-use crate::content::{ContentHash, Placement};
+use super::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use crate::content::{ContentHash, Placement, Policy};
 
 /// The schema changes, in order: migration `i` takes a store from schema version `i`
 /// to `i + 1`. Append only; never edit a released migration. Each runs with
@@ -133,6 +171,47 @@ pub const MIGRATIONS: &[&str] = &[
          name   TEXT COLLATE "C" NOT NULL,
          latest BIGINT NOT NULL,
          PRIMARY KEY (bucket, name)
+     );"#,
+    // 2: the content lifecycle (GC), the placement index (backfilled from the
+    // placement JSON; an unreadable placement is left out, and reported when read),
+    // server sightings, leases and worker checkpoints.
+    r#"ALTER TABLE content ADD COLUMN state TEXT NOT NULL DEFAULT 'live'
+         CHECK (state IN ('live', 'doomed', 'deleting'));
+     ALTER TABLE content ADD COLUMN doomed_since_ms BIGINT NULL;
+     CREATE INDEX content_by_state ON content (state, hash) WHERE state <> 'live';
+     CREATE TABLE placements (
+         server TEXT COLLATE "C" NOT NULL,
+         hash   TEXT COLLATE "C" NOT NULL REFERENCES content (hash),
+         shard  BIGINT NOT NULL,
+         PRIMARY KEY (server, hash, shard)
+     );
+     CREATE INDEX placements_by_hash ON placements (hash);
+     DO $backfill$
+     DECLARE r RECORD;
+     BEGIN
+         FOR r IN SELECT hash, placement FROM content LOOP
+             BEGIN
+                 INSERT INTO placements (server, hash, shard)
+                     SELECT j.value, r.hash, j.key::BIGINT FROM json_each_text(r.placement::json) j
+                     ON CONFLICT DO NOTHING;
+             EXCEPTION WHEN OTHERS THEN
+                 NULL;
+             END;
+         END LOOP;
+     END
+     $backfill$;
+     CREATE TABLE server_sightings (
+         server       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         last_seen_ms BIGINT NOT NULL
+     );
+     CREATE TABLE leases (
+         name       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         holder     TEXT   NOT NULL,
+         expires_ms BIGINT NOT NULL
+     );
+     CREATE TABLE worker_cursors (
+         name  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         value BYTEA NOT NULL
      );"#,
 ];
 
@@ -194,9 +273,78 @@ const LIST_STATEMENTS: ListStatements = ListStatements {
 };
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = $1";
+/// Records content and makes it live, row-locking it; returns no row when it is
+/// deleting.
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
+     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
+     state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
      RETURNING size";
+/// The database clock in ms since the Unix epoch.
+macro_rules! db_now_ms {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+    };
+}
+/// The placement index of one hash: cleared, then filled from its placement JSON.
+const SQL_INDEX_CLEAR: &str = "DELETE FROM placements WHERE hash = $1";
+const SQL_INDEX_FILL: &str = "INSERT INTO placements (server, hash, shard) \
+     SELECT j.value, $1, j.key::BIGINT FROM json_each_text($2::TEXT::json) j ON CONFLICT DO NOTHING";
+const SQL_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = $1";
+/// `begin_delete`'s first statement: the row's state, row-locking it until commit.
+const SQL_LOCK_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = $1 FOR UPDATE";
+const SQL_REVIVE: &str =
+    "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = $1 AND state = 'doomed'";
+const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $1 WHERE state = 'live' AND hash IN \
+     (SELECT c.hash FROM content c WHERE c.state = 'live' \
+      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
+/// partial index `content_by_state`.)
+const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
+     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
+const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1)";
+const SQL_SET_STATE: &str = "UPDATE content SET state = $2, doomed_since_ms = NULL WHERE hash = $1";
+const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
+     VALUES ($1, 0, $2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
+const SQL_DELETING: &str =
+    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > $1 ORDER BY hash LIMIT $2";
+const SQL_LOCK_DELETING: &str = "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting' FOR UPDATE";
+const SQL_FINISH: &str = "DELETE FROM content WHERE hash = $1 AND state = 'deleting'";
+const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
+const SQL_NEWEST_FULL: &str = "SELECT version, hash IS NULL, created_ms FROM versions \
+     WHERE bucket = $1 AND name = $2 ORDER BY version DESC LIMIT 1";
+const SQL_KTH_NEWEST: &str =
+    "SELECT version FROM versions WHERE bucket = $1 AND name = $2 ORDER BY version DESC LIMIT 1 OFFSET $3";
+const SQL_PRUNE_BELOW: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2 AND version < $3";
+const SQL_PRUNE_ALL: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2";
+const SQL_DROP_HEAD: &str = "DELETE FROM heads WHERE bucket = $1 AND name = $2";
+const SQL_NAMES_FIRST: &str = "SELECT bucket, name FROM heads ORDER BY bucket, name LIMIT $1";
+const SQL_NAMES_AFTER: &str =
+    "SELECT bucket, name FROM heads WHERE (bucket, name) > ($1, $2) ORDER BY bucket, name LIMIT $3";
+const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement FROM \
+     (SELECT DISTINCT hash FROM placements WHERE server = $1 AND hash > $2 ORDER BY hash LIMIT $3) p \
+     JOIN content c ON c.hash = p.hash ORDER BY c.hash";
+const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
+/// Records sightings of distinct servers (an array of them, sorted so that
+/// concurrent callers lock rows in one order).
+const SQL_SAW: &str = "INSERT INTO server_sightings (server, last_seen_ms) SELECT s, $2 FROM unnest($1::TEXT[]) s \
+     ON CONFLICT (server) DO UPDATE SET last_seen_ms = GREATEST(server_sightings.last_seen_ms, excluded.last_seen_ms)";
+const SQL_SIGHTINGS: &str = "SELECT server, last_seen_ms FROM server_sightings ORDER BY server";
+const SQL_FORGET: &str = "DELETE FROM server_sightings WHERE server = $1";
+/// Takes the lease for $3 ms of the database's clock if it is free, expired or the
+/// holder's already: one statement, atomic against every other store.
+const SQL_ACQUIRE: &str = concat!(
+    "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, ",
+    db_now_ms!(),
+    " + $3) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms ",
+    "WHERE leases.holder = excluded.holder OR leases.expires_ms <= ",
+    db_now_ms!()
+);
+const SQL_RELEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
+const SQL_HOLDER: &str = concat!("SELECT holder FROM leases WHERE name = $1 AND expires_ms > ", db_now_ms!());
+const SQL_CURSOR: &str = "SELECT value FROM worker_cursors WHERE name = $1";
+const SQL_SET_CURSOR: &str = "INSERT INTO worker_cursors (name, value) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = $1";
 /// Takes the name's next version number and row-locks its head until commit.
 const SQL_NEXT_VERSION: &str = "INSERT INTO heads (bucket, name, latest) VALUES ($1, $2, 1) \
      ON CONFLICT (bucket, name) DO UPDATE SET latest = heads.latest + 1 \
@@ -279,6 +427,56 @@ impl PostgresStore {
         let stmt = client.prepare_cached(sql).await.context(what)?;
         let row = client.query_opt(&stmt, params).await.context(what)?;
         row.map(|row| raw_version(&row).context(what)?.parse()).transpose()
+    }
+}
+
+impl PostgresStore {
+    /// Content rows of a query, validated.
+    async fn query_contents(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<ContentRecord>, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        let rows = client.query(&stmt, params).await.context(what)?;
+        rows.iter().map(|row| content_row(row, what)).collect()
+    }
+
+    /// `(text, bigint)` rows of a query.
+    async fn query_pairs(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<(String, i64)>, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        let rows = client.query(&stmt, params).await.context(what)?;
+        rows.iter().map(|row| Ok((row.try_get(0).context(what)?, row.try_get(1).context(what)?))).collect()
+    }
+
+    /// Runs one statement; returns how many rows it changed.
+    async fn execute(&self, what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        client.execute(&stmt, params).await.context(what)
+    }
+
+    /// The first column of the one row a query returns, if any.
+    async fn query_text(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<String>, MetaError> {
+        let client = self.client(what).await?;
+        let stmt = client.prepare_cached(sql).await.context(what)?;
+        match client.query_opt(&stmt, params).await.context(what)? {
+            Some(row) => Ok(Some(row.try_get(0).context(what)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -533,14 +731,14 @@ async fn add_version(
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
     let row = content.map(ContentRow::encode).transpose()?;
-    if let Some(row) = &row {
+    if let (Some(row), Some(content)) = (&row, content) {
         let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
-        let stored: i64 = tx
-            .query_one(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement])
-            .await
-            .and_then(|r| r.try_get(0))
-            .context(WHAT)?;
-        row.check_recorded_size(stored)?;
+        let stored = tx.query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement]).await.context(WHAT)?;
+        let Some(stored) = stored else {
+            return Err(MetaError::ContentDeleting { hash: content.hash });
+        };
+        row.check_recorded_size(stored.try_get(0).context(WHAT)?)?;
+        reindex(tx, WHAT, &row.hash, &row.placement).await?;
     }
     let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
     let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
@@ -556,6 +754,92 @@ async fn add_version(
         content: content.cloned(),
         created_ms,
     })
+}
+
+/// Replaces the placement index rows of `hash` by those of `placement` (JSON),
+/// inside `tx`.
+async fn reindex(
+    tx: &deadpool_postgres::Transaction<'_>,
+    what: &str,
+    hash: &str,
+    placement: &str,
+) -> Result<(), MetaError> {
+    let stmt = tx.prepare_cached(SQL_INDEX_CLEAR).await.context(what)?;
+    tx.execute(&stmt, &[&hash]).await.context(what)?;
+    let stmt = tx.prepare_cached(SQL_INDEX_FILL).await.context(what)?;
+    tx.execute(&stmt, &[&hash, &placement]).await.context(what)?;
+    Ok(())
+}
+
+/// The state in a `(state, doomed_since_ms)` row of the row of `hex`.
+fn state_row(hex: &str, row: Option<Row>, what: &str) -> Result<Option<ContentState>, MetaError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (state, since): (String, Option<i64>) = (row.try_get(0).context(what)?, row.try_get(1).context(what)?);
+    parse_state(hex, &state, since).map(Some)
+}
+
+/// A `(hash, size, policy, placement)` row, validated.
+fn content_row(row: &Row, what: &str) -> Result<ContentRecord, MetaError> {
+    let read = |row: &Row| -> Result<(String, i64, String, String), tokio_postgres::Error> {
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+    };
+    let (hash, size, policy, placement) = read(row).context(what)?;
+    parse_content(&hash, size, &policy, &placement)
+}
+
+/// Retention of `bucket/name` inside `tx`: the head is row-locked first, so a
+/// concurrent put_version or delete of the name waits for this to commit (and one
+/// that finds the head gone starts the name again at version 1).
+async fn prune_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    bucket: &str,
+    name: &str,
+    keep: Option<u64>,
+    tombstone_cutoff_ms: Option<i64>,
+) -> Result<u64, MetaError> {
+    const WHAT: &str = "prune";
+    let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
+    if tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)?.is_none() {
+        return Ok(0);
+    }
+    // Statements of their own, after the lock: they see every version committed
+    // while this one waited for it (READ COMMITTED).
+    let stmt = tx.prepare_cached(SQL_NEWEST_FULL).await.context(WHAT)?;
+    let newest = match tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? {
+        None => None,
+        Some(row) => Some((
+            row.try_get::<_, i64>(0).context(WHAT)?,
+            row.try_get::<_, bool>(1).context(WHAT)?,
+            row.try_get::<_, i64>(2).context(WHAT)?,
+        )),
+    };
+    let kth = match (newest, keep_offset(keep)) {
+        (Some(_), Some(offset)) => {
+            let stmt = tx.prepare_cached(SQL_KTH_NEWEST).await.context(WHAT)?;
+            match tx.query_opt(&stmt, &[&bucket, &name, &offset]).await.context(WHAT)? {
+                Some(row) => Some(row.try_get::<_, i64>(0).context(WHAT)?),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let removed = match prune_step(newest, kth, tombstone_cutoff_ms) {
+        Prune::Nothing => 0,
+        Prune::Below(v) => {
+            let stmt = tx.prepare_cached(SQL_PRUNE_BELOW).await.context(WHAT)?;
+            tx.execute(&stmt, &[&bucket, &name, &v]).await.context(WHAT)?
+        }
+        Prune::All => {
+            let stmt = tx.prepare_cached(SQL_PRUNE_ALL).await.context(WHAT)?;
+            let removed = tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+            let stmt = tx.prepare_cached(SQL_DROP_HEAD).await.context(WHAT)?;
+            tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+            removed
+        }
+    };
+    Ok(removed)
 }
 
 /// Maps a row of the version queries onto [`RawVersion`].
@@ -667,10 +951,13 @@ impl MetaStore for PostgresStore {
     async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
         const WHAT: &str = "set_placement";
         let (hex, json) = (hash.to_hex(), placement_json(placement)?);
-        let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
-        client.execute(&stmt, &[&hex, &json]).await.context(WHAT)?;
-        Ok(())
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
+        if tx.execute(&stmt, &[&hex, &json]).await.context(WHAT)? > 0 {
+            reindex(&tx, WHAT, &hex, &json).await?;
+        }
+        tx.commit().await.context(WHAT)
     }
 
     async fn list(
@@ -688,6 +975,213 @@ impl MetaStore for PostgresStore {
             Some(upper) => self.query_versions("list", sql, &[&bucket, &range.lower, upper, &range.limit]).await,
             None => self.query_versions("list", sql, &[&bucket, &range.lower, &range.limit]).await,
         }
+    }
+
+    async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        const WHAT: &str = "content_state";
+        let hex = hash.to_hex();
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_STATE).await.context(WHAT)?;
+        state_row(&hex, client.query_opt(&stmt, &[&hex]).await.context(WHAT)?, WHAT)
+    }
+
+    async fn revive(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        const WHAT: &str = "revive";
+        let hex = hash.to_hex();
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_REVIVE).await.context(WHAT)?;
+        tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_STATE).await.context(WHAT)?;
+        let state = state_row(&hex, tx.query_opt(&stmt, &[&hex]).await.context(WHAT)?, WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(state)
+    }
+
+    async fn doom_unreferenced(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        let doomed = self.execute("doom_unreferenced", SQL_DOOM, &[&now_ms, &limit]).await?;
+        Ok(usize::try_from(doomed).unwrap_or(usize::MAX))
+    }
+
+    async fn doomed_before(
+        &self,
+        cutoff_ms: i64,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = hash_after(after);
+        self.query_contents("doomed_before", SQL_DOOMED_BEFORE, &[&cutoff_ms, &after, &limit]).await
+    }
+
+    async fn begin_delete(&self, hash: &ContentHash, cutoff_ms: i64) -> Result<bool, MetaError> {
+        const WHAT: &str = "begin_delete";
+        let hex = hash.to_hex();
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        // Lock the content row first: a put_version of this content upserts (so
+        // locks) the same row, so it has either committed (its version is seen by
+        // the next statement, which reads anew under READ COMMITTED) or waits for
+        // this step and then finds the row deleting.
+        let stmt = tx.prepare_cached(SQL_LOCK_STATE).await.context(WHAT)?;
+        let state = state_row(&hex, tx.query_opt(&stmt, &[&hex]).await.context(WHAT)?, WHAT)?;
+        if !matches!(state, Some(ContentState::Doomed { .. })) {
+            return Ok(false);
+        }
+        let stmt = tx.prepare_cached(SQL_REFERENCED).await.context(WHAT)?;
+        let referenced: bool = tx.query_one(&stmt, &[&hex]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+        let (new_state, claimed) = match begin_delete_step(state, referenced, cutoff_ms) {
+            BeginDelete::Delete => (DELETING, true),
+            BeginDelete::Revive => (LIVE, false),
+            BeginDelete::Leave => return Ok(false),
+        };
+        let stmt = tx.prepare_cached(SQL_SET_STATE).await.context(WHAT)?;
+        tx.execute(&stmt, &[&hex, &new_state]).await.context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(claimed)
+    }
+
+    async fn claim_orphan(&self, hash: &ContentHash, policy: Policy) -> Result<bool, MetaError> {
+        let (hex, policy) = (hash.to_hex(), policy.to_string());
+        Ok(self.execute("claim_orphan", SQL_CLAIM, &[&hex, &policy]).await? > 0)
+    }
+
+    async fn deleting(&self, after: Option<&ContentHash>, limit: usize) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = hash_after(after);
+        self.query_contents("deleting", SQL_DELETING, &[&after, &limit]).await
+    }
+
+    async fn finish_delete(&self, hash: &ContentHash) -> Result<bool, MetaError> {
+        const WHAT: &str = "finish_delete";
+        let hex = hash.to_hex();
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_DELETING).await.context(WHAT)?;
+        if tx.query_opt(&stmt, &[&hex]).await.context(WHAT)?.is_none() {
+            return Ok(false);
+        }
+        let stmt = tx.prepare_cached(SQL_INDEX_CLEAR).await.context(WHAT)?;
+        tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_FINISH).await.context(WHAT)?;
+        let removed = tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(removed > 0)
+    }
+
+    async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
+        count_states(self.query_pairs("content_counts", SQL_COUNTS, &[]).await?)
+    }
+
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError> {
+        const WHAT: &str = "prune";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let removed = prune_in(&tx, bucket, name, keep, tombstone_cutoff_ms).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(removed)
+    }
+
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
+        const WHAT: &str = "names";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(WHAT).await?;
+        let rows = match after {
+            None => {
+                let stmt = client.prepare_cached(SQL_NAMES_FIRST).await.context(WHAT)?;
+                client.query(&stmt, &[&limit]).await.context(WHAT)?
+            }
+            Some((bucket, name)) => {
+                let stmt = client.prepare_cached(SQL_NAMES_AFTER).await.context(WHAT)?;
+                client.query(&stmt, &[&bucket, &name, &limit]).await.context(WHAT)?
+            }
+        };
+        rows.iter().map(|row| Ok((row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?))).collect()
+    }
+
+    async fn contents_on(
+        &self,
+        server: &str,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = hash_after(after);
+        self.query_contents("contents_on", SQL_CONTENTS_ON, &[&server, &after, &limit]).await
+    }
+
+    async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        const WHAT: &str = "placement_servers";
+        let rows = self.query_pairs(WHAT, SQL_PLACEMENT_SERVERS, &[]).await?;
+        rows.into_iter().map(|(server, n)| Ok((server.clone(), count(n, || format!("{WHAT} {server}"))?))).collect()
+    }
+
+    async fn saw_servers(&self, servers: &[String], now_ms: i64) -> Result<(), MetaError> {
+        let distinct: Vec<&str> =
+            servers.iter().map(String::as_str).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        if distinct.is_empty() {
+            return Ok(());
+        }
+        self.execute("saw_servers", SQL_SAW, &[&distinct, &now_ms]).await.map(drop)
+    }
+
+    async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        self.query_pairs("server_sightings", SQL_SIGHTINGS, &[]).await
+    }
+
+    async fn forget_server(&self, server: &str) -> Result<(), MetaError> {
+        self.execute("forget_server", SQL_FORGET, &[&server]).await.map(drop)
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, MetaError> {
+        Ok(self.execute("acquire_lease", SQL_ACQUIRE, &[&name, &holder, &ttl_ms(ttl)]).await? > 0)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        self.execute("release_lease", SQL_RELEASE, &[&name, &holder]).await.map(drop)
+    }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, MetaError> {
+        self.query_text("lease_holder", SQL_HOLDER, &[&name]).await
+    }
+
+    async fn worker_cursor(&self, name: &str) -> Result<Option<String>, MetaError> {
+        const WHAT: &str = "worker_cursor";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_CURSOR).await.context(WHAT)?;
+        let Some(row) = client.query_opt(&stmt, &[&name]).await.context(WHAT)? else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = row.try_get(0).context(WHAT)?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| MetaError::Corrupt(format!("{WHAT} {name:?}: the checkpoint is not UTF-8: {e}")))
+    }
+
+    async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError> {
+        match value {
+            // Bytes, not TEXT: a checkpoint is opaque, and TEXT cannot hold NUL.
+            Some(value) => self.execute("set_worker_cursor", SQL_SET_CURSOR, &[&name, &value.as_bytes()]).await,
+            None => self.execute("set_worker_cursor", SQL_CLEAR_CURSOR, &[&name]).await,
+        }
+        .map(drop)
     }
 }
 

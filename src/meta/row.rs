@@ -5,7 +5,7 @@
 //! binds [`ContentRow`], [`VersionsPage`] and [`ListRange`] in its own placeholder
 //! syntax, and runs its own statements.
 
-use super::{ContentRecord, DeleteOutcome, MetaError, VersionRecord};
+use super::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, VersionRecord};
 
 /// The columns every version query of either store returns, in the order the
 /// stores' row mappings read them into [`RawVersion`], and the join that yields
@@ -22,6 +22,120 @@ macro_rules! select_versions {
 }
 use crate::content::{ContentHash, Placement, Policy};
 pub(crate) use select_versions;
+
+/// The `content.state` values, as the migrations' `CHECK` constraints allow them.
+pub(crate) const LIVE: &str = "live";
+/// See [`LIVE`].
+pub(crate) const DOOMED: &str = "doomed";
+/// See [`LIVE`].
+pub(crate) const DELETING: &str = "deleting";
+
+/// A limit as an SQL integer, or `None` when it selects nothing (0).
+pub(crate) fn sql_limit(limit: usize) -> Option<i64> {
+    (limit > 0).then(|| to_sql_int(limit).unwrap_or(i64::MAX))
+}
+
+/// The exclusive lower bound of a hash-ordered page: every hash sorts after "".
+pub(crate) fn hash_after(after: Option<&ContentHash>) -> String {
+    after.map(ContentHash::to_hex).unwrap_or_default()
+}
+
+/// A lease's time to live in whole milliseconds: at least 1, and at most a quarter
+/// of `i64::MAX`, so that adding it to any clock reading of this era cannot
+/// overflow an SQL BIGINT.
+pub(crate) fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    to_sql_int(ttl.as_millis()).unwrap_or(i64::MAX).clamp(1, i64::MAX / 4)
+}
+
+/// Validates a content row's lifecycle columns.
+pub(crate) fn parse_state(hash: &str, state: &str, since_ms: Option<i64>) -> Result<ContentState, MetaError> {
+    match (state, since_ms) {
+        (LIVE, _) => Ok(ContentState::Live),
+        (DOOMED, Some(since_ms)) => Ok(ContentState::Doomed { since_ms }),
+        (DELETING, _) => Ok(ContentState::Deleting),
+        (state, since) => {
+            Err(MetaError::Corrupt(format!("content {hash:?}: invalid state {state:?} (doomed since {since:?})")))
+        }
+    }
+}
+
+/// Sums `(state, count)` rows into [`ContentCounts`]; an unknown state or a
+/// negative count is `Corrupt`.
+pub(crate) fn count_states(rows: impl IntoIterator<Item = (String, i64)>) -> Result<ContentCounts, MetaError> {
+    let mut counts = ContentCounts::default();
+    for (state, n) in rows {
+        let n = u64::try_from(n).map_err(|_| MetaError::Corrupt(format!("negative count {n} of {state:?} rows")))?;
+        match state.as_str() {
+            LIVE => counts.live += n,
+            DOOMED => counts.doomed += n,
+            DELETING => counts.deleting += n,
+            other => return Err(MetaError::Corrupt(format!("content rows in an invalid state {other:?}"))),
+        }
+    }
+    Ok(counts)
+}
+
+/// A count read from the store (shards per server, rows removed), checked.
+pub(crate) fn count(n: i64, what: impl FnOnce() -> String) -> Result<u64, MetaError> {
+    u64::try_from(n).map_err(|_| MetaError::Corrupt(format!("{}: negative count {n}", what())))
+}
+
+/// What `begin_delete` does to a row, given its state and whether a version points
+/// at it, both read inside the step's transaction after the row is locked.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BeginDelete {
+    /// Make it deleting (the call returns true).
+    Delete,
+    /// A version points at it again: make it live (false).
+    Revive,
+    /// Leave it (false).
+    Leave,
+}
+
+/// Step 3 of the GC protocol as a decision.
+pub(crate) fn begin_delete_step(state: Option<ContentState>, referenced: bool, cutoff_ms: i64) -> BeginDelete {
+    match state {
+        Some(ContentState::Doomed { .. }) if referenced => BeginDelete::Revive,
+        Some(ContentState::Doomed { since_ms }) if since_ms <= cutoff_ms => BeginDelete::Delete,
+        _ => BeginDelete::Leave,
+    }
+}
+
+/// What `prune` removes from a name, given its newest version (number, tombstone?,
+/// created_ms) and the number of the `keep`-th newest version (if it has that many).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Prune {
+    /// Nothing.
+    Nothing,
+    /// Every version numbered below this one.
+    Below(i64),
+    /// Every version of the name (its newest is an expired tombstone).
+    All,
+}
+
+/// Retention of one name as a decision; `keep` of `Some(0)` keeps everything.
+pub(crate) fn prune_step(
+    newest: Option<(i64, bool, i64)>,
+    kth_newest: Option<i64>,
+    tombstone_cutoff_ms: Option<i64>,
+) -> Prune {
+    let Some((_, tombstone, created_ms)) = newest else {
+        return Prune::Nothing;
+    };
+    if tombstone && tombstone_cutoff_ms.is_some_and(|cutoff| created_ms <= cutoff) {
+        return Prune::All;
+    }
+    match kth_newest {
+        Some(v) => Prune::Below(v),
+        None => Prune::Nothing,
+    }
+}
+
+/// The `OFFSET` that finds the `keep`-th newest version, or `None` when `keep`
+/// keeps everything (`None` or `Some(0)`).
+pub(crate) fn keep_offset(keep: Option<u64>) -> Option<i64> {
+    keep.filter(|k| *k > 0).map(|k| to_sql_int(k - 1).unwrap_or(i64::MAX))
+}
 
 /// A version number or count as an SQL BIGINT / INTEGER; `None` beyond `i64::MAX`.
 pub(crate) fn to_sql_int<T: TryInto<i64>>(n: T) -> Option<i64> {
@@ -251,6 +365,40 @@ pub(crate) fn delete_refused(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_parse_and_count() {
+        assert_eq!(parse_state("h", "live", None).unwrap(), ContentState::Live);
+        assert_eq!(parse_state("h", "doomed", Some(5)).unwrap(), ContentState::Doomed { since_ms: 5 });
+        assert_eq!(parse_state("h", "deleting", None).unwrap(), ContentState::Deleting);
+        assert!(matches!(parse_state("h", "doomed", None), Err(MetaError::Corrupt(_))));
+        assert!(matches!(parse_state("h", "gone", None), Err(MetaError::Corrupt(_))));
+        let rows = [("live".to_string(), 3), ("doomed".to_string(), 2), ("deleting".to_string(), 1)];
+        assert_eq!(count_states(rows).unwrap(), ContentCounts { live: 3, doomed: 2, deleting: 1 });
+        assert!(count_states([("x".to_string(), 1)]).is_err());
+        assert!(count_states([("live".to_string(), -1)]).is_err());
+    }
+
+    #[test]
+    fn begin_delete_and_prune_decide_as_the_protocol_says() {
+        let doomed = Some(ContentState::Doomed { since_ms: 10 });
+        assert_eq!(begin_delete_step(doomed, false, 10), BeginDelete::Delete);
+        assert_eq!(begin_delete_step(doomed, false, 9), BeginDelete::Leave);
+        assert_eq!(begin_delete_step(doomed, true, 10), BeginDelete::Revive);
+        assert_eq!(begin_delete_step(doomed, true, 9), BeginDelete::Revive);
+        for other in [None, Some(ContentState::Live), Some(ContentState::Deleting)] {
+            assert_eq!(begin_delete_step(other, false, i64::MAX), BeginDelete::Leave);
+        }
+        assert_eq!(prune_step(None, None, Some(0)), Prune::Nothing);
+        assert_eq!(prune_step(Some((5, true, 100)), Some(3), Some(100)), Prune::All);
+        assert_eq!(prune_step(Some((5, true, 100)), Some(3), Some(99)), Prune::Below(3));
+        assert_eq!(prune_step(Some((5, false, 100)), None, Some(1000)), Prune::Nothing);
+        assert_eq!(keep_offset(None), None);
+        assert_eq!(keep_offset(Some(0)), None);
+        assert_eq!(keep_offset(Some(3)), Some(2));
+        assert_eq!(sql_limit(0), None);
+        assert_eq!(ttl_ms(std::time::Duration::from_micros(10)), 1);
+    }
 
     #[test]
     fn prefix_successor_bounds_exactly_the_prefixed_names() {

@@ -8,13 +8,46 @@
 //! content(hash TEXT PRIMARY KEY,      -- 64 lowercase hex digits
 //!         size INTEGER,               -- bytes
 //!         policy TEXT,                -- "K+M", e.g. "4+2"
-//!         placement TEXT)             -- JSON object {"0":"host:port",...}
+//!         placement TEXT,             -- JSON object {"0":"host:port",...}
+//!         state TEXT,                 -- 'live' | 'doomed' | 'deleting' (schema 2)
+//!         doomed_since_ms INTEGER NULL)  -- when found unreferenced (doomed only)
 //! versions(bucket TEXT, name TEXT, version INTEGER,
 //!          hash TEXT NULL,            -- NULL = tombstone
 //!          size INTEGER,              -- content size, 0 for a tombstone
 //!          created_ms INTEGER,        -- ms since the Unix epoch
 //!          PRIMARY KEY (bucket, name, version))  -- clustered (WITHOUT ROWID)
+//! placements(server TEXT, hash TEXT REFERENCES content, shard INTEGER,
+//!            PRIMARY KEY (server, hash, shard))  -- the placement index (schema 2)
+//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms INTEGER)
+//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms INTEGER)
+//! worker_cursors(name TEXT PRIMARY KEY, value TEXT)
 //! ```
+//!
+//! `placements` repeats each content row's placement JSON as one row per shard,
+//! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
+//! key; `put_version` and `set_placement` rewrite a hash's rows (with SQLite's
+//! `json_each`) and `finish_delete` removes them, each in the same transaction as
+//! the placement or row itself. A partial index on `content(state, hash)` where
+//! the state is not live serves the collector's scans of doomed and deleting rows.
+//! Migration 2 added the state columns (every existing row is live) and backfilled
+//! `placements` from the existing placement JSON (an unreadable placement is left
+//! out of the index, and still reported as corrupt when read).
+//!
+//! # The GC protocol's atomicity
+//!
+//! Every step that changes a content row's state runs on the writer under SQLite's
+//! write lock (`BEGIN IMMEDIATE`, or a single statement), and so does every
+//! `put_version`, so they are totally ordered across every process on the file.
+//! `put_version`'s content upsert sets the row live unless it is deleting
+//! (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting' RETURNING size`: no row
+//! returned means deleting, answered with [`MetaError::ContentDeleting`] and only
+//! that write's savepoint rolled back, the rest of its group commit going on).
+//! [`begin_delete`](MetaStore::begin_delete) reads the state and whether a version
+//! points at the row, and changes it, in one immediate transaction; likewise
+//! `revive`, `finish_delete` (index rows, then the row, only if deleting) and
+//! `prune` (the newest version, the `keep`-th newest, then the removal). A lease
+//! is one upsert whose `WHERE` accepts only a free, expired or own lease, judged by
+//! this host's clock (every store on one file is on one host).
 //!
 //! The primary key of `versions` serves `latest` (one seek, `ORDER BY version DESC
 //! LIMIT 1`), exact versions, version paging and listing in name order; a partial
@@ -78,11 +111,12 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::row::{
-    delete_refused, next_version, parse_content, placement_json, select_versions, to_sql_int, ContentRow, ListRange,
-    ListStatements, RawVersion, VersionsPage,
+    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
+    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, BeginDelete, ContentRow,
+    ListRange, ListStatements, Prune, RawVersion, VersionsPage, DELETING, LIVE,
 };
-use super::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
-use crate::content::{ContentHash, Placement};
+use super::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use crate::content::{ContentHash, Placement, Policy};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
 /// to `i + 1`. Append only; never edit a released migration.
@@ -104,6 +138,39 @@ pub const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (bucket, name, version)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX versions_by_hash ON versions (hash) WHERE hash IS NOT NULL;",
+    // 2: the content lifecycle (GC), the placement index (backfilled from the
+    // placement JSON; an unreadable placement is left out, and reported when read),
+    // server sightings, leases and worker checkpoints.
+    "ALTER TABLE content ADD COLUMN state TEXT NOT NULL DEFAULT 'live'
+         CHECK (state IN ('live', 'doomed', 'deleting'));
+     ALTER TABLE content ADD COLUMN doomed_since_ms INTEGER NULL;
+     CREATE INDEX content_by_state ON content (state, hash) WHERE state <> 'live';
+     CREATE TABLE placements (
+         server TEXT    NOT NULL,
+         hash   TEXT    NOT NULL REFERENCES content (hash),
+         shard  INTEGER NOT NULL,
+         PRIMARY KEY (server, hash, shard)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX placements_by_hash ON placements (hash);
+     INSERT OR IGNORE INTO placements (server, hash, shard)
+         SELECT j.value, c.hash, CAST(j.key AS INTEGER)
+         FROM content c,
+              json_each(CASE WHEN json_valid(c.placement) AND json_type(c.placement) = 'object'
+                             THEN c.placement ELSE '{}' END) j
+         WHERE j.type = 'text';
+     CREATE TABLE server_sightings (
+         server       TEXT    NOT NULL PRIMARY KEY,
+         last_seen_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE leases (
+         name       TEXT    NOT NULL PRIMARY KEY,
+         holder     TEXT    NOT NULL,
+         expires_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE worker_cursors (
+         name  TEXT NOT NULL PRIMARY KEY,
+         value TEXT NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes: the number of [`MIGRATIONS`].
@@ -150,9 +217,63 @@ const LIST_STATEMENTS: ListStatements = ListStatements {
 };
 
 const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = ?1";
+/// Records content and makes it live; returns no row when it is deleting.
 const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
-     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement \
+     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
+     state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
      RETURNING size";
+/// The placement index of one hash: cleared, then filled from its placement JSON.
+const SQL_INDEX_CLEAR: &str = "DELETE FROM placements WHERE hash = ?1";
+const SQL_INDEX_FILL: &str = "INSERT OR IGNORE INTO placements (server, hash, shard) \
+     SELECT value, ?1, CAST(key AS INTEGER) FROM json_each(?2) WHERE type = 'text'";
+const SQL_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = ?1";
+const SQL_REVIVE: &str =
+    "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = ?1 AND state = 'doomed'";
+const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?1 WHERE hash IN \
+     (SELECT c.hash FROM content c WHERE c.state = 'live' \
+      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT ?2)";
+/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
+/// partial index `content_by_state`.)
+const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
+     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
+const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)";
+const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NULL WHERE hash = ?1";
+const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
+     VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
+const SQL_DELETING: &str =
+    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > ?1 ORDER BY hash LIMIT ?2";
+const SQL_FINISH_INDEX: &str = "DELETE FROM placements WHERE hash = ?1 \
+     AND EXISTS (SELECT 1 FROM content WHERE hash = ?1 AND state = 'deleting')";
+const SQL_FINISH: &str = "DELETE FROM content WHERE hash = ?1 AND state = 'deleting'";
+const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
+const SQL_NEWEST_FULL: &str = "SELECT version, hash IS NULL, created_ms FROM versions \
+     WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
+const SQL_KTH_NEWEST: &str =
+    "SELECT version FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1 OFFSET ?3";
+const SQL_PRUNE_BELOW: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2 AND version < ?3";
+const SQL_PRUNE_ALL: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2";
+const SQL_NAMES_FIRST: &str = "SELECT DISTINCT bucket, name FROM versions ORDER BY bucket, name LIMIT ?1";
+const SQL_NAMES_AFTER: &str =
+    "SELECT DISTINCT bucket, name FROM versions WHERE (bucket, name) > (?1, ?2) ORDER BY bucket, name LIMIT ?3";
+const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement FROM \
+     (SELECT DISTINCT hash FROM placements WHERE server = ?1 AND hash > ?2 ORDER BY hash LIMIT ?3) p \
+     JOIN content c ON c.hash = p.hash ORDER BY c.hash";
+const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
+const SQL_SAW: &str = "INSERT INTO server_sightings (server, last_seen_ms) VALUES (?1, ?2) \
+     ON CONFLICT (server) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)";
+const SQL_SIGHTINGS: &str = "SELECT server, last_seen_ms FROM server_sightings ORDER BY server";
+const SQL_FORGET: &str = "DELETE FROM server_sightings WHERE server = ?1";
+/// Takes the lease (?3: when it expires, ?4: now) if it is free, expired or the
+/// holder's already: one statement, so one step under SQLite's write lock.
+const SQL_ACQUIRE: &str = "INSERT INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4";
+const SQL_RELEASE: &str = "DELETE FROM leases WHERE name = ?1 AND holder = ?2";
+const SQL_HOLDER: &str = "SELECT holder FROM leases WHERE name = ?1 AND expires_ms > ?2";
+const SQL_CURSOR: &str = "SELECT value FROM worker_cursors WHERE name = ?1";
+const SQL_SET_CURSOR: &str = "INSERT INTO worker_cursors (name, value) VALUES (?1, ?2) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = ?1";
 const SQL_NEWEST: &str =
     "SELECT version, hash IS NULL FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
 const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE bucket = ?1 AND name = ?2";
@@ -517,13 +638,18 @@ fn put_version_in(
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
     let row = content.as_ref().map(ContentRow::encode).transpose()?;
-    if let Some(row) = &row {
-        let stored: i64 = conn
+    if let (Some(row), Some(content)) = (&row, &content) {
+        let stored: Option<i64> = conn
             .prepare_cached(SQL_UPSERT_CONTENT)
             .context(WHAT)?
             .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
+            .optional()
             .context(WHAT)?;
+        let Some(stored) = stored else {
+            return Err(MetaError::ContentDeleting { hash: content.hash });
+        };
         row.check_recorded_size(stored)?;
+        reindex(conn, WHAT, &row.hash, &row.placement)?;
     }
     let next: i64 =
         conn.prepare_cached(SQL_NEXT_VERSION).context(WHAT)?.query_row((&bucket, &name), |r| r.get(0)).context(WHAT)?;
@@ -535,6 +661,105 @@ fn put_version_in(
         .execute((&bucket, &name, next, &hash, size, created_ms))
         .context(WHAT)?;
     Ok(VersionRecord { bucket, name, version, content, created_ms })
+}
+
+/// Replaces the placement index rows of `hash` by those of `placement` (JSON), on
+/// `conn` inside the caller's transaction.
+fn reindex(conn: &Connection, what: &str, hash: &str, placement: &str) -> Result<(), MetaError> {
+    conn.prepare_cached(SQL_INDEX_CLEAR).context(what)?.execute([hash]).context(what)?;
+    conn.prepare_cached(SQL_INDEX_FILL).context(what)?.execute((hash, placement)).context(what)?;
+    Ok(())
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer: the write lock is
+/// taken first, so what `f` reads stays true until it commits, in any process.
+fn immediate<T>(
+    conn: &mut Connection,
+    what: &str,
+    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+) -> Result<T, MetaError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(what)?;
+    let out = f(&tx)?;
+    tx.commit().context(what)?;
+    Ok(out)
+}
+
+/// The state of the row of `hash` on `conn`, or `None`.
+fn state_of(conn: &Connection, what: &str, hex: &str) -> Result<Option<ContentState>, MetaError> {
+    let raw: Option<(String, Option<i64>)> = conn
+        .prepare_cached(SQL_STATE)
+        .context(what)?
+        .query_row([hex], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .context(what)?;
+    raw.map(|(state, since)| parse_state(hex, &state, since)).transpose()
+}
+
+/// Content rows (hash, size, policy, placement) of a query, validated.
+fn query_contents(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<ContentRecord>, MetaError> {
+    let mut stmt = conn.prepare_cached(sql).context(what)?;
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
+        })
+        .context(what)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hash, size, policy, placement) = row.context(what)?;
+        out.push(parse_content(&hash, size, &policy, &placement)?);
+    }
+    Ok(out)
+}
+
+/// `(text, integer)` rows of a query.
+fn query_pairs(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    params: &[&dyn ToSql],
+) -> Result<Vec<(String, i64)>, MetaError> {
+    let mut stmt = conn.prepare_cached(sql).context(what)?;
+    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?))).context(what)?;
+    rows.map(|row| row.context(what)).collect()
+}
+
+/// Retention of `bucket/name` on `conn`, inside the caller's write transaction.
+fn prune_in(
+    conn: &Connection,
+    bucket: &str,
+    name: &str,
+    keep: Option<u64>,
+    tombstone_cutoff_ms: Option<i64>,
+) -> Result<u64, MetaError> {
+    const WHAT: &str = "prune";
+    let newest: Option<(i64, bool, i64)> = conn
+        .prepare_cached(SQL_NEWEST_FULL)
+        .context(WHAT)?
+        .query_row((bucket, name), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()
+        .context(WHAT)?;
+    let kth = match (newest, keep_offset(keep)) {
+        (Some(_), Some(offset)) => conn
+            .prepare_cached(SQL_KTH_NEWEST)
+            .context(WHAT)?
+            .query_row((bucket, name, offset), |row| row.get(0))
+            .optional()
+            .context(WHAT)?,
+        _ => None,
+    };
+    let removed = match prune_step(newest, kth, tombstone_cutoff_ms) {
+        Prune::Nothing => 0,
+        Prune::Below(v) => {
+            conn.prepare_cached(SQL_PRUNE_BELOW).context(WHAT)?.execute((bucket, name, v)).context(WHAT)?
+        }
+        Prune::All => conn.prepare_cached(SQL_PRUNE_ALL).context(WHAT)?.execute((bucket, name)).context(WHAT)?,
+    };
+    Ok(removed as u64)
 }
 
 /// Adds a tombstone to `bucket/name` on `conn`, inside the caller's write
@@ -587,6 +812,7 @@ fn same_error(e: &MetaError) -> MetaError {
     match e {
         MetaError::Unavailable(m) => MetaError::Unavailable(m.clone()),
         MetaError::Open { url, reason } => MetaError::Open { url: url.clone(), reason: reason.clone() },
+        MetaError::ContentDeleting { hash } => MetaError::ContentDeleting { hash: *hash },
         other => MetaError::Corrupt(other.to_string()),
     }
 }
@@ -673,11 +899,15 @@ impl MetaStore for SqliteStore {
         let hex = hash.to_hex();
         let json = placement_json(placement)?;
         self.write(move |conn| {
-            conn.prepare_cached(SQL_SET_PLACEMENT)
-                .context("set_placement")?
-                .execute((&hex, &json))
-                .context("set_placement")?;
-            Ok(())
+            const WHAT: &str = "set_placement";
+            immediate(conn, WHAT, |tx| {
+                let changed =
+                    tx.prepare_cached(SQL_SET_PLACEMENT).context(WHAT)?.execute((&hex, &json)).context(WHAT)?;
+                if changed > 0 {
+                    reindex(tx, WHAT, &hex, &json)?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -694,6 +924,251 @@ impl MetaStore for SqliteStore {
         };
         let bucket = bucket.to_string();
         self.read(move |conn| list_blocking(conn, &bucket, &range)).await
+    }
+
+    async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        let hex = hash.to_hex();
+        self.read(move |conn| state_of(conn, "content_state", &hex)).await
+    }
+
+    async fn revive(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
+        const WHAT: &str = "revive";
+        let hex = hash.to_hex();
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                tx.prepare_cached(SQL_REVIVE).context(WHAT)?.execute([&hex]).context(WHAT)?;
+                state_of(tx, WHAT, &hex)
+            })
+        })
+        .await
+    }
+
+    async fn doom_unreferenced(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        const WHAT: &str = "doom_unreferenced";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        self.write(move |conn| conn.prepare_cached(SQL_DOOM).context(WHAT)?.execute((now_ms, limit)).context(WHAT))
+            .await
+    }
+
+    async fn doomed_before(
+        &self,
+        cutoff_ms: i64,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = hash_after(after);
+        self.read(move |conn| query_contents(conn, "doomed_before", SQL_DOOMED_BEFORE, &[&cutoff_ms, &after, &limit]))
+            .await
+    }
+
+    async fn begin_delete(&self, hash: &ContentHash, cutoff_ms: i64) -> Result<bool, MetaError> {
+        const WHAT: &str = "begin_delete";
+        let hex = hash.to_hex();
+        self.write(move |conn| {
+            // The write lock, held from the reads to the commit, orders this step and
+            // every put_version of the content (in any process) one after the other.
+            immediate(conn, WHAT, |tx| {
+                let state = state_of(tx, WHAT, &hex)?;
+                let referenced: bool =
+                    tx.prepare_cached(SQL_REFERENCED).context(WHAT)?.query_row([&hex], |r| r.get(0)).context(WHAT)?;
+                let (new_state, claimed) = match begin_delete_step(state, referenced, cutoff_ms) {
+                    BeginDelete::Delete => (DELETING, true),
+                    BeginDelete::Revive => (LIVE, false),
+                    BeginDelete::Leave => return Ok(false),
+                };
+                tx.prepare_cached(SQL_SET_STATE).context(WHAT)?.execute((&hex, new_state)).context(WHAT)?;
+                Ok(claimed)
+            })
+        })
+        .await
+    }
+
+    async fn claim_orphan(&self, hash: &ContentHash, policy: Policy) -> Result<bool, MetaError> {
+        const WHAT: &str = "claim_orphan";
+        let (hex, policy) = (hash.to_hex(), policy.to_string());
+        self.write(move |conn| {
+            let inserted = conn.prepare_cached(SQL_CLAIM).context(WHAT)?.execute((&hex, &policy)).context(WHAT)?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn deleting(&self, after: Option<&ContentHash>, limit: usize) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = hash_after(after);
+        self.read(move |conn| query_contents(conn, "deleting", SQL_DELETING, &[&after, &limit])).await
+    }
+
+    async fn finish_delete(&self, hash: &ContentHash) -> Result<bool, MetaError> {
+        const WHAT: &str = "finish_delete";
+        let hex = hash.to_hex();
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                tx.prepare_cached(SQL_FINISH_INDEX).context(WHAT)?.execute([&hex]).context(WHAT)?;
+                let removed = tx.prepare_cached(SQL_FINISH).context(WHAT)?.execute([&hex]).context(WHAT)?;
+                Ok(removed > 0)
+            })
+        })
+        .await
+    }
+
+    async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
+        self.read(|conn| count_states(query_pairs(conn, "content_counts", SQL_COUNTS, &[])?)).await
+    }
+
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError> {
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        // Under the write lock, like put_version and delete: no version of the name
+        // can be added between the reads and the removal.
+        self.write(move |conn| immediate(conn, "prune", |tx| prune_in(tx, &bucket, &name, keep, tombstone_cutoff_ms)))
+            .await
+    }
+
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
+        const WHAT: &str = "names";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = after.map(|(b, n)| (b.to_string(), n.to_string()));
+        self.read(move |conn| {
+            let (sql, params): (&str, Vec<&dyn ToSql>) = match &after {
+                None => (SQL_NAMES_FIRST, vec![&limit]),
+                Some((bucket, name)) => (SQL_NAMES_AFTER, vec![bucket, name, &limit]),
+            };
+            let mut stmt = conn.prepare_cached(sql).context(WHAT)?;
+            let rows = stmt.query_map(params.as_slice(), |row| Ok((row.get(0)?, row.get(1)?))).context(WHAT)?;
+            rows.map(|row| row.context(WHAT)).collect()
+        })
+        .await
+    }
+
+    async fn contents_on(
+        &self,
+        server: &str,
+        after: Option<&ContentHash>,
+        limit: usize,
+    ) -> Result<Vec<ContentRecord>, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let (server, after) = (server.to_string(), hash_after(after));
+        self.read(move |conn| query_contents(conn, "contents_on", SQL_CONTENTS_ON, &[&server, &after, &limit])).await
+    }
+
+    async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        const WHAT: &str = "placement_servers";
+        self.read(|conn| {
+            let rows = query_pairs(conn, WHAT, SQL_PLACEMENT_SERVERS, &[])?;
+            rows.into_iter().map(|(server, n)| Ok((server.clone(), count(n, || format!("{WHAT} {server}"))?))).collect()
+        })
+        .await
+    }
+
+    async fn saw_servers(&self, servers: &[String], now_ms: i64) -> Result<(), MetaError> {
+        const WHAT: &str = "saw_servers";
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let servers = servers.to_vec();
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                let mut stmt = tx.prepare_cached(SQL_SAW).context(WHAT)?;
+                for server in &servers {
+                    stmt.execute((server, now_ms)).context(WHAT)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError> {
+        self.read(|conn| query_pairs(conn, "server_sightings", SQL_SIGHTINGS, &[])).await
+    }
+
+    async fn forget_server(&self, server: &str) -> Result<(), MetaError> {
+        const WHAT: &str = "forget_server";
+        let server = server.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached(SQL_FORGET).context(WHAT)?.execute([&server]).context(WHAT)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, MetaError> {
+        const WHAT: &str = "acquire_lease";
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            let now = now_ms();
+            let expires = now.saturating_add(ttl_ms(ttl));
+            let changed = conn
+                .prepare_cached(SQL_ACQUIRE)
+                .context(WHAT)?
+                .execute((&name, &holder, expires, now))
+                .context(WHAT)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        const WHAT: &str = "release_lease";
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |conn| {
+            conn.prepare_cached(SQL_RELEASE).context(WHAT)?.execute((&name, &holder)).context(WHAT)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, MetaError> {
+        const WHAT: &str = "lease_holder";
+        let name = name.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_HOLDER)
+                .context(WHAT)?
+                .query_row((&name, now_ms()), |row| row.get(0))
+                .optional()
+                .context(WHAT)
+        })
+        .await
+    }
+
+    async fn worker_cursor(&self, name: &str) -> Result<Option<String>, MetaError> {
+        const WHAT: &str = "worker_cursor";
+        let name = name.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_CURSOR).context(WHAT)?.query_row([&name], |row| row.get(0)).optional().context(WHAT)
+        })
+        .await
+    }
+
+    async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError> {
+        const WHAT: &str = "set_worker_cursor";
+        let (name, value) = (name.to_string(), value.map(str::to_string));
+        self.write(move |conn| {
+            match &value {
+                Some(value) => conn.prepare_cached(SQL_SET_CURSOR).context(WHAT)?.execute((&name, value)),
+                None => conn.prepare_cached(SQL_CLEAR_CURSOR).context(WHAT)?.execute([&name]),
+            }
+            .context(WHAT)?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -729,6 +1204,34 @@ mod tests {
             assert!(!plan.contains("SCAN v\n") && !plan.ends_with("SCAN v"), "{sql}\n{plan}");
             assert!(plan.contains("SEARCH v USING PRIMARY KEY"), "{sql}\n{plan}");
         }
+    }
+
+    /// The collector's and the repair worker's pages are index range scans: the
+    /// placement index by server, the partial state index by state.
+    #[test]
+    fn gc_and_placement_pages_use_their_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let plan = |sql: &str, params: &[&dyn ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params, |row| row.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        };
+        let on = plan(SQL_CONTENTS_ON, &[&"s", &"", &10]);
+        assert!(on.contains("SEARCH placements USING PRIMARY KEY (server=? AND hash>?)"), "{on}");
+        assert!(on.contains("SEARCH c USING INDEX sqlite_autoindex_content_1 (hash=?)"), "{on}");
+        for (sql, params) in
+            [(SQL_DOOMED_BEFORE, vec![&0 as &dyn ToSql, &"", &10]), (SQL_DELETING, vec![&"" as &dyn ToSql, &10])]
+        {
+            let plan = plan(sql, &params);
+            assert!(plan.contains("USING INDEX content_by_state (state=? AND hash>?)"), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+        let names = plan(SQL_NAMES_AFTER, &[&"b", &"n", &10]);
+        assert!(names.contains("SEARCH versions USING PRIMARY KEY"), "{names}");
+        assert!(!names.contains("TEMP B-TREE"), "{names}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn::content::{ContentHash, Placement, Policy};
-use cairn::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use cairn::meta::{ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use futures_util::future::join_all;
 
 /// How far a store's `created_ms` may be from this process's clock (a networked
@@ -595,4 +595,575 @@ pub async fn reopen_by_url(url: &str) {
     assert!(store.latest(&bucket, "n").await.expect("latest").expect("some").is_tombstone());
     assert_eq!(store.version(&bucket, "n", 1).await.expect("version").expect("some").content, Some(c));
     assert_eq!(store.put_version(&bucket, "n", None).await.expect("put").version, 3);
+}
+
+/// Runs every check of the content lifecycle, retention, the placement index,
+/// sightings, leases and worker cursors against `store` (sequentially).
+pub async fn run_lifecycle(store: &dyn MetaStore) {
+    gc_transitions(store).await;
+    revive_and_begin_delete_in_one_task_agree(store).await;
+    claim_orphan_only_where_no_row_is(store).await;
+    prune_keeps_the_newest(store).await;
+    expired_tombstones_remove_the_name(store).await;
+    names_walk_every_name_with_versions(store).await;
+    placement_index_follows_the_placement(store).await;
+    sightings_keep_the_latest(store).await;
+    leases_are_exclusive_expire_and_renew(store).await;
+    worker_cursors_are_set_and_cleared(store).await;
+}
+
+/// Like [`run_lifecycle`], plus the races between spawned tasks.
+pub async fn run_lifecycle_shared(store: Arc<dyn MetaStore>) {
+    run_lifecycle(store.as_ref()).await;
+    revive_and_put_race_begin_delete(Arc::clone(&store)).await;
+    no_acknowledged_version_loses_its_content(store, 4, 40).await;
+}
+
+/// A content record with `placement` and a hash no other run uses.
+fn placed(placement: &[(u32, &str)]) -> ContentRecord {
+    ContentRecord {
+        hash: ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
+        size: 10,
+        policy: Policy { k: 2, m: 1 },
+        placement: placement.iter().map(|(i, s)| (*i, s.to_string())).collect(),
+    }
+}
+
+/// Makes `c` unreferenced: one version of a name of its own, then a tombstone, then
+/// the version pruned away.
+async fn unreferenced(store: &dyn MetaStore, c: &ContentRecord) {
+    let bucket = unique("unref");
+    store.put_version(&bucket, "n", Some(c)).await.expect("put");
+    store.put_version(&bucket, "n", None).await.expect("tombstone");
+    assert_eq!(store.prune(&bucket, "n", Some(1), None).await.expect("prune"), 1);
+}
+
+/// Every transition of the GC protocol, one at a time.
+pub async fn gc_transitions(store: &dyn MetaStore) {
+    let bucket = unique("gc");
+    let c = sample_content(77, "2+1", &["a:1", "b:1", "c:1"]);
+    let unknown = ContentHash::of(uuid::Uuid::new_v4().as_bytes());
+    assert_eq!(store.content_state(&unknown).await.expect("state"), None);
+    assert_eq!(store.revive(&unknown).await.expect("revive"), None);
+    assert!(!store.begin_delete(&unknown, i64::MAX).await.expect("begin_delete unknown"));
+    assert!(!store.finish_delete(&unknown).await.expect("finish unknown"));
+
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+    assert_eq!(store.revive(&c.hash).await.expect("revive live"), Some(ContentState::Live));
+    store.doom_unreferenced(now_ms(), 1_000_000).await.expect("doom");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live), "referenced");
+    assert!(!store.begin_delete(&c.hash, i64::MAX).await.expect("begin_delete live"));
+    assert!(!store.finish_delete(&c.hash).await.expect("finish live"));
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+
+    // Unreferenced: doomed since the given time, not twice.
+    store.put_version(&bucket, "x", None).await.expect("tombstone");
+    assert_eq!(store.prune(&bucket, "x", Some(1), None).await.expect("prune"), 1);
+    let t0 = now_ms() - 10_000;
+    assert_eq!(store.doom_unreferenced(t0, 0).await.expect("doom none"), 0);
+    assert!(store.doom_unreferenced(t0, 1_000_000).await.expect("doom") >= 1);
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { since_ms: t0 }));
+    store.doom_unreferenced(t0 + 5, 1_000_000).await.expect("doom again");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { since_ms: t0 }));
+    let hashes = |rows: Vec<ContentRecord>| rows.into_iter().map(|r| r.hash).collect::<Vec<_>>();
+    let before = hashes(store.doomed_before(t0 - 1, None, 1_000_000).await.expect("doomed_before"));
+    assert!(!before.contains(&c.hash), "doomed after the cutoff");
+    let doomed = store.doomed_before(t0, None, 1_000_000).await.expect("doomed_before");
+    assert!(doomed.contains(&c), "{doomed:?}");
+    assert!(store.doomed_before(t0, None, 0).await.expect("limit 0").is_empty());
+    let after = hashes(store.doomed_before(t0, Some(&c.hash), 1_000_000).await.expect("after"));
+    assert!(after.iter().all(|h| h > &c.hash));
+
+    // Revive, doom again, too young to delete, then deleting.
+    assert_eq!(store.revive(&c.hash).await.expect("revive"), Some(ContentState::Live));
+    let t1 = now_ms() - 5_000;
+    store.doom_unreferenced(t1, 1_000_000).await.expect("doom");
+    assert!(!store.begin_delete(&c.hash, t1 - 1).await.expect("too young"));
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { since_ms: t1 }));
+    let counts = store.content_counts().await.expect("counts");
+    assert!(store.begin_delete(&c.hash, t1).await.expect("begin_delete"));
+    let now_counts = store.content_counts().await.expect("counts");
+    assert_eq!((now_counts.doomed + 1, now_counts.deleting), (counts.doomed, counts.deleting + 1));
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Deleting));
+    assert!(store.deleting(None, 1_000_000).await.expect("deleting").contains(&c));
+    assert!(!hashes(store.deleting(Some(&c.hash), 1_000_000).await.expect("deleting")).contains(&c.hash));
+    assert_eq!(store.revive(&c.hash).await.expect("revive deleting"), Some(ContentState::Deleting));
+    assert!(!store.begin_delete(&c.hash, i64::MAX).await.expect("begin_delete deleting"));
+    store.doom_unreferenced(now_ms(), 1_000_000).await.expect("doom");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Deleting));
+
+    // A PUT of deleting content is refused and adds nothing; concurrent writes of
+    // other content (committed together with it, in a store that batches) are not
+    // affected.
+    let other = sample_content(78, "1+0", &["h:1"]);
+    let (refused, fine, tomb) = futures_util::join!(
+        store.put_version(&bucket, "again", Some(&c)),
+        store.put_version(&bucket, "other", Some(&other)),
+        store.put_version(&bucket, "gone", None),
+    );
+    match refused {
+        Err(MetaError::ContentDeleting { hash }) => assert_eq!(hash, c.hash),
+        other => panic!("put of deleting content: {other:?}"),
+    }
+    assert_eq!(fine.expect("put of other content").version, 1);
+    assert_eq!(tomb.expect("tombstone").version, 1);
+    assert!(store.latest(&bucket, "again").await.expect("latest").is_none());
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Deleting));
+    assert_eq!(store.content_state(&other.hash).await.expect("state"), Some(ContentState::Live));
+    assert_eq!(store.put_version(&bucket, "again", None).await.expect("tombstone").version, 1);
+
+    assert!(store.finish_delete(&c.hash).await.expect("finish"));
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), None);
+    assert_eq!(store.content(&c.hash).await.expect("content"), None);
+    assert!(!store.finish_delete(&c.hash).await.expect("finish again"));
+    assert!(!store.deleting(None, 1_000_000).await.expect("deleting").contains(&c));
+    // Once gone, the content can be written again: a new, live row.
+    assert_eq!(store.put_version(&bucket, "again", Some(&c)).await.expect("put again").version, 2);
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+}
+
+/// A doomed row that a version points at (a doom that raced a PUT) goes live on
+/// `begin_delete` instead of deleting. `force_doomed` marks the row of the given
+/// hash doomed behind the store's back (raw SQL in the store's own test).
+pub async fn begin_delete_revives_a_referenced_doomed_row<F, Fut>(store: &dyn MetaStore, force_doomed: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let bucket = unique("gcref");
+    let c = sample_content(5, "1+0", &["h:1"]);
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put");
+    force_doomed(c.hash.to_hex()).await;
+    assert!(matches!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { .. })));
+    assert!(!store.begin_delete(&c.hash, i64::MAX).await.expect("begin_delete"));
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+    assert_eq!(store.latest(&bucket, "x").await.expect("latest").expect("some").content, Some(c));
+}
+
+/// `revive` and `begin_delete` of one doomed row as concurrent futures: they agree
+/// on who was first.
+pub async fn revive_and_begin_delete_in_one_task_agree(store: &dyn MetaStore) {
+    for _ in 0..10 {
+        let c = sample_content(3, "1+0", &["h:1"]);
+        unreferenced(store, &c).await;
+        let now = now_ms();
+        store.doom_unreferenced(now, 1_000_000).await.expect("doom");
+        let (revived, began) = futures_util::join!(store.revive(&c.hash), store.begin_delete(&c.hash, now));
+        check_revive_race(store, &c, revived.expect("revive"), began.expect("begin_delete")).await;
+    }
+}
+
+async fn check_revive_race(store: &dyn MetaStore, c: &ContentRecord, revived: Option<ContentState>, began: bool) {
+    let state = store.content_state(&c.hash).await.expect("state");
+    if began {
+        assert_eq!((revived, state), (Some(ContentState::Deleting), Some(ContentState::Deleting)));
+        assert!(store.finish_delete(&c.hash).await.expect("finish"));
+    } else {
+        assert_eq!((revived, state), (Some(ContentState::Live), Some(ContentState::Live)));
+    }
+}
+
+/// The same races between spawned tasks: `revive` vs `begin_delete`, and
+/// `put_version` (dedup onto the doomed row) vs `begin_delete`: exactly one wins,
+/// and a PUT that lost added nothing.
+pub async fn revive_and_put_race_begin_delete(store: Arc<dyn MetaStore>) {
+    let bucket = unique("gcrace");
+    let (mut deleted, mut kept) = (0, 0);
+    for round in 0..20 {
+        let c = sample_content(3, "1+0", &["h:1"]);
+        unreferenced(store.as_ref(), &c).await;
+        let now = now_ms();
+        store.doom_unreferenced(now, 1_000_000).await.expect("doom");
+        let collector = {
+            let (store, hash) = (Arc::clone(&store), c.hash);
+            tokio::spawn(async move { store.begin_delete(&hash, now).await.expect("begin_delete") })
+        };
+        let name = format!("n{round}");
+        if round % 2 == 0 {
+            let revived = {
+                let (store, hash) = (Arc::clone(&store), c.hash);
+                tokio::spawn(async move { store.revive(&hash).await.expect("revive") })
+            };
+            let (revived, began) = (revived.await.expect("revive task"), collector.await.expect("collector"));
+            check_revive_race(store.as_ref(), &c, revived, began).await;
+            if began {
+                deleted += 1;
+            } else {
+                kept += 1;
+            }
+            continue;
+        }
+        let put = {
+            let (store, bucket, name, c) = (Arc::clone(&store), bucket.clone(), name.clone(), c.clone());
+            tokio::spawn(async move { store.put_version(&bucket, &name, Some(&c)).await })
+        };
+        let (put, began) = (put.await.expect("put task"), collector.await.expect("collector"));
+        let state = store.content_state(&c.hash).await.expect("state");
+        match put {
+            Ok(v) => {
+                assert!(!began, "a version was acknowledged for content being deleted");
+                assert_eq!(state, Some(ContentState::Live));
+                assert_eq!(store.latest(&bucket, &name).await.expect("latest"), Some(v));
+                kept += 1;
+            }
+            Err(MetaError::ContentDeleting { hash }) => {
+                assert_eq!(hash, c.hash);
+                assert!(began);
+                assert_eq!(state, Some(ContentState::Deleting));
+                assert!(store.latest(&bucket, &name).await.expect("latest").is_none(), "the refused PUT added nothing");
+                assert!(store.finish_delete(&c.hash).await.expect("finish"));
+                deleted += 1;
+            }
+            Err(e) => panic!("put racing begin_delete: {e}"),
+        }
+    }
+    eprintln!("revive/put vs begin_delete: {deleted} deleted, {kept} kept");
+}
+
+/// `claim_orphan` inserts a deleting row only where there is no row at all.
+pub async fn claim_orphan_only_where_no_row_is(store: &dyn MetaStore) {
+    let bucket = unique("orphan");
+    let orphan = ContentHash::of(uuid::Uuid::new_v4().as_bytes());
+    let policy = Policy { k: 4, m: 2 };
+    let counts = store.content_counts().await.expect("counts");
+    assert!(store.claim_orphan(&orphan, policy).await.expect("claim"));
+    assert_eq!(store.content_counts().await.expect("counts").deleting, counts.deleting + 1);
+    assert_eq!(store.content_state(&orphan).await.expect("state"), Some(ContentState::Deleting));
+    let expected = ContentRecord { hash: orphan, size: 0, policy, placement: Placement::new() };
+    assert_eq!(store.content(&orphan).await.expect("content"), Some(expected.clone()));
+    assert!(store.deleting(None, 1_000_000).await.expect("deleting").contains(&expected));
+    assert!(!store.claim_orphan(&orphan, policy).await.expect("claim again"));
+    // A PUT racing the orphan collector is refused.
+    let same = ContentRecord { hash: orphan, size: 0, policy, placement: Placement::from([(0, "h:1".to_string())]) };
+    assert!(matches!(
+        store.put_version(&bucket, "late", Some(&same)).await,
+        Err(MetaError::ContentDeleting { hash }) if hash == orphan
+    ));
+    assert!(store.latest(&bucket, "late").await.expect("latest").is_none());
+    assert!(store.finish_delete(&orphan).await.expect("finish"));
+    assert_eq!(store.put_version(&bucket, "late", Some(&same)).await.expect("put after").version, 1);
+    // A hash with a row, in any state, is not an orphan.
+    let live = sample_content(9, "1+0", &["h:1"]);
+    store.put_version(&bucket, "live", Some(&live)).await.expect("put");
+    assert!(!store.claim_orphan(&live.hash, policy).await.expect("claim live"));
+    assert_eq!(store.content_state(&live.hash).await.expect("state"), Some(ContentState::Live));
+    assert_eq!(store.content(&live.hash).await.expect("content"), Some(live));
+}
+
+/// `prune(keep)` removes the versions below the newest `keep`, tombstones
+/// included; the numbering goes on.
+pub async fn prune_keeps_the_newest(store: &dyn MetaStore) {
+    let bucket = unique("prune");
+    let c = sample_content(4, "1+0", &["h:1"]);
+    for i in 1..=5 {
+        store.put_version(&bucket, "p", if i == 2 { None } else { Some(&c) }).await.expect("put");
+    }
+    assert_eq!(store.prune(&bucket, "p", None, None).await.expect("keep all"), 0);
+    assert_eq!(store.prune(&bucket, "p", Some(0), None).await.expect("keep 0 keeps all"), 0);
+    assert_eq!(store.prune(&bucket, "p", Some(10), None).await.expect("keep more than there are"), 0);
+    assert_eq!(store.prune(&bucket, "p", Some(2), Some(0)).await.expect("keep 2"), 3);
+    assert_eq!(numbers(&store.versions(&bucket, "p", 0, 100).await.expect("versions")), vec![4, 5]);
+    assert_eq!(store.prune(&bucket, "p", Some(2), None).await.expect("again"), 0);
+    assert_eq!(store.put_version(&bucket, "p", Some(&c)).await.expect("put").version, 6);
+    assert_eq!(store.prune(&bucket, "p", Some(1), None).await.expect("keep 1"), 2);
+    assert_eq!(numbers(&store.versions(&bucket, "p", 0, 100).await.expect("versions")), vec![6]);
+    assert_eq!(store.version(&bucket, "p", 6).await.expect("version").expect("some").content, Some(c.clone()));
+    // A live newest version is never removed by the tombstone cutoff.
+    assert_eq!(store.prune(&bucket, "p", None, Some(i64::MAX)).await.expect("live newest"), 0);
+    assert_eq!(store.prune(&bucket, "none", Some(1), Some(i64::MAX)).await.expect("no such name"), 0);
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+}
+
+/// A name whose newest version is a tombstone old enough loses every version, and
+/// a later PUT starts at version 1.
+pub async fn expired_tombstones_remove_the_name(store: &dyn MetaStore) {
+    let bucket = unique("tombexp");
+    let c = sample_content(4, "1+0", &["h:1"]);
+    for _ in 0..3 {
+        store.put_version(&bucket, "t", Some(&c)).await.expect("put");
+    }
+    let DeleteOutcome::Deleted(tomb) = store.delete(&bucket, "t").await.expect("delete") else {
+        panic!("delete of a live name")
+    };
+    assert_eq!(store.prune(&bucket, "t", None, Some(tomb.created_ms - 1)).await.expect("too young"), 0);
+    assert_eq!(store.versions(&bucket, "t", 0, 100).await.expect("versions").len(), 4);
+    assert_eq!(store.prune(&bucket, "t", Some(1), Some(tomb.created_ms)).await.expect("expired"), 4);
+    assert!(store.latest(&bucket, "t").await.expect("latest").is_none());
+    assert!(store.versions(&bucket, "t", 0, 100).await.expect("versions").is_empty());
+    assert_eq!(store.delete(&bucket, "t").await.expect("delete"), DeleteOutcome::NoSuchName);
+    assert!(store.names(Some((&bucket, "")), 10).await.expect("names").iter().all(|(b, _)| b != &bucket));
+    let again = store.put_version(&bucket, "t", Some(&c)).await.expect("put again");
+    assert_eq!(again.version, 1, "a name that disappeared starts again at 1");
+    assert_eq!(store.put_version(&bucket, "t", None).await.expect("put").version, 2);
+}
+
+/// `names` walks every (bucket, name) with a version, tombstoned ones too, in
+/// byte order, page by page.
+pub async fn names_walk_every_name_with_versions(store: &dyn MetaStore) {
+    let bucket = unique("names");
+    let c = sample_content(4, "1+0", &["h:1"]);
+    for name in ["b/x", "a", "é", "c"] {
+        store.put_version(&bucket, name, Some(&c)).await.expect("put");
+    }
+    store.put_version(&bucket, "c", None).await.expect("tombstone");
+    store.put_version(&bucket, "d", None).await.expect("tombstone only");
+    assert!(store.names(None, 0).await.expect("limit 0").is_empty());
+    assert!(!store.names(None, 1).await.expect("first").is_empty());
+    let mut walked = Vec::new();
+    let mut cursor = (bucket.clone(), String::new());
+    loop {
+        let page = store.names(Some((&cursor.0, &cursor.1)), 2).await.expect("page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last().cloned() else { break };
+        let done = page.iter().any(|(b, _)| b != &bucket);
+        walked.extend(page.into_iter().filter(|(b, _)| b == &bucket).map(|(_, n)| n));
+        if done {
+            break;
+        }
+        cursor = last;
+    }
+    assert_eq!(walked, ["a", "b/x", "c", "d", "é"]);
+}
+
+fn servers(store_servers: Vec<(String, u64)>, mine: &[&str]) -> Vec<(String, u64)> {
+    store_servers.into_iter().filter(|(s, _)| mine.contains(&s.as_str())).collect()
+}
+
+/// The placement index follows put_version, set_placement and finish_delete.
+pub async fn placement_index_follows_the_placement(store: &dyn MetaStore) {
+    let bucket = unique("index");
+    let s: Vec<String> = (0..6).map(|i| unique(&format!("srv{i}"))).collect();
+    let s: Vec<&str> = s.iter().map(String::as_str).collect();
+    let c = placed(&[(0, s[0]), (1, s[1]), (2, s[0])]);
+    store.put_version(&bucket, "x", Some(&c)).await.expect("put");
+    assert_eq!(store.contents_on(s[0], None, 10).await.expect("on s0"), vec![c.clone()], "once, however many shards");
+    assert_eq!(store.contents_on(s[1], None, 10).await.expect("on s1"), vec![c.clone()]);
+    assert!(store.contents_on(s[0], None, 0).await.expect("limit 0").is_empty());
+    assert!(store.contents_on(s[0], Some(&c.hash), 10).await.expect("after").is_empty());
+    let all = store.placement_servers().await.expect("servers");
+    assert_eq!(servers(all, &s), vec![(s[0].to_string(), 2), (s[1].to_string(), 1)]);
+
+    let moved: Placement = Placement::from([(0, s[2].to_string())]);
+    store.set_placement(&c.hash, &moved).await.expect("set_placement");
+    assert!(store.contents_on(s[0], None, 10).await.expect("on s0").is_empty());
+    let on_s2 = store.contents_on(s[2], None, 10).await.expect("on s2");
+    assert_eq!(on_s2, vec![ContentRecord { placement: moved, ..c.clone() }]);
+    assert_eq!(servers(store.placement_servers().await.expect("servers"), &s), vec![(s[2].to_string(), 1)]);
+
+    let rewritten =
+        ContentRecord { placement: Placement::from([(0, s[3].to_string()), (1, s[3].to_string())]), ..c.clone() };
+    store.put_version(&bucket, "y", Some(&rewritten)).await.expect("put again");
+    assert!(store.contents_on(s[2], None, 10).await.expect("on s2").is_empty());
+    assert_eq!(store.contents_on(s[3], None, 10).await.expect("on s3"), vec![rewritten.clone()]);
+    assert_eq!(servers(store.placement_servers().await.expect("servers"), &s), vec![(s[3].to_string(), 2)]);
+
+    // Pages in hash order.
+    let mut many: Vec<ContentRecord> =
+        (0..5).map(|i| placed(&[(0, s[4]), (1, if i % 2 == 0 { s[4] } else { s[5] })])).collect();
+    for (i, m) in many.iter().enumerate() {
+        store.put_version(&bucket, &format!("m{i}"), Some(m)).await.expect("put");
+    }
+    many.sort_by_key(|m| m.hash);
+    let first = store.contents_on(s[4], None, 2).await.expect("page 1");
+    let second = store.contents_on(s[4], Some(&first[1].hash), 2).await.expect("page 2");
+    let third = store.contents_on(s[4], Some(&second[1].hash), 2).await.expect("page 3");
+    let walked: Vec<ContentRecord> = first.into_iter().chain(second).chain(third).collect();
+    assert_eq!(walked, many);
+    assert_eq!(
+        servers(store.placement_servers().await.expect("servers"), &s[4..]),
+        vec![(s[4].to_string(), 8), (s[5].to_string(), 2)]
+    );
+
+    // Deleted content leaves the index.
+    for name in ["x", "y"] {
+        store.put_version(&bucket, name, None).await.expect("tombstone");
+        assert_eq!(store.prune(&bucket, name, Some(1), None).await.expect("prune"), 1);
+    }
+    let now = now_ms();
+    store.doom_unreferenced(now, 1_000_000).await.expect("doom");
+    assert!(store.begin_delete(&rewritten.hash, now).await.expect("begin_delete"));
+    assert_eq!(store.contents_on(s[3], None, 10).await.expect("on s3 while deleting").len(), 1);
+    assert!(store.finish_delete(&rewritten.hash).await.expect("finish"));
+    assert!(store.contents_on(s[3], None, 10).await.expect("on s3").is_empty());
+    assert!(servers(store.placement_servers().await.expect("servers"), &s[..4]).is_empty());
+}
+
+/// Sightings keep each server's latest time; forgetting removes one.
+pub async fn sightings_keep_the_latest(store: &dyn MetaStore) {
+    let (a, b) = (unique("seen-a"), unique("seen-b"));
+    let mine = |all: Vec<(String, i64)>| -> Vec<(String, i64)> {
+        all.into_iter().filter(|(s, _)| *s == a || *s == b).collect()
+    };
+    store.saw_servers(&[], 5).await.expect("nothing seen");
+    store.saw_servers(&[a.clone(), b.clone()], 100).await.expect("saw");
+    store.saw_servers(std::slice::from_ref(&a), 50).await.expect("saw older");
+    let mut expected = vec![(a.clone(), 100), (b.clone(), 100)];
+    expected.sort();
+    assert_eq!(mine(store.server_sightings().await.expect("sightings")), expected);
+    store.saw_servers(&[a.clone(), a.clone(), b.clone()], 200).await.expect("saw twice in one call");
+    let mut expected = vec![(a.clone(), 200), (b.clone(), 200)];
+    expected.sort();
+    assert_eq!(mine(store.server_sightings().await.expect("sightings")), expected);
+    store.forget_server(&a).await.expect("forget");
+    store.forget_server(&a).await.expect("forget again");
+    assert_eq!(mine(store.server_sightings().await.expect("sightings")), vec![(b.clone(), 200)]);
+}
+
+/// One holder at a time; renewing extends; releasing by another is a no-op; an
+/// expired lease can be taken.
+pub async fn leases_are_exclusive_expire_and_renew(store: &dyn MetaStore) {
+    let lease = unique("lease");
+    let long = Duration::from_secs(30);
+    assert_eq!(store.lease_holder(&lease).await.expect("holder"), None);
+    assert!(store.acquire_lease(&lease, "h1", long).await.expect("acquire"));
+    assert_eq!(store.lease_holder(&lease).await.expect("holder").as_deref(), Some("h1"));
+    assert!(!store.acquire_lease(&lease, "h2", long).await.expect("taken"));
+    assert!(store.acquire_lease(&lease, "h1", long).await.expect("renew"));
+    store.release_lease(&lease, "h2").await.expect("release by another");
+    assert_eq!(store.lease_holder(&lease).await.expect("holder").as_deref(), Some("h1"));
+    store.release_lease(&lease, "h1").await.expect("release");
+    assert_eq!(store.lease_holder(&lease).await.expect("holder"), None);
+    assert!(store.acquire_lease(&lease, "h2", long).await.expect("free again"));
+    assert!(store.acquire_lease(&unique("lease-other"), "h1", long).await.expect("another lease"));
+
+    let short = unique("lease-short");
+    let ttl = Duration::from_millis(1000);
+    assert!(store.acquire_lease(&short, "h1", ttl).await.expect("acquire"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.acquire_lease(&short, "h1", ttl).await.expect("renew"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // 1.2 s after the first take, but 0.6 s after the renewal.
+    assert_eq!(store.lease_holder(&short).await.expect("holder").as_deref(), Some("h1"), "renewal extends");
+    assert!(!store.acquire_lease(&short, "h2", ttl).await.expect("still held"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(store.lease_holder(&short).await.expect("holder"), None, "expired");
+    assert!(store.acquire_lease(&short, "h2", ttl).await.expect("take the expired lease"));
+    assert_eq!(store.lease_holder(&short).await.expect("holder").as_deref(), Some("h2"));
+}
+
+/// Worker checkpoints: absent, set, replaced, cleared.
+pub async fn worker_cursors_are_set_and_cleared(store: &dyn MetaStore) {
+    let worker = unique("worker");
+    assert_eq!(store.worker_cursor(&worker).await.expect("cursor"), None);
+    store.set_worker_cursor(&worker, None).await.expect("clear nothing");
+    store.set_worker_cursor(&worker, Some("bucket\u{0}name é")).await.expect("set");
+    assert_eq!(store.worker_cursor(&worker).await.expect("cursor").as_deref(), Some("bucket\u{0}name é"));
+    store.set_worker_cursor(&worker, Some("")).await.expect("replace");
+    assert_eq!(store.worker_cursor(&worker).await.expect("cursor").as_deref(), Some(""));
+    assert_eq!(store.worker_cursor(&unique("worker-other")).await.expect("other"), None);
+    store.set_worker_cursor(&worker, None).await.expect("clear");
+    assert_eq!(store.worker_cursor(&worker).await.expect("cursor"), None);
+}
+
+/// Leases through two stores on one database (two API servers): one holder at a
+/// time, even when every holder of both stores asks at once.
+pub async fn leases_are_exclusive_across_stores(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let lease = unique("shared-lease");
+    let ttl = Duration::from_secs(30);
+    assert!(a.acquire_lease(&lease, "api-a", ttl).await.expect("a takes"));
+    assert!(!b.acquire_lease(&lease, "api-b", ttl).await.expect("b refused"));
+    assert_eq!(b.lease_holder(&lease).await.expect("holder").as_deref(), Some("api-a"));
+    a.release_lease(&lease, "api-a").await.expect("release");
+    assert!(b.acquire_lease(&lease, "api-b", ttl).await.expect("b takes"));
+    b.release_lease(&lease, "api-b").await.expect("release");
+    for round in 0..3 {
+        let race = unique(&format!("race-lease{round}"));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, race) = (Arc::clone(if i % 2 == 0 { &a } else { &b }), race.clone());
+                tokio::spawn(async move { store.acquire_lease(&race, &format!("h{i}"), ttl).await.expect("acquire") })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.expect("lease task"));
+        }
+        assert_eq!(winners, 1, "exactly one holder");
+        let holder = a.lease_holder(&race).await.expect("holder").expect("held");
+        assert_eq!(b.lease_holder(&race).await.expect("holder"), Some(holder));
+    }
+}
+
+/// `writers` tasks PUT content with a few shared hashes (dedup) and then prune their
+/// versions away, while a collector loops doom → begin_delete → finish_delete with
+/// the cutoff at now. A PUT either fails with `ContentDeleting` or is acknowledged;
+/// right after an acknowledged PUT, and at the end for every version left, the
+/// version's content row exists and is not deleting.
+pub async fn no_acknowledged_version_loses_its_content(store: Arc<dyn MetaStore>, writers: usize, rounds: usize) {
+    let bucket = unique("gcload");
+    let contents: Vec<ContentRecord> = (0..3).map(|_| sample_content(8, "2+1", &["a:1", "b:1", "c:1"])).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut deleted = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = now_ms();
+                store.doom_unreferenced(now, 1000).await.expect("doom");
+                for c in store.doomed_before(now, None, 1000).await.expect("doomed_before") {
+                    if store.begin_delete(&c.hash, now).await.expect("begin_delete") {
+                        // The shards would be deleted here.
+                        tokio::task::yield_now().await;
+                        assert!(store.finish_delete(&c.hash).await.expect("finish"));
+                        deleted += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            deleted
+        })
+    };
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, bucket, contents) = (Arc::clone(&store), bucket.clone(), contents.clone());
+            tokio::spawn(async move {
+                let (mut acked, mut refused) = (0u64, 0u64);
+                let name = format!("w{w}");
+                for i in 0..rounds {
+                    let c = &contents[(w + i) % contents.len()];
+                    match store.put_version(&bucket, &name, Some(c)).await {
+                        Ok(v) => {
+                            acked += 1;
+                            let state = store.content_state(&c.hash).await.expect("state");
+                            assert!(
+                                matches!(state, Some(ContentState::Live | ContentState::Doomed { .. })),
+                                "version {} acknowledged, its content is {state:?}",
+                                v.version
+                            );
+                        }
+                        Err(MetaError::ContentDeleting { .. }) => refused += 1,
+                        Err(e) => panic!("put: {e}"),
+                    }
+                    if i % 2 == 1 {
+                        store.put_version(&bucket, &name, None).await.expect("tombstone");
+                        store.prune(&bucket, &name, Some(1), None).await.expect("prune");
+                    }
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    let (mut acked, mut refused) = (0, 0);
+    for task in tasks {
+        let (a, r) = task.await.expect("writer task");
+        acked += a;
+        refused += r;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deleted = collector.await.expect("collector task");
+    eprintln!("gc under load: {acked} PUTs acknowledged, {refused} refused, {deleted} contents deleted");
+    assert!(acked > 0);
+    for w in 0..writers {
+        for v in store.versions(&bucket, &format!("w{w}"), 0, 10_000).await.expect("versions") {
+            if let Some(c) = &v.content {
+                let state = store.content_state(&c.hash).await.expect("state");
+                assert!(
+                    matches!(state, Some(ContentState::Live | ContentState::Doomed { .. })),
+                    "w{w} v{} points at content that is {state:?}",
+                    v.version
+                );
+            }
+        }
+    }
 }
