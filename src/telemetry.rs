@@ -314,8 +314,12 @@ pub struct HttpMetrics {
 #[derive(Debug)]
 struct HttpInner {
     scope: Scope,
-    routes: RwLock<HashMap<Box<str>, Vec<(&'static str, Arc<RouteMetrics>)>>>,
+    /// By route template.
+    routes: RwLock<HashMap<Box<str>, ByMethod>>,
 }
+
+/// One route's handles by method label.
+type ByMethod = Vec<(&'static str, Arc<RouteMetrics>)>;
 
 /// The handles of one (route, method).
 #[derive(Debug)]
