@@ -25,3 +25,4 @@ pub mod server;
 pub mod shutdown;
 pub mod size;
 pub mod worker;
+pub mod telemetry;

@@ -27,6 +27,7 @@ use cairn::object::client::DataTimeouts;
 use cairn::object::ObjectConfig;
 use cairn::server::HttpTimeouts;
 use cairn::size::ByteSize;
+use cairn::telemetry::{self, Role, Scope};
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "A distributed object store")]
@@ -346,13 +347,16 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn connect_bus(url: &str, shutdown: &CancellationToken) -> anyhow::Result<Bus> {
+/// Connects to RabbitMQ, counting reconnections under the labels of `scope` (the
+/// one server this process runs).
+async fn connect_bus(url: &str, shutdown: &CancellationToken, scope: &Scope) -> anyhow::Result<Bus> {
     if !url.starts_with("amqp://") {
         bail!("--bus must be an amqp:// URL (cairn dev runs an in-process bus instead), got {url:?}");
     }
     let transport = AmqpTransport::connect(url, shutdown.clone())
         .await
         .with_context(|| format!("connecting to RabbitMQ at {}", redact(url)))?;
+    transport.count_reconnects(scope.counter(telemetry::BUS_RECONNECTS));
     Ok(Bus::new(Arc::new(transport), shutdown.clone()).await?)
 }
 
@@ -370,9 +374,10 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
     if bound.ip().is_unspecified() && args.advertise.is_none() {
         bail!("listening on {bound}: give --advertise with the address API servers should dial");
     }
-    let bus = connect_bus(&args.bus, &shutdown).await?;
+    let advertise = args.advertise.unwrap_or_else(|| bound.to_string());
+    let bus = connect_bus(&args.bus, &shutdown, &Scope::new(Role::Data, &advertise)).await?;
     let config = DataConfig {
-        advertise: args.advertise.unwrap_or_else(|| bound.to_string()),
+        advertise,
         root: args.root,
         heartbeat_interval: args.heartbeat_interval,
         temp_ttl: args.temp_ttl,
@@ -387,7 +392,8 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
 async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let meta = cairn::meta::open(&args.meta).await?;
-    let bus = connect_bus(&args.bus, &shutdown).await?;
+    let scope = Scope::new(Role::Api, &listener.local_addr()?.to_string());
+    let bus = connect_bus(&args.bus, &shutdown, &scope).await?;
     let config = ApiConfig {
         object: ObjectConfig {
             policy: args.redundancy.policy,

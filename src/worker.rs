@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::telemetry::{self, Scope};
+
 /// What a step of work found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -69,6 +71,23 @@ pub enum WorkerState {
     Backoff,
     /// Stopped (shutdown).
     Stopped,
+}
+
+impl WorkerState {
+    /// Every state, for the state gauge.
+    pub const ALL: [WorkerState; 5] =
+        [WorkerState::Busy, WorkerState::Idle, WorkerState::Paused, WorkerState::Backoff, WorkerState::Stopped];
+
+    /// The state's name in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Busy => "busy",
+            WorkerState::Idle => "idle",
+            WorkerState::Paused => "paused",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Stopped => "stopped",
+        }
+    }
 }
 
 /// What a worker reports about itself.
@@ -117,7 +136,7 @@ impl Report {
     /// Sets the queue depth.
     pub fn queued(&self, queued: u64) {
         self.inner.lock().queued = queued;
-        metrics::gauge!("cairn_worker_queue_depth", "worker" => self.inner.name).set(queued as f64);
+        self.inner.scope.gauge_with(telemetry::WORKER_QUEUE_DEPTH, telemetry::WORKER_LABEL, self.inner.name).set(queued as f64);
     }
 
     /// Replaces the worker-specific figures.
@@ -128,6 +147,7 @@ impl Report {
 
 struct Shared {
     name: &'static str,
+    scope: Scope,
     status: Mutex<WorkerStatus>,
     paused: std::sync::atomic::AtomicBool,
     wake: Notify,
@@ -140,6 +160,21 @@ impl Shared {
 
     fn set_state(&self, state: WorkerState) {
         self.lock().state = state;
+        self.record_state(state);
+    }
+
+    /// `cairn_worker_state{worker, state}`: 1 for the state the worker is in.
+    fn record_state(&self, now: WorkerState) {
+        for state in WorkerState::ALL {
+            let gauge = metrics::gauge!(
+                telemetry::WORKER_STATE,
+                "role" => self.scope.role().as_str(),
+                "server" => self.scope.server().to_string(),
+                telemetry::WORKER_LABEL => self.name,
+                telemetry::STATE_LABEL => state.as_str(),
+            );
+            gauge.set(if state == now { 1.0 } else { 0.0 });
+        }
     }
 }
 
@@ -185,15 +220,17 @@ pub struct Workers {
     handles: Arc<Mutex<Vec<WorkerHandle>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    scope: Scope,
 }
 
 /// The first backoff after a failed step; it doubles up to the worker's interval.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 impl Workers {
-    /// Workers owned by `tasks`, stopped when `shutdown` is cancelled.
-    pub fn new(tasks: TaskTracker, shutdown: CancellationToken) -> Self {
-        Workers { handles: Arc::default(), tasks, shutdown }
+    /// Workers owned by `tasks`, stopped when `shutdown` is cancelled, their
+    /// metrics labelled with `scope`'s server.
+    pub fn new(tasks: TaskTracker, shutdown: CancellationToken, scope: Scope) -> Self {
+        Workers { handles: Arc::default(), tasks, shutdown, scope }
     }
 
     /// Starts `worker`; its first step runs at once.
@@ -201,6 +238,7 @@ impl Workers {
         let name = worker.name();
         let inner = Arc::new(Shared {
             name,
+            scope: self.scope.clone(),
             status: Mutex::new(WorkerStatus {
                 name,
                 state: WorkerState::Idle,
@@ -256,7 +294,7 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
         }
         shared.set_state(WorkerState::Busy);
         let outcome = worker.step(&report).await;
-        metrics::counter!("cairn_worker_steps_total", "worker" => name).increment(1);
+        shared.scope.counter_with(telemetry::WORKER_STEPS, telemetry::WORKER_LABEL, name).increment(1);
         let wait = {
             let mut status = shared.lock();
             status.steps += 1;
@@ -268,14 +306,16 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
                 Ok(Step::Idle) => {
                     backoff = FIRST_BACKOFF;
                     status.state = WorkerState::Idle;
+                    shared.record_state(WorkerState::Idle);
                     Some(worker.interval())
                 }
                 Err(e) => {
-                    metrics::counter!("cairn_worker_errors_total", "worker" => name).increment(1);
+                    shared.scope.counter_with(telemetry::WORKER_ERRORS, telemetry::WORKER_LABEL, name).increment(1);
                     tracing::warn!(worker = name, error = %error_chain(&*e), "worker step failed; backing off");
                     status.errors += 1;
                     status.last_error = Some((now_ms(), error_chain(&*e)));
                     status.state = WorkerState::Backoff;
+                    shared.record_state(WorkerState::Backoff);
                     let wait = backoff.min(worker.interval());
                     backoff = (backoff * 2).min(worker.interval().max(FIRST_BACKOFF));
                     Some(wait)
@@ -384,6 +424,10 @@ mod tests {
         }
     }
 
+    fn test_scope() -> Scope {
+        Scope::new(crate::telemetry::Role::Api, "worker-tests")
+    }
+
     async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !check() {
@@ -395,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn a_busy_worker_runs_until_idle_then_waits_for_a_trigger() {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        let workers = Workers::new(tasks.clone(), shutdown.clone());
+        let workers = Workers::new(tasks.clone(), shutdown.clone(), test_scope());
         let steps = Arc::new(AtomicU64::new(0));
         let handle = workers.spawn(Counting { steps: steps.clone(), fail_every: 0, busy_until: 5 });
         eventually("five steps", || steps.load(Ordering::SeqCst) == 5).await;
@@ -414,7 +458,7 @@ mod tests {
     #[tokio::test]
     async fn a_paused_worker_runs_no_step_until_resumed() {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        let workers = Workers::new(tasks.clone(), shutdown.clone());
+        let workers = Workers::new(tasks.clone(), shutdown.clone(), test_scope());
         let steps = Arc::new(AtomicU64::new(0));
         let handle = workers.spawn(Counting { steps: steps.clone(), fail_every: 0, busy_until: u64::MAX });
         handle.pause();
@@ -430,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_step_is_counted_and_retried_after_a_backoff() {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        let workers = Workers::new(tasks.clone(), shutdown.clone());
+        let workers = Workers::new(tasks.clone(), shutdown.clone(), test_scope());
         let steps = Arc::new(AtomicU64::new(0));
         let handle = workers.spawn(Counting { steps: steps.clone(), fail_every: 2, busy_until: u64::MAX });
         eventually("a failure", || handle.status().errors == 1).await;

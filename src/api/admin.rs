@@ -29,6 +29,7 @@ use super::ApiError;
 use crate::maintenance::{gc, heal, Maintenance};
 use crate::meta::DEFAULT_BUCKET;
 use crate::object::ObjectService;
+use crate::telemetry::{self, HttpMetrics};
 
 /// What the admin routes work on.
 #[derive(Clone)]
@@ -48,6 +49,10 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/heal", post(heal_now))
         .route("/admin/repair/{*name}", post(repair))
         .route("/admin/workers/{worker}/{action}", post(worker_action))
+        .layer(axum::middleware::from_fn_with_state(
+            HttpMetrics::new(admin.service.telemetry_scope().clone()),
+            telemetry::track,
+        ))
         .with_state(Arc::new(admin))
 }
 

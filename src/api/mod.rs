@@ -9,6 +9,7 @@
 //! | `GET /versions/<name>[?after=N&limit=M]` | every version, oldest first, one JSON object per line |
 //! | `GET /locate/<name>` | where its shards are, asked on the bus |
 //! | `GET /healthz` | liveness and how many data servers are live |
+//! | `GET /metrics` | the process's metrics, Prometheus text ([`crate::telemetry`]) |
 //!
 //! Handlers parse the request, call [`ObjectService`], and map its errors to a
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
@@ -49,6 +50,7 @@ use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts};
 use crate::worker::Workers;
+use crate::telemetry::{self, HttpMetrics, Role, Scope};
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -186,9 +188,10 @@ pub async fn serve_with_ready(
     tasks.close();
     let _ = ready.send(());
     let object = config.object.clone();
-    let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone());
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let workers = Workers::new(TaskTracker::new(), shutdown.clone());
+    let scope = Scope::new(Role::Api, &addr);
+    let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone(), scope);
+    let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
     let routes = router(service.clone(), config.limits).merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
@@ -220,7 +223,9 @@ pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
         .route("/objects/{*name}", get(get_object).put(put_object.layer(uploads)).delete(delete_object))
         .route("/locate/{*name}", get(locate))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .layer(requests)
+        .layer(middleware::from_fn_with_state(HttpMetrics::new(service.telemetry_scope().clone()), telemetry::track))
         .with_state(Arc::new(service))
 }
 
@@ -461,6 +466,18 @@ async fn healthz(State(svc): Svc) -> Json<serde_json::Value> {
         "live_data_servers": svc.membership().live().len(),
         "repair": svc.repair_status(),
     }))
+}
+
+/// `GET /metrics`: the gauges read from this server's state, then the process's
+/// metrics (every server in it: see [`crate::telemetry`]).
+async fn metrics(State(svc): Svc) -> Response {
+    let scope = svc.telemetry_scope();
+    scope.gauge(telemetry::LIVE_DATA_SERVERS).set(svc.membership().live().len() as f64);
+    let repair = svc.repair_status();
+    scope.gauge(telemetry::REPAIR_QUEUE_DEPTH).set(repair.queued as f64);
+    scope.gauge(telemetry::REPAIR_RUNNING).set(repair.running as f64);
+    scope.counter(telemetry::REPAIR_FAILED).absolute(repair.failed);
+    telemetry::response()
 }
 
 /// The JSON description of one version.

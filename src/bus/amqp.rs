@@ -96,6 +96,8 @@ struct Inner {
     subscriptions: tokio::sync::Mutex<Vec<Subscription>>,
     /// Where reply-queue messages go; set by [`Transport::replies`].
     replies: ReplySlot,
+    /// Counts reconnections, once [`AmqpTransport::count_reconnects`] says on what.
+    reconnects: std::sync::OnceLock<metrics::Counter>,
 }
 
 type ReplySlot = Arc<Mutex<Option<mpsc::Sender<Delivery>>>>;
@@ -129,6 +131,13 @@ enum Sink {
 }
 
 impl AmqpTransport {
+    /// Counts every re-established connection on `reconnects` (the process's
+    /// server's [`BUS_RECONNECTS`](crate::telemetry::BUS_RECONNECTS)); the first
+    /// call wins.
+    pub fn count_reconnects(&self, reconnects: metrics::Counter) {
+        let _ = self.inner.reconnects.set(reconnects);
+    }
+
     /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`;
     /// user and password default to `guest`, the port to 5672, the vhost to `/`,
     /// which may be written `/%2f` or left out), declares the exchanges and the
@@ -148,6 +157,7 @@ impl AmqpTransport {
             live: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(Vec::new()),
             replies: Arc::new(Mutex::new(None)),
+            reconnects: std::sync::OnceLock::new(),
         });
         let session = inner.establish().await?;
         tracing::info!(broker = %inner.place, "connected to RabbitMQ");
@@ -373,6 +383,9 @@ async fn supervise(inner: Arc<Inner>, mut session: Session) {
             }
             match inner.establish().await {
                 Ok(session) => {
+                    if let Some(reconnects) = inner.reconnects.get() {
+                        reconnects.increment(1);
+                    }
                     tracing::info!(
                         broker = %inner.place, failed_attempts = failures,
                         "reconnected to RabbitMQ; exchanges, subscriptions and reply queue restored"

@@ -15,6 +15,7 @@
 //! | `GET /healthz` | liveness |
 //! | `GET /stats` | the volume store's figures (JSON): small shards, index bytes, volumes |
 //! | `POST /compact` | compact the volumes that are due now (JSON: what was done) |
+//! | `GET /metrics` | the process's metrics, Prometheus text ([`crate::telemetry`]) |
 //!
 //! A shard's identity is its hash, index, data length and redundancy policy.
 //! `X-Cairn-Policy: K+M` (optional everywhere, for curl and older clients; absent
@@ -60,6 +61,7 @@ use crate::bus::{Bus, Heartbeat, LocateReply};
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::{self, RangeRequest};
 use crate::server::{self, HttpTimeouts};
+use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use store::{ShardStore, StoreConfig, StoreError, StoredShard};
 
 /// Header naming the content hash a temp shard is committed under.
@@ -116,6 +118,10 @@ struct DataState {
     /// KiB of whole-shard bodies that may be held in memory at once (see
     /// [`BUFFER_BUDGET`]).
     buffered: Arc<tokio::sync::Semaphore>,
+    /// This server's metric labels.
+    scope: Scope,
+    /// Shards committed here ([`telemetry::SHARDS_WRITTEN`]).
+    shards_written: metrics::Counter,
 }
 
 /// Bytes of whole-shard bodies (`PUT /objects/<hash>.<shard>` of a known length up
@@ -138,7 +144,10 @@ pub async fn serve(
     let opened = tokio::task::spawn_blocking(move || ShardStore::open_with(&root, store_config))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    let store = opened.map_err(|source| DataServerError::Root { root: config.root.clone(), source })?;
+    let scope = Scope::new(Role::Data, &config.advertise);
+    let store = opened
+        .map_err(|source| DataServerError::Root { root: config.root.clone(), source })?
+        .counting_quarantines(scope.counter(telemetry::SHARDS_QUARANTINED));
     // Nothing is being written before we serve, so every temp shard is abandoned.
     match blocking(store.clone(), |s| s.clean_stale_temps(Duration::ZERO)).await {
         Ok(n) if n > 0 => tracing::info!(removed = n, "removed abandoned temp shards"),
@@ -156,13 +165,17 @@ pub async fn serve(
     tasks.close();
 
     let buffered = Arc::new(tokio::sync::Semaphore::new(BUFFER_BUDGET / 1024));
-    let state = Arc::new(DataState { store: store.clone(), buffered });
+    let shards_written = scope.counter(telemetry::SHARDS_WRITTEN);
+    let http_metrics = HttpMetrics::new(scope.clone());
+    let state = Arc::new(DataState { store: store.clone(), buffered, scope, shards_written });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
         .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats))
         .route("/compact", post(compact))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(http_metrics, telemetry::track))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
@@ -210,6 +223,25 @@ async fn stats(State(state): State<Arc<DataState>>) -> Response {
         Some(v) => axum::Json(v.stats()).into_response(),
         None => axum::Json(serde_json::json!({ "volumes": null })).into_response(),
     }
+}
+
+/// `GET /metrics`: the gauges read from this server's store (volume figures, free
+/// space), then the process's metrics (every server in it: see [`crate::telemetry`]).
+async fn metrics(State(state): State<Arc<DataState>>) -> Response {
+    let scope = &state.scope;
+    if let Some(v) = state.store.volumes() {
+        let stats = v.stats();
+        scope.gauge(telemetry::SHARDS_STORED).set(stats.shards as f64);
+        scope.gauge(telemetry::VOLUMES).set(stats.volumes.len() as f64);
+        scope.gauge(telemetry::VOLUME_BYTES).set(stats.volumes.iter().map(|v| v.size).sum::<u64>() as f64);
+        scope.gauge(telemetry::VOLUME_LIVE_BYTES).set(stats.volumes.iter().map(|v| v.live_bytes).sum::<u64>() as f64);
+        scope.counter(telemetry::VOLUME_SYNCS).absolute(stats.syncs);
+    }
+    match blocking(state.store.clone(), |s| s.free_bytes().map_err(StoreError::Io)).await {
+        Ok(free) => scope.gauge(telemetry::DISK_FREE_BYTES).set(free as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read free space for /metrics"),
+    }
+    telemetry::response()
 }
 
 /// `POST /compact`: compacts the volumes that are due, now.
@@ -403,7 +435,10 @@ async fn put_shard(
             Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
         };
         return match stored {
-            Ok(_) => written(known_len.unwrap_or_default()),
+            Ok(_) => {
+                state.shards_written.increment(1);
+                written(known_len.unwrap_or_default())
+            }
             Err(r) => r,
         };
     }
@@ -434,7 +469,10 @@ async fn put_shard(
         receive(&state.store, id, policy, body, Some((hash, shard))).await
     };
     match stored {
-        Ok(len) => written(len),
+        Ok(len) => {
+            state.shards_written.increment(1);
+            written(len)
+        }
         Err(r) => r,
     }
 }
@@ -539,7 +577,10 @@ async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>
         Err(r) => return r.into_response(),
     };
     match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len, policy)).await {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(_) => {
+            state.shards_written.increment(1);
+            StatusCode::OK.into_response()
+        }
         Err(e) => store_error(e),
     }
 }

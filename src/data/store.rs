@@ -245,6 +245,8 @@ pub struct ShardStore {
     /// The volume store for small shards, unless switched off.
     small: Option<VolumeStore>,
     small_max: u64,
+    /// Counts shards moved to `garbage/` ([`crate::telemetry::SHARDS_QUARANTINED`]).
+    quarantined: metrics::Counter,
 }
 
 impl ShardStore {
@@ -285,7 +287,20 @@ impl ShardStore {
             create_dir_if_missing(&*fs, &root.join(dir))?;
         }
         fs.sync_dir(root)?;
-        Ok(ShardStore { root: root.to_path_buf(), fs, durable_dirs: Arc::default(), small: None, small_max: 0 })
+        Ok(ShardStore {
+            root: root.to_path_buf(),
+            fs,
+            durable_dirs: Arc::default(),
+            small: None,
+            small_max: 0,
+            quarantined: metrics::Counter::noop(),
+        })
+    }
+
+    /// The store, counting every shard it moves to `garbage/` on `quarantined`
+    /// (a data server's [`SHARDS_QUARANTINED`](crate::telemetry::SHARDS_QUARANTINED)).
+    pub fn counting_quarantines(self, quarantined: metrics::Counter) -> ShardStore {
+        ShardStore { quarantined, ..self }
     }
 
     /// The volume store, when small shards go to volumes.
@@ -530,10 +545,14 @@ impl ShardStore {
             Some(volumes) => self.quarantine_record(volumes, hash, shard)?,
             None => false,
         };
-        match self.quarantine_file(hash, shard) {
+        let moved = match self.quarantine_file(hash, shard) {
             Err(StoreError::NoSuchShard { .. }) if in_volume => Ok(()),
             other => other,
+        };
+        if moved.is_ok() {
+            self.quarantined.increment(1);
         }
+        moved
     }
 
     /// Copies a volume record's raw bytes (checked or not) into `garbage/`, then

@@ -36,6 +36,7 @@ use crate::cluster;
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::object::ObjectService;
+use crate::telemetry;
 use crate::worker::{now_ms, Report, Step, StepError, Worker};
 
 /// Contents handled per step: each costs a locate and a purge per holder, so a step
@@ -145,7 +146,7 @@ impl Collector {
         for content in &page {
             self.finish(content).await?;
             self.counts.deleted += 1;
-            metrics::counter!("cairn_gc_contents_deleted_total").increment(1);
+            self.svc.telemetry_scope().counter(telemetry::GC_CONTENTS_DELETED).increment(1);
         }
         Ok(match page.last() {
             Some(last) if page.len() == BATCH => Phase::Resume { after: Some(last.hash) },
@@ -169,7 +170,7 @@ impl Collector {
             }
             self.finish(content).await?;
             self.counts.deleted += 1;
-            metrics::counter!("cairn_gc_contents_deleted_total").increment(1);
+            self.svc.telemetry_scope().counter(telemetry::GC_CONTENTS_DELETED).increment(1);
             tracing::debug!(hash = %content.hash, "collected content no version points at");
         }
         if let Some(last) = page.last().filter(|_| page.len() == BATCH) {
@@ -221,7 +222,7 @@ impl Collector {
             let purged = purged?;
             self.counts.shards_purged += purged;
             self.counts.orphans_deleted += purged;
-            metrics::counter!("cairn_gc_orphans_deleted_total").increment(purged);
+            self.svc.telemetry_scope().counter(telemetry::GC_ORPHANS_DELETED).increment(purged);
             tracing::info!(%hash, %addr, shards = purged, "deleted orphan shards");
         }
         match page.next {

@@ -23,6 +23,7 @@ use serde_json::json;
 use super::MaintenanceConfig;
 use crate::content::ContentHash;
 use crate::object::ObjectService;
+use crate::telemetry;
 use crate::worker::{now_ms, Progress, RateLimit, Report, Step, StepError, Worker};
 
 /// The lease's name in the metadata store.
@@ -194,7 +195,7 @@ impl Healer {
                 Ok(rebuilt) => {
                     job.done += 1;
                     self.counts.reprotected += 1;
-                    metrics::counter!("cairn_reprotect_contents_total").increment(1);
+                    self.svc.telemetry_scope().counter(telemetry::REPROTECT_CONTENTS).increment(1);
                     tracing::debug!(hash = %content.hash, ?rebuilt, "re-protected");
                 }
                 Err(e) => {

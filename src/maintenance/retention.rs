@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::MaintenanceConfig;
 use crate::object::ObjectService;
+use crate::telemetry;
 use crate::worker::{now_ms, Progress, Report, Step, StepError, Worker};
 
 /// Names pruned per step.
@@ -71,7 +72,7 @@ impl Worker for Retention {
         for (bucket, name) in &names {
             let removed = meta.prune(bucket, name, keep, cutoff).await?;
             if removed > 0 {
-                metrics::counter!("cairn_retention_versions_pruned_total").increment(removed);
+                self.svc.telemetry_scope().counter(telemetry::RETENTION_VERSIONS_PRUNED).increment(removed);
                 tracing::debug!(%bucket, %name, removed, "pruned versions");
             }
             self.pruned += removed;

@@ -25,6 +25,7 @@ use crate::cluster::{self, Membership};
 use crate::codec::CodecError;
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
 use crate::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use crate::telemetry::{self, Scope};
 use client::{DataClient, DataTimeouts};
 use hashing::HasherFailed;
 use uploads::{describe, ShardFailure};
@@ -140,19 +141,44 @@ pub struct ObjectService {
     /// Owns every background task of the object paths (repairs, write stragglers,
     /// clean-up of abandoned uploads).
     pub(crate) tasks: TaskTracker,
+    /// Its metric handles.
+    pub(crate) metrics: ObjectMetrics,
     shutdown: CancellationToken,
+}
+
+/// The object paths' metric handles, made once from the API server's [`Scope`].
+#[derive(Clone, Debug)]
+pub(crate) struct ObjectMetrics {
+    pub(crate) scope: Scope,
+    pub(crate) shards_written: metrics::Counter,
+    pub(crate) shards_repaired: metrics::Counter,
+    pub(crate) cache_hits: metrics::Counter,
+    pub(crate) cache_misses: metrics::Counter,
+}
+
+impl ObjectMetrics {
+    fn new(scope: Scope) -> ObjectMetrics {
+        ObjectMetrics {
+            shards_written: scope.counter(telemetry::SHARDS_WRITTEN),
+            shards_repaired: scope.counter(telemetry::SHARDS_REPAIRED),
+            cache_hits: scope.counter(telemetry::CACHE_HITS),
+            cache_misses: scope.counter(telemetry::CACHE_MISSES),
+            scope,
+        }
+    }
 }
 
 impl ObjectService {
     /// Wires the object paths to their collaborators and starts the repair worker;
     /// background work stops when `shutdown` is cancelled ([`ObjectService::stopped`]
-    /// waits for it).
+    /// waits for it). Metrics are recorded under `scope` (the API server's labels).
     pub fn new(
         meta: Arc<dyn MetaStore>,
         bus: Bus,
         membership: Membership,
         config: ObjectConfig,
         shutdown: CancellationToken,
+        scope: Scope,
     ) -> Self {
         let cache = Arc::new(cache::ContentCache::new(config.cache_bytes));
         let client = DataClient::new(config.data_timeouts);
@@ -165,6 +191,7 @@ impl ObjectService {
             cache,
             repairs: repair::RepairQueue::default(),
             tasks: TaskTracker::new(),
+            metrics: ObjectMetrics::new(scope),
             shutdown,
         };
         svc.tasks.spawn(repair::run_worker(svc.clone()));
@@ -184,6 +211,11 @@ impl ObjectService {
     /// How the repair worker is doing.
     pub fn repair_status(&self) -> repair::RepairStatus {
         self.repairs.status()
+    }
+
+    /// The labels its metrics are recorded under.
+    pub fn telemetry_scope(&self) -> &Scope {
+        &self.metrics.scope
     }
 
     /// The cluster view this service writes by.

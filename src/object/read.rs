@@ -317,7 +317,12 @@ impl ObjectService {
         if range.is_empty() {
             return Ok(ObjectStream::new(rx));
         }
-        if let Some(data) = self.cache.get(&content.hash) {
+        let cached = self.cache.get(&content.hash);
+        if self.cache.wants(content.size) {
+            let counter = if cached.is_some() { &self.metrics.cache_hits } else { &self.metrics.cache_misses };
+            counter.increment(1);
+        }
+        if let Some(data) = cached {
             let part = data.slice(range.start as usize..range.end as usize);
             let _ = tx.try_send(Ok(part));
             return Ok(ObjectStream::new(rx));

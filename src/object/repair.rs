@@ -333,6 +333,7 @@ impl ObjectService {
             tracing::warn!(%failure, "rebuilt shard not stored");
         }
         let rebuilt: Vec<ShardIndex> = stored.placement.keys().copied().collect();
+        self.metrics.shards_repaired.increment(rebuilt.len() as u64);
         placement.extend(stored.placement);
         self.meta.set_placement(&content.hash, &placement).await?;
         Ok(rebuilt)

@@ -103,6 +103,7 @@ impl ObjectService {
         }
         let shard_len = Layout::new(policy, size).shard_len();
         let stored = uploads.finish(hash, shard_len, policy.write_quorum()).await;
+        self.metrics.shards_written.increment(stored.placement.len() as u64);
         self.record(
             bucket,
             name,
@@ -180,6 +181,7 @@ impl ObjectService {
         while stored.placement.len() < quorum {
             match writes.next().await {
                 Some(Ok((shard, addr, Ok(())))) => {
+                    self.metrics.shards_written.increment(1);
                     ended.insert(shard);
                     stored.placement.insert(shard, addr);
                 }
@@ -199,7 +201,9 @@ impl ObjectService {
             self.tasks.spawn(async move {
                 let mut all_stored = true;
                 while let Some(done) = writes.next().await {
-                    if !matches!(done, Ok((_, _, Ok(())))) {
+                    if matches!(done, Ok((_, _, Ok(())))) {
+                        svc.metrics.shards_written.increment(1);
+                    } else {
                         all_stored = false;
                     }
                 }

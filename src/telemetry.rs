@@ -1,0 +1,566 @@
+//! The operator's view: counters, gauges and histograms recorded where things
+//! happen, rendered in the Prometheus text format by every server's `GET /metrics`.
+//!
+//! This room sits beside [`server`](crate::server) at the HTTP edge and below
+//! everything that records: [`api`](crate::api), [`data`](crate::data),
+//! [`object`](crate::object) and [`bus`](crate::bus) record through the `metrics`
+//! facade by the names defined here ([`SHARDS_WRITTEN`], …), and nothing here
+//! knows their types. The recorder is `metrics-exporter-prometheus`'s, installed
+//! once per process ([`install`], idempotent) with no HTTP listener of its own: our
+//! axum servers serve [`render`]'s text.
+//!
+//! Every series carries two labels, `role` (`api` or `data`) and `server` (the
+//! server's listen address for an API server, its advertised address for a data
+//! server), held by a [`Scope`]. The recorder is process-wide, so where several
+//! servers share a process (`cairn dev`, the tests' in-process clusters) `/metrics`
+//! on any of them shows the whole process, every server's series told apart by
+//! these labels; a production process runs one server and shows only its own.
+//!
+//! [`track`] is the HTTP middleware both routers use: requests by route template
+//! (axum's `MatchedPath`, `unmatched` for the rest, so label values stay bounded),
+//! their latency until the response body is done, and body bytes counted frame by
+//! frame as they flow (bodies are wrapped, never buffered).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::body::{Frame, SizeHint};
+use metrics::{Counter, Gauge, Histogram, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// --- HTTP (both roles), recorded by [`track`] ---
+
+/// Counter: requests answered, labels `route`, `method`, `status`.
+pub const HTTP_REQUESTS: &str = "cairn_http_requests_total";
+/// Histogram (seconds): from a request's arrival until its response body is done
+/// (or abandoned), labels `route`, `method`.
+pub const HTTP_REQUEST_DURATION: &str = "cairn_http_request_duration_seconds";
+/// Counter: request body bytes received, as they arrive; labels `route`, `method`.
+pub const HTTP_REQUEST_BODY_BYTES: &str = "cairn_http_request_body_bytes_total";
+/// Counter: response body bytes handed to the connection, as they flow; labels
+/// `route`, `method`.
+pub const HTTP_RESPONSE_BODY_BYTES: &str = "cairn_http_response_body_bytes_total";
+
+// --- API servers ---
+
+/// Gauge: data servers this API server sees live (heartbeats), updated on scrape.
+pub const LIVE_DATA_SERVERS: &str = "cairn_live_data_servers";
+/// Counter: shards written for clients' PUTs (API: acknowledged by a data server
+/// and committed) and, on a data server, shards committed there (every writer).
+pub const SHARDS_WRITTEN: &str = "cairn_shards_written_total";
+/// Counter: shards rebuilt and stored by the repair worker.
+pub const SHARDS_REPAIRED: &str = "cairn_shards_repaired_total";
+/// Gauge: contents waiting for repair, updated on scrape.
+pub const REPAIR_QUEUE_DEPTH: &str = "cairn_repair_queue_depth";
+/// Gauge: repairs running now, updated on scrape.
+pub const REPAIR_RUNNING: &str = "cairn_repair_running";
+/// Counter: repairs that failed.
+pub const REPAIR_FAILED: &str = "cairn_repair_failed_total";
+/// Counter: times the RabbitMQ connection was re-established after a loss.
+pub const BUS_RECONNECTS: &str = "cairn_bus_reconnects_total";
+/// Counter: small-object reads answered from the cache.
+pub const CACHE_HITS: &str = "cairn_cache_hits_total";
+/// Counter: small-object reads the cache could have answered but did not hold.
+pub const CACHE_MISSES: &str = "cairn_cache_misses_total";
+
+// --- data servers ---
+
+/// Gauge: small shards stored as volume records, updated on scrape (shard files
+/// are not counted: that would walk the disk).
+pub const SHARDS_STORED: &str = "cairn_shards_stored";
+/// Gauge: volumes (sealed and active), updated on scrape.
+pub const VOLUMES: &str = "cairn_volumes";
+/// Gauge: bytes in volume files, updated on scrape.
+pub const VOLUME_BYTES: &str = "cairn_volume_bytes";
+/// Gauge: bytes of live records in volumes, updated on scrape.
+pub const VOLUME_LIVE_BYTES: &str = "cairn_volume_live_bytes";
+/// Counter: `fdatasync` batches of the volume store since it opened.
+pub const VOLUME_SYNCS: &str = "cairn_volume_syncs_total";
+/// Gauge: free bytes on the storage root's file system, updated on scrape.
+pub const DISK_FREE_BYTES: &str = "cairn_disk_free_bytes";
+/// Counter: shards moved to `garbage/` (corrupt, or on an API server's request).
+pub const SHARDS_QUARANTINED: &str = "cairn_shards_quarantined_total";
+
+// --- background workers (recorded by the scrub, GC and worker code) ---
+
+/// Counter: shards the scrubber verified.
+pub const SCRUB_SHARDS: &str = "cairn_scrub_shards_total";
+/// Counter: bytes the scrubber read and verified.
+pub const SCRUB_BYTES: &str = "cairn_scrub_bytes_total";
+/// Counter: shards the scrubber found corrupt.
+pub const SCRUB_CORRUPT: &str = "cairn_scrub_corrupt_total";
+/// Gauge (0..1): how far the current scrub pass is.
+pub const SCRUB_PASS_PROGRESS: &str = "cairn_scrub_pass_progress_ratio";
+/// Counter: shards deleted for good (garbage collection, orphans).
+pub const SHARDS_PURGED: &str = "cairn_shards_purged_total";
+/// Counter: content rows the collector deleted (with their shards).
+pub const GC_CONTENTS_DELETED: &str = "cairn_gc_contents_deleted_total";
+/// Counter: orphan contents (shards with no content row) the collector deleted.
+pub const GC_ORPHANS_DELETED: &str = "cairn_gc_orphans_deleted_total";
+/// Counter: versions removed by retention.
+pub const RETENTION_VERSIONS_PRUNED: &str = "cairn_retention_versions_pruned_total";
+/// Counter: contents re-protected after a data server was lost.
+pub const REPROTECT_CONTENTS: &str = "cairn_reprotect_contents_total";
+/// Gauge: work waiting for a worker, label [`WORKER_LABEL`].
+pub const WORKER_QUEUE_DEPTH: &str = "cairn_worker_queue_depth";
+/// Gauge: 1 for a worker's current state, 0 for the others; labels
+/// [`WORKER_LABEL`] and [`STATE_LABEL`].
+pub const WORKER_STATE: &str = "cairn_worker_state";
+/// Counter: steps a worker completed, label [`WORKER_LABEL`].
+pub const WORKER_STEPS: &str = "cairn_worker_steps_total";
+/// Counter: steps a worker failed, label [`WORKER_LABEL`].
+pub const WORKER_ERRORS: &str = "cairn_worker_errors_total";
+
+/// The label naming a worker (`gc`, `retention`, `scrub`, …).
+pub const WORKER_LABEL: &str = "worker";
+/// The label naming a worker's state.
+pub const STATE_LABEL: &str = "state";
+
+/// Upper bounds (seconds) of the latency histograms' buckets: 100 µs to 10 s, a
+/// 1-2.5-5 ladder, so a cached 4 KiB GET and a 64 MiB PUT both land mid-range.
+pub const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The route label of a request no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder unless it is installed, and returns its
+/// handle. Safe to call from any number of servers and threads: the first call
+/// installs, every call returns the same handle. If another recorder was set
+/// first (not ours), nothing is recorded here and `/metrics` shows nothing.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), &LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if let Err(e) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+/// The process's metrics in the Prometheus text format (installing the recorder
+/// if nothing has yet).
+pub fn render() -> String {
+    install().render()
+}
+
+/// The `GET /metrics` answer: [`render`] with [`CONTENT_TYPE`].
+pub fn response() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], render()).into_response()
+}
+
+/// The `# HELP` lines.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "HTTP request time until the response body is done");
+    describe_counter!(HTTP_REQUEST_BODY_BYTES, Unit::Bytes, "HTTP request body bytes received");
+    describe_counter!(HTTP_RESPONSE_BODY_BYTES, Unit::Bytes, "HTTP response body bytes sent");
+    describe_gauge!(LIVE_DATA_SERVERS, "data servers seen live by heartbeat");
+    describe_counter!(SHARDS_WRITTEN, "shards written (API: for PUTs; data: committed here)");
+    describe_counter!(SHARDS_REPAIRED, "shards rebuilt by the repair worker");
+    describe_gauge!(REPAIR_QUEUE_DEPTH, "contents waiting for repair");
+    describe_gauge!(REPAIR_RUNNING, "repairs running");
+    describe_counter!(REPAIR_FAILED, "repairs that failed");
+    describe_counter!(BUS_RECONNECTS, "RabbitMQ reconnections after a lost connection");
+    describe_counter!(CACHE_HITS, "small-object reads answered from the cache");
+    describe_counter!(CACHE_MISSES, "small-object reads not in the cache");
+    describe_gauge!(SHARDS_STORED, "small shards stored in volumes");
+    describe_gauge!(VOLUMES, "volumes");
+    describe_gauge!(VOLUME_BYTES, Unit::Bytes, "bytes in volume files");
+    describe_gauge!(VOLUME_LIVE_BYTES, Unit::Bytes, "bytes of live volume records");
+    describe_counter!(VOLUME_SYNCS, "volume store fdatasync batches");
+    describe_gauge!(DISK_FREE_BYTES, Unit::Bytes, "free bytes on the storage root's file system");
+    describe_counter!(SHARDS_QUARANTINED, "shards moved to garbage/");
+    describe_counter!(SCRUB_SHARDS, "shards verified by the scrubber");
+    describe_counter!(SCRUB_BYTES, Unit::Bytes, "bytes verified by the scrubber");
+    describe_counter!(SCRUB_CORRUPT, "corrupt shards found by the scrubber");
+    describe_gauge!(SCRUB_PASS_PROGRESS, "progress of the current scrub pass (0..1)");
+    describe_counter!(SHARDS_PURGED, "shards deleted for good");
+    describe_counter!(GC_CONTENTS_DELETED, "contents deleted by the collector");
+    describe_counter!(GC_ORPHANS_DELETED, "orphan contents deleted by the collector");
+    describe_counter!(RETENTION_VERSIONS_PRUNED, "versions removed by retention");
+    describe_counter!(REPROTECT_CONTENTS, "contents re-protected after a server loss");
+    describe_gauge!(WORKER_QUEUE_DEPTH, "work waiting for a worker");
+    describe_gauge!(WORKER_STATE, "1 for a worker's current state");
+    describe_counter!(WORKER_STEPS, "worker steps completed");
+    describe_counter!(WORKER_ERRORS, "worker steps failed");
+}
+
+/// Which tier a server belongs to: the `role` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An API server.
+    Api,
+    /// A data server.
+    Data,
+}
+
+impl Role {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Data => "data",
+        }
+    }
+}
+
+/// One server's labels (`role`, `server`), from which its metric handles are made.
+/// Cheap to clone; making a handle installs the recorder first, so handles made
+/// early (at start) are live. Keep the handles: recording through a kept handle is
+/// an atomic add, making one looks the series up.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    role: Role,
+    server: SharedString,
+}
+
+impl Scope {
+    /// The labels of the server `server` (its listen or advertised address) in `role`.
+    pub fn new(role: Role, server: &str) -> Scope {
+        install();
+        Scope { role, server: SharedString::from(Arc::<str>::from(server)) }
+    }
+
+    /// The `role` label.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The `server` label.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The counter `name` of this server.
+    pub fn counter(&self, name: &'static str) -> Counter {
+        metrics::counter!(name, "role" => self.role.as_str(), "server" => self.server.clone())
+    }
+
+    /// The gauge `name` of this server.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        metrics::gauge!(name, "role" => self.role.as_str(), "server" => self.server.clone())
+    }
+
+    /// The histogram `name` of this server.
+    pub fn histogram(&self, name: &'static str) -> Histogram {
+        metrics::histogram!(name, "role" => self.role.as_str(), "server" => self.server.clone())
+    }
+
+    /// The counter `name` of this server with one more label (a worker's name).
+    pub fn counter_with(&self, name: &'static str, key: &'static str, value: impl Into<SharedString>) -> Counter {
+        metrics::counter!(name, "role" => self.role.as_str(), "server" => self.server.clone(), key => value.into())
+    }
+
+    /// The gauge `name` of this server with one more label (a worker's name).
+    pub fn gauge_with(&self, name: &'static str, key: &'static str, value: impl Into<SharedString>) -> Gauge {
+        metrics::gauge!(name, "role" => self.role.as_str(), "server" => self.server.clone(), key => value.into())
+    }
+}
+
+/// Histogram samples wait in the recorder until drained (at every render): a
+/// process nobody scrapes would grow without bound, so requests drain them at most
+/// this often (milliseconds since [`process_start`]).
+const UPKEEP_EVERY_MS: u64 = 5_000;
+
+static LAST_UPKEEP_MS: AtomicU64 = AtomicU64::new(0);
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Drains histogram samples when the last drain is [`UPKEEP_EVERY_MS`] old: one
+/// request in five seconds pays for it, with no task to own.
+fn upkeep_if_due(now: Instant) {
+    let now_ms = now.saturating_duration_since(process_start()).as_millis() as u64;
+    let last = LAST_UPKEEP_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) >= UPKEEP_EVERY_MS
+        && LAST_UPKEEP_MS.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        install().run_upkeep();
+    }
+}
+
+/// The HTTP middleware's state: the server's [`Scope`] and the handles of each
+/// (route, method) seen, so a request costs a map lookup and atomic adds, not a
+/// series lookup with five labels built. The map is bounded by the routes (every
+/// route template and [`UNMATCHED`]) times the methods (unknown ones are `other`).
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    inner: Arc<HttpInner>,
+}
+
+#[derive(Debug)]
+struct HttpInner {
+    scope: Scope,
+    /// By route template.
+    routes: RwLock<HashMap<Box<str>, ByMethod>>,
+}
+
+/// One route's handles by method label.
+type ByMethod = Vec<(&'static str, Arc<RouteMetrics>)>;
+
+/// The handles of one (route, method).
+#[derive(Debug)]
+struct RouteMetrics {
+    scope: Scope,
+    route: SharedString,
+    method: &'static str,
+    duration: Histogram,
+    body_in: Counter,
+    body_out: Counter,
+    /// Requests by status (a handful per route).
+    statuses: RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    fn requests(&self, status: u16) -> Counter {
+        let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
+            return c.clone();
+        }
+        drop(statuses);
+        let mut statuses = self.statuses.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
+            return c.clone();
+        }
+        let s = &self.scope;
+        let counter = metrics::counter!(HTTP_REQUESTS,
+            "role" => s.role.as_str(), "server" => s.server.clone(),
+            "route" => self.route.clone(), "method" => self.method, "status" => status.to_string());
+        statuses.push((status, counter.clone()));
+        counter
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else `other`, so a
+/// client cannot mint series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+impl HttpMetrics {
+    /// The middleware state of the server `scope` names.
+    pub fn new(scope: Scope) -> HttpMetrics {
+        HttpMetrics { inner: Arc::new(HttpInner { scope, routes: RwLock::default() }) }
+    }
+
+    fn route(&self, route: &str, method: &'static str) -> Arc<RouteMetrics> {
+        let routes = self.inner.routes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = routes.get(route).and_then(|ms| ms.iter().find(|(m, _)| *m == method)) {
+            return m.1.clone();
+        }
+        drop(routes);
+        let mut routes = self.inner.routes.write().unwrap_or_else(|e| e.into_inner());
+        let methods = routes.entry(route.into()).or_default();
+        if let Some((_, m)) = methods.iter().find(|(m, _)| *m == method) {
+            return m.clone();
+        }
+        let s = &self.inner.scope;
+        let route_label = SharedString::from(Arc::<str>::from(route));
+        let (role, server, r) = (s.role.as_str(), s.server.clone(), route_label.clone());
+        let duration = metrics::histogram!(HTTP_REQUEST_DURATION,
+            "role" => role, "server" => server.clone(), "route" => r.clone(), "method" => method);
+        let body_in = metrics::counter!(HTTP_REQUEST_BODY_BYTES,
+            "role" => role, "server" => server.clone(), "route" => r.clone(), "method" => method);
+        let body_out = metrics::counter!(HTTP_RESPONSE_BODY_BYTES,
+            "role" => role, "server" => server, "route" => r, "method" => method);
+        let m = Arc::new(RouteMetrics {
+            scope: s.clone(),
+            route: route_label,
+            method,
+            duration,
+            body_in,
+            body_out,
+            statuses: RwLock::default(),
+        });
+        methods.push((method, m.clone()));
+        m
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state(HttpMetrics, track)`,
+/// added with `Router::layer` after the routes, so the matched route is known):
+/// counts the request by route, method and status once its response head is
+/// ready, counts body bytes in both directions as frames pass, and times the
+/// request until its response body ends or is dropped.
+pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = method_label(request.method());
+    let route = metrics.route(request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()), method);
+    let request = request.map(|body| Body::new(CountedBody { inner: body, bytes: route.body_in.clone() }));
+    let response = next.run(request).await;
+    route.requests(response.status().as_u16()).increment(1);
+    let bytes = route.body_out.clone();
+    response
+        .map(|body| Body::new(TimedBody { inner: CountedBody { inner: body, bytes }, timing: Some((start, route)) }))
+}
+
+/// A body that adds the length of each data frame to a counter as it passes.
+struct CountedBody {
+    inner: Body,
+    bytes: Counter,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes.increment(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that records the request's duration when it is dropped: after
+/// its last frame, or when the connection gives up on it.
+struct TimedBody {
+    inner: CountedBody,
+    timing: Option<(Instant, Arc<RouteMetrics>)>,
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if let Some((start, route)) = self.timing.take() {
+            let now = Instant::now();
+            route.duration.record(now.saturating_duration_since(start).as_secs_f64());
+            upkeep_if_due(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::put;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// The sample lines of `text` that mention every one of `needles`.
+    fn lines_with<'a>(text: &'a str, needles: &[&str]) -> Vec<&'a str> {
+        text.lines().filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n))).collect()
+    }
+
+    #[test]
+    fn install_is_idempotent_and_scopes_label_their_series() {
+        let first: *const PrometheusHandle = install();
+        assert!(std::ptr::eq(first, install()));
+        let scope = Scope::new(Role::Data, "127.0.0.1:1");
+        scope.counter(SHARDS_QUARANTINED).increment(3);
+        scope.gauge_with(WORKER_QUEUE_DEPTH, WORKER_LABEL, "scrub").set(7.0);
+        let text = render();
+        let found = lines_with(&text, &[SHARDS_QUARANTINED, "role=\"data\"", "server=\"127.0.0.1:1\""]);
+        assert_eq!(found.len(), 1, "{text}");
+        assert!(found[0].ends_with(" 3"), "{}", found[0]);
+        let found = lines_with(&text, &[WORKER_QUEUE_DEPTH, "worker=\"scrub\"", "server=\"127.0.0.1:1\""]);
+        assert_eq!(found.len(), 1, "{text}");
+        assert!(found[0].ends_with(" 7"), "{}", found[0]);
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[tokio::test]
+    async fn the_middleware_counts_by_route_template_and_body_bytes() {
+        let server = "127.0.0.1:2";
+        let app = Router::new()
+            .route("/things/{id}", put(|body: Bytes| async move { format!("got {}", body.len()) }))
+            .layer(axum::middleware::from_fn_with_state(HttpMetrics::new(Scope::new(Role::Api, server)), track));
+        for id in ["a", "b"] {
+            let request = Request::put(format!("/things/{id}")).body(Body::from(vec![7u8; 1000])).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            assert_eq!(&body[..], b"got 1000");
+        }
+        let request = Request::get("/nowhere/at/all").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 404);
+
+        let text = render();
+        let srv = format!("server=\"{server}\"");
+        let route = "route=\"/things/{id}\"";
+        let count = lines_with(&text, &[HTTP_REQUESTS, &srv, route, "method=\"PUT\"", "status=\"200\""]);
+        assert_eq!(
+            count,
+            vec![format!("{HTTP_REQUESTS}{{role=\"api\",{srv},{route},method=\"PUT\",status=\"200\"}} 2")]
+        );
+        assert!(!text.contains("/things/a"), "raw paths never become labels");
+        let missing = lines_with(&text, &[HTTP_REQUESTS, &srv, "route=\"unmatched\"", "status=\"404\""]);
+        assert_eq!(missing.len(), 1, "{text}");
+        let bytes_in = lines_with(&text, &[HTTP_REQUEST_BODY_BYTES, &srv, route]);
+        assert_eq!(bytes_in.len(), 1, "{text}");
+        assert!(bytes_in[0].ends_with(" 2000"), "{}", bytes_in[0]);
+        let bytes_out = lines_with(&text, &[HTTP_RESPONSE_BODY_BYTES, &srv, route]);
+        assert!(bytes_out[0].ends_with(" 16"), "{}", bytes_out[0]);
+        let timed = lines_with(&text, &[HTTP_REQUEST_DURATION, "_count", &srv, route]);
+        assert_eq!(timed.len(), 1, "{text}");
+        assert!(timed[0].ends_with(" 2"), "{}", timed[0]);
+        let buckets = lines_with(&text, &[HTTP_REQUEST_DURATION, "_bucket", &srv, route]);
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len() + 1, "every bucket and +Inf");
+    }
+}
