@@ -78,6 +78,10 @@ pub struct DevConfig {
     /// Data servers' group-commit delay per waiting writer
     /// ([`VolumeConfig::commit_delay`]).
     pub commit_delay: Duration,
+    /// Bytes per second each data server's scrubber reads at most (0: unlimited).
+    pub scrub_rate: u64,
+    /// How long after a finished scrub pass the next starts (zero: only on request).
+    pub scrub_interval: Duration,
 }
 
 impl DevConfig {
@@ -106,6 +110,8 @@ impl DevConfig {
             volume_size: VolumeConfig::default().volume_size,
             compact_interval: Duration::from_secs(60),
             commit_delay: VolumeConfig::default().commit_delay,
+            scrub_rate: crate::data::scrub::DEFAULT_SCRUB_RATE,
+            scrub_interval: crate::data::scrub::DEFAULT_SCRUB_INTERVAL,
         }
     }
 }
@@ -246,6 +252,9 @@ impl DevCluster {
                     },
                 },
                 compact_interval: config.compact_interval,
+                scrub_rate: config.scrub_rate,
+                scrub_interval: config.scrub_interval,
+                garbage_ttl: crate::data::DEFAULT_GARBAGE_TTL,
             };
             let token = stop.clone();
             tasks.spawn(async move {
