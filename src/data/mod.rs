@@ -41,6 +41,8 @@
 #[cfg(test)]
 mod crash;
 pub mod fs;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod scrub;
 pub mod shardfile;
 pub mod store;
