@@ -4,7 +4,9 @@
 //! ```text
 //! ROOT/objects/ab/cd/<sha256-hex>.<shard>   committed shards (fan-out dirs, like git)
 //! ROOT/temp/<uuid>                          shards being written
-//! ROOT/garbage/                             corrupt, replaced or deleted shards, for an operator
+//! ROOT/garbage/                             corrupt, replaced or quarantined shards, for an operator
+//!                                           (removed after --garbage-ttl; purged shards never land here)
+//! ROOT/scrub.json                           the scrubber's pass state (see super::scrub)
 //! ```
 //! A temp shard is written and fsynced by [`ShardWriter`]; commit renames it into
 //! place and fsyncs the directory, so a crash leaves either no shard or a whole one.
@@ -767,7 +769,7 @@ impl ShardStore {
         &self,
         after: Option<(ContentHash, ShardIndex)>,
         limit: usize,
-    ) -> Result<(Vec<ListedShard>, Option<(ContentHash, ShardIndex)>), StoreError> {
+    ) -> Result<(Vec<ListedShard>, Option<ShardName>), StoreError> {
         let names = self.names_after(after, limit)?;
         let next = (names.len() >= limit).then(|| names.last().map(|n| (n.hash, n.shard))).flatten();
         let now = SystemTime::now();
@@ -902,6 +904,9 @@ impl ShardStore {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }
+
+/// A shard's name: its content hash and index.
+pub type ShardName = (ContentHash, ShardIndex);
 
 /// Where a listed shard lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
