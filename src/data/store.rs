@@ -1296,6 +1296,60 @@ mod tests {
     }
 
     #[test]
+    fn names_come_in_hash_shard_order_across_both_homes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mixed_store(dir.path());
+        let mut hashes: Vec<ContentHash> = (0..6u8).map(|i| ContentHash::of(&[i])).collect();
+        hashes.sort();
+        let mut want = Vec::new();
+        for (i, h) in hashes.iter().enumerate() {
+            // Records (small) and files (large, one with an index no record can have).
+            let (shard, data): (ShardIndex, &[u8]) =
+                if i % 2 == 0 { (5, b"tiny") } else { (300, b"a shard longer than sixteen bytes") };
+            let id = write_temp(&store, data);
+            store.commit(id, h, shard, data.len() as u64, None).unwrap();
+            want.push((*h, shard, shard == 5));
+            let id = write_temp(&store, b"more than sixteen bytes here");
+            store.commit(id, h, 7, 28, None).unwrap();
+            want.push((*h, 7, false));
+        }
+        want.sort_by_key(|&(h, s, _)| (h, s));
+        let all: Vec<_> = store
+            .names_after(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.hash, n.shard, matches!(n.home, Home::Record(_))))
+            .collect();
+        assert_eq!(all, want);
+        // Paging from every name gives the rest, whatever home the cursor was in.
+        for (at, (h, s, _)) in want.iter().enumerate() {
+            let rest: Vec<_> =
+                store.names_after(Some((*h, *s)), 3).unwrap().into_iter().map(|n| (n.hash, n.shard)).collect();
+            let expected: Vec<_> = want[at + 1..].iter().take(3).map(|&(h, s, _)| (h, s)).collect();
+            assert_eq!(rest, expected, "after {h}.{s}");
+        }
+    }
+
+    #[test]
+    fn garbage_names_carry_what_and_when_and_old_ones_go() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"g");
+        let id = write_temp(&store, b"g");
+        store.commit(id, &hash, 3, 1, None).unwrap();
+        let before = SystemTime::now() - Duration::from_secs(1);
+        store.quarantine(&hash, 3).unwrap();
+        let listed = store.garbage_since(before).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0, listed[0].1), (hash, 3));
+        assert!(store.garbage_since(SystemTime::now() + Duration::from_secs(60)).unwrap().is_empty());
+        assert_eq!(parse_garbage_name("nothex.1.2.3"), None);
+        assert_eq!(store.clean_garbage(Duration::from_secs(3600)).unwrap(), 0, "young entries stay");
+        assert_eq!(store.clean_garbage(Duration::ZERO).unwrap(), 1);
+        assert_eq!(garbage_count(&store), 0);
+        assert!(matches!(store.purge(&hash, 3), Err(StoreError::NoSuchShard { .. })));
+    }
+
+    #[test]
     fn identity_checks_compare_what_both_sides_know() {
         let (_dir, store) = store();
         let hash = ContentHash::of(b"id");
