@@ -390,3 +390,40 @@ async fn old_garbage_is_removed_by_the_cleaning_loop() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_server_resumes_its_pass_from_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let rate = 256 * 1024;
+    let t = start_on(dir.path(), |c| c.scrub_rate = rate).await;
+    for i in 0..24 {
+        t.put(&hash(i), 0, vec![i as u8; 64 * 1024]).await;
+    }
+    t.post("/scrub").await;
+    // Past the first state write (every 2 s), well before the end (about 6 s).
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let mid = t.json("/scrub").await;
+    assert_eq!(mid["running"], true, "{mid}");
+    t.shutdown().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(dir.path().join("scrub.json")).unwrap()).unwrap();
+    assert_eq!(saved["running"], true, "{saved}");
+    assert!(saved["cursor"].is_string() && saved["shards_done"].as_u64() > Some(0), "{saved}");
+
+    // No request and no interval: only the saved pass can run, and it finishes
+    // with every shard counted once.
+    let t = start_on(dir.path(), |c| c.scrub_rate = 0).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = t.json("/scrub").await;
+        if s["running"] == false {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the resumed pass never finishes: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(s["pass"], 1, "resumed, not a new pass: {s}");
+    assert_eq!(s["shards_done"], 24, "{s}");
+    assert_eq!(s["bytes_done"], 24 * 64 * 1024, "{s}");
+    assert!(s["last_pass_finished_ms"].is_i64(), "{s}");
+    t.shutdown().await;
+}

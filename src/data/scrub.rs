@@ -53,7 +53,8 @@ use crate::worker::{now_ms, Progress, RateLimit, Report, Step, StepError, Worker
 /// 96 MiB/s of scrubbing in all; ~1.5 GB of shards, page-cached), 4 KiB GETs at
 /// concurrency 4 with the API cache off: p99 883 µs paused vs 1122 µs scrubbing,
 /// and 952 vs 1074 µs in an interleaved rerun, within the 748–1113 µs spread of
-/// paused runs on that shared machine; throughput 5–15 % lower while scrubbing.
+/// paused runs on that shared machine; throughput 11–16 % lower while scrubbing
+/// (at 4 MiB/s: p99 748 vs 1133 µs, so the cost is not proportional to the rate).
 /// One data server per disk sees a sixth of that load.
 pub const DEFAULT_SCRUB_RATE: u64 = 16 << 20;
 /// Default `--scrub-interval`: a pass a week.
