@@ -82,6 +82,10 @@ pub struct DevConfig {
     /// The API server's lifecycle workers (its `holder` is filled in with the
     /// API server's address when empty, its heartbeat expiry from this config).
     pub maintenance: MaintenanceConfig,
+    /// Bytes per second each data server's scrubber reads at most (0: unlimited).
+    pub scrub_rate: u64,
+    /// How long after a finished scrub pass the next starts (zero: only on request).
+    pub scrub_interval: Duration,
 }
 
 impl DevConfig {
@@ -111,6 +115,8 @@ impl DevConfig {
             compact_interval: Duration::from_secs(60),
             commit_delay: VolumeConfig::default().commit_delay,
             maintenance: MaintenanceConfig::new(String::new()),
+            scrub_rate: crate::data::scrub::DEFAULT_SCRUB_RATE,
+            scrub_interval: crate::data::scrub::DEFAULT_SCRUB_INTERVAL,
         }
     }
 }
@@ -260,6 +266,9 @@ impl DevCluster {
                     },
                 },
                 compact_interval: config.compact_interval,
+                scrub_rate: config.scrub_rate,
+                scrub_interval: config.scrub_interval,
+                garbage_ttl: crate::data::DEFAULT_GARBAGE_TTL,
             };
             let token = stop.clone();
             tasks.spawn(async move {

@@ -74,6 +74,9 @@ struct DataArgs {
     /// Remove temp shards untouched for this long.
     #[arg(long, env = "CAIRN_TEMP_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     temp_ttl: Duration,
+    /// Remove garbage/ entries (quarantined or replaced shards) older than this.
+    #[arg(long, env = "CAIRN_GARBAGE_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+    garbage_ttl: Duration,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -163,6 +166,12 @@ struct StorageArgs {
     /// fsync. 0 writes each batch at once.
     #[arg(long, env = "CAIRN_COMMIT_DELAY", default_value = "1ms", value_parser = humantime::parse_duration)]
     commit_delay: Duration,
+    /// The scrubber reads and verifies at most this many bytes per second (0: unlimited).
+    #[arg(long, env = "CAIRN_SCRUB_RATE", default_value = "16MiB")]
+    scrub_rate: ByteSize,
+    /// A scrub pass starts this long after the last one finished; 0s: only on POST /scrub.
+    #[arg(long, env = "CAIRN_SCRUB_INTERVAL", default_value = "7d", value_parser = humantime::parse_duration)]
+    scrub_interval: Duration,
 }
 
 impl StorageArgs {
@@ -384,6 +393,9 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         http: args.http.timeouts(),
         store: args.storage.config(),
         compact_interval: args.storage.compact_interval,
+        scrub_rate: args.storage.scrub_rate.0,
+        scrub_interval: args.storage.scrub_interval,
+        garbage_ttl: args.garbage_ttl,
     };
     data::serve(listener, config, bus, shutdown).await?;
     Ok(())
@@ -427,6 +439,8 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.compact_interval = args.storage.compact_interval;
     config.commit_delay = args.storage.commit_delay;
     config.maintenance = args.maintenance.config(String::new(), config.heartbeat_expiry);
+    config.scrub_rate = args.storage.scrub_rate.0;
+    config.scrub_interval = args.storage.scrub_interval;
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

@@ -11,7 +11,14 @@
 //! | `DELETE /temp/<uuid>` | abort it |
 //! | `PUT /objects/<hash>.<shard>` | a whole shard in one request: temp, fsync and commit |
 //! | `GET`/`HEAD /objects/<hash>.<shard>` | the shard's verified bytes (`Range` supported) |
-//! | `DELETE /objects/<hash>.<shard>` | move the shard to `garbage/`: 204, or 404 when not here |
+//! | `DELETE /objects/<hash>.<shard>` | move the shard to `garbage/` (a finding): 204, or 404 when not here |
+//! | `DELETE /objects/<hash>.<shard>?purge=1` | delete it for good, freeing its space: a file is unlinked (directory fsynced), a record tombstoned (space back at the next compaction, every `--compact-interval`): 204, or 404 |
+//! | `POST /purge` | purge many: body `{"shards":[{"hash":"<hex>","shard":N},…]}` (at most 1000) → `{"purged":N,"missing":M}` |
+//! | `GET /shards?after=<hash>.<shard>&limit=N` | the shards held here in (hash, shard) order, both homes, each once (limit ≤ 1000, default 1000) → `{"shards":[{"hash":"<hex>","shard":N,"len":L,"policy":"K+M"\|null,"age_s":S}],"next":"<hash>.<shard>"\|null}`; `age_s` never overstates the time since the shard was committed here (see [`store::ShardStore::list`]) |
+//! | `GET /scrub` | the scrubber's status (JSON, see [`scrub::status_json`]) |
+//! | `POST /scrub` | start a pass now unless one runs: 202 with the status |
+//! | `POST /scrub/pause`, `POST /scrub/resume` | pause or resume the scrubber: 202 with the status |
+//! | `GET /scrub/findings?after=SEQ` | shards moved to `garbage/` for API servers to rebuild → `{"epoch":"<uuid>","findings":[{"seq":N,"hash":"<hex>","shard":N,"at_ms":T}]}` (see [`scrub`]) |
 //! | `GET /healthz` | liveness |
 //! | `GET /stats` | the volume store's figures (JSON): small shards, index bytes, volumes |
 //! | `POST /compact` | compact the volumes that are due now (JSON: what was done) |
@@ -35,6 +42,9 @@
 #[cfg(test)]
 mod crash;
 pub mod fs;
+#[cfg(test)]
+mod lifecycle_tests;
+pub mod scrub;
 pub mod shardfile;
 pub mod store;
 pub mod volume;
@@ -44,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,6 +72,8 @@ use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::{self, RangeRequest};
 use crate::server::{self, HttpTimeouts};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
+use crate::worker::{WorkerHandle, Workers};
+use scrub::{Findings, ScrubShared, Scrubber};
 use store::{ShardStore, StoreConfig, StoreError, StoredShard};
 
 /// Header naming the content hash a temp shard is committed under.
@@ -91,7 +103,17 @@ pub struct DataConfig {
     pub store: StoreConfig,
     /// How often sealed volumes are checked for compaction.
     pub compact_interval: Duration,
+    /// Bytes per second the scrubber reads at most (0: unlimited).
+    pub scrub_rate: u64,
+    /// A scrub pass starts this long after the last one finished (zero: only on
+    /// `POST /scrub`).
+    pub scrub_interval: Duration,
+    /// `garbage/` entries older than this are removed.
+    pub garbage_ttl: Duration,
 }
+
+/// Default for [`DataConfig::garbage_ttl`]: a week.
+pub const DEFAULT_GARBAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Errors that stop a data server from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +137,13 @@ pub enum DataServerError {
 
 struct DataState {
     store: ShardStore,
+    /// Shards moved to `garbage/`, for API servers to rebuild.
+    findings: Arc<Findings>,
+    /// The scrubber.
+    scrub: WorkerHandle,
+    scrub_shared: Arc<ScrubShared>,
+    scrub_rate: u64,
+    scrub_interval: Duration,
     /// KiB of whole-shard bodies that may be held in memory at once (see
     /// [`BUFFER_BUDGET`]).
     buffered: Arc<tokio::sync::Semaphore>,
@@ -154,11 +183,29 @@ pub async fn serve(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not clean temp shards"),
     }
+    let findings = Arc::new(Findings::default());
+    let reseed = findings.clone();
+    match blocking(store.clone(), move |s| reseed.reseed(s)).await {
+        Ok(n) if n > 0 => tracing::info!(findings = n, "scrub findings re-seeded from garbage/"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not re-seed scrub findings from garbage/"),
+    }
     let tasks = TaskTracker::new();
+    let workers = Workers::new(tasks.clone(), shutdown.clone(), scope.clone());
+    let scrub_shared = Arc::new(ScrubShared::default());
+    let scrubber = {
+        let (store, shared, findings, server) =
+            (store.clone(), scrub_shared.clone(), findings.clone(), config.advertise.clone());
+        let (rate, interval) = (config.scrub_rate, config.scrub_interval);
+        tokio::task::spawn_blocking(move || Scrubber::new(store, rate, interval, shared, findings, server))
+            .await
+            .map_err(|e| DataServerError::Root { root: config.root.clone(), source: std::io::Error::other(e) })?
+    };
+    let scrub = workers.spawn(scrubber);
     let locates = bus.locate_requests().await?;
     tasks.spawn(answer_locates(bus.clone(), locates, store.clone(), config.advertise.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(bus, store.clone(), config.clone(), shutdown.clone()));
-    tasks.spawn(clean_temps(store.clone(), config.temp_ttl, shutdown.clone()));
+    tasks.spawn(clean_temps(store.clone(), config.temp_ttl, config.garbage_ttl, shutdown.clone()));
     if store.volumes().is_some() {
         tasks.spawn(compact_volumes(store.clone(), config.compact_interval, shutdown.clone()));
     }
@@ -167,7 +214,17 @@ pub async fn serve(
     let buffered = Arc::new(tokio::sync::Semaphore::new(BUFFER_BUDGET / 1024));
     let shards_written = scope.counter(telemetry::SHARDS_WRITTEN);
     let http_metrics = HttpMetrics::new(scope.clone());
-    let state = Arc::new(DataState { store: store.clone(), buffered, scope, shards_written });
+    let state = Arc::new(DataState {
+        store: store.clone(),
+        scope,
+        shards_written,
+        findings,
+        scrub,
+        scrub_shared,
+        scrub_rate: config.scrub_rate,
+        scrub_interval: config.scrub_interval,
+        buffered,
+    });
     let app = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
         .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
@@ -176,6 +233,12 @@ pub async fn serve(
         .route("/compact", post(compact))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(http_metrics, telemetry::track))
+        .route("/purge", post(purge_many))
+        .route("/shards", get(list_shards))
+        .route("/scrub", get(scrub_status).post(scrub_start))
+        .route("/scrub/pause", post(scrub_pause))
+        .route("/scrub/resume", post(scrub_resume))
+        .route("/scrub/findings", get(scrub_findings))
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
@@ -324,7 +387,9 @@ async fn answer_locates(
     }
 }
 
-async fn clean_temps(store: ShardStore, ttl: Duration, shutdown: CancellationToken) {
+/// Removes stale temp shards (older than `ttl`) and old `garbage/` entries (older
+/// than `garbage_ttl`), every quarter of `ttl`.
+async fn clean_temps(store: ShardStore, ttl: Duration, garbage_ttl: Duration, shutdown: CancellationToken) {
     let period = (ttl / 4).max(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -335,6 +400,11 @@ async fn clean_temps(store: ShardStore, ttl: Duration, shutdown: CancellationTok
             Ok(n) if n > 0 => tracing::info!(removed = n, "removed stale temp shards"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "temp cleaning failed"),
+        }
+        match blocking(store.clone(), move |s| s.clean_garbage(garbage_ttl)).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed old garbage entries"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage cleaning failed"),
         }
     }
 }
@@ -596,19 +666,186 @@ async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>)
     }
 }
 
+/// The query of `DELETE /objects/<hash>.<shard>`.
+#[derive(serde::Deserialize)]
+struct DeleteQuery {
+    /// `1` (or `true`): delete for good instead of moving aside.
+    purge: Option<String>,
+}
+
 /// `DELETE /objects/<hash>.<shard>`: moves the shard to `garbage/` (an API server
-/// found that it holds the wrong content). 204, or 404 when it is not here.
-async fn delete_shard(State(state): State<Arc<DataState>>, Path(file): Path<String>) -> Response {
+/// found that it holds the wrong content), or with `?purge=1` deletes it for good
+/// (the garbage collector). 204, or 404 when it is not here.
+async fn delete_shard(
+    State(state): State<Arc<DataState>>,
+    Path(file): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> Response {
     let Some((hash, shard)) = parse_shard_name(&file) else {
         return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
     };
+    let purge = match query.purge.as_deref() {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") | Some("") => true,
+        Some(other) => return reason(StatusCode::BAD_REQUEST, format!("purge must be 1 or 0, got {other:?}")),
+    };
+    if purge {
+        return match blocking(state.store.clone(), move |s| s.purge(&hash, shard)).await {
+            Ok(()) => {
+                purged_metric(&state, 1);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => store_error(e),
+        };
+    }
     match blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await {
         Ok(()) => {
             tracing::warn!(%hash, shard, "shard moved to garbage on request");
+            state.findings.push(hash, shard, crate::worker::now_ms());
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => store_error(e),
     }
+}
+
+fn purged_metric(state: &DataState, n: u64) {
+    state.scope.counter(telemetry::SHARDS_PURGED).increment(n);
+}
+
+/// Most shards one `POST /purge` or `GET /shards` names.
+pub const MAX_PAGE: usize = 1000;
+
+/// One shard named in `POST /purge`.
+#[derive(serde::Deserialize)]
+struct PurgeItem {
+    hash: ContentHash,
+    shard: ShardIndex,
+}
+
+/// The body of `POST /purge`.
+#[derive(serde::Deserialize)]
+struct PurgeBody {
+    shards: Vec<PurgeItem>,
+}
+
+/// `POST /purge`: purges every shard named (see the module doc), in one blocking
+/// job; `{"purged":N,"missing":M}`.
+async fn purge_many(State(state): State<Arc<DataState>>, body: Bytes) -> Response {
+    let body: PurgeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return reason(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"shards\":[{{\"hash\":..,\"shard\":N}}]}}: {e}"),
+            )
+        }
+    };
+    if body.shards.len() > MAX_PAGE {
+        return reason(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_PAGE} shards per request, got {}", body.shards.len()),
+        );
+    }
+    let done = blocking(state.store.clone(), move |s| {
+        let (mut purged, mut missing) = (0u64, 0u64);
+        for item in body.shards {
+            match s.purge(&item.hash, item.shard) {
+                Ok(()) => purged += 1,
+                Err(StoreError::NoSuchShard { .. }) => missing += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((purged, missing))
+    })
+    .await;
+    match done {
+        Ok((purged, missing)) => {
+            purged_metric(&state, purged);
+            axum::Json(serde_json::json!({ "purged": purged, "missing": missing })).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// The query of `GET /shards`.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /shards`: a page of the shards held here (see the module doc).
+async fn list_shards(State(state): State<Arc<DataState>>, Query(query): Query<ListQuery>) -> Response {
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => match parse_shard_name(a) {
+            Some(a) => Some(a),
+            None => return reason(StatusCode::BAD_REQUEST, format!("after must be <sha256-hex>.<shard>, got {a:?}")),
+        },
+    };
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return reason(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_PAGE}"));
+    }
+    match blocking(state.store.clone(), move |s| s.list(after, limit)).await {
+        Ok((shards, next)) => {
+            let shards: Vec<_> = shards
+                .into_iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "hash": s.hash,
+                        "shard": s.shard,
+                        "len": s.len,
+                        "policy": s.policy.map(|p| p.to_string()),
+                        "age_s": s.age_s,
+                    })
+                })
+                .collect();
+            let next = next.map(|(h, s)| format!("{h}.{s}"));
+            axum::Json(serde_json::json!({ "shards": shards, "next": next })).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+fn scrub_json(state: &DataState) -> serde_json::Value {
+    scrub::status_json(&state.scrub.status(), &state.scrub_shared.state(), state.scrub_rate, state.scrub_interval)
+}
+
+/// `GET /scrub`: the scrubber's status.
+async fn scrub_status(State(state): State<Arc<DataState>>) -> Response {
+    axum::Json(scrub_json(&state)).into_response()
+}
+
+/// `POST /scrub`: starts a pass now unless one runs.
+async fn scrub_start(State(state): State<Arc<DataState>>) -> Response {
+    state.scrub_shared.request_pass();
+    state.scrub.trigger();
+    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
+}
+
+/// `POST /scrub/pause`.
+async fn scrub_pause(State(state): State<Arc<DataState>>) -> Response {
+    state.scrub.pause();
+    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
+}
+
+/// `POST /scrub/resume`.
+async fn scrub_resume(State(state): State<Arc<DataState>>) -> Response {
+    state.scrub.resume();
+    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
+}
+
+/// The query of `GET /scrub/findings`.
+#[derive(serde::Deserialize)]
+struct FindingsQuery {
+    after: Option<u64>,
+}
+
+/// `GET /scrub/findings?after=SEQ`.
+async fn scrub_findings(State(state): State<Arc<DataState>>, Query(query): Query<FindingsQuery>) -> Response {
+    let findings = state.findings.after(query.after.unwrap_or(0));
+    axum::Json(serde_json::json!({ "epoch": state.findings.epoch().to_string(), "findings": findings })).into_response()
 }
 
 /// Parses `<hash>.<shard>`.
@@ -638,8 +875,8 @@ async fn get_shard(
     let reader = match blocking(state.store.clone(), move |s| s.open_shard(&hash, shard)).await {
         Ok(r) => r,
         Err(e) => {
-            if e.is_corrupt() {
-                let _ = blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await;
+            if e.is_corrupt() && blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await.is_ok() {
+                state.findings.push(hash, shard, crate::worker::now_ms());
             }
             return store_error(e);
         }
@@ -685,6 +922,7 @@ async fn get_shard(
 
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
     let store = state.store.clone();
+    let findings = state.findings.clone();
     tokio::task::spawn_blocking(move || {
         let mut reader = reader;
         let result =
@@ -693,7 +931,9 @@ async fn get_shard(
             // Never serve the bad block: end the stream with an error, which aborts the
             // response, and move the shard aside so it is neither served nor announced.
             tracing::error!(%hash, shard, error = %source, "corrupt shard detected while serving");
-            let _ = store.quarantine(&hash, shard);
+            if store.quarantine(&hash, shard).is_ok() {
+                findings.push(hash, shard, crate::worker::now_ms());
+            }
             let _ = tx.blocking_send(Err(std::io::Error::other(format!("shard {hash}.{shard}: {source}"))));
         }
     });
@@ -745,6 +985,9 @@ mod tests {
             http: crate::server::HttpTimeouts::default(),
             store: StoreConfig::default(),
             compact_interval: Duration::from_secs(3600),
+            scrub_rate: 0,
+            scrub_interval: Duration::ZERO,
+            garbage_ttl: DEFAULT_GARBAGE_TTL,
         };
         tokio::spawn(serve(listener, config, bus, stop.clone()));
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();

@@ -4,7 +4,9 @@
 //! ```text
 //! ROOT/objects/ab/cd/<sha256-hex>.<shard>   committed shards (fan-out dirs, like git)
 //! ROOT/temp/<uuid>                          shards being written
-//! ROOT/garbage/                             corrupt, replaced or deleted shards, for an operator
+//! ROOT/garbage/                             corrupt, replaced or quarantined shards, for an operator
+//!                                           (removed after --garbage-ttl; purged shards never land here)
+//! ROOT/scrub.json                           the scrubber's pass state (see super::scrub)
 //! ```
 //! A temp shard is written and fsynced by [`ShardWriter`]; commit renames it into
 //! place and fsyncs the directory, so a crash leaves either no shard or a whole one.
@@ -47,7 +49,7 @@ use uuid::Uuid;
 
 use super::fs::{FileSystem, RealFs};
 use super::shardfile::{ShardFileError, ShardReader, ShardWriter};
-use super::volume::{FileProbe, PutOutcome, Record, VolumeConfig, VolumeError, VolumeStore};
+use super::volume::{FileProbe, ListedRecord, PutOutcome, Record, VolumeConfig, VolumeError, VolumeStore};
 use crate::content::{ContentHash, Policy, ShardIndex};
 use bytes::Bytes;
 
@@ -247,7 +249,22 @@ pub struct ShardStore {
     small_max: u64,
     /// Counts shards moved to `garbage/` ([`crate::telemetry::SHARDS_QUARANTINED`]).
     quarantined: metrics::Counter,
+    /// Records a dedup commit relied on, for their age (see [`ShardStore::list`]).
+    refreshed: Arc<Mutex<Refreshed>>,
 }
+
+/// When records were last relied on by a dedup commit, this process lifetime.
+#[derive(Debug)]
+struct Refreshed {
+    at: std::collections::HashMap<(ContentHash, ShardIndex), SystemTime>,
+    /// No record is listed as committed before this: the process start (refreshes
+    /// before it were not kept), or the last time `at` overflowed and was cleared.
+    floor: SystemTime,
+}
+
+/// Most records [`Refreshed`] remembers; past it, it forgets them all and raises
+/// its floor to now (ages are understated, never overstated).
+const MAX_REFRESHED: usize = 100_000;
 
 impl ShardStore {
     /// Opens (creating when missing) the store at `root`, small shards in volumes.
@@ -287,6 +304,7 @@ impl ShardStore {
             create_dir_if_missing(&*fs, &root.join(dir))?;
         }
         fs.sync_dir(root)?;
+        let refreshed = Refreshed { at: Default::default(), floor: SystemTime::now() };
         Ok(ShardStore {
             root: root.to_path_buf(),
             fs,
@@ -294,6 +312,7 @@ impl ShardStore {
             small: None,
             small_max: 0,
             quarantined: metrics::Counter::noop(),
+            refreshed: Arc::new(Mutex::new(refreshed)),
         })
     }
 
@@ -342,6 +361,11 @@ impl ShardStore {
                 tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
             }
         }
+        if outcome == PutOutcome::AlreadyStored && !self.refresh_record(&hash, shard) {
+            // The shard kept is a file (the volume store found it by its probe).
+            let store = self.clone();
+            let _ = tokio::task::spawn_blocking(move || store.touch_file(&hash, shard)).await;
+        }
         Ok(committed(outcome))
     }
 
@@ -363,6 +387,9 @@ impl ShardStore {
             if let Err(e) = self.quarantine_file(hash, shard) {
                 tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
             }
+        }
+        if outcome == PutOutcome::AlreadyStored && !self.refresh_record(hash, shard) {
+            self.touch_file(hash, shard);
         }
         Ok(committed(outcome))
     }
@@ -458,6 +485,7 @@ impl ShardStore {
         if let Some((_, (len, stored))) = in_volume {
             if len == actual && (written.is_none() || stored == written) {
                 self.fs.remove_file(&temp)?;
+                self.refresh_record(hash, shard);
                 return Ok(Committed::AlreadyStored);
             }
         }
@@ -468,6 +496,8 @@ impl ShardStore {
                 // Whoever renamed it in may not have synced the directory yet.
                 self.fs.sync_dir(&dir)?;
                 self.fs.remove_file(&temp)?;
+                // A write relies on it now: its age (the listing's mtime) starts over.
+                self.touch_file(hash, shard);
                 return Ok(Committed::AlreadyStored);
             }
             Err(ShardFileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Committed::New,
@@ -602,6 +632,270 @@ impl ShardStore {
         Ok(shards)
     }
 
+    /// Notes that a dedup commit relied on record `hash.shard` now; false when the
+    /// volume store does not hold it.
+    fn refresh_record(&self, hash: &ContentHash, shard: ShardIndex) -> bool {
+        if self.small.as_ref().and_then(|v| v.identity(hash, shard)).is_none() {
+            return false;
+        }
+        let now = SystemTime::now();
+        let mut refreshed = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        if refreshed.at.len() >= MAX_REFRESHED {
+            refreshed.at.clear();
+            refreshed.floor = now;
+        }
+        refreshed.at.insert((*hash, shard), now);
+        true
+    }
+
+    /// Sets a shard file's modification time to now (best effort: a file that is
+    /// gone needs no age).
+    fn touch_file(&self, hash: &ContentHash, shard: ShardIndex) {
+        let path = self.shard_path(hash, shard);
+        let touched = fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+        match touched {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%hash, shard, error = %e, "cannot refresh a kept shard's mtime");
+            }
+            _ => {}
+        }
+    }
+
+    /// Deletes a shard for good, freeing its space: a file is unlinked and its
+    /// directory fsynced; a record gets a durable tombstone (its bytes come back
+    /// when compaction rewrites its volume). [`StoreError::NoSuchShard`] when
+    /// neither home holds it.
+    pub fn purge(&self, hash: &ContentHash, shard: ShardIndex) -> Result<(), StoreError> {
+        let in_volume = match &self.small {
+            Some(v) => {
+                v.delete_blocking(hash, shard).map_err(|source| StoreError::Volume { hash: *hash, shard, source })?
+            }
+            None => false,
+        };
+        match self.fs.remove_file(&self.shard_path(hash, shard)) {
+            Ok(()) => {
+                self.fs.sync_dir(&self.fanout_dir(hash))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && in_volume => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NoSuchShard { hash: *hash, shard }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Up to `limit` shard names after `after` (exclusive; `None`: from the start)
+    /// in (hash, shard) order, over both homes, each name once (a name in both homes,
+    /// mid-move, is listed as the record reads see). Memory is bounded by the page:
+    /// the volume index is already sorted ([`VolumeStore::records_after`]), and the
+    /// fan-out directories are walked in sorted order from `after`'s, one directory
+    /// read (and sorted) at a time, stopping once `limit` files are found.
+    pub fn names_after(
+        &self,
+        after: Option<(ContentHash, ShardIndex)>,
+        limit: usize,
+    ) -> Result<Vec<Named>, StoreError> {
+        let records = match &self.small {
+            Some(v) => v.records_after(after.as_ref().map(|(h, s)| (h, *s)), limit),
+            None => Vec::new(),
+        };
+        let files = self.files_after(after, limit)?;
+        let mut out = Vec::with_capacity(limit.min(records.len() + files.len()));
+        let (mut r, mut f) = (records.into_iter().peekable(), files.into_iter().peekable());
+        while out.len() < limit {
+            let (rec_key, file_key) = (r.peek().map(|rec| (rec.hash, rec.shard)), f.peek().copied());
+            let take_record = match (rec_key, file_key) {
+                (None, None) => break,
+                (Some(rk), Some(fk)) if rk == fk => {
+                    // In both homes (mid-move): listed once, as the record reads see.
+                    f.next();
+                    true
+                }
+                (Some(rk), Some(fk)) => rk < fk,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_record {
+                let Some(rec) = r.next() else { break };
+                out.push(Named { hash: rec.hash, shard: rec.shard, home: Home::Record(rec) });
+            } else {
+                let Some((hash, shard)) = f.next() else { break };
+                out.push(Named { hash, shard, home: Home::File });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` shard files after `after`, in (hash, shard) order.
+    fn files_after(
+        &self,
+        after: Option<(ContentHash, ShardIndex)>,
+        limit: usize,
+    ) -> io::Result<Vec<(ContentHash, ShardIndex)>> {
+        let objects = self.root.join("objects");
+        let from = after.map(|(h, _)| {
+            let hex = h.to_hex();
+            (hex[0..2].to_string(), hex[2..4].to_string())
+        });
+        let mut out = Vec::new();
+        for top in sorted_fanout(&objects)? {
+            if from.as_ref().is_some_and(|(t, _)| top < *t) {
+                continue;
+            }
+            for sub in sorted_fanout(&objects.join(&top))? {
+                if from.as_ref().is_some_and(|(t, s)| top == *t && sub < *s) {
+                    continue;
+                }
+                let entries = match fs::read_dir(objects.join(&top).join(&sub)) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let mut names = Vec::new();
+                for entry in entries {
+                    let name = entry?.file_name();
+                    let Some(parsed) = name.to_str().and_then(parse_shard_file_name) else { continue };
+                    if after.is_none_or(|a| parsed > a) {
+                        names.push(parsed);
+                    }
+                }
+                names.sort_unstable();
+                names.truncate(limit - out.len());
+                out.extend(names);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of the listing for the orphan collector: up to `limit` shards after
+    /// `after` ([`names_after`](ShardStore::names_after)) with their length, policy
+    /// and age. The age never overstates how long ago the shard was committed here:
+    /// a file's is its mtime's (a dedup commit onto it touches it); a record's is
+    /// the latest of its volume file's mtime (no record in a volume is younger than
+    /// the volume's last write), the last dedup commit onto it in this process, and
+    /// the process start (dedup refreshes are kept in memory only, so after a
+    /// restart every record counts as committed at the start at the earliest).
+    /// `next` is the last name listed when the page is full, else `None`.
+    pub fn list(
+        &self,
+        after: Option<(ContentHash, ShardIndex)>,
+        limit: usize,
+    ) -> Result<(Vec<ListedShard>, Option<ShardName>), StoreError> {
+        let names = self.names_after(after, limit)?;
+        let next = (names.len() >= limit).then(|| names.last().map(|n| (n.hash, n.shard))).flatten();
+        let now = SystemTime::now();
+        let age = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_secs();
+        let mut volume_times = std::collections::HashMap::new();
+        let (refreshed, floor) = {
+            let r = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            let at: Vec<Option<SystemTime>> = names.iter().map(|n| r.at.get(&(n.hash, n.shard)).copied()).collect();
+            (at, r.floor)
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for (name, refreshed) in names.into_iter().zip(refreshed) {
+            let (len, policy, committed) = match name.home {
+                Home::Record(rec) => {
+                    let volume_time = *volume_times.entry(rec.volume).or_insert_with(|| {
+                        self.small.as_ref().and_then(|v| v.volume_modified(rec.volume)).unwrap_or(now)
+                    });
+                    let t = volume_time.max(floor).max(refreshed.unwrap_or(floor));
+                    (rec.len, rec.policy, t)
+                }
+                Home::File => {
+                    let path = self.shard_path(&name.hash, name.shard);
+                    let modified = match fs::metadata(&path) {
+                        Ok(m) => m.modified().unwrap_or(now),
+                        // Gone since the walk: deleted, not listed.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match ShardReader::open(&path) {
+                        Ok(r) => (r.data_len(), r.policy(), modified),
+                        Err(ShardFileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+                        // A bad header: listed with the file's size and no policy.
+                        Err(_) => (fs::metadata(&path).map(|m| m.len()).unwrap_or(0), None, modified),
+                    }
+                }
+            };
+            out.push(ListedShard { hash: name.hash, shard: name.shard, len, policy, age_s: age(committed) });
+        }
+        Ok((out, next))
+    }
+
+    /// Reads and verifies a shard file's data from `start`, about `max_bytes` of it
+    /// (whole blocks), for the scrubber.
+    pub fn verify_file(
+        &self,
+        hash: &ContentHash,
+        shard: ShardIndex,
+        start: u64,
+        max_bytes: u64,
+    ) -> Result<FileCheck, StoreError> {
+        let mut reader = match self.open_file(hash, shard) {
+            Ok(r) => r,
+            Err(StoreError::NoSuchShard { .. }) => return Ok(FileCheck::Gone),
+            Err(StoreError::Corrupt { source, .. }) => return Ok(FileCheck::Corrupt(source.to_string())),
+            Err(e) => return Err(e),
+        };
+        let data_len = reader.data_len();
+        let end = start.saturating_add(max_bytes.max(1)).min(data_len);
+        match reader.read_range(start, end, |_| true) {
+            Ok(()) => Ok(FileCheck::Good { data_len, end }),
+            Err(ShardFileError::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => Err(e.into()),
+            Err(e) => Ok(FileCheck::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Reads and verifies a volume record (header, hash, both checksums), for the
+    /// scrubber.
+    pub fn verify_record(&self, hash: &ContentHash, shard: ShardIndex) -> Result<RecordCheck, StoreError> {
+        let Some(volumes) = &self.small else { return Ok(RecordCheck::Gone) };
+        match volumes.get(hash, shard) {
+            Ok(Some(r)) => Ok(RecordCheck::Good { len: r.data.len() as u64 }),
+            Ok(None) => Ok(RecordCheck::Gone),
+            Err(e @ (VolumeError::Corrupt { .. } | VolumeError::Misplaced { .. })) => {
+                Ok(RecordCheck::Corrupt(e.to_string()))
+            }
+            Err(source) => Err(StoreError::Volume { hash: *hash, shard, source }),
+        }
+    }
+
+    /// Every `garbage/` entry moved aside at or after `since`, oldest first, with
+    /// when (ms since the Unix epoch; from its name, see `garbage_path`).
+    pub fn garbage_since(&self, since: SystemTime) -> Result<Vec<(ContentHash, ShardIndex, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("garbage"))? {
+            let name = entry?.file_name();
+            let Some((hash, shard, at)) = name.to_str().and_then(parse_garbage_name) else { continue };
+            if at >= since {
+                let ms = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                out.push((hash, shard, ms));
+            }
+        }
+        out.sort_by_key(|&(h, s, ms)| (ms, h, s));
+        Ok(out)
+    }
+
+    /// Removes `garbage/` entries moved aside more than `ttl` ago (by the time in
+    /// their name; entries not named by the store, by their mtime). Returns how many.
+    pub fn clean_garbage(&self, ttl: Duration) -> Result<usize, StoreError> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in fs::read_dir(self.root.join("garbage"))? {
+            let entry = entry?;
+            let at = match entry.file_name().to_str().and_then(parse_garbage_name) {
+                Some((_, _, at)) => at,
+                None => entry.metadata().and_then(|m| m.modified()).unwrap_or(now),
+            };
+            if now.duration_since(at).unwrap_or_default() > ttl && self.fs.remove_file(&entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes temp shards last modified more than `ttl` ago (writes that a crash or
     /// a vanished client abandoned). Returns how many were removed.
     pub fn clean_stale_temps(&self, ttl: Duration) -> Result<usize, StoreError> {
@@ -622,6 +916,118 @@ impl ShardStore {
         let st = rustix::fs::statvfs(&self.root).map_err(io::Error::from)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
+}
+
+/// A shard's name: its content hash and index.
+pub type ShardName = (ContentHash, ShardIndex);
+
+/// Where a listed shard lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// A shard file in the fan-out directories.
+    File,
+    /// A volume record, as the index lists it.
+    Record(ListedRecord),
+}
+
+/// A shard name and its home ([`ShardStore::names_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The content hash.
+    pub hash: ContentHash,
+    /// The shard index.
+    pub shard: ShardIndex,
+    /// Where it lives.
+    pub home: Home,
+}
+
+/// One entry of the listing ([`ShardStore::list`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedShard {
+    /// The content hash.
+    pub hash: ContentHash,
+    /// The shard index.
+    pub shard: ShardIndex,
+    /// The shard's data length.
+    pub len: u64,
+    /// Its policy, when known.
+    pub policy: Option<Policy>,
+    /// Seconds since it was committed here, at most (never more).
+    pub age_s: u64,
+}
+
+/// What verifying part of a shard file found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileCheck {
+    /// `[start, end)` checks; the shard holds `data_len` bytes.
+    Good {
+        /// The shard's data length.
+        data_len: u64,
+        /// Verified up to here.
+        end: u64,
+    },
+    /// The header or a block fails its check: why.
+    Corrupt(String),
+    /// No such file (deleted or moved since it was listed).
+    Gone,
+}
+
+/// What verifying a volume record found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordCheck {
+    /// It checks; `len` bytes.
+    Good {
+        /// Its data length.
+        len: u64,
+    },
+    /// It fails a check: why.
+    Corrupt(String),
+    /// Not in the index (deleted since it was listed).
+    Gone,
+}
+
+/// Parses a shard file name, `<sha256-hex>.<shard>`.
+pub fn parse_shard_file_name(name: &str) -> Option<(ContentHash, ShardIndex)> {
+    let (hash, shard) = name.split_once('.')?;
+    if shard.is_empty() || !shard.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((hash.parse().ok()?, shard.parse().ok()?))
+}
+
+/// Parses a `garbage/` entry's name (`<hash>.<shard>.<secs>.<nanos>`, see
+/// `garbage_path`): what was moved aside, and when.
+pub fn parse_garbage_name(name: &str) -> Option<(ContentHash, ShardIndex, SystemTime)> {
+    let mut parts = name.split('.');
+    let hash = parts.next()?.parse().ok()?;
+    let shard = parts.next()?.parse().ok()?;
+    let secs: u64 = parts.next()?.parse().ok()?;
+    let nanos: u32 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some((hash, shard, SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)))
+}
+
+/// The fan-out directory names (two lowercase hex digits) in `dir`, sorted; none
+/// when `dir` is missing.
+fn sorted_fanout(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        if let Some(n) =
+            name.to_str().filter(|n| n.len() == 2 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        {
+            names.push(n.to_string());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Checks a stored shard against what a reader expects: the same data length when
@@ -900,6 +1306,60 @@ mod tests {
         let (_dir, store) = store();
         let hash = ContentHash::of(b"none");
         assert!(matches!(store.quarantine(&hash, 0), Err(StoreError::NoSuchShard { shard: 0, .. })));
+    }
+
+    #[test]
+    fn names_come_in_hash_shard_order_across_both_homes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mixed_store(dir.path());
+        let mut hashes: Vec<ContentHash> = (0..6u8).map(|i| ContentHash::of(&[i])).collect();
+        hashes.sort();
+        let mut want = Vec::new();
+        for (i, h) in hashes.iter().enumerate() {
+            // Records (small) and files (large, one with an index no record can have).
+            let (shard, data): (ShardIndex, &[u8]) =
+                if i % 2 == 0 { (5, b"tiny") } else { (300, b"a shard longer than sixteen bytes") };
+            let id = write_temp(&store, data);
+            store.commit(id, h, shard, data.len() as u64, None).unwrap();
+            want.push((*h, shard, shard == 5));
+            let id = write_temp(&store, b"more than sixteen bytes here");
+            store.commit(id, h, 7, 28, None).unwrap();
+            want.push((*h, 7, false));
+        }
+        want.sort_by_key(|&(h, s, _)| (h, s));
+        let all: Vec<_> = store
+            .names_after(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.hash, n.shard, matches!(n.home, Home::Record(_))))
+            .collect();
+        assert_eq!(all, want);
+        // Paging from every name gives the rest, whatever home the cursor was in.
+        for (at, (h, s, _)) in want.iter().enumerate() {
+            let rest: Vec<_> =
+                store.names_after(Some((*h, *s)), 3).unwrap().into_iter().map(|n| (n.hash, n.shard)).collect();
+            let expected: Vec<_> = want[at + 1..].iter().take(3).map(|&(h, s, _)| (h, s)).collect();
+            assert_eq!(rest, expected, "after {h}.{s}");
+        }
+    }
+
+    #[test]
+    fn garbage_names_carry_what_and_when_and_old_ones_go() {
+        let (_dir, store) = store();
+        let hash = ContentHash::of(b"g");
+        let id = write_temp(&store, b"g");
+        store.commit(id, &hash, 3, 1, None).unwrap();
+        let before = SystemTime::now() - Duration::from_secs(1);
+        store.quarantine(&hash, 3).unwrap();
+        let listed = store.garbage_since(before).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0, listed[0].1), (hash, 3));
+        assert!(store.garbage_since(SystemTime::now() + Duration::from_secs(60)).unwrap().is_empty());
+        assert_eq!(parse_garbage_name("nothex.1.2.3"), None);
+        assert_eq!(store.clean_garbage(Duration::from_secs(3600)).unwrap(), 0, "young entries stay");
+        assert_eq!(store.clean_garbage(Duration::ZERO).unwrap(), 1);
+        assert_eq!(garbage_count(&store), 0);
+        assert!(matches!(store.purge(&hash, 3), Err(StoreError::NoSuchShard { .. })));
     }
 
     #[test]

@@ -49,6 +49,20 @@ impl Key {
     pub fn shard(&self) -> ShardIndex {
         ShardIndex::from(self.shard)
     }
+
+    /// The first 16 bytes of the content hash.
+    pub fn prefix(&self) -> &[u8; 16] {
+        &self.prefix
+    }
+
+    /// The greatest key at or before `hash.shard` in (hash, shard) order: the key
+    /// itself, or for a shard index above 255 (never a key) the last key of `hash`.
+    /// Keys after it are exactly the names after `hash.shard`.
+    pub fn at_or_before(hash: &ContentHash, shard: ShardIndex) -> Key {
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&hash.as_bytes()[..16]);
+        Key { prefix, shard: u8::try_from(shard).unwrap_or(u8::MAX) }
+    }
 }
 
 /// Where a record lives and what it holds, packed into 14 bytes of alignment 1.
@@ -156,6 +170,15 @@ impl Index {
         let Some(lo) = Key::new(hash, 0) else { return Vec::new() };
         let hi = Key { shard: u8::MAX, ..lo };
         self.map.range(lo..=hi).map(|(k, _)| k.shard()).collect()
+    }
+
+    /// Up to `limit` entries in key order, after `after` (exclusive) or from the
+    /// start. Key order is (hash, shard) order: the prefix is the hash's first
+    /// bytes, and two contents never share a prefix in one index.
+    pub fn range_after(&self, after: Option<Key>, limit: usize) -> Vec<(Key, Loc)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.map.range((from, Bound::Unbounded)).take(limit).map(|(k, l)| (*k, *l)).collect()
     }
 
     /// Live records and bytes in `volume`.

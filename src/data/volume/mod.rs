@@ -214,6 +214,24 @@ pub struct Record {
     pub policy: Option<Policy>,
 }
 
+/// A record as the listing sees it ([`VolumeStore::records_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedRecord {
+    /// The content hash (from the record's header; see `header_ok`).
+    pub hash: ContentHash,
+    /// The shard index.
+    pub shard: ShardIndex,
+    /// The shard's length.
+    pub len: u64,
+    /// Its policy, when its writer said.
+    pub policy: Option<Policy>,
+    /// The volume holding it.
+    pub volume: u32,
+    /// Whether the record's header checked; when not, `hash` is only the index's
+    /// 16-byte prefix padded with zeros.
+    pub header_ok: bool,
+}
+
 /// One volume's figures, for operators and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct VolumeStat {
@@ -476,6 +494,66 @@ impl VolumeStore {
     /// The shard indices of `hash` stored here, in order.
     pub fn shards_of(&self, hash: &ContentHash) -> Vec<ShardIndex> {
         self.shared.read().index.shards_of(hash)
+    }
+
+    /// Up to `limit` records after `after` (exclusive; `None`: from the start) in
+    /// (hash, shard) order: the listing and the scrubber's walk. The index's ordered
+    /// map is the sorted view, so a page costs a range lookup under the read lock
+    /// plus one 64-byte header read per record (outside the lock) for the full hash,
+    /// which the index does not keep. A record whose header does not check is listed
+    /// with its 16-byte hash prefix padded with zeros and `header_ok` false: a delete
+    /// or quarantine under that name finds it (the index keys on the prefix).
+    pub fn records_after(&self, after: Option<(&ContentHash, ShardIndex)>, limit: usize) -> Vec<ListedRecord> {
+        let (entries, volumes) = {
+            let state = self.shared.read();
+            let entries = state.index.range_after(after.map(|(h, s)| Key::at_or_before(h, s)), limit);
+            let volumes: HashMap<u32, Arc<Volume>> = entries
+                .iter()
+                .filter_map(|(_, loc)| state.volumes.get(&loc.volume()).map(|v| (loc.volume(), v.clone())))
+                .collect();
+            (entries, volumes)
+        };
+        entries
+            .into_iter()
+            .map(|(key, loc)| {
+                let header = volumes.get(&loc.volume()).and_then(|v| {
+                    let mut h = [0u8; HEADER_LEN];
+                    match read_up_to(&v.file, &mut h, u64::from(loc.offset())) {
+                        Ok(HEADER_LEN) => record::decode_header(&h).ok(),
+                        _ => None,
+                    }
+                });
+                let (hash, header_ok) = match header {
+                    Some(h)
+                        if h.kind == Kind::Shard
+                            && h.shard == key.shard()
+                            && h.hash.as_bytes()[..16] == key.prefix()[..] =>
+                    {
+                        (h.hash, true)
+                    }
+                    _ => {
+                        let mut bytes = [0u8; 32];
+                        bytes[..16].copy_from_slice(key.prefix());
+                        (ContentHash::from_bytes(bytes), false)
+                    }
+                };
+                ListedRecord {
+                    hash,
+                    shard: key.shard(),
+                    len: u64::from(loc.data_len()),
+                    policy: loc.policy(),
+                    volume: loc.volume(),
+                    header_ok,
+                }
+            })
+            .collect()
+    }
+
+    /// When volume `id`'s file was last written: no record in it was written later,
+    /// so it bounds a record's age from above without ever overstating it.
+    pub fn volume_modified(&self, id: u32) -> Option<std::time::SystemTime> {
+        let volume = self.shared.read().volumes.get(&id).cloned()?;
+        volume.file.metadata().and_then(|m| m.modified()).ok()
     }
 
     /// The store's figures.
