@@ -175,7 +175,7 @@ pub async fn serve(
         .route("/stats", get(stats))
         .route("/compact", post(compact))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(http_metrics, telemetry::track))
+        .layer(http_metrics)
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
