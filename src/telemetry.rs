@@ -16,12 +16,13 @@
 //! on any of them shows the whole process, every server's series told apart by
 //! these labels; a production process runs one server and shows only its own.
 //!
-//! [`track`] is the HTTP middleware both routers use: requests by route template
+//! [`HttpMetrics`] is the HTTP middleware (a tower layer) both routers use: requests by route template
 //! (axum's `MatchedPath`, `unmatched` for the rest, so label values stay bounded),
 //! their latency until the response body is done, and body bytes counted frame by
 //! frame as they flow (bodies are wrapped, never buffered).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -29,9 +30,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use metrics::{Counter, Gauge, Histogram, SharedString};
@@ -335,39 +335,48 @@ struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    fn requests(&self, status: u16) -> Counter {
-        let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
-            return c.clone();
+    /// Counts one request answered with `status`, incrementing in place (no
+    /// handle cloned: every clone is an atomic write other cores see).
+    fn count_request(&self, status: u16) {
+        {
+            let statuses = self.statuses.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
+                c.increment(1);
+                return;
+            }
         }
-        drop(statuses);
         let mut statuses = self.statuses.write().unwrap_or_else(|e| e.into_inner());
         if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
-            return c.clone();
+            c.increment(1);
+            return;
         }
         let s = &self.scope;
         let counter = metrics::counter!(HTTP_REQUESTS,
             "role" => s.role.as_str(), "server" => s.server.clone(),
             "route" => self.route.clone(), "method" => self.method, "status" => status.to_string());
-        statuses.push((status, counter.clone()));
-        counter
+        counter.increment(1);
+        statuses.push((status, counter));
     }
 }
 
-/// The `method` label: the standard methods by name, anything else `other`, so a
-/// client cannot mint series.
-fn method_label(method: &Method) -> &'static str {
+/// The `method` label values: the standard methods by name, anything else
+/// `other`, so a client cannot mint series.
+const METHOD_LABELS: [&str; 10] =
+    ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "other"];
+
+/// The index of `method`'s label in [`METHOD_LABELS`].
+fn method_slot(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::PUT => 2,
+        Method::POST => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
     }
 }
 
@@ -411,27 +420,105 @@ impl HttpMetrics {
     }
 }
 
-/// The middleware (`axum::middleware::from_fn_with_state(HttpMetrics, track)`,
-/// added with `Router::layer` after the routes, so the matched route is known):
-/// counts the request by route, method and status once its response head is
+/// The middleware, as a layer: `Router::layer(HttpMetrics::new(scope))` after the
+/// routes, so each route's handlers are wrapped with the matched route known.
+/// Counts each request by route, method and status once its response head is
 /// ready, counts body bytes in both directions as frames pass, and times the
 /// request until its response body ends or is dropped.
-pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(request.method());
-    let route = metrics.route(request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()), method);
-    let request = request.map(|body| Body::new(CountedBody { inner: body, bytes: route.body_in.clone() }));
-    let response = next.run(request).await;
-    route.requests(response.status().as_u16()).increment(1);
-    let bytes = route.body_out.clone();
-    response
-        .map(|body| Body::new(TimedBody { inner: CountedBody { inner: body, bytes }, timing: Some((start, route)) }))
+impl<S> tower::Layer<S> for HttpMetrics {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked { inner, metrics: self.clone(), cache: Arc::default() }
+    }
 }
 
-/// A body that adds the length of each data frame to a counter as it passes.
+/// A service (one route's handler, as axum layers each) wrapped by [`HttpMetrics`].
+#[derive(Clone, Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    metrics: HttpMetrics,
+    cache: Arc<RouteCache>,
+}
+
+/// The handles of the route one [`Tracked`] serves, by method slot: after the
+/// first request, finding them reads shared memory and writes none (no lock, no
+/// map), which keeps the cores from trading cache lines on every request.
+#[derive(Debug, Default)]
+struct RouteCache {
+    route: OnceLock<Box<str>>,
+    by_method: [OnceLock<Arc<RouteMetrics>>; METHOD_LABELS.len()],
+}
+
+impl<S> Tracked<S> {
+    fn route_of(&self, request: &Request) -> Arc<RouteMetrics> {
+        let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str());
+        let slot = method_slot(request.method());
+        let label = METHOD_LABELS[slot];
+        if self.cache.route.get_or_init(|| route.into()).as_ref() == route {
+            return self.cache.by_method[slot].get_or_init(|| self.metrics.route(route, label)).clone();
+        }
+        // Wrapped around more than one route (a layer outside a nested router).
+        self.metrics.route(route, label)
+    }
+}
+
+impl<S, E> tower::Service<Request> for Tracked<S>
+where
+    S: tower::Service<Request, Response = Response, Error = E>,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = Tracking<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let route = self.route_of(&request);
+        let request = request.map(|body| Body::new(CountedBody { inner: body, route: route.clone() }));
+        Tracking { inner: self.inner.call(request), route: Some(route), start }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A [`Tracked`] request being handled: counts it when its response is ready
+    /// and hands the response body to [`TimedBody`].
+    pub struct Tracking<F> {
+        #[pin]
+        inner: F,
+        route: Option<Arc<RouteMetrics>>,
+        start: Instant,
+    }
+}
+
+impl<F, E> Future for Tracking<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(response)) => response,
+        };
+        let Some(route) = this.route.take() else { return Poll::Ready(Ok(response)) };
+        route.count_request(response.status().as_u16());
+        let start = *this.start;
+        Poll::Ready(Ok(response.map(|body| Body::new(TimedBody { inner: body, route, start }))))
+    }
+}
+
+/// A request body that adds the length of each data frame to its route's
+/// request-bytes counter as it passes.
 struct CountedBody {
     inner: Body,
-    bytes: Counter,
+    route: Arc<RouteMetrics>,
 }
 
 impl HttpBody for CountedBody {
@@ -442,7 +529,7 @@ impl HttpBody for CountedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                self.bytes.increment(data.len() as u64);
+                self.route.body_in.increment(data.len() as u64);
             }
         }
         polled
@@ -457,11 +544,13 @@ impl HttpBody for CountedBody {
     }
 }
 
-/// A response body that records the request's duration when it is dropped: after
-/// its last frame, or when the connection gives up on it.
+/// A response body that counts its data frames' bytes as they pass and records
+/// the request's duration when it is dropped: after its last frame, or when the
+/// connection gives up on it.
 struct TimedBody {
-    inner: CountedBody,
-    timing: Option<(Instant, Arc<RouteMetrics>)>,
+    inner: Body,
+    route: Arc<RouteMetrics>,
+    start: Instant,
 }
 
 impl HttpBody for TimedBody {
@@ -469,7 +558,13 @@ impl HttpBody for TimedBody {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.route.body_out.increment(data.len() as u64);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -483,11 +578,9 @@ impl HttpBody for TimedBody {
 
 impl Drop for TimedBody {
     fn drop(&mut self) {
-        if let Some((start, route)) = self.timing.take() {
-            let now = Instant::now();
-            route.duration.record(now.saturating_duration_since(start).as_secs_f64());
-            upkeep_if_due(now);
-        }
+        let now = Instant::now();
+        self.route.duration.record(now.saturating_duration_since(self.start).as_secs_f64());
+        upkeep_if_due(now);
     }
 }
 
@@ -521,8 +614,8 @@ mod tests {
 
     #[test]
     fn unknown_methods_share_one_label() {
-        assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(METHOD_LABELS[method_slot(&Method::DELETE)], "DELETE");
+        assert_eq!(METHOD_LABELS[method_slot(&Method::from_bytes(b"BREW").unwrap())], "other");
     }
 
     #[tokio::test]
@@ -530,7 +623,7 @@ mod tests {
         let server = "127.0.0.1:2";
         let app = Router::new()
             .route("/things/{id}", put(|body: Bytes| async move { format!("got {}", body.len()) }))
-            .layer(axum::middleware::from_fn_with_state(HttpMetrics::new(Scope::new(Role::Api, server)), track));
+            .layer(HttpMetrics::new(Scope::new(Role::Api, server)));
         for id in ["a", "b"] {
             let request = Request::put(format!("/things/{id}")).body(Body::from(vec![7u8; 1000])).unwrap();
             let response = app.clone().oneshot(request).await.unwrap();

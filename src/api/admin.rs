@@ -29,7 +29,7 @@ use super::ApiError;
 use crate::maintenance::{gc, heal, Maintenance};
 use crate::meta::DEFAULT_BUCKET;
 use crate::object::ObjectService;
-use crate::telemetry::{self, HttpMetrics};
+use crate::telemetry::HttpMetrics;
 
 /// What the admin routes work on.
 #[derive(Clone)]
@@ -49,10 +49,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/heal", post(heal_now))
         .route("/admin/repair/{*name}", post(repair))
         .route("/admin/workers/{worker}/{action}", post(worker_action))
-        .layer(axum::middleware::from_fn_with_state(
-            HttpMetrics::new(admin.service.telemetry_scope().clone()),
-            telemetry::track,
-        ))
+        .layer(HttpMetrics::new(admin.service.telemetry_scope().clone()))
         .with_state(Arc::new(admin))
 }
 

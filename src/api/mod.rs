@@ -225,7 +225,7 @@ pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(requests)
-        .layer(middleware::from_fn_with_state(HttpMetrics::new(service.telemetry_scope().clone()), telemetry::track))
+        .layer(HttpMetrics::new(service.telemetry_scope().clone()))
         .with_state(Arc::new(service))
 }
 

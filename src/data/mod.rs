@@ -232,13 +232,13 @@ pub async fn serve(
         .route("/stats", get(stats))
         .route("/compact", post(compact))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(http_metrics, telemetry::track))
         .route("/purge", post(purge_many))
         .route("/shards", get(list_shards))
         .route("/scrub", get(scrub_status).post(scrub_start))
         .route("/scrub/pause", post(scrub_pause))
         .route("/scrub/resume", post(scrub_resume))
         .route("/scrub/findings", get(scrub_findings))
+        .layer(http_metrics)
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
     let served = server::serve(listener, app, config.http, shutdown.clone()).await.map_err(DataServerError::Http);
