@@ -157,7 +157,9 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::Heal => client.call(true, "/admin/heal").await?,
         AdminCommand::Repair { name } => client.call(true, &format!("/admin/repair/{}", encode(name))).await?,
-        AdminCommand::Pause { worker } => client.call(true, &format!("/admin/workers/{}/pause", encode(worker))).await?,
+        AdminCommand::Pause { worker } => {
+            client.call(true, &format!("/admin/workers/{}/pause", encode(worker))).await?
+        }
         AdminCommand::Resume { worker } => {
             client.call(true, &format!("/admin/workers/{}/resume", encode(worker))).await?
         }
@@ -305,7 +307,10 @@ pub fn render_status(status: &Value) -> String {
             scrub,
         ));
     }
-    out.push_str(&format!("\n{:<10} {:<8} {:>14} {:>7} {:>7}  LAST ERROR\n", "WORKER", "STATE", "PROGRESS", "STEPS", "ERRORS"));
+    out.push_str(&format!(
+        "\n{:<10} {:<8} {:>14} {:>7} {:>7}  LAST ERROR\n",
+        "WORKER", "STATE", "PROGRESS", "STEPS", "ERRORS"
+    ));
     for w in status["workers"].as_array().into_iter().flatten() {
         let progress = match (w["progress"]["done"].as_u64(), w["progress"]["total"].as_u64()) {
             (Some(done), Some(total)) => format!("{done}/{total}"),

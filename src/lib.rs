@@ -24,5 +24,5 @@ pub mod range;
 pub mod server;
 pub mod shutdown;
 pub mod size;
-pub mod worker;
 pub mod telemetry;
+pub mod worker;

@@ -136,7 +136,10 @@ impl Report {
     /// Sets the queue depth.
     pub fn queued(&self, queued: u64) {
         self.inner.lock().queued = queued;
-        self.inner.scope.gauge_with(telemetry::WORKER_QUEUE_DEPTH, telemetry::WORKER_LABEL, self.inner.name).set(queued as f64);
+        self.inner
+            .scope
+            .gauge_with(telemetry::WORKER_QUEUE_DEPTH, telemetry::WORKER_LABEL, self.inner.name)
+            .set(queued as f64);
     }
 
     /// Replaces the worker-specific figures.

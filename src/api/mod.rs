@@ -49,8 +49,8 @@ use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts};
-use crate::worker::Workers;
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
+use crate::worker::Workers;
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -194,7 +194,8 @@ pub async fn serve_with_ready(
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
-    let routes = router(service.clone(), config.limits).merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
+    let routes = router(service.clone(), config.limits)
+        .merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
     let served = server::serve(listener, routes, config.http, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");

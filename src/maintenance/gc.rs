@@ -118,9 +118,14 @@ impl Collector {
     /// `deleting`; the next pass retries).
     async fn delete_shards(&mut self, content: &ContentRecord) -> Result<(), StepError> {
         let svc = &self.svc;
-        let holders =
-            cluster::locate(&svc.bus, &svc.membership, content.hash, content.policy.shards(), svc.config.locate_timeout)
-                .await?;
+        let holders = cluster::locate(
+            &svc.bus,
+            &svc.membership,
+            content.hash,
+            content.policy.shards(),
+            svc.config.locate_timeout,
+        )
+        .await?;
         let mut by_server: BTreeMap<String, Vec<(ContentHash, ShardIndex)>> = BTreeMap::new();
         for (shard, addrs) in holders {
             for addr in addrs {

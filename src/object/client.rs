@@ -406,8 +406,10 @@ impl DataClient {
                 }
                 kept.extend_from_slice(&chunk);
             }
-            serde_json::from_slice(&kept)
-                .map_err(|_| DataClientError::BadAnswer { addr: addr.to_string(), header: "body (not the JSON expected)" })
+            serde_json::from_slice(&kept).map_err(|_| DataClientError::BadAnswer {
+                addr: addr.to_string(),
+                header: "body (not the JSON expected)",
+            })
         };
         tokio::time::timeout(after, exchange)
             .await
@@ -417,11 +419,7 @@ impl DataClient {
     /// Deletes shards `hash.shard` on `addr` for good, freeing their space (the
     /// collector's delete; not a quarantine). Shards the server does not hold count
     /// as deleted. Returns how many it removed.
-    pub async fn purge(
-        &self,
-        addr: &str,
-        shards: &[(ContentHash, ShardIndex)],
-    ) -> Result<u64, DataClientError> {
+    pub async fn purge(&self, addr: &str, shards: &[(ContentHash, ShardIndex)]) -> Result<u64, DataClientError> {
         #[derive(serde::Deserialize)]
         struct Purged {
             purged: u64,
@@ -442,7 +440,9 @@ impl DataClient {
         // checked here), so it needs no percent-encoding.
         let url = match after {
             Some(after) if is_shard_key(after) => format!("http://{addr}/shards?after={after}"),
-            Some(_) => return Err(DataClientError::BadAnswer { addr: addr.to_string(), header: "next (not <hash>.<shard>)" }),
+            Some(_) => {
+                return Err(DataClientError::BadAnswer { addr: addr.to_string(), header: "next (not <hash>.<shard>)" })
+            }
             None => format!("http://{addr}/shards"),
         };
         self.json(addr, "list shards", self.http.get(url)).await
