@@ -92,8 +92,8 @@ struct MaintenanceArgs {
     keep_versions: Option<u64>,
     /// A name whose newest version is a delete older than this disappears with all
     /// its versions (its content then goes to garbage collection); `off`: never.
-    #[arg(long, env = "CAIRN_TOMBSTONE_TTL", default_value = "30d", value_parser = duration_or_off)]
-    tombstone_ttl: Option<Duration>,
+    #[arg(long, env = "CAIRN_TOMBSTONE_TTL", default_value = "30d")]
+    tombstone_ttl: DurationOrOff,
     /// Pause between retention passes over every name.
     #[arg(long, env = "CAIRN_RETENTION_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     retention_interval: Duration,
@@ -125,7 +125,7 @@ impl MaintenanceArgs {
     fn config(&self, holder: String, heartbeat_expiry: Duration) -> MaintenanceConfig {
         MaintenanceConfig {
             keep_versions: self.keep_versions,
-            tombstone_ttl: self.tombstone_ttl,
+            tombstone_ttl: self.tombstone_ttl.0,
             retention_interval: self.retention_interval,
             gc_interval: self.gc_interval,
             gc_grace: self.gc_grace,
@@ -140,11 +140,19 @@ impl MaintenanceArgs {
     }
 }
 
-/// A duration, or `off`/`never` for none.
-fn duration_or_off(text: &str) -> Result<Option<Duration>, String> {
-    match text.trim() {
-        "off" | "never" => Ok(None),
-        t => humantime::parse_duration(t).map(Some).map_err(|e| e.to_string()),
+/// A duration, or `off`/`never` for none. (A newtype: clap reads an `Option`
+/// field as "flag may be absent", not as the parser's own `Option`.)
+#[derive(Clone, Copy, Debug)]
+struct DurationOrOff(Option<Duration>);
+
+impl std::str::FromStr for DurationOrOff {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" | "never" => Ok(DurationOrOff(None)),
+            t => humantime::parse_duration(t).map(|d| DurationOrOff(Some(d))).map_err(|e| e.to_string()),
+        }
     }
 }
 
