@@ -220,7 +220,7 @@ impl DevCluster {
             limits: config.limits,
             maintenance: MaintenanceConfig {
                 holder: if config.maintenance.holder.is_empty() {
-                    format!("api@{api_addr}")
+                    format!("api@{api_addr}#{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
                 } else {
                     config.maintenance.holder.clone()
                 },

@@ -426,7 +426,12 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
         limits: args.limits.limits(),
-        maintenance: args.maintenance.config(format!("api@{}", args.listen), args.heartbeat_expiry),
+        // Unique per process: two API servers on different hosts may both listen on
+        // 0.0.0.0:12345, and a lease holder's name must tell them apart.
+        maintenance: args.maintenance.config(
+            format!("api@{}#{}", args.listen, &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            args.heartbeat_expiry,
+        ),
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())

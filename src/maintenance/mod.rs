@@ -52,7 +52,8 @@ pub struct MaintenanceConfig {
     /// How long a lease lasts without renewal (a collector that dies is replaced
     /// after this).
     pub lease_ttl: Duration,
-    /// This API server's name in leases and status.
+    /// This API server's name in leases and status: unique per process (its
+    /// address and a random suffix), or two servers would hold one lease together.
     pub holder: String,
     /// Data servers' heartbeat expiry: the healer waits this long (twice) after
     /// start before judging any server silent, so it has heard every live one.
