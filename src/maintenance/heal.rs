@@ -269,6 +269,9 @@ impl Worker for Healer {
         };
         let step = match job {
             Some(job) => {
+                // Shown while the page is rebuilt, not only after it.
+                self.current = Some(job.clone());
+                self.report(report);
                 self.current = self.reprotect(job).await?;
                 if self.current.is_some() {
                     Step::Busy
