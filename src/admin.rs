@@ -141,7 +141,12 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
             let started = client.call(true, "/admin/scrub").await?;
             if *wait {
                 wait_for_scrub(&client, &before).await?;
-                client.call(false, "/admin/status").await?
+                let status = client.call(false, "/admin/status").await?;
+                if !args.json {
+                    print!("{}", render_status(&status));
+                    return Ok(());
+                }
+                status
             } else {
                 started
             }
