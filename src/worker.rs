@@ -314,9 +314,9 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
                 }
                 Err(e) => {
                     shared.scope.counter_with(telemetry::WORKER_ERRORS, telemetry::WORKER_LABEL, name).increment(1);
-                    tracing::warn!(worker = name, error = %error_chain(&*e), "worker step failed; backing off");
+                    tracing::warn!(worker = name, error = %crate::object::client::error_chain(&*e), "worker step failed; backing off");
                     status.errors += 1;
-                    status.last_error = Some((now_ms(), error_chain(&*e)));
+                    status.last_error = Some((now_ms(), crate::object::client::error_chain(&*e)));
                     status.state = WorkerState::Backoff;
                     shared.record_state(WorkerState::Backoff);
                     let wait = backoff.min(worker.interval());
@@ -337,18 +337,6 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
         }
     }
     shared.set_state(WorkerState::Stopped);
-}
-
-/// An error and its sources, one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Milliseconds since the Unix epoch, now.
