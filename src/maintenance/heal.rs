@@ -32,6 +32,10 @@ pub const LEASE: &str = "heal";
 const PAGE: usize = 10;
 /// How often the holder records which data servers are live, and polls findings.
 const TICK: Duration = Duration::from_secs(2);
+/// How often, at most, the holder asks the store for silent servers (a count over
+/// the placement index, whose cost grows with the store): every 30 s, or every
+/// `--reprotect-after` when that is shorter.
+const SILENT_CHECK: Duration = Duration::from_secs(30);
 
 /// A re-protection in progress.
 #[derive(Clone, Debug)]
@@ -66,6 +70,8 @@ pub struct Healer {
     counts: Counts,
     last_error: Option<String>,
     last_tick: Option<Instant>,
+    /// When the store was last asked which servers are silent.
+    last_silent_check: Option<Instant>,
 }
 
 impl Healer {
@@ -83,6 +89,7 @@ impl Healer {
             counts: Counts::default(),
             last_error: None,
             last_tick: None,
+            last_silent_check: None,
         }
     }
 
@@ -263,9 +270,14 @@ impl Worker for Healer {
             self.report(report);
             return Ok(Step::Idle);
         }
+        let check_every = SILENT_CHECK.min(self.config.reprotect_after);
         let job = match self.current.take() {
             Some(job) => Some(job),
-            None => self.next_silent().await?,
+            None if self.last_silent_check.is_none_or(|t| t.elapsed() >= check_every) => {
+                self.last_silent_check = Some(Instant::now());
+                self.next_silent().await?
+            }
+            None => None,
         };
         let step = match job {
             Some(job) => {
