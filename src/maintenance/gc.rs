@@ -32,7 +32,6 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::MaintenanceConfig;
-use crate::cluster;
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::object::ObjectService;
@@ -118,14 +117,7 @@ impl Collector {
     /// `deleting`; the next pass retries).
     async fn delete_shards(&mut self, content: &ContentRecord) -> Result<(), StepError> {
         let svc = &self.svc;
-        let holders = cluster::locate(
-            &svc.bus,
-            &svc.membership,
-            content.hash,
-            content.policy.shards(),
-            svc.config.locate_timeout,
-        )
-        .await?;
+        let holders = svc.holders(content).await?;
         let mut by_server: BTreeMap<String, Vec<(ContentHash, ShardIndex)>> = BTreeMap::new();
         for (shard, addrs) in holders {
             for addr in addrs {

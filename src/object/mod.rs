@@ -239,15 +239,15 @@ impl ObjectService {
     /// Asks the bus where the shards of `content` are now, and returns one holder per
     /// shard found. Always goes to the bus; the recorded placement is not consulted.
     pub async fn locate(&self, content: &ContentRecord) -> Result<Placement, ObjectError> {
-        let holders = cluster::locate(
-            &self.bus,
-            &self.membership,
-            content.hash,
-            content.policy.shards(),
-            self.config.locate_timeout,
-        )
-        .await?;
-        Ok(first_holders(&holders))
+        Ok(first_holders(&self.holders(content).await?))
+    }
+
+    /// Asks the bus who holds which shards of `content` now: every live holder of
+    /// each shard index inside its policy (repair and the garbage collector need
+    /// them all, not one per shard).
+    pub async fn holders(&self, content: &ContentRecord) -> Result<cluster::Holders, ObjectError> {
+        let n = content.policy.shards();
+        Ok(cluster::locate(&self.bus, &self.membership, content.hash, n, self.config.locate_timeout).await?)
     }
 }
 

@@ -251,7 +251,7 @@ impl ObjectService {
     pub async fn repair_with(&self, content: &ContentRecord, verify: bool) -> Result<Vec<ShardIndex>, ObjectError> {
         let policy = content.policy;
         let n = policy.shards();
-        let holders = cluster::locate(&self.bus, &self.membership, content.hash, n, self.config.locate_timeout).await?;
+        let holders = self.holders(content).await?;
         let mut placement = Placement::new();
         for (shard, addrs) in &holders {
             if let Some(addr) = addrs.iter().find(|a| self.membership.is_live(a)) {
