@@ -213,6 +213,35 @@ pub const MIGRATIONS: &[&str] = &[
          name  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
          value BYTEA NOT NULL
      );"#,
+    // 3: transparent compression (how the content's bytes are stored, and how many
+    // bytes that is; NULL: as many as `size`), and resumable uploads (tus): each
+    // upload, and the parts its bytes were stored as so far, in offset order. A
+    // part points at content, so the collector leaves it alone while the upload
+    // lives.
+    r#"ALTER TABLE content ADD COLUMN encoding TEXT NOT NULL DEFAULT 'identity';
+     ALTER TABLE content ADD COLUMN stored_size BIGINT NULL;
+     CREATE TABLE uploads (
+         id               TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         bucket           TEXT COLLATE "C" NOT NULL,
+         name             TEXT COLLATE "C" NOT NULL,
+         length           BIGINT NULL,
+         upload_offset    BIGINT NOT NULL DEFAULT 0,
+         metadata         TEXT   NOT NULL,
+         expected         TEXT   NULL,
+         hasher           BYTEA  NOT NULL,
+         created_ms       BIGINT NOT NULL,
+         expires_ms       BIGINT NOT NULL,
+         finished_version BIGINT NULL
+     );
+     CREATE INDEX uploads_by_expiry ON uploads (expires_ms);
+     CREATE TABLE upload_parts (
+         id          TEXT COLLATE "C" NOT NULL REFERENCES uploads (id),
+         part_offset BIGINT NOT NULL,
+         size        BIGINT NOT NULL,
+         hash        TEXT COLLATE "C" NOT NULL REFERENCES content (hash),
+         PRIMARY KEY (id, part_offset)
+     );
+     CREATE INDEX upload_parts_by_hash ON upload_parts (hash);"#,
 ];
 
 /// The schema version this binary writes: the number of [`MIGRATIONS`].

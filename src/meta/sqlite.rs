@@ -171,6 +171,35 @@ pub const MIGRATIONS: &[&str] = &[
          name  TEXT NOT NULL PRIMARY KEY,
          value TEXT NOT NULL
      ) STRICT;",
+    // 3: transparent compression (how the content's bytes are stored, and how many
+    // bytes that is; NULL: as many as `size`), and resumable uploads (tus): each
+    // upload, and the parts its bytes were stored as so far, in offset order. A
+    // part points at content, so the collector leaves it alone while the upload
+    // lives.
+    "ALTER TABLE content ADD COLUMN encoding TEXT NOT NULL DEFAULT 'identity';
+     ALTER TABLE content ADD COLUMN stored_size INTEGER NULL;
+     CREATE TABLE uploads (
+         id               TEXT    NOT NULL PRIMARY KEY,
+         bucket           TEXT    NOT NULL,
+         name             TEXT    NOT NULL,
+         length           INTEGER NULL,
+         upload_offset    INTEGER NOT NULL DEFAULT 0,
+         metadata         TEXT    NOT NULL,
+         expected         TEXT    NULL,
+         hasher           BLOB    NOT NULL,
+         created_ms       INTEGER NOT NULL,
+         expires_ms       INTEGER NOT NULL,
+         finished_version INTEGER NULL
+     ) STRICT;
+     CREATE INDEX uploads_by_expiry ON uploads (expires_ms);
+     CREATE TABLE upload_parts (
+         id          TEXT    NOT NULL REFERENCES uploads (id),
+         part_offset INTEGER NOT NULL,
+         size        INTEGER NOT NULL,
+         hash        TEXT    NOT NULL REFERENCES content (hash),
+         PRIMARY KEY (id, part_offset)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX upload_parts_by_hash ON upload_parts (hash);",
 ];
 
 /// The schema version this binary writes: the number of [`MIGRATIONS`].

@@ -34,6 +34,21 @@ pub const GC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a waiting PUT looks again.
 const GC_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Content the write path has made durable (or found already stored), not yet
+/// pointed at by anything: [`ObjectService::store`]'s result. Its caller records
+/// it (a version, an upload's part) and then hands it to
+/// [`ObjectService::recorded`]. Left unrecorded, its shards are orphans the
+/// collector removes after `--orphan-age`.
+#[derive(Debug)]
+pub struct StoredContent {
+    /// What to record: hash, size, policy, where the shards are.
+    pub content: ContentRecord,
+    /// The shards that missed the write (repaired once recorded).
+    failures: Vec<ShardFailure>,
+    /// The bytes of a small object, for the read cache once recorded.
+    cached: Option<Bytes>,
+}
+
 impl ObjectService {
     /// Stores `body` as the next version of `bucket/name`. When `expected` is given
     /// the body must hash to it, or nothing is stored.
@@ -41,9 +56,24 @@ impl ObjectService {
         &self,
         bucket: &str,
         name: &str,
-        mut body: S,
+        body: S,
         expected: Option<ContentHash>,
     ) -> Result<VersionRecord, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let stored = self.store(body, expected).await?;
+        let record = self.meta.put_version(bucket, name, Some(&stored.content)).await?;
+        self.recorded(stored);
+        Ok(record)
+    }
+
+    /// Makes `body` durable content, to the write quorum, without recording it
+    /// anywhere: the part of a PUT before its version. When `expected` is given the
+    /// body must hash to it, or nothing is stored. Content already stored (same
+    /// hash, its write quorum of shards found) is not written again.
+    pub async fn store<S, E>(&self, mut body: S, expected: Option<ContentHash>) -> Result<StoredContent, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
@@ -62,7 +92,7 @@ impl ObjectService {
                 let Some(existing) = self.durable_content(&expected).await? else {
                     return Err(MetaError::ContentDeleting { hash }.into());
                 };
-                return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
+                return Ok(StoredContent::existing(existing));
             }
         }
 
@@ -73,7 +103,7 @@ impl ObjectService {
         let policy =
             if complete && (head.buf.len() as u64) < threshold { self.config.small_policy } else { self.config.policy };
         if complete {
-            return self.put_whole(bucket, name, head, policy, expected).await;
+            return self.store_whole(head, policy, expected).await;
         }
         let targets = self.choose_targets(policy)?;
         let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, policy.write_quorum(), targets);
@@ -99,19 +129,12 @@ impl ObjectService {
         };
         if let Some(existing) = existing {
             uploads.abort();
-            return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
+            return Ok(StoredContent::existing(existing));
         }
         let shard_len = Layout::new(policy, size).shard_len();
         let stored = uploads.finish(hash, shard_len, policy.write_quorum()).await;
         self.metrics.shards_written.increment(stored.placement.len() as u64);
-        self.record(
-            bucket,
-            name,
-            ContentRecord { hash, size, policy, placement: stored.placement },
-            stored.failures,
-            None,
-        )
-        .await
+        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, None)
     }
 
     /// Stores an object the write path holds whole in memory (it ended below the
@@ -119,35 +142,39 @@ impl ObjectService {
     /// digest mismatch or known content costs the data servers nothing, and each
     /// shard is written in one request (`PUT /objects/<hash>.<shard>`) instead of
     /// open, stream and commit.
-    async fn put_whole(
+    async fn store_whole(
         &self,
-        bucket: &str,
-        name: &str,
         mut head: Head,
         policy: Policy,
         expected: Option<ContentHash>,
-    ) -> Result<VersionRecord, ObjectError> {
+    ) -> Result<StoredContent, ObjectError> {
         let hash = head.finish_hash().await?;
         let data = head.buf.freeze();
         if let Some(expected) = expected.filter(|e| *e != hash) {
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
         }
         if let Some(existing) = self.durable_content(&hash).await? {
-            return Ok(self.meta.put_version(bucket, name, Some(&existing)).await?);
+            return Ok(StoredContent::existing(existing));
         }
         let targets = self.choose_targets(policy)?;
         let bodies = encode_whole(&data, policy)?;
         let size = data.len() as u64;
         let stored = self.write_to_quorum(hash, size, policy, targets, bodies).await;
         let cached = self.cache.wants(size).then_some(data);
-        self.record(
-            bucket,
-            name,
-            ContentRecord { hash, size, policy, placement: stored.placement },
-            stored.failures,
-            cached,
-        )
-        .await
+        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, cached)
+    }
+
+    /// What follows recording stored content: a small object goes into the read
+    /// cache, and shards that missed the write are rebuilt.
+    pub fn recorded(&self, stored: StoredContent) {
+        let StoredContent { content, failures, cached } = stored;
+        if let Some(data) = cached {
+            self.cache.insert(content.hash, data);
+        }
+        if content.placement.len() < content.policy.shards() {
+            tracing::warn!(hash = %content.hash, failures = %describe(&failures), "stored with fewer shards than the policy; repairing");
+            self.schedule_repair(content);
+        }
     }
 
     /// Writes each whole shard body to its target in one request and returns once
@@ -213,33 +240,6 @@ impl ObjectService {
             });
         }
         stored
-    }
-
-    /// The end of every write: checks the quorum, records the version, keeps a small
-    /// object in the cache, and has shards that missed the write rebuilt.
-    async fn record(
-        &self,
-        bucket: &str,
-        name: &str,
-        content: ContentRecord,
-        failures: Vec<ShardFailure>,
-        cached: Option<Bytes>,
-    ) -> Result<VersionRecord, ObjectError> {
-        let needed = content.policy.write_quorum();
-        if content.placement.len() < needed {
-            // Shards that did commit hold content no version points at; they are
-            // harmless and a later write of the same content reuses them.
-            return Err(ObjectError::QuorumNotReached { ok: content.placement.len(), needed, failures });
-        }
-        let record = self.meta.put_version(bucket, name, Some(&content)).await?;
-        if let Some(data) = cached {
-            self.cache.insert(content.hash, data);
-        }
-        if content.placement.len() < content.policy.shards() {
-            tracing::warn!(hash = %content.hash, failures = %describe(&failures), "stored with fewer shards than the policy; repairing");
-            self.schedule_repair(content);
-        }
-        Ok(record)
     }
 
     /// Distinct live data servers for the shards of a new write under `policy`:
@@ -340,6 +340,28 @@ impl ObjectService {
                 None => finished = true,
             }
         }
+    }
+}
+
+impl StoredContent {
+    /// Content found already stored: recording it is all a write does.
+    fn existing(content: ContentRecord) -> StoredContent {
+        StoredContent { content, failures: Vec::new(), cached: None }
+    }
+
+    /// Content just written: durable only if its write quorum of shards is (the
+    /// shards that did commit are then orphans, harmless, and a later write of the
+    /// same content reuses them).
+    fn fresh(
+        content: ContentRecord,
+        failures: Vec<ShardFailure>,
+        cached: Option<Bytes>,
+    ) -> Result<StoredContent, ObjectError> {
+        let needed = content.policy.write_quorum();
+        if content.placement.len() < needed {
+            return Err(ObjectError::QuorumNotReached { ok: content.placement.len(), needed, failures });
+        }
+        Ok(StoredContent { content, failures, cached })
     }
 }
 
