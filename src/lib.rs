@@ -6,12 +6,14 @@
 //! name → version → content mapping in a metadata store ([`meta`]). The write and
 //! read paths live in [`object`]; who is alive and who holds what in [`cluster`].
 //! Dependencies point down the list below: `api` → `object` → `cluster`/`meta`/`bus`
-//! → `content`.
+//! → `content`. [`client`] and [`admin`] are the command-line clients of an API
+//! server, on top of everything.
 
 pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod bus;
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod content;

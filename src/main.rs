@@ -52,6 +52,9 @@ enum Command {
     /// Operate a running cluster through an API server: status, scrub, gc, repair,
     /// pause and resume its workers.
     Admin(cairn::admin::AdminArgs),
+    /// The client: put, get, ls, rm, versions, stat (see `cairn help put`).
+    #[command(flatten)]
+    Client(cairn::client::ClientCommand),
 }
 
 #[derive(Args)]
@@ -340,6 +343,9 @@ struct RedundancyArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Client(command) = cli.command {
+        std::process::exit(run_client(command));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,amqprs=warn".into()),
@@ -355,6 +361,7 @@ fn main() -> anyhow::Result<()> {
             Command::Api(args) => run_api(args, shutdown).await,
             Command::Dev(args) => run_dev(args, shutdown).await,
             Command::Admin(args) => Ok(cairn::admin::run(args).await?),
+            Command::Client(_) => unreachable!("client commands return above"),
             Command::Bench(args) => {
                 let report = cairn::bench::run_until(&args, shutdown).await?;
                 println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
@@ -362,6 +369,30 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Runs a client command and returns its exit code (`cairn help put` lists them),
+/// after printing any error as one `cairn: ...` line on stderr. No log output: a
+/// client's stderr is for its progress bars, hints and errors.
+fn run_client(command: cairn::client::ClientCommand) -> i32 {
+    let state_dir = cairn::client::state::default_dir(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cairn: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = match runtime.block_on(cairn::client::run(command, state_dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            e.exit_code()
+        }
+    };
+    // A blocked stdin/stdout task must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
 /// Connects to RabbitMQ, counting reconnections under the labels of `scope` (the
