@@ -81,6 +81,18 @@ impl Sink {
     }
 }
 
+/// Removes a partial file that no sidecar pins yet (a failure before the first
+/// answer leaves nothing behind: there is nothing to resume).
+struct Unpinned(Option<PathBuf>);
+
+impl Drop for Unpinned {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// The partial file and its sidecar for `target`.
 fn partial_paths(target: &Path) -> (PathBuf, PathBuf) {
     let mut partial = target.as_os_str().to_owned();
@@ -92,12 +104,14 @@ fn partial_paths(target: &Path) -> (PathBuf, PathBuf) {
 
 /// Downloads, verifies and places one object.
 pub async fn run(args: GetArgs) -> Result<(), ClientError> {
+    super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
     let name = args.name.clone();
     let target = args.file.clone().filter(|f| f.as_os_str() != "-");
     let mut hasher = sha2::Sha256::new();
     let mut have = 0u64;
     let mut pinned: Option<DownloadState> = None;
+    let mut unpinned = Unpinned(None);
     let mut sink = match &target {
         None => {
             if args.resume {
@@ -135,6 +149,7 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
             }
             if pinned.is_none() {
                 state::remove(&sidecar);
+                unpinned.0 = Some(partial.clone());
             }
             let mut file = tokio::fs::OpenOptions::new()
                 .create(true)
@@ -218,6 +233,7 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
                         };
                         if let Sink::File { sidecar, .. } = &sink {
                             state::save(sidecar, &pin)?;
+                            unpinned.0 = None;
                         }
                         bar = progress_bar(&args.options, pin.size, "get");
                         bar.set_position(have);

@@ -88,6 +88,7 @@ pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
 
 /// Every version of a name, oldest first.
 pub async fn versions(args: NameArgs) -> Result<(), ClientError> {
+    super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
     let url = server.url(&format!("/versions/{}", super::encode_name(&args.name)));
     let resp = server.send(&args.name, true, || server.http.get(&url)).await?;
@@ -112,6 +113,7 @@ pub async fn versions(args: NameArgs) -> Result<(), ClientError> {
 /// One version's description: `HEAD` for the version number, then that version's
 /// line of `/versions/<name>` for the rest (created time).
 pub async fn stat(args: StatArgs) -> Result<(), ClientError> {
+    super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
     let info = describe(&server, &args.name, args.version).await?;
     if args.options.json {
@@ -140,6 +142,7 @@ pub(crate) async fn describe(server: &Server, name: &str, version: Option<u64>) 
 
 /// Adds a tombstone version.
 pub async fn rm(args: NameArgs) -> Result<(), ClientError> {
+    super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
     let url = server.object_url(&args.name, None);
     let resp = server.send(&args.name, false, || server.http.delete(&url)).await?;

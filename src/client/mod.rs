@@ -37,7 +37,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  any other error (local file, malformed answer)
-  2  usage error
+  2  usage error (a bad flag, or a name no server accepts)
   3  not found (no such object or version, or deleted)
   4  integrity: the bytes do not match their SHA-256
   5  cannot reach the server, or it stayed unavailable after --retries attempts
@@ -110,6 +110,15 @@ pub enum ClientError {
         /// What did not match.
         detail: String,
     },
+    /// The name is one no server accepts (checked before sending: a URL parser
+    /// would silently resolve a `..` segment into another name).
+    #[error("{name:?}: {source}")]
+    BadName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        source: crate::api::names::BadName,
+    },
     /// The server could not be reached, or stayed unavailable, within the retries.
     #[error("{what}: cannot reach {endpoint} after {attempts} attempt(s): {cause}")]
     Unreachable {
@@ -162,6 +171,7 @@ impl ClientError {
     /// The process exit code a script can rely on (see [`EXIT_CODES`]).
     pub fn exit_code(&self) -> i32 {
         match self {
+            ClientError::BadName { .. } => 2,
             ClientError::NotFound { .. } => 3,
             ClientError::Integrity { .. } => 4,
             ClientError::Unreachable { .. } => 5,
@@ -352,6 +362,11 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Refuses a name the server would refuse, before it is put in a URL.
+pub(crate) fn check_name(name: &str) -> Result<(), ClientError> {
+    crate::api::names::validate(name).map_err(|source| ClientError::BadName { name: name.to_string(), source })
 }
 
 /// `name` percent-encoded for a URL path, segment-wise (`/` kept).

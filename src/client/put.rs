@@ -70,6 +70,7 @@ pub struct PutArgs {
 
 /// Stores the file and prints the version made.
 pub async fn run(args: PutArgs, default_state_dir: PathBuf) -> Result<(), ClientError> {
+    super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
     let path = tokio::fs::canonicalize(&args.file).await.map_err(ClientError::local(&args.file))?;
     let meta = tokio::fs::metadata(&path).await.map_err(ClientError::local(&path))?;

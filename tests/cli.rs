@@ -1,0 +1,668 @@
+//! The `cairn` client (put, get, ls, rm, versions, stat) as a user runs it: the
+//! built binary as a child process against an in-process cluster, through a TCP
+//! proxy that breaks or slows connections, and against fake servers that lie.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::content::ContentHash;
+use common::{pattern, start, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Longest any one `cairn` run may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// The result of one `cairn` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stdout_bytes: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A `cairn` command with the test's state dir and no proxy from the environment.
+fn command(state: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(args)
+        .env("CAIRN_STATE_DIR", state)
+        .env_remove("CAIRN_ENDPOINT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs `cairn ARGS` to its end (bounded by [`RUN_LIMIT`]).
+async fn cairn(state: &Path, args: &[&str]) -> Run {
+    let out = tokio::time::timeout(RUN_LIMIT, command(state, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("cairn {args:?} ran past {RUN_LIMIT:?}"))
+        .expect("cairn runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout_bytes: out.stdout.clone(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    eprintln!("cairn {args:?} -> {}\n{}", run.code, run.stderr.trim_end());
+    run
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    ContentHash::of(bytes).to_hex()
+}
+
+// ---------------------------------------------------------------------------
+// A TCP proxy that counts, cuts and slows.
+
+/// How the proxy mistreats connections.
+#[derive(Default)]
+struct Plan {
+    /// The first `cut_connections` connections are cut after this many bytes
+    /// client → server ...
+    cut_up_after: Option<u64>,
+    /// ... or server → client.
+    cut_down_after: Option<u64>,
+    cut_connections: usize,
+}
+
+/// A proxy on loopback forwarding to `upstream`, its tasks aborted when dropped.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    connections: Arc<AtomicUsize>,
+    /// Bytes per second in each direction; 0: unlimited. Changeable while running.
+    rate: Arc<AtomicU64>,
+    _tasks: tokio::task::JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, plan: Plan) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let rate = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let (u, d, c, r) = (up.clone(), down.clone(), connections.clone(), rate.clone());
+        tasks.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let cut = n < plan.cut_connections;
+                let (up_limit, down_limit) = if cut { (plan.cut_up_after, plan.cut_down_after) } else { (None, None) };
+                let (u, d, r) = (u.clone(), d.clone(), r.clone());
+                conns.spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::select! {
+                        _ = pump(cr, sw, up_limit, u, r.clone()) => {}
+                        _ = pump(sr, cw, down_limit, d, r) => {}
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Proxy { addr, up, down, connections, rate, _tasks: tasks }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Copies `from` to `to`, counting, until EOF or `limit` bytes (then the
+/// connection is dropped: a cut), at most `rate` bytes a second.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    limit: Option<u64>,
+    counter: Arc<AtomicU64>,
+    rate: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let r = rate.load(Ordering::SeqCst);
+        let want = if r > 0 { buf.len().min((r / 20).max(1) as usize) } else { buf.len() };
+        let Ok(n) = from.read(&mut buf[..want]).await else { return };
+        if n == 0 {
+            return;
+        }
+        let n = match limit {
+            Some(l) if sent + n as u64 >= l => (l - sent) as usize,
+            _ => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        sent += n as u64;
+        counter.fetch_add(n as u64, Ordering::SeqCst);
+        if limit.is_some_and(|l| sent >= l) {
+            return;
+        }
+        if r > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / r as f64)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The endpoint resumable puts go to.
+
+/// The API endpoint that speaks tus: the cluster itself once its `/uploads` exist,
+/// else a fake tus front in this test (see [`fake_tus`]).
+struct TusFront {
+    addr: SocketAddr,
+    _server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn tus_front(t: &TestCluster) -> TusFront {
+    let real = t
+        .http
+        .request(reqwest::Method::OPTIONS, t.url("/uploads"))
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .map(|r| r.headers().contains_key("tus-version") || r.headers().contains_key("tus-resumable"))
+        .unwrap_or(false);
+    if real {
+        return TusFront { addr: t.cluster.api_addr, _server: None };
+    }
+    eprintln!("the API server has no tus endpoints: testing against the fake tus front");
+    let (addr, server) = fake_tus::start(t.base.clone()).await;
+    TusFront { addr, _server: Some(server) }
+}
+
+impl Drop for TusFront {
+    fn drop(&mut self) {
+        if let Some(s) = &self._server {
+            s.abort();
+        }
+    }
+}
+
+/// A tus 1.0 server (creation, HEAD, PATCH with `Upload-Checksum`) that keeps
+/// uploads in memory and stores a finished one with a PUT to the real API server;
+/// every other request is forwarded there. It stands in for the server's own
+/// endpoints while they are being built, and speaks the protocol as the client
+/// expects it.
+mod fake_tus {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::extract::{Path, Request, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{patch, post};
+    use axum::Router;
+    use base64::Engine;
+    use futures_util::StreamExt;
+    use sha2::Digest;
+
+    struct Upload {
+        name: String,
+        length: u64,
+        data: Vec<u8>,
+    }
+
+    #[derive(Clone)]
+    struct Front {
+        uploads: Arc<Mutex<HashMap<String, Upload>>>,
+        api: String,
+        http: reqwest::Client,
+    }
+
+    pub async fn start(api: String) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let front =
+            Front { uploads: Arc::default(), api, http: reqwest::Client::builder().no_proxy().build().unwrap() };
+        let app = Router::new()
+            .route("/uploads", post(create))
+            .route("/uploads/{id}", patch(append).head(offset).delete(terminate))
+            .fallback(forward)
+            .with_state(front);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+    }
+
+    fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    async fn create(State(f): State<Front>, h: HeaderMap) -> Response {
+        let length = header(&h, "upload-length").and_then(|v| v.parse::<u64>().ok());
+        let name = header(&h, "upload-metadata").and_then(|m| {
+            m.split(',').find_map(|pair| {
+                let (k, v) = pair.trim().split_once(' ')?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+                (k == "name").then(|| String::from_utf8(bytes).ok()).flatten()
+            })
+        });
+        let (Some(length), Some(name), Some("1.0.0")) = (length, name, header(&h, "tus-resumable")) else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        f.uploads.lock().unwrap().insert(id.clone(), Upload { name, length, data: Vec::new() });
+        (StatusCode::CREATED, [("location", format!("/uploads/{id}")), ("tus-resumable", "1.0.0".into())])
+            .into_response()
+    }
+
+    async fn offset(State(f): State<Front>, Path(id): Path<String>) -> Response {
+        match f.uploads.lock().unwrap().get(&id) {
+            Some(u) => {
+                (StatusCode::OK, [("upload-offset", u.data.len().to_string()), ("upload-length", u.length.to_string())])
+                    .into_response()
+            }
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    async fn terminate(State(f): State<Front>, Path(id): Path<String>) -> StatusCode {
+        match f.uploads.lock().unwrap().remove(&id) {
+            Some(_) => StatusCode::NO_CONTENT,
+            None => StatusCode::NOT_FOUND,
+        }
+    }
+
+    async fn append(State(f): State<Front>, Path(id): Path<String>, h: HeaderMap, body: Body) -> Response {
+        let at = header(&h, "upload-offset").and_then(|v| v.parse::<usize>().ok());
+        let current = f.uploads.lock().unwrap().get(&id).map(|u| u.data.len());
+        let Some(current) = current else { return StatusCode::NOT_FOUND.into_response() };
+        if at != Some(current) {
+            return StatusCode::CONFLICT.into_response();
+        }
+        // A chunk is kept only whole and with a matching checksum.
+        let mut chunk = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(part) = stream.next().await {
+            match part {
+                Ok(b) => chunk.extend_from_slice(&b),
+                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+            }
+        }
+        let want = header(&h, "upload-checksum").and_then(|v| v.strip_prefix("sha256 ")).map(str::to_string);
+        let got = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&chunk));
+        if want.as_deref() != Some(got.as_str()) {
+            return StatusCode::from_u16(460).unwrap().into_response();
+        }
+        let (done, name, data) = {
+            let mut uploads = f.uploads.lock().unwrap();
+            let Some(u) = uploads.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
+            if u.data.len() != current || (u.data.len() + chunk.len()) as u64 > u.length {
+                return StatusCode::CONFLICT.into_response();
+            }
+            u.data.extend_from_slice(&chunk);
+            let done = u.data.len() as u64 == u.length;
+            (done, u.name.clone(), if done { u.data.clone() } else { Vec::new() })
+        };
+        let new_offset = current + chunk.len();
+        if !done {
+            return (StatusCode::NO_CONTENT, [("upload-offset", new_offset.to_string())]).into_response();
+        }
+        let stored =
+            f.http.put(format!("{}/objects/{}", f.api, cairn::client::encode_name(&name))).body(data).send().await;
+        match stored {
+            Ok(r) if r.status().is_success() => {
+                f.uploads.lock().unwrap().remove(&id);
+                let version = r.headers()["x-cairn-version"].to_str().unwrap().to_string();
+                let etag = r.headers()["etag"].to_str().unwrap().to_string();
+                (
+                    StatusCode::NO_CONTENT,
+                    [("upload-offset", new_offset.to_string()), ("x-cairn-version", version), ("etag", etag)],
+                )
+                    .into_response()
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
+    }
+
+    async fn forward(State(f): State<Front>, request: Request) -> Response {
+        let url = format!("{}{}", f.api, request.uri().path_and_query().map_or("/", |p| p.as_str()));
+        let mut out = f.http.request(request.method().clone(), url);
+        for (k, v) in request.headers() {
+            if k != "host" {
+                out = out.header(k, v);
+            }
+        }
+        let body = axum::body::to_bytes(request.into_body(), 64 << 20).await.unwrap_or_default();
+        let Ok(resp) = out.body(body).send().await else { return StatusCode::BAD_GATEWAY.into_response() };
+        let mut answer = Response::builder().status(resp.status().as_u16());
+        for (k, v) in resp.headers() {
+            if k != "transfer-encoding" && k != "connection" {
+                answer = answer.header(k.as_str(), v.as_bytes());
+            }
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        answer.body(Body::from(bytes)).unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_stat_ls_versions_rm_as_a_script_sees_them() {
+    let t = start("1+1", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ep = ["--endpoint", &t.base];
+    let body = pattern(100_000, 1);
+    let file = write_file(dir.path(), "doc.bin", &body);
+
+    let put = cairn(&state, &[&["put", s(&file), "docs/a.bin", "--json"][..], &ep].concat()).await;
+    assert_eq!(put.code, 0);
+    let put = put.json();
+    assert_eq!(put["version"], 1);
+    assert_eq!(put["size"], 100_000);
+    assert_eq!(put["hash"], hex_of(&body));
+
+    let out = dir.path().join("out.bin");
+    let get = cairn(&state, &[&["get", "docs/a.bin", s(&out)][..], &ep].concat()).await;
+    assert_eq!(get.code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    assert!(!dir.path().join("out.bin.partial").exists() && !dir.path().join("out.bin.partial.json").exists());
+    let to_stdout = cairn(&state, &[&["get", "docs/a.bin"][..], &ep].concat()).await;
+    assert_eq!(to_stdout.code, 0);
+    assert_eq!(to_stdout.stdout_bytes, body, "the object on stdout");
+
+    let stat = cairn(&state, &[&["stat", "docs/a.bin", "--json"][..], &ep].concat()).await;
+    assert_eq!(stat.code, 0);
+    assert_eq!(stat.json(), put, "stat describes the version put made");
+
+    // Five names under docs/, listed two a page: the client follows every page.
+    for name in ["docs/b", "docs/c", "docs/d", "other/x"] {
+        let put = cairn(&state, &[&["put", s(&file), name, "--quiet"][..], &ep].concat()).await;
+        assert_eq!(put.code, 0);
+    }
+    let small = write_file(dir.path(), "v2", b"second");
+    assert_eq!(cairn(&state, &[&["put", s(&small), "docs/d"][..], &ep].concat()).await.code, 0);
+    let ls = cairn(&state, &[&["ls", "docs/", "--json", "--page-size", "2"][..], &ep].concat()).await;
+    assert_eq!(ls.code, 0);
+    let names: Vec<String> = ls.json().as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().into()).collect();
+    assert_eq!(names, ["docs/a.bin", "docs/b", "docs/c", "docs/d"]);
+    let table = cairn(&state, &[&["ls"][..], &ep].concat()).await;
+    assert_eq!(table.stdout.lines().count(), 6, "a header and five names:\n{}", table.stdout);
+
+    let versions = cairn(&state, &[&["versions", "docs/d", "--json"][..], &ep].concat()).await;
+    assert_eq!(versions.code, 0);
+    let v = versions.json();
+    let sizes: Vec<u64> = v.as_array().unwrap().iter().map(|o| o["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [100_000, 6], "oldest first");
+
+    let rm = cairn(&state, &[&["rm", "docs/d", "--json"][..], &ep].concat()).await;
+    assert_eq!(rm.code, 0);
+    assert_eq!(rm.json()["version"], 3);
+    assert_eq!(rm.json()["deleted"], true);
+    let gone = cairn(&state, &[&["get", "docs/d", s(&dir.path().join("d"))][..], &ep].concat()).await;
+    assert_eq!(gone.code, 3, "a deleted name is not found");
+    assert!(gone.stderr.starts_with("cairn: ") && gone.stderr.contains("docs/d"), "{}", gone.stderr);
+    assert!(!dir.path().join("d").exists() && !dir.path().join("d.partial").exists());
+    let old = cairn(&state, &[&["get", "docs/d", "--version", "2"][..], &ep].concat()).await;
+    assert_eq!((old.code, old.stdout.as_str()), (0, "second"), "old versions stay readable");
+    assert_eq!(cairn(&state, &[&["rm", "docs/d"][..], &ep].concat()).await.code, 3, "already deleted");
+    assert_eq!(cairn(&state, &[&["stat", "never"][..], &ep].concat()).await.code, 3);
+    assert_eq!(cairn(&state, &[&["versions", "never"][..], &ep].concat()).await.code, 3);
+    assert_eq!(cairn(&state, &[&["get", "never"][..], &ep].concat()).await.code, 3);
+    let bad = cairn(&state, &[&["stat", "a/../b"][..], &ep].concat()).await;
+    assert_eq!(bad.code, 2, "a name no server accepts: {}", bad.stderr);
+    assert_eq!(cairn(&state, &["get"]).await.code, 2, "usage");
+    t.cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ep = format!("http://127.0.0.1:{port}");
+    let file = write_file(dir.path(), "f", b"x");
+    for args in [
+        vec!["ls", "--endpoint", &ep, "--retries", "2"],
+        vec!["get", "n", "--endpoint", &ep, "--retries", "2"],
+        vec!["put", s(&file), "n", "--endpoint", &ep, "--retries", "2"],
+    ] {
+        let run = cairn(dir.path(), &args).await;
+        assert_eq!(run.code, 5, "{args:?}");
+        assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_goes_through_tus_and_reads_back() {
+    let t = start("1+1", 2).await;
+    let front = tus_front(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let body = pattern(1_000_000, 2);
+    let file = write_file(dir.path(), "big.bin", &body);
+    // A proxy that only counts: the upload is several PATCHes on it.
+    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    let ep = proxy.url();
+    let args =
+        ["put", s(&file), "big", "--json", "--resumable-above", "64KiB", "--chunk-size", "256KiB", "--endpoint", &ep];
+    let put = cairn(&state, &args).await;
+    assert_eq!(put.code, 0);
+    assert_eq!(put.json()["hash"], hex_of(&body));
+    assert_eq!(put.json()["size"], 1_000_000);
+    assert!(cairn_state_files(&state).is_empty(), "success removes the state file");
+    let out = dir.path().join("big.out");
+    assert_eq!(cairn(&state, &["get", "big", s(&out), "--endpoint", &t.base]).await.code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    t.cluster.shutdown().await;
+}
+
+/// Every upload state file under the state dir.
+fn cairn_state_files(state: &Path) -> Vec<PathBuf> {
+    common::files_under(&state.join("uploads")).into_iter().filter(|p| !p.to_string_lossy().ends_with(".tmp")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_a_cut_connection_resumes_by_itself_without_starting_over() {
+    let t = start("1+1", 2).await;
+    let front = tus_front(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let size = 2 << 20;
+    let body = pattern(size, 3);
+    let file = write_file(dir.path(), "big.bin", &body);
+    let plan = Plan { cut_up_after: Some(900 << 10), cut_connections: 1, ..Plan::default() };
+    let proxy = Proxy::start(front.addr, plan).await;
+    let ep = proxy.url();
+    let args =
+        ["put", s(&file), "cut", "--json", "--resumable-above", "64KiB", "--chunk-size", "256KiB", "--endpoint", &ep];
+    let put = cairn(&state, &args).await;
+    assert_eq!(put.code, 0);
+    assert_eq!(put.json()["hash"], hex_of(&body));
+    assert!(proxy.connections.load(Ordering::SeqCst) >= 2, "the cut connection was replaced");
+    let sent = proxy.up.load(Ordering::SeqCst);
+    // Starting over would send the first 900 KiB twice; resuming resends at most
+    // the chunk that was cut (plus headers).
+    assert!(sent < size as u64 + (256 << 10) + (64 << 10), "{sent} bytes sent for {size}");
+    let out = dir.path().join("cut.out");
+    assert_eq!(cairn(&state, &["get", "cut", s(&out), "--endpoint", &t.base]).await.code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    t.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_through_a_cut_connection_resumes_with_a_range_and_verifies() {
+    let t = start("1+1", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 2 << 20;
+    let body = pattern(size, 4);
+    assert_eq!(t.put("cut-get", body.clone()).await.status(), 200);
+    let plan = Plan { cut_down_after: Some(700 << 10), cut_connections: 1, ..Plan::default() };
+    let proxy = Proxy::start(t.cluster.api_addr, plan).await;
+    let out = dir.path().join("got.bin");
+    let get = cairn(dir.path(), &["get", "cut-get", s(&out), "--json", "--endpoint", &proxy.url()]).await;
+    assert_eq!(get.code, 0);
+    assert_eq!(get.json()["hash"], hex_of(&body));
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    assert!(proxy.connections.load(Ordering::SeqCst) >= 2);
+    let received = proxy.down.load(Ordering::SeqCst);
+    assert!(received < size as u64 + (64 << 10), "{received} bytes received for {size}: a range, not a restart");
+    t.cluster.shutdown().await;
+}
+
+/// Waits (at most 60 s) until `ready` holds.
+async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_put_is_finished_by_put_resume() {
+    let t = start("1+1", 2).await;
+    let front = tus_front(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let size = 4 << 20;
+    let body = pattern(size, 5);
+    let file = write_file(dir.path(), "big.bin", &body);
+    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    proxy.rate.store(2 << 20, Ordering::SeqCst);
+    let ep = proxy.url();
+    let args = ["put", s(&file), "killed", "--resumable-above", "64KiB", "--chunk-size", "128KiB", "--endpoint", &ep];
+    let mut child = command(&state, &args).spawn().unwrap();
+    wait_until("a state file and 1 MiB sent", || {
+        !cairn_state_files(&state).is_empty() && proxy.up.load(Ordering::SeqCst) > 1 << 20
+    })
+    .await;
+    child.kill().await.unwrap();
+    proxy.rate.store(0, Ordering::SeqCst);
+    let sent_before = proxy.up.load(Ordering::SeqCst);
+
+    let resumed = cairn(&state, &[&args[..], &["--resume", "--json"]].concat()).await;
+    assert_eq!(resumed.code, 0);
+    assert_eq!(resumed.json()["hash"], hex_of(&body));
+    let at: u64 = resumed
+        .stderr
+        .split("at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume offset in {}", resumed.stderr));
+    assert!(at >= 128 << 10, "resumed at {at}, after the chunks the killed client sent");
+    let total = proxy.up.load(Ordering::SeqCst);
+    assert!(total - sent_before < size as u64 - at + (64 << 10), "the resume sent only the rest");
+    assert!(cairn_state_files(&state).is_empty());
+    let out = dir.path().join("killed.out");
+    assert_eq!(cairn(&state, &["get", "killed", s(&out), "--endpoint", &t.base]).await.code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    t.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_without_resume_hints_at_the_saved_upload_and_starts_afresh() {
+    let t = start("1+1", 2).await;
+    let front = tus_front(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let body = pattern(300_000, 6);
+    let file = write_file(dir.path(), "f.bin", &body);
+    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    proxy.rate.store(200_000, Ordering::SeqCst);
+    let ep = proxy.url();
+    let args = ["put", s(&file), "hinted", "--resumable-above", "64KiB", "--chunk-size", "64KiB", "--endpoint", &ep];
+    let mut child = command(&state, &args).spawn().unwrap();
+    wait_until("a state file", || !cairn_state_files(&state).is_empty()).await;
+    child.kill().await.unwrap();
+    proxy.rate.store(0, Ordering::SeqCst);
+    let again = cairn(&state, &args).await;
+    assert_eq!(again.code, 0);
+    assert!(again.stderr.contains("--resume continues it"), "{}", again.stderr);
+    assert!(cairn_state_files(&state).is_empty());
+    t.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_get_is_finished_by_get_resume() {
+    let t = start("1+1", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let body = pattern(size, 7);
+    assert_eq!(t.put("slow-get", body.clone()).await.status(), 200);
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
+    proxy.rate.store(2 << 20, Ordering::SeqCst);
+    let out = dir.path().join("slow.bin");
+    let partial = dir.path().join("slow.bin.partial");
+    let args = ["get", "slow-get", s(&out), "--endpoint", &proxy.url()];
+    let mut child = command(dir.path(), &args).spawn().unwrap();
+    wait_until("1 MiB in the partial file", || std::fs::metadata(&partial).is_ok_and(|m| m.len() > 1 << 20)).await;
+    child.kill().await.unwrap();
+    proxy.rate.store(0, Ordering::SeqCst);
+    assert!(!out.exists());
+    assert!(dir.path().join("slow.bin.partial.json").exists(), "the version is pinned next to the partial file");
+    // A new version in between: the resume still finishes the pinned one.
+    assert_eq!(t.put("slow-get", "newer").await.status(), 200);
+    let before = proxy.down.load(Ordering::SeqCst);
+    let resumed = cairn(dir.path(), &[&args[..], &["--resume"]].concat()).await;
+    assert_eq!(resumed.code, 0);
+    assert!(resumed.stderr.contains("resuming slow-get version 1 at byte"), "{}", resumed.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), body);
+    assert!(proxy.down.load(Ordering::SeqCst) - before < size as u64 - (1 << 20), "only the rest was fetched");
+    assert!(!partial.exists() && !dir.path().join("slow.bin.partial.json").exists());
+    t.cluster.shutdown().await;
+}
+
+/// A server whose ETag does not match the bytes it sends.
+async fn lying_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::routing::get;
+    let lie = ContentHash::of(b"something else").to_hex();
+    let app = axum::Router::new().route(
+        "/objects/{*name}",
+        get(move || async move {
+            ([("x-cairn-version", "1".to_string()), ("etag", format!("\"{lie}\""))], "the bytes actually sent")
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+#[tokio::test]
+async fn a_get_whose_bytes_do_not_match_the_etag_exits_4_and_leaves_no_file() {
+    let (addr, server) = lying_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lie.bin");
+    let get = cairn(dir.path(), &["get", "lie", s(&out), "--endpoint", &format!("http://{addr}")]).await;
+    assert_eq!(get.code, 4);
+    assert!(get.stderr.contains("integrity"), "{}", get.stderr);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file, no partial, no sidecar");
+    server.abort();
+}
