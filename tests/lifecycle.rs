@@ -511,6 +511,7 @@ async fn one_collector_between_two_api_servers(url: String) {
         http: Default::default(),
         limits: Default::default(),
         maintenance,
+        uploads: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
