@@ -458,3 +458,136 @@ async fn a_broken_patch_keeps_the_bytes_received() {
 }
 
 use futures_util::StreamExt;
+
+/// Polls `check` every 50 ms until it holds, at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn gc_passes(t: &TestCluster) -> u64 {
+    let s: serde_json::Value = t.http.get(t.url("/admin/status")).send().await.unwrap().json().await.unwrap();
+    let gc = s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "gc").unwrap().clone();
+    gc["info"]["counts"]["passes"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_expired_upload_is_404_and_the_worker_removes_its_rows() {
+    let (t, meta, _dir) = cluster(32 * 1024, Duration::from_millis(300)).await;
+    let location = create(&t, 200_000, "abandoned").await;
+    let r = patch(&t, &location, 0, pattern(100_000, 2)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let expires = httpdate::parse_http_date(r.headers()["upload-expires"].to_str().unwrap()).unwrap();
+    assert!(expires > std::time::SystemTime::now() - Duration::from_secs(2));
+    let id = location.trim_start_matches("/uploads/").to_string();
+    assert!(!meta.upload_parts(&id, 0, 100).await.unwrap().is_empty());
+    eventually(Duration::from_secs(10), "the upload expired", || async {
+        head(&t, &location).await.status() == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(patch(&t, &location, 100_000, vec![0u8; 10]).await.status(), StatusCode::NOT_FOUND);
+    let r = t.http.post(t.url("/admin/uploads/expire")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    eventually(Duration::from_secs(10), "the expiry worker removed the rows", || async {
+        meta.upload(&id).await.unwrap().is_none()
+    })
+    .await;
+    assert!(meta.upload_parts(&id, 0, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn gc_keeps_a_live_uploads_parts_and_collects_them_once_it_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteStore::open(&dir.path().join("meta.sqlite")).await.unwrap());
+    let t = common::start_custom_with_meta(6, meta.clone(), |c| {
+        c.uploads.part_size = 32 * 1024;
+        c.maintenance.gc_interval = Duration::from_millis(100);
+        c.maintenance.gc_grace = Duration::ZERO;
+        c.maintenance.orphan_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let data = pattern(300_000, 21);
+    let location = create(&t, data.len() as u64, "collected").await;
+    assert_eq!(patch(&t, &location, 0, data[..100_000].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    let id = location.trim_start_matches("/uploads/").to_string();
+    let parts = meta.upload_parts(&id, 0, 100).await.unwrap();
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    // Two full passes of a collector with no grace period at all.
+    let before = gc_passes(&t).await;
+    eventually(Duration::from_secs(20), "two GC passes", || async { gc_passes(&t).await >= before + 2 }).await;
+    for part in &parts {
+        assert_eq!(meta.content_state(&part.hash).await.unwrap(), Some(cairn::meta::ContentState::Live));
+    }
+    assert_eq!(patch(&t, &location, 100_000, data[100_000..].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    assert!(get_body(&t, "collected").await == data);
+    // Finished: the parts are unreferenced and go.
+    eventually(Duration::from_secs(20), "the parts collected", || async {
+        let mut gone = true;
+        for part in &parts {
+            gone &= meta.content_state(&part.hash).await.unwrap().is_none();
+        }
+        gone
+    })
+    .await;
+    assert!(get_body(&t, "collected").await == data);
+}
+
+#[tokio::test]
+async fn an_upload_resumes_through_a_second_api_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    let meta = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let t = common::start_custom_with_meta(6, meta.clone(), |c| c.uploads.part_size = 64 * 1024).await;
+    // A second API server: its own process state, the same bus and metadata file.
+    let second_meta = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = format!("http://{}", listener.local_addr().unwrap());
+    let bus = t.cluster.connect_bus().await.unwrap();
+    let config = cairn::api::ApiConfig {
+        object: cairn::object::ObjectConfig {
+            policy: "4+2".parse().unwrap(),
+            small_policy: "1+2".parse().unwrap(),
+            small_threshold: 64 * 1024,
+            locate_timeout: Duration::from_secs(1),
+            cache_bytes: 0,
+            data_timeouts: Default::default(),
+        },
+        heartbeat_expiry: Duration::from_millis(600),
+        http: Default::default(),
+        limits: Default::default(),
+        maintenance: cairn::maintenance::MaintenanceConfig::new("second".into()),
+        uploads: cairn::object::resumable::UploadSettings { part_size: 64 * 1024, ..Default::default() },
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
+    assert!(common::wait_live(&t.http, &second, 6).await, "the second API server sees the data servers");
+
+    let data = pattern(500_000, 31);
+    let location = create(&t, data.len() as u64, "travelled").await;
+    assert_eq!(patch(&t, &location, 0, data[..200_000].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    let on_second = |path: &str| format!("{second}{path}");
+    let r = t.http.head(on_second(&location)).header("Tus-Resumable", TUS).send().await.unwrap();
+    assert_eq!(offset_of(&r), 200_000);
+    let r = t
+        .http
+        .patch(on_second(&location))
+        .header("Tus-Resumable", TUS)
+        .header("Upload-Offset", "200000")
+        .header("Content-Type", OCTETS)
+        .body(data[200_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()["x-cairn-version"], "1");
+    assert!(get_body(&t, "travelled").await == data);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+}
