@@ -3,6 +3,7 @@
 //! store — so that a newcomer can try cairn with one command and tests can start a
 //! cluster without any external service.
 
+use crate::object::resumable::UploadSettings;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +83,8 @@ pub struct DevConfig {
     /// The API server's lifecycle workers (its `holder` is filled in with the
     /// API server's address when empty, its heartbeat expiry from this config).
     pub maintenance: MaintenanceConfig,
+    /// Resumable uploads (tus): expiry, part size, largest upload.
+    pub uploads: UploadSettings,
     /// Bytes per second each data server's scrubber reads at most (0: unlimited).
     pub scrub_rate: u64,
     /// How long after a finished scrub pass the next starts (zero: only on request).
@@ -115,6 +118,7 @@ impl DevConfig {
             compact_interval: Duration::from_secs(60),
             commit_delay: VolumeConfig::default().commit_delay,
             maintenance: MaintenanceConfig::new(String::new()),
+            uploads: UploadSettings::default(),
             scrub_rate: crate::data::scrub::DEFAULT_SCRUB_RATE,
             scrub_interval: crate::data::scrub::DEFAULT_SCRUB_INTERVAL,
         }
@@ -227,6 +231,7 @@ impl DevCluster {
                 heartbeat_expiry: config.heartbeat_expiry,
                 ..config.maintenance.clone()
             },
+            uploads: config.uploads,
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {

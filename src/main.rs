@@ -24,6 +24,7 @@ use cairn::data::{self, DataConfig};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::maintenance::MaintenanceConfig;
 use cairn::object::client::DataTimeouts;
+use cairn::object::resumable::UploadSettings;
 use cairn::object::ObjectConfig;
 use cairn::server::HttpTimeouts;
 use cairn::size::ByteSize;
@@ -223,6 +224,33 @@ struct ApiArgs {
     limits: LimitArgs,
     #[command(flatten)]
     maintenance: MaintenanceArgs,
+    #[command(flatten)]
+    uploads: UploadArgs,
+}
+
+/// Resumable uploads (tus 1.0 at /uploads).
+#[derive(Args)]
+struct UploadArgs {
+    /// An upload untouched (no PATCH) for this long expires and is removed.
+    #[arg(long, env = "CAIRN_UPLOAD_EXPIRY", default_value = "24h", value_parser = humantime::parse_duration)]
+    upload_expiry: Duration,
+    /// PATCH bodies are stored as parts of at most this size (what a broken
+    /// connection can cost at most with Upload-Checksum; without it, nothing).
+    #[arg(long, env = "CAIRN_UPLOAD_PART_SIZE", default_value = "16MiB")]
+    upload_part_size: ByteSize,
+    /// The largest upload accepted (Tus-Max-Size).
+    #[arg(long, env = "CAIRN_MAX_UPLOAD_SIZE", default_value = "5TiB")]
+    max_upload_size: ByteSize,
+}
+
+impl UploadArgs {
+    fn settings(&self) -> UploadSettings {
+        UploadSettings {
+            expiry: self.upload_expiry,
+            part_size: self.upload_part_size.0.max(1),
+            max_size: self.max_upload_size.0,
+        }
+    }
 }
 
 /// How long a server waits on its own clients.
@@ -319,6 +347,8 @@ struct DevArgs {
     storage: StorageArgs,
     #[command(flatten)]
     maintenance: MaintenanceArgs,
+    #[command(flatten)]
+    uploads: UploadArgs,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -463,6 +493,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
             format!("api@{}#{}", args.listen, &uuid::Uuid::new_v4().simple().to_string()[..8]),
             args.heartbeat_expiry,
         ),
+        uploads: args.uploads.settings(),
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
@@ -485,6 +516,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.maintenance = args.maintenance.config(String::new(), config.heartbeat_expiry);
     config.scrub_rate = args.storage.scrub_rate.0;
     config.scrub_interval = args.storage.scrub_interval;
+    config.uploads = args.uploads.settings();
     let cluster = DevCluster::start(config).await?;
     println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {

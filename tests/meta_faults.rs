@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use cairn::content::{ContentHash, Placement, Policy};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::meta::sqlite::SqliteStore;
-use cairn::meta::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use cairn::meta::{
+    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+};
 
 /// Wraps a real store; while `down` is set every call fails as a database that is
 /// unreachable would.
@@ -147,6 +150,34 @@ impl MetaStore for Flaky {
     async fn set_worker_cursor(&self, n: &str, v: Option<&str>) -> Result<(), MetaError> {
         self.check()?;
         self.inner.set_worker_cursor(n, v).await
+    }
+    async fn create_upload(&self, u: &UploadRecord) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.create_upload(u).await
+    }
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        self.check()?;
+        self.inner.upload(id).await
+    }
+    async fn append_upload(&self, id: &str, a: UploadAppend<'_>) -> Result<AppendOutcome, MetaError> {
+        self.check()?;
+        self.inner.append_upload(id, a).await
+    }
+    async fn upload_parts(&self, id: &str, from: u64, limit: usize) -> Result<Vec<UploadPart>, MetaError> {
+        self.check()?;
+        self.inner.upload_parts(id, from, limit).await
+    }
+    async fn finish_upload(&self, id: &str, c: &ContentRecord) -> Result<FinishOutcome, MetaError> {
+        self.check()?;
+        self.inner.finish_upload(id, c).await
+    }
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.delete_upload(id).await
+    }
+    async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        self.check()?;
+        self.inner.remove_expired_uploads(now_ms, limit).await
     }
 }
 

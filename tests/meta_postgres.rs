@@ -199,6 +199,8 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
             "placements",
             "schema_version",
             "server_sightings",
+            "upload_parts",
+            "uploads",
             "versions",
             "worker_cursors"
         ]

@@ -9,6 +9,7 @@
 //! | `POST /admin/scrub` | every live data server starts a scrub pass now |
 //! | `POST /admin/gc` | a full garbage-collection pass (orphans included) now |
 //! | `POST /admin/heal` | the healer looks at scrub findings and silent servers now |
+//! | `POST /admin/uploads/expire` | expired resumable uploads are removed now |
 //! | `POST /admin/repair/<name>` | verifies and repairs the current version of `<name>` now |
 //! | `POST /admin/workers/<worker>/pause`, `…/resume` | pause or resume a worker |
 //!
@@ -47,6 +48,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/scrub", post(scrub))
         .route("/admin/gc", post(collect))
         .route("/admin/heal", post(heal_now))
+        .route("/admin/uploads/expire", post(expire_uploads))
         .route("/admin/repair/{*name}", post(repair))
         .route("/admin/workers/{worker}/{action}", post(worker_action))
         .layer(HttpMetrics::new(admin.service.telemetry_scope().clone()))
@@ -117,6 +119,12 @@ async fn heal_now(State(admin): AdminState) -> Response {
     admin.maintenance.heal_now();
     let status = admin.maintenance.workers.get("heal").map(|h| h.status());
     (StatusCode::ACCEPTED, Json(json!({ "heal": status }))).into_response()
+}
+
+async fn expire_uploads(State(admin): AdminState) -> Response {
+    admin.maintenance.expire_uploads_now();
+    let status = admin.maintenance.workers.get("uploads").map(|h| h.status());
+    (StatusCode::ACCEPTED, Json(json!({ "uploads": status }))).into_response()
 }
 
 async fn repair(State(admin): AdminState, Path(name): Path<String>) -> Result<Response, ApiError> {

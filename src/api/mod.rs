@@ -10,6 +10,7 @@
 //! | `GET /locate/<name>` | where its shards are, asked on the bus |
 //! | `GET /healthz` | liveness and how many data servers are live |
 //! | `GET /metrics` | the process's metrics, Prometheus text ([`crate::telemetry`]) |
+//! | `POST /uploads`, `HEAD`/`PATCH`/`DELETE /uploads/<id>`, `POST /objects/<name>` | resumable uploads, tus 1.0 ([`tus`]) |
 //!
 //! Handlers parse the request, call [`ObjectService`], and map its errors to a
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod digest;
 pub mod names;
+pub mod tus;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ use crate::bus::Bus;
 use crate::cluster::Membership;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
+use crate::object::resumable::UploadSettings;
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts};
@@ -68,6 +71,8 @@ pub struct ApiConfig {
     pub limits: RequestLimits,
     /// The lifecycle workers' settings (retention, GC, healing).
     pub maintenance: MaintenanceConfig,
+    /// Resumable uploads (tus): expiry, part size, largest upload.
+    pub uploads: UploadSettings,
 }
 
 /// How much work an API server takes on at once. Past a limit a request is
@@ -194,7 +199,7 @@ pub async fn serve_with_ready(
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
-    let routes = router(service.clone(), config.limits)
+    let routes = router(service.clone(), config.limits, config.uploads)
         .merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
     let served = server::serve(listener, routes, config.http, shutdown).await;
     if let Err(e) = served {
@@ -210,9 +215,13 @@ pub async fn serve_with_ready(
 /// limits are tower's: a process-wide semaphore (`GlobalConcurrencyLimit`, one for
 /// every route, where `ConcurrencyLimit` would make one per route) behind load
 /// shedding, so a request past the limit is refused at once, not queued.
-pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
-    let uploads =
-        middleware::from_fn_with_state(UploadLimits::new(limits, service.config.small_threshold), UploadLimits::admit);
+///
+/// The tus routes ([`tus`], resumable uploads under `settings`) are merged in and
+/// share the upload admission.
+pub fn router(service: ObjectService, limits: RequestLimits, settings: UploadSettings) -> Router {
+    let admission = UploadLimits::new(limits, service.config.small_threshold);
+    let uploads = middleware::from_fn_with_state(admission.clone(), UploadLimits::admit);
+    let tus = tus::router(tus::Tus { service: service.clone(), settings }, admission);
     let requests = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
         .layer(LoadShedLayer::new())
@@ -225,6 +234,7 @@ pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
         .route("/locate/{*name}", get(locate))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(tus)
         .layer(requests)
         .layer(HttpMetrics::new(service.telemetry_scope().clone()))
         .with_state(Arc::new(service))
@@ -234,7 +244,7 @@ pub fn router(service: ObjectService, limits: RequestLimits) -> Router {
 /// slots, a small one (declared below the small-object threshold) its size in KiB
 /// of [`RequestLimits::small_upload_bytes`]. Past either: 503 at once, not a queue.
 #[derive(Clone)]
-struct UploadLimits {
+pub(crate) struct UploadLimits {
     slots: Arc<Semaphore>,
     /// In KiB.
     small: Arc<Semaphore>,
@@ -255,7 +265,7 @@ impl UploadLimits {
 
     /// Holds a permit from the request's head until its answer (an upload's body is
     /// read whole before it is answered).
-    async fn admit(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
+    pub(crate) async fn admit(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -12,11 +12,13 @@
 //! metadata store while they work, so with several API servers on one store
 //! exactly one of each runs at a time; retention is safe to run everywhere (each
 //! prune is one atomic step on one name) and runs on every API server with its own
-//! `--keep-versions`.
+//! `--keep-versions`. The expiry of resumable uploads ([`uploads`]) is safe
+//! everywhere too (each batch is one transaction).
 
 pub mod gc;
 pub mod heal;
 pub mod retention;
+pub mod uploads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,6 +91,7 @@ pub struct Maintenance {
     orphans_now: Arc<AtomicBool>,
     gc: WorkerHandle,
     heal: WorkerHandle,
+    uploads: WorkerHandle,
     /// The settings they run with.
     pub config: MaintenanceConfig,
 }
@@ -104,6 +107,11 @@ impl Maintenance {
     pub fn heal_now(&self) {
         self.heal.trigger();
     }
+
+    /// Removes expired resumable uploads now.
+    pub fn expire_uploads_now(&self) {
+        self.uploads.trigger();
+    }
 }
 
 /// Starts the lifecycle workers of the API server `svc` on `workers`.
@@ -112,5 +120,6 @@ pub fn start(svc: &ObjectService, workers: Workers, config: MaintenanceConfig) -
     let orphans_now = Arc::new(AtomicBool::new(false));
     let gc = workers.spawn(gc::Collector::new(svc.clone(), config.clone(), orphans_now.clone()));
     let heal = workers.spawn(heal::Healer::new(svc.clone(), config.clone()));
-    Maintenance { workers, orphans_now, gc, heal, config }
+    let uploads = workers.spawn(uploads::UploadExpiry::new(svc.clone()));
+    Maintenance { workers, orphans_now, gc, heal, uploads, config }
 }

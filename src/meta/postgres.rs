@@ -139,10 +139,14 @@ use tokio_postgres::{NoTls, Row};
 
 use super::row::{
     begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
-    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, BeginDelete, ContentRow,
-    ListRange, ListStatements, Prune, RawVersion, VersionsPage, DELETING, LIVE,
+    parse_part, parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms,
+    upload_columns, upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawUpload, RawVersion,
+    VersionsPage, DELETING, LIVE,
 };
-use super::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use super::{
+    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+};
 use crate::content::{ContentHash, Placement, Policy};
 
 /// The schema changes, in order: migration `i` takes a store from schema version `i`
@@ -325,12 +329,33 @@ const SQL_REVIVE: &str =
     "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = $1 AND state = 'doomed'";
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $1 WHERE state = 'live' AND hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
-      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
+      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) \
+      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
-const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1)";
+/// A version or an upload's part points at it.
+const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1) \
+     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = $1)";
+const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
+     hasher, created_ms, expires_ms, finished_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1");
+/// `append_upload`'s first statement: row-locks the upload until the commit, so of
+/// two appends at one offset the second waits and then sees the first's offset.
+const SQL_LOCK_UPLOAD: &str =
+    "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = $1 FOR UPDATE";
+const SQL_INSERT_PART: &str = "INSERT INTO upload_parts (id, part_offset, size, hash) VALUES ($1, $2, $3, $4)";
+const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = $2, hasher = $3, expires_ms = $4, \
+     length = COALESCE(length, $5) WHERE id = $1";
+const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
+     WHERE id = $1 AND part_offset >= $2 ORDER BY part_offset LIMIT $3";
+const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE";
+const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = $2 WHERE id = $1";
+const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = $1";
+const SQL_DROP_UPLOAD: &str = "DELETE FROM uploads WHERE id = $1";
+const SQL_EXPIRED_UPLOADS: &str =
+    "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
 const SQL_SET_STATE: &str = "UPDATE content SET state = $2, doomed_since_ms = NULL WHERE hash = $1";
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES ($1, 0, $2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
@@ -759,16 +784,10 @@ async fn add_version(
     content: Option<&ContentRecord>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
-    let row = content.map(ContentRow::encode).transpose()?;
-    if let (Some(row), Some(content)) = (&row, content) {
-        let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(WHAT)?;
-        let stored = tx.query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement]).await.context(WHAT)?;
-        let Some(stored) = stored else {
-            return Err(MetaError::ContentDeleting { hash: content.hash });
-        };
-        row.check_recorded_size(stored.try_get(0).context(WHAT)?)?;
-        reindex(tx, WHAT, &row.hash, &row.placement).await?;
-    }
+    let row = match content {
+        Some(c) => Some(record_content(tx, WHAT, c).await?),
+        None => None,
+    };
     let stmt = tx.prepare_cached(SQL_NEXT_VERSION).await.context(WHAT)?;
     let next: i64 = tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
     let version = next_version(bucket, name, next)?;
@@ -783,6 +802,52 @@ async fn add_version(
         content: content.cloned(),
         created_ms,
     })
+}
+
+/// Records `content` (inserted, or updated and made live, row-locking it) and its
+/// placement index inside `tx`: the one content insert of this store, used by
+/// `put_version` and by an upload's appended parts. Content the collector is
+/// deleting is refused with [`MetaError::ContentDeleting`].
+async fn record_content(
+    tx: &deadpool_postgres::Transaction<'_>,
+    what: &str,
+    content: &ContentRecord,
+) -> Result<ContentRow, MetaError> {
+    let row = ContentRow::encode(content)?;
+    let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(what)?;
+    let stored = tx.query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement]).await.context(what)?;
+    let Some(stored) = stored else {
+        return Err(MetaError::ContentDeleting { hash: content.hash });
+    };
+    row.check_recorded_size(stored.try_get(0).context(what)?)?;
+    reindex(tx, what, &row.hash, &row.placement).await?;
+    Ok(row)
+}
+
+/// Maps an `uploads` row (columns as [`upload_columns`]) onto [`RawUpload`].
+fn raw_upload(row: &Row) -> Result<RawUpload, tokio_postgres::Error> {
+    Ok(RawUpload {
+        id: row.try_get(0)?,
+        bucket: row.try_get(1)?,
+        name: row.try_get(2)?,
+        length: row.try_get(3)?,
+        offset: row.try_get(4)?,
+        metadata: row.try_get(5)?,
+        expected: row.try_get(6)?,
+        hasher: row.try_get(7)?,
+        created_ms: row.try_get(8)?,
+        expires_ms: row.try_get(9)?,
+        finished_version: row.try_get(10)?,
+    })
+}
+
+/// Removes an upload's part rows and the upload itself inside `tx`; true if the
+/// upload existed.
+async fn drop_upload(tx: &deadpool_postgres::Transaction<'_>, what: &str, id: &str) -> Result<bool, MetaError> {
+    let stmt = tx.prepare_cached(SQL_DROP_PARTS).await.context(what)?;
+    tx.execute(&stmt, &[&id]).await.context(what)?;
+    let stmt = tx.prepare_cached(SQL_DROP_UPLOAD).await.context(what)?;
+    Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
 }
 
 /// Replaces the placement index rows of `hash` by those of `placement` (JSON),
@@ -1211,6 +1276,140 @@ impl MetaStore for PostgresStore {
             None => self.execute("set_worker_cursor", SQL_CLEAR_CURSOR, &[&name]).await,
         }
         .map(drop)
+    }
+
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        let u = upload;
+        let length = u.length.map(|l| upload_int(l, "length")).transpose()?;
+        let offset = upload_int(u.offset, "offset")?;
+        let expected = u.expected.map(|h| h.to_hex());
+        let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
+        self.execute(
+            "create_upload",
+            SQL_INSERT_UPLOAD,
+            &[
+                &u.id,
+                &u.bucket,
+                &u.name,
+                &length,
+                &offset,
+                &u.metadata,
+                &expected,
+                &u.hasher,
+                &u.created_ms,
+                &u.expires_ms,
+                &finished,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        const WHAT: &str = "upload";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_UPLOAD).await.context(WHAT)?;
+        let row = client.query_opt(&stmt, &[&id]).await.context(WHAT)?;
+        row.map(|row| raw_upload(&row).context(WHAT)?.parse()).transpose()
+    }
+
+    async fn append_upload(&self, id: &str, append: UploadAppend<'_>) -> Result<AppendOutcome, MetaError> {
+        const WHAT: &str = "append_upload";
+        let length = append.length.map(|l| upload_int(l, "length")).transpose()?;
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_UPLOAD).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(AppendOutcome::Gone);
+        };
+        let (offset, finished): (i64, bool) = (row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?);
+        let offset = u64::try_from(offset).map_err(|_| MetaError::Corrupt(format!("upload {id}: offset")))?;
+        if finished || offset != append.expected_offset {
+            return Ok(AppendOutcome::Conflict { offset });
+        }
+        let mut at = offset;
+        for part in append.parts {
+            let row = record_content(&tx, WHAT, part).await?;
+            let stmt = tx.prepare_cached(SQL_INSERT_PART).await.context(WHAT)?;
+            tx.execute(&stmt, &[&id, &upload_int(at, "offset")?, &row.size, &row.hash]).await.context(WHAT)?;
+            at += part.size;
+        }
+        let stmt = tx.prepare_cached(SQL_ADVANCE_UPLOAD).await.context(WHAT)?;
+        let hasher = append.hasher;
+        tx.execute(&stmt, &[&id, &upload_int(at, "offset")?, &hasher, &append.expires_ms, &length])
+            .await
+            .context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(AppendOutcome::Appended { offset: at })
+    }
+
+    async fn upload_parts(&self, id: &str, from: u64, limit: usize) -> Result<Vec<UploadPart>, MetaError> {
+        const WHAT: &str = "upload_parts";
+        let (Some(limit), Some(from)) = (sql_limit(limit), to_sql_int(from)) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_UPLOAD_PARTS).await.context(WHAT)?;
+        let rows = client.query(&stmt, &[&id, &from, &limit]).await.context(WHAT)?;
+        rows.iter()
+            .map(|r| {
+                let (offset, size, hash): (i64, i64, String) =
+                    (r.try_get(0).context(WHAT)?, r.try_get(1).context(WHAT)?, r.try_get(2).context(WHAT)?);
+                parse_part(id, offset, size, &hash)
+            })
+            .collect()
+    }
+
+    async fn finish_upload(&self, id: &str, content: &ContentRecord) -> Result<FinishOutcome, MetaError> {
+        const WHAT: &str = "finish_upload";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_UPLOAD_TARGET).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(FinishOutcome::Gone);
+        };
+        let (bucket, name, finished): (String, String, Option<i64>) =
+            (row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?, row.try_get(2).context(WHAT)?);
+        if let Some(version) = finished {
+            return Ok(FinishOutcome::AlreadyFinished { version: next_version(&bucket, &name, version)? });
+        }
+        let record = add_version(&tx, &bucket, &name, Some(content)).await?;
+        let version = upload_int(record.version, "version")?;
+        let stmt = tx.prepare_cached(SQL_FINISH_UPLOAD).await.context(WHAT)?;
+        tx.execute(&stmt, &[&id, &version]).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_DROP_PARTS).await.context(WHAT)?;
+        tx.execute(&stmt, &[&id]).await.context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(FinishOutcome::Finished(record))
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_upload";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let existed = drop_upload(&tx, WHAT, id).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(existed)
+    }
+
+    async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        const WHAT: &str = "remove_expired_uploads";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_EXPIRED_UPLOADS).await.context(WHAT)?;
+        let rows = tx.query(&stmt, &[&now_ms, &limit]).await.context(WHAT)?;
+        let mut removed = 0;
+        for row in rows {
+            let id: String = row.try_get(0).context(WHAT)?;
+            if drop_upload(&tx, WHAT, &id).await? {
+                removed += 1;
+            }
+        }
+        tx.commit().await.context(WHAT)?;
+        Ok(removed)
     }
 }
 

@@ -112,10 +112,14 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::row::{
     begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
-    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, BeginDelete, ContentRow,
-    ListRange, ListStatements, Prune, RawVersion, VersionsPage, DELETING, LIVE,
+    parse_part, parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms,
+    upload_columns, upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawUpload, RawVersion,
+    VersionsPage, DELETING, LIVE,
 };
-use super::{ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use super::{
+    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+};
 use crate::content::{ContentHash, Placement, Policy};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
@@ -260,12 +264,15 @@ const SQL_REVIVE: &str =
     "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = ?1 AND state = 'doomed'";
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?1 WHERE hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
-      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) LIMIT ?2)";
+      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) \
+      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT ?2)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
-const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1)";
+/// A version or an upload's part points at it.
+const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1) \
+     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = ?1)";
 const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NULL WHERE hash = ?1";
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
@@ -309,6 +316,20 @@ const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versio
 const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = ?2 WHERE hash = ?1";
+const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
+     hasher, created_ms, expires_ms, finished_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?1");
+const SQL_UPLOAD_AT: &str = "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = ?1";
+const SQL_INSERT_PART: &str = "INSERT INTO upload_parts (id, part_offset, size, hash) VALUES (?1, ?2, ?3, ?4)";
+const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = ?2, hasher = ?3, expires_ms = ?4, \
+     length = COALESCE(length, ?5) WHERE id = ?1";
+const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
+     WHERE id = ?1 AND part_offset >= ?2 ORDER BY part_offset LIMIT ?3";
+const SQL_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = ?1";
+const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = ?2 WHERE id = ?1";
+const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = ?1";
+const SQL_DROP_UPLOAD: &str = "DELETE FROM uploads WHERE id = ?1";
+const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2";
 
 /// A [`MetaStore`] in one SQLite file, shareable by several processes on one host.
 ///
@@ -666,20 +687,7 @@ fn put_version_in(
     content: Option<ContentRecord>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
-    let row = content.as_ref().map(ContentRow::encode).transpose()?;
-    if let (Some(row), Some(content)) = (&row, &content) {
-        let stored: Option<i64> = conn
-            .prepare_cached(SQL_UPSERT_CONTENT)
-            .context(WHAT)?
-            .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
-            .optional()
-            .context(WHAT)?;
-        let Some(stored) = stored else {
-            return Err(MetaError::ContentDeleting { hash: content.hash });
-        };
-        row.check_recorded_size(stored)?;
-        reindex(conn, WHAT, &row.hash, &row.placement)?;
-    }
+    let row = content.as_ref().map(|c| record_content(conn, WHAT, c)).transpose()?;
     let next: i64 =
         conn.prepare_cached(SQL_NEXT_VERSION).context(WHAT)?.query_row((&bucket, &name), |r| r.get(0)).context(WHAT)?;
     let version = next_version(&bucket, &name, next)?;
@@ -690,6 +698,50 @@ fn put_version_in(
         .execute((&bucket, &name, next, &hash, size, created_ms))
         .context(WHAT)?;
     Ok(VersionRecord { bucket, name, version, content, created_ms })
+}
+
+/// Records `content` (inserted, or updated and made live) and its placement index
+/// on `conn`, inside the caller's write transaction: the one content insert of this
+/// store, used by `put_version` and by an upload's appended parts. Content the
+/// collector is deleting is refused with [`MetaError::ContentDeleting`].
+fn record_content(conn: &Connection, what: &str, content: &ContentRecord) -> Result<ContentRow, MetaError> {
+    let row = ContentRow::encode(content)?;
+    let stored: Option<i64> = conn
+        .prepare_cached(SQL_UPSERT_CONTENT)
+        .context(what)?
+        .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
+        .optional()
+        .context(what)?;
+    let Some(stored) = stored else {
+        return Err(MetaError::ContentDeleting { hash: content.hash });
+    };
+    row.check_recorded_size(stored)?;
+    reindex(conn, what, &row.hash, &row.placement)?;
+    Ok(row)
+}
+
+/// Maps an `uploads` row (columns as [`upload_columns`]) onto [`RawUpload`].
+fn raw_upload(row: &Row<'_>) -> rusqlite::Result<RawUpload> {
+    Ok(RawUpload {
+        id: row.get(0)?,
+        bucket: row.get(1)?,
+        name: row.get(2)?,
+        length: row.get(3)?,
+        offset: row.get(4)?,
+        metadata: row.get(5)?,
+        expected: row.get(6)?,
+        hasher: row.get(7)?,
+        created_ms: row.get(8)?,
+        expires_ms: row.get(9)?,
+        finished_version: row.get(10)?,
+    })
+}
+
+/// Removes an upload's part rows and the upload itself, inside the caller's
+/// transaction; true if the upload existed.
+fn drop_upload(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
+    conn.prepare_cached(SQL_DROP_PARTS).context(what)?.execute([id]).context(what)?;
+    Ok(conn.prepare_cached(SQL_DROP_UPLOAD).context(what)?.execute([id]).context(what)? > 0)
 }
 
 /// Replaces the placement index rows of `hash` by those of `placement` (JSON), on
@@ -1196,6 +1248,163 @@ impl MetaStore for SqliteStore {
             }
             .context(WHAT)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        const WHAT: &str = "create_upload";
+        let u = upload.clone();
+        let length = u.length.map(|l| upload_int(l, "length")).transpose()?;
+        let offset = upload_int(u.offset, "offset")?;
+        let expected = u.expected.map(|h| h.to_hex());
+        let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
+        self.write(move |conn| {
+            conn.prepare_cached(SQL_INSERT_UPLOAD)
+                .context(WHAT)?
+                .execute(rusqlite::params![
+                    u.id,
+                    u.bucket,
+                    u.name,
+                    length,
+                    offset,
+                    u.metadata,
+                    expected,
+                    u.hasher,
+                    u.created_ms,
+                    u.expires_ms,
+                    finished
+                ])
+                .context(WHAT)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        const WHAT: &str = "upload";
+        let id = id.to_string();
+        self.read(move |conn| {
+            let raw =
+                conn.prepare_cached(SQL_UPLOAD).context(WHAT)?.query_row([&id], raw_upload).optional().context(WHAT)?;
+            raw.map(RawUpload::parse).transpose()
+        })
+        .await
+    }
+
+    async fn append_upload(&self, id: &str, append: UploadAppend<'_>) -> Result<AppendOutcome, MetaError> {
+        const WHAT: &str = "append_upload";
+        let id = id.to_string();
+        let parts = append.parts.to_vec();
+        let hasher = append.hasher.to_vec();
+        let (expected_offset, length, expires_ms) = (append.expected_offset, append.length, append.expires_ms);
+        let length = length.map(|l| upload_int(l, "length")).transpose()?;
+        self.write(move |conn| {
+            // Under the write lock from the offset check to the commit: of two
+            // appends at one offset, in any process, the second sees the first's.
+            immediate(conn, WHAT, |tx| {
+                let at: Option<(i64, bool)> = tx
+                    .prepare_cached(SQL_UPLOAD_AT)
+                    .context(WHAT)?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .context(WHAT)?;
+                let Some((offset, finished)) = at else { return Ok(AppendOutcome::Gone) };
+                let offset = u64::try_from(offset).map_err(|_| MetaError::Corrupt(format!("upload {id}: offset")))?;
+                if finished || offset != expected_offset {
+                    return Ok(AppendOutcome::Conflict { offset });
+                }
+                let mut at = offset;
+                for part in &parts {
+                    let row = record_content(tx, WHAT, part)?;
+                    tx.prepare_cached(SQL_INSERT_PART)
+                        .context(WHAT)?
+                        .execute((&id, upload_int(at, "offset")?, row.size, &row.hash))
+                        .context(WHAT)?;
+                    at += part.size;
+                }
+                tx.prepare_cached(SQL_ADVANCE_UPLOAD)
+                    .context(WHAT)?
+                    .execute((&id, upload_int(at, "offset")?, &hasher, expires_ms, length))
+                    .context(WHAT)?;
+                Ok(AppendOutcome::Appended { offset: at })
+            })
+        })
+        .await
+    }
+
+    async fn upload_parts(&self, id: &str, from: u64, limit: usize) -> Result<Vec<UploadPart>, MetaError> {
+        const WHAT: &str = "upload_parts";
+        let (Some(limit), Some(from)) = (sql_limit(limit), to_sql_int(from)) else {
+            return Ok(Vec::new());
+        };
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(SQL_UPLOAD_PARTS).context(WHAT)?;
+            let rows = stmt
+                .query_map((&id, from, limit), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .context(WHAT)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (offset, size, hash) = row.context(WHAT)?;
+                out.push(parse_part(&id, offset, size, &hash)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finish_upload(&self, id: &str, content: &ContentRecord) -> Result<FinishOutcome, MetaError> {
+        const WHAT: &str = "finish_upload";
+        let (id, content) = (id.to_string(), content.clone());
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                let target: Option<(String, String, Option<i64>)> = tx
+                    .prepare_cached(SQL_UPLOAD_TARGET)
+                    .context(WHAT)?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+                    .context(WHAT)?;
+                let Some((bucket, name, finished)) = target else { return Ok(FinishOutcome::Gone) };
+                if let Some(version) = finished {
+                    let version = next_version(&bucket, &name, version)?;
+                    return Ok(FinishOutcome::AlreadyFinished { version });
+                }
+                let record = put_version_in(tx, bucket, name, Some(content))?;
+                let version = upload_int(record.version, "version")?;
+                tx.prepare_cached(SQL_FINISH_UPLOAD).context(WHAT)?.execute((&id, version)).context(WHAT)?;
+                tx.prepare_cached(SQL_DROP_PARTS).context(WHAT)?.execute([&id]).context(WHAT)?;
+                Ok(FinishOutcome::Finished(record))
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_upload";
+        let id = id.to_string();
+        self.write(move |conn| immediate(conn, WHAT, |tx| drop_upload(tx, WHAT, &id))).await
+    }
+
+    async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        const WHAT: &str = "remove_expired_uploads";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                let ids: Vec<String> = {
+                    let mut stmt = tx.prepare_cached(SQL_EXPIRED_UPLOADS).context(WHAT)?;
+                    let rows = stmt.query_map((now_ms, limit), |r| r.get(0)).context(WHAT)?;
+                    rows.map(|r| r.context(WHAT)).collect::<Result<_, _>>()?
+                };
+                for id in &ids {
+                    drop_upload(tx, WHAT, id)?;
+                }
+                Ok(ids.len())
+            })
         })
         .await
     }

@@ -11,6 +11,8 @@ pub mod client;
 pub mod hashing;
 pub mod read;
 pub mod repair;
+pub mod resumable;
+pub mod resumable_hash;
 pub mod uploads;
 pub mod write;
 

@@ -343,6 +343,17 @@ impl ObjectService {
     }
 }
 
+impl ObjectService {
+    /// The content with this hash if it is already stored (its write quorum of
+    /// shards found; doomed content is revived first, as a PUT that dedups does), as
+    /// [`store`](ObjectService::store) would return it: for a caller that knows the
+    /// hash of bytes it holds elsewhere (a finished resumable upload) and need not
+    /// copy them when the content exists.
+    pub async fn stored(&self, hash: &ContentHash) -> Result<Option<StoredContent>, ObjectError> {
+        Ok(self.durable_content(hash).await?.map(StoredContent::existing))
+    }
+}
+
 impl StoredContent {
     /// Content found already stored: recording it is all a write does.
     fn existing(content: ContentRecord) -> StoredContent {

@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn::content::{ContentHash, Placement, Policy};
-use cairn::meta::{ContentRecord, ContentState, DeleteOutcome, MetaError, MetaStore, VersionRecord};
+use cairn::meta::{
+    AppendOutcome, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, UploadAppend,
+    UploadRecord, VersionRecord,
+};
 use futures_util::future::join_all;
 
 /// How far a store's `created_ms` may be from this process's clock (a networked
@@ -610,6 +613,10 @@ pub async fn run_lifecycle(store: &dyn MetaStore) {
     sightings_keep_the_latest(store).await;
     leases_are_exclusive_expire_and_renew(store).await;
     worker_cursors_are_set_and_cleared(store).await;
+    uploads_append_by_compare_and_set(store).await;
+    upload_parts_are_referenced_for_the_collector(store).await;
+    finishing_an_upload_is_atomic_and_idempotent(store).await;
+    expired_uploads_are_removed(store).await;
 }
 
 /// Like [`run_lifecycle`], plus the races between spawned tasks.
@@ -1166,4 +1173,149 @@ pub async fn no_acknowledged_version_loses_its_content(store: Arc<dyn MetaStore>
             }
         }
     }
+}
+
+/// A new upload of `length` (None: deferred) under a bucket of its own.
+fn new_upload(length: Option<u64>, expires_ms: i64) -> UploadRecord {
+    UploadRecord {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        bucket: unique("upload"),
+        name: "obj".into(),
+        length,
+        offset: 0,
+        metadata: "filename b2Jq".into(),
+        expected: None,
+        hasher: vec![1, 2, 3],
+        created_ms: now_ms(),
+        expires_ms,
+        finished_version: None,
+    }
+}
+
+fn append<'a>(at: u64, parts: &'a [ContentRecord], length: Option<u64>) -> UploadAppend<'a> {
+    UploadAppend { expected_offset: at, parts, hasher: &[9, 9], length, expires_ms: now_ms() + 3_600_000 }
+}
+
+/// Appends advance the offset only from the offset they expect; of two at one
+/// offset exactly one wins; a deferred length is set once.
+pub async fn uploads_append_by_compare_and_set(store: &dyn MetaStore) {
+    let u = new_upload(None, now_ms() + 3_600_000);
+    store.create_upload(&u).await.expect("create");
+    assert!(store.create_upload(&u).await.is_err(), "an id is unique");
+    assert_eq!(store.upload(&u.id).await.expect("upload"), Some(u.clone()));
+    assert_eq!(store.upload("no-such-id").await.expect("upload"), None);
+    let (a, b) = (placed(&[(0, "a:1")]), placed(&[(0, "b:1")]));
+    let outcome = store.append_upload(&u.id, append(0, &[a.clone(), b.clone()], None)).await.expect("append");
+    assert_eq!(outcome, AppendOutcome::Appended { offset: 20 });
+    let (x, y) = futures_util::join!(
+        store.append_upload(&u.id, append(20, std::slice::from_ref(&a), Some(40))),
+        store.append_upload(&u.id, append(20, std::slice::from_ref(&b), Some(50))),
+    );
+    let mut outcomes = [x.expect("append"), y.expect("append")];
+    outcomes.sort_by_key(|o| matches!(o, AppendOutcome::Conflict { .. }));
+    assert_eq!(outcomes, [AppendOutcome::Appended { offset: 30 }, AppendOutcome::Conflict { offset: 30 }]);
+    let now = store.upload(&u.id).await.expect("upload").expect("exists");
+    assert_eq!(now.offset, 30);
+    assert!(now.length == Some(40) || now.length == Some(50), "{:?}", now.length);
+    assert_eq!(now.hasher, vec![9, 9]);
+    // The length is kept once set.
+    assert_eq!(
+        store.append_upload(&u.id, append(30, &[], Some(99))).await.expect("append"),
+        AppendOutcome::Appended { offset: 30 }
+    );
+    assert_eq!(store.upload(&u.id).await.expect("upload").expect("exists").length, now.length);
+    let parts = store.upload_parts(&u.id, 0, 100).await.expect("parts");
+    assert_eq!(parts.iter().map(|p| (p.offset, p.size)).collect::<Vec<_>>(), [(0, 10), (10, 10), (20, 10)]);
+    assert_eq!(parts[0].hash, a.hash);
+    assert_eq!(store.upload_parts(&u.id, 10, 1).await.expect("parts").len(), 1);
+    assert_eq!(store.upload_parts(&u.id, 11, 100).await.expect("parts").len(), 1);
+    assert_eq!(store.append_upload("no-such-id", append(0, &[], None)).await.expect("append"), AppendOutcome::Gone);
+    assert!(store.delete_upload(&u.id).await.expect("delete"));
+    assert!(!store.delete_upload(&u.id).await.expect("delete again"));
+    assert!(store.upload_parts(&u.id, 0, 100).await.expect("parts").is_empty());
+}
+
+/// Content an upload's part points at is never doomed nor deleted; once the
+/// upload is gone it is collected like any unreferenced content.
+pub async fn upload_parts_are_referenced_for_the_collector(store: &dyn MetaStore) {
+    let c = placed(&[(0, "a:1"), (1, "b:1"), (2, "c:1")]);
+    unreferenced(store, &c).await;
+    store.doom_unreferenced(now_ms() - 10_000, 1_000_000).await.expect("doom");
+    assert!(matches!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { .. })));
+    let u = new_upload(Some(100), now_ms() + 3_600_000);
+    store.create_upload(&u).await.expect("create");
+    // Appending records the content as put_version does: live again.
+    store.append_upload(&u.id, append(0, std::slice::from_ref(&c), None)).await.expect("append");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
+    store.doom_unreferenced(now_ms(), 1_000_000).await.expect("doom");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live), "a part points at it");
+    assert!(!store.begin_delete(&c.hash, i64::MAX).await.expect("begin_delete"));
+    assert!(store.delete_upload(&u.id).await.expect("delete"));
+    let t0 = now_ms() - 1_000;
+    store.doom_unreferenced(t0, 1_000_000).await.expect("doom");
+    assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { since_ms: t0 }));
+    assert!(store.begin_delete(&c.hash, t0).await.expect("begin_delete"));
+    // A deleting content cannot be appended: nothing changes.
+    let u = new_upload(Some(100), now_ms() + 3_600_000);
+    store.create_upload(&u).await.expect("create");
+    match store.append_upload(&u.id, append(0, std::slice::from_ref(&c), None)).await {
+        Err(MetaError::ContentDeleting { hash }) => assert_eq!(hash, c.hash),
+        other => panic!("append of deleting content: {other:?}"),
+    }
+    assert_eq!(store.upload(&u.id).await.expect("upload").expect("exists").offset, 0);
+    assert!(store.finish_delete(&c.hash).await.expect("finish"));
+    store.delete_upload(&u.id).await.expect("delete");
+}
+
+/// Finishing adds the version, marks the upload and drops its parts in one step;
+/// a second finish changes nothing.
+pub async fn finishing_an_upload_is_atomic_and_idempotent(store: &dyn MetaStore) {
+    let u = new_upload(Some(10), now_ms() + 3_600_000);
+    store.create_upload(&u).await.expect("create");
+    let part = placed(&[(0, "a:1")]);
+    store.append_upload(&u.id, append(0, std::slice::from_ref(&part), None)).await.expect("append");
+    let whole = placed(&[(0, "b:1"), (1, "c:1")]);
+    let record = match store.finish_upload(&u.id, &whole).await.expect("finish") {
+        FinishOutcome::Finished(record) => record,
+        other => panic!("finish: {other:?}"),
+    };
+    assert_eq!((record.bucket.as_str(), record.name.as_str(), record.version), (u.bucket.as_str(), "obj", 1));
+    let latest = store.latest(&u.bucket, "obj").await.expect("latest").expect("a version");
+    assert_eq!(latest.content, Some(whole.clone()));
+    let now = store.upload(&u.id).await.expect("upload").expect("kept");
+    assert_eq!(now.finished_version, Some(1));
+    assert!(store.upload_parts(&u.id, 0, 100).await.expect("parts").is_empty());
+    assert_eq!(store.finish_upload(&u.id, &whole).await.expect("again"), FinishOutcome::AlreadyFinished { version: 1 });
+    assert_eq!(store.versions(&u.bucket, "obj", 0, 10).await.expect("versions").len(), 1);
+    assert!(matches!(
+        store.append_upload(&u.id, append(10, &[], None)).await.expect("append"),
+        AppendOutcome::Conflict { offset: 10 }
+    ));
+    assert_eq!(store.finish_upload("no-such-id", &whole).await.expect("gone"), FinishOutcome::Gone);
+    store.delete_upload(&u.id).await.expect("delete");
+}
+
+/// Expired uploads go with their parts, a batch at a time; others stay.
+pub async fn expired_uploads_are_removed(store: &dyn MetaStore) {
+    let now = now_ms();
+    // Far in the past: no other check's uploads expire before these.
+    let old: Vec<UploadRecord> = (0..3).map(|_| new_upload(Some(100), now - 86_400_000 * 365 * 40)).collect();
+    let young = new_upload(Some(100), now + 3_600_000);
+    for u in old.iter().chain([&young]) {
+        store.create_upload(u).await.expect("create");
+        let parts = [placed(&[(0, "a:1")])];
+        let keep_expiry = UploadAppend { expires_ms: u.expires_ms, ..append(0, &parts, None) };
+        store.append_upload(&u.id, keep_expiry).await.expect("append");
+    }
+    assert_eq!(store.remove_expired_uploads(now, 0).await.expect("limit 0"), 0);
+    let cutoff = now - 86_400_000 * 365 * 39;
+    assert_eq!(store.remove_expired_uploads(cutoff, 2).await.expect("first batch"), 2);
+    assert_eq!(store.remove_expired_uploads(cutoff, 2).await.expect("second batch"), 1);
+    assert_eq!(store.remove_expired_uploads(cutoff, 2).await.expect("nothing left"), 0);
+    for u in &old {
+        assert_eq!(store.upload(&u.id).await.expect("upload"), None);
+        assert!(store.upload_parts(&u.id, 0, 10).await.expect("parts").is_empty());
+    }
+    assert!(store.upload(&young.id).await.expect("upload").is_some());
+    store.delete_upload(&young.id).await.expect("delete");
 }

@@ -1,0 +1,58 @@
+//! Expiry of resumable uploads (tus, [`crate::object::resumable`]): a worker that
+//! removes uploads whose `Upload-Expires` has passed (abandoned, or finished and
+//! kept only so that a late HEAD still answers), with their part rows, a bounded
+//! batch per step ([`MetaStore::remove_expired_uploads`](crate::meta::MetaStore::remove_expired_uploads)).
+//! The parts' content is then unreferenced, and the garbage collector
+//! ([`super::gc`]) removes it after its grace period.
+//!
+//! Each batch is one transaction, so a restart loses nothing and two API servers
+//! running it at once remove each upload once. Until the worker gets to an expired
+//! upload, the upload paths already answer 404 for it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::object::ObjectService;
+use crate::worker::{now_ms, Report, Step, StepError, Worker};
+
+/// Uploads removed per step.
+const BATCH: usize = 100;
+
+/// Pause between two sweeps when nothing is left to remove.
+pub const INTERVAL: Duration = Duration::from_secs(300);
+
+/// The upload expiry worker.
+pub struct UploadExpiry {
+    svc: ObjectService,
+    removed: u64,
+}
+
+impl UploadExpiry {
+    /// An expiry worker for `svc`'s metadata store.
+    pub fn new(svc: ObjectService) -> Self {
+        UploadExpiry { svc, removed: 0 }
+    }
+}
+
+#[async_trait]
+impl Worker for UploadExpiry {
+    fn name(&self) -> &'static str {
+        "uploads"
+    }
+
+    fn interval(&self) -> Duration {
+        INTERVAL
+    }
+
+    async fn step(&mut self, report: &Report) -> Result<Step, StepError> {
+        let removed = self.svc.meta.remove_expired_uploads(now_ms(), BATCH).await?;
+        if removed > 0 {
+            tracing::debug!(removed, "removed expired uploads");
+        }
+        self.removed += removed as u64;
+        report.info(json!({ "expired_uploads_removed": self.removed }));
+        Ok(if removed == BATCH { Step::Busy } else { Step::Idle })
+    }
+}

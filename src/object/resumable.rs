@@ -1,0 +1,698 @@
+//! Resumable uploads (the object side of tus 1.0, [`crate::api::tus`]): an upload
+//! is built of parts, each stored as content like any other and appended to the
+//! upload's record in the metadata store, until its last byte arrives and it
+//! becomes a version.
+//!
+//! The API tier keeps nothing: the upload's offset, its parts and the running
+//! SHA-256 of its bytes ([`ResumableSha256`]) live in the metadata store, its bytes
+//! in the data tier, so any API server can take the next PATCH, and a restart loses
+//! nothing acknowledged.
+//!
+//! - A PATCH body is cut into parts of at most [`UploadSettings::part_size`]; each
+//!   part is [`store`](ObjectService::store)d (erasure coded, to its write quorum,
+//!   deduped) and then appended in one metadata transaction with a compare-and-set
+//!   on the offset: of two PATCHes racing at one offset, the loser gets
+//!   [`ResumableError::OffsetConflict`]. Without a checksum every part is appended
+//!   as soon as it is stored, so a connection that breaks keeps every byte it
+//!   delivered (its last, shorter part included, as tus recommends). With a
+//!   checksum the PATCH's parts are appended together once the whole body matched,
+//!   and not at all otherwise (the stored parts are orphans for the collector).
+//! - Completion (offset == length) is synchronous inside the request that brings
+//!   the last byte: the hash is known from the running state; a mismatch with the
+//!   digest given at creation removes the upload; otherwise the parts are read back
+//!   in order through the read path into one new content (nothing is copied when
+//!   content with that hash is already stored) and, in one transaction, the version
+//!   is added and the upload marked finished (its part rows dropped, their content
+//!   left to the collector). A crash in between leaves the upload complete but
+//!   unfinished; the next HEAD or PATCH finishes it. The cost: the last PATCH of a
+//!   large upload answers only after a full read and write of the object.
+//!
+//! Memory stays bounded by configuration: one part streams at a time, through the
+//! write path's own bounded buffers.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sha2::digest::DynDigest;
+
+use super::read::ObjectStream;
+use super::resumable_hash::{BadHashState, ResumableSha256};
+use super::write::StoredContent;
+use super::{ObjectError, ObjectService};
+use crate::content::ContentHash;
+use crate::meta::{AppendOutcome, FinishOutcome, MetaError, UploadAppend, UploadRecord};
+use crate::range::ByteRange;
+
+/// How resumable uploads behave; set once per API server (`--upload-*` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadSettings {
+    /// An upload untouched for this long expires (creation and every PATCH count).
+    pub expiry: Duration,
+    /// A PATCH body is stored as parts of at most this many bytes: what a broken
+    /// connection can lose at most is one part's worth of work (with no checksum,
+    /// not even that: the shorter last part is kept).
+    pub part_size: u64,
+    /// The largest upload accepted (`Tus-Max-Size`).
+    pub max_size: u64,
+}
+
+impl Default for UploadSettings {
+    /// 24 hours, 16 MiB parts, 5 TiB.
+    fn default() -> Self {
+        UploadSettings { expiry: Duration::from_secs(24 * 3600), part_size: 16 << 20, max_size: 5 << 40 }
+    }
+}
+
+/// Parts fetched from the store per step while a finished upload is read back.
+const PARTS_STEP: usize = 64;
+
+/// Why an upload request failed, each a fact the tus handlers map to a status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumableError {
+    /// No such upload, or it expired.
+    #[error("no such upload")]
+    NoSuchUpload,
+    /// The request's offset is not the upload's, or another PATCH moved it first.
+    #[error("the upload is at offset {offset}, not {asked}")]
+    OffsetConflict {
+        /// Where the upload is.
+        offset: u64,
+        /// What the request said.
+        asked: u64,
+    },
+    /// The body runs past the upload's length (or the largest upload).
+    #[error("the body runs past the upload's length of {limit} bytes")]
+    TooLarge {
+        /// The length it may not pass.
+        limit: u64,
+    },
+    /// A length was given for an upload that has one, or is below its offset.
+    #[error("Upload-Length {asked} refused: {why}")]
+    BadLength {
+        /// The length asked for.
+        asked: u64,
+        /// Why.
+        why: &'static str,
+    },
+    /// The PATCH body does not match its `Upload-Checksum`; nothing was appended.
+    #[error("the body does not match its {algorithm} Upload-Checksum")]
+    ChecksumMismatch {
+        /// The algorithm.
+        algorithm: ChecksumAlgorithm,
+    },
+    /// The finished upload does not hash to the digest given at its creation; the
+    /// upload was removed and nothing became visible.
+    #[error("the upload's SHA-256 is {actual}, its creation's digest header said {expected}; the upload was removed")]
+    DigestMismatch {
+        /// The digest given at creation.
+        expected: ContentHash,
+        /// What the bytes hash to.
+        actual: ContentHash,
+    },
+    /// The stored hash state is unreadable.
+    #[error("upload {id}: {source}")]
+    BadState {
+        /// The upload.
+        id: String,
+        /// What is wrong with it.
+        source: BadHashState,
+    },
+    /// The object paths failed (data tier, metadata store, the client's body).
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+impl From<MetaError> for ResumableError {
+    fn from(e: MetaError) -> Self {
+        ResumableError::Object(ObjectError::Meta(e))
+    }
+}
+
+/// The algorithms `Upload-Checksum` may name (tus `Tus-Checksum-Algorithm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    /// SHA-1.
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// MD5.
+    Md5,
+}
+
+impl ChecksumAlgorithm {
+    /// Every supported algorithm, as `Tus-Checksum-Algorithm` lists them.
+    pub const ALL: &'static str = "sha1,sha256,md5";
+
+    /// The algorithm of a tus name (`sha1`, `sha256`, `md5`), case-insensitively.
+    pub fn from_name(name: &str) -> Option<ChecksumAlgorithm> {
+        match name.to_ascii_lowercase().as_str() {
+            "sha1" => Some(ChecksumAlgorithm::Sha1),
+            "sha256" => Some(ChecksumAlgorithm::Sha256),
+            "md5" => Some(ChecksumAlgorithm::Md5),
+            _ => None,
+        }
+    }
+
+    fn hasher(self) -> Box<dyn DynDigest + Send> {
+        match self {
+            ChecksumAlgorithm::Sha1 => Box::new(sha1::Sha1::default()),
+            ChecksumAlgorithm::Sha256 => Box::new(sha2::Sha256::default()),
+            ChecksumAlgorithm::Md5 => Box::new(md5::Md5::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for ChecksumAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChecksumAlgorithm::Sha1 => "sha1",
+            ChecksumAlgorithm::Sha256 => "sha256",
+            ChecksumAlgorithm::Md5 => "md5",
+        })
+    }
+}
+
+/// A PATCH's `Upload-Checksum`: the algorithm and the digest its body must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checksum {
+    /// The algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// The digest the body must have.
+    pub digest: Vec<u8>,
+}
+
+/// A new upload ([`ObjectService::create_upload`]).
+#[derive(Clone, Debug)]
+pub struct NewUpload {
+    /// The bucket of the object it becomes.
+    pub bucket: String,
+    /// The object's (validated) name.
+    pub name: String,
+    /// Its length, `None` when deferred.
+    pub length: Option<u64>,
+    /// `Upload-Metadata` as sent, kept for HEAD.
+    pub metadata: String,
+    /// The SHA-256 the finished upload must have, if the client named one.
+    pub expected: Option<ContentHash>,
+}
+
+/// A PATCH ([`ObjectService::append_to_upload`]).
+#[derive(Clone, Debug)]
+pub struct Patch {
+    /// The offset the client says the upload is at (`Upload-Offset`).
+    pub offset: u64,
+    /// A length for a deferred upload (`Upload-Length`).
+    pub length: Option<u64>,
+    /// The body's checksum, if the client sent one.
+    pub checksum: Option<Checksum>,
+    /// The body's `Content-Length`, if declared: one that would run past the
+    /// upload's length is refused before a byte is read.
+    pub declared: Option<u64>,
+}
+
+/// Where an upload stands after a request: its record, and the version it became
+/// once finished.
+#[derive(Clone, Debug)]
+pub struct UploadState {
+    /// The upload's record as the store holds it now.
+    pub upload: UploadRecord,
+    /// The version the upload became, once finished.
+    pub version: Option<u64>,
+    /// The finished object's hash, when this request finished it.
+    pub hash: Option<ContentHash>,
+}
+
+impl UploadState {
+    fn of(upload: UploadRecord) -> UploadState {
+        let version = upload.finished_version;
+        UploadState { upload, version, hash: None }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn expiry_after(settings: &UploadSettings, now: i64) -> i64 {
+    now.saturating_add(i64::try_from(settings.expiry.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A fresh upload id: 128 bits from the operating system's CSPRNG, as 32 hex
+/// digits.
+pub fn new_upload_id() -> String {
+    use rand::rngs::OsRng;
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 16];
+    // The OS RNG failing is a broken host; fall back to the thread RNG (a CSPRNG
+    // seeded from the OS) rather than refuse the upload.
+    if OsRng.try_fill_bytes(&mut bytes).is_err() {
+        rand::fill(&mut bytes);
+    }
+    hex::encode(bytes)
+}
+
+/// Whether `id` has the shape [`new_upload_id`] gives (anything else is not
+/// looked up at all).
+pub fn valid_upload_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl ObjectService {
+    /// Records a new upload; one of length 0 is finished at once.
+    pub async fn create_upload(
+        &self,
+        new: NewUpload,
+        settings: &UploadSettings,
+    ) -> Result<UploadState, ResumableError> {
+        let now = now_ms();
+        let upload = UploadRecord {
+            id: new_upload_id(),
+            bucket: new.bucket,
+            name: new.name,
+            length: new.length,
+            offset: 0,
+            metadata: new.metadata,
+            expected: new.expected,
+            hasher: ResumableSha256::new().to_bytes(),
+            created_ms: now,
+            expires_ms: expiry_after(settings, now),
+            finished_version: None,
+        };
+        self.meta.create_upload(&upload).await?;
+        self.settle(upload).await
+    }
+
+    /// The upload `id` as it stands, finishing it first if all its bytes arrived
+    /// but an earlier completion did not finish (a crash, a failed data server).
+    /// Unknown, malformed and expired ids are [`ResumableError::NoSuchUpload`].
+    pub async fn upload_state(&self, id: &str) -> Result<UploadState, ResumableError> {
+        let upload = self.live_upload(id).await?;
+        self.settle(upload).await
+    }
+
+    /// Removes the upload `id` (tus termination). Its parts' content is left to
+    /// the collector.
+    pub async fn terminate_upload(&self, id: &str) -> Result<(), ResumableError> {
+        self.live_upload(id).await?;
+        if !self.meta.delete_upload(id).await? {
+            return Err(ResumableError::NoSuchUpload);
+        }
+        Ok(())
+    }
+
+    /// Appends `body` to the upload `id` at `patch.offset` (see the module docs),
+    /// and finishes the upload when it is complete.
+    pub async fn append_to_upload<S, E>(
+        &self,
+        id: &str,
+        patch: Patch,
+        body: S,
+        settings: &UploadSettings,
+    ) -> Result<UploadState, ResumableError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload = self.live_upload(id).await?;
+        if upload.offset != patch.offset {
+            return Err(ResumableError::OffsetConflict { offset: upload.offset, asked: patch.offset });
+        }
+        let new_length = match (upload.length, patch.length) {
+            (_, None) => None,
+            (Some(l), Some(asked)) if l == asked => None,
+            (Some(_), Some(asked)) => {
+                return Err(ResumableError::BadLength { asked, why: "the upload's length is already set" })
+            }
+            (None, Some(asked)) if asked < upload.offset => {
+                return Err(ResumableError::BadLength { asked, why: "below the bytes already received" })
+            }
+            (None, Some(asked)) if asked > settings.max_size => {
+                return Err(ResumableError::TooLarge { limit: settings.max_size })
+            }
+            (None, Some(asked)) => Some(asked),
+        };
+        let length = upload.length.or(new_length);
+        let limit = length.unwrap_or(settings.max_size);
+        if patch.declared.is_some_and(|n| n > limit.saturating_sub(upload.offset)) {
+            return Err(ResumableError::TooLarge { limit });
+        }
+        let hasher = ResumableSha256::from_bytes(&upload.hasher)
+            .map_err(|source| ResumableError::BadState { id: id.to_string(), source })?;
+        let mut source = Source {
+            body,
+            pending: None,
+            room: limit.saturating_sub(upload.offset),
+            limit,
+            hasher,
+            checksum: patch.checksum.as_ref().map(|c| c.algorithm.hasher()),
+            broken: None,
+            overrun: false,
+            ended: false,
+        };
+        let mut at = upload.offset;
+        let mut held: Vec<StoredContent> = Vec::new();
+        let mut length_to_set = new_length;
+        while source.has_more().await {
+            let part = Part { source: &mut source, left: settings.part_size.max(1) };
+            let stored = match self.store(part, None).await {
+                Ok(stored) => stored,
+                Err(_) if source.overrun => return Err(ResumableError::TooLarge { limit: source.limit }),
+                Err(e) => return Err(e.into()),
+            };
+            if patch.checksum.is_some() {
+                held.push(stored);
+                continue;
+            }
+            let append = UploadAppend {
+                expected_offset: at,
+                parts: std::slice::from_ref(&stored.content),
+                hasher: &source.hasher.to_bytes(),
+                length: length_to_set.take(),
+                expires_ms: expiry_after(settings, now_ms()),
+            };
+            at = self.append(id, append, patch.offset).await?;
+            self.recorded(stored);
+        }
+        if let Some(reason) = source.broken.take() {
+            // Without a checksum the parts received are appended already.
+            return Err(ObjectError::BodyBroken(reason).into());
+        }
+        if let Some(checksum) = &patch.checksum {
+            let digest = source.checksum.take().map(|h| h.finalize().to_vec()).unwrap_or_default();
+            if digest != checksum.digest {
+                return Err(ResumableError::ChecksumMismatch { algorithm: checksum.algorithm });
+            }
+        }
+        if !held.is_empty() || length_to_set.is_some() || at == upload.offset {
+            let parts: Vec<_> = held.iter().map(|s| s.content.clone()).collect();
+            let append = UploadAppend {
+                expected_offset: at,
+                parts: &parts,
+                hasher: &source.hasher.to_bytes(),
+                length: length_to_set.take(),
+                expires_ms: expiry_after(settings, now_ms()),
+            };
+            self.append(id, append, patch.offset).await?;
+            held.into_iter().for_each(|s| self.recorded(s));
+        }
+        let upload = self.live_upload(id).await?;
+        self.settle(upload).await
+    }
+
+    /// One append; a lost compare-and-set is the client's offset conflict.
+    async fn append(&self, id: &str, append: UploadAppend<'_>, asked: u64) -> Result<u64, ResumableError> {
+        match self.meta.append_upload(id, append).await? {
+            AppendOutcome::Appended { offset } => Ok(offset),
+            AppendOutcome::Conflict { offset } => Err(ResumableError::OffsetConflict { offset, asked }),
+            AppendOutcome::Gone => Err(ResumableError::NoSuchUpload),
+        }
+    }
+
+    /// The upload `id` if it exists and has not expired.
+    async fn live_upload(&self, id: &str) -> Result<UploadRecord, ResumableError> {
+        if !valid_upload_id(id) {
+            return Err(ResumableError::NoSuchUpload);
+        }
+        match self.meta.upload(id).await? {
+            Some(upload) if upload.expires_ms > now_ms() => Ok(upload),
+            _ => Err(ResumableError::NoSuchUpload),
+        }
+    }
+
+    /// Finishes the upload if all its bytes are in and it is not finished yet.
+    async fn settle(&self, upload: UploadRecord) -> Result<UploadState, ResumableError> {
+        if upload.finished_version.is_some() || upload.length != Some(upload.offset) {
+            return Ok(UploadState::of(upload));
+        }
+        let hasher = ResumableSha256::from_bytes(&upload.hasher)
+            .map_err(|source| ResumableError::BadState { id: upload.id.clone(), source })?;
+        let hash = hasher.finish();
+        if let Some(expected) = upload.expected.filter(|e| *e != hash) {
+            self.meta.delete_upload(&upload.id).await?;
+            return Err(ResumableError::DigestMismatch { expected, actual: hash });
+        }
+        let stored = match self.stored(&hash).await? {
+            Some(stored) => stored,
+            None => self.store(self.read_parts(upload.id.clone()), Some(hash)).await?,
+        };
+        let version = match self.meta.finish_upload(&upload.id, &stored.content).await? {
+            FinishOutcome::Finished(record) => {
+                self.recorded(stored);
+                record.version
+            }
+            FinishOutcome::AlreadyFinished { version } => version,
+            FinishOutcome::Gone => return Err(ResumableError::NoSuchUpload),
+        };
+        let mut upload = upload;
+        upload.finished_version = Some(version);
+        Ok(UploadState { upload, version: Some(version), hash: Some(hash) })
+    }
+
+    /// The bytes of an upload's parts, in order, read through the read path one
+    /// part at a time (each verified against its hash).
+    fn read_parts(&self, id: String) -> Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> {
+        let reader = PartsReader { svc: self.clone(), id, next: 0, queue: VecDeque::new(), current: None, done: false };
+        Box::pin(futures_util::stream::unfold(reader, |mut reader| async move {
+            let item = reader.next_chunk().await?;
+            if item.is_err() {
+                reader.done = true;
+                reader.queue.clear();
+                reader.current = None;
+            }
+            Some((item, reader))
+        }))
+    }
+}
+
+/// The state of [`ObjectService::read_parts`].
+struct PartsReader {
+    svc: ObjectService,
+    id: String,
+    /// The offset the next part must start at.
+    next: u64,
+    queue: VecDeque<crate::meta::UploadPart>,
+    current: Option<ObjectStream>,
+    /// No more parts in the store (or an error ended the stream).
+    done: bool,
+}
+
+impl PartsReader {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if let Some(stream) = self.current.as_mut() {
+                match stream.next().await {
+                    Some(item) => return Some(item),
+                    None => self.current = None,
+                }
+            }
+            if self.queue.is_empty() && !self.done {
+                match self.svc.meta.upload_parts(&self.id, self.next, PARTS_STEP).await {
+                    Ok(page) if page.is_empty() => self.done = true,
+                    Ok(page) => self.queue.extend(page),
+                    Err(e) => return Some(Err(std::io::Error::other(e))),
+                }
+            }
+            let part = self.queue.pop_front()?;
+            if part.offset != self.next {
+                let gap = format!("upload {}: a part starts at {}, expected {}", self.id, part.offset, self.next);
+                return Some(Err(std::io::Error::other(gap)));
+            }
+            self.next = part.offset + part.size;
+            let content = match self.svc.meta.content(&part.hash).await {
+                Ok(Some(content)) => content,
+                Ok(None) => return Some(Err(std::io::Error::other(format!("part content {} missing", part.hash)))),
+                Err(e) => return Some(Err(std::io::Error::other(e))),
+            };
+            match self.svc.read(&content, ByteRange { start: 0, end: part.size.min(content.size) }).await {
+                Ok(stream) => self.current = Some(stream),
+                Err(e) => return Some(Err(std::io::Error::other(e))),
+            }
+        }
+    }
+}
+
+/// A PATCH body being cut into parts: the body, the bytes read but not yet given
+/// to a part, and what every byte passes through (the upload's running hash, the
+/// PATCH's checksum).
+struct Source<S> {
+    body: S,
+    pending: Option<Bytes>,
+    /// Bytes the upload may still take.
+    room: u64,
+    /// The length (or largest upload) `room` counts down to.
+    limit: u64,
+    hasher: ResumableSha256,
+    checksum: Option<Box<dyn DynDigest + Send>>,
+    /// The body broke off, with this reason.
+    broken: Option<String>,
+    /// The body ran past `room`.
+    overrun: bool,
+    ended: bool,
+}
+
+impl<S, E> Source<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    /// Whether another byte is to come (reading ahead to know).
+    async fn has_more(&mut self) -> bool {
+        while self.pending.is_none() && !self.ended {
+            match self.body.next().await {
+                None => self.ended = true,
+                Some(Err(e)) => {
+                    self.broken = Some(e.to_string());
+                    self.ended = true;
+                }
+                Some(Ok(bytes)) if bytes.is_empty() => {}
+                Some(Ok(bytes)) => self.pending = Some(bytes),
+            }
+        }
+        self.pending.is_some()
+    }
+}
+
+/// One part of a PATCH body: at most `left` more bytes of the source. A body that
+/// breaks off ends the part (what arrived is kept); one that runs past the
+/// upload's length fails it.
+struct Part<'a, S> {
+    source: &'a mut Source<S>,
+    left: u64,
+}
+
+/// Why a part's stream failed.
+#[derive(Debug)]
+struct Overrun;
+
+impl std::fmt::Display for Overrun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the body runs past the upload's length")
+    }
+}
+
+impl<S, E> Stream for Part<'_, S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, Overrun>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let source = &mut *this.source;
+        let mut chunk = loop {
+            if let Some(chunk) = source.pending.take() {
+                break chunk;
+            }
+            if source.ended {
+                return Poll::Ready(None);
+            }
+            match source.body.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => source.ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    source.broken = Some(e.to_string());
+                    source.ended = true;
+                }
+                Poll::Ready(Some(Ok(bytes))) if bytes.is_empty() => {}
+                Poll::Ready(Some(Ok(bytes))) => source.pending = Some(bytes),
+            }
+        };
+        if chunk.len() as u64 > source.room {
+            source.overrun = true;
+            source.ended = true;
+            return Poll::Ready(Some(Err(Overrun)));
+        }
+        let take = (chunk.len() as u64).min(this.left) as usize;
+        let rest = chunk.split_off(take);
+        if !rest.is_empty() {
+            source.pending = Some(rest);
+        }
+        source.room -= take as u64;
+        this.left -= take as u64;
+        source.hasher.update(&chunk);
+        if let Some(checksum) = source.checksum.as_mut() {
+            checksum.update(&chunk);
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_random_hex_of_128_bits() {
+        let (a, b) = (new_upload_id(), new_upload_id());
+        assert!(valid_upload_id(&a) && valid_upload_id(&b));
+        assert_ne!(a, b);
+        assert!(!valid_upload_id(&a[..31]));
+        assert!(!valid_upload_id(&a.to_uppercase().replace(|c: char| c.is_ascii_digit(), "A")));
+        assert!(!valid_upload_id("../../etc/passwd"));
+    }
+
+    #[test]
+    fn checksum_names() {
+        assert_eq!(ChecksumAlgorithm::from_name("SHA1"), Some(ChecksumAlgorithm::Sha1));
+        assert_eq!(ChecksumAlgorithm::from_name("md5"), Some(ChecksumAlgorithm::Md5));
+        assert_eq!(ChecksumAlgorithm::from_name("crc32"), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_cut_into_parts_and_a_break_keeps_what_arrived() {
+        let chunks: Vec<Result<Bytes, String>> =
+            vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world")), Err("reset".into())];
+        let mut source = Source {
+            body: futures_util::stream::iter(chunks),
+            pending: None,
+            room: 100,
+            limit: 100,
+            hasher: ResumableSha256::new(),
+            checksum: None,
+            broken: None,
+            overrun: false,
+            ended: false,
+        };
+        let mut parts = Vec::new();
+        while source.has_more().await {
+            let part = Part { source: &mut source, left: 4 };
+            let bytes: Vec<Bytes> = part.map(|b| b.unwrap()).collect().await;
+            parts.push(bytes.concat());
+        }
+        // Parts are exactly `left` long across chunk boundaries; the last is what
+        // arrived before the break.
+        assert_eq!(parts, vec![b"hell".to_vec(), b"o wo".to_vec(), b"rld".to_vec()]);
+        assert_eq!(source.broken.as_deref(), Some("reset"));
+        assert_eq!(source.hasher.finish(), ContentHash::of(b"hello world"));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_length_fails_its_part() {
+        let chunks: Vec<Result<Bytes, String>> = vec![Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"def"))];
+        let mut source = Source {
+            body: futures_util::stream::iter(chunks),
+            pending: None,
+            room: 4,
+            limit: 4,
+            hasher: ResumableSha256::new(),
+            checksum: None,
+            broken: None,
+            overrun: false,
+            ended: false,
+        };
+        assert!(source.has_more().await);
+        let items: Vec<_> = Part { source: &mut source, left: 100 }.collect().await;
+        assert!(items[0].is_ok() && items[1].is_err());
+        assert!(source.overrun);
+    }
+}
