@@ -1,6 +1,7 @@
 //! The `cairn` client (put, get, ls, rm, versions, stat) as a user runs it: the
 //! built binary as a child process against an in-process cluster, through a TCP
-//! proxy that breaks or slows connections, and against fake servers that lie.
+//! proxy that breaks or slows connections, and against a fake server that lies.
+//! Large puts go through the API server's own tus endpoints (`/uploads`).
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::content::ContentHash;
-use common::{pattern, start, TestCluster};
+use common::{pattern, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -176,199 +177,6 @@ async fn pump(
 }
 
 // ---------------------------------------------------------------------------
-// The endpoint resumable puts go to.
-
-/// The API endpoint that speaks tus: the cluster itself once its `/uploads` exist,
-/// else a fake tus front in this test (see [`fake_tus`]).
-struct TusFront {
-    addr: SocketAddr,
-    _server: Option<tokio::task::JoinHandle<()>>,
-}
-
-async fn tus_front(t: &TestCluster) -> TusFront {
-    let real = t
-        .http
-        .request(reqwest::Method::OPTIONS, t.url("/uploads"))
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .map(|r| r.headers().contains_key("tus-version") || r.headers().contains_key("tus-resumable"))
-        .unwrap_or(false);
-    if real {
-        return TusFront { addr: t.cluster.api_addr, _server: None };
-    }
-    eprintln!("the API server has no tus endpoints: testing against the fake tus front");
-    let (addr, server) = fake_tus::start(t.base.clone()).await;
-    TusFront { addr, _server: Some(server) }
-}
-
-impl Drop for TusFront {
-    fn drop(&mut self) {
-        if let Some(s) = &self._server {
-            s.abort();
-        }
-    }
-}
-
-/// A tus 1.0 server (creation, HEAD, PATCH with `Upload-Checksum`) that keeps
-/// uploads in memory and stores a finished one with a PUT to the real API server;
-/// every other request is forwarded there. It stands in for the server's own
-/// endpoints while they are being built, and speaks the protocol as the client
-/// expects it.
-mod fake_tus {
-    use std::collections::HashMap;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
-
-    use axum::body::Body;
-    use axum::extract::{Path, Request, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::{patch, post};
-    use axum::Router;
-    use base64::Engine;
-    use futures_util::StreamExt;
-    use sha2::Digest;
-
-    struct Upload {
-        name: String,
-        length: u64,
-        data: Vec<u8>,
-    }
-
-    #[derive(Clone)]
-    struct Front {
-        uploads: Arc<Mutex<HashMap<String, Upload>>>,
-        api: String,
-        http: reqwest::Client,
-    }
-
-    pub async fn start(api: String) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-        let front =
-            Front { uploads: Arc::default(), api, http: reqwest::Client::builder().no_proxy().build().unwrap() };
-        let app = Router::new()
-            .route("/uploads", post(create))
-            .route("/uploads/{id}", patch(append).head(offset).delete(terminate))
-            .fallback(forward)
-            .with_state(front);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        (addr, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
-    }
-
-    fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-        h.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    async fn create(State(f): State<Front>, h: HeaderMap) -> Response {
-        let length = header(&h, "upload-length").and_then(|v| v.parse::<u64>().ok());
-        let name = header(&h, "upload-metadata").and_then(|m| {
-            m.split(',').find_map(|pair| {
-                let (k, v) = pair.trim().split_once(' ')?;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
-                (k == "name").then(|| String::from_utf8(bytes).ok()).flatten()
-            })
-        });
-        let (Some(length), Some(name), Some("1.0.0")) = (length, name, header(&h, "tus-resumable")) else {
-            return StatusCode::BAD_REQUEST.into_response();
-        };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        f.uploads.lock().unwrap().insert(id.clone(), Upload { name, length, data: Vec::new() });
-        (StatusCode::CREATED, [("location", format!("/uploads/{id}")), ("tus-resumable", "1.0.0".into())])
-            .into_response()
-    }
-
-    async fn offset(State(f): State<Front>, Path(id): Path<String>) -> Response {
-        match f.uploads.lock().unwrap().get(&id) {
-            Some(u) => {
-                (StatusCode::OK, [("upload-offset", u.data.len().to_string()), ("upload-length", u.length.to_string())])
-                    .into_response()
-            }
-            None => StatusCode::NOT_FOUND.into_response(),
-        }
-    }
-
-    async fn terminate(State(f): State<Front>, Path(id): Path<String>) -> StatusCode {
-        match f.uploads.lock().unwrap().remove(&id) {
-            Some(_) => StatusCode::NO_CONTENT,
-            None => StatusCode::NOT_FOUND,
-        }
-    }
-
-    async fn append(State(f): State<Front>, Path(id): Path<String>, h: HeaderMap, body: Body) -> Response {
-        let at = header(&h, "upload-offset").and_then(|v| v.parse::<usize>().ok());
-        let current = f.uploads.lock().unwrap().get(&id).map(|u| u.data.len());
-        let Some(current) = current else { return StatusCode::NOT_FOUND.into_response() };
-        if at != Some(current) {
-            return StatusCode::CONFLICT.into_response();
-        }
-        // A chunk is kept only whole and with a matching checksum.
-        let mut chunk = Vec::new();
-        let mut stream = body.into_data_stream();
-        while let Some(part) = stream.next().await {
-            match part {
-                Ok(b) => chunk.extend_from_slice(&b),
-                Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-            }
-        }
-        let want = header(&h, "upload-checksum").and_then(|v| v.strip_prefix("sha256 ")).map(str::to_string);
-        let got = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&chunk));
-        if want.as_deref() != Some(got.as_str()) {
-            return StatusCode::from_u16(460).unwrap().into_response();
-        }
-        let (done, name, data) = {
-            let mut uploads = f.uploads.lock().unwrap();
-            let Some(u) = uploads.get_mut(&id) else { return StatusCode::NOT_FOUND.into_response() };
-            if u.data.len() != current || (u.data.len() + chunk.len()) as u64 > u.length {
-                return StatusCode::CONFLICT.into_response();
-            }
-            u.data.extend_from_slice(&chunk);
-            let done = u.data.len() as u64 == u.length;
-            (done, u.name.clone(), if done { u.data.clone() } else { Vec::new() })
-        };
-        let new_offset = current + chunk.len();
-        if !done {
-            return (StatusCode::NO_CONTENT, [("upload-offset", new_offset.to_string())]).into_response();
-        }
-        let stored =
-            f.http.put(format!("{}/objects/{}", f.api, cairn::client::encode_name(&name))).body(data).send().await;
-        match stored {
-            Ok(r) if r.status().is_success() => {
-                f.uploads.lock().unwrap().remove(&id);
-                let version = r.headers()["x-cairn-version"].to_str().unwrap().to_string();
-                let etag = r.headers()["etag"].to_str().unwrap().to_string();
-                (
-                    StatusCode::NO_CONTENT,
-                    [("upload-offset", new_offset.to_string()), ("x-cairn-version", version), ("etag", etag)],
-                )
-                    .into_response()
-            }
-            _ => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        }
-    }
-
-    async fn forward(State(f): State<Front>, request: Request) -> Response {
-        let url = format!("{}{}", f.api, request.uri().path_and_query().map_or("/", |p| p.as_str()));
-        let mut out = f.http.request(request.method().clone(), url);
-        for (k, v) in request.headers() {
-            if k != "host" {
-                out = out.header(k, v);
-            }
-        }
-        let body = axum::body::to_bytes(request.into_body(), 64 << 20).await.unwrap_or_default();
-        let Ok(resp) = out.body(body).send().await else { return StatusCode::BAD_GATEWAY.into_response() };
-        let mut answer = Response::builder().status(resp.status().as_u16());
-        for (k, v) in resp.headers() {
-            if k != "transfer-encoding" && k != "connection" {
-                answer = answer.header(k.as_str(), v.as_bytes());
-            }
-        }
-        let bytes = resp.bytes().await.unwrap_or_default();
-        answer.body(Body::from(bytes)).unwrap()
-    }
-}
-
-// ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_stat_ls_versions_rm_as_a_script_sees_them() {
@@ -462,13 +270,12 @@ async fn an_unreachable_endpoint_exits_5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_put_goes_through_tus_and_reads_back() {
     let t = start("1+1", 2).await;
-    let front = tus_front(&t).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let body = pattern(1_000_000, 2);
     let file = write_file(dir.path(), "big.bin", &body);
     // A proxy that only counts: the upload is several PATCHes on it.
-    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
     let ep = proxy.url();
     let args =
         ["put", s(&file), "big", "--json", "--resumable-above", "64KiB", "--chunk-size", "256KiB", "--endpoint", &ep];
@@ -491,14 +298,13 @@ fn cairn_state_files(state: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_through_a_cut_connection_resumes_by_itself_without_starting_over() {
     let t = start("1+1", 2).await;
-    let front = tus_front(&t).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let size = 2 << 20;
     let body = pattern(size, 3);
     let file = write_file(dir.path(), "big.bin", &body);
     let plan = Plan { cut_up_after: Some(900 << 10), cut_connections: 1, ..Plan::default() };
-    let proxy = Proxy::start(front.addr, plan).await;
+    let proxy = Proxy::start(t.cluster.api_addr, plan).await;
     let ep = proxy.url();
     let args =
         ["put", s(&file), "cut", "--json", "--resumable-above", "64KiB", "--chunk-size", "256KiB", "--endpoint", &ep];
@@ -548,13 +354,12 @@ async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_put_is_finished_by_put_resume() {
     let t = start("1+1", 2).await;
-    let front = tus_front(&t).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let size = 4 << 20;
     let body = pattern(size, 5);
     let file = write_file(dir.path(), "big.bin", &body);
-    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
     proxy.rate.store(2 << 20, Ordering::SeqCst);
     let ep = proxy.url();
     let args = ["put", s(&file), "killed", "--resumable-above", "64KiB", "--chunk-size", "128KiB", "--endpoint", &ep];
@@ -590,12 +395,11 @@ async fn a_killed_put_is_finished_by_put_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_without_resume_hints_at_the_saved_upload_and_starts_afresh() {
     let t = start("1+1", 2).await;
-    let front = tus_front(&t).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let body = pattern(300_000, 6);
     let file = write_file(dir.path(), "f.bin", &body);
-    let proxy = Proxy::start(front.addr, Plan::default()).await;
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
     proxy.rate.store(200_000, Ordering::SeqCst);
     let ep = proxy.url();
     let args = ["put", s(&file), "hinted", "--resumable-above", "64KiB", "--chunk-size", "64KiB", "--endpoint", &ep];
