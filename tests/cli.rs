@@ -199,6 +199,12 @@ async fn put_get_stat_ls_versions_rm_as_a_script_sees_them() {
     assert_eq!(get.code, 0);
     assert_eq!(std::fs::read(&out).unwrap(), body);
     assert!(!dir.path().join("out.bin.partial").exists() && !dir.path().join("out.bin.partial.json").exists());
+    // A relative FILE: the partial file, its sidecar and the rename live in the
+    // current directory.
+    let mut relative = command(&state, &[&["get", "docs/a.bin", "rel.bin"][..], &ep].concat());
+    let rel = tokio::time::timeout(RUN_LIMIT, relative.current_dir(dir.path()).output()).await.unwrap().unwrap();
+    assert!(rel.status.success(), "{}", String::from_utf8_lossy(&rel.stderr));
+    assert_eq!(std::fs::read(dir.path().join("rel.bin")).unwrap(), body);
     let to_stdout = cairn(&state, &[&["get", "docs/a.bin"][..], &ep].concat()).await;
     assert_eq!(to_stdout.code, 0);
     assert_eq!(to_stdout.stdout_bytes, body, "the object on stdout");

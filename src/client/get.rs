@@ -173,8 +173,7 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
             }
         }
     };
-    let mut bar = progress_bar(&args.options, pinned.as_ref().map_or(0, |p| p.size), "get");
-    bar.set_position(have);
+    let mut bar = progress_bar(&args.options, pinned.as_ref().map_or(0, |p| p.size), have, "get");
     let mut backoff = Backoff::new(server.retries);
     loop {
         if let Some(p) = &pinned {
@@ -235,8 +234,7 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
                             state::save(sidecar, &pin)?;
                             unpinned.0 = None;
                         }
-                        bar = progress_bar(&args.options, pin.size, "get");
-                        bar.set_position(have);
+                        bar = progress_bar(&args.options, pin.size, have, "get");
                         pinned = Some(pin);
                     }
                 }

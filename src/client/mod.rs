@@ -393,8 +393,9 @@ pub struct VersionInfo {
 
 /// Whether and how to draw a progress bar for a transfer of `len` bytes: on
 /// stderr, when it is a terminal and the transfer is above [`PROGRESS_MIN`], or
-/// always with `--progress`; never with `--quiet`.
-pub(crate) fn progress_bar(options: &ClientOptions, len: u64, what: &str) -> ProgressBar {
+/// always with `--progress`; never with `--quiet`. It starts at `start` (a resumed
+/// transfer), and its rate and ETA count only what this run moves.
+pub(crate) fn progress_bar(options: &ClientOptions, len: u64, start: u64, what: &str) -> ProgressBar {
     let show = !options.quiet && (options.progress || (len > PROGRESS_MIN && std::io::stderr().is_terminal()));
     if !show {
         return ProgressBar::hidden();
@@ -405,7 +406,12 @@ pub(crate) fn progress_bar(options: &ClientOptions, len: u64, what: &str) -> Pro
         // indicatif draws nothing on a non-terminal; `--progress` asked for it anyway.
         ProgressDrawTarget::term_like_with_hz(Box::new(PlainStderr), 2)
     };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+    // The estimator learns `start` at a tick and forgets the jump at the reset.
+    bar.set_position(start);
+    bar.tick();
+    bar.reset_eta();
+    bar.set_draw_target(target);
     bar.set_style(
         ProgressStyle::with_template(
             "{msg:>9} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",

@@ -109,11 +109,11 @@ fn content_digest(hash: &[u8; 32]) -> String {
 /// One PUT of the whole file, streamed, sent again after a retryable failure.
 async fn put_whole(server: &Server, args: &PutArgs, path: &Path, size: u64) -> Result<VersionInfo, ClientError> {
     let name = &args.name;
-    let hashing = progress_bar(&args.options, size, "hashing");
+    let hashing = progress_bar(&args.options, size, 0, "hashing");
     let hash = hash_range(path, 0, size, &hashing).await?;
     hashing.finish_and_clear();
     let url = server.object_url(name, None);
-    let bar = progress_bar(&args.options, size, "put");
+    let bar = progress_bar(&args.options, size, 0, "put");
     let mut backoff = Backoff::new(server.retries);
     loop {
         bar.set_position(0);
@@ -260,7 +260,7 @@ async fn put_resumable(
     let (upload, mut offset) = match resumed {
         Some(r) => r,
         None => {
-            let hashing = progress_bar(&args.options, key.size, "hashing");
+            let hashing = progress_bar(&args.options, key.size, 0, "hashing");
             let hash = hash_range(&key.path, 0, key.size, &hashing).await?;
             hashing.finish_and_clear();
             let upload_url = create(server, &key, &hash).await?;
@@ -284,7 +284,7 @@ async fn put_resumable(
     })?;
     let size = upload.size;
     let chunk_size = args.chunk_size.0.max(1);
-    let bar = progress_bar(&args.options, size, "put");
+    let bar = progress_bar(&args.options, size, offset, "put");
     let mut backoff = Backoff::new(server.retries);
     let mut version: Option<u64> = None;
     while version.is_none() {

@@ -93,7 +93,7 @@ pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 /// Writes `value` to `path` atomically: a temp file beside it, fsynced, renamed
 /// over, and the directory fsynced.
 pub fn save(path: &Path, value: &impl Serialize) -> Result<(), ClientError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(ClientError::local(dir))?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
