@@ -476,3 +476,32 @@ async fn a_get_whose_bytes_do_not_match_the_etag_exits_4_and_leaves_no_file() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file, no partial, no sidecar");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_put_of_a_file_changed_behind_its_mtime_exits_4_and_stores_nothing() {
+    let t = start("1+1", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let size = 1 << 20;
+    let file = write_file(dir.path(), "f.bin", &pattern(size, 8));
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
+    proxy.rate.store(512 << 10, Ordering::SeqCst);
+    let ep = proxy.url();
+    let args = ["put", s(&file), "changed", "--resumable-above", "64KiB", "--chunk-size", "64KiB", "--endpoint", &ep];
+    let mut child = command(&state, &args).spawn().unwrap();
+    wait_until("a state file", || !cairn_state_files(&state).is_empty()).await;
+    child.kill().await.unwrap();
+    proxy.rate.store(0, Ordering::SeqCst);
+    // The last byte changes; size and mtime stay, so the state file still matches.
+    let mut changed = std::fs::read(&file).unwrap();
+    *changed.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&file, &changed).unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(mtime).unwrap();
+    let resumed = cairn(&state, &[&args[..], &["--resume"]].concat()).await;
+    assert_eq!(resumed.code, 4, "{}", resumed.stderr);
+    assert!(resumed.stderr.contains("changed"), "names the object: {}", resumed.stderr);
+    assert!(cairn_state_files(&state).is_empty(), "a refused upload is not resumed again");
+    assert_eq!(cairn(&state, &["stat", "changed", "--endpoint", &t.base]).await.code, 3, "nothing stored");
+    t.cluster.shutdown().await;
+}
