@@ -99,6 +99,10 @@ struct Proxy {
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
+    /// Bytes client → server on each connection, in the order they were accepted.
+    up_by_connection: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
+    /// Bytes server → client on each connection.
+    down_by_connection: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
     /// Bytes per second in each direction; 0: unlimited. Changeable while running.
     rate: Arc<AtomicU64>,
     _tasks: tokio::task::JoinSet<()>,
@@ -111,8 +115,12 @@ impl Proxy {
         let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let connections = Arc::new(AtomicUsize::new(0));
         let rate = Arc::new(AtomicU64::new(0));
+        let up_by_connection = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = tokio::task::JoinSet::new();
         let (u, d, c, r) = (up.clone(), down.clone(), connections.clone(), rate.clone());
+        let down_by_connection = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let per = up_by_connection.clone();
+        let per_down = down_by_connection.clone();
         tasks.spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -120,19 +128,33 @@ impl Proxy {
                 let cut = n < plan.cut_connections;
                 let (up_limit, down_limit) = if cut { (plan.cut_up_after, plan.cut_down_after) } else { (None, None) };
                 let (u, d, r) = (u.clone(), d.clone(), r.clone());
+                let mine = Arc::new(AtomicU64::new(0));
+                per.lock().unwrap().push(mine.clone());
+                let mine_down = Arc::new(AtomicU64::new(0));
+                per_down.lock().unwrap().push(mine_down.clone());
                 conns.spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else { return };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     tokio::select! {
-                        _ = pump(cr, sw, up_limit, u, r.clone()) => {}
-                        _ = pump(sr, cw, down_limit, d, r) => {}
+                        _ = pump(cr, sw, up_limit, vec![u, mine], r.clone()) => {}
+                        _ = pump(sr, cw, down_limit, vec![d, mine_down], r) => {}
                     }
                 });
                 while conns.try_join_next().is_some() {}
             }
         });
-        Proxy { addr, up, down, connections, rate, _tasks: tasks }
+        Proxy { addr, up, down, connections, up_by_connection, down_by_connection, rate, _tasks: tasks }
+    }
+
+    /// Bytes client → server on the connections accepted from the `first`th on.
+    fn up_since_connection(&self, first: usize) -> u64 {
+        self.up_by_connection.lock().unwrap().iter().skip(first).map(|c| c.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Bytes server → client on the connections accepted from the `first`th on.
+    fn down_since_connection(&self, first: usize) -> u64 {
+        self.down_by_connection.lock().unwrap().iter().skip(first).map(|c| c.load(Ordering::SeqCst)).sum()
     }
 
     fn url(&self) -> String {
@@ -146,7 +168,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     limit: Option<u64>,
-    counter: Arc<AtomicU64>,
+    counters: Vec<Arc<AtomicU64>>,
     rate: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -166,7 +188,9 @@ async fn pump(
             return;
         }
         sent += n as u64;
-        counter.fetch_add(n as u64, Ordering::SeqCst);
+        for counter in &counters {
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+        }
         if limit.is_some_and(|l| sent >= l) {
             return;
         }
@@ -348,6 +372,16 @@ async fn a_get_through_a_cut_connection_resumes_with_a_range_and_verifies() {
     t.cluster.shutdown().await;
 }
 
+/// The offset in a "resuming … at byte N" hint.
+fn resume_offset(stderr: &str) -> u64 {
+    stderr
+        .split("at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume offset in {stderr}"))
+}
+
 /// Waits (at most 60 s) until `ready` holds.
 async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -376,21 +410,15 @@ async fn a_killed_put_is_finished_by_put_resume() {
     .await;
     child.kill().await.unwrap();
     proxy.rate.store(0, Ordering::SeqCst);
-    let sent_before = proxy.up.load(Ordering::SeqCst);
+    let killed_connections = proxy.connections.load(Ordering::SeqCst);
 
     let resumed = cairn(&state, &[&args[..], &["--resume", "--json"]].concat()).await;
     assert_eq!(resumed.code, 0);
     assert_eq!(resumed.json()["hash"], hex_of(&body));
-    let at: u64 = resumed
-        .stderr
-        .split("at byte ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no resume offset in {}", resumed.stderr));
+    let at = resume_offset(&resumed.stderr);
     assert!(at >= 128 << 10, "resumed at {at}, after the chunks the killed client sent");
-    let total = proxy.up.load(Ordering::SeqCst);
-    assert!(total - sent_before < size as u64 - at + (64 << 10), "the resume sent only the rest");
+    let resent = proxy.up_since_connection(killed_connections);
+    assert!(resent < size as u64 - at + (64 << 10), "the resume sent {resent} bytes: only the rest");
     assert!(cairn_state_files(&state).is_empty());
     let out = dir.path().join("killed.out");
     assert_eq!(cairn(&state, &["get", "killed", s(&out), "--endpoint", &t.base]).await.code, 0);
@@ -440,12 +468,15 @@ async fn a_killed_get_is_finished_by_get_resume() {
     assert!(dir.path().join("slow.bin.partial.json").exists(), "the version is pinned next to the partial file");
     // A new version in between: the resume still finishes the pinned one.
     assert_eq!(t.put("slow-get", "newer").await.status(), 200);
-    let before = proxy.down.load(Ordering::SeqCst);
+    let killed_connections = proxy.connections.load(Ordering::SeqCst);
     let resumed = cairn(dir.path(), &[&args[..], &["--resume"]].concat()).await;
     assert_eq!(resumed.code, 0);
     assert!(resumed.stderr.contains("resuming slow-get version 1 at byte"), "{}", resumed.stderr);
     assert_eq!(std::fs::read(&out).unwrap(), body);
-    assert!(proxy.down.load(Ordering::SeqCst) - before < size as u64 - (1 << 20), "only the rest was fetched");
+    let at = resume_offset(&resumed.stderr);
+    assert!(at > 1 << 20, "resumed at {at}");
+    let fetched = proxy.down_since_connection(killed_connections);
+    assert!(fetched < size as u64 - at + (16 << 10), "the resume fetched {fetched} bytes: only the rest");
     assert!(!partial.exists() && !dir.path().join("slow.bin.partial.json").exists());
     t.cluster.shutdown().await;
 }
