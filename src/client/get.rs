@@ -11,7 +11,8 @@
 //! hashing on from where it stopped; a 200 to a range request starts over. The pin
 //! is written atomically to `FILE.partial.json` as soon as it is known, so
 //! `--resume` after a killed client re-hashes what `FILE.partial` holds and asks for
-//! the rest of the same version. To stdout (`FILE` absent or `-`) the bytes are
+//! the rest of the same version. A failure before the first answer, or a pinned
+//! version that is gone (404), leaves no partial file behind. To stdout (`FILE` absent or `-`) the bytes are
 //! written as they come (a resume still works inside the run); a mismatch then
 //! still exits 4, but what was written cannot be taken back.
 
@@ -196,6 +197,11 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
             Ok(resp) => {
                 let status = resp.status();
                 if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::PARTIAL_CONTENT {
+                    if let (reqwest::StatusCode::NOT_FOUND, Sink::File { partial, sidecar, .. }) = (status, &sink) {
+                        // The pinned version is gone (pruned): nothing left to resume.
+                        state::remove(sidecar);
+                        unpinned.0 = Some(partial.clone());
+                    }
                     return Err(refused_or_unavailable(&server, &name, status, reason(resp).await));
                 }
                 let answer = describe_answer(&name, &resp)?;
