@@ -193,7 +193,7 @@ async fn a_256_mib_upload_survives_killed_clients_restarted_api_servers_and_a_lo
     c.kill().unwrap();
     c.wait().unwrap();
     let second = offset(&http, 1, &path).await.expect("HEAD answers");
-    assert!(second >= first, "the offset went back: {first} then {second}");
+    assert!(second >= first && second < SIZE as u64, "offsets {first} then {second}");
 
     // 3. A data server dies for good; the first API server restarts once more.
     data_servers[2].kill();
@@ -205,6 +205,9 @@ async fn a_256_mib_upload_survives_killed_clients_restarted_api_servers_and_a_lo
     wait_past(&http, 0, &url_file, 180 << 20, &mut c, start).await;
     c.kill().unwrap();
     c.wait().unwrap();
+    let third = offset(&http, 0, &path).await.expect("HEAD answers");
+    assert!(third >= second && third < SIZE as u64, "offsets {second} then {third}");
+    eprintln!("{TEST}: killed the client at offsets {first}, {second}, {third}");
 
     // 4. The last resume, through the second API server, runs to the end.
     let mut c = client(dir.path(), 1, &file, &url_file);
