@@ -117,33 +117,28 @@ pub enum TusError {
 
 impl IntoResponse for TusError {
     fn into_response(self) -> Response {
-        let status = match &self {
+        let status = match self {
             TusError::NotResumable => {
                 let mut r = (StatusCode::PRECONDITION_FAILED, format!("{self}\n")).into_response();
                 r.headers_mut().insert(TUS_VERSION_H, HeaderValue::from_static(TUS_VERSION));
                 return r;
             }
+            // The object paths' and the API's own errors map as everywhere else.
+            TusError::Upload(ResumableError::Object(e)) => return ApiError::Object(e).into_response(),
+            TusError::Api(e) => return e.into_response(),
             TusError::BadHeader { .. } | TusError::NoName | TusError::UnsupportedChecksum(_) => StatusCode::BAD_REQUEST,
             TusError::WrongContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TusError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             TusError::BadOverride => StatusCode::METHOD_NOT_ALLOWED,
-            TusError::Upload(e) => match e {
+            TusError::Upload(ref e) => match e {
                 ResumableError::NoSuchUpload => StatusCode::NOT_FOUND,
                 ResumableError::OffsetConflict { .. } => StatusCode::CONFLICT,
                 ResumableError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ResumableError::BadLength { .. } | ResumableError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
                 // tus's checksum extension: 460 Checksum Mismatch.
-                ResumableError::ChecksumMismatch { .. } => StatusCode::from_u16(460).expect("460 is a valid status"),
-                ResumableError::Object(_) => {
-                    let TusError::Upload(ResumableError::Object(e)) = self else { unreachable!() };
-                    return ApiError::Object(e).into_response();
-                }
+                ResumableError::ChecksumMismatch { .. } => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            TusError::Api(_) => {
-                let TusError::Api(e) = self else { unreachable!() };
-                return e.into_response();
-            }
         };
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "upload request failed");

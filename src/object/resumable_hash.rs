@@ -74,10 +74,9 @@ impl ResumableSha256 {
             self.tail.clear();
         }
         let whole = data.len() / 64 * 64;
-        if whole > 0 {
-            let blocks: Vec<GenericArray<u8, _>> =
-                data[..whole].chunks_exact(64).map(GenericArray::clone_from_slice).collect();
-            sha2::compress256(&mut self.state, &blocks);
+        // Block by block, borrowed in place: no copy of the data.
+        for block in data[..whole].chunks_exact(64) {
+            sha2::compress256(&mut self.state, std::slice::from_ref(GenericArray::from_slice(block)));
         }
         self.tail.extend_from_slice(&data[whole..]);
     }
