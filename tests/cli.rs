@@ -536,3 +536,31 @@ async fn a_resumed_put_of_a_file_changed_behind_its_mtime_exits_4_and_stores_not
     assert_eq!(cairn(&state, &["stat", "changed", "--endpoint", &t.base]).await.code, 3, "nothing stored");
     t.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_resume_of_an_upload_the_server_dropped_starts_afresh_and_says_so() {
+    let t = start("1+1", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let body = pattern(600_000, 9);
+    let file = write_file(dir.path(), "f.bin", &body);
+    let proxy = Proxy::start(t.cluster.api_addr, Plan::default()).await;
+    proxy.rate.store(200_000, Ordering::SeqCst);
+    let ep = proxy.url();
+    let args = ["put", s(&file), "dropped", "--resumable-above", "64KiB", "--chunk-size", "64KiB", "--endpoint", &ep];
+    let mut child = command(&state, &args).spawn().unwrap();
+    wait_until("a state file", || !cairn_state_files(&state).is_empty()).await;
+    child.kill().await.unwrap();
+    proxy.rate.store(0, Ordering::SeqCst);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cairn_state_files(&state)[0]).unwrap()).unwrap();
+    let url = saved["upload_url"].as_str().unwrap();
+    let terminated = t.http.delete(url).header("tus-resumable", "1.0.0").send().await.unwrap();
+    assert_eq!(terminated.status(), 204);
+    let resumed = cairn(&state, &[&args[..], &["--resume", "--json"]].concat()).await;
+    assert_eq!(resumed.code, 0);
+    assert!(resumed.stderr.contains("gone from the server; starting afresh"), "{}", resumed.stderr);
+    assert_eq!(resumed.json()["hash"], hex_of(&body));
+    assert!(cairn_state_files(&state).is_empty());
+    t.cluster.shutdown().await;
+}
