@@ -134,7 +134,7 @@ impl ObjectService {
         let shard_len = Layout::new(policy, size).shard_len();
         let stored = uploads.finish(hash, shard_len, policy.write_quorum()).await;
         self.metrics.shards_written.increment(stored.placement.len() as u64);
-        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, None)
+        StoredContent::fresh(ContentRecord::new(hash, size, policy, stored.placement), stored.failures, None)
     }
 
     /// Stores an object the write path holds whole in memory (it ended below the
@@ -161,7 +161,7 @@ impl ObjectService {
         let size = data.len() as u64;
         let stored = self.write_to_quorum(hash, size, policy, targets, bodies).await;
         let cached = self.cache.wants(size).then_some(data);
-        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, cached)
+        StoredContent::fresh(ContentRecord::new(hash, size, policy, stored.placement), stored.failures, cached)
     }
 
     /// What follows recording stored content: a small object goes into the read
@@ -224,7 +224,7 @@ impl ObjectService {
             let pending: Placement = targets.into_iter().filter(|(i, _)| !ended.contains(i)).collect();
             stored.placement.extend(pending);
             let svc = self.clone();
-            let content = ContentRecord { hash, size, policy, placement: stored.placement.clone() };
+            let content = ContentRecord::new(hash, size, policy, stored.placement.clone());
             self.tasks.spawn(async move {
                 let mut all_stored = true;
                 while let Some(done) = writes.next().await {
