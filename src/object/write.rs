@@ -11,6 +11,12 @@
 //! request is bounded by the small-object threshold plus a stripe and
 //! [`IN_FLIGHT`](super::uploads::IN_FLIGHT) blocks per shard, whatever the object's
 //! size; a small replicated object is held once, whatever its number of copies.
+//!
+//! Content is hashed as it arrives (its address is the SHA-256 of the original
+//! bytes) and then, when compressing it pays, compressed ([`super::compress`])
+//! before it is cut into stripes: the shards code the stored stream, whose encoding
+//! and length the content record keeps. Compression adds a frame (256 KiB) per
+//! frame in flight to the memory per request.
 
 use std::fmt::Display;
 
