@@ -19,6 +19,14 @@
 //! set that was read is set aside and the content repaired. Range reads rely on the
 //! block checksums and on each shard's identity (policy and length), checked when
 //! it is opened. Every wait on a data server has a deadline.
+//!
+//! The shards code the stored stream ([`ContentRecord::stored_len`]). For
+//! compressed content ([`Encoding::Zstd`]) a read maps the range of original bytes
+//! to frames through the seek table (read from the stream's tail, then kept in a
+//! cache bounded in bytes), reads only those frames' stored bytes, decodes each on a
+//! blocking thread and slices; a whole read hashes the decoded bytes. A frame that
+//! does not decode is treated like a hash mismatch. [`ObjectService::read_stored`]
+//! hands the stored stream out as it is (`Content-Encoding: zstd`).
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
