@@ -361,7 +361,10 @@ async fn get_object(
             RangeRequest::Full => (StatusCode::OK, full),
             RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
             RangeRequest::Unsatisfiable => {
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}")), (header::VARY, "accept-encoding".to_string())],
+                )
                     .into_response())
             }
         },
