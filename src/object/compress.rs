@@ -236,3 +236,63 @@ impl Packer {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(frame: usize) -> CompressionConfig {
+        CompressionConfig { frame, ..CompressionConfig::default() }
+    }
+
+    /// Feeds `data` in chunks of `chunk` as the write path does; returns what the
+    /// stripes would get and whether the packer declined.
+    async fn pack(data: &[u8], chunk: usize, frame: usize) -> (Vec<u8>, bool) {
+        let mut packer = Packer::new(&config(frame)).expect("auto");
+        let mut original = BytesMut::new();
+        let mut out = Vec::new();
+        let mut chunks = data.chunks(chunk).peekable();
+        while let Some(c) = chunks.next() {
+            original.extend_from_slice(c);
+            let end = chunks.peek().is_none();
+            if let Some(declined) = packer.feed(&mut original, end).await.unwrap() {
+                // Stored as it is: what the packer gave back, then the rest.
+                let mut stored = declined.to_vec();
+                stored.extend_from_slice(&original);
+                for c in chunks {
+                    stored.extend_from_slice(c);
+                }
+                return (stored, true);
+            }
+            out.extend_from_slice(&packer.out.split());
+        }
+        assert_eq!(packer.stored(), (Encoding::Zstd, out.len() as u64));
+        (out, false)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn text_streams_into_a_seekable_stream_and_random_bytes_are_declined_whole() {
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("line {} of the corpus\n", i % 977).into_bytes())
+            .take(1_000_003)
+            .collect();
+        let (stored, declined) = pack(&text, 70_001, 65_536).await;
+        assert!(!declined);
+        assert!(stored.len() < text.len() / 4);
+        assert_eq!(zstd::stream::decode_all(&stored[..]).unwrap(), text);
+        assert_eq!(seekable::decode_whole(&stored, text.len() as u64).unwrap(), text);
+
+        use rand::{RngCore, SeedableRng};
+        let mut random = vec![0u8; 500_000];
+        rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut random);
+        let (stored, declined) = pack(&random, 33_333, 65_536).await;
+        assert!(declined);
+        assert_eq!(stored, random, "a declined body is stored byte for byte");
+
+        // A body that is one frame below the minimum is never compressed.
+        let (stored, declined) = pack(&text[..1000], 400, 65_536).await;
+        assert!(declined);
+        assert_eq!(stored, &text[..1000]);
+        assert!(Packer::new(&CompressionConfig::off()).is_none());
+    }
+}
