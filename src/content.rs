@@ -151,9 +151,64 @@ impl fmt::Display for Policy {
 /// bus instead.
 pub type Placement = BTreeMap<ShardIndex, String>;
 
+/// How a piece of content's bytes are stored on the data servers: as they are, or
+/// compressed (README, "Compression"). The content's hash and size are always those
+/// of the original bytes; only the stored stream, which the shards code, differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// The original bytes.
+    #[default]
+    Identity,
+    /// The zstd seekable format: independent zstd frames of a fixed number of
+    /// original bytes, then a seek table in a skippable frame
+    /// ([`crate::codec::seekable`]).
+    Zstd,
+}
+
+/// An encoding name that is not `identity` or `zstd`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown content encoding {0:?} (expected identity or zstd)")]
+pub struct BadEncoding(pub String);
+
+impl Encoding {
+    /// The name the metadata store and HTTP (`Content-Encoding`) use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = BadEncoding;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "identity" => Ok(Encoding::Identity),
+            "zstd" => Ok(Encoding::Zstd),
+            other => Err(BadEncoding(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_round_trips_through_its_name() {
+        for e in [Encoding::Identity, Encoding::Zstd] {
+            assert_eq!(e.to_string().parse::<Encoding>().unwrap(), e);
+        }
+        assert!("gzip".parse::<Encoding>().is_err());
+    }
 
     #[test]
     fn hash_round_trips_through_hex() {

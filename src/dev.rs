@@ -23,6 +23,7 @@ use crate::data::{self, DataConfig};
 use crate::maintenance::MaintenanceConfig;
 use crate::meta::{self, MetaError, MetaStore};
 use crate::object::client::DataTimeouts;
+use crate::object::compress::CompressionConfig;
 use crate::object::ObjectConfig;
 use crate::server::HttpTimeouts;
 
@@ -58,6 +59,8 @@ pub struct DevConfig {
     pub small_threshold: u64,
     /// Bytes of small objects the API server keeps in memory (0: no cache).
     pub cache_bytes: u64,
+    /// How the API server compresses new content.
+    pub compression: CompressionConfig,
     /// How often data servers heartbeat.
     pub heartbeat_interval: Duration,
     /// When API servers forget a silent data server.
@@ -107,6 +110,7 @@ impl DevConfig {
             small_policy: DEFAULT_SMALL_POLICY,
             small_threshold: DEFAULT_SMALL_THRESHOLD,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            compression: CompressionConfig::default(),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_expiry: Duration::from_secs(10),
             meta_url: None,
@@ -218,6 +222,7 @@ impl DevCluster {
                 locate_timeout: Duration::from_secs(1),
                 cache_bytes: config.cache_bytes,
                 data_timeouts: config.data_timeouts,
+                compression: config.compression,
             },
             heartbeat_expiry: config.heartbeat_expiry,
             http: config.http,

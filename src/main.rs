@@ -17,6 +17,7 @@ use cairn::api::{self, ApiConfig, RequestLimits};
 use cairn::bench::BenchArgs;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
+use cairn::codec::seekable::MAX_FRAME_LEN;
 use cairn::content::Policy;
 use cairn::data::store::StoreConfig;
 use cairn::data::volume::VolumeConfig;
@@ -24,6 +25,7 @@ use cairn::data::{self, DataConfig};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::maintenance::MaintenanceConfig;
 use cairn::object::client::DataTimeouts;
+use cairn::object::compress::{CompressionConfig, CompressionMode};
 use cairn::object::resumable::UploadSettings;
 use cairn::object::ObjectConfig;
 use cairn::server::HttpTimeouts;
@@ -213,6 +215,8 @@ struct ApiArgs {
     heartbeat_expiry: Duration,
     #[command(flatten)]
     redundancy: RedundancyArgs,
+    #[command(flatten)]
+    compression: CompressionArgs,
     /// Longest wait for locate replies.
     #[arg(long, env = "CAIRN_LOCATE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     locate_timeout: Duration,
@@ -338,6 +342,8 @@ struct DevArgs {
     #[command(flatten)]
     redundancy: RedundancyArgs,
     #[command(flatten)]
+    compression: CompressionArgs,
+    #[command(flatten)]
     data_timeouts: DataTimeoutArgs,
     #[command(flatten)]
     http: HttpArgs,
@@ -369,6 +375,44 @@ struct RedundancyArgs {
     /// 0 disables it.
     #[arg(long, env = "CAIRN_CACHE_SIZE", default_value = "64MiB")]
     cache_size: ByteSize,
+}
+
+/// Transparent compression of new content (README, "Compression"); content is
+/// always addressed by the SHA-256 of its original bytes, and reads decode it.
+#[derive(Args)]
+struct CompressionArgs {
+    /// auto: compress an object with zstd when its first frame shrinks by at least
+    /// an eighth; off: store everything as it is.
+    #[arg(long, env = "CAIRN_COMPRESSION", default_value = "auto")]
+    compression: CompressionMode,
+    /// zstd level (1 to 19; negative levels are faster still).
+    #[arg(long, env = "CAIRN_COMPRESSION_LEVEL", default_value_t = cairn::object::compress::DEFAULT_LEVEL, allow_negative_numbers = true)]
+    compression_level: i32,
+    /// Original bytes per zstd frame: the unit a range read decodes (at most 8MiB).
+    #[arg(long, env = "CAIRN_COMPRESSION_FRAME", default_value = "256KiB")]
+    compression_frame: ByteSize,
+    /// Objects below this size are never compressed.
+    #[arg(long, env = "CAIRN_COMPRESSION_MIN", default_value = "4KiB")]
+    compression_min: ByteSize,
+}
+
+impl CompressionArgs {
+    fn config(&self) -> anyhow::Result<CompressionConfig> {
+        let frame = self.compression_frame.0;
+        if frame == 0 || frame > MAX_FRAME_LEN as u64 {
+            bail!("--compression-frame must be between 1 byte and 8MiB, got {}", self.compression_frame);
+        }
+        let (min, max) = (zstd::zstd_safe::min_c_level(), zstd::zstd_safe::max_c_level());
+        if !(min..=max).contains(&self.compression_level) || self.compression_level == 0 {
+            bail!("--compression-level must be between {min} and {max} and not 0, got {}", self.compression_level);
+        }
+        Ok(CompressionConfig {
+            mode: self.compression,
+            level: self.compression_level,
+            frame: frame as usize,
+            min: self.compression_min.0,
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -483,6 +527,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
             cache_bytes: args.redundancy.cache_size.0,
             locate_timeout: args.locate_timeout,
             data_timeouts: args.data_timeouts.timeouts(),
+            compression: args.compression.config()?,
         },
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
@@ -506,6 +551,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.small_policy = args.redundancy.small_policy;
     config.small_threshold = args.redundancy.small_threshold.0;
     config.cache_bytes = args.redundancy.cache_size.0;
+    config.compression = args.compression.config()?;
     config.data_timeouts = args.data_timeouts.timeouts();
     config.http = args.http.timeouts();
     config.limits = args.limits.limits();

@@ -506,6 +506,7 @@ async fn one_collector_between_two_api_servers(url: String) {
             locate_timeout: Duration::from_secs(1),
             cache_bytes: 0,
             data_timeouts: Default::default(),
+            compression: Default::default(),
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),

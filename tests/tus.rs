@@ -558,6 +558,7 @@ async fn an_upload_resumes_through_a_second_api_server() {
             locate_timeout: Duration::from_secs(1),
             cache_bytes: 0,
             data_timeouts: Default::default(),
+            compression: Default::default(),
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),

@@ -3,7 +3,7 @@
 //! | request | meaning |
 //! |---|---|
 //! | `PUT /objects/<name>` | store a new version (streamed; optional `Digest`/`Content-Digest`) |
-//! | `GET`/`HEAD /objects/<name>[?version=N]` | read it (`Range` supported) |
+//! | `GET`/`HEAD /objects/<name>[?version=N]` | read it (`Range` supported; `Accept-Encoding: zstd` may get compressed content as stored) |
 //! | `DELETE /objects/<name>` | add a tombstone version |
 //! | `GET /objects/?prefix=P&after=K&limit=M` | list current names, a page at a time |
 //! | `GET /versions/<name>[?after=N&limit=M]` | every version, oldest first, one JSON object per line |
@@ -16,6 +16,7 @@
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
 //! files or the bus themselves.
 
+pub mod accept;
 pub mod admin;
 pub mod digest;
 pub mod names;
@@ -46,6 +47,7 @@ use tower::ServiceBuilder;
 
 use crate::bus::Bus;
 use crate::cluster::Membership;
+use crate::content::Encoding;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::resumable::UploadSettings;
@@ -57,6 +59,9 @@ use crate::worker::Workers;
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
+/// Response header of an object GET/HEAD: bytes the content takes in its stored
+/// form (before erasure coding), for operators and tests.
+pub const STORED_SIZE_HEADER: &str = "x-cairn-stored-size";
 
 /// How an API server runs.
 #[derive(Clone, Debug)]
@@ -366,16 +371,38 @@ async fn get_object(
             RangeRequest::Full => (StatusCode::OK, full),
             RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
             RangeRequest::Unsatisfiable => {
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{size}"))])
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}")), (header::VARY, "accept-encoding".to_string())],
+                )
                     .into_response())
             }
         },
     };
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from_stream(svc.read(content, range).await?) };
-    let mut response = version_headers(&record, (status, [(header::CONTENT_LENGTH, range.len().to_string())], body));
+    // Compressed content goes out as stored to a client that takes zstd, for a
+    // whole-object request only (a range is of the original bytes).
+    let passthrough = content.encoding == Encoding::Zstd
+        && !headers.contains_key(header::RANGE)
+        && accept::accepts_zstd(headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()));
+    let length = if passthrough { content.stored_len() } else { range.len() };
+    let body = match (method == Method::HEAD, passthrough) {
+        (true, _) => Body::empty(),
+        (false, true) => Body::from_stream(svc.read_stored(content).await?),
+        (false, false) => Body::from_stream(svc.read(content, range).await?),
+    };
+    let mut response = version_headers(&record, (status, [(header::CONTENT_LENGTH, length.to_string())], body));
     let h = response.headers_mut();
     h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static header"));
     h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static header"));
+    h.insert(header::VARY, "accept-encoding".parse().expect("static header"));
+    h.insert(STORED_SIZE_HEADER, content.stored_len().into());
+    if passthrough {
+        h.insert(header::CONTENT_ENCODING, "zstd".parse().expect("static header"));
+        // Another representation, so another entity tag.
+        if let Ok(v) = format!("\"{}-zstd\"", content.hash).parse() {
+            h.insert(header::ETAG, v);
+        }
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         if let Ok(v) = range.content_range(size).parse() {
             h.insert(header::CONTENT_RANGE, v);

@@ -13,6 +13,11 @@
 //! Parity comes from `reed-solomon-simd` (O(n log n) Leopard-style codec with AVX2,
 //! SSSE3 and NEON kernels, any k + m up to 65535): chosen over `reed-solomon-erasure`
 //! for speed at k + m ≤ 32 and for having no C dependency.
+//!
+//! [`seekable`] is the other pure transform of stored bytes: compressed content is
+//! stored as zstd seekable frames, and it is that stream the stripes above code.
+
+pub mod seekable;
 
 use std::collections::HashMap;
 

@@ -197,7 +197,7 @@ impl Healer {
                 tracing::info!(server = %job.server, "data server is back; re-protection stops");
                 return Ok(None);
             }
-            self.rate.take(content.size).await;
+            self.rate.take(content.stored_len()).await;
             match self.svc.repair(content).await {
                 Ok(rebuilt) => {
                     job.done += 1;

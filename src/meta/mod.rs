@@ -45,7 +45,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
-use crate::content::{ContentHash, Placement, Policy};
+use crate::content::{ContentHash, Encoding, Placement, Policy};
 
 /// The bucket behind the seed's flat `/objects/<name>` interface.
 pub const DEFAULT_BUCKET: &str = "default";
@@ -61,6 +61,31 @@ pub struct ContentRecord {
     pub policy: Policy,
     /// Where its shards were written (may be stale).
     pub placement: Placement,
+    /// How its bytes are stored: the shards code the stored stream, which is the
+    /// original bytes ([`Encoding::Identity`]) or their compressed form.
+    pub encoding: Encoding,
+    /// The stored stream's length, when it differs from `size` (`None`: the stored
+    /// bytes are the original ones). Use [`ContentRecord::stored_len`].
+    pub stored_size: Option<u64>,
+}
+
+impl ContentRecord {
+    /// Content stored as it is (identity encoding).
+    pub fn new(hash: ContentHash, size: u64, policy: Policy, placement: Placement) -> ContentRecord {
+        ContentRecord { hash, size, policy, placement, encoding: Encoding::Identity, stored_size: None }
+    }
+
+    /// The same content, stored as `encoding` in a stream of `stored_size` bytes.
+    pub fn encoded(self, encoding: Encoding, stored_size: u64) -> ContentRecord {
+        let stored_size = (encoding != Encoding::Identity || stored_size != self.size).then_some(stored_size);
+        ContentRecord { encoding, stored_size, ..self }
+    }
+
+    /// The length of the stored stream, which the shards code: what every
+    /// [`Layout`](crate::codec::Layout) of this content is computed from.
+    pub fn stored_len(&self) -> u64 {
+        self.stored_size.unwrap_or(self.size)
+    }
 }
 
 /// One version of a name.

@@ -138,9 +138,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::row::{
-    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
-    parse_part, parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms,
-    upload_columns, upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawUpload, RawVersion,
+    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_part,
+    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns,
+    upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawContent, RawUpload, RawVersion,
     VersionsPage, DELETING, LIVE,
 };
 use super::{
@@ -283,7 +283,7 @@ macro_rules! select_list {
     ($lower:literal, $upper:literal, $limit:literal) => {
         concat!(
             "SELECT h.bucket, h.name, h.latest, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement ",
+            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size ",
             "FROM heads h ",
             "LEFT JOIN versions v ON v.bucket = h.bucket AND v.name = h.name AND v.version = h.latest ",
             "LEFT JOIN content c ON c.hash = v.hash ",
@@ -305,11 +305,13 @@ const LIST_STATEMENTS: ListStatements = ListStatements {
     after_upto: select_list!(">", "AND h.name < $3 ", "$4"),
 };
 
-const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = $1";
+const SQL_CONTENT: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE hash = $1";
 /// Records content and makes it live, row-locking it; returns no row when it is
 /// deleting.
-const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES ($1, $2, $3, $4) \
+const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement, encoding, stored_size) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
      ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
+     encoding = excluded.encoding, stored_size = excluded.stored_size, \
      state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
      RETURNING size";
 /// The database clock in ms since the Unix epoch.
@@ -333,7 +335,7 @@ const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $
       AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
-const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
+const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
 /// A version or an upload's part points at it.
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1) \
@@ -360,7 +362,7 @@ const SQL_SET_STATE: &str = "UPDATE content SET state = $2, doomed_since_ms = NU
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES ($1, 0, $2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
 const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > $1 ORDER BY hash LIMIT $2";
+    "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > $1 ORDER BY hash LIMIT $2";
 const SQL_LOCK_DELETING: &str = "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting' FOR UPDATE";
 const SQL_FINISH: &str = "DELETE FROM content WHERE hash = $1 AND state = 'deleting'";
 const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
@@ -374,7 +376,7 @@ const SQL_DROP_HEAD: &str = "DELETE FROM heads WHERE bucket = $1 AND name = $2";
 const SQL_NAMES_FIRST: &str = "SELECT bucket, name FROM heads ORDER BY bucket, name LIMIT $1";
 const SQL_NAMES_AFTER: &str =
     "SELECT bucket, name FROM heads WHERE (bucket, name) > ($1, $2) ORDER BY bucket, name LIMIT $3";
-const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement FROM \
+const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size FROM \
      (SELECT DISTINCT hash FROM placements WHERE server = $1 AND hash > $2 ORDER BY hash LIMIT $3) p \
      JOIN content c ON c.hash = p.hash ORDER BY c.hash";
 const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
@@ -815,7 +817,10 @@ async fn record_content(
 ) -> Result<ContentRow, MetaError> {
     let row = ContentRow::encode(content)?;
     let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(what)?;
-    let stored = tx.query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement]).await.context(what)?;
+    let stored = tx
+        .query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement, &row.encoding, &row.stored_size])
+        .await
+        .context(what)?;
     let Some(stored) = stored else {
         return Err(MetaError::ContentDeleting { hash: content.hash });
     };
@@ -874,13 +879,19 @@ fn state_row(hex: &str, row: Option<Row>, what: &str) -> Result<Option<ContentSt
     parse_state(hex, &state, since).map(Some)
 }
 
-/// A `(hash, size, policy, placement)` row, validated.
+/// A content row ([`RawContent`]'s columns), validated.
 fn content_row(row: &Row, what: &str) -> Result<ContentRecord, MetaError> {
-    let read = |row: &Row| -> Result<(String, i64, String, String), tokio_postgres::Error> {
-        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+    let read = |row: &Row| -> Result<RawContent, tokio_postgres::Error> {
+        Ok(RawContent {
+            hash: row.try_get(0)?,
+            size: row.try_get(1)?,
+            policy: row.try_get(2)?,
+            placement: row.try_get(3)?,
+            encoding: row.try_get(4)?,
+            stored_size: row.try_get(5)?,
+        })
     };
-    let (hash, size, policy, placement) = read(row).context(what)?;
-    parse_content(&hash, size, &policy, &placement)
+    read(row).context(what)?.parse()
 }
 
 /// Retention of `bucket/name` inside `tx`: the head is row-locked first, so a
@@ -949,6 +960,8 @@ fn raw_version(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
         content_size: row.try_get(7)?,
         policy: row.try_get(8)?,
         placement: row.try_get(9)?,
+        encoding: row.try_get(10)?,
+        stored_size: row.try_get(11)?,
     })
 }
 
@@ -1035,11 +1048,7 @@ impl MetaStore for PostgresStore {
         let Some(row) = client.query_opt(&stmt, &[&hex]).await.context(WHAT)? else {
             return Ok(None);
         };
-        let read = |row: &Row| -> Result<(String, i64, String, String), tokio_postgres::Error> {
-            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
-        };
-        let (hash, size, policy, placement) = read(&row).context(WHAT)?;
-        parse_content(&hash, size, &policy, &placement).map(Some)
+        content_row(&row, WHAT).map(Some)
     }
 
     async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {

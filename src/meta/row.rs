@@ -16,13 +16,13 @@ macro_rules! select_versions {
     ($($tail:literal),*) => {
         concat!(
             "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement ",
+            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size ",
             "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
             $($tail),*
         )
     };
 }
-use crate::content::{ContentHash, Placement, Policy};
+use crate::content::{ContentHash, Encoding, Placement, Policy};
 pub(crate) use select_versions;
 
 /// The `content.state` values, as the migrations' `CHECK` constraints allow them.
@@ -165,6 +165,10 @@ pub(crate) struct ContentRow {
     pub(crate) size: i64,
     pub(crate) policy: String,
     pub(crate) placement: String,
+    /// `content.encoding`.
+    pub(crate) encoding: &'static str,
+    /// `content.stored_size`: NULL when the stored bytes are the original ones.
+    pub(crate) stored_size: Option<i64>,
 }
 
 impl ContentRow {
@@ -173,11 +177,21 @@ impl ContentRow {
         let size = to_sql_int(content.size).ok_or_else(|| {
             MetaError::Corrupt(format!("content {}: size {} is too large", content.hash, content.size))
         })?;
+        let stored_size = content
+            .stored_size
+            .map(|n| {
+                to_sql_int(n).ok_or_else(|| {
+                    MetaError::Corrupt(format!("content {}: stored size {n} is too large", content.hash))
+                })
+            })
+            .transpose()?;
         Ok(ContentRow {
             hash: content.hash.to_hex(),
             size,
             policy: content.policy.to_string(),
             placement: placement_json(&content.placement)?,
+            encoding: content.encoding.as_str(),
+            stored_size,
         })
     }
 
@@ -302,6 +316,8 @@ pub(crate) struct RawVersion {
     pub(crate) content_size: Option<i64>,
     pub(crate) policy: Option<String>,
     pub(crate) placement: Option<String>,
+    pub(crate) encoding: Option<String>,
+    pub(crate) stored_size: Option<i64>,
 }
 
 impl RawVersion {
@@ -317,28 +333,59 @@ impl RawVersion {
         }
         let content = match &self.hash {
             None => None,
-            Some(hash) => match (&self.content_hash, self.content_size, &self.policy, &self.placement) {
-                (Some(_), Some(size), Some(policy), Some(placement)) => {
-                    Some(parse_content(hash, size, policy, placement)?)
+            Some(hash) => {
+                match (&self.content_hash, self.content_size, &self.policy, &self.placement, &self.encoding) {
+                    (Some(_), Some(size), Some(policy), Some(placement), Some(encoding)) => Some(
+                        RawContent {
+                            hash: hash.clone(),
+                            size,
+                            policy: policy.clone(),
+                            placement: placement.clone(),
+                            encoding: encoding.clone(),
+                            stored_size: self.stored_size,
+                        }
+                        .parse()?,
+                    ),
+                    _ => {
+                        return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
+                    }
                 }
-                _ => {
-                    return Err(MetaError::Corrupt(format!("{}: points at unrecorded content {hash:?}", at())));
-                }
-            },
+            }
         };
         Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms })
     }
 }
 
-/// Validates a content row.
-pub(crate) fn parse_content(hash: &str, size: i64, policy: &str, placement: &str) -> Result<ContentRecord, MetaError> {
-    let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
-    let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
-    let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
-    let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
-    let placement: Placement =
-        serde_json::from_str(placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
-    Ok(ContentRecord { hash: parsed_hash, size, policy, placement })
+/// The columns of a `content` row (`hash, size, policy, placement, encoding,
+/// stored_size`, in this order in every store's queries); the stores read their
+/// rows into this, and [`RawContent::parse`] validates it.
+pub(crate) struct RawContent {
+    pub(crate) hash: String,
+    pub(crate) size: i64,
+    pub(crate) policy: String,
+    pub(crate) placement: String,
+    pub(crate) encoding: String,
+    pub(crate) stored_size: Option<i64>,
+}
+
+impl RawContent {
+    /// Validates a content row.
+    pub(crate) fn parse(self) -> Result<ContentRecord, MetaError> {
+        let RawContent { hash, size, policy, placement, encoding, stored_size } = self;
+        let bad = |what: String| MetaError::Corrupt(format!("content {hash:?}: {what}"));
+        let parsed_hash: ContentHash = hash.parse().map_err(|e| bad(format!("{e}")))?;
+        let size = u64::try_from(size).map_err(|_| bad(format!("negative size {size}")))?;
+        let policy: Policy = policy.parse().map_err(|e| bad(format!("{e}")))?;
+        let placement: Placement =
+            serde_json::from_str(&placement).map_err(|e| bad(format!("placement is not a JSON shard map: {e}")))?;
+        let encoding: Encoding = encoding.parse().map_err(|e| bad(format!("{e}")))?;
+        let stored_size =
+            stored_size.map(|n| u64::try_from(n).map_err(|_| bad(format!("negative stored size {n}")))).transpose()?;
+        if encoding != Encoding::Identity && stored_size.is_none() {
+            return Err(bad(format!("encoding {encoding} without a stored size")));
+        }
+        Ok(ContentRecord { hash: parsed_hash, size, policy, placement, encoding, stored_size })
+    }
 }
 
 /// A placement as stored: a JSON object of shard index → address.

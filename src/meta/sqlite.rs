@@ -111,9 +111,9 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::row::{
-    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_content,
-    parse_part, parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms,
-    upload_columns, upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawUpload, RawVersion,
+    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_part,
+    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns,
+    upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawContent, RawUpload, RawVersion,
     VersionsPage, DELETING, LIVE,
 };
 use super::{
@@ -249,10 +249,12 @@ const LIST_STATEMENTS: ListStatements = ListStatements {
     after_upto: select_list!(">", "AND v.name < ?3 ", "?4"),
 };
 
-const SQL_CONTENT: &str = "SELECT hash, size, policy, placement FROM content WHERE hash = ?1";
+const SQL_CONTENT: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE hash = ?1";
 /// Records content and makes it live; returns no row when it is deleting.
-const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement) VALUES (?1, ?2, ?3, ?4) \
+const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement, encoding, stored_size) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
      ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
+     encoding = excluded.encoding, stored_size = excluded.stored_size, \
      state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
      RETURNING size";
 /// The placement index of one hash: cleared, then filled from its placement JSON.
@@ -268,7 +270,7 @@ const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?
       AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT ?2)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
-const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement FROM content \
+const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
 /// A version or an upload's part points at it.
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1) \
@@ -277,7 +279,7 @@ const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NU
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
 const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > ?1 ORDER BY hash LIMIT ?2";
+    "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > ?1 ORDER BY hash LIMIT ?2";
 const SQL_FINISH_INDEX: &str = "DELETE FROM placements WHERE hash = ?1 \
      AND EXISTS (SELECT 1 FROM content WHERE hash = ?1 AND state = 'deleting')";
 const SQL_FINISH: &str = "DELETE FROM content WHERE hash = ?1 AND state = 'deleting'";
@@ -291,7 +293,7 @@ const SQL_PRUNE_ALL: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?
 const SQL_NAMES_FIRST: &str = "SELECT DISTINCT bucket, name FROM versions ORDER BY bucket, name LIMIT ?1";
 const SQL_NAMES_AFTER: &str =
     "SELECT DISTINCT bucket, name FROM versions WHERE (bucket, name) > (?1, ?2) ORDER BY bucket, name LIMIT ?3";
-const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement FROM \
+const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size FROM \
      (SELECT DISTINCT hash FROM placements WHERE server = ?1 AND hash > ?2 ORDER BY hash LIMIT ?3) p \
      JOIN content c ON c.hash = p.hash ORDER BY c.hash";
 const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
@@ -648,6 +650,8 @@ fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
         content_size: row.get(7)?,
         policy: row.get(8)?,
         placement: row.get(9)?,
+        encoding: row.get(10)?,
+        stored_size: row.get(11)?,
     })
 }
 
@@ -709,7 +713,7 @@ fn record_content(conn: &Connection, what: &str, content: &ContentRecord) -> Res
     let stored: Option<i64> = conn
         .prepare_cached(SQL_UPSERT_CONTENT)
         .context(what)?
-        .query_row((&row.hash, row.size, &row.policy, &row.placement), |r| r.get(0))
+        .query_row((&row.hash, row.size, &row.policy, &row.placement, row.encoding, row.stored_size), |r| r.get(0))
         .optional()
         .context(what)?;
     let Some(stored) = stored else {
@@ -776,7 +780,7 @@ fn state_of(conn: &Connection, what: &str, hex: &str) -> Result<Option<ContentSt
     raw.map(|(state, since)| parse_state(hex, &state, since)).transpose()
 }
 
-/// Content rows (hash, size, policy, placement) of a query, validated.
+/// Content rows ([`RawContent`]'s columns) of a query, validated.
 fn query_contents(
     conn: &Connection,
     what: &str,
@@ -784,17 +788,24 @@ fn query_contents(
     params: &[&dyn ToSql],
 ) -> Result<Vec<ContentRecord>, MetaError> {
     let mut stmt = conn.prepare_cached(sql).context(what)?;
-    let rows = stmt
-        .query_map(params, |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
-        })
-        .context(what)?;
+    let rows = stmt.query_map(params, raw_content).context(what)?;
     let mut out = Vec::new();
     for row in rows {
-        let (hash, size, policy, placement) = row.context(what)?;
-        out.push(parse_content(&hash, size, &policy, &placement)?);
+        out.push(row.context(what)?.parse()?);
     }
     Ok(out)
+}
+
+/// A content row as stored, before validation.
+fn raw_content(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawContent> {
+    Ok(RawContent {
+        hash: row.get(0)?,
+        size: row.get(1)?,
+        policy: row.get(2)?,
+        placement: row.get(3)?,
+        encoding: row.get(4)?,
+        stored_size: row.get(5)?,
+    })
 }
 
 /// `(text, integer)` rows of a query.
@@ -960,18 +971,8 @@ impl MetaStore for SqliteStore {
         self.read(move |conn| {
             const WHAT: &str = "content";
             let mut stmt = conn.prepare_cached(SQL_CONTENT).context(WHAT)?;
-            let raw = stmt
-                .query_row([&hex], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                })
-                .optional()
-                .context(WHAT)?;
-            raw.map(|(hash, size, policy, placement)| parse_content(&hash, size, &policy, &placement)).transpose()
+            let raw = stmt.query_row([&hex], raw_content).optional().context(WHAT)?;
+            raw.map(RawContent::parse).transpose()
         })
         .await
     }

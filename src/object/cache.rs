@@ -7,6 +7,10 @@
 //! under, and the total is bounded by the configured budget (least recently used
 //! first out), so memory stays bounded by configuration. A hit skips the data
 //! servers entirely: for hot small objects the GET path is one metadata lookup.
+//!
+//! [`SeekTableCache`] keeps the seek tables of compressed content the same way (by
+//! hash, immutable, least recently used out, bounded in bytes), so that a series of
+//! range reads of one object reads its table from the data servers once.
 
 use std::sync::Mutex;
 
@@ -14,7 +18,60 @@ use bytes::Bytes;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
+use crate::codec::seekable::SeekTable;
 use crate::content::ContentHash;
+
+/// Bytes of seek tables each API server keeps: at 256 KiB frames a table is 32 KiB
+/// per GiB of original bytes, so this covers the tables of about 256 GiB of
+/// compressed content.
+pub const SEEK_TABLE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The seek tables of compressed content, by hash, bounded in bytes.
+pub struct SeekTableCache {
+    budget: usize,
+    inner: Mutex<(LruCache<ContentHash, Arc<SeekTable>>, usize)>,
+}
+
+impl SeekTableCache {
+    /// A cache of at most `budget` bytes of tables (a larger table is not kept).
+    pub fn new(budget: usize) -> SeekTableCache {
+        SeekTableCache { budget, inner: Mutex::new((LruCache::unbounded(), 0)) }
+    }
+
+    /// The table of `hash`, if kept.
+    pub fn get(&self, hash: &ContentHash) -> Option<Arc<SeekTable>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.get(hash).cloned()
+    }
+
+    /// Keeps `table` as the table of `hash`, dropping the least recently used ones
+    /// beyond the budget.
+    pub fn insert(&self, hash: ContentHash, table: Arc<SeekTable>) {
+        let size = table.memory();
+        if size > self.budget {
+            return;
+        }
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (entries, bytes) = &mut *guard;
+        if let Some(old) = entries.put(hash, table) {
+            *bytes -= old.memory();
+        }
+        *bytes += size;
+        while *bytes > self.budget {
+            match entries.pop_lru() {
+                Some((_, old)) => *bytes -= old.memory(),
+                None => break,
+            }
+        }
+    }
+
+    /// Bytes of tables kept.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
 
 /// Largest object the cache keeps.
 pub const MAX_OBJECT: u64 = 256 * 1024;
@@ -118,6 +175,29 @@ mod tests {
         assert!(cache.get(&objects[0].0).is_some());
         assert!(cache.get(&objects[1].0).is_none(), "the least recently used went");
         assert!(cache.get(&objects[16].0).is_some());
+    }
+
+    #[test]
+    fn seek_tables_stay_within_their_budget() {
+        use crate::codec::seekable::FrameEntry;
+        let table = |frames: usize| {
+            let mut t = SeekTable::default();
+            for _ in 0..frames {
+                t.push(FrameEntry { stored: 10, original: 20 });
+            }
+            Arc::new(t)
+        };
+        let one = table(100).memory();
+        let cache = SeekTableCache::new(one * 2 + one / 2);
+        let (a, b, c) = (ContentHash::of(b"a"), ContentHash::of(b"b"), ContentHash::of(b"c"));
+        cache.insert(a, table(100));
+        cache.insert(b, table(100));
+        assert!(cache.get(&a).is_some()); // a is now the most recent
+        cache.insert(c, table(100));
+        assert!(cache.get(&b).is_none() && cache.get(&a).is_some() && cache.get(&c).is_some());
+        assert!(cache.bytes() <= one * 2 + one / 2);
+        cache.insert(b, table(10_000));
+        assert!(cache.get(&b).is_none(), "a table above the budget is not kept");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod client;
+pub mod compress;
 pub mod hashing;
 pub mod read;
 pub mod repair;
@@ -96,6 +97,9 @@ pub enum ObjectError {
     /// Hashing failed (its thread died).
     #[error(transparent)]
     Hasher(#[from] HasherFailed),
+    /// Compressing failed (libzstd refused, or its thread died).
+    #[error(transparent)]
+    Compression(#[from] crate::codec::seekable::SeekableError),
     /// No holder of any shard could serve the content.
     #[error("content {hash} is unavailable: {reasons}")]
     Unavailable {
@@ -128,6 +132,8 @@ pub struct ObjectConfig {
     pub cache_bytes: u64,
     /// Deadlines of every exchange with a data server.
     pub data_timeouts: DataTimeouts,
+    /// How new content is compressed (README, "Compression").
+    pub compression: compress::CompressionConfig,
 }
 
 /// The object paths of one API server. Cheap to clone.
@@ -139,6 +145,8 @@ pub struct ObjectService {
     pub(crate) client: DataClient,
     pub(crate) config: ObjectConfig,
     pub(crate) cache: Arc<cache::ContentCache>,
+    /// Seek tables of compressed content read lately.
+    pub(crate) seek_tables: Arc<cache::SeekTableCache>,
     pub(crate) repairs: repair::RepairQueue,
     /// Owns every background task of the object paths (repairs, write stragglers,
     /// clean-up of abandoned uploads).
@@ -191,6 +199,7 @@ impl ObjectService {
             client,
             config,
             cache,
+            seek_tables: Arc::new(cache::SeekTableCache::new(cache::SEEK_TABLE_BUDGET)),
             repairs: repair::RepairQueue::default(),
             tasks: TaskTracker::new(),
             metrics: ObjectMetrics::new(scope),

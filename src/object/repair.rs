@@ -291,12 +291,12 @@ impl ObjectService {
         }
         let wanted = targets.len();
         let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, 1, targets);
-        let layout = Layout::new(policy, content.size);
+        let layout = Layout::new(policy, content.stored_len());
         let source = ContentRecord { placement: placement.clone(), ..content.clone() };
         let stripes = layout.stripes();
         let mut reader = super::read::StripeReader::new(self, &source, stripes.saturating_sub(1));
         let mut encoder = StripeEncoder::new(layout);
-        let mut hasher = PipedHasher::new();
+        let mut hasher = PipedHasher::of_stored(content.encoding);
         for s in 0..stripes {
             let data = match reader.stripe(s).await {
                 Ok(d) => d,
@@ -347,9 +347,9 @@ impl ObjectService {
         placement: &Placement,
     ) -> Result<(ContentHash, Vec<(ShardIndex, String)>), ObjectError> {
         let source = ContentRecord { placement: placement.clone(), ..content.clone() };
-        let layout = Layout::new(content.policy, content.size);
+        let layout = Layout::new(content.policy, content.stored_len());
         let mut reader = super::read::StripeReader::pinned(self, &source, layout.stripes().saturating_sub(1));
-        let mut hasher = PipedHasher::new();
+        let mut hasher = PipedHasher::of_stored(content.encoding);
         for s in 0..layout.stripes() {
             hasher.update(reader.stripe(s).await?).await;
         }

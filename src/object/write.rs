@@ -11,6 +11,12 @@
 //! request is bounded by the small-object threshold plus a stripe and
 //! [`IN_FLIGHT`](super::uploads::IN_FLIGHT) blocks per shard, whatever the object's
 //! size; a small replicated object is held once, whatever its number of copies.
+//!
+//! Content is hashed as it arrives (its address is the SHA-256 of the original
+//! bytes) and then, when compressing it pays, compressed ([`super::compress`])
+//! before it is cut into stripes: the shards code the stored stream, whose encoding
+//! and length the content record keeps. Compression adds a frame (256 KiB) per
+//! frame in flight to the memory per request.
 
 use std::fmt::Display;
 
@@ -19,12 +25,13 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
+use super::compress::{self, Packer};
 use super::hashing::PipedHasher;
 use super::uploads::{describe, ShardFailure, ShardUploads, Stored};
 use super::{ObjectError, ObjectService};
 use crate::cluster::choose_servers;
 use crate::codec::{Layout, StripeEncoder};
-use crate::content::{ContentHash, Placement, Policy, ShardIndex};
+use crate::content::{ContentHash, Encoding, Placement, Policy, ShardIndex};
 use crate::meta::{ContentRecord, ContentState, MetaError, VersionRecord};
 
 /// Longest a PUT waits for the collector to finish deleting the content it
@@ -107,13 +114,14 @@ impl ObjectService {
         }
         let targets = self.choose_targets(policy)?;
         let mut uploads = ShardUploads::start(&self.client, &self.tasks, policy, policy.write_quorum(), targets);
-        let (hash, size) = match self.feed(&mut uploads, head, body, policy).await {
+        let fed = match self.feed(&mut uploads, head, body, policy).await {
             Ok(done) => done,
             Err(e) => {
                 uploads.abort();
                 return Err(e);
             }
         };
+        let Fed { hash, size, encoding, stored_size } = fed;
         if let Some(expected) = expected.filter(|e| *e != hash) {
             uploads.abort();
             return Err(ObjectError::DigestMismatch { expected, actual: hash });
@@ -131,10 +139,11 @@ impl ObjectService {
             uploads.abort();
             return Ok(StoredContent::existing(existing));
         }
-        let shard_len = Layout::new(policy, size).shard_len();
+        let shard_len = Layout::new(policy, stored_size).shard_len();
         let stored = uploads.finish(hash, shard_len, policy.write_quorum()).await;
         self.metrics.shards_written.increment(stored.placement.len() as u64);
-        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, None)
+        let content = ContentRecord::new(hash, size, policy, stored.placement).encoded(encoding, stored_size);
+        StoredContent::fresh(content, stored.failures, None)
     }
 
     /// Stores an object the write path holds whole in memory (it ended below the
@@ -157,11 +166,16 @@ impl ObjectService {
             return Ok(StoredContent::existing(existing));
         }
         let targets = self.choose_targets(policy)?;
-        let bodies = encode_whole(&data, policy)?;
         let size = data.len() as u64;
-        let stored = self.write_to_quorum(hash, size, policy, targets, bodies).await;
+        // Compressed when it pays; the cache keeps the original bytes either way.
+        let content = ContentRecord::new(hash, size, policy, Placement::new());
+        let (content, bodies) = match compress::pack_whole(&self.config.compression, &data).await? {
+            Some(packed) => (content.encoded(Encoding::Zstd, packed.len() as u64), encode_whole(&packed, policy)?),
+            None => (content, encode_whole(&data, policy)?),
+        };
+        let stored = self.write_to_quorum(&content, targets, bodies).await;
         let cached = self.cache.wants(size).then_some(data);
-        StoredContent::fresh(ContentRecord { hash, size, policy, placement: stored.placement }, stored.failures, cached)
+        StoredContent::fresh(ContentRecord { placement: stored.placement, ..content }, stored.failures, cached)
     }
 
     /// What follows recording stored content: a small object goes into the read
@@ -184,12 +198,11 @@ impl ObjectService {
     /// for its k+1 fastest data servers, not its slowest.
     async fn write_to_quorum(
         &self,
-        hash: ContentHash,
-        size: u64,
-        policy: Policy,
+        content: &ContentRecord,
         targets: Vec<(ShardIndex, String)>,
         bodies: Vec<Bytes>,
     ) -> Stored {
+        let (hash, policy) = (content.hash, content.policy);
         let quorum = policy.write_quorum();
         let mut writes: FuturesUnordered<_> = targets
             .iter()
@@ -224,7 +237,7 @@ impl ObjectService {
             let pending: Placement = targets.into_iter().filter(|(i, _)| !ended.contains(i)).collect();
             stored.placement.extend(pending);
             let svc = self.clone();
-            let content = ContentRecord { hash, size, policy, placement: stored.placement.clone() };
+            let content = ContentRecord { placement: stored.placement.clone(), ..content.clone() };
             self.tasks.spawn(async move {
                 let mut all_stored = true;
                 while let Some(done) = writes.next().await {
@@ -298,15 +311,16 @@ impl ObjectService {
     }
 
     /// Streams the body (its first bytes already in `head`) to the uploads stripe by
-    /// stripe, hashing it; returns its hash and length. Stops early when fewer uploads
-    /// than the write quorum are still alive.
+    /// stripe, hashing the original bytes and compressing them when that pays
+    /// ([`compress`]); returns what was stored. Stops early when fewer uploads than
+    /// the write quorum are still alive.
     async fn feed<S, E>(
         &self,
         uploads: &mut ShardUploads,
         mut head: Head,
         mut body: S,
         policy: Policy,
-    ) -> Result<(ContentHash, u64), ObjectError>
+    ) -> Result<Fed, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
@@ -316,11 +330,27 @@ impl ObjectService {
         let mut encoder = StripeEncoder::new(layout);
         let quorum = policy.write_quorum();
         let mut finished = false;
+        let mut packer = Packer::new(&self.config.compression);
         head.pipe();
         loop {
-            while head.buf.len() >= stripe || (finished && !head.buf.is_empty()) {
-                let take = stripe.min(head.buf.len());
-                let data = head.buf.split_to(take).freeze();
+            // Compression sits between the hasher (fed by `head.push`) and the
+            // stripes: the stripes take the packer's output, or the original bytes
+            // once the sample said compression does not pay.
+            if let Some(p) = packer.as_mut() {
+                if let Some(declined) = p.feed(&mut head.buf, finished).await? {
+                    let mut original = BytesMut::from(declined);
+                    original.extend_from_slice(&head.buf);
+                    head.buf = original;
+                    packer = None;
+                }
+            }
+            let source = match packer.as_mut() {
+                Some(p) => &mut p.out,
+                None => &mut head.buf,
+            };
+            while source.len() >= stripe || (finished && !source.is_empty()) {
+                let take = stripe.min(source.len());
+                let data = source.split_to(take).freeze();
                 let blocks = encoder.encode(data)?;
                 uploads.send(&blocks).await;
                 if uploads.alive() < quorum {
@@ -332,7 +362,8 @@ impl ObjectService {
                 }
             }
             if finished {
-                return Ok((head.finish_hash().await?, head.size));
+                let (encoding, stored_size) = packer.as_ref().map_or((Encoding::Identity, head.size), Packer::stored);
+                return Ok(Fed { hash: head.finish_hash().await?, size: head.size, encoding, stored_size });
             }
             match body.next().await {
                 Some(Ok(bytes)) => head.push(bytes).await,
@@ -352,6 +383,15 @@ impl ObjectService {
     pub async fn stored(&self, hash: &ContentHash) -> Result<Option<StoredContent>, ObjectError> {
         Ok(self.durable_content(hash).await?.map(StoredContent::existing))
     }
+}
+
+/// What [`ObjectService::feed`] stored: the original bytes' hash and length, and
+/// how they are stored.
+struct Fed {
+    hash: ContentHash,
+    size: u64,
+    encoding: Encoding,
+    stored_size: u64,
 }
 
 impl StoredContent {

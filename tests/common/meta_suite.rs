@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn::content::{ContentHash, Placement, Policy};
+use cairn::content::{ContentHash, Encoding, Placement, Policy};
 use cairn::meta::{
     AppendOutcome, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, UploadAppend,
     UploadRecord, VersionRecord,
@@ -36,6 +36,7 @@ pub async fn run_all(store: &dyn MetaStore) {
     tombstones_hide_nothing_older(store).await;
     versions_page_oldest_first(store).await;
     content_is_recorded_once_per_hash(store).await;
+    encoding_and_stored_size_round_trip(store).await;
     list_filters_orders_and_pages(store).await;
     list_skips_tombstoned_names(store).await;
     list_prefix_is_literal(store).await;
@@ -67,23 +68,23 @@ fn now_ms() -> i64 {
 /// Content with a hash no other run uses.
 fn sample_content(size: u64, policy: &str, holders: &[&str]) -> ContentRecord {
     let placement: Placement = holders.iter().enumerate().map(|(i, h)| (i as u32, h.to_string())).collect();
-    ContentRecord {
-        hash: ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
+    ContentRecord::new(
+        ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
         size,
-        policy: policy.parse::<Policy>().expect("policy"),
+        policy.parse::<Policy>().expect("policy"),
         placement,
-    }
+    )
 }
 
 /// Content with a fixed hash (that of `seed`), of `seed`'s length, 2+1 on three
 /// holders: for tests that need the same content in several places.
 pub fn content_of(seed: &str) -> ContentRecord {
-    ContentRecord {
-        hash: ContentHash::of(seed.as_bytes()),
-        size: seed.len() as u64,
-        policy: Policy { k: 2, m: 1 },
-        placement: Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
-    }
+    ContentRecord::new(
+        ContentHash::of(seed.as_bytes()),
+        seed.len() as u64,
+        Policy { k: 2, m: 1 },
+        Placement::from([(0, "a:1".to_string()), (1, "b:1".to_string()), (2, "c:1".to_string())]),
+    )
 }
 
 fn numbers(records: &[VersionRecord]) -> Vec<u64> {
@@ -224,6 +225,31 @@ pub async fn content_is_recorded_once_per_hash(store: &dyn MetaStore) {
     assert!(store.content(&unknown).await.expect("unknown content").is_none());
     store.set_placement(&unknown, &moved).await.expect("set_placement of an unknown hash is ignored");
     assert!(store.content(&unknown).await.expect("still unknown").is_none());
+}
+
+/// How content is stored (its encoding and stored length) comes back as written,
+/// through `content`, a version and a listing; rewriting the content (new shards)
+/// records the new form with the new placement.
+pub async fn encoding_and_stored_size_round_trip(store: &dyn MetaStore) {
+    let bucket = unique("encoding");
+    let plain = sample_content(1 << 20, "4+2", &["a:1", "b:1", "c:1", "d:1", "e:1", "f:1"]);
+    assert_eq!((plain.encoding, plain.stored_size, plain.stored_len()), (Encoding::Identity, None, 1 << 20));
+    let packed =
+        sample_content(1 << 20, "4+2", &["a:1", "b:1", "c:1", "d:1", "e:1", "f:1"]).encoded(Encoding::Zstd, 77_777);
+    assert_eq!((packed.stored_size, packed.stored_len()), (Some(77_777), 77_777));
+    store.put_version(&bucket, "plain", Some(&plain)).await.expect("put plain");
+    store.put_version(&bucket, "packed", Some(&packed)).await.expect("put packed");
+    assert_eq!(store.content(&plain.hash).await.expect("content"), Some(plain.clone()));
+    assert_eq!(store.content(&packed.hash).await.expect("content"), Some(packed.clone()));
+    let latest = store.latest(&bucket, "packed").await.expect("latest").expect("some");
+    assert_eq!(latest.content.as_ref(), Some(&packed));
+    let listed = store.list(&bucket, "", None, 10).await.expect("list");
+    let found: Vec<_> = listed.iter().filter_map(|v| v.content.clone()).collect();
+    assert!(found.contains(&plain) && found.contains(&packed), "{found:?}");
+    // Stored again as it is (another API server's config): the new shards' form wins.
+    let unpacked = ContentRecord::new(packed.hash, packed.size, packed.policy, plain.placement.clone());
+    store.put_version(&bucket, "again", Some(&unpacked)).await.expect("put again");
+    assert_eq!(store.content(&packed.hash).await.expect("content"), Some(unpacked));
 }
 
 /// `list`: prefix, `after` (exclusive), `limit`, name order, the newest version of
@@ -628,12 +654,12 @@ pub async fn run_lifecycle_shared(store: Arc<dyn MetaStore>) {
 
 /// A content record with `placement` and a hash no other run uses.
 fn placed(placement: &[(u32, &str)]) -> ContentRecord {
-    ContentRecord {
-        hash: ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
-        size: 10,
-        policy: Policy { k: 2, m: 1 },
-        placement: placement.iter().map(|(i, s)| (*i, s.to_string())).collect(),
-    }
+    ContentRecord::new(
+        ContentHash::of(uuid::Uuid::new_v4().as_bytes()),
+        10,
+        Policy { k: 2, m: 1 },
+        placement.iter().map(|(i, s)| (*i, s.to_string())).collect(),
+    )
 }
 
 /// Makes `c` unreferenced: one version of a name of its own, then a tombstone, then
@@ -837,12 +863,12 @@ pub async fn claim_orphan_only_where_no_row_is(store: &dyn MetaStore) {
     assert!(store.claim_orphan(&orphan, policy).await.expect("claim"));
     assert_eq!(store.content_counts().await.expect("counts").deleting, counts.deleting + 1);
     assert_eq!(store.content_state(&orphan).await.expect("state"), Some(ContentState::Deleting));
-    let expected = ContentRecord { hash: orphan, size: 0, policy, placement: Placement::new() };
+    let expected = ContentRecord::new(orphan, 0, policy, Placement::new());
     assert_eq!(store.content(&orphan).await.expect("content"), Some(expected.clone()));
     assert!(store.deleting(None, 1_000_000).await.expect("deleting").contains(&expected));
     assert!(!store.claim_orphan(&orphan, policy).await.expect("claim again"));
     // A PUT racing the orphan collector is refused.
-    let same = ContentRecord { hash: orphan, size: 0, policy, placement: Placement::from([(0, "h:1".to_string())]) };
+    let same = ContentRecord::new(orphan, 0, policy, Placement::from([(0, "h:1".to_string())]));
     assert!(matches!(
         store.put_version(&bucket, "late", Some(&same)).await,
         Err(MetaError::ContentDeleting { hash }) if hash == orphan
