@@ -110,6 +110,14 @@ pub const GC_ORPHANS_DELETED: &str = "cairn_gc_orphans_deleted_total";
 pub const RETENTION_VERSIONS_PRUNED: &str = "cairn_retention_versions_pruned_total";
 /// Counter: contents re-protected after a data server was lost.
 pub const REPROTECT_CONTENTS: &str = "cairn_reprotect_contents_total";
+/// Counter: resumable (tus) uploads created.
+pub const UPLOADS_CREATED: &str = "cairn_uploads_created_total";
+/// Counter: bytes appended to resumable uploads (acknowledged by an offset).
+pub const UPLOAD_BYTES: &str = "cairn_upload_bytes_total";
+/// Counter: resumable uploads finished into a version.
+pub const UPLOADS_FINISHED: &str = "cairn_uploads_finished_total";
+/// Counter: resumable uploads removed because they expired.
+pub const UPLOADS_EXPIRED: &str = "cairn_uploads_expired_total";
 /// Gauge: work waiting for a worker, label [`WORKER_LABEL`].
 pub const WORKER_QUEUE_DEPTH: &str = "cairn_worker_queue_depth";
 /// Gauge: 1 for a worker's current state, 0 for the others; labels

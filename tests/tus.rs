@@ -135,6 +135,9 @@ async fn an_upload_in_several_patches_becomes_the_object() {
     let id = location.trim_start_matches("/uploads/");
     assert!(meta.upload_parts(id, 0, 100).await.unwrap().is_empty());
     assert_eq!(meta.upload(id).await.unwrap().unwrap().finished_version, Some(1));
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOADS_CREATED).await, 1.0);
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOAD_BYTES).await, data.len() as f64);
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOADS_FINISHED).await, 1.0);
 }
 
 #[tokio::test]
@@ -500,6 +503,23 @@ async fn an_expired_upload_is_404_and_the_worker_removes_its_rows() {
     })
     .await;
     assert!(meta.upload_parts(&id, 0, 100).await.unwrap().is_empty());
+    // What the operator sees of it: one upload created, its acknowledged bytes,
+    // none finished, one expired.
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOADS_CREATED).await, 1.0);
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOAD_BYTES).await, 100_000.0);
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOADS_FINISHED).await, 0.0);
+    assert_eq!(api_metric(&t, cairn::telemetry::UPLOADS_EXPIRED).await, 1.0);
+}
+
+/// The sum of this cluster's API server's samples of the counter `name` in its
+/// `/metrics` (0 when it has none).
+async fn api_metric(t: &TestCluster, name: &str) -> f64 {
+    let text = t.http.get(t.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let server = format!("server=\"{}\"", t.cluster.api_addr);
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("role=\"api\"") && l.contains(&server))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]

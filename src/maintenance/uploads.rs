@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use crate::object::ObjectService;
+use crate::telemetry;
 use crate::worker::{now_ms, Report, Step, StepError, Worker};
 
 /// Uploads removed per step.
@@ -52,6 +53,7 @@ impl Worker for UploadExpiry {
             tracing::debug!(removed, "removed expired uploads");
         }
         self.removed += removed as u64;
+        self.svc.telemetry_scope().counter(telemetry::UPLOADS_EXPIRED).increment(removed as u64);
         report.info(json!({ "expired_uploads_removed": self.removed }));
         Ok(if removed == BATCH { Step::Busy } else { Step::Idle })
     }

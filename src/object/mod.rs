@@ -164,6 +164,9 @@ pub(crate) struct ObjectMetrics {
     pub(crate) shards_repaired: metrics::Counter,
     pub(crate) cache_hits: metrics::Counter,
     pub(crate) cache_misses: metrics::Counter,
+    pub(crate) uploads_created: metrics::Counter,
+    pub(crate) upload_bytes: metrics::Counter,
+    pub(crate) uploads_finished: metrics::Counter,
 }
 
 impl ObjectMetrics {
@@ -173,6 +176,9 @@ impl ObjectMetrics {
             shards_repaired: scope.counter(telemetry::SHARDS_REPAIRED),
             cache_hits: scope.counter(telemetry::CACHE_HITS),
             cache_misses: scope.counter(telemetry::CACHE_MISSES),
+            uploads_created: scope.counter(telemetry::UPLOADS_CREATED),
+            upload_bytes: scope.counter(telemetry::UPLOAD_BYTES),
+            uploads_finished: scope.counter(telemetry::UPLOADS_FINISHED),
             scope,
         }
     }

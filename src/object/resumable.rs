@@ -288,6 +288,7 @@ impl ObjectService {
             finished_version: None,
         };
         self.meta.create_upload(&upload).await?;
+        self.metrics.uploads_created.increment(1);
         self.settle(upload).await
     }
 
@@ -410,8 +411,12 @@ impl ObjectService {
 
     /// One append; a lost compare-and-set is the client's offset conflict.
     async fn append(&self, id: &str, append: UploadAppend<'_>, asked: u64) -> Result<u64, ResumableError> {
+        let bytes: u64 = append.parts.iter().map(|p| p.size).sum();
         match self.meta.append_upload(id, append).await? {
-            AppendOutcome::Appended { offset } => Ok(offset),
+            AppendOutcome::Appended { offset } => {
+                self.metrics.upload_bytes.increment(bytes);
+                Ok(offset)
+            }
             AppendOutcome::Conflict { offset } => Err(ResumableError::OffsetConflict { offset, asked }),
             AppendOutcome::Gone => Err(ResumableError::NoSuchUpload),
         }
@@ -447,6 +452,7 @@ impl ObjectService {
         let version = match self.meta.finish_upload(&upload.id, &stored.content).await? {
             FinishOutcome::Finished(record) => {
                 self.recorded(stored);
+                self.metrics.uploads_finished.increment(1);
                 record.version
             }
             FinishOutcome::AlreadyFinished { version } => version,
