@@ -272,21 +272,6 @@ async fn wait_for_gc(client: &Client, before: u64) -> Result<Value, AdminError> 
     }
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// The status as an operator reads it: a table per part.
 pub fn render_status(status: &Value) -> String {
     let mut out = String::new();
@@ -307,7 +292,7 @@ pub fn render_status(status: &Value) -> String {
             s["addr"].as_str().unwrap_or("?"),
             if s["live"].as_bool() == Some(true) { "yes" } else { "NO" },
             s["heartbeat_age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            bytes(s["free_bytes"].as_u64().unwrap_or(0)),
+            crate::client::human_bytes(s["free_bytes"].as_u64().unwrap_or(0)),
             s["stats"]["shards"].as_u64().map_or("-".into(), |n| n.to_string()),
             scrub,
         ));

@@ -23,8 +23,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::state::{self, DownloadState};
 use super::{
-    error_chain, hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, retry_after, Backoff,
-    ClientError, Failure, Server,
+    error_chain, hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, Backoff, ClientError,
+    Failure, Server,
 };
 use crate::api::VERSION_HEADER;
 use crate::content::ContentHash;
@@ -187,13 +187,8 @@ pub async fn run(args: GetArgs) -> Result<(), ClientError> {
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let failure = match req.send().await {
-            Err(e) => Failure { cause: error_chain(&e), wait: None },
-            Ok(resp) if resp.status().is_server_error() => {
-                let wait = retry_after(&resp);
-                let status = resp.status();
-                Failure { cause: format!("{status}: {}", reason(resp).await), wait }
-            }
+        let failure = match Failure::of(req.send().await).await {
+            Err(failure) => failure,
             Ok(resp) => {
                 let status = resp.status();
                 if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::PARTIAL_CONTENT {

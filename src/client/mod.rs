@@ -284,6 +284,23 @@ pub(crate) struct Failure {
     pub wait: Option<Duration>,
 }
 
+impl Failure {
+    /// What a sent request came to: its answer, unless the connection failed or the
+    /// server answered 5xx, which are failures worth retrying (after the server's
+    /// `Retry-After`, when it gave one).
+    pub(crate) async fn of(sent: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response, Failure> {
+        match sent {
+            Err(e) => Err(Failure { cause: error_chain(&e), wait: None }),
+            Ok(resp) if resp.status().is_server_error() => {
+                let wait = retry_after(&resp);
+                let status = resp.status();
+                Err(Failure { cause: format!("{status}: {}", reason(resp).await), wait })
+            }
+            Ok(resp) => Ok(resp),
+        }
+    }
+}
+
 /// Exponential backoff with a budget of attempts without progress.
 pub(crate) struct Backoff {
     pub attempts: u32,

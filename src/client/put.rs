@@ -126,13 +126,8 @@ async fn put_whole(server: &Server, args: &PutArgs, path: &Path, size: u64) -> R
             .body(body)
             .send()
             .await;
-        let failure = match sent {
-            Err(e) => Failure { cause: error_chain(&e), wait: None },
-            Ok(resp) if resp.status().is_server_error() => {
-                let wait = retry_after(&resp);
-                let status = resp.status();
-                Failure { cause: format!("{status}: {}", reason(resp).await), wait }
-            }
+        let failure = match Failure::of(sent).await {
+            Err(failure) => failure,
             Ok(resp) => {
                 bar.finish_and_clear();
                 return finished(server, name, resp, &hash).await;
