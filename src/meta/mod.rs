@@ -88,6 +88,129 @@ impl ContentRecord {
     }
 }
 
+/// What S3 keeps beside an object's bytes: its S3 entity tag and the headers a
+/// client set when it stored the object, returned on every GET and HEAD of that
+/// version. Stored as one JSON column of the version (and of a multipart upload,
+/// until it becomes one). A version written through the native API has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectAttrs {
+    /// The S3 ETag without quotes: the MD5 of the body as hex for a single-part
+    /// upload, `<md5 of the parts' MD5s>-<parts>` for a multipart one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `Content-Encoding` as the client set it (cairn's own compression is not this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// `Cache-Control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Expires`, as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The `x-amz-meta-*` headers, by the name after the prefix (lowercase).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub user: std::collections::BTreeMap<String, String>,
+}
+
+/// A bucket: a namespace of object names. `default` (the native API's) always
+/// exists and cannot be deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketRecord {
+    /// Its name.
+    pub name: String,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// What [`MetaStore::delete_bucket`] found, and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketDeleteOutcome {
+    /// The bucket was removed.
+    Deleted,
+    /// There is no such bucket.
+    NoSuchBucket,
+    /// It still holds a version (a tombstone counts) or a multipart upload;
+    /// nothing was removed.
+    NotEmpty,
+}
+
+/// An S3 multipart upload in progress: where it will land and the attributes the
+/// finished object gets. Its parts are [`MultipartPart`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultipartRecord {
+    /// Its id: 128 random bits as hex.
+    pub id: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The object's name.
+    pub name: String,
+    /// What the finished object gets (its `etag` is set at completion).
+    pub attrs: ObjectAttrs,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// One uploaded part of a multipart upload, stored as content like any other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultipartPart {
+    /// 1 to 10,000, as the client numbered it.
+    pub part_number: u32,
+    /// The content holding its bytes.
+    pub hash: ContentHash,
+    /// Its length.
+    pub size: u64,
+    /// The MD5 of its bytes as hex (its S3 ETag, without quotes).
+    pub etag: String,
+    /// When it was (last) uploaded, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// What [`MetaStore::complete_multipart`] found, and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    /// The version was added and the upload and its parts removed.
+    Completed(VersionRecord),
+    /// No such upload (completed, aborted or expired already).
+    Gone,
+}
+
+/// An access key: the id a client signs with, the secret the server checks its
+/// signatures with (SigV4 needs the server to know it), and what it may do.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// The access key id (public).
+    pub access_key: String,
+    /// The secret key.
+    pub secret: String,
+    /// The buckets it may use; empty means every bucket (and creating buckets).
+    pub buckets: Vec<String>,
+    /// Whether it may only read (GET, HEAD, listings).
+    pub read_only: bool,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key", &self.access_key)
+            .field("buckets", &self.buckets)
+            .field("read_only", &self.read_only)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One version of a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionRecord {
@@ -101,6 +224,9 @@ pub struct VersionRecord {
     pub content: Option<ContentRecord>,
     /// When the version was added, in milliseconds since the Unix epoch.
     pub created_ms: i64,
+    /// Its S3 attributes (ETag, content headers, user metadata), if it was stored
+    /// with any ([`MetaStore::put_object`], [`MetaStore::complete_multipart`]).
+    pub attrs: Option<ObjectAttrs>,
 }
 
 impl VersionRecord {
@@ -260,6 +386,13 @@ pub enum MetaError {
     ContentDeleting {
         /// The content's hash.
         hash: ContentHash,
+    },
+    /// The bucket a version or an upload was to land in does not exist (S3
+    /// `NoSuchBucket`); nothing was added.
+    #[error("no such bucket: {bucket}")]
+    NoSuchBucket {
+        /// The bucket.
+        bucket: String,
     },
 }
 
@@ -452,6 +585,114 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes up to `limit` uploads that expired at or before `now_ms`, with their
     /// parts; returns how many.
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError>;
+
+    // ---- S3: buckets, versions with attributes, multipart uploads, keys ----
+
+    /// Creates the bucket; false (and nothing changed) when it exists already.
+    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError>;
+
+    /// The bucket, or `None`.
+    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError>;
+
+    /// Every bucket, in name order.
+    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError>;
+
+    /// Removes the bucket if it holds no version (tombstones count) and no
+    /// multipart upload, atomically against [`put_object`](MetaStore::put_object)
+    /// and [`create_multipart`](MetaStore::create_multipart) into it.
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError>;
+
+    /// [`put_version`](MetaStore::put_version) of `content` with S3 attributes, into
+    /// a bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
+    /// the same transaction).
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<VersionRecord, MetaError>;
+
+    /// Removes one version of a name for good (S3 `DeleteObject` with a
+    /// `versionId`; a tombstone too). True if it existed. The other versions keep
+    /// their numbers.
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError>;
+
+    /// Every version of every name of `bucket` starting with `prefix` (tombstones
+    /// too), ordered by name ascending and, within a name, version descending (the
+    /// newest first, as S3's ListObjectVersions); strictly after `after` =
+    /// (name, version) in that order; at most `limit`.
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError>;
+
+    /// Records a new multipart upload (its id must be new); its bucket must exist
+    /// ([`MetaError::NoSuchBucket`]).
+    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError>;
+
+    /// The multipart upload with this id, or `None`.
+    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError>;
+
+    /// In one transaction: if the upload exists, records `content` (as
+    /// `put_version` does: live, refused with [`MetaError::ContentDeleting`]) and
+    /// sets part `part_number` to it, replacing an earlier upload of that number.
+    /// False (nothing recorded) when the upload is gone. A part's content counts as
+    /// referenced for the collector while its upload exists.
+    async fn put_part(
+        &self,
+        id: &str,
+        part_number: u32,
+        content: &ContentRecord,
+        etag: &str,
+        created_ms: i64,
+    ) -> Result<bool, MetaError>;
+
+    /// Up to `limit` parts of the upload numbered above `after`, ascending.
+    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError>;
+
+    /// Up to `limit` multipart uploads of `bucket` whose name starts with `prefix`,
+    /// ordered by (name, id), strictly after `after`.
+    async fn multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MultipartRecord>, MetaError>;
+
+    /// In one transaction: adds `content` with `attrs` as the next version of the
+    /// upload's name (as [`put_object`](MetaStore::put_object), so
+    /// [`MetaError::NoSuchBucket`] if its bucket went), and removes the upload and
+    /// its part rows. [`CompleteOutcome::Gone`] if there is no such upload.
+    async fn complete_multipart(
+        &self,
+        id: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<CompleteOutcome, MetaError>;
+
+    /// Removes the upload and its part rows; true if it existed.
+    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError>;
+
+    /// Removes up to `limit` multipart uploads created at or before `cutoff_ms`,
+    /// with their parts; returns how many.
+    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError>;
+
+    /// Records a new access key; false (nothing changed) when the id exists.
+    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError>;
+
+    /// The access key with this id, or `None`.
+    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError>;
+
+    /// Every access key, in id order.
+    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError>;
+
+    /// Removes the access key; true if it existed.
+    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError>;
 }
 
 /// Opens the store named by `url`: `sqlite:PATH` (created when missing), or

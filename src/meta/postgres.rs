@@ -803,6 +803,7 @@ async fn add_version(
         version,
         content: content.cloned(),
         created_ms,
+        attrs: None,
     })
 }
 

@@ -352,7 +352,7 @@ impl RawVersion {
                 }
             }
         };
-        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms })
+        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms, attrs: None })
     }
 }
 

@@ -701,7 +701,7 @@ fn put_version_in(
         .context(WHAT)?
         .execute((&bucket, &name, next, &hash, size, created_ms))
         .context(WHAT)?;
-    Ok(VersionRecord { bucket, name, version, content, created_ms })
+    Ok(VersionRecord { bucket, name, version, content, created_ms, attrs: None })
 }
 
 /// Records `content` (inserted, or updated and made live) and its placement index
