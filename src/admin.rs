@@ -19,6 +19,10 @@ pub struct AdminArgs {
     /// Print the server's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The access key the requests carry: an unrestricted, read-write one once the
+    /// cluster has keys.
+    #[command(flatten)]
+    pub credentials: crate::api::keys::Credentials,
     /// What to do.
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -58,6 +62,30 @@ pub enum AdminCommand {
     Resume {
         /// The worker.
         worker: String,
+    },
+    /// Access keys: create, list, delete.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// What `cairn admin key` does.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print its id and secret (the only time the secret is shown).
+    Create {
+        /// Limit the key to this bucket (repeat for several); none: every bucket.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// The key may only read (GET, HEAD, listings).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the keys (ids and limits, never secrets).
+    List,
+    /// Delete a key: requests signed with it are refused within a second.
+    Delete {
+        /// The access key id.
+        access_key: String,
     },
 }
 
@@ -106,8 +134,16 @@ struct Client {
 
 impl Client {
     async fn call(&self, post: bool, path: &str) -> Result<Value, AdminError> {
+        let method = if post { reqwest::Method::POST } else { reqwest::Method::GET };
+        self.send(method, path, None).await
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.base);
-        let req = if post { self.http.post(&url) } else { self.http.get(&url) };
+        let mut req = self.http.request(method, &url);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
         let resp = req.send().await.map_err(|source| AdminError::Unreachable { url: url.clone(), source })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|source| AdminError::Unreachable { url: url.clone(), source })?;
@@ -122,6 +158,11 @@ impl Client {
 pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
     let client = Client {
         http: reqwest::Client::builder()
+            .default_headers(args.credentials.headers().map_err(|body| AdminError::Refused {
+                url: args.endpoint.clone(),
+                status: 0,
+                body,
+            })?)
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|source| AdminError::Unreachable { url: args.endpoint.clone(), source })?,
@@ -168,9 +209,50 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
         AdminCommand::Resume { worker } => {
             client.call(true, &format!("/admin/workers/{}/resume", encode(worker))).await?
         }
+        AdminCommand::Key(KeyCommand::Create { buckets, read_only }) => {
+            let body = serde_json::json!({ "buckets": buckets, "read_only": read_only });
+            let key = client.send(reqwest::Method::POST, "/admin/keys", Some(body)).await?;
+            if !args.json {
+                println!("access key: {}", key["access_key"].as_str().unwrap_or(""));
+                println!("secret key: {}", key["secret_key"].as_str().unwrap_or(""));
+                println!("(the secret is shown once; export CAIRN_ACCESS_KEY and CAIRN_SECRET_KEY, or give both to an S3 client)");
+                return Ok(());
+            }
+            key
+        }
+        AdminCommand::Key(KeyCommand::List) => {
+            let keys = client.call(false, "/admin/keys").await?;
+            if !args.json {
+                print!("{}", render_keys(&keys));
+                return Ok(());
+            }
+            keys
+        }
+        AdminCommand::Key(KeyCommand::Delete { access_key }) => {
+            client.send(reqwest::Method::DELETE, &format!("/admin/keys/{}", encode(access_key)), None).await?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     Ok(())
+}
+
+/// The keys as a table: id, buckets, access, created.
+fn render_keys(keys: &Value) -> String {
+    let mut out = format!("{:<22} {:<10} {:<20} {}\n", "ACCESS KEY", "ACCESS", "CREATED (UTC)", "BUCKETS");
+    for key in keys["keys"].as_array().into_iter().flatten() {
+        let buckets: Vec<&str> = key["buckets"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let access = if key["read_only"].as_bool() == Some(true) { "read-only" } else { "read-write" };
+        let created = key["created"].as_i64().map(crate::client::human_time).unwrap_or_default();
+        let buckets = if buckets.is_empty() { "(all)".to_string() } else { buckets.join(",") };
+        out.push_str(&format!(
+            "{:<22} {:<10} {:<20} {}\n",
+            key["access_key"].as_str().unwrap_or(""),
+            access,
+            created,
+            buckets
+        ));
+    }
+    out
 }
 
 /// `name` percent-encoded for a URL path (`/` kept).

@@ -88,6 +88,8 @@ pub struct DevConfig {
     pub maintenance: MaintenanceConfig,
     /// Resumable uploads (tus): expiry, part size, largest upload.
     pub uploads: UploadSettings,
+    /// The S3 front door.
+    pub s3: crate::api::S3Settings,
     /// Bytes per second each data server's scrubber reads at most (0: unlimited).
     pub scrub_rate: u64,
     /// How long after a finished scrub pass the next starts (zero: only on request).
@@ -123,6 +125,7 @@ impl DevConfig {
             commit_delay: VolumeConfig::default().commit_delay,
             maintenance: MaintenanceConfig::new(String::new()),
             uploads: UploadSettings::default(),
+            s3: crate::api::S3Settings::default(),
             scrub_rate: crate::data::scrub::DEFAULT_SCRUB_RATE,
             scrub_interval: crate::data::scrub::DEFAULT_SCRUB_INTERVAL,
         }
@@ -237,6 +240,7 @@ impl DevCluster {
                 ..config.maintenance.clone()
             },
             uploads: config.uploads,
+            s3: config.s3.clone(),
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         {

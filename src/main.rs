@@ -125,6 +125,10 @@ struct MaintenanceArgs {
     /// Lifetime of the GC and heal leases without renewal.
     #[arg(long, env = "CAIRN_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
+    /// An S3 multipart upload not completed this long after its creation is
+    /// removed with its parts.
+    #[arg(long, env = "CAIRN_MULTIPART_EXPIRY", default_value = "7d", value_parser = humantime::parse_duration)]
+    multipart_expiry: Duration,
 }
 
 impl MaintenanceArgs {
@@ -142,6 +146,7 @@ impl MaintenanceArgs {
             lease_ttl: self.lease_ttl,
             holder,
             heartbeat_expiry,
+            multipart_expiry: self.multipart_expiry,
         }
     }
 }
@@ -230,6 +235,23 @@ struct ApiArgs {
     maintenance: MaintenanceArgs,
     #[command(flatten)]
     uploads: UploadArgs,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// The S3 interface.
+#[derive(Args)]
+struct S3Args {
+    /// Serve virtual-host style S3 requests (`<bucket>.<DOMAIN>`) too; include the
+    /// port when clients put it in `Host` (e.g. `s3.localhost:12345`).
+    #[arg(long, env = "CAIRN_S3_DOMAIN")]
+    s3_domain: Option<String>,
+}
+
+impl S3Args {
+    fn settings(&self) -> cairn::api::S3Settings {
+        cairn::api::S3Settings { domain: self.s3_domain.clone() }
+    }
 }
 
 /// Resumable uploads (tus 1.0 at /uploads).
@@ -355,6 +377,12 @@ struct DevArgs {
     maintenance: MaintenanceArgs,
     #[command(flatten)]
     uploads: UploadArgs,
+    #[command(flatten)]
+    s3: S3Args,
+    /// Require signed requests: create an access key (or reuse the first one in
+    /// the store) and print it.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -539,6 +567,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
             args.heartbeat_expiry,
         ),
         uploads: args.uploads.settings(),
+        s3: args.s3.settings(),
     };
     api::serve(listener, config, bus, meta, shutdown).await?;
     Ok(())
@@ -563,8 +592,12 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.scrub_rate = args.storage.scrub_rate.0;
     config.scrub_interval = args.storage.scrub_interval;
     config.uploads = args.uploads.settings();
-    let cluster = DevCluster::start(config).await?;
-    println!("cairn dev: API server    http://{}", cluster.api_addr);
+    config.s3 = args.s3.settings();
+    let meta_url = format!("sqlite:{}", args.root.join("meta.sqlite").display());
+    let meta = cairn::meta::open(&meta_url).await?;
+    let key = if args.auth { Some(dev_key(meta.as_ref()).await?) } else { None };
+    let cluster = DevCluster::start_with_meta(config, meta).await?;
+    println!("cairn dev: API server    http://{}   (S3 too: path-style, region us-east-1)", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
         println!("cairn dev: data server   http://{addr}   ({})", root.display());
     }
@@ -574,6 +607,16 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "cairn dev: bus           in-process; policy {} ({} below {}); Ctrl-C to stop",
         r.policy, r.small_policy, r.small_threshold
     );
+    match key {
+        Some(key) => {
+            println!("cairn dev: access key    {}", key.access_key);
+            println!("cairn dev: secret key    {}", key.secret);
+            println!(
+                "cairn dev: every request must be signed (S3: SigV4; native: Authorization: Bearer <key>:<secret>)"
+            );
+        }
+        None => println!("cairn dev: no access keys: anyone who can reach the API server can read and write (--auth)"),
+    }
     let stopped = cluster.shutdown_token();
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -582,4 +625,23 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     cluster.shutdown().await;
     println!("cairn dev: stopped");
     Ok(())
+}
+
+/// `cairn dev --auth`'s key: the first unrestricted read-write key in the store, or
+/// a new one.
+async fn dev_key(meta: &dyn cairn::meta::MetaStore) -> anyhow::Result<cairn::meta::AccessKey> {
+    let keys = meta.keys().await?;
+    if let Some(key) = keys.into_iter().find(|k| k.buckets.is_empty() && !k.read_only) {
+        return Ok(key);
+    }
+    let (access_key, secret) = cairn::api::keys::generate_key();
+    let key = cairn::meta::AccessKey {
+        access_key,
+        secret,
+        buckets: Vec::new(),
+        read_only: false,
+        created_ms: cairn::object::resumable::now_ms(),
+    };
+    anyhow::ensure!(meta.create_key(&key).await?, "access key id clash; run again");
+    Ok(key)
 }

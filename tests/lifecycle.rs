@@ -513,6 +513,7 @@ async fn one_collector_between_two_api_servers(url: String) {
         limits: Default::default(),
         maintenance,
         uploads: Default::default(),
+        s3: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));

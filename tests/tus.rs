@@ -585,6 +585,7 @@ async fn an_upload_resumes_through_a_second_api_server() {
         limits: Default::default(),
         maintenance: cairn::maintenance::MaintenanceConfig::new("second".into()),
         uploads: cairn::object::resumable::UploadSettings { part_size: 64 * 1024, ..Default::default() },
+        s3: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));

@@ -12,9 +12,12 @@
 //! | `POST /admin/uploads/expire` | expired resumable uploads are removed now |
 //! | `POST /admin/repair/<name>` | verifies and repairs the current version of `<name>` now |
 //! | `POST /admin/workers/<worker>/pause`, `…/resume` | pause or resume a worker |
+//! | `GET /admin/keys` | the access keys (ids and limits, never secrets) |
+//! | `POST /admin/keys` | create a key (`{"buckets": [...], "read_only": bool}`); the answer holds its secret, once |
+//! | `DELETE /admin/keys/<id>` | delete a key |
 //!
-//! There is no authentication yet (none of the API has any before access keys):
-//! like the rest of the API, these routes belong behind a trusted network.
+//! Once the cluster has a key, these routes need an unrestricted read-write key
+//! ([`super::keys::native_auth`]); the first key can be created while there is none.
 
 use std::sync::Arc;
 
@@ -39,6 +42,8 @@ pub struct Admin {
     pub service: ObjectService,
     /// The lifecycle workers.
     pub maintenance: Maintenance,
+    /// The access keys (the `/admin/keys` routes manage them).
+    pub keys: super::keys::KeyRing,
 }
 
 /// The admin routes.
@@ -51,11 +56,85 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/uploads/expire", post(expire_uploads))
         .route("/admin/repair/{*name}", post(repair))
         .route("/admin/workers/{worker}/{action}", post(worker_action))
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{id}", axum::routing::delete(delete_key))
         .layer(HttpMetrics::new(admin.service.telemetry_scope().clone()))
         .with_state(Arc::new(admin))
 }
 
 type AdminState = State<Arc<Admin>>;
+
+/// What `POST /admin/keys` takes.
+#[derive(Debug, Default, serde::Deserialize)]
+struct NewKey {
+    #[serde(default)]
+    buckets: Vec<String>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+async fn create_key(State(admin): AdminState, body: axum::body::Bytes) -> Response {
+    let wanted: NewKey = if body.is_empty() {
+        NewKey::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(k) => k,
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, Json(error_json(format!("bad key request: {e}")))).into_response()
+            }
+        }
+    };
+    if let Some(bad) = wanted.buckets.iter().find(|b| b.is_empty() || b.len() > 63) {
+        return (StatusCode::BAD_REQUEST, Json(error_json(format!("bad bucket name {bad:?}")))).into_response();
+    }
+    let (access_key, secret) = super::keys::generate_key();
+    let key = crate::meta::AccessKey {
+        access_key,
+        secret,
+        buckets: wanted.buckets,
+        read_only: wanted.read_only,
+        created_ms: crate::object::resumable::now_ms(),
+    };
+    match admin.service.meta.create_key(&key).await {
+        Ok(true) => {
+            tracing::info!(access_key = %key.access_key, buckets = ?key.buckets, read_only = key.read_only, "access key created");
+            Json(json!({
+                "access_key": key.access_key,
+                "secret_key": key.secret,
+                "buckets": key.buckets,
+                "read_only": key.read_only,
+                "created": key.created_ms,
+            }))
+            .into_response()
+        }
+        Ok(false) => (StatusCode::CONFLICT, Json(error_json("key id clash; try again"))).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(error_json(e))).into_response(),
+    }
+}
+
+async fn list_keys(State(admin): AdminState) -> Response {
+    match admin.service.meta.keys().await {
+        Ok(keys) => {
+            let keys: Vec<_> = keys
+                .iter()
+                .map(|k| json!({ "access_key": k.access_key, "buckets": k.buckets, "read_only": k.read_only, "created": k.created_ms }))
+                .collect();
+            Json(json!({ "keys": keys })).into_response()
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(error_json(e))).into_response(),
+    }
+}
+
+async fn delete_key(State(admin): AdminState, Path(id): Path<String>) -> Response {
+    match admin.service.meta.delete_key(&id).await {
+        Ok(true) => {
+            tracing::info!(access_key = %id, "access key deleted");
+            Json(json!({ "deleted": id })).into_response()
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, Json(error_json(format!("no such key: {id}")))).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(error_json(e))).into_response(),
+    }
+}
 
 fn error_json(e: impl std::fmt::Display) -> serde_json::Value {
     json!({ "error": e.to_string() })

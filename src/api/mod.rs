@@ -11,6 +11,11 @@
 //! | `GET /healthz` | liveness and how many data servers are live |
 //! | `GET /metrics` | the process's metrics, Prometheus text ([`crate::telemetry`]) |
 //! | `POST /uploads`, `HEAD`/`PATCH`/`DELETE /uploads/<id>`, `POST /objects/<name>` | resumable uploads, tus 1.0 ([`tus`]) |
+//! | anything else | the S3 API ([`s3`]); virtual-host style requests (`<bucket>.<--s3-domain>`) always |
+//!
+//! Once the cluster has an access key, every request but `/healthz` and
+//! `/metrics` must carry one ([`keys`]): S3 requests are signed (SigV4), native
+//! ones carry `Authorization: Bearer <id>:<secret>`.
 //!
 //! Handlers parse the request, call [`ObjectService`], and map its errors to a
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
@@ -19,7 +24,9 @@
 pub mod accept;
 pub mod admin;
 pub mod digest;
+pub mod keys;
 pub mod names;
+pub mod s3;
 pub mod tus;
 
 use std::collections::HashMap;
@@ -78,6 +85,16 @@ pub struct ApiConfig {
     pub maintenance: MaintenanceConfig,
     /// Resumable uploads (tus): expiry, part size, largest upload.
     pub uploads: UploadSettings,
+    /// The S3 front door.
+    pub s3: S3Settings,
+}
+
+/// How the S3 front door runs.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    /// The domain of virtual-host style requests (`<bucket>.<domain>`, with the
+    /// port if clients put one in `Host`); `None`: path-style only.
+    pub domain: Option<String>,
 }
 
 /// How much work an API server takes on at once. Past a limit a request is
@@ -204,8 +221,28 @@ pub async fn serve_with_ready(
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
-    let routes = router(service.clone(), config.limits, config.uploads)
-        .merge(admin::router(admin::Admin { service: service.clone(), maintenance }));
+    let keys = keys::KeyRing::new(service.meta.clone());
+    match keys.is_open().await {
+        Ok(true) => tracing::warn!(
+            "NO ACCESS KEYS: anyone who can reach this server can read, overwrite and delete every object \
+             (create one with `cairn admin key create`)"
+        ),
+        Ok(false) => tracing::info!("access keys in force: every request must be signed"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the access keys yet"),
+    }
+    let s3 = match s3::service(s3::CairnS3::new(service.clone(), keys.clone()), config.s3.domain.as_deref()) {
+        Ok(s3) => s3,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the S3 interface");
+            shutdown.cancel();
+            return Ok(());
+        }
+    };
+    let admission = UploadLimits::new(config.limits, service.config.small_threshold);
+    let native = router(service.clone(), admission.clone(), config.uploads)
+        .merge(admin::router(admin::Admin { service: service.clone(), maintenance, keys: keys.clone() }))
+        .layer(middleware::from_fn_with_state(keys, keys::native_auth));
+    let routes = with_s3(native, s3, config.s3.domain, &service, admission, config.limits);
     let served = server::serve(listener, routes, config.http, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
@@ -216,21 +253,13 @@ pub async fn serve_with_ready(
     Ok(())
 }
 
-/// The API's routes over `service`, with `limits` on the work in flight. The
-/// limits are tower's: a process-wide semaphore (`GlobalConcurrencyLimit`, one for
-/// every route, where `ConcurrencyLimit` would make one per route) behind load
-/// shedding, so a request past the limit is refused at once, not queued.
-///
+/// The native API's routes over `service`, with `admission` for its uploads.
 /// The tus routes ([`tus`], resumable uploads under `settings`) are merged in and
-/// share the upload admission.
-pub fn router(service: ObjectService, limits: RequestLimits, settings: UploadSettings) -> Router {
-    let admission = UploadLimits::new(limits, service.config.small_threshold);
+/// share the upload admission. The request limit is applied around these and the
+/// S3 routes together ([`with_s3`]).
+fn router(service: ObjectService, admission: UploadLimits, settings: UploadSettings) -> Router {
     let uploads = middleware::from_fn_with_state(admission.clone(), UploadLimits::admit);
     let tus = tus::router(tus::Tus { service: service.clone(), settings }, admission);
-    let requests = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(limits.requests));
     Router::new()
         .route("/objects/", get(list_objects).put(empty_name).delete(empty_name))
         .route("/objects", get(list_objects))
@@ -240,9 +269,80 @@ pub fn router(service: ObjectService, limits: RequestLimits, settings: UploadSet
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(tus)
-        .layer(requests)
         .layer(HttpMetrics::new(service.telemetry_scope().clone()))
         .with_state(Arc::new(service))
+}
+
+/// The native routes with the S3 API beside them: a request is S3's when it is
+/// virtual-host style (`Host` under `domain`) or its path is not a native route.
+/// S3 uploads (PUT, POST) share the native uploads' admission; every request is
+/// counted by the metrics. The request limit covers both: tower's process-wide
+/// semaphore (`GlobalConcurrencyLimit`) behind load shedding, so a request past
+/// the limit is refused at once with 503, not queued.
+fn with_s3(
+    native: Router,
+    s3: s3s::service::S3Service,
+    domain: Option<String>,
+    service: &ObjectService,
+    admission: UploadLimits,
+    limits: RequestLimits,
+) -> Router {
+    let requests = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.requests));
+    let s3_service = tower::service_fn(move |request: Request| {
+        let s3 = s3.clone();
+        async move {
+            let request = request.map(s3s::Body::http_body_unsync);
+            Ok::<_, std::convert::Infallible>(match s3.call(request).await {
+                Ok(response) => response.map(Body::new),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "S3 request failed");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "S3 request failed\n").into_response()
+                }
+            })
+        }
+    });
+    let s3_routes = Router::new()
+        .fallback_service(s3_service)
+        .layer(middleware::from_fn_with_state(admission, admit_s3_uploads))
+        .layer(HttpMetrics::new(service.telemetry_scope().clone()));
+    let dispatch_s3 = s3_routes.clone();
+    native
+        .fallback_service(s3_routes)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let s3 = dispatch_s3.clone();
+            let virtual_host = domain.as_deref().is_some_and(|d| is_virtual_host(&request, d));
+            async move {
+                if virtual_host {
+                    use tower::ServiceExt;
+                    match s3.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                } else {
+                    next.run(request).await
+                }
+            }
+        }))
+        .layer(requests)
+}
+
+/// Whether `request` addresses a bucket by host name under `domain`.
+fn is_virtual_host(request: &Request, domain: &str) -> bool {
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    host.len() > domain.len() + 1 && host.ends_with(domain) && host[..host.len() - domain.len()].ends_with('.')
+}
+
+/// S3 writes (PUT and POST: objects, parts, completions) take an upload slot as
+/// native PUTs do.
+async fn admit_s3_uploads(state: State<UploadLimits>, request: Request, next: Next) -> Response {
+    if request.method() == Method::PUT || request.method() == Method::POST {
+        UploadLimits::admit(state, request, next).await
+    } else {
+        next.run(request).await
+    }
 }
 
 /// Admission of uploads: a large one takes one of [`RequestLimits::uploads`]

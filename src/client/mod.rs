@@ -65,6 +65,9 @@ pub struct ClientOptions {
     /// Give up on a connection that sends or receives nothing for this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The access key the requests carry (README, "Keys").
+    #[command(flatten)]
+    pub credentials: crate::api::keys::Credentials,
 }
 
 /// A client subcommand (top-level subcommands of the `cairn` binary).
@@ -217,6 +220,7 @@ impl Server {
             return Err(bad("the scheme must be http or https".into()));
         }
         let http = reqwest::Client::builder()
+            .default_headers(options.credentials.headers().map_err(&bad)?)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .read_timeout(options.timeout)
             .build()

@@ -60,6 +60,9 @@ pub struct MaintenanceConfig {
     /// Data servers' heartbeat expiry: the healer waits this long (twice) after
     /// start before judging any server silent, so it has heard every live one.
     pub heartbeat_expiry: Duration,
+    /// An S3 multipart upload not completed this long after its creation is
+    /// removed with its parts (by the uploads worker).
+    pub multipart_expiry: Duration,
 }
 
 impl MaintenanceConfig {
@@ -73,6 +76,7 @@ impl MaintenanceConfig {
             gc_grace: Duration::from_secs(3600),
             orphan_age: Duration::from_secs(24 * 3600),
             orphan_interval: Duration::from_secs(6 * 3600),
+            multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             reprotect_after: Duration::from_secs(30 * 60),
             reprotect_rate: 64 << 20,
             lease_ttl: Duration::from_secs(30),
@@ -120,6 +124,6 @@ pub fn start(svc: &ObjectService, workers: Workers, config: MaintenanceConfig) -
     let orphans_now = Arc::new(AtomicBool::new(false));
     let gc = workers.spawn(gc::Collector::new(svc.clone(), config.clone(), orphans_now.clone()));
     let heal = workers.spawn(heal::Healer::new(svc.clone(), config.clone()));
-    let uploads = workers.spawn(uploads::UploadExpiry::new(svc.clone()));
+    let uploads = workers.spawn(uploads::UploadExpiry::new(svc.clone(), config.multipart_expiry));
     Maintenance { workers, orphans_now, gc, heal, uploads, config }
 }

@@ -5,6 +5,10 @@
 //! The parts' content is then unreferenced, and the garbage collector
 //! ([`super::gc`]) removes it after its grace period.
 //!
+//! The same worker removes S3 multipart uploads not completed within
+//! `--multipart-expiry` of their creation
+//! ([`MetaStore::remove_stale_multipart`](crate::meta::MetaStore::remove_stale_multipart)).
+//!
 //! Each batch is one transaction, so a restart loses nothing and two API servers
 //! running it at once remove each upload once. Until the worker gets to an expired
 //! upload, the upload paths already answer 404 for it.
@@ -27,13 +31,16 @@ pub const INTERVAL: Duration = Duration::from_secs(300);
 /// The upload expiry worker.
 pub struct UploadExpiry {
     svc: ObjectService,
+    multipart_expiry: Duration,
     removed: u64,
+    multipart_removed: u64,
 }
 
 impl UploadExpiry {
-    /// An expiry worker for `svc`'s metadata store.
-    pub fn new(svc: ObjectService) -> Self {
-        UploadExpiry { svc, removed: 0 }
+    /// An expiry worker for `svc`'s metadata store; multipart uploads expire
+    /// `multipart_expiry` after their creation.
+    pub fn new(svc: ObjectService, multipart_expiry: Duration) -> Self {
+        UploadExpiry { svc, multipart_expiry, removed: 0, multipart_removed: 0 }
     }
 }
 
@@ -54,7 +61,15 @@ impl Worker for UploadExpiry {
         }
         self.removed += removed as u64;
         self.svc.telemetry_scope().counter(telemetry::UPLOADS_EXPIRED).increment(removed as u64);
-        report.info(json!({ "expired_uploads_removed": self.removed }));
-        Ok(if removed == BATCH { Step::Busy } else { Step::Idle })
+        let expiry = i64::try_from(self.multipart_expiry.as_millis()).unwrap_or(i64::MAX);
+        let stale = self.svc.meta.remove_stale_multipart(now_ms().saturating_sub(expiry), BATCH).await?;
+        if stale > 0 {
+            tracing::debug!(removed = stale, "removed stale multipart uploads");
+        }
+        self.multipart_removed += stale as u64;
+        report.info(
+            json!({ "expired_uploads_removed": self.removed, "stale_multipart_removed": self.multipart_removed }),
+        );
+        Ok(if removed == BATCH || stale == BATCH { Step::Busy } else { Step::Idle })
     }
 }

@@ -1,0 +1,351 @@
+//! Access keys and who may do what: the API tier's one answer to "is this request
+//! allowed", for the S3 front door ([`super::s3`], signatures checked by `s3s`) and
+//! the native API (a bearer token, [`native_auth`]).
+//!
+//! Keys live in the metadata store ([`crate::meta::AccessKey`]), so every API
+//! server sees the same ones. A server keeps a snapshot of them ([`KeyRing`]),
+//! reloaded at most once a second on the request path: a new key works at once (an
+//! id missing from the snapshot is looked up in the store), a deleted one stops
+//! working within a second. With no key at all the cluster is open: unsigned
+//! requests are served (the seed's curl session, `cairn dev`), and the server warns
+//! at start that anyone can write. Once one key exists, every request except
+//! `/healthz` and `/metrics` must carry a valid one.
+//!
+//! The native API's scheme: `Authorization: Bearer <access key id>:<secret key>`.
+//! It sends the secret itself, so it belongs on a trusted network or behind TLS;
+//! S3 clients sign (SigV4) and never send the secret.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::meta::{AccessKey, MetaError, MetaStore, DEFAULT_BUCKET};
+
+/// How long a snapshot of the keys is used before the store is asked again.
+pub const KEY_REFRESH: Duration = Duration::from_secs(1);
+
+/// The keys an API server checks requests against (a snapshot of the store's).
+#[derive(Clone)]
+pub struct KeyRing {
+    meta: Arc<dyn MetaStore>,
+    snapshot: Arc<RwLock<Snapshot>>,
+    /// Held by the one request that reloads the snapshot; the others use the old one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
+}
+
+struct Snapshot {
+    keys: Arc<HashMap<String, AccessKey>>,
+    loaded: Option<Instant>,
+}
+
+/// What a request may touch, by the key that signed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The cluster has no key: anyone may do anything.
+    Open,
+    /// A request signed with this key.
+    Key(AccessKey),
+}
+
+/// Why a request is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No credentials, in a cluster that has keys.
+    #[error("this cluster requires signed requests (an access key)")]
+    Unsigned,
+    /// The key id is unknown or the secret does not match it.
+    #[error("unknown access key or wrong secret")]
+    BadCredentials,
+    /// The key may not use this bucket.
+    #[error("access key {key} may not use bucket {bucket}")]
+    BucketNotAllowed {
+        /// The key id.
+        key: String,
+        /// The bucket.
+        bucket: String,
+    },
+    /// The key may only read.
+    #[error("access key {key} is read-only")]
+    ReadOnly {
+        /// The key id.
+        key: String,
+    },
+    /// The key is limited to buckets and the request is cluster-wide (creating
+    /// buckets, the admin routes).
+    #[error("access key {key} is limited to buckets; this needs an unrestricted key")]
+    NotUnrestricted {
+        /// The key id.
+        key: String,
+    },
+}
+
+impl Caller {
+    /// May this caller read (`write == false`) or write `bucket`?
+    pub fn may_use(&self, bucket: &str, write: bool) -> Result<(), Refusal> {
+        let Caller::Key(key) = self else { return Ok(()) };
+        if write && key.read_only {
+            return Err(Refusal::ReadOnly { key: key.access_key.clone() });
+        }
+        if !key.buckets.is_empty() && !key.buckets.iter().any(|b| b == bucket) {
+            return Err(Refusal::BucketNotAllowed { key: key.access_key.clone(), bucket: bucket.to_string() });
+        }
+        Ok(())
+    }
+
+    /// May this caller act on the whole cluster (admin routes)?
+    pub fn may_administer(&self) -> Result<(), Refusal> {
+        let Caller::Key(key) = self else { return Ok(()) };
+        if key.read_only {
+            return Err(Refusal::ReadOnly { key: key.access_key.clone() });
+        }
+        if !key.buckets.is_empty() {
+            return Err(Refusal::NotUnrestricted { key: key.access_key.clone() });
+        }
+        Ok(())
+    }
+
+    /// Whether this caller may see `bucket` in a listing of buckets.
+    pub fn sees(&self, bucket: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => key.buckets.is_empty() || key.buckets.iter().any(|b| b == bucket),
+        }
+    }
+}
+
+impl KeyRing {
+    /// A key ring over the store's keys (loaded on first use).
+    pub fn new(meta: Arc<dyn MetaStore>) -> KeyRing {
+        KeyRing {
+            meta,
+            snapshot: Arc::new(RwLock::new(Snapshot { keys: Arc::new(HashMap::new()), loaded: None })),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The keys, reloaded from the store when the snapshot is older than
+    /// [`KEY_REFRESH`]. Only the first load waits for the store; later reloads are
+    /// done by one request while the others use the previous snapshot.
+    async fn current(&self) -> Result<Arc<HashMap<String, AccessKey>>, MetaError> {
+        let (keys, loaded) = {
+            let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            (Arc::clone(&s.keys), s.loaded)
+        };
+        if loaded.is_some_and(|at| at.elapsed() < KEY_REFRESH) {
+            return Ok(keys);
+        }
+        let guard = match loaded {
+            None => self.reloading.lock().await,
+            Some(_) => match self.reloading.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(keys),
+            },
+        };
+        // Another request may have reloaded while this one waited.
+        {
+            let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            if s.loaded.is_some_and(|at| at.elapsed() < KEY_REFRESH) {
+                return Ok(Arc::clone(&s.keys));
+            }
+        }
+        let fresh: HashMap<String, AccessKey> =
+            self.meta.keys().await?.into_iter().map(|k| (k.access_key.clone(), k)).collect();
+        let fresh = Arc::new(fresh);
+        {
+            let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+            s.keys = Arc::clone(&fresh);
+            s.loaded = Some(Instant::now());
+        }
+        drop(guard);
+        Ok(fresh)
+    }
+
+    /// Whether the cluster has no key at all (anyone may do anything).
+    pub async fn is_open(&self) -> Result<bool, MetaError> {
+        Ok(self.current().await?.is_empty())
+    }
+
+    /// The key with this id: from the snapshot, else from the store (a key created
+    /// a moment ago on another server).
+    pub async fn lookup(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
+        if let Some(key) = self.current().await?.get(access_key) {
+            return Ok(Some(key.clone()));
+        }
+        self.meta.key(access_key).await
+    }
+
+    /// Who the caller is, from an `Authorization: Bearer <id>:<secret>` value (or
+    /// none).
+    pub async fn bearer(&self, authorization: Option<&str>) -> Result<Caller, BearerError> {
+        let Some(value) = authorization else {
+            return if self.is_open().await? { Ok(Caller::Open) } else { Err(Refusal::Unsigned.into()) };
+        };
+        let token = value.strip_prefix("Bearer ").ok_or(Refusal::BadCredentials)?;
+        let (id, secret) = token.trim().split_once(':').ok_or(Refusal::BadCredentials)?;
+        let key = self.lookup(id).await?.ok_or(Refusal::BadCredentials)?;
+        if !constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
+            return Err(Refusal::BadCredentials.into());
+        }
+        Ok(Caller::Key(key))
+    }
+}
+
+/// Why a bearer check did not name a caller.
+#[derive(Debug, thiserror::Error)]
+pub enum BearerError {
+    /// The request is refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The keys could not be read.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh key pair: a 20-character id (`CK` and 18 characters of A–Z, 2–7) and a
+/// 40-character secret (30 bytes from the operating system's CSPRNG, base64url).
+pub fn generate_key() -> (String, String) {
+    use base64::Engine;
+    use rand::rngs::OsRng;
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 48];
+    if OsRng.try_fill_bytes(&mut bytes).is_err() {
+        rand::fill(&mut bytes);
+    }
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let id: String = std::iter::once("CK".to_string())
+        .chain(bytes[..18].iter().map(|b| (ALPHABET[(b & 31) as usize] as char).to_string()))
+        .collect();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[18..]);
+    (id, secret)
+}
+
+/// Credentials a client of the native API sends: `--access-key` and
+/// `--secret-key` (or `CAIRN_ACCESS_KEY` / `CAIRN_SECRET_KEY`), both or neither.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Credentials {
+    /// Access key id to sign requests with (needed once the cluster has keys).
+    #[arg(long, env = "CAIRN_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    /// Secret key of `--access-key`.
+    #[arg(long, env = "CAIRN_SECRET_KEY", requires = "access_key", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl Credentials {
+    /// The default headers of a client with these credentials: the bearer token
+    /// (none without credentials). A value no header can carry is refused.
+    pub fn headers(&self) -> Result<http::HeaderMap, String> {
+        let mut headers = http::HeaderMap::new();
+        if let (Some(id), Some(secret)) = (&self.access_key, &self.secret_key) {
+            let mut value = http::HeaderValue::from_str(&format!("Bearer {id}:{secret}"))
+                .map_err(|_| "the access key or secret holds a character no header can carry".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// Routes that stay open whatever the keys: liveness and metrics, for monitors.
+fn is_public(path: &str) -> bool {
+    path == "/healthz" || path == "/metrics"
+}
+
+/// Whether a native request only reads.
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The middleware of the native API (`/objects/…`, `/versions/…`, `/locate/…`, tus,
+/// `/admin/…`): every request carries a valid bearer token once the cluster has a
+/// key. The native API is the bucket `default`; the admin routes need an
+/// unrestricted read-write key. 403 with the reason otherwise (503 when the store
+/// cannot be read).
+pub async fn native_auth(State(keys): State<KeyRing>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if is_public(path) {
+        return next.run(request).await;
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = match keys.bearer(authorization).await {
+        Ok(caller) => caller,
+        Err(BearerError::Refused(r)) => return refused(r),
+        Err(BearerError::Meta(e)) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the access key: {e}\n")).into_response()
+        }
+    };
+    let allowed = if path.starts_with("/admin/") {
+        caller.may_administer()
+    } else {
+        caller.may_use(DEFAULT_BUCKET, !is_read(request.method()))
+    };
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(r) => refused(r),
+    }
+}
+
+fn refused(reason: Refusal) -> Response {
+    tracing::debug!(%reason, "request refused");
+    (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(buckets: &[&str], read_only: bool) -> Caller {
+        Caller::Key(AccessKey {
+            access_key: "CKTEST".into(),
+            secret: "s".into(),
+            buckets: buckets.iter().map(|b| b.to_string()).collect(),
+            read_only,
+            created_ms: 0,
+        })
+    }
+
+    #[test]
+    fn a_restricted_key_uses_only_its_buckets() {
+        let k = key(&["photos"], false);
+        assert_eq!(k.may_use("photos", true), Ok(()));
+        assert!(matches!(k.may_use("default", false), Err(Refusal::BucketNotAllowed { .. })));
+        assert!(matches!(k.may_administer(), Err(Refusal::NotUnrestricted { .. })));
+        assert!(k.sees("photos") && !k.sees("default"));
+    }
+
+    #[test]
+    fn a_read_only_key_reads_and_never_writes() {
+        let k = key(&[], true);
+        assert_eq!(k.may_use("any", false), Ok(()));
+        assert!(matches!(k.may_use("any", true), Err(Refusal::ReadOnly { .. })));
+        assert!(matches!(k.may_administer(), Err(Refusal::ReadOnly { .. })));
+        assert_eq!(Caller::Open.may_use("any", true), Ok(()));
+    }
+
+    #[test]
+    fn generated_keys_have_their_shape_and_differ() {
+        let (id, secret) = generate_key();
+        assert_eq!(id.len(), 20);
+        assert!(id.starts_with("CK") && id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert_eq!(secret.len(), 40);
+        assert_ne!(generate_key(), (id, secret));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
