@@ -176,6 +176,9 @@ pub struct MultipartPart {
 
 /// What [`MetaStore::complete_multipart`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum CompleteOutcome {
     /// The version was added and the upload and its parts removed.
     Completed(VersionRecord),
@@ -263,6 +266,9 @@ pub struct ContentCounts {
 
 /// What [`MetaStore::delete`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum DeleteOutcome {
     /// The tombstone was added as the name's newest version.
     Deleted(VersionRecord),
@@ -350,6 +356,9 @@ pub enum AppendOutcome {
 
 /// What [`MetaStore::finish_upload`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum FinishOutcome {
     /// The version was added and the upload marked finished.
     Finished(VersionRecord),
