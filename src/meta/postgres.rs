@@ -38,7 +38,27 @@
 //! server_sightings(server TEXT PRIMARY KEY, last_seen_ms BIGINT)
 //! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms BIGINT)  -- database clock
 //! worker_cursors(name TEXT PRIMARY KEY, value BYTEA)  -- UTF-8; BYTEA holds NUL
+//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
+//! -- schema 4 (S3), as in the SQLite store:
+//! buckets(name TEXT PRIMARY KEY, created_ms BIGINT)  -- 'default' + every bucket with versions
+//! versions.attrs TEXT NULL                  -- JSON of ObjectAttrs; NULL = none
+//! multipart_uploads(id, bucket REFERENCES buckets, name, attrs, created_ms)
+//! multipart_parts(upload_id REFERENCES multipart_uploads, part_number, hash REFERENCES content,
+//!                 size, etag, created_ms, PRIMARY KEY (upload_id, part_number))
+//! access_keys(access_key TEXT PRIMARY KEY, secret, buckets TEXT,  -- JSON array
+//!             read_only BOOLEAN, created_ms)
 //! ```
+//!
+//! `put_object`, `create_multipart` and `complete_multipart` share-lock the
+//! bucket's row (`FOR SHARE`) before they insert; `delete_bucket` locks it
+//! `FOR UPDATE` and only then checks, in a statement of its own, that no version
+//! and no multipart upload is in it: a concurrent writer has either committed
+//! (and is seen) or waits and then finds no bucket. `put_part` share-locks its
+//! upload's row and `abort_multipart` / `complete_multipart` /
+//! `remove_stale_multipart` lock it `FOR UPDATE` before removing the parts, so no
+//! part lands after its upload is gone. `delete_version` locks the name's head and
+//! moves it to the newest remaining version (dropping it with the last one, as
+//! `prune` does), so listing never meets a head without its version.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard
 //! (`contents_on` is a range scan of its primary key); `put_version` and

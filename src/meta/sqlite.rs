@@ -21,7 +21,28 @@
 //! server_sightings(server TEXT PRIMARY KEY, last_seen_ms INTEGER)
 //! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms INTEGER)
 //! worker_cursors(name TEXT PRIMARY KEY, value TEXT)
+//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
+//! -- schema 4 (S3):
+//! buckets(name TEXT PRIMARY KEY, created_ms INTEGER)  -- 'default' + every bucket with versions
+//! versions.attrs TEXT NULL            -- JSON of ObjectAttrs; NULL = none (put_version)
+//! multipart_uploads(id TEXT PRIMARY KEY, bucket TEXT REFERENCES buckets, name TEXT,
+//!                   attrs TEXT, created_ms INTEGER)  -- indexed by (bucket, name, id), created_ms
+//! multipart_parts(upload_id TEXT REFERENCES multipart_uploads, part_number INTEGER,
+//!                 hash TEXT REFERENCES content, size INTEGER, etag TEXT, created_ms INTEGER,
+//!                 PRIMARY KEY (upload_id, part_number))  -- indexed by hash
+//! access_keys(access_key TEXT PRIMARY KEY, secret TEXT, buckets TEXT,  -- JSON array
+//!             read_only INTEGER, created_ms INTEGER)
 //! ```
+//!
+//! S3 writes into a bucket (`put_object`, through the group commit like
+//! `put_version`; `create_multipart`; `complete_multipart`) check that the bucket
+//! exists in the insert's transaction, under the write lock that `delete_bucket`
+//! also takes for its emptiness check and removal, so a bucket is never deleted
+//! with a version or an upload in it. A multipart part's content counts as
+//! referenced for the collector exactly like a tus part's. `list_versions` is a
+//! range of the primary key of `versions` (name ascending), each name's versions
+//! sorted newest first on their own; `multipart_uploads` a range of
+//! `multipart_uploads (bucket, name, id)`.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard,
 //! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
