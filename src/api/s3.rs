@@ -215,16 +215,40 @@ fn check_key(key: &str) -> S3Result<()> {
     })
 }
 
-/// A version id as S3 clients see it: cairn's version number.
-fn version_id(version: u64) -> String {
-    version.to_string()
+/// A version id as S3 clients see it: cairn's version number and the version's
+/// creation time in ms, `<version>.<created>`. The store may hand a number out
+/// again once the newest version was removed for good (DeleteObject with a
+/// version id, then a PUT); the time tells the two apart, so an id never names
+/// another object than the one it was given for.
+fn version_id(record: &VersionRecord) -> String {
+    format!("{}.{}", record.version, record.created_ms)
 }
 
-/// A version id from a client: a positive integer, or `NoSuchVersion`.
-fn parse_version_id(id: &str) -> S3Result<u64> {
-    match id.parse::<u64>() {
-        Ok(v) if v > 0 => Ok(v),
-        _ => Err(s3_error!(NoSuchVersion, "no such version: {id}")),
+/// A version id from a client: `<version>.<created>` as [`version_id`] makes it,
+/// or a bare version number (cairn's native `?version=N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VersionId {
+    version: u64,
+    created_ms: Option<i64>,
+}
+
+impl VersionId {
+    fn parse(id: &str) -> S3Result<VersionId> {
+        let (version, created) = match id.split_once('.') {
+            Some((v, c)) => (v, Some(c)),
+            None => (id, None),
+        };
+        let version = version.parse::<u64>().ok().filter(|v| *v > 0);
+        let created_ms = created.map(|c| c.parse::<i64>().ok()).unwrap_or(Some(0));
+        match (version, created_ms) {
+            (Some(version), Some(_)) => Ok(VersionId { version, created_ms: created.and(created_ms) }),
+            _ => Err(s3_error!(NoSuchVersion, "no such version: {id}")),
+        }
+    }
+
+    /// Whether `record` is the version this id was given for.
+    fn names(&self, record: &VersionRecord) -> bool {
+        record.version == self.version && self.created_ms.is_none_or(|c| c == record.created_ms)
     }
 }
 
@@ -420,25 +444,32 @@ impl CairnS3 {
     /// The version asked for; a missing key in a missing bucket is `NoSuchBucket`.
     async fn find(&self, bucket: &str, key: &str, version: Option<&str>) -> S3Result<VersionRecord> {
         check_key(key)?;
-        let version = version.map(parse_version_id).transpose()?;
-        match self.svc.find(bucket, key, version).await {
-            Ok(record) => Ok(record),
-            Err(ObjectError::NotFound { .. }) => {
+        let Some(id) = version else {
+            return match self.svc.find(bucket, key, None).await {
+                Ok(record) => Ok(record),
+                Err(ObjectError::NotFound { .. }) => {
+                    self.require_bucket(bucket).await?;
+                    Err(s3_error!(NoSuchKey, "no such key: {key}"))
+                }
+                Err(e) => Err(object_error(e)),
+            };
+        };
+        let wanted = VersionId::parse(id)?;
+        let found = self.svc.meta.version(bucket, key, wanted.version).await.map_err(meta_error)?;
+        match found.filter(|r| wanted.names(r)) {
+            None => {
                 self.require_bucket(bucket).await?;
-                Err(match version {
-                    Some(v) => s3_error!(NoSuchVersion, "{key} has no version {v}"),
-                    None => s3_error!(NoSuchKey, "no such key: {key}"),
-                })
+                Err(s3_error!(NoSuchVersion, "{key} has no version {id}"))
             }
-            Err(ObjectError::Deleted { name, version: v }) if version.is_some() => {
+            Some(record) if record.is_tombstone() => {
                 // A delete marker asked for by version: 405 in S3.
-                let mut err = s3_error!(MethodNotAllowed, "version {v} of {name} is a delete marker");
+                let mut err = s3_error!(MethodNotAllowed, "version {id} of {key} is a delete marker");
                 let mut headers = http::HeaderMap::new();
                 headers.insert("x-amz-delete-marker", http::HeaderValue::from_static("true"));
                 err.set_headers(headers);
                 Err(err)
             }
-            Err(e) => Err(object_error(e)),
+            Some(record) => Ok(record),
         }
     }
 
@@ -743,7 +774,7 @@ impl S3 for CairnS3 {
         self.svc.recorded(stored);
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(ETag::Strong(md5)),
-            version_id: Some(version_id(record.version)),
+            version_id: Some(version_id(&record)),
             ..Default::default()
         }))
     }
@@ -785,7 +816,7 @@ impl S3 for CairnS3 {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(etag_of(&record))),
             last_modified: Some(timestamp(record.created_ms)),
-            version_id: Some(version_id(record.version)),
+            version_id: Some(version_id(&record)),
             content_type: Some(
                 input.response_content_type.or(attrs.content_type.clone()).unwrap_or("binary/octet-stream".into()),
             ),
@@ -821,7 +852,7 @@ impl S3 for CairnS3 {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(etag_of(&record))),
             last_modified: Some(timestamp(record.created_ms)),
-            version_id: Some(version_id(record.version)),
+            version_id: Some(version_id(&record)),
             content_type: Some(attrs.content_type.clone().unwrap_or("binary/octet-stream".into())),
             content_encoding: attrs.content_encoding.clone(),
             cache_control: attrs.cache_control.clone(),
@@ -842,7 +873,7 @@ impl S3 for CairnS3 {
         let (marker, version) = self.delete_one(&input.bucket, &input.key, input.version_id.as_deref()).await?;
         let mut response = S3Response::new(dto::DeleteObjectOutput {
             delete_marker: marker.then_some(true),
-            version_id: version.map(version_id),
+            version_id: version,
             ..Default::default()
         });
         response.status = Some(http::StatusCode::NO_CONTENT);
@@ -872,7 +903,7 @@ impl S3 for CairnS3 {
                             key: Some(object.key),
                             version_id: object.version_id.clone(),
                             delete_marker: marker.then_some(true),
-                            delete_marker_version_id: if marker { version.map(version_id) } else { None },
+                            delete_marker_version_id: if marker { version } else { None },
                         })
                     }
                 }
@@ -929,8 +960,8 @@ impl S3 for CairnS3 {
                 last_modified: Some(timestamp(record.created_ms)),
                 ..Default::default()
             }),
-            copy_source_version_id: Some(version_id(source.version)),
-            version_id: Some(version_id(record.version)),
+            copy_source_version_id: Some(version_id(&source)),
+            version_id: Some(version_id(&record)),
             ..Default::default()
         }))
     }
@@ -1004,7 +1035,7 @@ impl S3 for CairnS3 {
         let delimiter = input.delimiter.as_deref().filter(|d| !d.is_empty());
         // A key marker alone continues after every version of that key.
         let mut cursor: Option<(String, u64)> = match (&input.key_marker, &input.version_id_marker) {
-            (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Some((k.clone(), parse_version_id(v)?)),
+            (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Some((k.clone(), VersionId::parse(v)?.version)),
             (Some(k), _) if !k.is_empty() => Some((k.clone(), 0)),
             _ => None,
         };
@@ -1019,7 +1050,7 @@ impl S3 for CairnS3 {
         let mut latest_of: Option<String> = None;
         let mut count = 0usize;
         let mut truncated = false;
-        let mut next: Option<(String, Option<u64>)> = None;
+        let mut next: Option<(String, Option<String>)> = None;
         'pages: loop {
             let after = cursor.as_ref().map(|(k, v)| (k.as_str(), *v));
             let page =
@@ -1048,13 +1079,13 @@ impl S3 for CairnS3 {
                     && !cursor.as_ref().is_some_and(|(k, v)| *k == record.name && *v != 0);
                 latest_of = Some(record.name.clone());
                 cursor = Some((record.name.clone(), record.version));
-                next = Some((record.name.clone(), Some(record.version)));
+                next = Some((record.name.clone(), Some(version_id(&record))));
                 count += 1;
                 let owner = dto::Owner { display_name: Some("cairn".into()), id: Some("cairn".into()) };
                 if record.is_tombstone() {
                     markers.push(dto::DeleteMarkerEntry {
                         key: Some(record.name.clone()),
-                        version_id: Some(version_id(record.version)),
+                        version_id: Some(version_id(&record)),
                         is_latest: Some(is_latest),
                         last_modified: Some(timestamp(record.created_ms)),
                         owner: Some(owner),
@@ -1062,7 +1093,7 @@ impl S3 for CairnS3 {
                 } else {
                     versions.push(dto::ObjectVersion {
                         key: Some(record.name.clone()),
-                        version_id: Some(version_id(record.version)),
+                        version_id: Some(version_id(&record)),
                         is_latest: Some(is_latest),
                         last_modified: Some(timestamp(record.created_ms)),
                         e_tag: Some(ETag::Strong(etag_of(&record))),
@@ -1093,7 +1124,7 @@ impl S3 for CairnS3 {
             delimiter: input.delimiter,
             is_truncated: Some(truncated),
             next_key_marker: next.as_ref().map(|(k, _)| k.clone()),
-            next_version_id_marker: next.as_ref().and_then(|(_, v)| v.map(version_id)),
+            next_version_id_marker: next.as_ref().and_then(|(_, v)| v.clone()),
             versions: Some(versions),
             delete_markers: Some(markers),
             common_prefixes: Some(prefixes.into_iter().map(|p| dto::CommonPrefix { prefix: Some(p) }).collect()),
@@ -1188,7 +1219,7 @@ impl S3 for CairnS3 {
                 last_modified: Some(timestamp(now_ms())),
                 ..Default::default()
             }),
-            copy_source_version_id: Some(version_id(source.version)),
+            copy_source_version_id: Some(version_id(&source)),
             ..Default::default()
         }))
     }
@@ -1260,7 +1291,7 @@ impl S3 for CairnS3 {
             key: Some(input.key.clone()),
             e_tag: Some(ETag::Strong(etag)),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
-            version_id: Some(version_id(record.version)),
+            version_id: Some(version_id(&record)),
             ..Default::default()
         }))
     }
@@ -1364,27 +1395,34 @@ impl S3 for CairnS3 {
 impl CairnS3 {
     /// Deletes one key (a delete marker) or one version of it (for good). S3
     /// answers a delete of what does not exist with success. Returns whether a
-    /// delete marker is involved and the version concerned.
-    async fn delete_one(&self, bucket: &str, key: &str, version: Option<&str>) -> S3Result<(bool, Option<u64>)> {
+    /// delete marker is involved and the version id concerned.
+    async fn delete_one(&self, bucket: &str, key: &str, version: Option<&str>) -> S3Result<(bool, Option<String>)> {
         match version {
-            Some(v) => {
-                let v = parse_version_id(v)?;
-                let record = self.svc.meta.version(bucket, key, v).await.map_err(meta_error)?;
-                let was_marker = record.as_ref().is_some_and(VersionRecord::is_tombstone);
-                if record.is_some() {
-                    self.svc.meta.delete_version(bucket, key, v).await.map_err(meta_error)?;
-                } else {
-                    self.require_bucket(bucket).await?;
+            Some(id) => {
+                let wanted = VersionId::parse(id)?;
+                let found = self.svc.meta.version(bucket, key, wanted.version).await.map_err(meta_error)?;
+                match found.filter(|r| wanted.names(r)) {
+                    Some(record) => {
+                        self.svc.meta.delete_version(bucket, key, record.version).await.map_err(meta_error)?;
+                        Ok((record.is_tombstone(), Some(id.to_string())))
+                    }
+                    None => {
+                        self.require_bucket(bucket).await?;
+                        Ok((false, Some(id.to_string())))
+                    }
                 }
-                Ok((was_marker, Some(v)))
             }
             None => match self.svc.delete(bucket, key).await {
-                Ok(record) => Ok((true, Some(record.version))),
+                Ok(record) => Ok((true, Some(version_id(&record)))),
                 Err(ObjectError::NotFound { .. }) => {
                     self.require_bucket(bucket).await?;
                     Ok((false, None))
                 }
-                Err(ObjectError::Deleted { version, .. }) => Ok((true, Some(version))),
+                // Already a delete marker: S3 would add another; cairn keeps the one.
+                Err(ObjectError::Deleted { version, .. }) => {
+                    let marker = self.svc.meta.version(bucket, key, version).await.map_err(meta_error)?;
+                    Ok((true, marker.as_ref().map(version_id)))
+                }
                 Err(e) => Err(object_error(e)),
             },
         }
@@ -1452,6 +1490,29 @@ mod tests {
         assert!(check_content_md5(Some(&header), &hex::encode(md5)).is_ok());
         assert!(check_content_md5(Some(&header), &hex::encode(Md5::digest(b"other"))).is_err());
         assert!(check_content_md5(Some(&"%%".to_string()), "00").is_err());
+    }
+
+    #[test]
+    fn version_ids_name_one_version_for_good() {
+        let record = VersionRecord {
+            bucket: "b".into(),
+            name: "k".into(),
+            version: 3,
+            content: None,
+            created_ms: 1_700_000_000_123,
+            attrs: None,
+        };
+        let id = version_id(&record);
+        assert_eq!(id, "3.1700000000123");
+        assert!(VersionId::parse(&id).unwrap().names(&record));
+        // The same number given out again later is another version.
+        let later = VersionRecord { created_ms: 1_700_000_999_000, ..record.clone() };
+        assert!(!VersionId::parse(&id).unwrap().names(&later));
+        // A bare number (the native API's) names whatever holds it now.
+        assert!(VersionId::parse("3").unwrap().names(&later));
+        for bad in ["0", "x", "3.x", "-1", "", "null"] {
+            assert!(VersionId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
