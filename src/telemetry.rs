@@ -317,7 +317,13 @@ fn upkeep_if_due(now: Instant) {
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     inner: Arc<HttpInner>,
+    /// The route label of every request, for a service with no route templates
+    /// of its own (the S3 API: [`S3_ROUTE`]).
+    fixed_route: Option<&'static str>,
 }
+
+/// The `route` label of every S3 request (the S3 API is one service to the router).
+pub const S3_ROUTE: &str = "s3";
 
 #[derive(Debug)]
 struct HttpInner {
@@ -391,7 +397,12 @@ fn method_slot(method: &Method) -> usize {
 impl HttpMetrics {
     /// The middleware state of the server `scope` names.
     pub fn new(scope: Scope) -> HttpMetrics {
-        HttpMetrics { inner: Arc::new(HttpInner { scope, routes: RwLock::default() }) }
+        HttpMetrics { inner: Arc::new(HttpInner { scope, routes: RwLock::default() }), fixed_route: None }
+    }
+
+    /// The middleware state of a service whose every request is labelled `route`.
+    pub fn for_route(scope: Scope, route: &'static str) -> HttpMetrics {
+        HttpMetrics { fixed_route: Some(route), ..HttpMetrics::new(scope) }
     }
 
     fn route(&self, route: &str, method: &'static str) -> Arc<RouteMetrics> {
@@ -460,7 +471,10 @@ struct RouteCache {
 
 impl<S> Tracked<S> {
     fn route_of(&self, request: &Request) -> Arc<RouteMetrics> {
-        let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str());
+        let route = match self.metrics.fixed_route {
+            Some(route) => route,
+            None => request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()),
+        };
         let slot = method_slot(request.method());
         let label = METHOD_LABELS[slot];
         if self.cache.route.get_or_init(|| route.into()).as_ref() == route {

@@ -316,7 +316,7 @@ fn with_s3(
     let s3_routes = Router::new()
         .fallback_service(s3_service)
         .layer(middleware::from_fn_with_state(admission, admit_s3_uploads))
-        .layer(HttpMetrics::new(service.telemetry_scope().clone()));
+        .layer(HttpMetrics::for_route(service.telemetry_scope().clone(), telemetry::S3_ROUTE));
     let dispatch_s3 = s3_routes.clone();
     native
         .fallback_service(s3_routes)
