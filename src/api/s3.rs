@@ -76,6 +76,7 @@ impl CairnS3 {
 /// per-request authorisation, and virtual-host addressing under `domain`.
 pub fn service(s3: CairnS3, domain: Option<&str>) -> Result<s3s::service::S3Service, String> {
     let mut builder = s3s::service::S3ServiceBuilder::new(s3.clone());
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(limits()))));
     builder.set_auth(KeyAuth(s3.keys.clone()));
     builder.set_access(KeyAccess(s3.keys.clone()));
     if let Some(domain) = domain {
@@ -83,6 +84,25 @@ pub fn service(s3: CairnS3, domain: Option<&str>) -> Result<s3s::service::S3Serv
         builder.set_host(host);
     }
     Ok(builder.build())
+}
+
+/// Most bytes of an XML request body s3s reads into memory (a completion of
+/// 10,000 parts or a DeleteObjects of 1,000 keys is about 1 MiB).
+pub const XML_MAX_BODY: usize = 4 << 20;
+
+/// s3s's limits on what it holds in memory before cairn sees a request. POST
+/// object (browser form uploads, not supported) would be read whole into memory
+/// while it is routed, before any signature is checked, so its file may be 0
+/// bytes and its form fields small: an unauthenticated form cannot buffer more
+/// than a few KiB.
+fn limits() -> s3s::config::S3Config {
+    let mut config = s3s::config::S3Config::default();
+    config.xml_max_body_size = XML_MAX_BODY;
+    config.post_object_max_file_size = 0;
+    config.form_max_field_size = 16 << 10;
+    config.form_max_fields_size = 64 << 10;
+    config.form_max_parts = 64;
+    config
 }
 
 /// SigV4's secret lookup: the key's secret from the key ring.
