@@ -85,7 +85,8 @@ pub enum KeyCommand {
     /// Delete a key: requests signed with it are refused within a second.
     Delete {
         /// The access key id.
-        access_key: String,
+        #[arg(value_name = "ACCESS_KEY")]
+        id: String,
     },
 }
 
@@ -228,8 +229,8 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
             }
             keys
         }
-        AdminCommand::Key(KeyCommand::Delete { access_key }) => {
-            client.send(reqwest::Method::DELETE, &format!("/admin/keys/{}", encode(access_key)), None).await?
+        AdminCommand::Key(KeyCommand::Delete { id }) => {
+            client.send(reqwest::Method::DELETE, &format!("/admin/keys/{}", encode(id)), None).await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());

@@ -97,6 +97,7 @@ async fn create_key(State(admin): AdminState, body: axum::body::Bytes) -> Respon
     };
     match admin.service.meta.create_key(&key).await {
         Ok(true) => {
+            admin.keys.invalidate();
             tracing::info!(access_key = %key.access_key, buckets = ?key.buckets, read_only = key.read_only, "access key created");
             Json(json!({
                 "access_key": key.access_key,
@@ -128,6 +129,7 @@ async fn list_keys(State(admin): AdminState) -> Response {
 async fn delete_key(State(admin): AdminState, Path(id): Path<String>) -> Response {
     match admin.service.meta.delete_key(&id).await {
         Ok(true) => {
+            admin.keys.invalidate();
             tracing::info!(access_key = %id, "access key deleted");
             Json(json!({ "deleted": id })).into_response()
         }

@@ -6,7 +6,9 @@
 //! server sees the same ones. A server keeps a snapshot of them ([`KeyRing`]),
 //! reloaded at most once a second on the request path: a new key works at once (an
 //! id missing from the snapshot is looked up in the store), a deleted one stops
-//! working within a second. With no key at all the cluster is open: unsigned
+//! working within a second (at once on the server that deleted it). The first key
+//! closes the cluster at once on the server it was created through and within a
+//! second on the others. With no key at all the cluster is open: unsigned
 //! requests are served (the seed's curl session, `cairn dev`), and the server warns
 //! at start that anyone can write. Once one key exists, every request except
 //! `/healthz` and `/metrics` must carry a valid one.
@@ -166,6 +168,14 @@ impl KeyRing {
         Ok(fresh)
     }
 
+    /// Forgets the snapshot: the next request reloads the keys from the store. The
+    /// admin routes call it after they change a key, so a change made through
+    /// this server holds at once on it (other servers see it within
+    /// [`KEY_REFRESH`]; a new key works on them at once).
+    pub fn invalidate(&self) {
+        self.snapshot.write().unwrap_or_else(|e| e.into_inner()).loaded = None;
+    }
+
     /// Whether the cluster has no key at all (anyone may do anything).
     pub async fn is_open(&self) -> Result<bool, MetaError> {
         Ok(self.current().await?.is_empty())
@@ -235,10 +245,10 @@ pub fn generate_key() -> (String, String) {
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Credentials {
     /// Access key id to sign requests with (needed once the cluster has keys).
-    #[arg(long, env = "CAIRN_ACCESS_KEY", requires = "secret_key")]
+    #[arg(long, env = "CAIRN_ACCESS_KEY", requires = "secret_key", global = true)]
     pub access_key: Option<String>,
     /// Secret key of `--access-key`.
-    #[arg(long, env = "CAIRN_SECRET_KEY", requires = "access_key", hide_env_values = true)]
+    #[arg(long, env = "CAIRN_SECRET_KEY", requires = "access_key", hide_env_values = true, global = true)]
     pub secret_key: Option<String>,
 }
 
