@@ -299,11 +299,8 @@ fn with_s3(
             // which a wrapped body no longer tells.
             let bodiless = !request.headers().contains_key(header::CONTENT_LENGTH)
                 && !request.headers().contains_key(header::TRANSFER_ENCODING);
-            let request = if bodiless {
-                request.map(|_| s3s::Body::empty())
-            } else {
-                request.map(s3s::Body::http_body_unsync)
-            };
+            let request =
+                if bodiless { request.map(|_| s3s::Body::empty()) } else { request.map(s3s::Body::http_body_unsync) };
             Ok::<_, std::convert::Infallible>(match s3.call(request).await {
                 Ok(response) => response.map(Body::new),
                 Err(e) => {
