@@ -51,6 +51,11 @@ pub const RESERVED_BUCKETS: &[&str] = &["objects", "versions", "locate", "upload
 /// Most keys, versions, parts or uploads one listing answers.
 pub const MAX_KEYS: usize = 1000;
 
+/// A completion of at least this many bytes is answered 200 at once, its result
+/// following in the body after whitespace keep-alives (S3's own way), since
+/// copying its parts takes long enough for a client to time out.
+pub const COMPLETE_KEEP_ALIVE_ABOVE: u64 = 64 << 20;
+
 /// Most parts one multipart upload may have (S3's limit).
 pub const MAX_PARTS: u32 = 10_000;
 
@@ -1294,26 +1299,35 @@ impl S3 for CairnS3 {
         }
         let etag = multipart_etag(&md5s).ok_or_else(|| s3_error!(InternalError, "a part's ETag is not hex"))?;
         let total: u64 = contents.iter().map(|c| c.size).sum();
-        let whole = self.svc.store(concatenated(self.svc.clone(), contents), None).await.map_err(object_error)?;
-        if whole.content.size != total {
-            return Err(s3_error!(InternalError, "the parts read back as {} bytes, not {total}", whole.content.size));
-        }
-        let mut attrs = upload.attrs.clone();
-        attrs.etag = Some(etag.clone());
-        let record =
-            match self.svc.meta.complete_multipart(&upload.id, &whole.content, &attrs).await.map_err(meta_error)? {
+        let (svc, bucket, key) = (self.svc.clone(), input.bucket, input.key);
+        let finish = async move {
+            let whole = svc.store(concatenated(svc.clone(), contents), None).await.map_err(object_error)?;
+            if whole.content.size != total {
+                return Err(s3_error!(InternalError, "the parts read back as {} bytes, not {total}", whole.content.size));
+            }
+            let mut attrs = upload.attrs.clone();
+            attrs.etag = Some(etag.clone());
+            let record = match svc.meta.complete_multipart(&upload.id, &whole.content, &attrs).await.map_err(meta_error)? {
                 CompleteOutcome::Completed(record) => record,
                 CompleteOutcome::Gone => return Err(s3_error!(NoSuchUpload, "upload {} ended meanwhile", upload.id)),
             };
-        self.svc.recorded(whole);
-        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            e_tag: Some(ETag::Strong(etag)),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            version_id: Some(version_id(&record)),
-            ..Default::default()
-        }))
+            svc.recorded(whole);
+            Ok(dto::CompleteMultipartUploadOutput {
+                location: Some(format!("/{bucket}/{key}")),
+                bucket: Some(bucket),
+                key: Some(key),
+                e_tag: Some(ETag::Strong(etag)),
+                version_id: Some(version_id(&record)),
+                ..Default::default()
+            })
+        };
+        if total < COMPLETE_KEEP_ALIVE_ABOVE {
+            return Ok(S3Response::new(finish.await?));
+        }
+        // Copying the parts takes a while for a large object: answer 200 at once and
+        // keep the connection alive with whitespace until the result (or an error)
+        // follows in the body, as S3 itself does, so no client times out waiting.
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput { future: Some(Box::pin(finish)), ..Default::default() }))
     }
 
     async fn abort_multipart_upload(
