@@ -33,7 +33,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
 /// The boto3 suite's checks, all of which must say ok.
 const BOTO3_CHECKS: &[&str] = &[
     "buckets",
+    "reserved_bucket_names",
     "put_get_metadata",
+    "empty_object",
     "ranges",
     "conditional_get",
     "listings",

@@ -22,7 +22,7 @@ fail() {
 }
 
 cd "$work"
-rclone version | head -n1
+rclone version | sed -n 1p
 
 mkdir -p src/sub/deep
 echo alpha >src/a.txt
@@ -30,11 +30,11 @@ echo beta >src/sub/b.txt
 head -c 200000 /dev/urandom >src/sub/deep/c.bin
 head -c $((12 * 1024 * 1024 + 3)) /dev/urandom >src/big.bin # 3 parts
 
-rc mkdir cairn:rc
-rc copy src cairn:rc/tree
+rc mkdir cairn:rclone
+rc copy src cairn:rclone/tree
 ok copy
 
-listing=$(rc ls cairn:rc/tree)
+listing=$(rc ls cairn:rclone/tree)
 for f in "6 a.txt" "5 sub/b.txt" "200000 sub/deep/c.bin" "$((12 * 1024 * 1024 + 3)) big.bin"; do
   echo "$listing" | grep -Eq "^ *$f\$" || fail "ls: no '$f' in: $listing"
 done
@@ -43,13 +43,13 @@ ok ls
 
 # The remote's MD5s are the files' (a single PUT's ETag, the multipart one's
 # metadata), and check compares them.
-remote=$(rc md5sum cairn:rc/tree | sort -k2)
+remote=$(rc md5sum cairn:rclone/tree | sort -k2)
 local=$(cd src && find . -type f | sed 's|^\./||' | sort | xargs md5sum | sort -k2)
 [ "$remote" = "$local" ] || fail "md5sum: remote
 $remote
 local
 $local"
-rc check src cairn:rc/tree 2>check.log || fail "check: $(cat check.log)"
+rc check src cairn:rclone/tree 2>check.log || fail "check: $(cat check.log)"
 grep -q "0 differences found" check.log || fail "check: $(cat check.log)"
 grep -q "4 matching files" check.log || fail "check: $(cat check.log)"
 grep -q "hashes could not be checked" check.log && fail "check: hashes not compared: $(cat check.log)"
@@ -57,7 +57,7 @@ ok check
 
 # Same size, other bytes: only the hash can tell, and check must.
 printf 'ALPHA\n' >src/a.txt
-if rc check src cairn:rc/tree 2>check.log; then fail "check: a changed file passed: $(cat check.log)"; fi
+if rc check src cairn:rclone/tree 2>check.log; then fail "check: a changed file passed: $(cat check.log)"; fi
 grep -q "1 differences found" check.log || fail "check after a change: $(cat check.log)"
 grep -q "a.txt" check.log || fail "check does not name the changed file: $(cat check.log)"
 ok check_finds_a_changed_file
@@ -65,14 +65,14 @@ ok check_finds_a_changed_file
 # sync: the change, a new file and a removed one.
 echo gamma >src/sub/new.txt
 rm src/sub/b.txt
-rc sync src cairn:rc/tree
-rc check src cairn:rc/tree 2>check.log || fail "check after sync: $(cat check.log)"
-listing=$(rc ls cairn:rc/tree)
+rc sync src cairn:rclone/tree
+rc check src cairn:rclone/tree 2>check.log || fail "check after sync: $(cat check.log)"
+listing=$(rc ls cairn:rclone/tree)
 echo "$listing" | grep -q "sub/b.txt" && fail "sync left sub/b.txt: $listing"
 echo "$listing" | grep -q "sub/new.txt" || fail "sync did not add sub/new.txt: $listing"
 ok sync
 
 # And back down.
-rc copy cairn:rc/tree back
+rc copy cairn:rclone/tree back
 diff -r src back || fail "copy back: the tree differs"
 ok copy_back
