@@ -160,6 +160,29 @@ async fn native_requests_need_a_bearer_token_once_keys_exist() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_key_closes_the_cluster_at_once() {
+    use reqwest::Method;
+    let t = common::start_custom(6, |_| {}).await;
+    assert_eq!(t.put("before", "open").await.status(), 200, "open before any key");
+    let admin = create_key(&t.http, &t.base, json!({}), None).await;
+    // At once, on the server that made the key: no snapshot of "no keys" may
+    // still let strangers in, least of all to make themselves a key.
+    let (status, _) = native(&t, Method::POST, "/admin/keys", None, "{}").await;
+    assert_eq!(status, 403, "an unsigned POST /admin/keys right after the first key");
+    let (status, _) = native(&t, Method::PUT, "/objects/window", None, "x").await;
+    assert_eq!(status, 403, "an unsigned native PUT right after the first key");
+    let (status, _) = native(&t, Method::PUT, "/default/window-s3", None, "x").await;
+    assert_eq!(status, 403, "an unsigned S3 PUT right after the first key");
+    let (status, listed) = native(&t, Method::GET, "/admin/keys", Some(admin.bearer()), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listed).unwrap()["keys"].as_array().unwrap().len(), 1);
+    for name in ["window", "window-s3"] {
+        let (status, _) = native(&t, Method::GET, &format!("/objects/{name}"), Some(admin.bearer()), "").await;
+        assert_eq!(status, 404, "{name} was not stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_the_cluster_is_open() {
     let t = common::start_custom(6, |_| {}).await;
     assert_eq!(t.put("open/x", "anyone").await.status(), 200);
