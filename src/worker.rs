@@ -405,7 +405,7 @@ mod tests {
         async fn step(&mut self, report: &Report) -> Result<Step, StepError> {
             let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
             report.progress(Some(Progress { done: n, total: None }));
-            if self.fail_every > 0 && n % self.fail_every == 0 {
+            if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
                 return Err("planned failure".into());
             }
             Ok(if n < self.busy_until { Step::Busy } else { Step::Idle })

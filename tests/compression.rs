@@ -43,7 +43,7 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
     while out.len() < len {
         let r = noise[i % noise.len()] as usize;
         out.extend_from_slice(words[r % words.len()].as_bytes());
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             out.extend_from_slice(format!("{} ", noise[(i + 1) % noise.len()]).as_bytes());
         }
         i += 1;

@@ -13,7 +13,8 @@ use cairn::content::{ContentHash, Placement, Policy};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::meta::sqlite::SqliteStore;
 use cairn::meta::{
-    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
+    ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
     UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 
@@ -178,6 +179,105 @@ impl MetaStore for Flaky {
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
         self.check()?;
         self.inner.remove_expired_uploads(now_ms, limit).await
+    }
+    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.create_bucket(name, created_ms).await
+    }
+    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        self.check()?;
+        self.inner.bucket(name).await
+    }
+    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
+        self.check()?;
+        self.inner.buckets().await
+    }
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError> {
+        self.check()?;
+        self.inner.delete_bucket(name).await
+    }
+    async fn put_object(
+        &self,
+        b: &str,
+        n: &str,
+        c: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<VersionRecord, MetaError> {
+        self.check()?;
+        self.inner.put_object(b, n, c, attrs).await
+    }
+    async fn delete_version(&self, b: &str, n: &str, v: u64) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.delete_version(b, n, v).await
+    }
+    async fn list_versions(
+        &self,
+        b: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        self.check()?;
+        self.inner.list_versions(b, prefix, after, limit).await
+    }
+    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
+        self.check()?;
+        self.inner.create_multipart(upload).await
+    }
+    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError> {
+        self.check()?;
+        self.inner.multipart(id).await
+    }
+    async fn put_part(&self, id: &str, n: u32, c: &ContentRecord, etag: &str, at: i64) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.put_part(id, n, c, etag, at).await
+    }
+    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError> {
+        self.check()?;
+        self.inner.parts(id, after, limit).await
+    }
+    async fn multipart_uploads(
+        &self,
+        b: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MultipartRecord>, MetaError> {
+        self.check()?;
+        self.inner.multipart_uploads(b, prefix, after, limit).await
+    }
+    async fn complete_multipart(
+        &self,
+        id: &str,
+        c: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<CompleteOutcome, MetaError> {
+        self.check()?;
+        self.inner.complete_multipart(id, c, attrs).await
+    }
+    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.abort_multipart(id).await
+    }
+    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        self.check()?;
+        self.inner.remove_stale_multipart(cutoff_ms, limit).await
+    }
+    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.create_key(key).await
+    }
+    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
+        self.check()?;
+        self.inner.key(access_key).await
+    }
+    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
+        self.check()?;
+        self.inner.keys().await
+    }
+    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError> {
+        self.check()?;
+        self.inner.delete_key(access_key).await
     }
 }
 

@@ -39,6 +39,13 @@ async fn postgres_store_passes_the_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_the_s3_suite() {
+    let schema = test_schema!();
+    let store = schema.open().await;
+    meta_suite::run_s3_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_passes_the_lifecycle_suite() {
     let schema = test_schema!();
     let store = schema.open().await;
@@ -121,6 +128,10 @@ async fn a_version_1_schema_is_migrated_and_its_placement_indexed() {
     assert_eq!(store.content_counts().await.unwrap(), ContentCounts { live: 2, doomed: 0, deleting: 0 });
     assert_eq!(store.names(None, 10).await.unwrap(), vec![("bk".to_string(), "n".to_string())]);
     assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 3);
+    // Migration 4: the native bucket, and one for each bucket with versions.
+    let buckets: Vec<String> = store.buckets().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(buckets, ["bk", "default"]);
+    assert_eq!(store.version("bk", "n", 1).await.unwrap().unwrap().attrs, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,9 +204,13 @@ async fn migration_is_applied_once_and_reopening_is_a_no_op() {
     assert_eq!(
         tables,
         [
+            "access_keys",
+            "buckets",
             "content",
             "heads",
             "leases",
+            "multipart_parts",
+            "multipart_uploads",
             "placements",
             "schema_version",
             "server_sightings",
@@ -282,6 +297,8 @@ async fn corrupt_rows_are_errors_not_panics() {
     assert!(matches!(store.version("bk", "bad-policy", 1).await, Err(MetaError::Corrupt(_))));
     assert!(matches!(store.versions("bk", "bad-placement", 0, 10).await, Err(MetaError::Corrupt(_))));
     assert!(matches!(store.list("bk", "", None, 100).await, Err(MetaError::Corrupt(_))));
+    schema.raw.batch_execute(&meta_suite::corrupt_s3_rows(&good.hash.to_hex())).await.unwrap();
+    meta_suite::corrupt_s3_rows_are_errors(&store).await;
     // A head whose version row is gone is reported, not silently skipped.
     assert!(matches!(store.list("bk", "headless", None, 10).await, Err(MetaError::Corrupt(_))));
     // Versions without a head: the next number collides with a stored version.

@@ -27,6 +27,13 @@ async fn sqlite_store_passes_the_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_passes_the_s3_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+    meta_suite::run_s3_shared(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_passes_the_lifecycle_suite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
@@ -89,6 +96,10 @@ async fn a_version_1_file_is_migrated_and_its_placement_indexed() {
     assert_eq!(store.content_counts().await.unwrap(), ContentCounts { live: 2, doomed: 0, deleting: 0 });
     assert_eq!(store.names(None, 10).await.unwrap(), vec![("bk".to_string(), "n".to_string())]);
     assert_eq!(store.put_version("bk", "n", None).await.unwrap().version, 3);
+    // Migration 4: the native bucket, and one for each bucket with versions.
+    let buckets: Vec<String> = store.buckets().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(buckets, ["bk", "default"]);
+    assert_eq!(store.version("bk", "n", 1).await.unwrap().unwrap().attrs, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,15 +220,16 @@ async fn corrupt_rows_are_errors_not_panics() {
          INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_policy}', 1, '0+9', '{{}}');
          INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_placement}', 1, '1+0', '[1,2');
          INSERT INTO content (hash, size, policy, placement) VALUES ('{bad_size}', -5, '1+0', '{{}}');
-         INSERT INTO versions VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
-         INSERT INTO versions VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
-         INSERT INTO versions VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);
-         INSERT INTO versions VALUES ('bk', 'bad-size', 1, '{bad_size}', 1, 0);
-         INSERT INTO versions VALUES ('bk', 'dangling', 1, '{dangling}', 1, 0);
-         INSERT INTO versions VALUES ('bk', 'bad-version', -1, NULL, 0, 0);
-         INSERT INTO versions VALUES ('bk', 'negative', 1, NULL, -1, 0);"
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'bad-hash', 1, 'NOT-A-HASH', 1, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'bad-policy', 1, '{bad_policy}', 1, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'bad-placement', 1, '{bad_placement}', 1, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'bad-size', 1, '{bad_size}', 1, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'dangling', 1, '{dangling}', 1, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'bad-version', -1, NULL, 0, 0);
+         INSERT INTO versions (bucket, name, version, hash, size, created_ms) VALUES ('bk', 'negative', 1, NULL, -1, 0);"
     ))
     .unwrap();
+    conn.execute_batch(&meta_suite::corrupt_s3_rows(&good.hash.to_hex())).unwrap();
 
     for name in ["bad-hash", "bad-policy", "bad-placement", "bad-size", "dangling", "bad-version", "negative"] {
         match store.latest("bk", name).await {
@@ -232,6 +244,7 @@ async fn corrupt_rows_are_errors_not_panics() {
         let hash: ContentHash = hash.parse().unwrap();
         assert!(matches!(store.content(&hash).await, Err(MetaError::Corrupt(_))), "{hash}");
     }
+    meta_suite::corrupt_s3_rows_are_errors(&store).await;
     // Good rows stay readable, and the store keeps working.
     assert_eq!(store.latest("bk", "good").await.unwrap().unwrap().content, Some(good.clone()));
     assert_eq!(store.list("bk", "go", None, 10).await.unwrap().len(), 1);

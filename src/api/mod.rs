@@ -294,7 +294,16 @@ fn with_s3(
     let s3_service = tower::service_fn(move |request: Request| {
         let s3 = s3.clone();
         async move {
-            let request = request.map(s3s::Body::http_body_unsync);
+            // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
+            // s3s needs to know it is empty (it checks a signed payload's length),
+            // which a wrapped body no longer tells.
+            let bodiless = !request.headers().contains_key(header::CONTENT_LENGTH)
+                && !request.headers().contains_key(header::TRANSFER_ENCODING);
+            let request = if bodiless {
+                request.map(|_| s3s::Body::empty())
+            } else {
+                request.map(s3s::Body::http_body_unsync)
+            };
             Ok::<_, std::convert::Infallible>(match s3.call(request).await {
                 Ok(response) => response.map(Body::new),
                 Err(e) => {

@@ -130,7 +130,7 @@ impl Quota {
     /// The object taken was acknowledged; logs progress at every tenth of a large fill.
     pub fn acknowledged(&self) {
         let done = self.acknowledged.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.count >= 10_000 && done % (self.count / 10) == 0 {
+        if self.count >= 10_000 && done.is_multiple_of(self.count / 10) {
             tracing::info!(acknowledged = done, of = self.count, "bench: fill progress");
         }
     }

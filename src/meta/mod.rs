@@ -176,6 +176,9 @@ pub struct MultipartPart {
 
 /// What [`MetaStore::complete_multipart`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum CompleteOutcome {
     /// The version was added and the upload and its parts removed.
     Completed(VersionRecord),
@@ -263,6 +266,9 @@ pub struct ContentCounts {
 
 /// What [`MetaStore::delete`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum DeleteOutcome {
     /// The tombstone was added as the name's newest version.
     Deleted(VersionRecord),
@@ -350,6 +356,9 @@ pub enum AppendOutcome {
 
 /// What [`MetaStore::finish_upload`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A store call's answer, moved once: its size does not matter, and boxing the
+// record would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum FinishOutcome {
     /// The version was added and the upload marked finished.
     Finished(VersionRecord),
@@ -589,26 +598,18 @@ pub trait MetaStore: Send + Sync + 'static {
     // ---- S3: buckets, versions with attributes, multipart uploads, keys ----
 
     /// Creates the bucket; false (and nothing changed) when it exists already.
-    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError>;
 
     /// The bucket, or `None`.
-    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError>;
 
     /// Every bucket, in name order.
-    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError>;
 
     /// Removes the bucket if it holds no version (tombstones count) and no
     /// multipart upload, atomically against [`put_object`](MetaStore::put_object)
     /// and [`create_multipart`](MetaStore::create_multipart) into it.
-    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError>;
 
     /// [`put_version`](MetaStore::put_version) of `content` with S3 attributes, into
     /// a bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
@@ -619,16 +620,12 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
         content: &ContentRecord,
         attrs: &ObjectAttrs,
-    ) -> Result<VersionRecord, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    ) -> Result<VersionRecord, MetaError>;
 
     /// Removes one version of a name for good (S3 `DeleteObject` with a
     /// `versionId`; a tombstone too). True if it existed. The other versions keep
     /// their numbers.
-    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError>;
 
     /// Every version of every name of `bucket` starting with `prefix` (tombstones
     /// too), ordered by name ascending and, within a name, version descending (the
@@ -640,20 +637,14 @@ pub trait MetaStore: Send + Sync + 'static {
         prefix: &str,
         after: Option<(&str, u64)>,
         limit: usize,
-    ) -> Result<Vec<VersionRecord>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    ) -> Result<Vec<VersionRecord>, MetaError>;
 
     /// Records a new multipart upload (its id must be new); its bucket must exist
     /// ([`MetaError::NoSuchBucket`]).
-    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError>;
 
     /// The multipart upload with this id, or `None`.
-    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError>;
 
     /// In one transaction: if the upload exists, records `content` (as
     /// `put_version` does: live, refused with [`MetaError::ContentDeleting`]) and
@@ -667,14 +658,10 @@ pub trait MetaStore: Send + Sync + 'static {
         content: &ContentRecord,
         etag: &str,
         created_ms: i64,
-    ) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    ) -> Result<bool, MetaError>;
 
     /// Up to `limit` parts of the upload numbered above `after`, ascending.
-    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError>;
 
     /// Up to `limit` multipart uploads of `bucket` whose name starts with `prefix`,
     /// ordered by (name, id), strictly after `after`.
@@ -684,9 +671,7 @@ pub trait MetaStore: Send + Sync + 'static {
         prefix: &str,
         after: Option<(&str, &str)>,
         limit: usize,
-    ) -> Result<Vec<MultipartRecord>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    ) -> Result<Vec<MultipartRecord>, MetaError>;
 
     /// In one transaction: adds `content` with `attrs` as the next version of the
     /// upload's name (as [`put_object`](MetaStore::put_object), so
@@ -697,40 +682,26 @@ pub trait MetaStore: Send + Sync + 'static {
         id: &str,
         content: &ContentRecord,
         attrs: &ObjectAttrs,
-    ) -> Result<CompleteOutcome, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    ) -> Result<CompleteOutcome, MetaError>;
 
     /// Removes the upload and its part rows; true if it existed.
-    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError>;
 
     /// Removes up to `limit` multipart uploads created at or before `cutoff_ms`,
     /// with their parts; returns how many.
-    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError>;
 
     /// Records a new access key; false (nothing changed) when the id exists.
-    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError>;
 
     /// The access key with this id, or `None`.
-    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError>;
 
     /// Every access key, in id order.
-    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError>;
 
     /// Removes the access key; true if it existed.
-    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError> {
-        Err(MetaError::Unavailable("TEMP: S3 metadata not implemented yet".into()))
-    }
+    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError>;
 }
 
 /// Opens the store named by `url`: `sqlite:PATH` (created when missing), or

@@ -38,7 +38,27 @@
 //! server_sightings(server TEXT PRIMARY KEY, last_seen_ms BIGINT)
 //! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms BIGINT)  -- database clock
 //! worker_cursors(name TEXT PRIMARY KEY, value BYTEA)  -- UTF-8; BYTEA holds NUL
+//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
+//! -- schema 4 (S3), as in the SQLite store:
+//! buckets(name TEXT PRIMARY KEY, created_ms BIGINT)  -- 'default' + every bucket with versions
+//! versions.attrs TEXT NULL                  -- JSON of ObjectAttrs; NULL = none
+//! multipart_uploads(id, bucket REFERENCES buckets, name, attrs, created_ms)
+//! multipart_parts(upload_id REFERENCES multipart_uploads, part_number, hash REFERENCES content,
+//!                 size, etag, created_ms, PRIMARY KEY (upload_id, part_number))
+//! access_keys(access_key TEXT PRIMARY KEY, secret, buckets TEXT,  -- JSON array
+//!             read_only BOOLEAN, created_ms)
 //! ```
+//!
+//! `put_object`, `create_multipart` and `complete_multipart` share-lock the
+//! bucket's row (`FOR SHARE`) before they insert; `delete_bucket` locks it
+//! `FOR UPDATE` and only then checks, in a statement of its own, that no version
+//! and no multipart upload is in it: a concurrent writer has either committed
+//! (and is seen) or waits and then finds no bucket. `put_part` share-locks its
+//! upload's row and `abort_multipart` / `complete_multipart` /
+//! `remove_stale_multipart` lock it `FOR UPDATE` before removing the parts, so no
+//! part lands after its upload is gone. `delete_version` locks the name's head and
+//! moves it to the newest remaining version (dropping it with the last one, as
+//! `prune` does), so listing never meets a head without its version.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard
 //! (`contents_on` is a range scan of its primary key); `put_version` and
@@ -138,13 +158,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::row::{
-    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_part,
-    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns,
-    upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawContent, RawUpload, RawVersion,
-    VersionsPage, DELETING, LIVE,
+    attrs_json, begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, key_buckets_json,
+    key_columns, multipart_columns, multipart_part_columns, next_version, parse_part, parse_state, placement_json,
+    prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns, upload_int, BeginDelete, ContentRow,
+    ListRange, ListStatements, PairStatements, Prune, RawAccessKey, RawContent, RawMultipart, RawMultipartPart,
+    RawUpload, RawVersion, UploadListRange, VersionListRange, VersionsPage, DELETING, LIVE,
 };
 use super::{
-    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
+    ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
     UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 use crate::content::{ContentHash, Placement, Policy};
@@ -246,6 +268,45 @@ pub const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (id, part_offset)
      );
      CREATE INDEX upload_parts_by_hash ON upload_parts (hash);"#,
+    // 4: S3. Buckets (`default`, the native API's, and one for every bucket that
+    // already has versions, so existing data stays reachable); a version's S3
+    // attributes (JSON, NULL for none); multipart uploads and their parts (a part
+    // points at content, so the collector leaves it alone while the upload lives);
+    // access keys.
+    r#"CREATE TABLE buckets (
+         name       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         created_ms BIGINT NOT NULL
+     );
+     INSERT INTO buckets (name, created_ms)
+         SELECT b.name, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+         FROM (SELECT 'default' AS name UNION SELECT bucket FROM versions) b;
+     ALTER TABLE versions ADD COLUMN attrs TEXT NULL;
+     CREATE TABLE multipart_uploads (
+         id         TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         bucket     TEXT COLLATE "C" NOT NULL REFERENCES buckets (name),
+         name       TEXT COLLATE "C" NOT NULL,
+         attrs      TEXT   NOT NULL,
+         created_ms BIGINT NOT NULL
+     );
+     CREATE INDEX multipart_uploads_by_name ON multipart_uploads (bucket, name, id);
+     CREATE INDEX multipart_uploads_by_age ON multipart_uploads (created_ms);
+     CREATE TABLE multipart_parts (
+         upload_id   TEXT COLLATE "C" NOT NULL REFERENCES multipart_uploads (id),
+         part_number BIGINT NOT NULL,
+         hash        TEXT COLLATE "C" NOT NULL REFERENCES content (hash),
+         size        BIGINT NOT NULL,
+         etag        TEXT   NOT NULL,
+         created_ms  BIGINT NOT NULL,
+         PRIMARY KEY (upload_id, part_number)
+     );
+     CREATE INDEX multipart_parts_by_hash ON multipart_parts (hash);
+     CREATE TABLE access_keys (
+         access_key TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+         secret     TEXT    NOT NULL,
+         buckets    TEXT    NOT NULL,
+         read_only  BOOLEAN NOT NULL,
+         created_ms BIGINT  NOT NULL
+     );"#,
 ];
 
 /// The schema version this binary writes: the number of [`MIGRATIONS`].
@@ -283,7 +344,7 @@ macro_rules! select_list {
     ($lower:literal, $upper:literal, $limit:literal) => {
         concat!(
             "SELECT h.bucket, h.name, h.latest, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size ",
+            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size, v.attrs ",
             "FROM heads h ",
             "LEFT JOIN versions v ON v.bucket = h.bucket AND v.name = h.name AND v.version = h.latest ",
             "LEFT JOIN content c ON c.hash = v.hash ",
@@ -332,14 +393,16 @@ const SQL_REVIVE: &str =
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $1 WHERE state = 'live' AND hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
       AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) \
-      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
+      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) \
+      AND NOT EXISTS (SELECT 1 FROM multipart_parts m WHERE m.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
-/// A version or an upload's part points at it.
+/// A version, an upload's part or a multipart upload's part points at it.
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1) \
-     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = $1)";
+     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = $1) \
+     OR EXISTS (SELECT 1 FROM multipart_parts WHERE hash = $1)";
 const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
      hasher, created_ms, expires_ms, finished_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1");
@@ -405,13 +468,97 @@ const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = $1";
 const SQL_NEXT_VERSION: &str = "INSERT INTO heads (bucket, name, latest) VALUES ($1, $2, 1) \
      ON CONFLICT (bucket, name) DO UPDATE SET latest = heads.latest + 1 \
      RETURNING latest";
-const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
-     VALUES ($1, $2, $3, $4, $5, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) \
+const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms, attrs) \
+     VALUES ($1, $2, $3, $4, $5, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT, $6) \
      RETURNING created_ms";
 const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = $2 WHERE hash = $1";
 /// A delete's check: the name's newest version number, row-locking its head.
 const SQL_LOCK_HEAD: &str = "SELECT latest FROM heads WHERE bucket = $1 AND name = $2 FOR UPDATE";
 const SQL_IS_TOMBSTONE: &str = "SELECT hash IS NULL FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
+const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = $1";
+const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
+/// What adds to a bucket (`put_object`, `create_multipart`, `complete_multipart`)
+/// share-locks its row until the commit; `delete_bucket` locks it exclusively.
+const SQL_SHARE_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR SHARE";
+const SQL_LOCK_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE";
+/// A version (tombstones too) or a multipart upload is in the bucket.
+const SQL_BUCKET_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = $1) \
+     OR EXISTS (SELECT 1 FROM multipart_uploads WHERE bucket = $1)";
+const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = $1";
+const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
+const SQL_MAX_VERSION: &str = "SELECT MAX(version) FROM versions WHERE bucket = $1 AND name = $2";
+const SQL_SET_HEAD: &str = "UPDATE heads SET latest = $3 WHERE bucket = $1 AND name = $2";
+
+/// `list_versions`, as [`PairStatements`] wants it: a range on the primary key of
+/// `versions` from `$2` (whose own versions count only up to `$3`), newest
+/// version first within a name (an incremental sort, a name at a time).
+macro_rules! select_version_list {
+    ($upper:literal, $limit:literal) => {
+        select_versions!(
+            "WHERE v.bucket = $1 AND v.name >= $2 AND (v.name > $2 OR v.version <= $3) ",
+            $upper,
+            "ORDER BY v.name, v.version DESC LIMIT ",
+            $limit
+        )
+    };
+}
+
+const VERSION_LIST_STATEMENTS: PairStatements =
+    PairStatements { open: select_version_list!("", "$4"), upto: select_version_list!("AND v.name < $4 ", "$5") };
+
+/// `multipart_uploads`, as [`ListStatements`] wants it: a range on the index
+/// `multipart_uploads_by_name` from (`$2`, `$3`).
+macro_rules! select_uploads {
+    ($op:literal, $upper:literal, $limit:literal) => {
+        concat!(
+            "SELECT ",
+            multipart_columns!(),
+            " FROM multipart_uploads WHERE bucket = $1 AND (name, id) ",
+            $op,
+            " ($2, $3) ",
+            $upper,
+            "ORDER BY name, id LIMIT ",
+            $limit
+        )
+    };
+}
+
+const UPLOAD_LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_uploads!(">=", "", "$4"),
+    from_upto: select_uploads!(">=", "AND name < $4 ", "$5"),
+    after: select_uploads!(">", "", "$4"),
+    after_upto: select_uploads!(">", "AND name < $4 ", "$5"),
+};
+
+const SQL_INSERT_MULTIPART: &str =
+    "INSERT INTO multipart_uploads (id, bucket, name, attrs, created_ms) VALUES ($1, $2, $3, $4, $5)";
+const SQL_MULTIPART: &str = concat!("SELECT ", multipart_columns!(), " FROM multipart_uploads WHERE id = $1");
+/// `put_part`'s first statement: the upload, share-locked so that no abort or
+/// completion removes it (and its parts) before this part is in.
+const SQL_SHARE_MULTIPART: &str = "SELECT 1 FROM multipart_uploads WHERE id = $1 FOR SHARE";
+/// An abort's or completion's first statement: the upload, locked against
+/// `put_part` until the commit.
+const SQL_LOCK_MULTIPART: &str = "SELECT bucket, name FROM multipart_uploads WHERE id = $1 FOR UPDATE";
+/// Sets a part, replacing an earlier upload of its number.
+const SQL_UPSERT_MULTIPART_PART: &str = "INSERT INTO multipart_parts \
+     (upload_id, part_number, hash, size, etag, created_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (upload_id, part_number) DO UPDATE SET hash = excluded.hash, size = excluded.size, \
+     etag = excluded.etag, created_ms = excluded.created_ms";
+const SQL_MULTIPART_PARTS: &str = concat!(
+    "SELECT ",
+    multipart_part_columns!(),
+    " FROM multipart_parts WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3"
+);
+const SQL_DROP_MULTIPART_PARTS: &str = "DELETE FROM multipart_parts WHERE upload_id = $1";
+const SQL_DROP_MULTIPART: &str = "DELETE FROM multipart_uploads WHERE id = $1";
+const SQL_STALE_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE created_ms <= $1 \
+     ORDER BY created_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
+const SQL_CREATE_KEY: &str = "INSERT INTO access_keys (access_key, secret, buckets, read_only, created_ms) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (access_key) DO NOTHING";
+const SQL_KEY: &str = concat!("SELECT ", key_columns!(), " FROM access_keys WHERE access_key = $1");
+const SQL_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM access_keys ORDER BY access_key");
+const SQL_DELETE_KEY: &str = "DELETE FROM access_keys WHERE access_key = $1";
 
 /// A [`MetaStore`] in a PostgreSQL schema, shareable by API servers on any number
 /// of hosts.
@@ -784,8 +931,10 @@ async fn add_version(
     bucket: &str,
     name: &str,
     content: Option<&ContentRecord>,
+    attrs: Option<&ObjectAttrs>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
+    let json = attrs.map(attrs_json).transpose()?;
     let row = match content {
         Some(c) => Some(record_content(tx, WHAT, c).await?),
         None => None,
@@ -795,16 +944,80 @@ async fn add_version(
     let version = next_version(bucket, name, next)?;
     let (hash, size) = ContentRow::version_columns(row.as_ref());
     let stmt = tx.prepare_cached(SQL_INSERT_VERSION).await.context(WHAT)?;
-    let created_ms: i64 =
-        tx.query_one(&stmt, &[&bucket, &name, &next, &hash, &size]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+    let created_ms: i64 = tx
+        .query_one(&stmt, &[&bucket, &name, &next, &hash, &size, &json])
+        .await
+        .and_then(|r| r.try_get(0))
+        .context(WHAT)?;
     Ok(VersionRecord {
         bucket: bucket.to_string(),
         name: name.to_string(),
         version,
         content: content.cloned(),
         created_ms,
-        attrs: None,
+        attrs: attrs.cloned(),
     })
+}
+
+/// `put_object` inside `tx`: the bucket's row is share-locked first (until the
+/// commit), so a `delete_bucket` either finished before (no such bucket) or waits
+/// and then sees this version.
+async fn add_object(
+    tx: &deadpool_postgres::Transaction<'_>,
+    bucket: &str,
+    name: &str,
+    content: &ContentRecord,
+    attrs: &ObjectAttrs,
+) -> Result<VersionRecord, MetaError> {
+    share_bucket(tx, "put_object", bucket).await?;
+    add_version(tx, bucket, name, Some(content), Some(attrs)).await
+}
+
+/// Share-locks the bucket's row inside `tx`; [`MetaError::NoSuchBucket`] when
+/// there is none.
+async fn share_bucket(tx: &deadpool_postgres::Transaction<'_>, what: &str, bucket: &str) -> Result<(), MetaError> {
+    let stmt = tx.prepare_cached(SQL_SHARE_BUCKET).await.context(what)?;
+    match tx.query_opt(&stmt, &[&bucket]).await.context(what)? {
+        Some(_) => Ok(()),
+        None => Err(MetaError::NoSuchBucket { bucket: bucket.to_string() }),
+    }
+}
+
+/// Removes a multipart upload's part rows and the upload itself inside `tx` (the
+/// caller has locked the upload's row); true if the upload existed.
+async fn drop_multipart(tx: &deadpool_postgres::Transaction<'_>, what: &str, id: &str) -> Result<bool, MetaError> {
+    let stmt = tx.prepare_cached(SQL_DROP_MULTIPART_PARTS).await.context(what)?;
+    tx.execute(&stmt, &[&id]).await.context(what)?;
+    let stmt = tx.prepare_cached(SQL_DROP_MULTIPART).await.context(what)?;
+    Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
+}
+
+/// Maps a `multipart_uploads` row (columns as [`multipart_columns`]) onto
+/// [`RawMultipart`].
+fn raw_multipart(row: &Row) -> Result<RawMultipart, tokio_postgres::Error> {
+    Ok(RawMultipart {
+        id: row.try_get(0)?,
+        bucket: row.try_get(1)?,
+        name: row.try_get(2)?,
+        attrs: row.try_get(3)?,
+        created_ms: row.try_get(4)?,
+    })
+}
+
+/// Maps an `access_keys` row (columns as [`key_columns`]) onto [`RawAccessKey`].
+fn raw_key(row: &Row) -> Result<RawAccessKey, tokio_postgres::Error> {
+    Ok(RawAccessKey {
+        access_key: row.try_get(0)?,
+        secret: row.try_get(1)?,
+        buckets: row.try_get(2)?,
+        read_only: row.try_get(3)?,
+        created_ms: row.try_get(4)?,
+    })
+}
+
+/// A bucket row (`name, created_ms`).
+fn bucket_row(row: &Row, what: &str) -> Result<BucketRecord, MetaError> {
+    Ok(BucketRecord { name: row.try_get(0).context(what)?, created_ms: row.try_get(1).context(what)? })
 }
 
 /// Records `content` (inserted, or updated and made live, row-locking it) and its
@@ -963,6 +1176,7 @@ fn raw_version(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
         placement: row.try_get(9)?,
         encoding: row.try_get(10)?,
         stored_size: row.try_get(11)?,
+        attrs: row.try_get(12)?,
     })
 }
 
@@ -979,7 +1193,7 @@ impl MetaStore for PostgresStore {
         // Dropping the transaction unfinished (an error below, or the caller giving
         // up) rolls it back.
         let tx = client.transaction().await.context(WHAT)?;
-        let record = add_version(&tx, bucket, name, content).await?;
+        let record = add_version(&tx, bucket, name, content, None).await?;
         tx.commit().await.context(WHAT)?;
         Ok(record)
     }
@@ -1012,7 +1226,7 @@ impl MetaStore for PostgresStore {
         if let Some(refused) = delete_refused(bucket, name, newest)? {
             return Ok(refused);
         }
-        let record = add_version(&tx, bucket, name, None).await?;
+        let record = add_version(&tx, bucket, name, None, None).await?;
         tx.commit().await.context(WHAT)?;
         Ok(DeleteOutcome::Deleted(record))
     }
@@ -1383,7 +1597,7 @@ impl MetaStore for PostgresStore {
         if let Some(version) = finished {
             return Ok(FinishOutcome::AlreadyFinished { version: next_version(&bucket, &name, version)? });
         }
-        let record = add_version(&tx, &bucket, &name, Some(content)).await?;
+        let record = add_version(&tx, &bucket, &name, Some(content), None).await?;
         let version = upload_int(record.version, "version")?;
         let stmt = tx.prepare_cached(SQL_FINISH_UPLOAD).await.context(WHAT)?;
         tx.execute(&stmt, &[&id, &version]).await.context(WHAT)?;
@@ -1420,6 +1634,285 @@ impl MetaStore for PostgresStore {
         }
         tx.commit().await.context(WHAT)?;
         Ok(removed)
+    }
+
+    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
+        Ok(self.execute("create_bucket", SQL_CREATE_BUCKET, &[&name, &created_ms]).await? > 0)
+    }
+
+    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        const WHAT: &str = "bucket";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_BUCKET).await.context(WHAT)?;
+        client.query_opt(&stmt, &[&name]).await.context(WHAT)?.map(|row| bucket_row(&row, WHAT)).transpose()
+    }
+
+    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
+        const WHAT: &str = "buckets";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_BUCKETS).await.context(WHAT)?;
+        client.query(&stmt, &[]).await.context(WHAT)?.iter().map(|row| bucket_row(row, WHAT)).collect()
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError> {
+        const WHAT: &str = "delete_bucket";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        // The exclusive row lock waits for every put_object / create_multipart /
+        // complete_multipart holding a share lock on the bucket; the emptiness
+        // check, a statement of its own, then sees what they committed (READ
+        // COMMITTED), and later ones wait for this transaction and find no bucket.
+        let stmt = tx.prepare_cached(SQL_LOCK_BUCKET).await.context(WHAT)?;
+        if tx.query_opt(&stmt, &[&name]).await.context(WHAT)?.is_none() {
+            return Ok(BucketDeleteOutcome::NoSuchBucket);
+        }
+        let stmt = tx.prepare_cached(SQL_BUCKET_IN_USE).await.context(WHAT)?;
+        let in_use: bool = tx.query_one(&stmt, &[&name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+        if in_use {
+            return Ok(BucketDeleteOutcome::NotEmpty);
+        }
+        let stmt = tx.prepare_cached(SQL_DROP_BUCKET).await.context(WHAT)?;
+        tx.execute(&stmt, &[&name]).await.context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(BucketDeleteOutcome::Deleted)
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<VersionRecord, MetaError> {
+        const WHAT: &str = "put_object";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let record = add_object(&tx, bucket, name, content, attrs).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(record)
+    }
+
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_version";
+        let Some(version) = to_sql_int(version) else {
+            return Ok(false);
+        };
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        // The head's lock, as put_version and delete take it: the head is moved to
+        // the newest remaining version (or dropped with the last one, like prune)
+        // with no write of the name in between.
+        let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
+        let Some(head) = tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? else {
+            return Ok(false);
+        };
+        let latest: i64 = head.try_get(0).context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_DELETE_VERSION).await.context(WHAT)?;
+        if tx.execute(&stmt, &[&bucket, &name, &version]).await.context(WHAT)? == 0 {
+            return Ok(false);
+        }
+        if version == latest {
+            let stmt = tx.prepare_cached(SQL_MAX_VERSION).await.context(WHAT)?;
+            let newest: Option<i64> =
+                tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+            match newest {
+                Some(newest) => {
+                    let stmt = tx.prepare_cached(SQL_SET_HEAD).await.context(WHAT)?;
+                    tx.execute(&stmt, &[&bucket, &name, &newest]).await.context(WHAT)?;
+                }
+                None => {
+                    let stmt = tx.prepare_cached(SQL_DROP_HEAD).await.context(WHAT)?;
+                    tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+                }
+            }
+        }
+        tx.commit().await.context(WHAT)?;
+        Ok(true)
+    }
+
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        const WHAT: &str = "list_versions";
+        let Some(r) = VersionListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let sql = r.statement(&VERSION_LIST_STATEMENTS);
+        match &r.upper {
+            Some(upper) => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]).await,
+            None => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]).await,
+        }
+    }
+
+    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
+        const WHAT: &str = "create_multipart";
+        let u = upload;
+        let attrs = attrs_json(&u.attrs)?;
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        share_bucket(&tx, WHAT, &u.bucket).await?;
+        let stmt = tx.prepare_cached(SQL_INSERT_MULTIPART).await.context(WHAT)?;
+        tx.execute(&stmt, &[&u.id, &u.bucket, &u.name, &attrs, &u.created_ms]).await.context(WHAT)?;
+        tx.commit().await.context(WHAT)
+    }
+
+    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError> {
+        const WHAT: &str = "multipart";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_MULTIPART).await.context(WHAT)?;
+        let row = client.query_opt(&stmt, &[&id]).await.context(WHAT)?;
+        row.map(|row| raw_multipart(&row).context(WHAT)?.parse()).transpose()
+    }
+
+    async fn put_part(
+        &self,
+        id: &str,
+        part_number: u32,
+        content: &ContentRecord,
+        etag: &str,
+        created_ms: i64,
+    ) -> Result<bool, MetaError> {
+        const WHAT: &str = "put_part";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_SHARE_MULTIPART).await.context(WHAT)?;
+        if tx.query_opt(&stmt, &[&id]).await.context(WHAT)?.is_none() {
+            return Ok(false);
+        }
+        let row = record_content(&tx, WHAT, content).await?;
+        let stmt = tx.prepare_cached(SQL_UPSERT_MULTIPART_PART).await.context(WHAT)?;
+        tx.execute(&stmt, &[&id, &i64::from(part_number), &row.hash, &row.size, &etag, &created_ms])
+            .await
+            .context(WHAT)?;
+        tx.commit().await.context(WHAT)?;
+        Ok(true)
+    }
+
+    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError> {
+        const WHAT: &str = "parts";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_MULTIPART_PARTS).await.context(WHAT)?;
+        let rows = client.query(&stmt, &[&id, &i64::from(after), &limit]).await.context(WHAT)?;
+        rows.iter()
+            .map(|r| {
+                let raw = RawMultipartPart {
+                    part_number: r.try_get(0).context(WHAT)?,
+                    hash: r.try_get(1).context(WHAT)?,
+                    size: r.try_get(2).context(WHAT)?,
+                    etag: r.try_get(3).context(WHAT)?,
+                    created_ms: r.try_get(4).context(WHAT)?,
+                };
+                raw.parse(id)
+            })
+            .collect()
+    }
+
+    async fn multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MultipartRecord>, MetaError> {
+        const WHAT: &str = "multipart_uploads";
+        let Some(r) = UploadListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(r.statement(&UPLOAD_LIST_STATEMENTS)).await.context(WHAT)?;
+        let rows = match &r.upper {
+            Some(upper) => client.query(&stmt, &[&bucket, &r.name, &r.id, upper, &r.limit]).await,
+            None => client.query(&stmt, &[&bucket, &r.name, &r.id, &r.limit]).await,
+        }
+        .context(WHAT)?;
+        rows.iter().map(|row| raw_multipart(row).context(WHAT)?.parse()).collect()
+    }
+
+    async fn complete_multipart(
+        &self,
+        id: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<CompleteOutcome, MetaError> {
+        const WHAT: &str = "complete_multipart";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_MULTIPART).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(CompleteOutcome::Gone);
+        };
+        let (bucket, name): (String, String) = (row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?);
+        let record = add_object(&tx, &bucket, &name, content, attrs).await?;
+        drop_multipart(&tx, WHAT, id).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(CompleteOutcome::Completed(record))
+    }
+
+    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError> {
+        const WHAT: &str = "abort_multipart";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_MULTIPART).await.context(WHAT)?;
+        if tx.query_opt(&stmt, &[&id]).await.context(WHAT)?.is_none() {
+            return Ok(false);
+        }
+        let existed = drop_multipart(&tx, WHAT, id).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(existed)
+    }
+
+    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        const WHAT: &str = "remove_stale_multipart";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_STALE_MULTIPART).await.context(WHAT)?;
+        let rows = tx.query(&stmt, &[&cutoff_ms, &limit]).await.context(WHAT)?;
+        let mut removed = 0;
+        for row in rows {
+            let id: String = row.try_get(0).context(WHAT)?;
+            if drop_multipart(&tx, WHAT, &id).await? {
+                removed += 1;
+            }
+        }
+        tx.commit().await.context(WHAT)?;
+        Ok(removed)
+    }
+
+    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
+        let buckets = key_buckets_json(&key.buckets)?;
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&key.access_key, &key.secret, &buckets, &key.read_only, &key.created_ms];
+        Ok(self.execute("create_key", SQL_CREATE_KEY, &params).await? > 0)
+    }
+
+    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
+        const WHAT: &str = "key";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_KEY).await.context(WHAT)?;
+        let row = client.query_opt(&stmt, &[&access_key]).await.context(WHAT)?;
+        row.map(|row| raw_key(&row).context(WHAT)?.parse()).transpose()
+    }
+
+    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
+        const WHAT: &str = "keys";
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_KEYS).await.context(WHAT)?;
+        let rows = client.query(&stmt, &[]).await.context(WHAT)?;
+        rows.iter().map(|row| raw_key(row).context(WHAT)?.parse()).collect()
+    }
+
+    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError> {
+        Ok(self.execute("delete_key", SQL_DELETE_KEY, &[&access_key]).await? > 0)
     }
 }
 

@@ -6,7 +6,8 @@
 //! syntax, and runs its own statements.
 
 use super::{
-    ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, UploadPart, UploadRecord, VersionRecord,
+    AccessKey, ContentCounts, ContentRecord, ContentState, DeleteOutcome, MetaError, MultipartPart, MultipartRecord,
+    ObjectAttrs, UploadPart, UploadRecord, VersionRecord,
 };
 
 /// The columns every version query of either store returns, in the order the
@@ -16,7 +17,7 @@ macro_rules! select_versions {
     ($($tail:literal),*) => {
         concat!(
             "SELECT v.bucket, v.name, v.version, v.hash, v.size, v.created_ms, ",
-            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size ",
+            "c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size, v.attrs ",
             "FROM versions v LEFT JOIN content c ON c.hash = v.hash ",
             $($tail),*
         )
@@ -318,6 +319,8 @@ pub(crate) struct RawVersion {
     pub(crate) placement: Option<String>,
     pub(crate) encoding: Option<String>,
     pub(crate) stored_size: Option<i64>,
+    /// `versions.attrs`: the JSON of [`ObjectAttrs`], NULL for none.
+    pub(crate) attrs: Option<String>,
 }
 
 impl RawVersion {
@@ -352,7 +355,8 @@ impl RawVersion {
                 }
             }
         };
-        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms, attrs: None })
+        let attrs = self.attrs.as_deref().map(|json| parse_attrs(json, at)).transpose()?;
+        Ok(VersionRecord { bucket: self.bucket, name: self.name, version, content, created_ms, attrs })
     }
 }
 
@@ -482,6 +486,206 @@ pub(crate) fn upload_int(n: u64, what: &str) -> Result<i64, MetaError> {
     to_sql_int(n).ok_or_else(|| MetaError::Corrupt(format!("upload {what} {n} is too large")))
 }
 
+/// [`ObjectAttrs`] as the `attrs` column of a version or a multipart upload stores
+/// them: one JSON object.
+pub(crate) fn attrs_json(attrs: &ObjectAttrs) -> Result<String, MetaError> {
+    serde_json::to_string(attrs).map_err(|e| MetaError::Corrupt(format!("cannot encode object attributes: {e}")))
+}
+
+/// Reads an `attrs` column; anything but a JSON object of [`ObjectAttrs`]' fields is
+/// `Corrupt` (`at` names the row).
+pub(crate) fn parse_attrs(json: &str, at: impl FnOnce() -> String) -> Result<ObjectAttrs, MetaError> {
+    serde_json::from_str(json).map_err(|e| MetaError::Corrupt(format!("{}: unreadable attributes: {e}", at())))
+}
+
+/// The columns of a `multipart_uploads` row, in the order both stores select them.
+macro_rules! multipart_columns {
+    () => {
+        "id, bucket, name, attrs, created_ms"
+    };
+}
+pub(crate) use multipart_columns;
+
+/// A `multipart_uploads` row as read, before validation.
+pub(crate) struct RawMultipart {
+    pub(crate) id: String,
+    pub(crate) bucket: String,
+    pub(crate) name: String,
+    pub(crate) attrs: String,
+    pub(crate) created_ms: i64,
+}
+
+impl RawMultipart {
+    /// Validates the row: its attributes must be readable.
+    pub(crate) fn parse(self) -> Result<MultipartRecord, MetaError> {
+        let attrs = parse_attrs(&self.attrs, || format!("multipart upload {}", self.id))?;
+        Ok(MultipartRecord { id: self.id, bucket: self.bucket, name: self.name, attrs, created_ms: self.created_ms })
+    }
+}
+
+/// The columns of a `multipart_parts` row as both stores select them.
+macro_rules! multipart_part_columns {
+    () => {
+        "part_number, hash, size, etag, created_ms"
+    };
+}
+pub(crate) use multipart_part_columns;
+
+/// A `multipart_parts` row as read, before validation.
+pub(crate) struct RawMultipartPart {
+    pub(crate) part_number: i64,
+    pub(crate) hash: String,
+    pub(crate) size: i64,
+    pub(crate) etag: String,
+    pub(crate) created_ms: i64,
+}
+
+impl RawMultipartPart {
+    /// Validates the row of upload `id`: a part number that fits in `u32`, a hash,
+    /// a non-negative size.
+    pub(crate) fn parse(self, id: &str) -> Result<MultipartPart, MetaError> {
+        let n = self.part_number;
+        let bad = |what: String| MetaError::Corrupt(format!("multipart upload {id} part {n}: {what}"));
+        Ok(MultipartPart {
+            part_number: u32::try_from(n).map_err(|_| bad("invalid part number".into()))?,
+            hash: self.hash.parse().map_err(|e| bad(format!("{e}")))?,
+            size: u64::try_from(self.size).map_err(|_| bad(format!("negative size {}", self.size)))?,
+            etag: self.etag,
+            created_ms: self.created_ms,
+        })
+    }
+}
+
+/// The columns of an `access_keys` row as both stores select them.
+macro_rules! key_columns {
+    () => {
+        "access_key, secret, buckets, read_only, created_ms"
+    };
+}
+pub(crate) use key_columns;
+
+/// An `access_keys` row as read, before validation.
+pub(crate) struct RawAccessKey {
+    pub(crate) access_key: String,
+    pub(crate) secret: String,
+    pub(crate) buckets: String,
+    pub(crate) read_only: bool,
+    pub(crate) created_ms: i64,
+}
+
+impl RawAccessKey {
+    /// Validates the row: `buckets` must be a JSON array of strings.
+    pub(crate) fn parse(self) -> Result<AccessKey, MetaError> {
+        let buckets: Vec<String> = serde_json::from_str(&self.buckets).map_err(|e| {
+            MetaError::Corrupt(format!("access key {:?}: buckets are not a JSON array of names: {e}", self.access_key))
+        })?;
+        Ok(AccessKey {
+            access_key: self.access_key,
+            secret: self.secret,
+            buckets,
+            read_only: self.read_only,
+            created_ms: self.created_ms,
+        })
+    }
+}
+
+/// An access key's buckets as stored: a JSON array of names.
+pub(crate) fn key_buckets_json(buckets: &[String]) -> Result<String, MetaError> {
+    serde_json::to_string(buckets).map_err(|e| MetaError::Corrupt(format!("cannot encode a bucket list: {e}")))
+}
+
+/// The statements of a listing whose lower bound is given by two parameters (two
+/// key columns), one per presence of an upper bound on the first. Parameters:
+/// bucket, the two lower-bound values, [upper bound,] limit.
+pub(crate) struct PairStatements {
+    /// No upper bound.
+    pub(crate) open: &'static str,
+    /// `name < upper`.
+    pub(crate) upto: &'static str,
+}
+
+/// The range and limit of `list_versions(prefix, after, limit)`, ordered by name
+/// ascending then version descending: names from `lower` (inclusive), where the
+/// versions of `lower` itself are only those numbered `max_version` or below (the
+/// rest of `after`'s name), up to the prefix's successor.
+pub(crate) struct VersionListRange {
+    pub(crate) lower: String,
+    pub(crate) max_version: i64,
+    pub(crate) upper: Option<String>,
+    pub(crate) limit: i64,
+}
+
+impl VersionListRange {
+    /// The range, or `None` when the listing is empty by its arguments (a limit of 0).
+    pub(crate) fn new(prefix: &str, after: Option<(&str, u64)>, limit: usize) -> Option<VersionListRange> {
+        if limit == 0 {
+            return None;
+        }
+        let (lower, max_version) = match after {
+            // Strictly after (name, v) is (name, below v), then later names.
+            Some((name, v)) if name >= prefix => (name, to_sql_int(v.saturating_sub(1)).unwrap_or(i64::MAX)),
+            _ => (prefix, i64::MAX),
+        };
+        Some(VersionListRange {
+            lower: lower.to_string(),
+            max_version,
+            upper: prefix_successor(prefix),
+            limit: to_sql_int(limit).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The statement of `statements` that this range binds.
+    pub(crate) fn statement(&self, statements: &PairStatements) -> &'static str {
+        if self.upper.is_some() {
+            statements.upto
+        } else {
+            statements.open
+        }
+    }
+}
+
+/// The range and limit of `multipart_uploads(prefix, after, limit)`, ordered by
+/// (name, id): from `(name, id)` (exclusive or inclusive) up to the prefix's
+/// successor.
+pub(crate) struct UploadListRange {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) exclusive: bool,
+    pub(crate) upper: Option<String>,
+    pub(crate) limit: i64,
+}
+
+impl UploadListRange {
+    /// The range, or `None` when the listing is empty by its arguments (a limit of 0).
+    pub(crate) fn new(prefix: &str, after: Option<(&str, &str)>, limit: usize) -> Option<UploadListRange> {
+        if limit == 0 {
+            return None;
+        }
+        let (name, id, exclusive) = match after {
+            Some((name, id)) if name >= prefix => (name, id, true),
+            _ => (prefix, "", false),
+        };
+        Some(UploadListRange {
+            name: name.to_string(),
+            id: id.to_string(),
+            exclusive,
+            upper: prefix_successor(prefix),
+            limit: to_sql_int(limit).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The statement of `statements` (`from*`: `>=`, `after*`: `>`) that this range
+    /// binds.
+    pub(crate) fn statement(&self, statements: &ListStatements) -> &'static str {
+        match (self.exclusive, self.upper.is_some()) {
+            (false, false) => statements.from,
+            (false, true) => statements.from_upto,
+            (true, false) => statements.after,
+            (true, true) => statements.after_upto,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +758,71 @@ mod tests {
         assert_eq!((r.lower.as_str(), r.exclusive), ("b/", false));
         assert_eq!(ListRange::new("", None, 1).unwrap().statement(&statements), "from");
         assert_eq!(ListRange::new("", Some("k"), 1).unwrap().statement(&statements), "after");
+    }
+
+    #[test]
+    fn version_and_upload_listings_start_strictly_after_their_cursor() {
+        assert!(VersionListRange::new("p", None, 0).is_none());
+        let r = VersionListRange::new("p/", None, 5).unwrap();
+        assert_eq!((r.lower.as_str(), r.max_version, r.upper.as_deref(), r.limit), ("p/", i64::MAX, Some("p0"), 5));
+        let r = VersionListRange::new("p/", Some(("p/x", 3)), 5).unwrap();
+        assert_eq!((r.lower.as_str(), r.max_version), ("p/x", 2));
+        // Version 1 (or 0) of a name was its last: nothing of it is left.
+        assert_eq!(VersionListRange::new("", Some(("a", 1)), 5).unwrap().max_version, 0);
+        assert_eq!(VersionListRange::new("", Some(("a", 0)), 5).unwrap().max_version, 0);
+        assert_eq!(VersionListRange::new("", Some(("a", u64::MAX)), 5).unwrap().max_version, i64::MAX);
+        // A cursor below the prefix: the prefix is the bound.
+        let r = VersionListRange::new("p/", Some(("a", 3)), 5).unwrap();
+        assert_eq!((r.lower.as_str(), r.max_version), ("p/", i64::MAX));
+        let statements = PairStatements { open: "open", upto: "upto" };
+        assert_eq!(r.statement(&statements), "upto");
+        assert_eq!(VersionListRange::new("", None, 1).unwrap().statement(&statements), "open");
+
+        let statements =
+            ListStatements { from: "from", from_upto: "from_upto", after: "after", after_upto: "after_upto" };
+        assert!(UploadListRange::new("", None, 0).is_none());
+        let r = UploadListRange::new("p/", Some(("p/x", "id1")), 5).unwrap();
+        assert_eq!((r.name.as_str(), r.id.as_str(), r.exclusive), ("p/x", "id1", true));
+        assert_eq!(r.statement(&statements), "after_upto");
+        let r = UploadListRange::new("p/", Some(("a", "id1")), 5).unwrap();
+        assert_eq!((r.name.as_str(), r.id.as_str(), r.exclusive), ("p/", "", false));
+        assert_eq!(UploadListRange::new("", None, 5).unwrap().statement(&statements), "from");
+    }
+
+    #[test]
+    fn attrs_parts_and_keys_refuse_corrupt_rows() {
+        let attrs = ObjectAttrs { etag: Some("abc".into()), ..ObjectAttrs::default() };
+        let json = attrs_json(&attrs).unwrap();
+        assert_eq!(parse_attrs(&json, String::new).unwrap(), attrs);
+        assert_eq!(parse_attrs("{}", String::new).unwrap(), ObjectAttrs::default());
+        for bad in ["", "[1]", "{\"etag\": 5}", "nope"] {
+            assert!(matches!(parse_attrs(bad, String::new), Err(MetaError::Corrupt(_))), "{bad:?}");
+        }
+        let hash = ContentHash::of(b"x").to_hex();
+        let part = |part_number, hash: &str, size| RawMultipartPart {
+            part_number,
+            hash: hash.to_string(),
+            size,
+            etag: "e".into(),
+            created_ms: 1,
+        };
+        assert_eq!(part(3, &hash, 5).parse("u").unwrap().part_number, 3);
+        assert!(part(-1, &hash, 5).parse("u").is_err());
+        assert!(part(i64::from(u32::MAX) + 1, &hash, 5).parse("u").is_err());
+        assert!(part(1, "zz", 5).parse("u").is_err());
+        assert!(part(1, &hash, -5).parse("u").is_err());
+        let key = |buckets: &str| RawAccessKey {
+            access_key: "k".into(),
+            secret: "s".into(),
+            buckets: buckets.into(),
+            read_only: true,
+            created_ms: 1,
+        };
+        assert_eq!(key(&key_buckets_json(&["a".into(), "b".into()]).unwrap()).parse().unwrap().buckets, ["a", "b"]);
+        assert!(key("[]").parse().unwrap().buckets.is_empty());
+        for bad in ["", "{}", "[1]", "\"a\""] {
+            assert!(matches!(key(bad).parse(), Err(MetaError::Corrupt(_))), "{bad:?}");
+        }
     }
 
     #[test]

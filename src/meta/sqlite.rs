@@ -21,7 +21,28 @@
 //! server_sightings(server TEXT PRIMARY KEY, last_seen_ms INTEGER)
 //! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms INTEGER)
 //! worker_cursors(name TEXT PRIMARY KEY, value TEXT)
+//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
+//! -- schema 4 (S3):
+//! buckets(name TEXT PRIMARY KEY, created_ms INTEGER)  -- 'default' + every bucket with versions
+//! versions.attrs TEXT NULL            -- JSON of ObjectAttrs; NULL = none (put_version)
+//! multipart_uploads(id TEXT PRIMARY KEY, bucket TEXT REFERENCES buckets, name TEXT,
+//!                   attrs TEXT, created_ms INTEGER)  -- indexed by (bucket, name, id), created_ms
+//! multipart_parts(upload_id TEXT REFERENCES multipart_uploads, part_number INTEGER,
+//!                 hash TEXT REFERENCES content, size INTEGER, etag TEXT, created_ms INTEGER,
+//!                 PRIMARY KEY (upload_id, part_number))  -- indexed by hash
+//! access_keys(access_key TEXT PRIMARY KEY, secret TEXT, buckets TEXT,  -- JSON array
+//!             read_only INTEGER, created_ms INTEGER)
 //! ```
+//!
+//! S3 writes into a bucket (`put_object`, through the group commit like
+//! `put_version`; `create_multipart`; `complete_multipart`) check that the bucket
+//! exists in the insert's transaction, under the write lock that `delete_bucket`
+//! also takes for its emptiness check and removal, so a bucket is never deleted
+//! with a version or an upload in it. A multipart part's content counts as
+//! referenced for the collector exactly like a tus part's. `list_versions` is a
+//! range of the primary key of `versions` (name ascending), each name's versions
+//! sorted newest first on their own; `multipart_uploads` a range of
+//! `multipart_uploads (bucket, name, id)`.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard,
 //! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
@@ -111,13 +132,15 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::row::{
-    begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, next_version, parse_part,
-    parse_state, placement_json, prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns,
-    upload_int, BeginDelete, ContentRow, ListRange, ListStatements, Prune, RawContent, RawUpload, RawVersion,
-    VersionsPage, DELETING, LIVE,
+    attrs_json, begin_delete_step, count, count_states, delete_refused, hash_after, keep_offset, key_buckets_json,
+    key_columns, multipart_columns, multipart_part_columns, next_version, parse_part, parse_state, placement_json,
+    prune_step, select_versions, sql_limit, to_sql_int, ttl_ms, upload_columns, upload_int, BeginDelete, ContentRow,
+    ListRange, ListStatements, PairStatements, Prune, RawAccessKey, RawContent, RawMultipart, RawMultipartPart,
+    RawUpload, RawVersion, UploadListRange, VersionListRange, VersionsPage, DELETING, LIVE,
 };
 use super::{
-    AppendOutcome, ContentCounts, ContentRecord, ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore,
+    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
+    ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
     UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 use crate::content::{ContentHash, Placement, Policy};
@@ -204,6 +227,45 @@ pub const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (id, part_offset)
      ) STRICT, WITHOUT ROWID;
      CREATE INDEX upload_parts_by_hash ON upload_parts (hash);",
+    // 4: S3. Buckets (`default`, the native API's, and one for every bucket that
+    // already has versions, so existing data stays reachable); a version's S3
+    // attributes (JSON, NULL for none); multipart uploads and their parts (a part
+    // points at content, so the collector leaves it alone while the upload lives);
+    // access keys.
+    "CREATE TABLE buckets (
+         name       TEXT    NOT NULL PRIMARY KEY,
+         created_ms INTEGER NOT NULL
+     ) STRICT;
+     INSERT INTO buckets (name, created_ms)
+         SELECT b.name, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+         FROM (SELECT 'default' AS name UNION SELECT bucket FROM versions) b;
+     ALTER TABLE versions ADD COLUMN attrs TEXT NULL;
+     CREATE TABLE multipart_uploads (
+         id         TEXT    NOT NULL PRIMARY KEY,
+         bucket     TEXT    NOT NULL REFERENCES buckets (name),
+         name       TEXT    NOT NULL,
+         attrs      TEXT    NOT NULL,
+         created_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX multipart_uploads_by_name ON multipart_uploads (bucket, name, id);
+     CREATE INDEX multipart_uploads_by_age ON multipart_uploads (created_ms);
+     CREATE TABLE multipart_parts (
+         upload_id   TEXT    NOT NULL REFERENCES multipart_uploads (id),
+         part_number INTEGER NOT NULL,
+         hash        TEXT    NOT NULL REFERENCES content (hash),
+         size        INTEGER NOT NULL,
+         etag        TEXT    NOT NULL,
+         created_ms  INTEGER NOT NULL,
+         PRIMARY KEY (upload_id, part_number)
+     ) STRICT, WITHOUT ROWID;
+     CREATE INDEX multipart_parts_by_hash ON multipart_parts (hash);
+     CREATE TABLE access_keys (
+         access_key TEXT    NOT NULL PRIMARY KEY,
+         secret     TEXT    NOT NULL,
+         buckets    TEXT    NOT NULL,
+         read_only  INTEGER NOT NULL CHECK (read_only IN (0, 1)),
+         created_ms INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes: the number of [`MIGRATIONS`].
@@ -216,8 +278,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader connections per store.
 const READERS: usize = 4;
 
-/// Prepared statements cached per connection (more than the store uses).
-const STATEMENT_CACHE: usize = 32;
+/// Prepared statements cached per connection (more than the store uses: about 80).
+const STATEMENT_CACHE: usize = 128;
 
 const SQL_LATEST: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 ORDER BY v.version DESC LIMIT 1");
 const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version = ?3");
@@ -267,14 +329,16 @@ const SQL_REVIVE: &str =
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?1 WHERE hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
       AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.hash = c.hash) \
-      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) LIMIT ?2)";
+      AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) \
+      AND NOT EXISTS (SELECT 1 FROM multipart_parts m WHERE m.hash = c.hash) LIMIT ?2)";
 /// (`state <> 'live'`, implied by the state asked for, lets the planner use the
 /// partial index `content_by_state`.)
 const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
      WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
-/// A version or an upload's part points at it.
+/// A version, an upload's part or a multipart upload's part points at it.
 const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1) \
-     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = ?1)";
+     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = ?1) \
+     OR EXISTS (SELECT 1 FROM multipart_parts WHERE hash = ?1)";
 const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NULL WHERE hash = ?1";
 const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
      VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
@@ -315,8 +379,8 @@ const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = ?1";
 const SQL_NEWEST: &str =
     "SELECT version, hash IS NULL FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
 const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE bucket = ?1 AND name = ?2";
-const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms, attrs) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = ?2 WHERE hash = ?1";
 const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
      hasher, created_ms, expires_ms, finished_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
@@ -332,6 +396,80 @@ const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = ?2 WHERE 
 const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = ?1";
 const SQL_DROP_UPLOAD: &str = "DELETE FROM uploads WHERE id = ?1";
 const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2";
+const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
+const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = ?1";
+const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
+/// A version (tombstones too) or a multipart upload is in the bucket.
+const SQL_BUCKET_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = ?1) \
+     OR EXISTS (SELECT 1 FROM multipart_uploads WHERE bucket = ?1)";
+const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = ?1";
+const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2 AND version = ?3";
+
+/// `list_versions`, as [`PairStatements`] wants it: a range on the primary key from
+/// `?2` (whose own versions count only up to `?3`), newest version first within a
+/// name. The versions of one name are sorted apart (SQLite's "right part of ORDER
+/// BY"), a name at a time, so the scan still stops at the limit.
+macro_rules! select_version_list {
+    ($upper:literal, $limit:literal) => {
+        select_versions!(
+            "WHERE v.bucket = ?1 AND v.name >= ?2 AND (v.name > ?2 OR v.version <= ?3) ",
+            $upper,
+            "ORDER BY v.name, v.version DESC LIMIT ",
+            $limit
+        )
+    };
+}
+
+const VERSION_LIST_STATEMENTS: PairStatements =
+    PairStatements { open: select_version_list!("", "?4"), upto: select_version_list!("AND v.name < ?4 ", "?5") };
+
+/// `multipart_uploads`, as [`ListStatements`] wants it: a range on the index
+/// `multipart_uploads_by_name` from (`?2`, `?3`).
+macro_rules! select_uploads {
+    ($op:literal, $upper:literal, $limit:literal) => {
+        concat!(
+            "SELECT ",
+            multipart_columns!(),
+            " FROM multipart_uploads WHERE bucket = ?1 AND (name, id) ",
+            $op,
+            " (?2, ?3) ",
+            $upper,
+            "ORDER BY name, id LIMIT ",
+            $limit
+        )
+    };
+}
+
+const UPLOAD_LIST_STATEMENTS: ListStatements = ListStatements {
+    from: select_uploads!(">=", "", "?4"),
+    from_upto: select_uploads!(">=", "AND name < ?4 ", "?5"),
+    after: select_uploads!(">", "", "?4"),
+    after_upto: select_uploads!(">", "AND name < ?4 ", "?5"),
+};
+
+const SQL_INSERT_MULTIPART: &str =
+    "INSERT INTO multipart_uploads (id, bucket, name, attrs, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SQL_MULTIPART: &str = concat!("SELECT ", multipart_columns!(), " FROM multipart_uploads WHERE id = ?1");
+const SQL_MULTIPART_TARGET: &str = "SELECT bucket, name FROM multipart_uploads WHERE id = ?1";
+/// Sets a part, replacing an earlier upload of its number.
+const SQL_UPSERT_MULTIPART_PART: &str = "INSERT INTO multipart_parts \
+     (upload_id, part_number, hash, size, etag, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (upload_id, part_number) DO UPDATE SET hash = excluded.hash, size = excluded.size, \
+     etag = excluded.etag, created_ms = excluded.created_ms";
+const SQL_MULTIPART_PARTS: &str = concat!(
+    "SELECT ",
+    multipart_part_columns!(),
+    " FROM multipart_parts WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3"
+);
+const SQL_DROP_MULTIPART_PARTS: &str = "DELETE FROM multipart_parts WHERE upload_id = ?1";
+const SQL_DROP_MULTIPART: &str = "DELETE FROM multipart_uploads WHERE id = ?1";
+const SQL_STALE_MULTIPART: &str =
+    "SELECT id FROM multipart_uploads WHERE created_ms <= ?1 ORDER BY created_ms LIMIT ?2";
+const SQL_CREATE_KEY: &str = "INSERT INTO access_keys (access_key, secret, buckets, read_only, created_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (access_key) DO NOTHING";
+const SQL_KEY: &str = concat!("SELECT ", key_columns!(), " FROM access_keys WHERE access_key = ?1");
+const SQL_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM access_keys ORDER BY access_key");
+const SQL_DELETE_KEY: &str = "DELETE FROM access_keys WHERE access_key = ?1";
 
 /// A [`MetaStore`] in one SQLite file, shareable by several processes on one host.
 ///
@@ -366,6 +504,8 @@ struct PendingWrite {
 enum WriteOp {
     /// `put_version`: add a version unconditionally.
     Put { content: Option<ContentRecord>, reply: Reply<VersionRecord> },
+    /// `put_object`: add a version with attributes if the bucket exists.
+    PutObject { content: ContentRecord, attrs: ObjectAttrs, reply: Reply<VersionRecord> },
     /// `delete`: add a tombstone unless there is no live version.
     Delete { reply: Reply<DeleteOutcome> },
 }
@@ -383,7 +523,10 @@ impl PendingWrite {
         let PendingWrite { bucket, name, op } = self;
         match op {
             WriteOp::Put { content, reply } => {
-                Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content)))
+                Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content, None)))
+            }
+            WriteOp::PutObject { content, attrs, reply } => {
+                Done::Put(reply, in_savepoint(tx, |sp| put_object_in(sp, bucket, name, content, attrs)))
             }
             WriteOp::Delete { reply } => Done::Delete(reply, in_savepoint(tx, |sp| delete_in(sp, bucket, name))),
         }
@@ -392,7 +535,7 @@ impl PendingWrite {
     /// Answers `e` without having run.
     fn fail(self, e: &MetaError) {
         match self.op {
-            WriteOp::Put { reply, .. } => drop(reply.send(Err(same_error(e)))),
+            WriteOp::Put { reply, .. } | WriteOp::PutObject { reply, .. } => drop(reply.send(Err(same_error(e)))),
             WriteOp::Delete { reply } => drop(reply.send(Err(same_error(e)))),
         }
     }
@@ -652,6 +795,7 @@ fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
         placement: row.get(9)?,
         encoding: row.get(10)?,
         stored_size: row.get(11)?,
+        attrs: row.get(12)?,
     })
 }
 
@@ -689,8 +833,10 @@ fn put_version_in(
     bucket: String,
     name: String,
     content: Option<ContentRecord>,
+    attrs: Option<ObjectAttrs>,
 ) -> Result<VersionRecord, MetaError> {
     const WHAT: &str = "put_version";
+    let json = attrs.as_ref().map(attrs_json).transpose()?;
     let row = content.as_ref().map(|c| record_content(conn, WHAT, c)).transpose()?;
     let next: i64 =
         conn.prepare_cached(SQL_NEXT_VERSION).context(WHAT)?.query_row((&bucket, &name), |r| r.get(0)).context(WHAT)?;
@@ -699,9 +845,68 @@ fn put_version_in(
     let created_ms = now_ms();
     conn.prepare_cached(SQL_INSERT_VERSION)
         .context(WHAT)?
-        .execute((&bucket, &name, next, &hash, size, created_ms))
+        .execute((&bucket, &name, next, &hash, size, created_ms, &json))
         .context(WHAT)?;
-    Ok(VersionRecord { bucket, name, version, content, created_ms, attrs: None })
+    Ok(VersionRecord { bucket, name, version, content, created_ms, attrs })
+}
+
+/// `put_object` on `conn`, inside the caller's write transaction: the bucket check
+/// and the insert under one write lock, so no `delete_bucket` comes between.
+fn put_object_in(
+    conn: &Connection,
+    bucket: String,
+    name: String,
+    content: ContentRecord,
+    attrs: ObjectAttrs,
+) -> Result<VersionRecord, MetaError> {
+    require_bucket(conn, "put_object", &bucket)?;
+    put_version_in(conn, bucket, name, Some(content), Some(attrs))
+}
+
+/// Whether `bucket` exists (read on `conn`, inside the caller's transaction).
+fn bucket_exists(conn: &Connection, what: &str, bucket: &str) -> Result<bool, MetaError> {
+    let found =
+        conn.prepare_cached(SQL_BUCKET).context(what)?.query_row([bucket], |_| Ok(())).optional().context(what)?;
+    Ok(found.is_some())
+}
+
+/// [`MetaError::NoSuchBucket`] unless `bucket` exists (read on `conn`, inside the
+/// caller's transaction).
+fn require_bucket(conn: &Connection, what: &str, bucket: &str) -> Result<(), MetaError> {
+    if bucket_exists(conn, what, bucket)? {
+        return Ok(());
+    }
+    Err(MetaError::NoSuchBucket { bucket: bucket.to_string() })
+}
+
+/// Removes a multipart upload's part rows and the upload itself, inside the
+/// caller's transaction; true if the upload existed.
+fn drop_multipart(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
+    conn.prepare_cached(SQL_DROP_MULTIPART_PARTS).context(what)?.execute([id]).context(what)?;
+    Ok(conn.prepare_cached(SQL_DROP_MULTIPART).context(what)?.execute([id]).context(what)? > 0)
+}
+
+/// Maps a `multipart_uploads` row (columns as [`multipart_columns`]) onto
+/// [`RawMultipart`].
+fn raw_multipart(row: &Row<'_>) -> rusqlite::Result<RawMultipart> {
+    Ok(RawMultipart {
+        id: row.get(0)?,
+        bucket: row.get(1)?,
+        name: row.get(2)?,
+        attrs: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
+}
+
+/// Maps an `access_keys` row (columns as [`key_columns`]) onto [`RawAccessKey`].
+fn raw_key(row: &Row<'_>) -> rusqlite::Result<RawAccessKey> {
+    Ok(RawAccessKey {
+        access_key: row.get(0)?,
+        secret: row.get(1)?,
+        buckets: row.get(2)?,
+        read_only: row.get(3)?,
+        created_ms: row.get(4)?,
+    })
 }
 
 /// Records `content` (inserted, or updated and made live) and its placement index
@@ -869,7 +1074,7 @@ fn delete_in(conn: &Connection, bucket: String, name: String) -> Result<DeleteOu
     if let Some(refused) = delete_refused(&bucket, &name, newest)? {
         return Ok(refused);
     }
-    put_version_in(conn, bucket, name, None).map(DeleteOutcome::Deleted)
+    put_version_in(conn, bucket, name, None, None).map(DeleteOutcome::Deleted)
 }
 
 /// Group commit: takes the writer, then every write queued so far, and commits
@@ -905,6 +1110,7 @@ fn same_error(e: &MetaError) -> MetaError {
         MetaError::Unavailable(m) => MetaError::Unavailable(m.clone()),
         MetaError::Open { url, reason } => MetaError::Open { url: url.clone(), reason: reason.clone() },
         MetaError::ContentDeleting { hash } => MetaError::ContentDeleting { hash: *hash },
+        MetaError::NoSuchBucket { bucket } => MetaError::NoSuchBucket { bucket: bucket.clone() },
         other => MetaError::Corrupt(other.to_string()),
     }
 }
@@ -1373,7 +1579,7 @@ impl MetaStore for SqliteStore {
                     let version = next_version(&bucket, &name, version)?;
                     return Ok(FinishOutcome::AlreadyFinished { version });
                 }
-                let record = put_version_in(tx, bucket, name, Some(content))?;
+                let record = put_version_in(tx, bucket, name, Some(content), None)?;
                 let version = upload_int(record.version, "version")?;
                 tx.prepare_cached(SQL_FINISH_UPLOAD).context(WHAT)?.execute((&id, version)).context(WHAT)?;
                 tx.prepare_cached(SQL_DROP_PARTS).context(WHAT)?.execute([&id]).context(WHAT)?;
@@ -1406,6 +1612,347 @@ impl MetaStore for SqliteStore {
                 }
                 Ok(ids.len())
             })
+        })
+        .await
+    }
+
+    async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
+        const WHAT: &str = "create_bucket";
+        let name = name.to_string();
+        self.write(move |conn| {
+            let inserted =
+                conn.prepare_cached(SQL_CREATE_BUCKET).context(WHAT)?.execute((&name, created_ms)).context(WHAT)?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
+        const WHAT: &str = "bucket";
+        let name = name.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(SQL_BUCKET)
+                .context(WHAT)?
+                .query_row([&name], |r| Ok(BucketRecord { name: r.get(0)?, created_ms: r.get(1)? }))
+                .optional()
+                .context(WHAT)
+        })
+        .await
+    }
+
+    async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
+        const WHAT: &str = "buckets";
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(SQL_BUCKETS).context(WHAT)?;
+            let rows =
+                stmt.query_map([], |r| Ok(BucketRecord { name: r.get(0)?, created_ms: r.get(1)? })).context(WHAT)?;
+            rows.map(|r| r.context(WHAT)).collect()
+        })
+        .await
+    }
+
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError> {
+        const WHAT: &str = "delete_bucket";
+        let name = name.to_string();
+        // Under the write lock from the check to the removal, as every put_object
+        // and create_multipart is: none can land in between.
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                if !bucket_exists(tx, WHAT, &name)? {
+                    return Ok(BucketDeleteOutcome::NoSuchBucket);
+                }
+                let in_use: bool = tx
+                    .prepare_cached(SQL_BUCKET_IN_USE)
+                    .context(WHAT)?
+                    .query_row([&name], |r| r.get(0))
+                    .context(WHAT)?;
+                if in_use {
+                    return Ok(BucketDeleteOutcome::NotEmpty);
+                }
+                tx.prepare_cached(SQL_DROP_BUCKET).context(WHAT)?.execute([&name]).context(WHAT)?;
+                Ok(BucketDeleteOutcome::Deleted)
+            })
+        })
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<VersionRecord, MetaError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = WriteOp::PutObject { content: content.clone(), attrs: attrs.clone(), reply };
+        self.queue(bucket, name, op).await?;
+        answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
+    }
+
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_version";
+        let Some(version) = to_sql_int(version) else {
+            return Ok(false);
+        };
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        self.write(move |conn| {
+            let removed = conn
+                .prepare_cached(SQL_DELETE_VERSION)
+                .context(WHAT)?
+                .execute((&bucket, &name, version))
+                .context(WHAT)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        const WHAT: &str = "list_versions";
+        let Some(range) = VersionListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let bucket = bucket.to_string();
+        self.read(move |conn| {
+            let sql = range.statement(&VERSION_LIST_STATEMENTS);
+            let r = &range;
+            match &r.upper {
+                Some(upper) => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]),
+                None => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]),
+            }
+        })
+        .await
+    }
+
+    async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
+        const WHAT: &str = "create_multipart";
+        let u = upload.clone();
+        let attrs = attrs_json(&u.attrs)?;
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                require_bucket(tx, WHAT, &u.bucket)?;
+                tx.prepare_cached(SQL_INSERT_MULTIPART)
+                    .context(WHAT)?
+                    .execute((&u.id, &u.bucket, &u.name, &attrs, u.created_ms))
+                    .context(WHAT)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError> {
+        const WHAT: &str = "multipart";
+        let id = id.to_string();
+        self.read(move |conn| {
+            let raw = conn
+                .prepare_cached(SQL_MULTIPART)
+                .context(WHAT)?
+                .query_row([&id], raw_multipart)
+                .optional()
+                .context(WHAT)?;
+            raw.map(RawMultipart::parse).transpose()
+        })
+        .await
+    }
+
+    async fn put_part(
+        &self,
+        id: &str,
+        part_number: u32,
+        content: &ContentRecord,
+        etag: &str,
+        created_ms: i64,
+    ) -> Result<bool, MetaError> {
+        const WHAT: &str = "put_part";
+        let (id, content, etag) = (id.to_string(), content.clone(), etag.to_string());
+        self.write(move |conn| {
+            // Under the write lock: an abort or completion of the upload is either
+            // before (false) or after (and removes this part with the others).
+            immediate(conn, WHAT, |tx| {
+                let exists = tx
+                    .prepare_cached(SQL_MULTIPART_TARGET)
+                    .context(WHAT)?
+                    .query_row([&id], |_| Ok(()))
+                    .optional()
+                    .context(WHAT)?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+                let row = record_content(tx, WHAT, &content)?;
+                tx.prepare_cached(SQL_UPSERT_MULTIPART_PART)
+                    .context(WHAT)?
+                    .execute((&id, i64::from(part_number), &row.hash, row.size, &etag, created_ms))
+                    .context(WHAT)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn parts(&self, id: &str, after: u32, limit: usize) -> Result<Vec<MultipartPart>, MetaError> {
+        const WHAT: &str = "parts";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(SQL_MULTIPART_PARTS).context(WHAT)?;
+            let rows = stmt
+                .query_map((&id, i64::from(after), limit), |r| {
+                    Ok(RawMultipartPart {
+                        part_number: r.get(0)?,
+                        hash: r.get(1)?,
+                        size: r.get(2)?,
+                        etag: r.get(3)?,
+                        created_ms: r.get(4)?,
+                    })
+                })
+                .context(WHAT)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.context(WHAT)?.parse(&id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn multipart_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<MultipartRecord>, MetaError> {
+        const WHAT: &str = "multipart_uploads";
+        let Some(range) = UploadListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let bucket = bucket.to_string();
+        self.read(move |conn| {
+            let r = &range;
+            let mut stmt = conn.prepare_cached(r.statement(&UPLOAD_LIST_STATEMENTS)).context(WHAT)?;
+            let params: Vec<&dyn ToSql> = match &r.upper {
+                Some(upper) => vec![&bucket, &r.name, &r.id, upper, &r.limit],
+                None => vec![&bucket, &r.name, &r.id, &r.limit],
+            };
+            let rows = stmt.query_map(params.as_slice(), raw_multipart).context(WHAT)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.context(WHAT)?.parse()?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        id: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+    ) -> Result<CompleteOutcome, MetaError> {
+        const WHAT: &str = "complete_multipart";
+        let (id, content, attrs) = (id.to_string(), content.clone(), attrs.clone());
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                let target: Option<(String, String)> = tx
+                    .prepare_cached(SQL_MULTIPART_TARGET)
+                    .context(WHAT)?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .context(WHAT)?;
+                let Some((bucket, name)) = target else { return Ok(CompleteOutcome::Gone) };
+                let record = put_object_in(tx, bucket, name, content, attrs)?;
+                drop_multipart(tx, WHAT, &id)?;
+                Ok(CompleteOutcome::Completed(record))
+            })
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, id: &str) -> Result<bool, MetaError> {
+        const WHAT: &str = "abort_multipart";
+        let id = id.to_string();
+        self.write(move |conn| immediate(conn, WHAT, |tx| drop_multipart(tx, WHAT, &id))).await
+    }
+
+    async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
+        const WHAT: &str = "remove_stale_multipart";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        self.write(move |conn| {
+            immediate(conn, WHAT, |tx| {
+                let ids: Vec<String> = {
+                    let mut stmt = tx.prepare_cached(SQL_STALE_MULTIPART).context(WHAT)?;
+                    let rows = stmt.query_map((cutoff_ms, limit), |r| r.get(0)).context(WHAT)?;
+                    rows.map(|r| r.context(WHAT)).collect::<Result<_, _>>()?
+                };
+                for id in &ids {
+                    drop_multipart(tx, WHAT, id)?;
+                }
+                Ok(ids.len())
+            })
+        })
+        .await
+    }
+
+    async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
+        const WHAT: &str = "create_key";
+        let key = key.clone();
+        let buckets = key_buckets_json(&key.buckets)?;
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(SQL_CREATE_KEY)
+                .context(WHAT)?
+                .execute((&key.access_key, &key.secret, &buckets, key.read_only, key.created_ms))
+                .context(WHAT)?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
+        const WHAT: &str = "key";
+        let access_key = access_key.to_string();
+        self.read(move |conn| {
+            let raw = conn
+                .prepare_cached(SQL_KEY)
+                .context(WHAT)?
+                .query_row([&access_key], raw_key)
+                .optional()
+                .context(WHAT)?;
+            raw.map(RawAccessKey::parse).transpose()
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
+        const WHAT: &str = "keys";
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(SQL_KEYS).context(WHAT)?;
+            let rows = stmt.query_map([], raw_key).context(WHAT)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.context(WHAT)?.parse()?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_key";
+        let access_key = access_key.to_string();
+        self.write(move |conn| {
+            Ok(conn.prepare_cached(SQL_DELETE_KEY).context(WHAT)?.execute([&access_key]).context(WHAT)? > 0)
         })
         .await
     }
@@ -1471,6 +2018,52 @@ mod tests {
         let names = plan(SQL_NAMES_AFTER, &[&"b", &"n", &10]);
         assert!(names.contains("SEARCH versions USING PRIMARY KEY"), "{names}");
         assert!(!names.contains("TEMP B-TREE"), "{names}");
+    }
+
+    /// The S3 listings are range scans of their indexes (versions sorted newest
+    /// first a name at a time, never the whole range), and the collector's and
+    /// the stale-upload worker's lookups of multipart uploads use indexes.
+    #[test]
+    fn s3_queries_use_their_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+        }
+        let plan = |sql: &str, params: &[&dyn ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params, |row| row.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+        };
+        for (sql, params) in [
+            (VERSION_LIST_STATEMENTS.open, vec![&"b" as &dyn ToSql, &"n", &5, &10]),
+            (VERSION_LIST_STATEMENTS.upto, vec![&"b" as &dyn ToSql, &"n", &5, &"o", &10]),
+        ] {
+            let plan = plan(sql, &params);
+            assert!(plan.contains("SEARCH v USING PRIMARY KEY (bucket=? AND name>?"), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{sql}\n{plan}");
+        }
+        for (sql, params) in [
+            (UPLOAD_LIST_STATEMENTS.from, vec![&"b" as &dyn ToSql, &"n", &"", &10]),
+            (UPLOAD_LIST_STATEMENTS.from_upto, vec![&"b" as &dyn ToSql, &"n", &"", &"o", &10]),
+            (UPLOAD_LIST_STATEMENTS.after, vec![&"b" as &dyn ToSql, &"n", &"i", &10]),
+            (UPLOAD_LIST_STATEMENTS.after_upto, vec![&"b" as &dyn ToSql, &"n", &"i", &"o", &10]),
+        ] {
+            let plan = plan(sql, &params);
+            assert!(plan.contains("USING INDEX multipart_uploads_by_name (bucket=? AND (name,id)>"), "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+        let parts = plan(SQL_MULTIPART_PARTS, &[&"u", &0, &10]);
+        assert!(parts.contains("SEARCH multipart_parts USING PRIMARY KEY (upload_id=? AND part_number>?)"), "{parts}");
+        assert!(!parts.contains("TEMP B-TREE"), "{parts}");
+        let stale = plan(SQL_STALE_MULTIPART, &[&0, &10]);
+        assert!(stale.contains("multipart_uploads_by_age (created_ms<?)"), "{stale}");
+        for (sql, params) in [(SQL_REFERENCED, vec![&"h" as &dyn ToSql]), (SQL_DOOM, vec![&0 as &dyn ToSql, &10])] {
+            let plan = plan(sql, &params);
+            assert!(plan.contains("multipart_parts_by_hash (hash=?)"), "{sql}\n{plan}");
+        }
+        let in_use = plan(SQL_BUCKET_IN_USE, &[&"b"]);
+        assert!(in_use.contains("SEARCH versions USING PRIMARY KEY (bucket=?)"), "{in_use}");
+        assert!(in_use.contains("multipart_uploads_by_name (bucket=?)"), "{in_use}");
     }
 
     #[test]
