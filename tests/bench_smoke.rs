@@ -225,12 +225,14 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     assert_eq!((report.api, report.bucket.as_deref()), (Api::Native, None));
     assert_clean_and_cleaned_up(&report);
 
-    // A wrong secret, or none: the bucket check is refused, so the run never starts.
+    // A wrong secret, or none: the bucket check is refused, with the S3 error that
+    // says why, so the run never starts.
     let wrong = format!("{secret}x");
-    for key in [Some((id, wrong.as_str())), None] {
+    for (key, code) in [(Some((id, wrong.as_str())), "SignatureDoesNotMatch"), (None, "AccessDenied")] {
         match bench::run(&s3_args(&t.base, Op::Put, key)).await {
-            Err(BenchError::BucketUnavailable { source: OpError::Status { status, .. }, .. }) => {
-                assert_eq!(status, 403, "key {key:?}")
+            Err(BenchError::BucketUnavailable { source: OpError::Status { status, body }, .. }) => {
+                assert_eq!(status, 403, "key {key:?}");
+                assert!(body.contains(&format!("<Code>{code}</Code>")), "key {key:?}: {body}");
             }
             other => panic!("key {key:?}: expected a refused bucket, got {other:?}"),
         }
@@ -240,7 +242,7 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     let endpoint = |secret: &str| Endpoint {
         client: client.clone(),
         base: t.base.clone(),
-        interface: Interface::S3(S3Bucket::new(&t.base, bench::DEFAULT_BUCKET, Some((id, secret))).unwrap()),
+        interface: Interface::S3(Box::new(S3Bucket::new(&t.base, bench::DEFAULT_BUCKET, Some((id, secret))).unwrap())),
     };
     let (good, bad) = (endpoint(secret), endpoint(&wrong));
     let payload = Payload::new(100, 1);

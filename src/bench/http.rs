@@ -98,7 +98,7 @@ pub enum Interface {
     /// `Authorization: Bearer` header.
     Native,
     /// `/<bucket>/<name>`, presigned when an access key is given.
-    S3(S3Bucket),
+    S3(Box<S3Bucket>),
 }
 
 impl Endpoint {
@@ -126,22 +126,25 @@ impl Endpoint {
         json.get("live_data_servers").and_then(serde_json::Value::as_u64).ok_or(OpError::BadHealth)
     }
 
-    /// Makes sure S3's bucket exists: HeadBucket, and CreateBucket if it is missing;
-    /// `true` when this created it. A bucket that exists is used as it is (a key
-    /// limited to it may not create buckets), and so is one created meanwhile by
-    /// someone else (409 `BucketAlreadyOwnedByYou`). Nothing to do for the native
-    /// API, whose objects are the bucket `default`: `false`.
+    /// Makes sure S3's bucket exists: HeadBucket, and CreateBucket unless that
+    /// answered 200; `true` when this created it. A bucket that exists is used as
+    /// it is (a key limited to it may not create buckets), and so is one created
+    /// meanwhile by someone else (409 `BucketAlreadyOwnedByYou`). Nothing to do for
+    /// the native API, whose objects are the bucket `default`: `false`.
+    ///
+    /// Any HEAD answer but 200 leads to the CreateBucket, not only a 404: a HEAD
+    /// answer has no body, so a refusal (a wrong secret, say) would be a bare 403,
+    /// where CreateBucket's says which S3 error it is.
     pub async fn ensure_bucket(&self) -> Result<bool, OpError> {
         let Interface::S3(bucket) = &self.interface else {
             return Ok(false);
         };
         let resp = self.client.head(bucket.head_bucket_url()).send().await?;
-        if resp.status() != StatusCode::NOT_FOUND {
-            let resp = expect_status(resp, StatusCode::OK).await?;
-            read_capped(resp, ERROR_BODY_LIMIT).await?;
+        let exists = resp.status() == StatusCode::OK;
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        if exists {
             return Ok(false);
         }
-        read_capped(resp, ERROR_BODY_LIMIT).await?;
         let resp = self.client.put(bucket.create_bucket_url()).header(CONTENT_LENGTH, 0).send().await?;
         if resp.status() == StatusCode::CONFLICT {
             let body = read_capped(resp, ERROR_BODY_LIMIT).await?;
