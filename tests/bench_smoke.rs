@@ -1,6 +1,8 @@
 //! `cairn bench` against an in-process cluster: a short run goes cleanly, reports
-//! every figure and leaves nothing behind; `--op get-missing`; plus the pure pieces
-//! (size parsing, percentiles, payload chunking). No test here asserts a performance figure.
+//! every figure and leaves nothing behind; `--op get-missing`; the S3 interface,
+//! unsigned on an open cluster and signed (SigV4) once it has a key, whose wrong
+//! secret fails every request; plus the pure pieces (size parsing, percentiles,
+//! payload chunking). No test here asserts a performance figure.
 
 mod common;
 
@@ -9,7 +11,10 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 
-use cairn::bench::{self, percentile, BenchArgs, BenchError, LatencySummary, Op, OpReport, Payload};
+use cairn::bench::{
+    self, percentile, Api, BenchArgs, BenchError, BenchReport, Endpoint, Interface, LatencySummary, Op, OpError,
+    OpReport, Payload, S3Bucket,
+};
 use cairn::size::{self, ByteSize};
 
 fn args(base: &str, op: Op, size: &str, concurrency: u32, duration: Duration) -> BenchArgs {
@@ -155,6 +160,125 @@ async fn get_missing_counts_404_as_success_and_writes_nothing() {
     assert!(get.latency_us.is_some());
     let cleanup = report.cleanup.expect("cleanup ran");
     assert_eq!((cleanup.attempted, cleanup.deleted), (0, 0));
+}
+
+/// A clean run that wrote (prepared and PUT) objects, and deleted every one.
+fn assert_clean_and_cleaned_up(report: &BenchReport) {
+    for r in report.ops.iter().chain([&report.total]) {
+        assert_figures_sane(r);
+    }
+    let puts = report.ops.iter().find(|r| r.op == "PUT").map_or(0, |r| r.ops);
+    let written = report.prepared_objects + puts;
+    let cleanup = report.cleanup.clone().expect("cleanup ran");
+    assert_eq!((cleanup.attempted, cleanup.deleted), (written, written), "{cleanup:?}");
+    assert_eq!((cleanup.not_found, cleanup.errors, cleanup.skipped), (0, 0, 0), "{cleanup:?}");
+}
+
+fn s3_args(base: &str, op: Op, key: Option<(&str, &str)>) -> BenchArgs {
+    let mut a = args(base, op, "4KiB", 4, Duration::from_millis(700));
+    a.api = Api::S3;
+    a.access_key = key.map(|(id, _)| id.to_string());
+    a.secret_key = key.map(|(_, secret)| secret.to_string());
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
+    let t = common::start("1+0", 6).await;
+
+    // No key in the cluster: unsigned S3 requests are served; the bucket is created.
+    let report = bench::run(&s3_args(&t.base, Op::Mixed, None)).await.expect("unsigned S3 bench runs");
+    assert_eq!((report.api, report.bucket.as_deref()), (Api::S3, Some(bench::DEFAULT_BUCKET)));
+    assert_eq!(report.ops.len(), 2, "{report:?}");
+    assert_clean_and_cleaned_up(&report);
+    assert!(report.render_table().contains("(S3, bucket bench, 6 live data servers)"), "{}", report.render_table());
+    // Its objects were /bench/<name>, not the native API's.
+    assert_eq!(t.get(&bench::object_name(&report.prefix, 0)).await.status(), 404);
+
+    let answer = t.http.post(t.url("/admin/keys")).body(r#"{"buckets":[],"read_only":false}"#).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    let (id, secret) = (answer["access_key"].as_str().unwrap(), answer["secret_key"].as_str().unwrap());
+
+    // Signed: every op, in a bucket the run creates.
+    for op in [Op::Put, Op::Get, Op::GetMissing] {
+        let mut a = s3_args(&t.base, op, Some((id, secret)));
+        a.bucket = Some("signed".to_string());
+        let report = bench::run(&a).await.unwrap_or_else(|e| panic!("signed S3 {op:?}: {e}"));
+        assert_eq!(report.bucket.as_deref(), Some("signed"));
+        if op == Op::GetMissing {
+            assert_eq!((report.total.ops > 0, report.total.errors), (true, 0), "{:?}", report.total);
+        } else {
+            assert_clean_and_cleaned_up(&report);
+        }
+    }
+    let mut a = s3_args(&t.base, Op::Fill, Some((id, secret)));
+    a.count = Some(20);
+    let report = bench::run(&a).await.expect("signed S3 fill runs");
+    assert_eq!((report.total.ops, report.total.errors), (20, 0), "{:?}", report.total.first_errors);
+    assert_clean_and_cleaned_up(&report);
+
+    // The native API with the same key as a bearer token.
+    let mut a = args(&t.base, Op::Mixed, "4KiB", 4, Duration::from_millis(700));
+    (a.access_key, a.secret_key) = (Some(id.to_string()), Some(secret.to_string()));
+    let report = bench::run(&a).await.expect("native bench with a key runs");
+    assert_eq!((report.api, report.bucket.as_deref()), (Api::Native, None));
+    assert_clean_and_cleaned_up(&report);
+
+    // A wrong secret, or none: the bucket check is refused, with the S3 error that
+    // says why, so the run never starts.
+    let wrong = format!("{secret}x");
+    for (key, code) in [(Some((id, wrong.as_str())), "SignatureDoesNotMatch"), (None, "AccessDenied")] {
+        match bench::run(&s3_args(&t.base, Op::Put, key)).await {
+            Err(BenchError::BucketUnavailable { source: OpError::Status { status, body }, .. }) => {
+                assert_eq!(status, 403, "key {key:?}");
+                assert!(body.contains(&format!("<Code>{code}</Code>")), "key {key:?}: {body}");
+            }
+            other => panic!("key {key:?}: expected a refused bucket, got {other:?}"),
+        }
+    }
+    // And every object request signed with it is refused, where the right key's pass.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let endpoint = |secret: &str| Endpoint {
+        client: client.clone(),
+        base: t.base.clone(),
+        interface: Interface::S3(Box::new(S3Bucket::new(&t.base, bench::DEFAULT_BUCKET, Some((id, secret))).unwrap())),
+    };
+    let (good, bad) = (endpoint(secret), endpoint(&wrong));
+    let payload = Payload::new(100, 1);
+    let refused = |result: Result<_, OpError>| match result {
+        Err(OpError::Status { status, body }) => status == 403 && body.contains("SignatureDoesNotMatch"),
+        _ => false,
+    };
+    assert!(refused(bad.put("signed-check", &payload, 1).await.map(|_| ())));
+    assert_eq!(good.put("signed-check", &payload, 1).await.expect("signed PUT"), 100);
+    assert!(refused(bad.get("signed-check", 100).await.map(|_| ())));
+    assert!(refused(bad.get_missing("never-written").await.map(|_| ())));
+    assert!(refused(bad.delete("signed-check").await.map(|_| ())));
+    assert_eq!(good.get("signed-check", 100).await.expect("signed GET"), 100);
+    assert!(good.delete("signed-check").await.expect("signed DELETE"));
+    assert!(!good.delete("never-written").await.expect("signed DELETE of nothing"));
+    // The native API wants the key too.
+    let report = bench::run(&args(&t.base, Op::Put, "4KiB", 1, Duration::from_millis(200))).await.unwrap();
+    assert_eq!(report.total.ops, 0);
+    assert!(report.total.errors > 0 && report.total.first_errors[0].contains("403"), "{:?}", report.total);
+    t.cluster.shutdown().await;
+}
+
+#[test]
+fn s3_parameters_are_checked_before_any_request() {
+    let mut a = args("http://127.0.0.1:9", Op::Put, "1", 1, Duration::from_secs(1));
+    a.bucket = Some("b".to_string());
+    assert!(matches!(a.validate(), Err(BenchError::BucketWithoutS3 { .. })));
+    a.api = Api::S3;
+    assert!(a.validate().is_ok());
+    for bad in ["objects", "healthz", "", "a/b"] {
+        a.bucket = Some(bad.to_string());
+        assert!(matches!(a.validate(), Err(BenchError::BadBucket { .. })), "{bad}");
+    }
+    a.bucket = None;
+    a.access_key = Some("id".to_string());
+    assert!(matches!(a.validate(), Err(BenchError::HalfAKey)));
 }
 
 #[tokio::test]
@@ -330,6 +454,23 @@ fn defaults_match_the_command_line() {
         (parsed.duration, parsed.objects, parsed.json, parsed.keep),
         (Duration::from_secs(60), Some(3), true, true)
     );
+    let parsed = Cli::try_parse_from([
+        "cairn",
+        "--endpoint",
+        "http://h:1",
+        "--api",
+        "s3",
+        "--bucket",
+        "b1",
+        "--access-key",
+        "K",
+        "--secret-key",
+        "S",
+    ])
+    .unwrap()
+    .bench;
+    assert_eq!((parsed.api, parsed.s3_bucket(), parsed.key()), (Api::S3, Some("b1"), Some(("K", "S"))));
+    assert!(Cli::try_parse_from(["cairn", "--endpoint", "http://h:1", "--access-key", "K"]).is_err());
     assert!(Cli::try_parse_from(["cairn", "--endpoint", "http://h:1", "--concurrency", "0"]).is_err());
     assert!(Cli::try_parse_from(["cairn", "--endpoint", "http://h:1", "--size", "4K"]).is_err());
 }

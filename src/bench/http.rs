@@ -1,4 +1,6 @@
-//! The requests a run makes, one function each, and what counts as their failure.
+//! The requests a run makes, one function each, and what counts as their failure,
+//! through either interface: the native API (`/objects/<name>`) or S3 (the URLs of
+//! [`super::s3`]).
 //!
 //! Everything read from the server is bounded: object bodies are counted chunk by
 //! chunk and never kept, other answers are read up to a few KiB. Nothing here
@@ -12,9 +14,12 @@ use reqwest::header::CONTENT_LENGTH;
 use reqwest::{Client, Response, StatusCode};
 
 use super::payload::Payload;
+use super::s3::{ObjectRequest, S3Bucket};
 
 /// How much of an error answer is kept for the report.
 const ERROR_BODY_LIMIT: usize = 300;
+/// S3's answer header that says a DeleteObject added a delete marker.
+const DELETE_MARKER: &str = "x-amz-delete-marker";
 /// How much of a `/healthz` answer is read.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 
@@ -82,11 +87,34 @@ pub struct Endpoint {
     pub client: Client,
     /// The endpoint without a trailing slash.
     pub base: String,
+    /// The interface the object requests go through.
+    pub interface: Interface,
+}
+
+/// The interface a run loads.
+#[derive(Clone, Debug)]
+pub enum Interface {
+    /// `/objects/<name>`. An access key, if any, is the client's default
+    /// `Authorization: Bearer` header.
+    Native,
+    /// `/<bucket>/<name>`, presigned when an access key is given.
+    S3(Box<S3Bucket>),
 }
 
 impl Endpoint {
-    fn object_url(&self, name: &str) -> String {
-        format!("{}/objects/{}", self.base, encode_name(name))
+    /// The native API at `base` (no trailing slash) through `client`.
+    pub fn native(client: Client, base: String) -> Endpoint {
+        Endpoint { client, base, interface: Interface::Native }
+    }
+
+    /// `request` on the object `name`, not yet sent.
+    fn object(&self, request: ObjectRequest, name: &str) -> reqwest::RequestBuilder {
+        match &self.interface {
+            Interface::Native => {
+                self.client.request(request.method(), format!("{}/objects/{}", self.base, encode_name(name)))
+            }
+            Interface::S3(bucket) => self.client.request(request.method(), bucket.object_url(request, name)),
+        }
     }
 
     /// `GET /healthz`: the number of live data servers it reports.
@@ -98,25 +126,58 @@ impl Endpoint {
         json.get("live_data_servers").and_then(serde_json::Value::as_u64).ok_or(OpError::BadHealth)
     }
 
-    /// `PUT /objects/<name>` with `payload` tagged `tag`; the bytes sent.
+    /// Makes sure S3's bucket exists: HeadBucket, and CreateBucket unless that
+    /// answered 200; `true` when this created it. A bucket that exists is used as
+    /// it is (a key limited to it may not create buckets), and so is one created
+    /// meanwhile by someone else (409 `BucketAlreadyOwnedByYou`). Nothing to do for
+    /// the native API, whose objects are the bucket `default`: `false`.
+    ///
+    /// Any HEAD answer but 200 leads to the CreateBucket, not only a 404: a HEAD
+    /// answer has no body, so a refusal (a wrong secret, say) would be a bare 403,
+    /// where CreateBucket's says which S3 error it is.
+    pub async fn ensure_bucket(&self) -> Result<bool, OpError> {
+        let Interface::S3(bucket) = &self.interface else {
+            return Ok(false);
+        };
+        let resp = self.client.head(bucket.head_bucket_url()).send().await?;
+        let exists = resp.status() == StatusCode::OK;
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        if exists {
+            return Ok(false);
+        }
+        let resp = self.client.put(bucket.create_bucket_url()).header(CONTENT_LENGTH, 0).send().await?;
+        if resp.status() == StatusCode::CONFLICT {
+            let body = read_capped(resp, ERROR_BODY_LIMIT).await?;
+            let body = String::from_utf8_lossy(&body).trim().to_string();
+            if body.contains("<Code>BucketAlreadyOwnedByYou</Code>") {
+                return Ok(false);
+            }
+            return Err(OpError::Status { status: StatusCode::CONFLICT, body });
+        }
+        let resp = expect_status(resp, StatusCode::OK).await?;
+        read_capped(resp, ERROR_BODY_LIMIT).await?;
+        Ok(true)
+    }
+
+    /// PUT the object `name` with `payload` tagged `tag`; the bytes sent.
     pub async fn put(&self, name: &str, payload: &Payload, tag: u128) -> Result<u64, OpError> {
         let resp = self
-            .client
-            .put(self.object_url(name))
+            .object(ObjectRequest::Put, name)
             .header(CONTENT_LENGTH, payload.size())
             .body(payload.body(tag))
             .send()
             .await?;
         let resp = expect_status(resp, StatusCode::OK).await?;
-        // Read the small JSON answer to the end so the connection goes back to the pool.
+        // Read the small answer (JSON; S3's is empty) to the end so the connection
+        // goes back to the pool.
         read_capped(resp, ERROR_BODY_LIMIT).await?;
         Ok(payload.size())
     }
 
-    /// `GET /objects/<name>`, counting the body without keeping it; the bytes read,
+    /// GET the object `name`, counting the body without keeping it; the bytes read,
     /// which must be `expected`.
     pub async fn get(&self, name: &str, expected: u64) -> Result<u64, OpError> {
-        let resp = self.client.get(self.object_url(name)).send().await?;
+        let resp = self.object(ObjectRequest::Get, name).send().await?;
         let resp = expect_status(resp, StatusCode::OK).await?;
         let mut got = 0u64;
         let mut body = resp.bytes_stream();
@@ -129,26 +190,37 @@ impl Endpoint {
         Ok(got)
     }
 
-    /// `GET /objects/<name>` of a name that must not exist: a 404 (its short body
-    /// read to the end) is the success; 0 bytes of object data.
+    /// GET of a name that must not exist: a 404 (its short body read to the end) is
+    /// the success; 0 bytes of object data.
     pub async fn get_missing(&self, name: &str) -> Result<u64, OpError> {
-        let resp = self.client.get(self.object_url(name)).send().await?;
+        let resp = self.object(ObjectRequest::Get, name).send().await?;
         let resp = expect_status(resp, StatusCode::NOT_FOUND).await?;
         read_capped(resp, ERROR_BODY_LIMIT).await?;
         Ok(0)
     }
 
-    /// `DELETE /objects/<name>`: `true` when deleted, `false` when there was nothing
-    /// to delete (404: its PUT failed or never finished).
+    /// DELETE the object `name`: `true` when deleted, `false` when there was nothing
+    /// to delete (its PUT failed or never finished).
+    ///
+    /// The native API says so with 404. S3's DeleteObject answers 204 either way;
+    /// cairn adds a delete marker (`x-amz-delete-marker: true`) only where there was
+    /// an object, so a 204 without one is a name that was not there.
     pub async fn delete(&self, name: &str) -> Result<bool, OpError> {
-        let resp = self.client.delete(self.object_url(name)).send().await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            read_capped(resp, ERROR_BODY_LIMIT).await?;
-            return Ok(false);
-        }
-        let resp = expect_status(resp, StatusCode::OK).await?;
-        read_capped(resp, ERROR_BODY_LIMIT).await?;
-        Ok(true)
+        let resp = self.object(ObjectRequest::Delete, name).send().await?;
+        let deleted = match self.interface {
+            Interface::Native if resp.status() == StatusCode::NOT_FOUND => {
+                read_capped(resp, ERROR_BODY_LIMIT).await?;
+                return Ok(false);
+            }
+            Interface::Native => expect_status(resp, StatusCode::OK).await?,
+            Interface::S3(_) => expect_status(resp, StatusCode::NO_CONTENT).await?,
+        };
+        let marker = deleted.headers().get(DELETE_MARKER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        read_capped(deleted, ERROR_BODY_LIMIT).await?;
+        Ok(match self.interface {
+            Interface::Native => true,
+            Interface::S3(_) => marker,
+        })
     }
 }
 

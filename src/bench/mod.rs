@@ -1,13 +1,33 @@
 //! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
 //! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
 //! proxy, no redirects, no retries), and uses no other part of cairn than the object
-//! name rules of [`crate::api::names`] and the sizes of [`crate::size`]; nothing in
-//! the servers depends on it.
+//! name rules of [`crate::api::names`], the bucket names [`crate::api::s3`] reserves,
+//! the bearer header of [`crate::api::keys::Credentials`] and the sizes of
+//! [`crate::size`]; nothing in the servers depends on it.
+//!
+//! # The two interfaces
+//!
+//! `--api native` (the default) loads the native API: `PUT`, `GET` and `DELETE
+//! /objects/<name>`. `--api s3` loads the S3 front door on the same port,
+//! path-style: PutObject, GetObject and DeleteObject of `/<bucket>/<name>` in
+//! `--bucket` (default `bench`), which the run creates if HeadBucket does not find
+//! it (CreateBucket). The bucket stays after the run: with versioning always on,
+//! its delete markers keep it from being empty.
+//!
+//! With `--access-key` and `--secret-key` (needed once the cluster has keys) S3
+//! requests are signed with AWS Signature Version 4 as presigned URLs (query-string
+//! signing, `UNSIGNED-PAYLOAD`), made by the `rusty-s3` crate (`s3.rs`): a
+//! well-kept, I/O-free signer rather than a hand-written SigV4; it signs query
+//! strings only, which `s3s` checks exactly as it checks signed headers. The native
+//! ones carry `Authorization: Bearer <key>:<secret>`. Without a key, requests go
+//! unsigned, as an open cluster (no key at all) serves them. The same names, sizes,
+//! bodies, checks and report serve both interfaces, so their figures compare.
 //!
 //! One run ([`run`]) goes through four phases and returns a [`BenchReport`]; it
 //! prints nothing, so that a caller can render one report or tabulate many.
 //!
 //! 1. **Check**: `GET /healthz` must answer; its live data server count is reported.
+//!    With `--api s3`, the bucket is then created if missing.
 //! 2. **Prepare** (`get`, `mixed`): PUT [`BenchArgs::objects_to_prepare`] objects of
 //!    the given size, `concurrency` at a time. Any failure here ends the run with
 //!    [`BenchError::PrepareFailed`] (after the cleanup), since GETs of missing
@@ -30,7 +50,9 @@
 //!      memory or restart time. `--duration` does not apply; Ctrl-C ends it, and so
 //!      do [`MAX_FILL_ERRORS`] failed PUTs (a dead server is not retried forever).
 //! 4. **Cleanup** (unless `keep`): DELETE every name the run tried to write. A
-//!    DELETE adds a tombstone; reclaiming the shards is the store's business.
+//!    DELETE adds a tombstone (an S3 delete marker); reclaiming the shards is the
+//!    store's business. A name that was never written is counted as not found: a
+//!    404 from the native API, a 204 without `x-amz-delete-marker` from S3.
 //!
 //! Objects are named `<prefix><10-digit number>`, numbered from 0 in the order the
 //! run claims them; the prefix defaults to `bench-<8 random hex digits>/`. Every
@@ -61,6 +83,7 @@
 //! | field | meaning |
 //! |---|---|
 //! | `endpoint`, `op`, `object_size` (bytes), `concurrency`, `duration_s`, `prefix` | the parameters (`duration_s` is 0 for `fill`, which has no deadline) |
+//! | `api`, `bucket` | `native` (`bucket` is `null`) or `s3` and its bucket |
 //! | `object_size_max` | the largest object size (bytes): `object_size` unless `--size-max` was given |
 //! | `count` | `--count`: the objects a `fill` has acknowledged before it stops; `null` for other ops |
 //! | `get_percent` | share of requests meant to be GETs: 100 (`get`, `get-missing`), 0 (`put`, `fill`), 70 (`mixed`) |
@@ -84,6 +107,7 @@ mod latency;
 mod load;
 mod payload;
 mod report;
+mod s3;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -94,14 +118,17 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::keys::Credentials;
 use crate::api::names::{self, BadName};
+use crate::api::s3::RESERVED_BUCKETS;
 use crate::size::ByteSize;
 use load::{Limit, Quota, Schedule, Shared, Tally};
 
-pub use http::{encode_name, read_capped, Endpoint, OpError};
+pub use http::{encode_name, read_capped, Endpoint, Interface, OpError};
 pub use latency::{micros, percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
 pub use report::{BenchReport, CleanupReport, OpReport};
+pub use s3::{ObjectRequest, S3Bucket, REGION, SIGNATURE_LIFETIME};
 
 /// Share of GETs in `--op mixed`, in percent; the other requests are PUTs.
 pub const MIXED_GET_PERCENT: u32 = 70;
@@ -120,6 +147,19 @@ pub const MAX_CLEANUP_ERRORS: u64 = 100;
 pub const MAX_FILL_ERRORS: u64 = 100;
 /// Longest wait for a TCP connection (or the request timeout, if shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bucket `--api s3` uses without `--bucket`.
+pub const DEFAULT_BUCKET: &str = "bench";
+
+/// The interface a run loads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// cairn's own API: `/objects/<name>`.
+    #[default]
+    Native,
+    /// The S3 API, path-style: `/<bucket>/<name>`.
+    S3,
+}
 
 /// The requests a run makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -198,6 +238,18 @@ pub struct BenchArgs {
     /// Longest wait for one request, answer body included.
     #[arg(long, env = "CAIRN_BENCH_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Interface to load: native (/objects/NAME) or s3 (path-style /BUCKET/NAME on the same port; SigV4-signed with --access-key).
+    #[arg(long, value_enum, env = "CAIRN_BENCH_API", default_value = "native")]
+    pub api: Api,
+    /// Bucket of --api s3, created if missing [default: bench]; only with --api s3.
+    #[arg(long, env = "CAIRN_BENCH_BUCKET")]
+    pub bucket: Option<String>,
+    /// Access key id, needed once the cluster has keys: S3 requests are signed with it (SigV4, presigned URLs), native ones carry it as a bearer token.
+    #[arg(long, env = "CAIRN_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(long, env = "CAIRN_SECRET_KEY", requires = "access_key", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 impl BenchArgs {
@@ -216,7 +268,25 @@ impl BenchArgs {
             keep: false,
             prefix: None,
             timeout: Duration::from_secs(60),
+            api: Api::Native,
+            bucket: None,
+            access_key: None,
+            secret_key: None,
         }
+    }
+
+    /// The bucket of an S3 run (`--bucket` or [`DEFAULT_BUCKET`]); `None` for the
+    /// native API.
+    pub fn s3_bucket(&self) -> Option<&str> {
+        match self.api {
+            Api::Native => None,
+            Api::S3 => Some(self.bucket.as_deref().unwrap_or(DEFAULT_BUCKET)),
+        }
+    }
+
+    /// The access key and its secret, when both are given.
+    pub fn key(&self) -> Option<(&str, &str)> {
+        self.access_key.as_deref().zip(self.secret_key.as_deref())
     }
 
     /// How many objects the prepare phase writes: 0 for `put` and `get-missing`,
@@ -260,6 +330,20 @@ impl BenchArgs {
         if self.op.reads_prepared() && self.objects_to_prepare() == 0 {
             return Err(BenchError::NoObjects);
         }
+        if self.access_key.is_some() != self.secret_key.is_some() {
+            return Err(BenchError::HalfAKey);
+        }
+        match (self.api, self.bucket.as_deref()) {
+            (Api::Native, Some(bucket)) => return Err(BenchError::BucketWithoutS3 { bucket: bucket.to_string() }),
+            (Api::S3, Some(bucket)) if bucket.is_empty() || bucket.contains('/') => {
+                return Err(BenchError::BadBucket { bucket: bucket.to_string(), reason: "not a bucket name" })
+            }
+            // A path-style request to these is the native API's.
+            (Api::S3, Some(bucket)) if RESERVED_BUCKETS.contains(&bucket) => {
+                return Err(BenchError::BadBucket { bucket: bucket.to_string(), reason: "reserved for the native API" })
+            }
+            (Api::Native, None) | (Api::S3, _) => {}
+        }
         Ok(())
     }
 }
@@ -301,6 +385,37 @@ pub enum BenchError {
         min: ByteSize,
         /// `--size-max`.
         max: ByteSize,
+    },
+    /// `--access-key` without `--secret-key` or the other way round.
+    #[error("--access-key and --secret-key go together")]
+    HalfAKey,
+    /// The key holds a character no HTTP header can carry (the native API's bearer token).
+    #[error("the access key cannot be sent: {reason}")]
+    BadKey {
+        /// Why.
+        reason: String,
+    },
+    /// A `bucket` for the native API, whose objects are the bucket `default`.
+    #[error("--bucket {bucket:?} is for --api s3 only")]
+    BucketWithoutS3 {
+        /// The bucket given.
+        bucket: String,
+    },
+    /// A bucket name the run cannot use.
+    #[error("bucket {bucket:?}: {reason}")]
+    BadBucket {
+        /// The bucket given.
+        bucket: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The bucket is neither there (HeadBucket) nor could be created (CreateBucket).
+    #[error("bucket {bucket} is not usable: {source}")]
+    BucketUnavailable {
+        /// The bucket.
+        bucket: String,
+        /// How it failed.
+        source: OpError,
     },
     /// The prefix makes names the API server would refuse.
     #[error("prefix {prefix:?} makes object names the server refuses: {source}")]
@@ -369,8 +484,27 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
     names::validate(&object_name(&prefix, u64::MAX))
         .map_err(|source| BenchError::BadPrefix { prefix: prefix.clone(), source })?;
 
+    // The native API's bearer token rides in every request; S3 requests are signed
+    // one by one and must not carry an Authorization header beside their signature.
+    let headers = match args.api {
+        Api::Native => Credentials { access_key: args.access_key.clone(), secret_key: args.secret_key.clone() }
+            .headers()
+            .map_err(|reason| BenchError::BadKey { reason })?,
+        Api::S3 => reqwest::header::HeaderMap::new(),
+    };
+    let interface = match args.s3_bucket() {
+        None => Interface::Native,
+        Some(bucket) => {
+            let s3 = S3Bucket::new(&base, bucket, args.key()).map_err(|_| BenchError::BadBucket {
+                bucket: bucket.to_string(),
+                reason: "makes no URL with the endpoint",
+            })?;
+            Interface::S3(Box::new(s3))
+        }
+    };
     let client = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(headers)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(args.concurrency as usize)
         .connect_timeout(CONNECT_TIMEOUT.min(args.timeout))
@@ -378,11 +512,18 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
         .retry(reqwest::retry::never())
         .build()
         .map_err(BenchError::Client)?;
-    let endpoint = Endpoint { client, base };
+    let endpoint = Endpoint { client, base, interface };
     let live_data_servers = Limit::new(args.timeout, None)
         .apply(endpoint.health())
         .await
         .map_err(|source| BenchError::Unreachable { endpoint: endpoint.base.clone(), source })?;
+    if let Some(bucket) = args.s3_bucket() {
+        let created = Limit::new(args.timeout, None)
+            .apply(endpoint.ensure_bucket())
+            .await
+            .map_err(|source| BenchError::BucketUnavailable { bucket: bucket.to_string(), source })?;
+        tracing::info!(bucket, created, "bench: S3 bucket ready");
+    }
 
     let shared = Arc::new(Shared {
         endpoint,
@@ -448,6 +589,8 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
 
     Ok(BenchReport {
         endpoint: shared.endpoint.base.clone(),
+        api: args.api,
+        bucket: args.s3_bucket().map(str::to_string),
         op: args.op,
         get_percent: args.op.get_percent(),
         object_size: size_min,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::latency::LatencySummary;
 use super::load::{Tally, KEPT_ERRORS};
-use super::{BenchError, Op};
+use super::{Api, BenchError, Op};
 use crate::size::ByteSize;
 
 /// Everything one run measured, with the parameters it ran with. See the module
@@ -17,6 +17,12 @@ use crate::size::ByteSize;
 pub struct BenchReport {
     /// The API server loaded.
     pub endpoint: String,
+    /// The interface loaded.
+    #[serde(default)]
+    pub api: Api,
+    /// The bucket of an S3 run; `None` for the native API.
+    #[serde(default)]
+    pub bucket: Option<String>,
     /// The operation mix.
     pub op: Op,
     /// Percentage of requests that were meant to be GETs (100, 0, or the mixed share).
@@ -162,7 +168,12 @@ impl BenchReport {
             self.elapsed_s,
             if self.interrupted { ", interrupted" } else { "" },
         )?;
-        writeln!(out, "endpoint:  {} ({} live data servers)", self.endpoint, self.live_data_servers)?;
+        let interface = match (self.api, &self.bucket) {
+            (Api::S3, Some(bucket)) => format!("S3, bucket {bucket}"),
+            (Api::S3, None) => "S3".to_string(),
+            (Api::Native, _) => "native API".to_string(),
+        };
+        writeln!(out, "endpoint:  {} ({interface}, {} live data servers)", self.endpoint, self.live_data_servers)?;
         writeln!(out, "objects:   prefix {}, {} prepared for GET", self.prefix, self.prepared_objects)?;
         writeln!(out)?;
         writeln!(

@@ -421,7 +421,7 @@ fn health_client(endpoint: &str) -> Result<Endpoint, reqwest::Error> {
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2))
         .build()?;
-    Ok(Endpoint { client, base: endpoint.to_string() })
+    Ok(Endpoint::native(client, endpoint.to_string()))
 }
 
 async fn wait_live_with(

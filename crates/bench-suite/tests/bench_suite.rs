@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{BenchReport, CleanupReport, LatencySummary, Op, OpReport};
+use cairn::bench::{Api, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
 use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
 use cairn_bench_suite::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
 use cairn_bench_suite::crash::CrashOutcome;
@@ -220,6 +220,8 @@ fn cell(op: Op, size: u64, clients: u32, ops_per_s: f64, p99_us: u32, errors: u6
     let figures = op_report(label, ops_per_s, mb_per_s, p99_us, errors);
     let report = BenchReport {
         endpoint: "http://127.0.0.1:1".into(),
+        api: Api::Native,
+        bucket: None,
         op,
         get_percent: op.get_percent(),
         object_size: size,
