@@ -29,7 +29,8 @@ cd "$work"
 
 # -- a bucket
 s3 mb s3://cli >/dev/null
-s3 ls | grep -qw cli || fail "mb: s3 ls does not list the bucket: $(s3 ls)"
+buckets=$(s3 ls)
+grep -qw cli <<<"$buckets" || fail "mb: s3 ls does not list the bucket: $buckets"
 ok mb_and_ls_buckets
 
 # -- cp up and down, below the multipart threshold
@@ -54,10 +55,10 @@ ok cp_multipart
 
 # -- ls
 listing=$(s3 ls s3://cli/)
-echo "$listing" | grep -Eq '^ +PRE dir/$' || fail "ls: no dir/ prefix in: $listing"
-echo "$listing" | grep -Eq ' 1048583 small\.bin$' || fail "ls: no small.bin in: $listing"
+grep -Eq '^ +PRE dir/$' <<<"$listing" || fail "ls: no dir/ prefix in: $listing"
+grep -Eq ' 1048583 small\.bin$' <<<"$listing" || fail "ls: no small.bin in: $listing"
 listing=$(s3 ls --recursive s3://cli/)
-echo "$listing" | grep -Eq " $((20 * 1024 * 1024 + 5)) dir/big\.bin$" || fail "ls --recursive: $listing"
+grep -Eq " $((20 * 1024 * 1024 + 5)) dir/big\.bin$" <<<"$listing" || fail "ls --recursive: $listing"
 ok ls
 
 # -- sync a tree up, back down, change it, and sync again
@@ -111,10 +112,11 @@ ok multipart_by_hand
 s3 rm --recursive s3://cli/tree/ >/dev/null
 count=$(s3api list-objects-v2 --no-paginate --bucket cli --prefix tree/ --query KeyCount)
 [ "$count" = 0 ] || fail "rm --recursive: $count keys left under tree/"
-s3 ls s3://cli/ | grep -q small.bin || fail "rm --recursive: removed more than tree/"
+listing=$(s3 ls s3://cli/)
+grep -q small.bin <<<"$listing" || fail "rm --recursive: removed more than tree/: $listing"
 ok rm_recursive
 
 # -- a bucket that holds versions is not removed
 if out=$(s3 rb s3://cli 2>&1); then fail "rb: a bucket with objects was removed"; fi
-echo "$out" | grep -q BucketNotEmpty || fail "rb: $out"
+grep -q BucketNotEmpty <<<"$out" || fail "rb: $out"
 ok rb_refuses_a_full_bucket

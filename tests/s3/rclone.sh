@@ -36,7 +36,7 @@ ok copy
 
 listing=$(rc ls cairn:rclone/tree)
 for f in "6 a.txt" "5 sub/b.txt" "200000 sub/deep/c.bin" "$((12 * 1024 * 1024 + 3)) big.bin"; do
-  echo "$listing" | grep -Eq "^ *$f\$" || fail "ls: no '$f' in: $listing"
+  grep -Eq "^ *$f\$" <<<"$listing" || fail "ls: no '$f' in: $listing"
 done
 [ "$(echo "$listing" | wc -l)" = 4 ] || fail "ls: $listing"
 ok ls
@@ -44,15 +44,15 @@ ok ls
 # The remote's MD5s are the files' (a single PUT's ETag, the multipart one's
 # metadata), and check compares them.
 remote=$(rc md5sum cairn:rclone/tree | sort -k2)
-local=$(cd src && find . -type f | sed 's|^\./||' | sort | xargs md5sum | sort -k2)
-[ "$remote" = "$local" ] || fail "md5sum: remote
+here=$(cd src && find . -type f | sed 's|^\./||' | sort | xargs md5sum | sort -k2)
+[ "$remote" = "$here" ] || fail "md5sum: remote
 $remote
 local
-$local"
+$here"
 rc check src cairn:rclone/tree 2>check.log || fail "check: $(cat check.log)"
 grep -q "0 differences found" check.log || fail "check: $(cat check.log)"
 grep -q "4 matching files" check.log || fail "check: $(cat check.log)"
-grep -q "hashes could not be checked" check.log && fail "check: hashes not compared: $(cat check.log)"
+if grep -q "hashes could not be checked" check.log; then fail "check: hashes not compared: $(cat check.log)"; fi
 ok check
 
 # Same size, other bytes: only the hash can tell, and check must.
@@ -68,8 +68,8 @@ rm src/sub/b.txt
 rc sync src cairn:rclone/tree
 rc check src cairn:rclone/tree 2>check.log || fail "check after sync: $(cat check.log)"
 listing=$(rc ls cairn:rclone/tree)
-echo "$listing" | grep -q "sub/b.txt" && fail "sync left sub/b.txt: $listing"
-echo "$listing" | grep -q "sub/new.txt" || fail "sync did not add sub/new.txt: $listing"
+if grep -q "sub/b.txt" <<<"$listing"; then fail "sync left sub/b.txt: $listing"; fi
+grep -q "sub/new.txt" <<<"$listing" || fail "sync did not add sub/new.txt: $listing"
 ok sync
 
 # And back down.
