@@ -27,21 +27,20 @@ pub const HASH_BUDGET: usize = 512 * 1024;
 /// Bodies up to this size are hashed inline: a thread hop costs more than it saves.
 pub const INLINE_LIMIT: usize = 64 * 1024;
 
-/// A running SHA-256 computed on a blocking thread.
-pub struct PipedHasher {
+/// A running digest `D` computed on a blocking thread: SHA-256 for the content
+/// address ([`PipedHasher`]), MD5 for S3's entity tags.
+pub struct PipedDigest<D> {
     chunks: mpsc::UnboundedSender<(Bytes, u32)>,
     budget: Arc<Semaphore>,
-    hasher: JoinHandle<Sha256>,
+    hasher: JoinHandle<D>,
 }
 
-/// The hashing thread died (it panicked or the runtime is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the hashing thread failed: {0}")]
-pub struct HasherFailed(String);
+/// A running SHA-256 computed on a blocking thread.
+pub type PipedHasher = PipedDigest<Sha256>;
 
-impl PipedHasher {
-    /// Starts hashing, continuing from `state` (what was hashed inline so far).
-    pub fn continue_from(state: Sha256) -> PipedHasher {
+impl<D: Digest + Send + 'static> PipedDigest<D> {
+    /// Starts a digest on a blocking thread, continuing from `state`.
+    pub fn start(state: D) -> PipedDigest<D> {
         let (chunks, mut rx) = mpsc::unbounded_channel::<(Bytes, u32)>();
         let budget = Arc::new(Semaphore::new(HASH_BUDGET));
         let returned = budget.clone();
@@ -53,7 +52,37 @@ impl PipedHasher {
             }
             state
         });
-        PipedHasher { chunks, budget, hasher }
+        PipedDigest { chunks, budget, hasher }
+    }
+
+    /// Queues `chunk`; waits while [`HASH_BUDGET`] bytes are queued already.
+    pub async fn update(&mut self, chunk: Bytes) {
+        // A chunk larger than the whole budget waits for an empty queue.
+        let permits = chunk.len().min(HASH_BUDGET) as u32;
+        match self.budget.clone().acquire_many_owned(permits).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return, // never closed; `finish` reports a dead thread
+        }
+        // A closed queue means the thread died; `finish` reports it.
+        let _ = self.chunks.send((chunk, permits));
+    }
+
+    /// The digest state after everything queued.
+    pub async fn finish_state(self) -> Result<D, HasherFailed> {
+        drop(self.chunks);
+        self.hasher.await.map_err(|e| HasherFailed(e.to_string()))
+    }
+}
+
+/// The hashing thread died (it panicked or the runtime is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the hashing thread failed: {0}")]
+pub struct HasherFailed(String);
+
+impl PipedDigest<Sha256> {
+    /// Starts hashing, continuing from `state` (what was hashed inline so far).
+    pub fn continue_from(state: Sha256) -> PipedHasher {
+        PipedDigest::start(state)
     }
 
     /// Starts hashing from nothing.
@@ -90,25 +119,12 @@ impl PipedHasher {
             }
             decoder.into_inner().0
         });
-        PipedHasher { chunks, budget, hasher }
-    }
-
-    /// Queues `chunk`; waits while [`HASH_BUDGET`] bytes are queued already.
-    pub async fn update(&mut self, chunk: Bytes) {
-        // A chunk larger than the whole budget waits for an empty queue.
-        let permits = chunk.len().min(HASH_BUDGET) as u32;
-        match self.budget.clone().acquire_many_owned(permits).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return, // never closed; `finish` reports a dead thread
-        }
-        // A closed queue means the thread died; `finish` reports it.
-        let _ = self.chunks.send((chunk, permits));
+        PipedDigest { chunks, budget, hasher }
     }
 
     /// The hash of everything queued.
     pub async fn finish(self) -> Result<ContentHash, HasherFailed> {
-        drop(self.chunks);
-        let state = self.hasher.await.map_err(|e| HasherFailed(e.to_string()))?;
+        let state = self.finish_state().await?;
         Ok(ContentHash::from_bytes(state.finalize().into()))
     }
 }
@@ -135,7 +151,7 @@ fn undecodable(mut state: Sha256) -> Sha256 {
     state
 }
 
-impl Default for PipedHasher {
+impl Default for PipedDigest<Sha256> {
     fn default() -> Self {
         PipedHasher::new()
     }
