@@ -41,6 +41,7 @@ use crate::meta::{
     BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, VersionRecord,
     DEFAULT_BUCKET,
 };
+use crate::object::hashing::{PipedDigest, INLINE_LIMIT};
 use crate::object::{ObjectError, ObjectService};
 use crate::range::ByteRange;
 
@@ -381,38 +382,88 @@ fn user_metadata(attrs: &ObjectAttrs) -> Option<dto::Metadata> {
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 /// A request body on its way to the write path: its MD5 computed as it passes
-/// and its first error kept as the S3 error it is (a chunk signature that does not
-/// match is `SignatureDoesNotMatch`, not a broken body).
+/// (inline for the first [`INLINE_LIMIT`] bytes, then on a blocking thread beside
+/// the write path's SHA-256, so a large body's MD5 does not hold up its coding and
+/// sending), and its first error kept as the S3 error it is (a chunk signature
+/// that does not match is `SignatureDoesNotMatch`, not a broken body).
 struct Md5Body {
-    md5: Arc<Mutex<Md5>>,
+    md5: tokio::sync::oneshot::Receiver<Md5State>,
     error: Arc<Mutex<Option<S3Error>>>,
+}
+
+/// The running MD5 of a body.
+enum Md5State {
+    Inline(Md5, usize),
+    Piped(PipedDigest<Md5>),
+}
+
+impl Md5State {
+    async fn update(&mut self, bytes: &Bytes) {
+        match self {
+            Md5State::Inline(md5, seen) if *seen + bytes.len() <= INLINE_LIMIT => {
+                md5.update(bytes);
+                *seen += bytes.len();
+            }
+            Md5State::Inline(md5, _) => {
+                let mut piped = PipedDigest::start(std::mem::take(md5));
+                piped.update(bytes.clone()).await;
+                *self = Md5State::Piped(piped);
+            }
+            Md5State::Piped(piped) => piped.update(bytes.clone()).await,
+        }
+    }
+
+    async fn hex(self) -> S3Result<String> {
+        let md5 = match self {
+            Md5State::Inline(md5, _) => md5,
+            Md5State::Piped(piped) => piped.finish_state().await.map_err(|e| s3_error!(InternalError, "{e}"))?,
+        };
+        Ok(hex::encode(md5.finalize()))
+    }
 }
 
 impl Md5Body {
     fn wrap(body: StreamingBlob) -> (Md5Body, BodyStream) {
-        let md5 = Arc::new(Mutex::new(Md5::new()));
+        let (done, md5) = tokio::sync::oneshot::channel();
         let error = Arc::new(Mutex::new(None));
-        let (m, e) = (Arc::clone(&md5), Arc::clone(&error));
-        let stream = body.map(move |item| match item {
-            Ok(bytes) => {
-                m.lock().unwrap_or_else(|p| p.into_inner()).update(&bytes);
-                Ok(bytes)
-            }
-            Err(err) => {
-                let s3 = match err.downcast_ref::<S3Error>() {
-                    Some(s3) => S3Error::with_message(s3.code().clone(), s3.message().unwrap_or("").to_string()),
-                    None => S3Error::with_message(S3ErrorCode::IncompleteBody, err.to_string()),
-                };
-                e.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(s3);
-                Err(std::io::Error::other(err.to_string()))
+        let first_error = Arc::clone(&error);
+        let start = (body, Md5State::Inline(Md5::new(), 0), Some(done));
+        let stream = futures_util::stream::unfold(start, move |(mut body, mut state, mut done)| {
+            let first_error = Arc::clone(&first_error);
+            async move {
+                match body.next().await {
+                    Some(Ok(bytes)) => {
+                        state.update(&bytes).await;
+                        Some((Ok(bytes), (body, state, done)))
+                    }
+                    Some(Err(err)) => {
+                        let s3 = match err.downcast_ref::<S3Error>() {
+                            Some(s3) => {
+                                S3Error::with_message(s3.code().clone(), s3.message().unwrap_or("").to_string())
+                            }
+                            None => S3Error::with_message(S3ErrorCode::IncompleteBody, err.to_string()),
+                        };
+                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(s3);
+                        Some((Err(std::io::Error::other(err.to_string())), (body, state, done)))
+                    }
+                    None => {
+                        if let Some(done) = done.take() {
+                            let _ = done.send(state);
+                        }
+                        None
+                    }
+                }
             }
         });
         (Md5Body { md5, error }, Box::pin(stream))
     }
 
-    /// The MD5 of everything that passed, as hex.
-    fn hex(&self) -> String {
-        hex::encode(self.md5.lock().unwrap_or_else(|p| p.into_inner()).clone().finalize())
+    /// The MD5 of the whole body, as hex (once the write path has read it all).
+    async fn hex(self) -> S3Result<String> {
+        match self.md5.await {
+            Ok(state) => state.hex().await,
+            Err(_) => Err(s3_error!(InternalError, "the body was not read to its end")),
+        }
     }
 
     /// The S3 error for a failed write: the body's own error when it broke.
@@ -451,7 +502,7 @@ impl CairnS3 {
     ) -> S3Result<(crate::object::write::StoredContent, String)> {
         let (md5, stream) = Md5Body::wrap(body_or_empty(body));
         let stored = self.svc.store(stream, None).await.map_err(|e| md5.error(e))?;
-        let hex = md5.hex();
+        let hex = md5.hex().await?;
         // The bytes are durable but not recorded: a mismatch leaves orphans that the
         // collector removes after --orphan-age, and nothing visible.
         check_content_md5(content_md5, &hex)?;
@@ -1303,14 +1354,21 @@ impl S3 for CairnS3 {
         let finish = async move {
             let whole = svc.store(concatenated(svc.clone(), contents), None).await.map_err(object_error)?;
             if whole.content.size != total {
-                return Err(s3_error!(InternalError, "the parts read back as {} bytes, not {total}", whole.content.size));
+                return Err(s3_error!(
+                    InternalError,
+                    "the parts read back as {} bytes, not {total}",
+                    whole.content.size
+                ));
             }
             let mut attrs = upload.attrs.clone();
             attrs.etag = Some(etag.clone());
-            let record = match svc.meta.complete_multipart(&upload.id, &whole.content, &attrs).await.map_err(meta_error)? {
-                CompleteOutcome::Completed(record) => record,
-                CompleteOutcome::Gone => return Err(s3_error!(NoSuchUpload, "upload {} ended meanwhile", upload.id)),
-            };
+            let record =
+                match svc.meta.complete_multipart(&upload.id, &whole.content, &attrs).await.map_err(meta_error)? {
+                    CompleteOutcome::Completed(record) => record,
+                    CompleteOutcome::Gone => {
+                        return Err(s3_error!(NoSuchUpload, "upload {} ended meanwhile", upload.id))
+                    }
+                };
             svc.recorded(whole);
             Ok(dto::CompleteMultipartUploadOutput {
                 location: Some(format!("/{bucket}/{key}")),
