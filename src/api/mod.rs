@@ -319,7 +319,8 @@ fn with_s3(
         .fallback_service(s3_routes)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let s3 = dispatch_s3.clone();
-            let virtual_host = domain.as_deref().is_some_and(|d| is_virtual_host(&request, d));
+            let virtual_host =
+                domain.as_deref().is_some_and(|d| is_virtual_host(&request, d)) || is_reserved_bucket_request(&request);
             async move {
                 if virtual_host {
                     use tower::ServiceExt;
@@ -333,6 +334,34 @@ fn with_s3(
             }
         }))
         .layer(requests)
+        .layer(middleware::from_fn(close_after_unanswered_expect))
+}
+
+/// A CreateBucket or DeleteBucket of a name the native API's paths take (`PUT
+/// /objects`): S3's, so the client hears `InvalidBucketName` (or `NoSuchBucket`)
+/// in S3's words, not a native 405.
+fn is_reserved_bucket_request(request: &Request) -> bool {
+    let name = request.uri().path().strip_prefix('/').unwrap_or("");
+    matches!(*request.method(), Method::PUT | Method::DELETE) && s3::RESERVED_BUCKETS.contains(&name)
+}
+
+/// A request with `Expect: 100-continue` and an empty body is answered without a
+/// `100 Continue` (there is nothing to continue), which botocore (boto/botocore#3755)
+/// mistakes for the interim answer: it then reads the next answer on the
+/// connection as this one's and stalls until the idle timeout. Closing such a
+/// connection after its answer costs one reconnect and keeps every client right.
+async fn close_after_unanswered_expect(request: Request, next: Next) -> Response {
+    let expects = request
+        .headers()
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let empty = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim) == Some("0");
+    let mut response = next.run(request).await;
+    if expects && empty {
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Whether `request` addresses a bucket by host name under `domain`.
