@@ -195,14 +195,20 @@ fn caller_of<T>(req: &S3Request<T>) -> Caller {
     req.extensions.get::<Caller>().cloned().unwrap_or(Caller::Open)
 }
 
-/// An S3 error for a metadata store failure.
+/// An S3 error for a metadata store failure. Failures of cairn's own (5xx) are
+/// logged here: s3s's own log of every refused request (`s3s::ops`, at ERROR for a
+/// bad signature too) is off by default, or any client could flood the log.
 fn meta_error(e: MetaError) -> S3Error {
     match e {
         MetaError::NoSuchBucket { bucket } => s3_error!(NoSuchBucket, "no such bucket: {bucket}"),
         MetaError::Unavailable(_) | MetaError::ContentDeleting { .. } => {
+            tracing::warn!(error = %e, "S3 request failed");
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
-        e => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+        e => {
+            tracing::warn!(error = %e, "S3 request failed");
+            S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+        }
     }
 }
 
@@ -227,8 +233,14 @@ fn object_error(e: ObjectError) -> S3Error {
         | ObjectError::QuorumNotReached { .. }
         | ObjectError::Unavailable { .. }
         | ObjectError::ContentMismatch { .. }
-        | ObjectError::Bus(_) => S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string()),
-        e => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+        | ObjectError::Bus(_) => {
+            tracing::warn!(error = %e, "S3 request failed");
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
+        }
+        e => {
+            tracing::warn!(error = %e, "S3 request failed");
+            S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+        }
     }
 }
 
