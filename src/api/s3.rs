@@ -835,8 +835,8 @@ impl S3 for CairnS3 {
         if input.if_none_match.is_some() || input.if_match.is_some() {
             let current = self.svc.meta.latest(&input.bucket, &input.key).await.map_err(meta_error)?;
             let current = current.filter(|r| !r.is_tombstone());
-            if let (Some(c), Some(_)) = (&input.if_none_match, &current) {
-                if condition_matches(c, &etag_of(current.as_ref().expect("checked"))) {
+            if let (Some(c), Some(existing)) = (&input.if_none_match, &current) {
+                if condition_matches(c, &etag_of(existing)) {
                     return Err(s3_error!(PreconditionFailed, "If-None-Match: the key exists"));
                 }
             }
