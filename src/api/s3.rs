@@ -355,8 +355,24 @@ fn not_modified(etag: &str) -> S3Error {
     err
 }
 
-/// The attributes a PUT, a CopyObject with `REPLACE` or a multipart upload sets.
-#[allow(clippy::too_many_arguments)]
+/// The attributes the input of a PUT, a CopyObject with `REPLACE` or a
+/// CreateMultipartUpload sets: s3s gives the three their own types with the same
+/// fields.
+macro_rules! attrs_of {
+    ($input:expr) => {
+        attrs_from(
+            $input.content_type,
+            $input.content_encoding,
+            $input.cache_control,
+            $input.content_disposition,
+            $input.content_language,
+            $input.expires.as_ref(),
+            $input.metadata,
+        )
+    };
+}
+
+/// The attributes of [`attrs_of`], from their fields.
 fn attrs_from(
     content_type: Option<String>,
     content_encoding: Option<String>,
@@ -682,6 +698,10 @@ fn object_entry(record: &VersionRecord) -> dto::Object {
     }
 }
 
+fn common_prefixes(prefixes: Vec<String>) -> Option<Vec<dto::CommonPrefix>> {
+    Some(prefixes.into_iter().map(|p| dto::CommonPrefix { prefix: Some(p) }).collect())
+}
+
 fn max_keys(asked: Option<i32>) -> usize {
     asked.map_or(MAX_KEYS, |m| usize::try_from(m).unwrap_or(0).min(MAX_KEYS))
 }
@@ -847,15 +867,7 @@ impl S3 for CairnS3 {
             }
         }
         let (stored, md5) = self.store_body(input.body, input.content_md5.as_ref()).await?;
-        let mut attrs = attrs_from(
-            input.content_type,
-            input.content_encoding,
-            input.cache_control,
-            input.content_disposition,
-            input.content_language,
-            input.expires.as_ref(),
-            input.metadata,
-        );
+        let mut attrs = attrs_of!(input);
         attrs.etag = Some(md5.clone());
         let record =
             self.svc.meta.put_object(&input.bucket, &input.key, &stored.content, &attrs).await.map_err(meta_error)?;
@@ -1026,19 +1038,7 @@ impl S3 for CairnS3 {
         let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
         let etag = etag_of(&source);
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
-        let mut attrs = if replace {
-            attrs_from(
-                input.content_type,
-                input.content_encoding,
-                input.cache_control,
-                input.content_disposition,
-                input.content_language,
-                input.expires.as_ref(),
-                input.metadata,
-            )
-        } else {
-            source.attrs.clone().unwrap_or_default()
-        };
+        let mut attrs = if replace { attrs_of!(input) } else { source.attrs.clone().unwrap_or_default() };
         attrs.etag = Some(etag.clone());
         // Same bytes, same content: a copy is one metadata write, whatever its size.
         let record = self.svc.meta.put_object(&input.bucket, &input.key, &content, &attrs).await.map_err(meta_error)?;
@@ -1073,7 +1073,7 @@ impl S3 for CairnS3 {
             is_truncated: Some(listed.next.is_some()),
             next_marker: if input.delimiter.is_some() { listed.next.clone() } else { None },
             contents: Some(listed.objects.iter().map(object_entry).collect()),
-            common_prefixes: Some(listed.prefixes.into_iter().map(|p| dto::CommonPrefix { prefix: Some(p) }).collect()),
+            common_prefixes: common_prefixes(listed.prefixes),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1106,7 +1106,7 @@ impl S3 for CairnS3 {
             next_continuation_token: listed.next.as_deref().map(encode_token),
             delimiter: input.delimiter,
             contents: Some(listed.objects.iter().map(object_entry).collect()),
-            common_prefixes: Some(listed.prefixes.into_iter().map(|p| dto::CommonPrefix { prefix: Some(p) }).collect()),
+            common_prefixes: common_prefixes(listed.prefixes),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1215,7 +1215,7 @@ impl S3 for CairnS3 {
             next_version_id_marker: next.as_ref().and_then(|(_, v)| v.clone()),
             versions: Some(versions),
             delete_markers: Some(markers),
-            common_prefixes: Some(prefixes.into_iter().map(|p| dto::CommonPrefix { prefix: Some(p) }).collect()),
+            common_prefixes: common_prefixes(prefixes),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -1227,15 +1227,7 @@ impl S3 for CairnS3 {
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         let input = req.input;
         check_key(&input.key)?;
-        let attrs = attrs_from(
-            input.content_type,
-            input.content_encoding,
-            input.cache_control,
-            input.content_disposition,
-            input.content_language,
-            input.expires.as_ref(),
-            input.metadata,
-        );
+        let attrs = attrs_of!(input);
         let upload = MultipartRecord {
             id: crate::object::resumable::new_upload_id(),
             bucket: input.bucket.clone(),
