@@ -598,7 +598,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let meta = cairn::meta::open(&meta_url).await?;
     let key = if args.auth { Some(dev_key(meta.as_ref()).await?) } else { None };
     let cluster = DevCluster::start_with_meta(config, meta).await?;
-    println!("cairn dev: API server    http://{}   (S3 too: path-style, region us-east-1)", cluster.api_addr);
+    println!("cairn dev: API server    http://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
         println!("cairn dev: data server   http://{addr}   ({})", root.display());
     }
@@ -608,6 +608,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "cairn dev: bus           in-process; policy {} ({} below {}); Ctrl-C to stop",
         r.policy, r.small_policy, r.small_threshold
     );
+    println!("cairn dev: S3            http://{}   (path-style, region us-east-1)", cluster.api_addr);
     match key {
         Some(key) => {
             println!("cairn dev: access key    {}", key.access_key);
