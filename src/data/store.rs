@@ -865,17 +865,19 @@ impl ShardStore {
     /// Every `garbage/` entry moved aside at or after `since`, oldest first, with
     /// when (ms since the Unix epoch; from its name, see `garbage_path`).
     pub fn garbage_since(&self, since: SystemTime) -> Result<Vec<(ContentHash, ShardIndex, i64)>, StoreError> {
-        let mut out = Vec::new();
+        let mut found = Vec::new();
         for entry in fs::read_dir(self.root.join("garbage"))? {
             let name = entry?.file_name();
             let Some((hash, shard, at)) = name.to_str().and_then(parse_garbage_name) else { continue };
             if at >= since {
-                let ms = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                out.push((hash, shard, ms));
+                found.push((at, hash, shard));
             }
         }
-        out.sort_by_key(|&(h, s, ms)| (ms, h, s));
-        Ok(out)
+        // In the order they were moved, to the nanosecond their names carry: two
+        // moved within one millisecond keep their order too.
+        found.sort();
+        let ms = |at: SystemTime| at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Ok(found.into_iter().map(|(at, hash, shard)| (hash, shard, ms(at))).collect())
     }
 
     /// Removes `garbage/` entries moved aside more than `ttl` ago (by the time in
@@ -1360,6 +1362,20 @@ mod tests {
         assert_eq!(store.clean_garbage(Duration::ZERO).unwrap(), 1);
         assert_eq!(garbage_count(&store), 0);
         assert!(matches!(store.purge(&hash, 3), Err(StoreError::NoSuchShard { .. })));
+    }
+
+    #[test]
+    fn garbage_is_listed_in_the_order_its_names_stamp_to_the_nanosecond() {
+        let (_dir, store) = store();
+        let (late, early) = (ContentHash::of(b"late"), ContentHash::of(b"early"));
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        // Within one millisecond, and the later one with the smaller hash.
+        let (first, second) = if late < early { (early, late) } else { (late, early) };
+        std::fs::write(store.root.join("garbage").join(format!("{first}.1.{now}.000000100")), b"x").unwrap();
+        std::fs::write(store.root.join("garbage").join(format!("{second}.2.{now}.000000200")), b"x").unwrap();
+        let since = SystemTime::now() - Duration::from_secs(60);
+        let order: Vec<_> = store.garbage_since(since).unwrap().into_iter().map(|(h, s, _)| (h, s)).collect();
+        assert_eq!(order, vec![(first, 1), (second, 2)]);
     }
 
     #[test]
