@@ -7,7 +7,8 @@
 //!   of a 100 MiB file in 8 MiB parts), presigned URLs (expired ones refused), and
 //!   S3's error codes. Against `cairn dev` in-process, and on the multi-process
 //!   layout (six `cairn data`, two `cairn api` on the real RabbitMQ) writing
-//!   through one API server and reading through the other.
+//!   through one API server and reading through the other; the aws-cli and rclone
+//!   scripts below run there too, one through each API server.
 //! - aws-cli (`tests/s3/aws_cli.sh`): `s3 cp` (single and multipart), `ls`,
 //!   `sync` up and back, `rm --recursive`, `s3api` versions and a multipart upload
 //!   by hand.
@@ -100,10 +101,15 @@ async fn aws_cli_copies_syncs_lists_and_removes() {
     };
     let t = common::start_custom(6, |_| {}).await;
     let key = create_key(&t.http, &t.base, json!({}), None).await;
+    aws_cli_suite(aws, &t.base, &key).await;
+}
+
+/// Runs the aws-cli script against `endpoint` and checks every step said ok.
+async fn aws_cli_suite(aws: &str, endpoint: &str, key: &Key) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().display().to_string();
-    let out = Client::new("bash", &[&script("aws_cli.sh"), &t.base, &work], dir.path())
-        .key(&key)
+    let out = Client::new("bash", &[&script("aws_cli.sh"), endpoint, &work], dir.path())
+        .key(key)
         .env("AWS", aws)
         .run(CLIENT_TIMEOUT)
         .await;
@@ -132,12 +138,17 @@ async fn rclone_copies_syncs_and_checks_md5s() {
     }
     let t = common::start_custom(6, |_| {}).await;
     let key = create_key(&t.http, &t.base, json!({}), None).await;
+    rclone_suite(&t.base, &key).await;
+}
+
+/// Runs the rclone script against `endpoint` and checks every step said ok.
+async fn rclone_suite(endpoint: &str, key: &Key) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().display().to_string();
     let out = Client::new("bash", &[&script("rclone.sh"), &work], dir.path())
         .env("RCLONE_CONFIG_CAIRN_TYPE", "s3")
         .env("RCLONE_CONFIG_CAIRN_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_CAIRN_ENDPOINT", &t.base)
+        .env("RCLONE_CONFIG_CAIRN_ENDPOINT", endpoint)
         .env("RCLONE_CONFIG_CAIRN_ACCESS_KEY_ID", &key.id)
         .env("RCLONE_CONFIG_CAIRN_SECRET_ACCESS_KEY", &key.secret)
         .env("RCLONE_CONFIG_CAIRN_REGION", "us-east-1")
@@ -226,9 +237,16 @@ impl Drop for Layout {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boto3_on_the_multi_process_layout_writes_through_one_api_server_and_reads_through_the_other() {
-    const TEST: &str = "boto3_on_the_multi_process_layout";
+async fn boto3_aws_and_rclone_on_the_multi_process_layout() {
+    const TEST: &str = "boto3_aws_and_rclone_on_the_multi_process_layout";
     if !rabbitmq_reachable(TEST).await || !boto3_ready(TEST) {
+        return;
+    }
+    let aws = s3::aws_command();
+    if aws.is_none() && !s3::missing(TEST, "no aws-cli (aws, or python3 -m awscli in target/s3py)") {
+        return;
+    }
+    if !s3::rclone_available() && !s3::missing(TEST, "rclone not installed (apt-get install rclone)") {
         return;
     }
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -238,4 +256,9 @@ async fn boto3_on_the_multi_process_layout_writes_through_one_api_server_and_rea
     // writing one: it is looked up in the shared store, not in a stale snapshot.
     let key = create_key(&http, &reader, json!({}), None).await;
     boto3_suite(&writer, &reader, &key).await;
+    // The command-line clients, one through each API server.
+    if let Some(aws) = aws {
+        aws_cli_suite(aws, &writer, &key).await;
+    }
+    rclone_suite(&reader, &key).await;
 }
