@@ -15,7 +15,7 @@ use cairn::meta::sqlite::SqliteStore;
 use cairn::meta::{
     AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
     ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
-    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+    Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 
 /// Wraps a real store; while `down` is set every call fails as a database that is
@@ -202,9 +202,10 @@ impl MetaStore for Flaky {
         n: &str,
         c: &ContentRecord,
         attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
     ) -> Result<VersionRecord, MetaError> {
         self.check()?;
-        self.inner.put_object(b, n, c, attrs).await
+        self.inner.put_object(b, n, c, attrs, condition).await
     }
     async fn delete_version(&self, b: &str, n: &str, v: u64) -> Result<bool, MetaError> {
         self.check()?;

@@ -38,8 +38,8 @@ use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use super::keys::{Caller, KeyRing, Refusal};
 use super::names;
 use crate::meta::{
-    BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, VersionRecord,
-    DEFAULT_BUCKET,
+    BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, Precondition,
+    VersionRecord, DEFAULT_BUCKET,
 };
 use crate::object::hashing::{PipedDigest, INLINE_LIMIT};
 use crate::object::{ObjectError, ObjectService};
@@ -201,6 +201,9 @@ fn caller_of<T>(req: &S3Request<T>) -> Caller {
 fn meta_error(e: MetaError) -> S3Error {
     match e {
         MetaError::NoSuchBucket { bucket } => s3_error!(NoSuchBucket, "no such bucket: {bucket}"),
+        MetaError::PreconditionFailed { .. } => {
+            s3_error!(PreconditionFailed, "the PUT's precondition no longer held when its version was added")
+        }
         MetaError::Unavailable(_) | MetaError::ContentDeleting { .. } => {
             tracing::warn!(error = %e, "S3 request failed");
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
@@ -301,12 +304,19 @@ fn seconds(ts: &Timestamp) -> i64 {
     at.unix_timestamp()
 }
 
-/// The S3 ETag of a version (unquoted): its MD5 as stored with it, else its SHA-256.
-fn etag_of(record: &VersionRecord) -> String {
-    match (&record.attrs, &record.content) {
-        (Some(ObjectAttrs { etag: Some(etag), .. }), _) => etag.clone(),
-        (_, Some(content)) => content.hash.to_hex(),
-        (_, None) => String::new(),
+/// The precondition of a conditional PUT, as S3 has them: `If-None-Match: *`
+/// (create only) or `If-Match: <etag>` (replace only that version), one at a time.
+fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<Precondition>> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (None, Some(ETagCondition::Any)) => Ok(Some(Precondition::Absent)),
+        (Some(ETagCondition::ETag(tag)), None) => Ok(Some(Precondition::Matches(tag.value().to_string()))),
+        _ => {
+            Err(s3_error!(NotImplemented, "a conditional PUT takes If-None-Match: * or If-Match: <etag>, one of them"))
+        }
     }
 }
 
@@ -328,7 +338,7 @@ fn check_conditions(
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
 ) -> S3Result<()> {
-    let etag = etag_of(record);
+    let etag = record.etag();
     let modified = record.created_ms.div_euclid(1000);
     match if_match {
         Some(c) if !condition_matches(c, &etag) => return Err(s3_error!(PreconditionFailed, "If-Match failed")),
@@ -690,7 +700,7 @@ fn resume_after(marker: Option<String>, delimiter: Option<&str>) -> Option<Strin
 fn object_entry(record: &VersionRecord) -> dto::Object {
     dto::Object {
         key: Some(record.name.clone()),
-        e_tag: Some(ETag::Strong(etag_of(record))),
+        e_tag: Some(ETag::Strong(record.etag())),
         last_modified: Some(timestamp(record.created_ms)),
         size: Some(record.content.as_ref().map_or(0, |c| c.size) as i64),
         storage_class: Some(dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)),
@@ -852,25 +862,24 @@ impl S3 for CairnS3 {
     async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = req.input;
         check_key(&input.key)?;
-        if input.if_none_match.is_some() || input.if_match.is_some() {
-            let current = self.svc.meta.latest(&input.bucket, &input.key).await.map_err(meta_error)?;
-            let current = current.filter(|r| !r.is_tombstone());
-            if let (Some(c), Some(existing)) = (&input.if_none_match, &current) {
-                if condition_matches(c, &etag_of(existing)) {
-                    return Err(s3_error!(PreconditionFailed, "If-None-Match: the key exists"));
-                }
-            }
-            if let Some(c) = &input.if_match {
-                if !current.as_ref().is_some_and(|r| condition_matches(c, &etag_of(r))) {
-                    return Err(s3_error!(PreconditionFailed, "If-Match failed"));
-                }
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        if let Some(condition) = &condition {
+            // Checked once before the body is stored, so a failing write costs no
+            // bytes, and again in the version's transaction, so it is atomic.
+            let latest = self.svc.meta.latest(&input.bucket, &input.key).await.map_err(meta_error)?;
+            if !condition.holds(latest.as_ref()) {
+                return Err(s3_error!(PreconditionFailed, "the PUT's precondition does not hold"));
             }
         }
         let (stored, md5) = self.store_body(input.body, input.content_md5.as_ref()).await?;
         let mut attrs = attrs_of!(input);
         attrs.etag = Some(md5.clone());
-        let record =
-            self.svc.meta.put_object(&input.bucket, &input.key, &stored.content, &attrs).await.map_err(meta_error)?;
+        let record = self
+            .svc
+            .meta
+            .put_object(&input.bucket, &input.key, &stored.content, &attrs, condition.as_ref())
+            .await
+            .map_err(meta_error)?;
         self.svc.recorded(stored);
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(ETag::Strong(md5)),
@@ -914,7 +923,7 @@ impl S3 for CairnS3 {
             content_length: Some(range.len() as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(etag_of(&record))),
+            e_tag: Some(ETag::Strong(record.etag())),
             last_modified: Some(timestamp(record.created_ms)),
             version_id: Some(version_id(&record)),
             content_type: Some(
@@ -950,7 +959,7 @@ impl S3 for CairnS3 {
         Ok(S3Response::new(dto::HeadObjectOutput {
             content_length: Some(size as i64),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(etag_of(&record))),
+            e_tag: Some(ETag::Strong(record.etag())),
             last_modified: Some(timestamp(record.created_ms)),
             version_id: Some(version_id(&record)),
             content_type: Some(attrs.content_type.clone().unwrap_or("binary/octet-stream".into())),
@@ -1036,12 +1045,13 @@ impl S3 for CairnS3 {
         )
         .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
         let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
-        let etag = etag_of(&source);
+        let etag = source.etag();
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
         let mut attrs = if replace { attrs_of!(input) } else { source.attrs.clone().unwrap_or_default() };
         attrs.etag = Some(etag.clone());
         // Same bytes, same content: a copy is one metadata write, whatever its size.
-        let record = self.svc.meta.put_object(&input.bucket, &input.key, &content, &attrs).await.map_err(meta_error)?;
+        let record =
+            self.svc.meta.put_object(&input.bucket, &input.key, &content, &attrs, None).await.map_err(meta_error)?;
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -1184,7 +1194,7 @@ impl S3 for CairnS3 {
                         version_id: Some(version_id(&record)),
                         is_latest: Some(is_latest),
                         last_modified: Some(timestamp(record.created_ms)),
-                        e_tag: Some(ETag::Strong(etag_of(&record))),
+                        e_tag: Some(ETag::Strong(record.etag())),
                         size: Some(record.content.as_ref().map_or(0, |c| c.size) as i64),
                         storage_class: Some(dto::ObjectVersionStorageClass::from_static(
                             dto::ObjectVersionStorageClass::STANDARD,

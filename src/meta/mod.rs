@@ -121,6 +121,31 @@ pub struct ObjectAttrs {
     pub user: std::collections::BTreeMap<String, String>,
 }
 
+/// What must hold of a name's newest version for a conditional write
+/// ([`MetaStore::put_object`]) to add its version: checked in the same
+/// transaction as the insert, so of racing conditional writes at most the ones it
+/// still holds for succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The name has no live version: none at all, or its newest is a tombstone
+    /// (S3's `If-None-Match: *`).
+    Absent,
+    /// The newest version is live and its entity tag ([`VersionRecord::etag`]) is
+    /// this one (S3's `If-Match`).
+    Matches(String),
+}
+
+impl Precondition {
+    /// Whether the precondition holds when `latest` is the name's newest version.
+    pub fn holds(&self, latest: Option<&VersionRecord>) -> bool {
+        let live = latest.filter(|r| !r.is_tombstone());
+        match self {
+            Precondition::Absent => live.is_none(),
+            Precondition::Matches(etag) => live.is_some_and(|r| r.etag() == *etag),
+        }
+    }
+}
+
 /// A bucket: a namespace of object names. `default` (the native API's) always
 /// exists and cannot be deleted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,6 +261,17 @@ impl VersionRecord {
     /// Whether this version is a delete marker.
     pub fn is_tombstone(&self) -> bool {
         self.content.is_none()
+    }
+
+    /// Its entity tag as S3 clients see it (unquoted): the MD5 kept in its
+    /// attributes, else its content's SHA-256 as hex (a version written through the
+    /// native API); empty for a tombstone.
+    pub fn etag(&self) -> String {
+        match (&self.attrs, &self.content) {
+            (Some(ObjectAttrs { etag: Some(etag), .. }), _) => etag.clone(),
+            (_, Some(content)) => content.hash.to_hex(),
+            (_, None) => String::new(),
+        }
     }
 }
 
@@ -395,6 +431,15 @@ pub enum MetaError {
     ContentDeleting {
         /// The content's hash.
         hash: ContentHash,
+    },
+    /// A conditional write's [`Precondition`] did not hold of the name's newest
+    /// version when the write was to happen; nothing was added.
+    #[error("precondition failed for {bucket}/{name}")]
+    PreconditionFailed {
+        /// The bucket.
+        bucket: String,
+        /// The name.
+        name: String,
     },
     /// The bucket a version or an upload was to land in does not exist (S3
     /// `NoSuchBucket`); nothing was added.
@@ -613,13 +658,16 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// [`put_version`](MetaStore::put_version) of `content` with S3 attributes, into
     /// a bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
-    /// the same transaction).
+    /// the same transaction), and, given a `condition`, only if it holds of the
+    /// name's newest version in that transaction ([`MetaError::PreconditionFailed`]
+    /// otherwise).
     async fn put_object(
         &self,
         bucket: &str,
         name: &str,
         content: &ContentRecord,
         attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
     ) -> Result<VersionRecord, MetaError>;
 
     /// Removes one version of a name for good (S3 `DeleteObject` with a

@@ -167,7 +167,7 @@ use super::row::{
 use super::{
     AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
     ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
-    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+    Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 use crate::content::{ContentHash, Placement, Policy};
 
@@ -474,6 +474,10 @@ const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, h
 const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = $2 WHERE hash = $1";
 /// A delete's check: the name's newest version number, row-locking its head.
 const SQL_LOCK_HEAD: &str = "SELECT latest FROM heads WHERE bucket = $1 AND name = $2 FOR UPDATE";
+/// A conditional write's head row, so that it can be locked even for a new name
+/// (`latest` 0: the next version is 1; rolled back with a failed condition).
+const SQL_ENSURE_HEAD: &str =
+    "INSERT INTO heads (bucket, name, latest) VALUES ($1, $2, 0) ON CONFLICT (bucket, name) DO NOTHING";
 const SQL_IS_TOMBSTONE: &str = "SELECT hash IS NULL FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
 const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = $1";
@@ -961,15 +965,33 @@ async fn add_version(
 
 /// `put_object` inside `tx`: the bucket's row is share-locked first (until the
 /// commit), so a `delete_bucket` either finished before (no such bucket) or waits
-/// and then sees this version.
+/// and then sees this version. A `condition` is checked with the name's head row
+/// locked (made, at 0, if the name is new: a concurrent writer of the new name waits
+/// on that insert), so no write of the name comes between the check and the insert.
 async fn add_object(
     tx: &deadpool_postgres::Transaction<'_>,
     bucket: &str,
     name: &str,
     content: &ContentRecord,
     attrs: &ObjectAttrs,
+    condition: Option<&Precondition>,
 ) -> Result<VersionRecord, MetaError> {
-    share_bucket(tx, "put_object", bucket).await?;
+    const WHAT: &str = "put_object";
+    share_bucket(tx, WHAT, bucket).await?;
+    if let Some(condition) = condition {
+        let stmt = tx.prepare_cached(SQL_ENSURE_HEAD).await.context(WHAT)?;
+        tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
+        tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_LATEST).await.context(WHAT)?;
+        let latest = match tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? {
+            Some(row) => Some(raw_version(&row).context(WHAT)?.parse()?),
+            None => None,
+        };
+        if !condition.holds(latest.as_ref()) {
+            return Err(MetaError::PreconditionFailed { bucket: bucket.to_string(), name: name.to_string() });
+        }
+    }
     add_version(tx, bucket, name, Some(content), Some(attrs)).await
 }
 
@@ -1683,11 +1705,12 @@ impl MetaStore for PostgresStore {
         name: &str,
         content: &ContentRecord,
         attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
     ) -> Result<VersionRecord, MetaError> {
         const WHAT: &str = "put_object";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
-        let record = add_object(&tx, bucket, name, content, attrs).await?;
+        let record = add_object(&tx, bucket, name, content, attrs, condition).await?;
         tx.commit().await.context(WHAT)?;
         Ok(record)
     }
@@ -1849,7 +1872,7 @@ impl MetaStore for PostgresStore {
             return Ok(CompleteOutcome::Gone);
         };
         let (bucket, name): (String, String) = (row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?);
-        let record = add_object(&tx, &bucket, &name, content, attrs).await?;
+        let record = add_object(&tx, &bucket, &name, content, attrs, None).await?;
         drop_multipart(&tx, WHAT, id).await?;
         tx.commit().await.context(WHAT)?;
         Ok(CompleteOutcome::Completed(record))

@@ -141,7 +141,7 @@ use super::row::{
 use super::{
     AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
     ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
-    UploadAppend, UploadPart, UploadRecord, VersionRecord,
+    Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 use crate::content::{ContentHash, Placement, Policy};
 
@@ -505,7 +505,13 @@ enum WriteOp {
     /// `put_version`: add a version unconditionally.
     Put { content: Option<ContentRecord>, reply: Reply<VersionRecord> },
     /// `put_object`: add a version with attributes if the bucket exists.
-    PutObject { content: ContentRecord, attrs: ObjectAttrs, reply: Reply<VersionRecord> },
+    PutObject {
+        content: ContentRecord,
+        // Boxed: the other writes queue in less than half the room.
+        attrs: Box<ObjectAttrs>,
+        condition: Option<Precondition>,
+        reply: Reply<VersionRecord>,
+    },
     /// `delete`: add a tombstone unless there is no live version.
     Delete { reply: Reply<DeleteOutcome> },
 }
@@ -525,9 +531,10 @@ impl PendingWrite {
             WriteOp::Put { content, reply } => {
                 Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content, None)))
             }
-            WriteOp::PutObject { content, attrs, reply } => {
-                Done::Put(reply, in_savepoint(tx, |sp| put_object_in(sp, bucket, name, content, attrs)))
-            }
+            WriteOp::PutObject { content, attrs, condition, reply } => Done::Put(
+                reply,
+                in_savepoint(tx, |sp| put_object_in(sp, bucket, name, content, *attrs, condition.as_ref())),
+            ),
             WriteOp::Delete { reply } => Done::Delete(reply, in_savepoint(tx, |sp| delete_in(sp, bucket, name))),
         }
     }
@@ -858,8 +865,17 @@ fn put_object_in(
     name: String,
     content: ContentRecord,
     attrs: ObjectAttrs,
+    condition: Option<&Precondition>,
 ) -> Result<VersionRecord, MetaError> {
     require_bucket(conn, "put_object", &bucket)?;
+    if let Some(condition) = condition {
+        // Inside the writer's transaction: no other write of the name can come
+        // between this read and the insert.
+        let latest = query_version(conn, "put_object", SQL_LATEST, &[&bucket, &name])?;
+        if !condition.holds(latest.as_ref()) {
+            return Err(MetaError::PreconditionFailed { bucket, name });
+        }
+    }
     put_version_in(conn, bucket, name, Some(content), Some(attrs))
 }
 
@@ -1682,9 +1698,15 @@ impl MetaStore for SqliteStore {
         name: &str,
         content: &ContentRecord,
         attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
     ) -> Result<VersionRecord, MetaError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = WriteOp::PutObject { content: content.clone(), attrs: attrs.clone(), reply };
+        let op = WriteOp::PutObject {
+            content: content.clone(),
+            attrs: Box::new(attrs.clone()),
+            condition: condition.cloned(),
+            reply,
+        };
         self.queue(bucket, name, op).await?;
         answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
     }
@@ -1869,7 +1891,7 @@ impl MetaStore for SqliteStore {
                     .optional()
                     .context(WHAT)?;
                 let Some((bucket, name)) = target else { return Ok(CompleteOutcome::Gone) };
-                let record = put_object_in(tx, bucket, name, content, attrs)?;
+                let record = put_object_in(tx, bucket, name, content, attrs, None)?;
                 drop_multipart(tx, WHAT, &id)?;
                 Ok(CompleteOutcome::Completed(record))
             })

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn::content::{ContentHash, Encoding, Placement, Policy};
 use cairn::meta::{
     AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentRecord, ContentState,
-    DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartRecord, ObjectAttrs, UploadAppend, UploadRecord,
-    VersionRecord,
+    DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartRecord, ObjectAttrs, Precondition, UploadAppend,
+    UploadRecord, VersionRecord,
 };
 use futures_util::future::join_all;
 
@@ -1356,6 +1356,7 @@ pub async fn run_s3(store: &dyn MetaStore) {
     buckets_are_created_listed_and_deleted(store).await;
     a_bucket_in_use_is_not_deleted(store).await;
     put_object_needs_its_bucket(store).await;
+    conditional_put_object_adds_only_while_its_condition_holds(store).await;
     attrs_round_trip_through_every_read(store).await;
     delete_version_removes_exactly_one(store).await;
     list_versions_orders_filters_and_pages(store).await;
@@ -1369,7 +1370,8 @@ pub async fn run_s3(store: &dyn MetaStore) {
 /// Like [`run_s3`], plus the race of `delete_bucket` with writers into it.
 pub async fn run_s3_shared(store: Arc<dyn MetaStore>) {
     run_s3(store.as_ref()).await;
-    delete_bucket_is_atomic_against_put_object(store).await;
+    delete_bucket_is_atomic_against_put_object(Arc::clone(&store)).await;
+    racing_creates_of_one_name_add_one_version(store).await;
 }
 
 /// A bucket of its own, created.
@@ -1435,7 +1437,7 @@ pub async fn buckets_are_created_listed_and_deleted(store: &dyn MetaStore) {
 pub async fn a_bucket_in_use_is_not_deleted(store: &dyn MetaStore) {
     let c = sample_content(3, "1+0", &["h:1"]);
     let bucket = new_bucket(store, "inuse").await;
-    store.put_object(&bucket, "x", &c, &ObjectAttrs::default()).await.expect("put");
+    store.put_object(&bucket, "x", &c, &ObjectAttrs::default(), None).await.expect("put");
     assert_eq!(store.delete_bucket(&bucket).await.expect("delete"), BucketDeleteOutcome::NotEmpty);
     assert!(store.bucket(&bucket).await.expect("bucket").is_some(), "nothing removed");
     assert_eq!(store.latest(&bucket, "x").await.expect("latest").expect("kept").version, 1);
@@ -1462,7 +1464,7 @@ pub async fn a_bucket_in_use_is_not_deleted(store: &dyn MetaStore) {
 pub async fn put_object_needs_its_bucket(store: &dyn MetaStore) {
     let bucket = unique("missing");
     let c = sample_content(11, "1+0", &["h:1"]);
-    match store.put_object(&bucket, "x", &c, &full_attrs("e")).await {
+    match store.put_object(&bucket, "x", &c, &full_attrs("e"), None).await {
         Err(MetaError::NoSuchBucket { bucket: b }) => assert_eq!(b, bucket),
         other => panic!("put_object into a missing bucket: {other:?}"),
     }
@@ -1474,9 +1476,81 @@ pub async fn put_object_needs_its_bucket(store: &dyn MetaStore) {
     assert_eq!(store.multipart(&upload.id).await.expect("multipart"), None);
     // The same call succeeds once the bucket exists; put_version never asks.
     assert!(store.create_bucket(&bucket, now_ms()).await.expect("create"));
-    assert_eq!(store.put_object(&bucket, "x", &c, &full_attrs("e")).await.expect("put").version, 1);
+    assert_eq!(store.put_object(&bucket, "x", &c, &full_attrs("e"), None).await.expect("put").version, 1);
     assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Live));
     assert_eq!(store.put_version(&unique("nobucket"), "x", Some(&c)).await.expect("put_version").version, 1);
+}
+
+/// `put_object` with a precondition: `Absent` adds only to a name with no live
+/// version, `Matches` only over the version with that entity tag; a refusal adds
+/// nothing.
+pub async fn conditional_put_object_adds_only_while_its_condition_holds(store: &dyn MetaStore) {
+    let bucket = new_bucket(store, "cond").await;
+    let (a, b) = (sample_content(61, "1+0", &["h:1"]), sample_content(62, "1+0", &["h:1"]));
+    let absent = Precondition::Absent;
+    let v1 = store.put_object(&bucket, "k", &a, &full_attrs("etag-a"), Some(&absent)).await.expect("create");
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.etag(), "etag-a");
+    match store.put_object(&bucket, "k", &b, &full_attrs("etag-b"), Some(&absent)).await {
+        Err(MetaError::PreconditionFailed { bucket: got, name }) => {
+            assert_eq!((got, name.as_str()), (bucket.clone(), "k"))
+        }
+        other => panic!("a second create: {other:?}"),
+    }
+    let stale = Precondition::Matches("etag-b".into());
+    assert!(matches!(
+        store.put_object(&bucket, "k", &b, &full_attrs("etag-b"), Some(&stale)).await,
+        Err(MetaError::PreconditionFailed { .. })
+    ));
+    assert_eq!(store.latest(&bucket, "k").await.expect("latest").map(|r| r.version), Some(1), "refusals add nothing");
+    let current = Precondition::Matches("etag-a".into());
+    let v2 = store.put_object(&bucket, "k", &b, &full_attrs("etag-b"), Some(&current)).await.expect("replace");
+    assert_eq!(v2.version, 2);
+    // A delete marker is no live version: a create succeeds over it, a match does not.
+    assert!(matches!(store.delete(&bucket, "k").await.expect("delete"), DeleteOutcome::Deleted(_)));
+    let over_marker = Precondition::Matches("etag-b".into());
+    assert!(matches!(
+        store.put_object(&bucket, "k", &a, &full_attrs("etag-a"), Some(&over_marker)).await,
+        Err(MetaError::PreconditionFailed { .. })
+    ));
+    let v4 = store.put_object(&bucket, "k", &a, &full_attrs("etag-a"), Some(&absent)).await.expect("recreate");
+    assert_eq!(v4.version, 4);
+    // A version written without attributes matches by its SHA-256.
+    store.put_version(&bucket, "native", Some(&a)).await.expect("put_version");
+    let by_hash = Precondition::Matches(a.hash.to_hex());
+    assert_eq!(
+        store.put_object(&bucket, "native", &b, &full_attrs("x"), Some(&by_hash)).await.expect("match").version,
+        2
+    );
+}
+
+/// Many writers creating one new name at once with `Absent`: exactly one adds a
+/// version, the others are refused.
+pub async fn racing_creates_of_one_name_add_one_version(store: Arc<dyn MetaStore>) {
+    let bucket = new_bucket(store.as_ref(), "create-race").await;
+    for round in 0..10 {
+        let name = format!("lock-{round}");
+        let writers: Vec<_> = (0..6u8)
+            .map(|i| {
+                let (store, bucket, name) = (Arc::clone(&store), bucket.clone(), name.clone());
+                tokio::spawn(async move {
+                    let c = sample_content(70 + u64::from(i), "1+0", &["h:1"]);
+                    store.put_object(&bucket, &name, &c, &ObjectAttrs::default(), Some(&Precondition::Absent)).await
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for w in join_all(writers).await {
+            match w.expect("join") {
+                Ok(_) => created += 1,
+                Err(MetaError::PreconditionFailed { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(created, 1, "round {round}: exactly one create wins");
+        let versions = store.versions(&bucket, &name, 0, 10).await.expect("versions");
+        assert_eq!(versions.len(), 1, "round {round}: one version");
+    }
 }
 
 /// Attributes come back unchanged from every read that returns versions;
@@ -1485,14 +1559,14 @@ pub async fn attrs_round_trip_through_every_read(store: &dyn MetaStore) {
     let bucket = new_bucket(store, "attrs").await;
     let c = sample_content(21, "2+1", &["a:1", "b:1", "c:1"]);
     let attrs = full_attrs("0123456789abcdef0123456789abcdef");
-    let put = store.put_object(&bucket, "o", &c, &attrs).await.expect("put");
+    let put = store.put_object(&bucket, "o", &c, &attrs, None).await.expect("put");
     assert_eq!((put.version, put.attrs.as_ref(), put.content.as_ref()), (1, Some(&attrs), Some(&c)));
     assert_eq!(store.latest(&bucket, "o").await.expect("latest"), Some(put.clone()));
     assert_eq!(store.version(&bucket, "o", 1).await.expect("version"), Some(put.clone()));
     assert_eq!(store.versions(&bucket, "o", 0, 10).await.expect("versions"), vec![put.clone()]);
     assert_eq!(store.list(&bucket, "", None, 10).await.expect("list"), vec![put.clone()]);
     assert_eq!(store.list_versions(&bucket, "", None, 10).await.expect("list_versions"), vec![put.clone()]);
-    let empty = store.put_object(&bucket, "e", &c, &ObjectAttrs::default()).await.expect("put empty");
+    let empty = store.put_object(&bucket, "e", &c, &ObjectAttrs::default(), None).await.expect("put empty");
     assert_eq!(empty.attrs, Some(ObjectAttrs::default()));
     assert_eq!(store.latest(&bucket, "e").await.expect("latest").expect("some").attrs, Some(ObjectAttrs::default()));
     let native = store.put_version(&bucket, "o", Some(&c)).await.expect("put_version");
@@ -1513,9 +1587,9 @@ pub async fn delete_version_removes_exactly_one(store: &dyn MetaStore) {
     let bucket = new_bucket(store, "delver").await;
     let c = sample_content(31, "1+0", &["h:1"]);
     for _ in 0..3 {
-        store.put_object(&bucket, "n", &c, &ObjectAttrs::default()).await.expect("put");
+        store.put_object(&bucket, "n", &c, &ObjectAttrs::default(), None).await.expect("put");
     }
-    store.put_object(&bucket, "other", &c, &ObjectAttrs::default()).await.expect("put other");
+    store.put_object(&bucket, "other", &c, &ObjectAttrs::default(), None).await.expect("put other");
     assert!(store.delete_version(&bucket, "n", 2).await.expect("delete 2"));
     assert!(!store.delete_version(&bucket, "n", 2).await.expect("delete 2 again"));
     assert!(!store.delete_version(&bucket, "n", 0).await.expect("delete 0"));
@@ -1527,7 +1601,7 @@ pub async fn delete_version_removes_exactly_one(store: &dyn MetaStore) {
     assert!(store.delete_version(&bucket, "n", 3).await.expect("delete 3"));
     assert_eq!(store.latest(&bucket, "n").await.expect("latest").expect("some").version, 1);
     assert_eq!(name_versions(&store.list(&bucket, "n", None, 10).await.expect("list")), vec![("n", 1)]);
-    assert_eq!(store.put_object(&bucket, "n", &c, &ObjectAttrs::default()).await.expect("put").version, 2);
+    assert_eq!(store.put_object(&bucket, "n", &c, &ObjectAttrs::default(), None).await.expect("put").version, 2);
     // A tombstone can be removed like any version, which makes the name live again.
     let tomb = store.put_version(&bucket, "n", None).await.expect("tombstone");
     assert!(store.list(&bucket, "n", None, 10).await.expect("list").is_empty());
@@ -1555,7 +1629,7 @@ pub async fn list_versions_orders_filters_and_pages(store: &dyn MetaStore) {
             if name == "a" && v == 2 {
                 store.put_version(&bucket, name, None).await.expect("tombstone");
             } else {
-                store.put_object(&bucket, name, &c, &a).await.expect("put");
+                store.put_object(&bucket, name, &c, &a, None).await.expect("put");
             }
         }
     }
@@ -1800,7 +1874,7 @@ pub async fn delete_bucket_is_atomic_against_put_object(store: Arc<dyn MetaStore
                     if i as usize % 3 == round % 3 {
                         tokio::task::yield_now().await;
                     }
-                    store.put_object(&bucket, &format!("n{i}"), &c, &ObjectAttrs::default()).await
+                    store.put_object(&bucket, &format!("n{i}"), &c, &ObjectAttrs::default(), None).await
                 })
             })
             .collect();
