@@ -1005,6 +1005,64 @@ async fn share_bucket(tx: &deadpool_postgres::Transaction<'_>, what: &str, bucke
     }
 }
 
+/// The uploads the expiry worker removes in batches: tus uploads past their expiry,
+/// S3 multipart uploads created before a cutoff.
+#[derive(Clone, Copy)]
+enum Batch {
+    ExpiredUploads,
+    StaleMultipart,
+}
+
+impl Batch {
+    /// The method's name, for errors.
+    fn what(self) -> &'static str {
+        match self {
+            Batch::ExpiredUploads => "remove_expired_uploads",
+            Batch::StaleMultipart => "remove_stale_multipart",
+        }
+    }
+
+    /// The ids of up to `$2` uploads due at `$1`.
+    fn due(self) -> &'static str {
+        match self {
+            Batch::ExpiredUploads => SQL_EXPIRED_UPLOADS,
+            Batch::StaleMultipart => SQL_STALE_MULTIPART,
+        }
+    }
+
+    /// Removes one upload and its parts inside `tx`.
+    async fn drop(self, tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Result<bool, MetaError> {
+        match self {
+            Batch::ExpiredUploads => drop_upload(tx, self.what(), id).await,
+            Batch::StaleMultipart => drop_multipart(tx, self.what(), id).await,
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Removes up to `limit` uploads of `batch` due at `at`, in one transaction;
+    /// returns how many.
+    async fn remove_batch(&self, batch: Batch, at: i64, limit: usize) -> Result<usize, MetaError> {
+        let what = batch.what();
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        let mut client = self.client(what).await?;
+        let tx = client.transaction().await.context(what)?;
+        let stmt = tx.prepare_cached(batch.due()).await.context(what)?;
+        let rows = tx.query(&stmt, &[&at, &limit]).await.context(what)?;
+        let mut removed = 0;
+        for row in rows {
+            let id: String = row.try_get(0).context(what)?;
+            if batch.drop(&tx, &id).await? {
+                removed += 1;
+            }
+        }
+        tx.commit().await.context(what)?;
+        Ok(removed)
+    }
+}
+
 /// Removes a multipart upload's part rows and the upload itself inside `tx` (the
 /// caller has locked the upload's row); true if the upload existed.
 async fn drop_multipart(tx: &deadpool_postgres::Transaction<'_>, what: &str, id: &str) -> Result<bool, MetaError> {
@@ -1639,23 +1697,7 @@ impl MetaStore for PostgresStore {
     }
 
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
-        const WHAT: &str = "remove_expired_uploads";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        let mut client = self.client(WHAT).await?;
-        let tx = client.transaction().await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_EXPIRED_UPLOADS).await.context(WHAT)?;
-        let rows = tx.query(&stmt, &[&now_ms, &limit]).await.context(WHAT)?;
-        let mut removed = 0;
-        for row in rows {
-            let id: String = row.try_get(0).context(WHAT)?;
-            if drop_upload(&tx, WHAT, &id).await? {
-                removed += 1;
-            }
-        }
-        tx.commit().await.context(WHAT)?;
-        Ok(removed)
+        self.remove_batch(Batch::ExpiredUploads, now_ms, limit).await
     }
 
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
@@ -1892,23 +1934,7 @@ impl MetaStore for PostgresStore {
     }
 
     async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
-        const WHAT: &str = "remove_stale_multipart";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        let mut client = self.client(WHAT).await?;
-        let tx = client.transaction().await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_STALE_MULTIPART).await.context(WHAT)?;
-        let rows = tx.query(&stmt, &[&cutoff_ms, &limit]).await.context(WHAT)?;
-        let mut removed = 0;
-        for row in rows {
-            let id: String = row.try_get(0).context(WHAT)?;
-            if drop_multipart(&tx, WHAT, &id).await? {
-                removed += 1;
-            }
-        }
-        tx.commit().await.context(WHAT)?;
-        Ok(removed)
+        self.remove_batch(Batch::StaleMultipart, cutoff_ms, limit).await
     }
 
     async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {

@@ -895,6 +895,64 @@ fn require_bucket(conn: &Connection, what: &str, bucket: &str) -> Result<(), Met
     Err(MetaError::NoSuchBucket { bucket: bucket.to_string() })
 }
 
+/// The uploads the expiry worker removes in batches: tus uploads past their expiry,
+/// S3 multipart uploads created before a cutoff.
+#[derive(Clone, Copy)]
+enum Batch {
+    ExpiredUploads,
+    StaleMultipart,
+}
+
+impl Batch {
+    /// The method's name, for errors.
+    fn what(self) -> &'static str {
+        match self {
+            Batch::ExpiredUploads => "remove_expired_uploads",
+            Batch::StaleMultipart => "remove_stale_multipart",
+        }
+    }
+
+    /// The ids of up to `?2` uploads due at `?1`.
+    fn due(self) -> &'static str {
+        match self {
+            Batch::ExpiredUploads => SQL_EXPIRED_UPLOADS,
+            Batch::StaleMultipart => SQL_STALE_MULTIPART,
+        }
+    }
+
+    /// Removes one upload and its parts inside the caller's transaction.
+    fn drop(self, conn: &Connection, id: &str) -> Result<bool, MetaError> {
+        match self {
+            Batch::ExpiredUploads => drop_upload(conn, self.what(), id),
+            Batch::StaleMultipart => drop_multipart(conn, self.what(), id),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Removes up to `limit` uploads of `batch` due at `at`, in one transaction;
+    /// returns how many.
+    async fn remove_batch(&self, batch: Batch, at: i64, limit: usize) -> Result<usize, MetaError> {
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(0);
+        };
+        self.write(move |conn| {
+            immediate(conn, batch.what(), |tx| {
+                let ids: Vec<String> = {
+                    let mut stmt = tx.prepare_cached(batch.due()).context(batch.what())?;
+                    let rows = stmt.query_map((at, limit), |r| r.get(0)).context(batch.what())?;
+                    rows.map(|r| r.context(batch.what())).collect::<Result<_, _>>()?
+                };
+                for id in &ids {
+                    batch.drop(tx, id)?;
+                }
+                Ok(ids.len())
+            })
+        })
+        .await
+    }
+}
+
 /// Removes a multipart upload's part rows and the upload itself, inside the
 /// caller's transaction; true if the upload existed.
 fn drop_multipart(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
@@ -1612,24 +1670,7 @@ impl MetaStore for SqliteStore {
     }
 
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
-        const WHAT: &str = "remove_expired_uploads";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        self.write(move |conn| {
-            immediate(conn, WHAT, |tx| {
-                let ids: Vec<String> = {
-                    let mut stmt = tx.prepare_cached(SQL_EXPIRED_UPLOADS).context(WHAT)?;
-                    let rows = stmt.query_map((now_ms, limit), |r| r.get(0)).context(WHAT)?;
-                    rows.map(|r| r.context(WHAT)).collect::<Result<_, _>>()?
-                };
-                for id in &ids {
-                    drop_upload(tx, WHAT, id)?;
-                }
-                Ok(ids.len())
-            })
-        })
-        .await
+        self.remove_batch(Batch::ExpiredUploads, now_ms, limit).await
     }
 
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
@@ -1906,24 +1947,7 @@ impl MetaStore for SqliteStore {
     }
 
     async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
-        const WHAT: &str = "remove_stale_multipart";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        self.write(move |conn| {
-            immediate(conn, WHAT, |tx| {
-                let ids: Vec<String> = {
-                    let mut stmt = tx.prepare_cached(SQL_STALE_MULTIPART).context(WHAT)?;
-                    let rows = stmt.query_map((cutoff_ms, limit), |r| r.get(0)).context(WHAT)?;
-                    rows.map(|r| r.context(WHAT)).collect::<Result<_, _>>()?
-                };
-                for id in &ids {
-                    drop_multipart(tx, WHAT, id)?;
-                }
-                Ok(ids.len())
-            })
-        })
-        .await
+        self.remove_batch(Batch::StaleMultipart, cutoff_ms, limit).await
     }
 
     async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
