@@ -105,23 +105,7 @@ async fn start_layout(dir: &std::path::Path) -> (Vec<common::Proc>, String) {
         &["api", "--listen", &api_addr, "--bus", common::BROKER_URL, "--meta", &meta, "--cache-size", "0"],
     )];
     for i in 1..=6 {
-        let root = dir.join(format!("data{i}"));
-        let listen = format!("127.29.6.{i}:0");
-        procs.push(common::Proc::spawn(
-            dir,
-            &format!("data{i}"),
-            &[
-                "data",
-                "--listen",
-                &listen,
-                "--root",
-                root.to_str().unwrap(),
-                "--bus",
-                common::BROKER_URL,
-                "--heartbeat-interval",
-                "200ms",
-            ],
-        ));
+        procs.push(common::Proc::data_server(dir, i, &format!("127.29.6.{i}:0")));
     }
     let base = format!("http://{api_addr}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

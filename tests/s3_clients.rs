@@ -179,24 +179,7 @@ struct Layout {
 impl Layout {
     async fn start(http: &reqwest::Client) -> Layout {
         let dir = tempfile::tempdir().unwrap();
-        let data = (0..6)
-            .map(|i| {
-                let root = dir.path().join(format!("data{}", i + 1));
-                let addr = layout_data_addr(i);
-                let args = [
-                    "data",
-                    "--listen",
-                    &addr,
-                    "--root",
-                    root.to_str().unwrap(),
-                    "--bus",
-                    BROKER_URL,
-                    "--heartbeat-interval",
-                    "200ms",
-                ];
-                Proc::spawn(dir.path(), &format!("data{}", i + 1), &args)
-            })
-            .collect();
+        let data = (0..6).map(|i| Proc::data_server(dir.path(), i + 1, &layout_data_addr(i))).collect();
         let meta = format!("sqlite:{}", dir.path().join("meta.sqlite").display());
         let api = LAYOUT_API
             .iter()

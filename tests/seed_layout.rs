@@ -48,27 +48,7 @@ impl Layout {
     /// The layout with API servers forgetting a silent data server after `expiry`.
     async fn start_with(meta: Option<String>, expiry: &str) -> Layout {
         let dir = tempfile::tempdir().unwrap();
-        let data = (0..6)
-            .map(|i| {
-                let root = dir.path().join(format!("data{}", i + 1));
-                let addr = data_addr(i);
-                Proc::spawn(
-                    dir.path(),
-                    &format!("data{}", i + 1),
-                    &[
-                        "data",
-                        "--listen",
-                        &addr,
-                        "--root",
-                        root.to_str().unwrap(),
-                        "--bus",
-                        BROKER_URL,
-                        "--heartbeat-interval",
-                        "200ms",
-                    ],
-                )
-            })
-            .collect();
+        let data = (0..6).map(|i| Proc::data_server(dir.path(), i + 1, &data_addr(i))).collect();
         let meta = meta.unwrap_or_else(|| format!("sqlite:{}", dir.path().join("meta.sqlite").display()));
         let api = API
             .iter()

@@ -132,27 +132,8 @@ async fn a_256_mib_upload_survives_killed_clients_restarted_api_servers_and_a_lo
     drop(data);
     let url_file = dir.path().join("upload.url");
 
-    let mut data_servers: Vec<Proc> = (0..6)
-        .map(|i| {
-            let addr = format!("127.29.3.{}:12345", i + 1);
-            let root = dir.path().join(format!("data{}", i + 1));
-            Proc::spawn(
-                dir.path(),
-                &format!("data{}", i + 1),
-                &[
-                    "data",
-                    "--listen",
-                    &addr,
-                    "--root",
-                    root.to_str().unwrap(),
-                    "--bus",
-                    BROKER_URL,
-                    "--heartbeat-interval",
-                    "200ms",
-                ],
-            )
-        })
-        .collect();
+    let mut data_servers: Vec<Proc> =
+        (0..6).map(|i| Proc::data_server(dir.path(), i + 1, &format!("127.29.3.{}:12345", i + 1))).collect();
     let meta = format!("sqlite:{}", dir.path().join("meta.sqlite").display());
     let mut apis = [api_server(dir.path(), 0, &meta, 0), api_server(dir.path(), 1, &meta, 0)];
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -237,6 +237,25 @@ impl Proc {
         Proc { child, log, name: name.to_string() }
     }
 
+    /// `cairn data` number `n` (1-based) of a multi-process layout: listening on
+    /// `listen`, storing under `dir/data<n>`, on the real RabbitMQ, heartbeating
+    /// every 200 ms, logging to `dir/data<n>.log`.
+    pub fn data_server(dir: &Path, n: usize, listen: &str) -> Proc {
+        let root = dir.join(format!("data{n}"));
+        let args = [
+            "data",
+            "--listen",
+            listen,
+            "--root",
+            root.to_str().expect("a UTF-8 temp dir"),
+            "--bus",
+            BROKER_URL,
+            "--heartbeat-interval",
+            "200ms",
+        ];
+        Proc::spawn(dir, &format!("data{n}"), &args)
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
