@@ -108,6 +108,25 @@ pub fn cairn_beside(exe: &Path) -> Option<PathBuf> {
     [dir.join(&name), dir.parent()?.join(&name)].into_iter().find(|p| p.is_file())
 }
 
+/// The `cairn` binary a benchmark runs: `--cairn PATH` when given (it must be a
+/// file), else the one [`cairn_beside`] this binary.
+pub fn cairn_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    match given {
+        Some(path) if path.is_file() => Ok(path.to_path_buf()),
+        Some(path) => anyhow::bail!("--cairn {}: no such file", path.display()),
+        None => {
+            let exe = std::env::current_exe().context("finding this binary's directory")?;
+            cairn_beside(&exe).with_context(|| {
+                format!(
+                    "no `cairn` binary beside {}: build the workspace (cargo build --release) or give --cairn PATH",
+                    exe.display()
+                )
+            })
+        }
+    }
+}
+
 /// `amqp://user:pass@host` without the password (`amqp://user:…@host`), so that a
 /// report never carries one.
 fn redact_password(url: &str) -> String {

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
+use cairn_bench_suite::args::{cairn_binary, SuiteArgs};
 use cairn_bench_suite::{markdown, suite};
 
 fn main() -> anyhow::Result<()> {
@@ -16,19 +16,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cairn_exe = match &args.cairn {
-        Some(path) if path.is_file() => path.clone(),
-        Some(path) => bail!("--cairn {}: no such file", path.display()),
-        None => {
-            let exe = std::env::current_exe().context("finding this binary's directory")?;
-            cairn_beside(&exe).with_context(|| {
-                format!(
-                    "no `cairn` binary beside {}: build the workspace (cargo build --release) or give --cairn PATH",
-                    exe.display()
-                )
-            })?
-        }
-    };
+    let cairn_exe = cairn_binary(args.cairn.as_deref())?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

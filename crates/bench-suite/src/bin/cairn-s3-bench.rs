@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use cairn::bench::{Api, BenchArgs, BenchReport, Op};
 use cairn::size::ByteSize;
-use cairn_bench_suite::args::cairn_beside;
+use cairn_bench_suite::args::cairn_binary;
 use cairn_bench_suite::machine::{CpuSnapshot, Machine};
 use cairn_bench_suite::markdown::{percent, rate};
 
@@ -169,19 +169,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cairn_exe = match &args.cairn {
-        Some(path) if path.is_file() => path.clone(),
-        Some(path) => bail!("--cairn {}: no such file", path.display()),
-        None => {
-            let exe = std::env::current_exe().context("finding this binary's directory")?;
-            cairn_beside(&exe).with_context(|| {
-                format!(
-                    "no `cairn` binary beside {}: build the workspace (cargo build --release) or give --cairn PATH",
-                    exe.display()
-                )
-            })?
-        }
-    };
+    let cairn_exe = cairn_binary(args.cairn.as_deref())?;
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("cairn-s3-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
