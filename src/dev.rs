@@ -25,6 +25,7 @@ use crate::meta::{self, MetaError, MetaStore};
 use crate::object::client::DataTimeouts;
 use crate::object::compress::CompressionConfig;
 use crate::object::ObjectConfig;
+use crate::secret::ClusterSecret;
 use crate::server::HttpTimeouts;
 
 /// The default redundancy of large objects: the book's RS(4,2), any two of six
@@ -94,6 +95,9 @@ pub struct DevConfig {
     pub scrub_rate: u64,
     /// How long after a finished scrub pass the next starts (zero: only on request).
     pub scrub_interval: Duration,
+    /// The cluster secret every part signs with and checks ([`crate::secret`]);
+    /// `None`: an open data tier and bus. `cairn dev` keeps one in its root.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl DevConfig {
@@ -128,6 +132,7 @@ impl DevConfig {
             s3: crate::api::S3Settings::default(),
             scrub_rate: crate::data::scrub::DEFAULT_SCRUB_RATE,
             scrub_interval: crate::data::scrub::DEFAULT_SCRUB_INTERVAL,
+            cluster_secret: None,
         }
     }
 }
@@ -176,6 +181,7 @@ pub struct DevCluster {
     pub data_roots: Vec<PathBuf>,
     data_stops: Vec<CancellationToken>,
     broker: MemoryBroker,
+    secret: Option<ClusterSecret>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -216,7 +222,9 @@ impl DevCluster {
         // The API server subscribes to heartbeats before any data server sends one.
         let api_listener = bind(config.listen).await?;
         let api_addr = api_listener.local_addr().map_err(|source| DevError::Bind { addr: config.listen, source })?;
-        let api_bus = Bus::new(wrap(DevPart::Api, Arc::new(broker.connect())), shutdown.clone()).await?;
+        let secret = config.cluster_secret.clone();
+        let api_bus =
+            Bus::with_secret(wrap(DevPart::Api, Arc::new(broker.connect())), secret.clone(), shutdown.clone()).await?;
         let api_config = ApiConfig {
             object: ObjectConfig {
                 policy: config.policy,
@@ -226,6 +234,7 @@ impl DevCluster {
                 cache_bytes: config.cache_bytes,
                 data_timeouts: config.data_timeouts,
                 compression: config.compression,
+                cluster_secret: secret.clone(),
             },
             heartbeat_expiry: config.heartbeat_expiry,
             http: config.http,
@@ -264,7 +273,9 @@ impl DevCluster {
             let bound = listener.local_addr().map_err(|source| DevError::Bind { addr: *addr, source })?;
             let root = config.root.join(format!("data-{}", i + 1));
             let stop = shutdown.child_token();
-            let bus = Bus::new(wrap(DevPart::Data(i), Arc::new(broker.connect())), stop.clone()).await?;
+            let bus =
+                Bus::with_secret(wrap(DevPart::Data(i), Arc::new(broker.connect())), secret.clone(), stop.clone())
+                    .await?;
             let data_config = DataConfig {
                 advertise: bound.to_string(),
                 root: root.clone(),
@@ -283,6 +294,7 @@ impl DevCluster {
                 scrub_rate: config.scrub_rate,
                 scrub_interval: config.scrub_interval,
                 garbage_ttl: crate::data::DEFAULT_GARBAGE_TTL,
+                cluster_secret: secret.clone(),
             };
             let token = stop.clone();
             tasks.spawn(async move {
@@ -295,7 +307,10 @@ impl DevCluster {
             data_stops.push(stop);
         }
         tasks.close();
-        Ok(DevCluster { api_addr, data_addrs, data_roots, data_stops, broker, shutdown, tasks })
+        if let Some(secret) = &secret {
+            secret.watch(shutdown.clone());
+        }
+        Ok(DevCluster { api_addr, data_addrs, data_roots, data_stops, broker, secret, shutdown, tasks })
     }
 
     /// Stops data server `index` (0-based) as if its process died: it stops serving
@@ -322,7 +337,7 @@ impl DevCluster {
     /// A fresh connection to the cluster's in-process bus, as another process on the
     /// same broker would have: for tests that inject messages.
     pub async fn connect_bus(&self) -> Result<Bus, BusError> {
-        Bus::new(self.connect_transport(), self.shutdown.clone()).await
+        Bus::with_secret(self.connect_transport(), self.secret.clone(), self.shutdown.clone()).await
     }
 
     /// A fresh raw connection to the cluster's in-process broker: for tests that

@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod meta;
 pub mod object;
 pub mod range;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod size;

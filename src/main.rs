@@ -28,6 +28,7 @@ use cairn::object::client::DataTimeouts;
 use cairn::object::compress::{CompressionConfig, CompressionMode};
 use cairn::object::resumable::UploadSettings;
 use cairn::object::ObjectConfig;
+use cairn::secret::ClusterSecret;
 use cairn::server::HttpTimeouts;
 use cairn::size::ByteSize;
 use cairn::telemetry::{self, Role, Scope};
@@ -87,6 +88,8 @@ struct DataArgs {
     http: HttpArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// The lifecycle workers of an API server (README, "Lifecycle").
@@ -204,6 +207,34 @@ impl StorageArgs {
     }
 }
 
+/// The cluster secret ([`cairn::secret`]).
+#[derive(Args)]
+struct ClusterArgs {
+    /// File holding the cluster secret, the same on every process (one per line,
+    /// at least 32 bytes; the first signs, every one verifies; re-read when it
+    /// changes). Data-server requests and bus messages are then signed and checked;
+    /// without it, anyone who reaches a data server or the broker is trusted.
+    #[arg(long, env = "CAIRN_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The secret, watched for changes until `shutdown`; warns loudly without one.
+    fn load(&self, shutdown: &CancellationToken) -> anyhow::Result<Option<ClusterSecret>> {
+        let Some(path) = &self.cluster_secret_file else {
+            tracing::warn!(
+                "no --cluster-secret-file: data servers and the bus trust anyone who can reach them; \
+                 keep them on a private network (README, \"Security\")"
+            );
+            return Ok(None);
+        };
+        let secret = ClusterSecret::load(path)?;
+        secret.watch(shutdown.clone());
+        tracing::info!(keys = ?secret.key_ids(), "cluster secret loaded: data-server requests and bus messages are signed");
+        Ok(Some(secret))
+    }
+}
+
 #[derive(Args)]
 struct ApiArgs {
     /// Address to listen on.
@@ -237,6 +268,8 @@ struct ApiArgs {
     uploads: UploadArgs,
     #[command(flatten)]
     s3: S3Args,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// The S3 interface.
@@ -383,6 +416,10 @@ struct DevArgs {
     /// the store) and print it.
     #[arg(long)]
     auth: bool,
+    /// `cairn dev`'s cluster secret: this file (made when missing), or
+    /// `<root>/cluster.secret` by default.
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// How new objects are stored (the policy is recorded with each object, so changing
@@ -500,7 +537,12 @@ fn run_client(command: cairn::client::ClientCommand) -> i32 {
 
 /// Connects to RabbitMQ, counting reconnections under the labels of `scope` (the
 /// one server this process runs).
-async fn connect_bus(url: &str, shutdown: &CancellationToken, scope: &Scope) -> anyhow::Result<Bus> {
+async fn connect_bus(
+    url: &str,
+    secret: Option<ClusterSecret>,
+    shutdown: &CancellationToken,
+    scope: &Scope,
+) -> anyhow::Result<Bus> {
     if !url.starts_with("amqp://") {
         bail!("--bus must be an amqp:// URL (cairn dev runs an in-process bus instead), got {url:?}");
     }
@@ -508,7 +550,7 @@ async fn connect_bus(url: &str, shutdown: &CancellationToken, scope: &Scope) -> 
         .await
         .with_context(|| format!("connecting to RabbitMQ at {}", redact(url)))?;
     transport.count_reconnects(scope.counter(telemetry::BUS_RECONNECTS));
-    Ok(Bus::new(Arc::new(transport), shutdown.clone()).await?)
+    Ok(Bus::with_secret(Arc::new(transport), secret, shutdown.clone()).await?)
 }
 
 /// The URL without its password, for messages.
@@ -526,7 +568,8 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         bail!("listening on {bound}: give --advertise with the address API servers should dial");
     }
     let advertise = args.advertise.unwrap_or_else(|| bound.to_string());
-    let bus = connect_bus(&args.bus, &shutdown, &Scope::new(Role::Data, &advertise)).await?;
+    let secret = args.cluster.load(&shutdown)?;
+    let bus = connect_bus(&args.bus, secret.clone(), &shutdown, &Scope::new(Role::Data, &advertise)).await?;
     let config = DataConfig {
         advertise,
         root: args.root,
@@ -538,6 +581,7 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         scrub_rate: args.storage.scrub_rate.0,
         scrub_interval: args.storage.scrub_interval,
         garbage_ttl: args.garbage_ttl,
+        cluster_secret: secret,
     };
     data::serve(listener, config, bus, shutdown).await?;
     Ok(())
@@ -547,7 +591,8 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let meta = cairn::meta::open(&args.meta).await?;
     let scope = Scope::new(Role::Api, &listener.local_addr()?.to_string());
-    let bus = connect_bus(&args.bus, &shutdown, &scope).await?;
+    let secret = args.cluster.load(&shutdown)?;
+    let bus = connect_bus(&args.bus, secret.clone(), &shutdown, &scope).await?;
     let config = ApiConfig {
         object: ObjectConfig {
             policy: args.redundancy.policy,
@@ -557,6 +602,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
             locate_timeout: args.locate_timeout,
             data_timeouts: args.data_timeouts.timeouts(),
             compression: args.compression.config()?,
+            cluster_secret: secret,
         },
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
@@ -594,6 +640,8 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.scrub_interval = args.storage.scrub_interval;
     config.uploads = args.uploads.settings();
     config.s3 = args.s3.settings();
+    let secret_path = args.cluster.cluster_secret_file.clone().unwrap_or_else(|| args.root.join("cluster.secret"));
+    config.cluster_secret = Some(ClusterSecret::load_or_create(&secret_path)?);
     let meta_url = format!("sqlite:{}", args.root.join("meta.sqlite").display());
     let meta = cairn::meta::open(&meta_url).await?;
     let key = if args.auth { Some(dev_key(meta.as_ref()).await?) } else { None };
@@ -609,6 +657,10 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         r.policy, r.small_policy, r.small_threshold
     );
     println!("cairn dev: S3            http://{}   (path-style, region us-east-1)", cluster.api_addr);
+    println!(
+        "cairn dev: cluster secret {}   (data servers and the bus take signed requests only)",
+        secret_path.display()
+    );
     match key {
         Some(key) => {
             println!("cairn dev: access key    {}", key.access_key);

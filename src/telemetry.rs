@@ -67,6 +67,12 @@ pub const REPAIR_RUNNING: &str = "cairn_repair_running";
 pub const REPAIR_FAILED: &str = "cairn_repair_failed_total";
 /// Counter: times the RabbitMQ connection was re-established after a loss.
 pub const BUS_RECONNECTS: &str = "cairn_bus_reconnects_total";
+/// Counter: bus messages dropped, by `stream` (heartbeats, locate requests, locate
+/// replies) and `reason` (`malformed`, or a [`crate::secret::Refusal`]'s label).
+pub const BUS_DROPPED: &str = "cairn_bus_dropped_total";
+/// Counter: requests a closed data tier refused, by `reason` (a
+/// [`crate::secret::Refusal`]'s label).
+pub const CLUSTER_AUTH_REFUSED: &str = "cairn_cluster_auth_refused_total";
 /// Counter: small-object reads answered from the cache.
 pub const CACHE_HITS: &str = "cairn_cache_hits_total";
 /// Counter: small-object reads the cache could have answered but did not hold.
@@ -190,6 +196,8 @@ fn describe() {
     describe_gauge!(REPAIR_RUNNING, "repairs running");
     describe_counter!(REPAIR_FAILED, "repairs that failed");
     describe_counter!(BUS_RECONNECTS, "RabbitMQ reconnections after a lost connection");
+    describe_counter!(BUS_DROPPED, "bus messages dropped: malformed, unsigned or badly signed, stale or replayed");
+    describe_counter!(CLUSTER_AUTH_REFUSED, "data-server requests refused for a missing or bad cluster signature");
     describe_counter!(CACHE_HITS, "small-object reads answered from the cache");
     describe_counter!(CACHE_MISSES, "small-object reads not in the cache");
     describe_gauge!(SHARDS_STORED, "small shards stored in volumes");

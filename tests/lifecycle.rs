@@ -507,6 +507,7 @@ async fn one_collector_between_two_api_servers(url: String) {
             cache_bytes: 0,
             data_timeouts: Default::default(),
             compression: Default::default(),
+            cluster_secret: None,
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),

@@ -579,6 +579,7 @@ async fn an_upload_resumes_through_a_second_api_server() {
             cache_bytes: 0,
             data_timeouts: Default::default(),
             compression: Default::default(),
+            cluster_secret: None,
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),

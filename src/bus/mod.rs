@@ -12,6 +12,15 @@
 //! dropped, never fatal) and routes replies to the locate that asked for them. The
 //! rest of the code cannot tell the transports apart.
 //!
+//! With a cluster secret ([`crate::secret`], [`Bus::with_secret`]) every message
+//! is signed: its body is `CAIRN-SIG <signature>\n<json>`, the signature covering
+//! the message's kind, its `reply_to` and `correlation_id` and the JSON. A bus with
+//! a secret drops (and counts, [`crate::telemetry::BUS_DROPPED`]) every message
+//! that is unsigned, signed with another secret, outside the clock window, or a
+//! replay. A bus without one ignores signed messages: they come from a closed
+//! cluster whose data servers would refuse its unsigned requests anyway, so two
+//! clusters on one broker, one closed and one open, never mix.
+//!
 //! Nothing from the bus is trusted. Every message is checked once, where it is
 //! decoded ([`decode_heartbeat`], [`decode_locate_reply`]): a data server's address
 //! must be `host:port` ([`validate_addr`]), a locate reply lists at most
@@ -39,6 +48,7 @@ use tokio_util::task::TaskTracker;
 pub use addr::{validate_addr, InvalidAddr, MAX_HOST_LEN};
 
 use crate::content::{ContentHash, ShardIndex};
+use crate::secret::{self, ClusterSecret, Refusal, Verifier};
 
 /// The most shard indices one locate reply may list. No policy has more shards
 /// than this ([`crate::content::Policy`] keeps `k + m` far below it); a longer list
@@ -196,6 +206,70 @@ pub enum DecodeError {
     /// A locate request or reply has no `correlation_id` property.
     #[error("message without correlation_id")]
     NoCorrelationId,
+    /// The bus has a cluster secret and the message's signature does not pass.
+    #[error(transparent)]
+    Unauthenticated(#[from] Refusal),
+    /// The bus has no cluster secret and the message is signed (a closed cluster's).
+    #[error("signed message on an open bus (a closed cluster's)")]
+    SignedElsewhere,
+}
+
+impl DecodeError {
+    /// The `reason` label of [`crate::telemetry::BUS_DROPPED`].
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Unauthenticated(refusal) => refusal.as_str(),
+            DecodeError::SignedElsewhere => "signed_elsewhere",
+            _ => "malformed",
+        }
+    }
+}
+
+/// The three kinds of bus message, each signed under its own name so a signed
+/// message of one kind can never pass for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A [`Heartbeat`].
+    Heartbeat,
+    /// A [`LocateRequest`].
+    LocateRequest,
+    /// A [`LocateReply`].
+    LocateReply,
+}
+
+impl MessageKind {
+    /// What a signature of this kind covers besides the JSON body: the kind's name
+    /// and the properties the receiver acts on.
+    fn parts<'a>(self, reply_to: Option<&'a str>, correlation_id: Option<&'a str>) -> Vec<&'a [u8]> {
+        let (reply_to, correlation_id) = (reply_to.unwrap_or("").as_bytes(), correlation_id.unwrap_or("").as_bytes());
+        match self {
+            MessageKind::Heartbeat => vec![b"heartbeat"],
+            MessageKind::LocateRequest => vec![b"locate", reply_to, correlation_id],
+            MessageKind::LocateReply => vec![b"locate-reply", correlation_id],
+        }
+    }
+}
+
+/// The JSON of a delivery of `kind`, once its signature checks out: with a
+/// `verifier`, a valid signature is required; without one, a signed message is
+/// refused ([`DecodeError::SignedElsewhere`]).
+pub fn authenticate<'a>(
+    verifier: Option<&Verifier>,
+    kind: MessageKind,
+    d: &'a Delivery,
+) -> Result<&'a [u8], DecodeError> {
+    let (signature, json) = secret::open_envelope(&d.body)?;
+    match (verifier, signature) {
+        (Some(verifier), Some(signature)) => {
+            let mut parts = kind.parts(d.reply_to.as_deref(), d.correlation_id.as_deref());
+            parts.push(json);
+            verifier.verify(signature, &parts)?;
+            Ok(json)
+        }
+        (Some(_), None) => Err(Refusal::Missing.into()),
+        (None, Some(_)) => Err(DecodeError::SignedElsewhere),
+        (None, None) => Ok(json),
+    }
 }
 
 /// Decodes and checks a heartbeat body: JSON of a [`Heartbeat`] whose `addr` passes
@@ -223,9 +297,9 @@ pub fn decode_locate_reply(body: &[u8]) -> Result<LocateReply, DecodeError> {
     Ok(reply)
 }
 
-/// Decodes a locate request as a data server receives it.
-fn decode_locate_request(d: &Delivery) -> Result<IncomingLocate, DecodeError> {
-    let request: LocateRequest = serde_json::from_slice(&d.body)?;
+/// Decodes a locate request as a data server receives it (`json`: its body's JSON).
+fn decode_locate_request(d: &Delivery, json: &[u8]) -> Result<IncomingLocate, DecodeError> {
+    let request: LocateRequest = serde_json::from_slice(json)?;
     let reply_to = d.reply_to.clone().ok_or(DecodeError::NoReplyTo)?;
     let correlation_id = d.correlation_id.clone().ok_or(DecodeError::NoCorrelationId)?;
     Ok(IncomingLocate { request, reply_to, correlation_id })
@@ -247,6 +321,8 @@ impl DropWarnings {
     }
 
     fn dropped(&mut self, reason: &DecodeError, body: &[u8]) {
+        metrics::counter!(crate::telemetry::BUS_DROPPED, "stream" => self.stream, "reason" => reason.label())
+            .increment(1);
         let now = Instant::now();
         if self.last.is_some_and(|last| now.duration_since(last) < Self::EVERY) {
             self.suppressed += 1;
@@ -274,6 +350,8 @@ type PendingLocates = Arc<Mutex<HashMap<String, mpsc::Sender<LocateReply>>>>;
 #[derive(Clone)]
 pub struct Bus {
     transport: Arc<dyn Transport>,
+    /// Signs what this bus sends and requires signatures on what it receives.
+    secret: Option<ClusterSecret>,
     pending: PendingLocates,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -283,11 +361,31 @@ impl Bus {
     /// Wraps `transport` and starts routing locate replies to their askers until
     /// `shutdown` is cancelled.
     pub async fn new(transport: Arc<dyn Transport>, shutdown: CancellationToken) -> Result<Bus, BusError> {
+        Bus::with_secret(transport, None, shutdown).await
+    }
+
+    /// [`Bus::new`], signing every message with `secret` and dropping every received
+    /// message not signed with it (`None`: an open bus).
+    pub async fn with_secret(
+        transport: Arc<dyn Transport>,
+        secret: Option<ClusterSecret>,
+        shutdown: CancellationToken,
+    ) -> Result<Bus, BusError> {
         let pending: PendingLocates = Arc::default();
         let replies = transport.replies().await?;
         let tasks = TaskTracker::new();
-        tasks.spawn(route_replies(replies, pending.clone(), shutdown.clone()));
-        Ok(Bus { transport, pending, tasks, shutdown })
+        let verifier = secret.clone().map(Verifier::new);
+        tasks.spawn(route_replies(replies, pending.clone(), verifier, shutdown.clone()));
+        Ok(Bus { transport, secret, pending, tasks, shutdown })
+    }
+
+    /// `json` as the body of a message of `kind`: sealed with the secret's
+    /// signature when the bus has one, as it is otherwise.
+    fn seal(&self, kind: MessageKind, reply_to: Option<&str>, correlation_id: Option<&str>, json: Vec<u8>) -> Bytes {
+        match &self.secret {
+            Some(secret) => secret::seal_envelope(secret, &kind.parts(reply_to, correlation_id), &json).into(),
+            None => json.into(),
+        }
     }
 
     /// Waits until every task of this bus has ended: after the `shutdown` token is
@@ -299,28 +397,29 @@ impl Bus {
 
     /// Publishes a heartbeat on `apiServers`.
     pub async fn publish_heartbeat(&self, hb: &Heartbeat) -> Result<(), BusError> {
-        let body = serde_json::to_vec(hb).expect("heartbeat serializes");
-        self.transport.publish(Exchange::ApiServers, Delivery { body: body.into(), ..Default::default() }).await
+        let body = self.seal(MessageKind::Heartbeat, None, None, serde_json::to_vec(hb).expect("heartbeat serializes"));
+        self.transport.publish(Exchange::ApiServers, Delivery { body, ..Default::default() }).await
     }
 
     /// Every well-formed heartbeat from now on; malformed ones, and ones whose address
     /// is not `host:port`, are logged and dropped.
     pub async fn heartbeats(&self) -> Result<mpsc::Receiver<Heartbeat>, BusError> {
         let raw = self.transport.subscribe(Exchange::ApiServers).await?;
-        Ok(self.decode_stream("heartbeats", raw, |d| decode_heartbeat(&d.body)))
+        Ok(self.decode_stream("heartbeats", MessageKind::Heartbeat, raw, |_, json| decode_heartbeat(json)))
     }
 
     /// Every well-formed locate request from now on (data server side); malformed
     /// ones, and ones without `reply_to` or `correlation_id`, are logged and dropped.
     pub async fn locate_requests(&self) -> Result<mpsc::Receiver<IncomingLocate>, BusError> {
         let raw = self.transport.subscribe(Exchange::DataServers).await?;
-        Ok(self.decode_stream("locate requests", raw, decode_locate_request))
+        Ok(self.decode_stream("locate requests", MessageKind::LocateRequest, raw, decode_locate_request))
     }
 
     /// Answers a locate request.
     pub async fn reply(&self, to: &IncomingLocate, reply: &LocateReply) -> Result<(), BusError> {
-        let body = serde_json::to_vec(reply).expect("locate reply serializes");
-        self.transport.send_reply(&to.reply_to, &to.correlation_id, body.into()).await
+        let json = serde_json::to_vec(reply).expect("locate reply serializes");
+        let body = self.seal(MessageKind::LocateReply, None, Some(&to.correlation_id), json);
+        self.transport.send_reply(&to.reply_to, &to.correlation_id, body).await
     }
 
     /// Broadcasts a locate for `hash` and returns the replies as they arrive. The
@@ -333,11 +432,12 @@ impl Bus {
         let (tx, rx) = mpsc::channel(1024);
         self.pending.lock().expect("pending locates lock").insert(correlation_id.clone(), tx);
         let pending = PendingLocate { id: correlation_id.clone(), replies: rx, routes: self.pending.clone() };
-        let body = serde_json::to_vec(&LocateRequest { hash }).expect("locate request serializes");
+        let json = serde_json::to_vec(&LocateRequest { hash }).expect("locate request serializes");
+        let body = self.seal(MessageKind::LocateRequest, Some(&reply_to), Some(&correlation_id), json);
         self.transport
             .publish(
                 Exchange::DataServers,
-                Delivery { body: body.into(), reply_to: Some(reply_to), correlation_id: Some(correlation_id) },
+                Delivery { body, reply_to: Some(reply_to), correlation_id: Some(correlation_id) },
             )
             .await?;
         Ok(pending)
@@ -374,7 +474,12 @@ impl Drop for PendingLocate {
 
 /// Routes each reply to the locate that asked for it, dropping what does not decode
 /// or check out, and replies for locates that already finished.
-async fn route_replies(mut replies: mpsc::Receiver<Delivery>, routes: PendingLocates, shutdown: CancellationToken) {
+async fn route_replies(
+    mut replies: mpsc::Receiver<Delivery>,
+    routes: PendingLocates,
+    verifier: Option<Verifier>,
+    shutdown: CancellationToken,
+) {
     let mut warnings = DropWarnings::new("locate replies");
     loop {
         let delivery = tokio::select! {
@@ -382,7 +487,8 @@ async fn route_replies(mut replies: mpsc::Receiver<Delivery>, routes: PendingLoc
             d = replies.recv() => match d { Some(d) => d, None => return },
         };
         let routed = delivery.correlation_id.as_deref().ok_or(DecodeError::NoCorrelationId).and_then(|id| {
-            let reply = decode_locate_reply(&delivery.body)?;
+            let json = authenticate(verifier.as_ref(), MessageKind::LocateReply, &delivery)?;
+            let reply = decode_locate_reply(json)?;
             Ok((id, reply))
         });
         let (id, reply) = match routed {
@@ -408,15 +514,19 @@ impl Bus {
     fn decode_stream<T, F>(
         &self,
         stream: &'static str,
+        kind: MessageKind,
         mut raw: mpsc::Receiver<Delivery>,
         decode: F,
     ) -> mpsc::Receiver<T>
     where
         T: Send + 'static,
-        F: Fn(&Delivery) -> Result<T, DecodeError> + Send + 'static,
+        F: Fn(&Delivery, &[u8]) -> Result<T, DecodeError> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(256);
         let shutdown = self.shutdown.clone();
+        // Each subscription remembers its own nonces: a fanout message reaches
+        // every subscriber once.
+        let verifier = self.secret.clone().map(Verifier::new);
         self.tasks.spawn(async move {
             let mut warnings = DropWarnings::new(stream);
             loop {
@@ -424,7 +534,7 @@ impl Bus {
                     _ = shutdown.cancelled() => return,
                     d = raw.recv() => match d { Some(d) => d, None => return },
                 };
-                match decode(&d) {
+                match authenticate(verifier.as_ref(), kind, &d).and_then(|json| decode(&d, json)) {
                     Ok(msg) => {
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -479,6 +589,41 @@ mod tests {
         assert!(matches!(decode_locate_reply(&body("h:1/x", vec![0]).unwrap()), Err(DecodeError::BadAddr(_))));
         assert!(matches!(decode_locate_reply(br#"{"addr":"h:1","shards":[-1]}"#), Err(DecodeError::Json(_))));
         assert!(matches!(decode_locate_reply(b"\xff\xfe"), Err(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn a_closed_bus_takes_only_messages_signed_for_their_kind_and_properties() {
+        let secret = ClusterSecret::from_text("a cluster secret of thirty-two bytes at least").unwrap();
+        let verifier = Verifier::new(secret.clone());
+        let json = br#"{"addr":"127.29.1.1:12345","free":7}"#;
+        let sealed = |kind: MessageKind, reply_to: Option<&str>, id: Option<&str>| Delivery {
+            body: secret::seal_envelope(&secret, &kind.parts(reply_to, id), json).into(),
+            reply_to: reply_to.map(String::from),
+            correlation_id: id.map(String::from),
+        };
+        let hb = sealed(MessageKind::Heartbeat, None, None);
+        assert_eq!(authenticate(Some(&verifier), MessageKind::Heartbeat, &hb).unwrap(), json);
+        assert!(matches!(
+            authenticate(Some(&verifier), MessageKind::Heartbeat, &hb),
+            Err(DecodeError::Unauthenticated(Refusal::Replay))
+        ));
+        let hb = sealed(MessageKind::Heartbeat, None, None);
+        assert!(matches!(
+            authenticate(Some(&verifier), MessageKind::LocateReply, &hb),
+            Err(DecodeError::Unauthenticated(Refusal::BadSignature))
+        ));
+        let mut request = sealed(MessageKind::LocateRequest, Some("q1"), Some("c1"));
+        request.reply_to = Some("attacker-queue".into());
+        assert!(matches!(
+            authenticate(Some(&verifier), MessageKind::LocateRequest, &request),
+            Err(DecodeError::Unauthenticated(Refusal::BadSignature))
+        ));
+        let plain = Delivery { body: Bytes::from_static(json), ..Default::default() };
+        let e = authenticate(Some(&verifier), MessageKind::Heartbeat, &plain).unwrap_err();
+        assert_eq!(e.label(), "unsigned");
+        assert_eq!(authenticate(None, MessageKind::Heartbeat, &plain).unwrap(), json);
+        let signed = sealed(MessageKind::Heartbeat, None, None);
+        assert!(matches!(authenticate(None, MessageKind::Heartbeat, &signed), Err(DecodeError::SignedElsewhere)));
     }
 
     #[test]

@@ -81,6 +81,7 @@ async fn start_on(root: &Path, adjust: impl FnOnce(&mut DataConfig)) -> Server {
         scrub_rate: 0,
         scrub_interval: Duration::ZERO,
         garbage_ttl: DEFAULT_GARBAGE_TTL,
+        cluster_secret: None,
     };
     adjust(&mut config);
     let token = stop.clone();

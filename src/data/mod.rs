@@ -70,6 +70,7 @@ use uuid::Uuid;
 use crate::bus::{Bus, Heartbeat, LocateReply};
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::{self, RangeRequest};
+use crate::secret::{ClusterSecret, Refusal, Verifier};
 use crate::server::{self, HttpTimeouts};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::{WorkerHandle, Workers};
@@ -110,6 +111,9 @@ pub struct DataConfig {
     pub scrub_interval: Duration,
     /// `garbage/` entries older than this are removed.
     pub garbage_ttl: Duration,
+    /// With a secret, every request but `/healthz` and `/metrics` must be signed
+    /// with it ([`crate::secret`]); `None`: an open data tier.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 /// Default for [`DataConfig::garbage_ttl`]: a week.
@@ -225,19 +229,28 @@ pub async fn serve(
         scrub_interval: config.scrub_interval,
         buffered,
     });
-    let app = Router::new()
+    let members_only = Router::new()
         .route("/temp/{id}", post(post_temp).put(commit_temp).delete(abort_temp))
         .route("/objects/{file}", get(get_shard).put(put_shard).delete(delete_shard))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats))
         .route("/compact", post(compact))
-        .route("/metrics", get(metrics))
         .route("/purge", post(purge_many))
         .route("/shards", get(list_shards))
         .route("/scrub", get(scrub_status).post(scrub_start))
         .route("/scrub/pause", post(scrub_pause))
         .route("/scrub/resume", post(scrub_resume))
-        .route("/scrub/findings", get(scrub_findings))
+        .route("/scrub/findings", get(scrub_findings));
+    let members_only = match &config.cluster_secret {
+        Some(secret) => {
+            let check =
+                Arc::new(SignatureCheck { verifier: Verifier::new(secret.clone()), scope: state.scope.clone() });
+            members_only.route_layer(axum::middleware::from_fn_with_state(check, require_signature))
+        }
+        None => members_only,
+    };
+    let app = members_only
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .layer(http_metrics)
         .with_state(state);
     tracing::info!(addr = %config.advertise, root = %config.root.display(), "data server listening");
@@ -253,6 +266,34 @@ pub async fn serve(
         }
     }
     served
+}
+
+/// A closed data tier's gate: who may ask anything of this server.
+struct SignatureCheck {
+    verifier: Verifier,
+    scope: Scope,
+}
+
+/// Lets through only requests signed with the cluster secret, within the clock
+/// window and never seen before; answers 401 (503 when the replay memory is full)
+/// with the reason otherwise, and counts it
+/// ([`telemetry::CLUSTER_AUTH_REFUSED`]). Nothing of a refused request is read
+/// beyond its head.
+async fn require_signature(
+    State(check): State<Arc<SignatureCheck>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match check.verifier.verify_request(req.method(), req.uri(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            check.scope.counter_with(telemetry::CLUSTER_AUTH_REFUSED, "reason", refusal.as_str()).increment(1);
+            tracing::debug!(%refusal, method = %req.method(), uri = %req.uri(), "unsigned or badly signed request refused");
+            let status =
+                if refusal == Refusal::Busy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNAUTHORIZED };
+            (status, format!("{refusal}\n")).into_response()
+        }
+    }
 }
 
 /// Compacts the volumes that are due every `period`, and checkpoints after.
@@ -988,6 +1029,7 @@ mod tests {
             scrub_rate: 0,
             scrub_interval: Duration::ZERO,
             garbage_ttl: DEFAULT_GARBAGE_TTL,
+            cluster_secret: None,
         };
         tokio::spawn(serve(listener, config, bus, stop.clone()));
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::data::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
 use crate::range::ByteRange;
+use crate::secret::ClusterSecret;
 
 /// How long the API server waits on a data server, step by step. Every network
 /// step between the tiers has one of these deadlines, so a data server that accepts
@@ -110,6 +111,8 @@ pub struct DataClient {
     http: reqwest::Client,
     reads: hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>,
     timeouts: DataTimeouts,
+    /// Signs every request when the cluster is closed ([`crate::secret`]).
+    secret: Option<ClusterSecret>,
 }
 
 /// Read buffer of a shard-read connection (one shard block).
@@ -147,7 +150,31 @@ impl DataClient {
             .pool_idle_timeout(Duration::from_secs(20))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        DataClient { http, reads, timeouts }
+        DataClient { http, reads, timeouts, secret: None }
+    }
+
+    /// This client, signing every request with `secret` (a closed cluster's data
+    /// servers refuse unsigned ones).
+    pub fn with_secret(mut self, secret: Option<ClusterSecret>) -> DataClient {
+        self.secret = secret;
+        self
+    }
+
+    /// Builds `req` and signs it when the cluster has a secret.
+    fn build(&self, addr: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Request, DataClientError> {
+        let mut req = req
+            .build()
+            .map_err(|e| DataClientError::Unreachable { addr: addr.to_string(), reason: error_chain(&e) })?;
+        if let Some(secret) = &self.secret {
+            let url = req.url();
+            let target = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let method = req.method().clone();
+            secret.sign_headers(&method, &target, req.headers_mut());
+        }
+        Ok(req)
     }
 
     /// The deadlines this client works to.
@@ -171,8 +198,9 @@ impl DataClient {
         after: Duration,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DataClientError> {
+        let req = self.build(addr, req)?;
         let exchange = async {
-            let resp = req.send().await.map_err(|e| Self::failed(addr, step, after, e))?;
+            let resp = self.http.execute(req).await.map_err(|e| Self::failed(addr, step, after, e))?;
             Self::check(addr, resp).await
         };
         tokio::time::timeout(after, exchange)
@@ -202,7 +230,8 @@ impl DataClient {
             .post(format!("http://{addr}/temp/{id}"))
             .header(POLICY_HEADER, policy.to_string())
             .body(reqwest::Body::wrap_stream(body));
-        let resp = req.send().await.map_err(|e| Self::failed(addr, "upload", Duration::ZERO, e))?;
+        let req = self.build(addr, req)?;
+        let resp = self.http.execute(req).await.map_err(|e| Self::failed(addr, "upload", Duration::ZERO, e))?;
         let resp = Self::check(addr, resp).await?;
         length_of(addr, &resp)
     }
@@ -285,7 +314,12 @@ impl DataClient {
         if let Some(r) = range {
             req = req.header(http::header::RANGE, format!("bytes={}-{}", r.start, r.end - 1));
         }
-        let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
+        let mut req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
+        if let Some(secret) = &self.secret {
+            let target = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let method = req.method().clone();
+            secret.sign_headers(&method, &target, req.headers_mut());
+        }
         let after = self.timeouts.io;
         let exchange = async {
             let resp = self.reads.request(req).await.map_err(|e| unreachable(error_chain(&e)))?;

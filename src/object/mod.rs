@@ -134,6 +134,9 @@ pub struct ObjectConfig {
     pub data_timeouts: DataTimeouts,
     /// How new content is compressed (README, "Compression").
     pub compression: compress::CompressionConfig,
+    /// The cluster secret every request to a data server is signed with; `None`:
+    /// an open data tier ([`crate::secret`]).
+    pub cluster_secret: Option<crate::secret::ClusterSecret>,
 }
 
 /// The object paths of one API server. Cheap to clone.
@@ -197,7 +200,7 @@ impl ObjectService {
         scope: Scope,
     ) -> Self {
         let cache = Arc::new(cache::ContentCache::new(config.cache_bytes));
-        let client = DataClient::new(config.data_timeouts);
+        let client = DataClient::new(config.data_timeouts).with_secret(config.cluster_secret.clone());
         let svc = ObjectService {
             meta,
             bus,
