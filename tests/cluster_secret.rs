@@ -353,3 +353,58 @@ fn scopeguard(procs: &[Proc]) -> impl Drop + '_ {
     }
     Logs(procs)
 }
+
+/// Rotation without a restart: the running cluster re-reads its secret file. With
+/// the new secret added second, requests signed with either are taken; once the
+/// old one is removed, a request signed with it is refused, and the cluster's own
+/// traffic never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_rotates_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.secret");
+    let (old, new) = (secret_text(), secret_text());
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let loaded = ClusterSecret::load(&file).unwrap();
+    let t = common::start_custom(3, |c| c.cluster_secret = Some(loaded)).await;
+    let addr = t.cluster.data_addrs[0].to_string();
+    let signing_with = |text: &str| {
+        DataClient::new(DataTimeouts::default()).with_secret(Some(ClusterSecret::from_text(text).unwrap()))
+    };
+    let (by_old, by_new) = (signing_with(&old), signing_with(&new));
+    assert!(by_old.stats(&addr).await.is_ok());
+    assert!(matches!(
+        by_new.stats(&addr).await,
+        Err(cairn::object::client::DataClientError::Status { status: 401, .. })
+    ));
+
+    // Each step waits for the file to be re-read (every 2 s), writing meanwhile.
+    let mut round = 0;
+    let mut wait_until = async |want_old: bool, want_new: bool| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            round += 1;
+            let body = common::pattern(10_000, round);
+            assert_eq!(t.put(&format!("during-{round}"), body.clone()).await.status(), 200, "writes go on");
+            assert_eq!(t.get(&format!("during-{round}")).await.bytes().await.unwrap(), body);
+            let (o, n) = (by_old.stats(&addr).await.is_ok(), by_new.stats(&addr).await.is_ok());
+            if (o, n) == (want_old, want_new) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "old {o}, new {n}; want {want_old}, {want_new}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // 1: add the new secret second (every process), 2: put it first, 3: drop the old.
+    std::fs::write(&file, format!("{old}\n{new}\n")).unwrap();
+    wait_until(true, true).await;
+    std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_until(true, true).await;
+    std::fs::write(&file, format!("{new}\n")).unwrap();
+    wait_until(false, true).await;
+    // A broken file keeps what is in use.
+    std::fs::write(&file, "too short\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(by_new.stats(&addr).await.is_ok());
+    assert!(by_old.stats(&addr).await.is_err());
+}
