@@ -1,5 +1,6 @@
 //! Throughput of the erasure codec (`cairn::codec`) in bytes of object data, with the
-//! hashing and checksumming every written byte also goes through, for context.
+//! hashing and checksumming every written byte also goes through, for context; and
+//! what the cluster secret's signature costs one data-server request.
 //!
 //! Run: `cargo bench --bench codec` (about 35 s of measurement after the build). Results
 //! and the machine they were taken on: `BENCH-codec.md`.
@@ -121,5 +122,28 @@ fn hashes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode, hashes);
+/// What the cluster secret costs a data-server request: the API server signs it,
+/// the data server verifies it (MAC, clock, nonce), as for a shard read.
+fn cluster_signature(c: &mut Criterion) {
+    use cairn::secret::{ClusterSecret, Verifier};
+    use http::{HeaderMap, HeaderValue, Method};
+    let mut g = configure(c, "cluster_signature");
+    let secret = ClusterSecret::from_text(&cairn::secret::generate()).expect("a generated secret");
+    let verifier = Verifier::new(secret.clone());
+    let path = format!("/objects/{}.3", "ab".repeat(32));
+    let uri: http::Uri = path.parse().expect("a path");
+    let mut base = HeaderMap::new();
+    base.insert("x-cairn-policy", HeaderValue::from_static("4+2"));
+    base.insert("x-cairn-length", HeaderValue::from_static("1048576"));
+    g.bench_function("sign_and_verify_shard_read", |b| {
+        b.iter(|| {
+            let mut headers = base.clone();
+            secret.sign_headers(&Method::GET, &path, &mut headers);
+            verifier.verify_request(&Method::GET, &uri, black_box(&headers)).expect("a fresh signature verifies")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, decode, hashes, cluster_signature);
 criterion_main!(benches);
