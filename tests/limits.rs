@@ -5,15 +5,18 @@
 //! key (native 429, S3 `SlowDown`). Every refused write leaves no version and no
 //! shard behind, and every refusal is counted in `cairn_api_refused_total`.
 //! Spoken with plain reqwest (S3 unsigned, in an open cluster) and a raw socket
-//! where a client must not send its body. Data servers on 127.29.11.x.
+//! where a client must not send its body; boto3 (when present) hears them too.
+//! Data servers on 127.29.11.x.
 
 mod common;
+mod s3;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn::dev::DevConfig;
 use common::{pattern, TestCluster};
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -261,8 +264,6 @@ fn held_put(t: &TestCluster, name: &str) -> (tokio::task::JoinHandle<()>, tokio:
     (task, release)
 }
 
-use futures_util::StreamExt;
-
 /// Sends `request` until it is answered `refusal`, which must come within
 /// `tries`; every answer before it is 404 (the name does not exist).
 async fn first_refusal<F, Fut>(tries: usize, request: F, refusal: StatusCode) -> reqwest::Response
@@ -390,4 +391,35 @@ async fn each_key_has_its_own_request_rate_answered_429_natively_and_slow_down_o
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get_as(&a).await.unwrap().status(), StatusCode::NOT_FOUND);
     assert!(refused(&t, "rate").await >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_sdk_hears_each_refusal_in_its_own_words() {
+    let test = "an_s3_sdk_hears_each_refusal_in_its_own_words";
+    if !(s3::boto3_available() || s3::missing(test, "python3 cannot import boto3")) {
+        return;
+    }
+    use cairn::api::limits::Rate;
+    let t = cluster(|c| {
+        c.limits.max_object_size = LIMIT;
+        c.limits.max_name_len = 100;
+        c.limits.rate = Some(Rate { per_second: 2, burst: 4 });
+    })
+    .await;
+    let a = s3::create_key(&t.http, &t.base, serde_json::json!({}), None).await;
+    let b = s3::create_key(&t.http, &t.base, serde_json::json!({}), Some(&a)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = s3::Client::new("python3", &[&s3::script("limits_checks.py"), &t.base], dir.path())
+        .env("KEY_A", a.pair())
+        .env("KEY_B", b.pair())
+        .run(Duration::from_secs(90))
+        .await;
+    s3::assert_checks(
+        &out,
+        &["a_long_key_is_key_too_long", "a_large_object_is_entity_too_large", "a_key_over_its_rate_hears_slow_down"],
+    );
+    assert!(refused(&t, "rate").await >= 1);
+    assert_eq!(refused(&t, "object_size").await, 1);
+    assert_eq!(refused(&t, "name_length").await, 1);
+    assert_nothing_stored(&t).await;
 }
