@@ -218,10 +218,13 @@ impl RateLimiter {
     fn admit_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let (per_second, burst) = (f64::from(self.rate.per_second), f64::from(self.rate.burst));
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !buckets.contains_key(key) && buckets.len() >= MAX_TRACKED_KEYS {
-            forget_idle(&mut buckets, per_second, burst, now);
+        if !buckets.contains_key(key) {
+            if buckets.len() >= MAX_TRACKED_KEYS {
+                forget_idle(&mut buckets, per_second, burst, now);
+            }
+            buckets.insert(key.to_string(), Bucket { tokens: burst, at: now });
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, at: now });
+        let bucket = buckets.get_mut(key).expect("inserted above when missing");
         let refilled = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
         bucket.tokens = (bucket.tokens + refilled).min(burst);
         bucket.at = now;

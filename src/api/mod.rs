@@ -80,7 +80,7 @@ pub struct ApiConfig {
     pub heartbeat_expiry: Duration,
     /// How long the server waits on its own clients.
     pub http: HttpTimeouts,
-    /// How much work it takes on at once.
+    /// What it takes on: work in flight, object size, name length, request rate.
     pub limits: RequestLimits,
     /// The lifecycle workers' settings (retention, GC, healing).
     pub maintenance: MaintenanceConfig,
