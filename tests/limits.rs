@@ -214,6 +214,32 @@ async fn a_tus_upload_past_the_largest_object_is_413() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(refused(&t, "object_size").await, 1);
+
+    // A deferred length runs into the largest object as its bytes arrive.
+    let r = t
+        .http
+        .post(t.url("/uploads"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Defer-Length", "1")
+        .header("Upload-Metadata", "filename ZGVmZXJyZWQ=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let r = t
+        .http
+        .patch(t.url(&location))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Offset", "0")
+        .body(chunked(pattern(LIMIT as usize + 1, 10)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(refused(&t, "object_size").await, 2);
+    assert_eq!(t.get("deferred").await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -438,7 +438,14 @@ async fn patch_upload(
         checksum: checksum(&headers)?,
         declared: number(&headers, &header::CONTENT_LENGTH, "Content-Length")?,
     };
-    let state = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await?;
+    let appended = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await;
+    // A deferred-length upload runs into the largest object, not a length of its own.
+    if let Err(ResumableError::TooLarge { limit }) = &appended {
+        if *limit == tus.settings.max_size {
+            tus.door.count_too_large();
+        }
+    }
+    let state = appended?;
     Ok(upload_response(&tus, StatusCode::NO_CONTENT, &state).await)
 }
 
