@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use cairn::api::limits::Rate;
 use cairn::api::{self, ApiConfig, RequestLimits};
 use cairn::bench::BenchArgs;
 use cairn::bus::amqp::AmqpTransport;
@@ -297,9 +298,11 @@ struct UploadArgs {
     /// connection can cost at most with Upload-Checksum; without it, nothing).
     #[arg(long, env = "CAIRN_UPLOAD_PART_SIZE", default_value = "16MiB")]
     upload_part_size: ByteSize,
-    /// The largest upload accepted (Tus-Max-Size).
-    #[arg(long, env = "CAIRN_MAX_UPLOAD_SIZE", default_value = "5TiB")]
-    max_upload_size: ByteSize,
+    /// A smaller largest resumable upload than --max-object-size (which also
+    /// bounds tus uploads: Tus-Max-Size is the smaller of the two). Kept for
+    /// configurations from before --max-object-size.
+    #[arg(long, env = "CAIRN_MAX_UPLOAD_SIZE")]
+    max_upload_size: Option<ByteSize>,
 }
 
 impl UploadArgs {
@@ -307,7 +310,7 @@ impl UploadArgs {
         UploadSettings {
             expiry: self.upload_expiry,
             part_size: self.upload_part_size.0.max(1),
-            max_size: self.max_upload_size.0,
+            max_size: self.max_upload_size.map_or(u64::MAX, |s| s.0),
         }
     }
 }
@@ -366,6 +369,31 @@ struct LimitArgs {
     /// --small-threshold, counted by their length).
     #[arg(long, env = "CAIRN_SMALL_UPLOAD_MEMORY", default_value = "64MiB")]
     small_upload_memory: ByteSize,
+    /// The largest object: a native PUT, an S3 PutObject or completed multipart
+    /// upload, a tus upload (past it: 413, S3 EntityTooLarge).
+    #[arg(long, env = "CAIRN_MAX_OBJECT_SIZE", default_value = "5TiB")]
+    max_object_size: ByteSize,
+    /// The longest name a new object may get, in bytes (at most 1024; past it:
+    /// 400, S3 KeyTooLongError).
+    #[arg(long, env = "CAIRN_MAX_NAME_LENGTH", default_value_t = cairn::api::names::MAX_NAME_LEN, value_parser = name_length)]
+    max_name_length: usize,
+    /// Requests per second each access key may make (unsigned callers of an open
+    /// cluster share one allowance); past it: 429, S3 SlowDown. Off by default.
+    #[arg(long, env = "CAIRN_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
+    /// Requests a key that has been quiet may make at once under --rate-limit
+    /// (default: one second's worth).
+    #[arg(long, env = "CAIRN_RATE_BURST", requires = "rate_limit", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_burst: Option<u32>,
+}
+
+/// A name length from 1 to the absolute limit.
+fn name_length(text: &str) -> Result<usize, String> {
+    let max = cairn::api::names::MAX_NAME_LEN;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a length from 1 to {max}, got {text:?}")),
+    }
 }
 
 /// A count of at least one (a limit of zero would refuse everything).
@@ -382,6 +410,9 @@ impl LimitArgs {
             requests: self.max_requests,
             uploads: self.max_uploads,
             small_upload_bytes: self.small_upload_memory.0,
+            max_object_size: self.max_object_size.0,
+            max_name_len: self.max_name_length,
+            rate: self.rate_limit.map(|per_second| Rate { per_second, burst: self.rate_burst.unwrap_or(per_second) }),
         }
     }
 }

@@ -52,6 +52,9 @@ pub const HTTP_RESPONSE_BODY_BYTES: &str = "cairn_http_response_body_bytes_total
 
 // --- API servers ---
 
+/// Counter: requests refused at the door by a limit, label `limit` (`object_size`,
+/// `name_length`, `requests`, `uploads`, `rate`: [`crate::api::limits::Limit`]).
+pub const API_REFUSED: &str = "cairn_api_refused_total";
 /// Gauge: data servers this API server sees live (heartbeats), updated on scrape.
 pub const LIVE_DATA_SERVERS: &str = "cairn_live_data_servers";
 /// Counter: shards written for clients' PUTs (API: acknowledged by a data server

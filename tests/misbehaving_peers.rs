@@ -141,7 +141,7 @@ async fn a_trickling_body_is_cut_and_an_idle_connection_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_past_the_limit_get_503_with_retry_after() {
-    let limits = RequestLimits { requests: 64, uploads: 1, small_upload_bytes: 4096 };
+    let limits = RequestLimits { requests: 64, uploads: 1, small_upload_bytes: 4096, ..Default::default() };
     let t = start_custom(6, |c| c.limits = limits).await;
     // A body the test feeds slowly, sent chunked or with a declared length.
     let slow_put = |name: &str, length: Option<u64>| {

@@ -26,6 +26,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::limits::{self, RateLimiter};
 use crate::meta::{AccessKey, MetaError, MetaStore, DEFAULT_BUCKET};
 
 /// How long a snapshot of the keys is used before the store is asked again.
@@ -38,6 +39,8 @@ pub struct KeyRing {
     snapshot: Arc<RwLock<Snapshot>>,
     /// Held by the one request that reloads the snapshot; the others use the old one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Requests per second of each key (`--rate-limit`), when limited.
+    rate: Option<Arc<RateLimiter>>,
 }
 
 struct Snapshot {
@@ -128,7 +131,25 @@ impl KeyRing {
             meta,
             snapshot: Arc::new(RwLock::new(Snapshot { keys: Arc::new(HashMap::new()), loaded: None })),
             reloading: Arc::new(tokio::sync::Mutex::new(())),
+            rate: None,
         }
+    }
+
+    /// This key ring, holding each caller to `limiter`'s request rate.
+    pub fn with_rate(mut self, limiter: Arc<RateLimiter>) -> KeyRing {
+        self.rate = Some(limiter);
+        self
+    }
+
+    /// Takes one request from `caller`'s rate (every unsigned caller of an open
+    /// cluster shares one), or says how long until the next one is allowed.
+    /// Called once the caller is proven, so only real keys get a bucket.
+    pub fn admit(&self, caller: &Caller) -> Result<(), Duration> {
+        let Some(rate) = &self.rate else { return Ok(()) };
+        rate.admit(match caller {
+            Caller::Open => None,
+            Caller::Key(key) => Some(key.access_key.as_str()),
+        })
     }
 
     /// The keys, reloaded from the store when the snapshot is older than
@@ -281,7 +302,7 @@ fn is_read(method: &Method) -> bool {
 /// `/admin/…`): every request carries a valid bearer token once the cluster has a
 /// key. The native API is the bucket `default`; the admin routes need an
 /// unrestricted read-write key. 403 with the reason otherwise (503 when the store
-/// cannot be read).
+/// cannot be read); 429 when the caller is over its request rate.
 pub async fn native_auth(State(keys): State<KeyRing>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if is_public(path) {
@@ -300,9 +321,12 @@ pub async fn native_auth(State(keys): State<KeyRing>, request: Request, next: Ne
     } else {
         caller.may_use(DEFAULT_BUCKET, !is_read(request.method()))
     };
-    match allowed {
+    if let Err(r) = allowed {
+        return refused(r);
+    }
+    match keys.admit(&caller) {
         Ok(()) => next.run(request).await,
-        Err(r) => refused(r),
+        Err(wait) => limits::too_many_requests(wait),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod accept;
 pub mod admin;
 pub mod digest;
 pub mod keys;
+pub mod limits;
 pub mod names;
 pub mod s3;
 pub mod tus;
@@ -42,7 +43,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Json, Router};
+use axum::{BoxError, Extension, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -79,7 +80,7 @@ pub struct ApiConfig {
     pub heartbeat_expiry: Duration,
     /// How long the server waits on its own clients.
     pub http: HttpTimeouts,
-    /// How much work it takes on at once.
+    /// What it takes on: work in flight, object size, name length, request rate.
     pub limits: RequestLimits,
     /// The lifecycle workers' settings (retention, GC, healing).
     pub maintenance: MaintenanceConfig,
@@ -97,10 +98,12 @@ pub struct S3Settings {
     pub domain: Option<String>,
 }
 
-/// How much work an API server takes on at once. Past a limit a request is
-/// answered at once with 503 and `Retry-After` instead of queueing: memory and
-/// connections to the data tier stay bounded by configuration, and clients (S3
-/// SDKs, rclone, curl --retry) back off and retry on their own.
+/// What an API server takes on: how much work at once, how large an object, how
+/// long a name, how many requests per second of one key ([`limits`]). Past an
+/// in-flight limit a request is answered at once with 503 and `Retry-After` (S3:
+/// `SlowDown`) instead of queueing: memory and connections to the data tier stay
+/// bounded by configuration, and clients (S3 SDKs, rclone, curl --retry) back off
+/// and retry on their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Requests being handled at once (an upload counts from its start until its
@@ -117,6 +120,15 @@ pub struct RequestLimits {
     /// one of the [`uploads`](RequestLimits::uploads), so sixty-four clients of 4 KiB
     /// PUTs are not refused because thirty-two large ones would fill memory.
     pub small_upload_bytes: u64,
+    /// The largest object (`--max-object-size`): a native PUT, an S3 PutObject or
+    /// completed multipart upload (a part: at most [`limits::MAX_PART_SIZE`] too),
+    /// a tus upload.
+    pub max_object_size: u64,
+    /// The longest name a new object may get (`--max-name-length`, at most
+    /// [`names::MAX_NAME_LEN`]).
+    pub max_name_len: usize,
+    /// Requests per second of one access key (`--rate-limit`); `None`: no limit.
+    pub rate: Option<limits::Rate>,
 }
 
 impl Default for RequestLimits {
@@ -127,7 +139,14 @@ impl Default for RequestLimits {
     /// 512 MiB; small reads and listings cost far less. Small uploads share 64 MiB
     /// (sixteen thousand 4 KiB PUTs, or sixty-four of 1 MiB, before the request limit).
     fn default() -> Self {
-        RequestLimits { requests: 1024, uploads: 32, small_upload_bytes: 64 << 20 }
+        RequestLimits {
+            requests: 1024,
+            uploads: 32,
+            small_upload_bytes: 64 << 20,
+            max_object_size: limits::DEFAULT_MAX_OBJECT_SIZE,
+            max_name_len: names::MAX_NAME_LEN,
+            rate: None,
+        }
     }
 }
 
@@ -157,6 +176,12 @@ pub enum ApiError {
         /// Its value.
         value: String,
     },
+    /// The body is larger than the largest object.
+    #[error("the object is larger than the largest object, {limit} bytes (--max-object-size)")]
+    TooLarge {
+        /// The largest object.
+        limit: u64,
+    },
     /// The object paths failed.
     #[error(transparent)]
     Object(#[from] ObjectError),
@@ -168,6 +193,7 @@ impl IntoResponse for ApiError {
             ApiError::BadName(_) | ApiError::BadDigest(_) | ApiError::BadVersion(_) | ApiError::BadQuery { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Object(e) => match e {
                 ObjectError::NotFound { .. } | ObjectError::Deleted { .. } => StatusCode::NOT_FOUND,
                 ObjectError::DigestMismatch { .. } | ObjectError::BodyBroken(_) => StatusCode::BAD_REQUEST,
@@ -221,7 +247,16 @@ pub async fn serve_with_ready(
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
     tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
-    let keys = keys::KeyRing::new(service.meta.clone());
+    let refusals = limits::Refusals::new(service.telemetry_scope());
+    let door = limits::Door {
+        max_object_size: config.limits.max_object_size,
+        max_name_len: config.limits.max_name_len,
+        refusals: refusals.clone(),
+    };
+    let mut keys = keys::KeyRing::new(service.meta.clone());
+    if let Some(rate) = config.limits.rate {
+        keys = keys.with_rate(Arc::new(limits::RateLimiter::new(rate, refusals.clone())));
+    }
     match keys.is_open().await {
         Ok(true) => tracing::warn!(
             "NO ACCESS KEYS: anyone who can reach this server can read, overwrite and delete every object \
@@ -230,19 +265,23 @@ pub async fn serve_with_ready(
         Ok(false) => tracing::info!("access keys in force: every request must be signed"),
         Err(e) => tracing::warn!(error = %e, "cannot read the access keys yet"),
     }
-    let s3 = match s3::service(s3::CairnS3::new(service.clone(), keys.clone()), config.s3.domain.as_deref()) {
-        Ok(s3) => s3,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the S3 interface");
-            shutdown.cancel();
-            return Ok(());
-        }
-    };
-    let admission = UploadLimits::new(config.limits, service.config.small_threshold);
-    let native = router(service.clone(), admission.clone(), config.uploads)
+    let s3 =
+        match s3::service(s3::CairnS3::new(service.clone(), keys.clone(), door.clone()), config.s3.domain.as_deref()) {
+            Ok(s3) => s3,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the S3 interface");
+                shutdown.cancel();
+                return Ok(());
+            }
+        };
+    let admission = UploadLimits::new(config.limits, service.config.small_threshold, refusals.clone());
+    // One limit on object size: a tus upload becomes an object like any other.
+    let mut uploads = config.uploads;
+    uploads.max_size = uploads.max_size.min(config.limits.max_object_size);
+    let native = router(service.clone(), admission.clone(), uploads, door)
         .merge(admin::router(admin::Admin { service: service.clone(), maintenance, keys: keys.clone() }))
         .layer(middleware::from_fn_with_state(keys, keys::native_auth));
-    let routes = with_s3(native, s3, config.s3.domain, &service, admission, config.limits);
+    let routes = with_s3(native, s3, config.s3.domain, &service, admission, config.limits, refusals);
     let served = server::serve(listener, routes, config.http, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
@@ -253,13 +292,13 @@ pub async fn serve_with_ready(
     Ok(())
 }
 
-/// The native API's routes over `service`, with `admission` for its uploads.
-/// The tus routes ([`tus`], resumable uploads under `settings`) are merged in and
-/// share the upload admission. The request limit is applied around these and the
-/// S3 routes together ([`with_s3`]).
-fn router(service: ObjectService, admission: UploadLimits, settings: UploadSettings) -> Router {
+/// The native API's routes over `service`, with `admission` for its uploads and
+/// `door` for what a request may ask. The tus routes ([`tus`], resumable uploads
+/// under `settings`) are merged in and share the upload admission. The request
+/// limit is applied to these and to the S3 routes, over one count ([`with_s3`]).
+fn router(service: ObjectService, admission: UploadLimits, settings: UploadSettings, door: limits::Door) -> Router {
     let uploads = middleware::from_fn_with_state(admission.clone(), UploadLimits::admit);
-    let tus = tus::router(tus::Tus { service: service.clone(), settings }, admission);
+    let tus = tus::router(tus::Tus { service: service.clone(), settings, door: door.clone() }, admission);
     Router::new()
         .route("/objects/", get(list_objects).put(empty_name).delete(empty_name))
         .route("/objects", get(list_objects))
@@ -269,6 +308,7 @@ fn router(service: ObjectService, admission: UploadLimits, settings: UploadSetti
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(tus)
+        .layer(Extension(door))
         .layer(HttpMetrics::new(service.telemetry_scope().clone()))
         .with_state(Arc::new(service))
 }
@@ -276,9 +316,11 @@ fn router(service: ObjectService, admission: UploadLimits, settings: UploadSetti
 /// The native routes with the S3 API beside them: a request is S3's when it is
 /// virtual-host style (`Host` under `domain`) or its path is not a native route.
 /// S3 uploads (PUT, POST) share the native uploads' admission; every request is
-/// counted by the metrics. The request limit covers both: tower's process-wide
+/// counted by the metrics. The request limit covers both with one count: tower's
 /// semaphore (`GlobalConcurrencyLimit`) behind load shedding, so a request past
-/// the limit is refused at once with 503, not queued.
+/// the limit is refused at once, not queued. It is applied to each side on its
+/// own (to the native routes that matched, and to the S3 service) so that each
+/// refuses in its client's words: 503 with `Retry-After`, and S3's `SlowDown`.
 fn with_s3(
     native: Router,
     s3: s3s::service::S3Service,
@@ -286,11 +328,24 @@ fn with_s3(
     service: &ObjectService,
     admission: UploadLimits,
     limits: RequestLimits,
+    refusals: limits::Refusals,
 ) -> Router {
-    let requests = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded("requests") }))
+    let in_flight = Arc::new(Semaphore::new(limits.requests));
+    let counted = refusals.clone();
+    let native_requests = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: BoxError| {
+            counted.count(limits::Limit::Requests);
+            async { overloaded("requests") }
+        }))
         .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(limits.requests));
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(&in_flight)));
+    let s3_requests = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |_: BoxError| {
+            refusals.count(limits::Limit::Requests);
+            async { s3_overloaded("requests") }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight));
     let s3_service = tower::service_fn(move |request: Request| {
         let s3 = s3.clone();
         async move {
@@ -313,9 +368,11 @@ fn with_s3(
     let s3_routes = Router::new()
         .fallback_service(s3_service)
         .layer(middleware::from_fn_with_state(admission, admit_s3_uploads))
-        .layer(HttpMetrics::for_route(service.telemetry_scope().clone(), telemetry::S3_ROUTE));
+        .layer(HttpMetrics::for_route(service.telemetry_scope().clone(), telemetry::S3_ROUTE))
+        .layer(s3_requests);
     let dispatch_s3 = s3_routes.clone();
     native
+        .route_layer(native_requests)
         .fallback_service(s3_routes)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let s3 = dispatch_s3.clone();
@@ -333,7 +390,6 @@ fn with_s3(
                 }
             }
         }))
-        .layer(requests)
         .layer(middleware::from_fn(close_after_unanswered_expect))
 }
 
@@ -371,12 +427,14 @@ fn is_virtual_host(request: &Request, domain: &str) -> bool {
 }
 
 /// S3 writes (PUT and POST: objects, parts, completions) take an upload slot as
-/// native PUTs do.
-async fn admit_s3_uploads(state: State<UploadLimits>, request: Request, next: Next) -> Response {
-    if request.method() == Method::PUT || request.method() == Method::POST {
-        UploadLimits::admit(state, request, next).await
-    } else {
-        next.run(request).await
+/// native PUTs do; refused, they hear S3's `SlowDown`.
+async fn admit_s3_uploads(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
+    if request.method() != Method::PUT && request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    match limits.permit(request.headers()) {
+        Some(_permit) => next.run(request).await,
+        None => s3_overloaded("uploads"),
     }
 }
 
@@ -390,45 +448,55 @@ pub(crate) struct UploadLimits {
     small: Arc<Semaphore>,
     small_kib: u64,
     small_threshold: u64,
+    refusals: limits::Refusals,
 }
 
 impl UploadLimits {
-    fn new(limits: RequestLimits, small_threshold: u64) -> UploadLimits {
+    fn new(limits: RequestLimits, small_threshold: u64, refusals: limits::Refusals) -> UploadLimits {
         let small_kib = (limits.small_upload_bytes / 1024).min(Semaphore::MAX_PERMITS as u64);
         UploadLimits {
             slots: Arc::new(Semaphore::new(limits.uploads)),
             small: Arc::new(Semaphore::new(small_kib as usize)),
             small_kib,
             small_threshold,
+            refusals,
         }
     }
 
     /// Holds a permit from the request's head until its answer (an upload's body is
     /// read whole before it is answered).
     pub(crate) async fn admit(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
-        let declared = request
-            .headers()
+        match limits.permit(request.headers()) {
+            Some(_permit) => next.run(request).await,
+            None => overloaded("uploads"),
+        }
+    }
+
+    /// The permit of an upload with these headers, or `None` (counted) when its
+    /// kind of upload is at its limit.
+    fn permit(&self, headers: &HeaderMap) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let needed_kib = declared.filter(|&n| n < limits.small_threshold).map(|n| n.div_ceil(1024).max(1));
-        let permit = match needed_kib.filter(|&kib| kib <= limits.small_kib) {
+        let needed_kib = declared.filter(|&n| n < self.small_threshold).map(|n| n.div_ceil(1024).max(1));
+        let permit = match needed_kib.filter(|&kib| kib <= self.small_kib) {
             // At most the budget, which fits the semaphore, so in u32 unless the
             // budget is above 4 TiB.
             Some(kib) => match u32::try_from(kib) {
-                Ok(kib) => limits.small.try_acquire_many_owned(kib),
-                Err(_) => limits.slots.try_acquire_owned(),
+                Ok(kib) => Arc::clone(&self.small).try_acquire_many_owned(kib),
+                Err(_) => Arc::clone(&self.slots).try_acquire_owned(),
             },
-            None => limits.slots.try_acquire_owned(),
+            None => Arc::clone(&self.slots).try_acquire_owned(),
         };
-        match permit {
-            Ok(_permit) => next.run(request).await,
-            Err(_) => overloaded("uploads"),
+        if permit.is_err() {
+            self.refusals.count(limits::Limit::Uploads);
         }
+        permit.ok()
     }
 }
 
-/// The answer past a limit: 503 with `Retry-After`.
+/// The native answer past an in-flight limit: 503 with `Retry-After`.
 fn overloaded(what: &'static str) -> Response {
     tracing::debug!(what, "over the limit; refusing a request");
     (
@@ -437,6 +505,12 @@ fn overloaded(what: &'static str) -> Response {
         format!("too many {what} in flight; retry shortly\n"),
     )
         .into_response()
+}
+
+/// The S3 answer past an in-flight limit: 503 `SlowDown` with `Retry-After`.
+fn s3_overloaded(what: &'static str) -> Response {
+    tracing::debug!(what, "over the limit; refusing an S3 request");
+    limits::slow_down(Duration::from_secs(RETRY_AFTER_SECS), &format!("too many {what} in flight; retry shortly"))
 }
 
 type Svc = State<Arc<ObjectService>>;
@@ -474,16 +548,35 @@ fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiErro
     }
 }
 
+/// `PUT /objects/<name>`. A `Content-Length` over the largest object is refused
+/// before any byte of the body is read; a body without one is cut where it passes
+/// the limit, and the write path then stores nothing.
 async fn put_object(
     State(svc): Svc,
+    Extension(door): Extension<limits::Door>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    names::validate(&name)?;
+    door.new_name(&name)?;
+    let limit = door.max_object_size;
     let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(declared) = text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok()) {
+        if !door.fits(declared, limit) {
+            return Err(ApiError::TooLarge { limit });
+        }
+    }
     let expected = digest::expected(text("digest"), text("content-digest"))?;
-    let record = svc.put(DEFAULT_BUCKET, &name, body.into_data_stream(), expected).await?;
+    let cap = limits::SizeCap::new(limit);
+    let body = cap.wrap(body.into_data_stream(), || axum::Error::new(ApiError::TooLarge { limit }));
+    let record = match svc.put(DEFAULT_BUCKET, &name, body, expected).await {
+        Ok(record) => record,
+        Err(ObjectError::BodyBroken(_)) if cap.exceeded() => {
+            door.count_too_large();
+            return Err(ApiError::TooLarge { limit });
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(version_headers(&record, Json(version_json(&record))))
 }
 

@@ -36,6 +36,7 @@ use s3s::path::S3Path;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
 use super::keys::{Caller, KeyRing, Refusal};
+use super::limits::{self, Door};
 use super::names;
 use crate::meta::{
     BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, Precondition,
@@ -69,12 +70,13 @@ pub const REGION: &str = "us-east-1";
 pub struct CairnS3 {
     svc: ObjectService,
     keys: KeyRing,
+    door: Door,
 }
 
 impl CairnS3 {
-    /// The S3 operations over `svc`, authorised by `keys`.
-    pub fn new(svc: ObjectService, keys: KeyRing) -> CairnS3 {
-        CairnS3 { svc, keys }
+    /// The S3 operations over `svc`, authorised by `keys`, within `door`'s limits.
+    pub fn new(svc: ObjectService, keys: KeyRing, door: Door) -> CairnS3 {
+        CairnS3 { svc, keys, door }
     }
 }
 
@@ -181,9 +183,23 @@ impl S3Access for KeyAccess {
             }
         };
         allowed.map_err(refusal)?;
+        self.0.admit(&caller).map_err(slow_down)?;
         cx.extensions_mut().insert(caller);
         Ok(())
     }
+}
+
+/// S3's answer to a key over its request rate: `SlowDown` (503) with
+/// `Retry-After`, what AWS answers and SDKs back off from.
+fn slow_down(wait: Duration) -> S3Error {
+    let mut err =
+        S3Error::with_message(S3ErrorCode::SlowDown, "this access key is over its request rate (--rate-limit)");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(limits::retry_after_secs(wait)));
+    // The error's headers replace the answer's, XML type included.
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    err.set_headers(headers);
+    err
 }
 
 fn refusal(reason: Refusal) -> S3Error {
@@ -250,10 +266,22 @@ fn object_error(e: ObjectError) -> S3Error {
 /// A key must be a valid cairn name (no `..` segment, no control character,
 /// bounded length).
 fn check_key(key: &str) -> S3Result<()> {
-    names::validate(key).map_err(|e| match e {
-        names::BadName::TooLong(_) => S3Error::with_message(S3ErrorCode::KeyTooLongError, e.to_string()),
+    names::validate(key).map_err(name_error)
+}
+
+fn name_error(e: names::BadName) -> S3Error {
+    match e {
+        names::BadName::TooLong { .. } => S3Error::with_message(S3ErrorCode::KeyTooLongError, e.to_string()),
         e => S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()),
-    })
+    }
+}
+
+/// S3's answer to a body, part or completion past a size limit (S3 answers 400).
+fn entity_too_large(what: &str, limit: u64) -> S3Error {
+    S3Error::with_message(
+        S3ErrorCode::EntityTooLarge,
+        format!("the {what} is larger than the largest allowed, {limit} bytes (--max-object-size)"),
+    )
 }
 
 /// A version id as S3 clients see it: cairn's version number and the version's
@@ -461,7 +489,10 @@ impl Md5State {
 }
 
 impl Md5Body {
-    fn wrap(body: StreamingBlob) -> (Md5Body, BodyStream) {
+    fn wrap<B>(body: B) -> (Md5Body, BodyStream)
+    where
+        B: Stream<Item = Result<Bytes, s3s::StdError>> + Send + Unpin + 'static,
+    {
         let (done, md5) = tokio::sync::oneshot::channel();
         let error = Arc::new(Mutex::new(None));
         let first_error = Arc::clone(&error);
@@ -532,14 +563,45 @@ fn body_or_empty(body: Option<StreamingBlob>) -> StreamingBlob {
 }
 
 impl CairnS3 {
-    /// Stores a request body as content (not yet recorded), with its MD5 as hex.
+    /// The largest part: S3's 5 GiB, or the largest object when that is smaller.
+    fn part_limit(&self) -> u64 {
+        self.door.max_object_size.min(limits::MAX_PART_SIZE)
+    }
+
+    /// A key an object or upload is about to get: a valid name within
+    /// `--max-name-length`.
+    fn check_new_key(&self, key: &str) -> S3Result<()> {
+        self.door.new_name(key).map_err(name_error)
+    }
+
+    /// Refuses a declared body (`what`) longer than `limit`, before it is read.
+    fn check_length(&self, what: &str, declared: Option<i64>, limit: u64) -> S3Result<()> {
+        match declared.and_then(|n| u64::try_from(n).ok()) {
+            Some(n) if !self.door.fits(n, limit) => Err(entity_too_large(what, limit)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stores a request body (`what`: an object, a part) as content (not yet
+    /// recorded), with its MD5 as hex. A body past `limit` bytes is cut there and
+    /// refused with `EntityTooLarge`; nothing of it is kept.
     async fn store_body(
         &self,
+        what: &'static str,
         body: Option<StreamingBlob>,
+        limit: u64,
         content_md5: Option<&String>,
     ) -> S3Result<(crate::object::write::StoredContent, String)> {
-        let (md5, stream) = Md5Body::wrap(body_or_empty(body));
-        let stored = self.svc.store(stream, None).await.map_err(|e| md5.error(e))?;
+        let cap = limits::SizeCap::new(limit);
+        let capped =
+            cap.wrap(body_or_empty(body), move || -> s3s::StdError { Box::new(entity_too_large(what, limit)) });
+        let (md5, stream) = Md5Body::wrap(capped);
+        let stored = self.svc.store(stream, None).await.map_err(|e| {
+            if cap.exceeded() {
+                self.door.count_too_large();
+            }
+            md5.error(e)
+        })?;
         let hex = md5.hex().await?;
         // The bytes are durable but not recorded: a mismatch leaves orphans that the
         // collector removes after --orphan-age, and nothing visible.
@@ -861,7 +923,9 @@ impl S3 for CairnS3 {
 
     async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
+        self.check_new_key(&input.key)?;
+        let limit = self.door.max_object_size;
+        self.check_length("object", input.content_length, limit)?;
         let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if let Some(condition) = &condition {
             // Checked once before the body is stored, so a failing write costs no
@@ -871,7 +935,7 @@ impl S3 for CairnS3 {
                 return Err(s3_error!(PreconditionFailed, "the PUT's precondition does not hold"));
             }
         }
-        let (stored, md5) = self.store_body(input.body, input.content_md5.as_ref()).await?;
+        let (stored, md5) = self.store_body("object", input.body, limit, input.content_md5.as_ref()).await?;
         let mut attrs = attrs_of!(input);
         attrs.etag = Some(md5.clone());
         let record = self
@@ -1034,7 +1098,7 @@ impl S3 for CairnS3 {
     async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
         let caller = caller_of(&req);
         let input = req.input;
-        check_key(&input.key)?;
+        self.check_new_key(&input.key)?;
         let source = self.copy_source(&input.copy_source, &caller).await?;
         check_conditions(
             &source,
@@ -1045,6 +1109,10 @@ impl S3 for CairnS3 {
         )
         .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
         let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
+        // An object stored before the limit was lowered is not copied past it.
+        if !self.door.fits(content.size, self.door.max_object_size) {
+            return Err(entity_too_large("object", self.door.max_object_size));
+        }
         let etag = source.etag();
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
         let mut attrs = if replace { attrs_of!(input) } else { source.attrs.clone().unwrap_or_default() };
@@ -1236,7 +1304,7 @@ impl S3 for CairnS3 {
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
+        self.check_new_key(&input.key)?;
         let attrs = attrs_of!(input);
         let upload = MultipartRecord {
             id: crate::object::resumable::new_upload_id(),
@@ -1257,8 +1325,10 @@ impl S3 for CairnS3 {
     async fn upload_part(&self, req: S3Request<dto::UploadPartInput>) -> S3Result<S3Response<dto::UploadPartOutput>> {
         let input = req.input;
         let number = part_number(input.part_number)?;
+        let limit = self.part_limit();
+        self.check_length("part", input.content_length, limit)?;
         self.upload(&input.upload_id, &input.bucket, &input.key).await?;
-        let (stored, md5) = self.store_body(input.body, input.content_md5.as_ref()).await?;
+        let (stored, md5) = self.store_body("part", input.body, limit, input.content_md5.as_ref()).await?;
         let recorded = self
             .svc
             .meta
@@ -1291,8 +1361,12 @@ impl S3 for CairnS3 {
         .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
         let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
         let range = copy_range(input.copy_source_range.as_ref(), content.size)?;
+        let limit = self.part_limit();
+        if !self.door.fits(range.len(), limit) {
+            return Err(entity_too_large("part", limit));
+        }
         let body = self.svc.read(&content, range).await.map_err(object_error)?;
-        let (stored, md5) = self.store_body(Some(StreamingBlob::wrap(body)), None).await?;
+        let (stored, md5) = self.store_body("part", Some(StreamingBlob::wrap(body)), limit, None).await?;
         let recorded = self
             .svc
             .meta
@@ -1364,6 +1438,9 @@ impl S3 for CairnS3 {
         }
         let etag = multipart_etag(&md5s).ok_or_else(|| s3_error!(InternalError, "a part's ETag is not hex"))?;
         let total: u64 = contents.iter().map(|c| c.size).sum();
+        if !self.door.fits(total, self.door.max_object_size) {
+            return Err(entity_too_large("completed object", self.door.max_object_size));
+        }
         let (svc, bucket, key) = (self.svc.clone(), input.bucket, input.key);
         let finish = async move {
             let whole = svc.store(concatenated(svc.clone(), contents), None).await.map_err(object_error)?;

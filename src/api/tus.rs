@@ -36,6 +36,7 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use super::limits::Door;
 use super::{digest, names, ApiError, UploadLimits, VERSION_HEADER};
 use crate::meta::{UploadRecord, DEFAULT_BUCKET};
 use crate::object::resumable::{
@@ -66,8 +67,10 @@ const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
 pub struct Tus {
     /// The object paths.
     pub service: ObjectService,
-    /// The `--upload-*` settings.
+    /// The `--upload-*` settings (`max_size`: the largest object).
     pub settings: UploadSettings,
+    /// The limits on names and sizes, and their refusal counters.
+    pub door: Door,
 }
 
 /// Why a tus request is refused before or after the object paths; the status of
@@ -96,8 +99,8 @@ pub enum TusError {
     /// A PATCH body not of type `application/offset+octet-stream` (415).
     #[error("PATCH bodies must be of type application/offset+octet-stream")]
     WrongContentType,
-    /// The upload would be larger than `--max-upload-size` (413).
-    #[error("the upload's length {length} exceeds the largest upload, {max} bytes")]
+    /// The upload would be larger than the largest object (413).
+    #[error("the upload's length {length} exceeds the largest object, {max} bytes (--max-object-size)")]
     TooLarge {
         /// The length asked for.
         length: u64,
@@ -275,12 +278,12 @@ pub fn parse_metadata(value: &str) -> Result<Vec<(String, Vec<u8>)>, TusError> {
 }
 
 /// The bucket and name an upload's metadata asks for.
-fn target(metadata: &[(String, Vec<u8>)]) -> Result<(String, String), TusError> {
+fn target(metadata: &[(String, Vec<u8>)], door: &Door) -> Result<(String, String), TusError> {
     let get = |key: &str| metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice());
     let name = get("name").or_else(|| get("filename")).filter(|n| !n.is_empty()).ok_or(TusError::NoName)?;
     let name = String::from_utf8(name.to_vec())
         .map_err(|_| TusError::BadHeader { header: "Upload-Metadata", problem: "the name is not UTF-8" })?;
-    names::validate(&name)?;
+    door.new_name(&name)?;
     let bucket = match get("bucket") {
         None => DEFAULT_BUCKET.to_string(),
         Some(b) => String::from_utf8(b.to_vec())
@@ -306,9 +309,13 @@ fn is_offset_stream(headers: &HeaderMap) -> bool {
 
 /// `POST /uploads`.
 async fn create(State(tus): TusState, headers: HeaderMap, body: Body) -> Result<Response, TusError> {
-    let length = upload_length(&headers, tus.settings.max_size)?;
+    let length = upload_length(&headers, tus.settings.max_size).inspect_err(|e| {
+        if matches!(e, TusError::TooLarge { .. }) {
+            tus.door.count_too_large();
+        }
+    })?;
     let metadata = text(&headers, &UPLOAD_METADATA).unwrap_or("").to_string();
-    let (bucket, name) = target(&parse_metadata(&metadata)?)?;
+    let (bucket, name) = target(&parse_metadata(&metadata)?, &tus.door)?;
     let expected = expected_digest(&headers)?;
     let new = NewUpload { bucket, name, length, metadata, expected };
     start(&tus, new, &headers, body).await
@@ -322,7 +329,7 @@ async fn create_for_name(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
-    names::validate(&name)?;
+    tus.door.new_name(&name)?;
     let size = HeaderName::from_static("size");
     let length = match (number(&headers, &UPLOAD_LENGTH, "Upload-Length")?, number(&headers, &size, "Size")?) {
         (Some(a), Some(b)) if a != b => {
@@ -339,7 +346,7 @@ async fn create_for_name(
             }
         },
     };
-    if let Some(length) = length.filter(|l| *l > tus.settings.max_size) {
+    if let Some(length) = length.filter(|l| !tus.door.fits(*l, tus.settings.max_size)) {
         return Err(TusError::TooLarge { length, max: tus.settings.max_size });
     }
     let metadata = format!("name {}", STANDARD.encode(name.as_bytes()));
@@ -431,7 +438,14 @@ async fn patch_upload(
         checksum: checksum(&headers)?,
         declared: number(&headers, &header::CONTENT_LENGTH, "Content-Length")?,
     };
-    let state = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await?;
+    let appended = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await;
+    // A deferred-length upload runs into the largest object, not a length of its own.
+    if let Err(ResumableError::TooLarge { limit }) = &appended {
+        if *limit == tus.settings.max_size {
+            tus.door.count_too_large();
+        }
+    }
+    let state = appended?;
     Ok(upload_response(&tus, StatusCode::NO_CONTENT, &state).await)
 }
 
@@ -487,17 +501,29 @@ async fn upload_response(tus: &Tus, status: StatusCode, state: &UploadState) -> 
 mod tests {
     use super::*;
 
+    fn door_with(max_name_len: usize) -> Door {
+        let scope = crate::telemetry::Scope::new(crate::telemetry::Role::Api, "tus-test");
+        Door { max_object_size: 1 << 40, max_name_len, refusals: super::super::limits::Refusals::new(&scope) }
+    }
+
     #[test]
     fn metadata_pairs_parse_and_name_the_object() {
+        let door = door_with(1024);
         let pairs = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential").unwrap();
         assert_eq!(pairs[0], ("filename".to_string(), b"world_domination_plan.pdf".to_vec()));
         assert_eq!(pairs[1], ("is_confidential".to_string(), Vec::new()));
-        assert_eq!(target(&pairs).unwrap(), ("default".to_string(), "world_domination_plan.pdf".to_string()));
+        assert_eq!(target(&pairs, &door).unwrap(), ("default".to_string(), "world_domination_plan.pdf".to_string()));
         assert!(parse_metadata("name !!!").is_err());
         assert!(parse_metadata("name YQ==,name Yg==").is_err());
-        assert!(matches!(target(&parse_metadata("other YQ==").unwrap()), Err(TusError::NoName)));
+        assert!(matches!(target(&parse_metadata("other YQ==").unwrap(), &door), Err(TusError::NoName)));
         let dotdot = parse_metadata(&format!("name {}", STANDARD.encode("a/../b"))).unwrap();
-        assert!(target(&dotdot).is_err());
+        assert!(target(&dotdot, &door).is_err());
+        // A name past --max-name-length is refused as too long.
+        let long = parse_metadata(&format!("name {}", STANDARD.encode("x".repeat(20)))).unwrap();
+        assert!(matches!(
+            target(&long, &door_with(10)),
+            Err(TusError::Api(ApiError::BadName(names::BadName::TooLong { .. })))
+        ));
     }
 
     #[test]
