@@ -26,7 +26,7 @@ use crate::object::client::DataTimeouts;
 use crate::object::compress::CompressionConfig;
 use crate::object::ObjectConfig;
 use crate::secret::ClusterSecret;
-use crate::server::HttpTimeouts;
+use crate::server::{HttpTimeouts, ServeOptions};
 
 /// The default redundancy of large objects: the book's RS(4,2), any two of six
 /// data servers can be lost.
@@ -72,6 +72,8 @@ pub struct DevConfig {
     pub data_timeouts: DataTimeouts,
     /// How long every server waits on its clients.
     pub http: HttpTimeouts,
+    /// The API server's TLS and request-head bound (data servers stay plain HTTP).
+    pub serve: ServeOptions,
     /// How much work the API server takes on at once.
     pub limits: RequestLimits,
     /// Data servers keep shards of at most this many bytes in volumes; 0: every
@@ -122,6 +124,7 @@ impl DevConfig {
             meta_url: None,
             data_timeouts: DataTimeouts::default(),
             http: HttpTimeouts::default(),
+            serve: ServeOptions::default(),
             limits: RequestLimits::default(),
             small_shard_max: DEFAULT_SMALL_SHARD_MAX,
             volume_size: VolumeConfig::default().volume_size,
@@ -238,6 +241,7 @@ impl DevCluster {
             },
             heartbeat_expiry: config.heartbeat_expiry,
             http: config.http,
+            serve: config.serve.clone(),
             limits: config.limits,
             maintenance: MaintenanceConfig {
                 holder: if config.maintenance.holder.is_empty() {

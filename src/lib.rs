@@ -28,4 +28,5 @@ pub mod server;
 pub mod shutdown;
 pub mod size;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

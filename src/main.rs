@@ -30,9 +30,10 @@ use cairn::object::compress::{CompressionConfig, CompressionMode};
 use cairn::object::resumable::UploadSettings;
 use cairn::object::ObjectConfig;
 use cairn::secret::ClusterSecret;
-use cairn::server::HttpTimeouts;
+use cairn::server::{HttpTimeouts, ServeOptions, MAX_HEADER_SIZE, MIN_HEADER_SIZE};
 use cairn::size::ByteSize;
 use cairn::telemetry::{self, Role, Scope};
+use cairn::tls::{CertFiles, TlsServer};
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "A distributed object store")]
@@ -262,6 +263,8 @@ struct ApiArgs {
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     maintenance: MaintenanceArgs,
@@ -271,6 +274,41 @@ struct ApiArgs {
     s3: S3Args,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// How an API server meets its clients: TLS and the request-head bound.
+#[derive(Args)]
+struct ServeArgs {
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2) with this PEM certificate chain, leaf
+    /// first; needs --tls-key. Reloaded when the file changes.
+    #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1). Reloaded when
+    /// the file changes.
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers) accepted; past it the
+    /// request is answered 431 (8KiB to 1MiB).
+    #[arg(long, env = "CAIRN_MAX_HEADER_SIZE", default_value = "64KiB")]
+    max_header_size: ByteSize,
+}
+
+impl ServeArgs {
+    async fn options(&self) -> anyhow::Result<ServeOptions> {
+        let size = self.max_header_size.0;
+        if !(MIN_HEADER_SIZE as u64..=MAX_HEADER_SIZE as u64).contains(&size) {
+            bail!("--max-header-size must be between 8KiB and 1MiB, got {}", self.max_header_size);
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = CertFiles { cert: cert.clone(), key: key.clone() };
+                Some(TlsServer::load(files).await.context("loading --tls-cert and --tls-key")?)
+            }
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(ServeOptions { max_header_size: size as usize, tls, ..ServeOptions::default() })
+    }
 }
 
 /// The S3 interface.
@@ -433,6 +471,8 @@ struct DevArgs {
     data_timeouts: DataTimeoutArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -637,6 +677,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
         },
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
+        serve: args.serve.options().await?,
         limits: args.limits.limits(),
         // Unique per process: two API servers on different hosts may both listen on
         // 0.0.0.0:12345, and a lease holder's name must tell them apart.
@@ -661,6 +702,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     config.compression = args.compression.config()?;
     config.data_timeouts = args.data_timeouts.timeouts();
     config.http = args.http.timeouts();
+    config.serve = args.serve.options().await?;
     config.limits = args.limits.limits();
     config.small_shard_max = args.storage.small_shard_max.0;
     config.volume_size = args.storage.volume_size.0;
@@ -676,8 +718,9 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let meta_url = format!("sqlite:{}", args.root.join("meta.sqlite").display());
     let meta = cairn::meta::open(&meta_url).await?;
     let key = if args.auth { Some(dev_key(meta.as_ref()).await?) } else { None };
+    let scheme = if config.serve.tls.is_some() { "https" } else { "http" };
     let cluster = DevCluster::start_with_meta(config, meta).await?;
-    println!("cairn dev: API server    http://{}", cluster.api_addr);
+    println!("cairn dev: API server    {scheme}://{}", cluster.api_addr);
     for (addr, root) in cluster.data_addrs.iter().zip(&cluster.data_roots) {
         println!("cairn dev: data server   http://{addr}   ({})", root.display());
     }
@@ -687,7 +730,7 @@ async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "cairn dev: bus           in-process; policy {} ({} below {}); Ctrl-C to stop",
         r.policy, r.small_policy, r.small_threshold
     );
-    println!("cairn dev: S3            http://{}   (path-style, region us-east-1)", cluster.api_addr);
+    println!("cairn dev: S3            {scheme}://{}   (path-style, region us-east-1)", cluster.api_addr);
     println!(
         "cairn dev: cluster secret {}   (data servers and the bus take signed requests only)",
         secret_path.display()

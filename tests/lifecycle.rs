@@ -511,6 +511,7 @@ async fn one_collector_between_two_api_servers(url: String) {
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),
+        serve: Default::default(),
         limits: Default::default(),
         maintenance,
         uploads: Default::default(),

@@ -583,6 +583,7 @@ async fn an_upload_resumes_through_a_second_api_server() {
         },
         heartbeat_expiry: Duration::from_millis(600),
         http: Default::default(),
+        serve: Default::default(),
         limits: Default::default(),
         maintenance: cairn::maintenance::MaintenanceConfig::new("second".into()),
         uploads: cairn::object::resumable::UploadSettings { part_size: 64 * 1024, ..Default::default() },

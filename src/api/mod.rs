@@ -61,7 +61,7 @@ use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::resumable::UploadSettings;
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
-use crate::server::{self, HttpTimeouts};
+use crate::server::{self, HttpTimeouts, ServeOptions};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::Workers;
 
@@ -80,6 +80,8 @@ pub struct ApiConfig {
     pub heartbeat_expiry: Duration,
     /// How long the server waits on its own clients.
     pub http: HttpTimeouts,
+    /// TLS and the request-head bound ([`server::ServeOptions`]).
+    pub serve: ServeOptions,
     /// What it takes on: work in flight, object size, name length, request rate.
     pub limits: RequestLimits,
     /// The lifecycle workers' settings (retention, GC, healing).
@@ -246,7 +248,7 @@ pub async fn serve_with_ready(
     let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone(), scope);
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
-    tracing::info!(%addr, policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
+    tracing::info!(%addr, tls = config.serve.tls.is_some(), policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
     let refusals = limits::Refusals::new(service.telemetry_scope());
     let door = limits::Door {
         max_object_size: config.limits.max_object_size,
@@ -282,7 +284,9 @@ pub async fn serve_with_ready(
         .merge(admin::router(admin::Admin { service: service.clone(), maintenance, keys: keys.clone() }))
         .layer(middleware::from_fn_with_state(keys, keys::native_auth));
     let routes = with_s3(native, s3, config.s3.domain, &service, admission, config.limits, refusals);
-    let served = server::serve(listener, routes, config.http, shutdown).await;
+    let mut options = config.serve;
+    options.tls = options.tls.map(|tls| tls.counted(service.telemetry_scope()));
+    let served = server::serve_with(listener, routes, config.http, options, shutdown).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "API server failed");
     }

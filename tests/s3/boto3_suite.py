@@ -4,8 +4,9 @@
     boto3_suite.py ENDPOINT --workdir DIR [--read-endpoint URL] [--big-mib N]
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (SigV4, region
-us-east-1, path-style). With --read-endpoint (a second API server) every read goes
-there while every write goes to ENDPOINT. --big-mib N (0: skipped) uploads an
+us-east-1, path-style). An https:// ENDPOINT is verified against AWS_CA_BUNDLE
+when it is set (boto3 reads it; so do the presigned-URL requests made by hand).
+With --read-endpoint (a second API server) every read goes there while every write goes to ENDPOINT. --big-mib N (0: skipped) uploads an
 N MiB random file with upload_file in 8 MiB parts and downloads it back.
 
 Prints "ok <check>" or "FAIL <check>: <why>" per check, keeps going after a
@@ -19,6 +20,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import ssl
 import sys
 import time
 import traceback
@@ -100,7 +102,11 @@ def client(endpoint):
 def http_request(method, url, body=None, headers=None):
     """A plain HTTP request (for presigned URLs): (status, body bytes)."""
     u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    if u.scheme == "https":
+        context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE"))
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=60, context=context)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     path = u.path + ("?" + u.query if u.query else "")
     conn.request(method, path, body=body, headers=headers or {})
     resp = conn.getresponse()
