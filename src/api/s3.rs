@@ -410,6 +410,19 @@ macro_rules! attrs_of {
     };
 }
 
+/// A request's `Content-Encoding` as S3 stores it: without `aws-chunked`, which
+/// names the request body's framing, not the object's (boto3 sends
+/// `gzip,aws-chunked` for a gzip object over https, where it streams checksums in
+/// trailers); `None` when nothing else is left.
+fn without_aws_chunked(encoding: &str) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
 /// The attributes of [`attrs_of`], from their fields.
 fn attrs_from(
     content_type: Option<String>,
@@ -428,7 +441,7 @@ fn attrs_from(
     ObjectAttrs {
         etag: None,
         content_type,
-        content_encoding,
+        content_encoding: content_encoding.and_then(|e| without_aws_chunked(&e)),
         cache_control,
         content_disposition,
         content_language,
@@ -1638,6 +1651,14 @@ mod tests {
         assert_eq!(common_prefix("a/b", "", Some("/")), Some("a/"));
         assert_eq!(common_prefix("a/b", "", None), None);
         assert_eq!(common_prefix("a/b", "", Some("")), None);
+    }
+
+    #[test]
+    fn aws_chunked_is_the_body_framing_and_is_not_stored() {
+        assert_eq!(without_aws_chunked("gzip,aws-chunked").as_deref(), Some("gzip"));
+        assert_eq!(without_aws_chunked("aws-chunked"), None);
+        assert_eq!(without_aws_chunked("aws-chunked, br").as_deref(), Some("br"));
+        assert_eq!(without_aws_chunked("gzip").as_deref(), Some("gzip"));
     }
 
     #[test]
