@@ -348,7 +348,7 @@ impl ClusterSecret {
     }
 
     /// Adds a [`SIGNATURE_HEADER`] to an HTTP request about to be sent to a data
-    /// server, over what [`http_parts`] says a signature covers.
+    /// server, over what the [module doc](self) says a request signature covers.
     pub fn sign_headers(&self, method: &http::Method, path_and_query: &str, headers: &mut HeaderMap) {
         let covered = covered_headers(headers);
         let signature =
