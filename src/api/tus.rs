@@ -229,9 +229,9 @@ fn number(headers: &HeaderMap, name: &HeaderName, header: &'static str) -> Resul
     }
 }
 
-/// `Upload-Length` / `Upload-Defer-Length: 1`: exactly one of them. `None`:
-/// deferred.
-fn upload_length(headers: &HeaderMap, max: u64) -> Result<Option<u64>, TusError> {
+/// `Upload-Length` / `Upload-Defer-Length: 1`: exactly one of them, the length at
+/// most `max`. `None`: deferred. Public for the fuzz targets (`fuzz/`).
+pub fn upload_length(headers: &HeaderMap, max: u64) -> Result<Option<u64>, TusError> {
     let length = number(headers, &UPLOAD_LENGTH, "Upload-Length")?;
     let deferred = match text(headers, &UPLOAD_DEFER).map(str::trim) {
         None => false,
@@ -404,8 +404,9 @@ async fn head_upload(State(tus): TusState, Path(id): Path<String>) -> Result<Res
     Ok(response)
 }
 
-/// `Upload-Checksum: <algorithm> <base64>`, if sent.
-fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, TusError> {
+/// `Upload-Checksum: <algorithm> <base64>`, if sent. Public for the fuzz targets
+/// (`fuzz/`).
+pub fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, TusError> {
     let Some(value) = headers.get(UPLOAD_CHECKSUM) else { return Ok(None) };
     let bad = TusError::BadHeader { header: "Upload-Checksum", problem: "must be `<algorithm> <base64 digest>`" };
     let value = value.to_str().map_err(|_| bad)?;

@@ -38,7 +38,8 @@ pub enum InvalidAddr {
     /// longer than 63 characters, or a label that starts or ends with `-`.
     #[error("host has an empty, over-long or hyphen-edged label")]
     BadLabel,
-    /// The host is all digits and dots but not an IPv4 address (`999.1.1.1`).
+    /// The host is all digits and dots but not an IPv4 address (`999.1.1.1`), or
+    /// its last label is a number (`a.1`, `0x7f`), which URL parsers read as IPv4.
     #[error("numeric host is not an IPv4 address")]
     BadIpv4,
 }
@@ -95,6 +96,14 @@ fn validate_host(host: &str) -> Result<(), InvalidAddr> {
     let label_ok = |l: &str| !l.is_empty() && l.len() <= MAX_LABEL_LEN && !l.starts_with('-') && !l.ends_with('-');
     if !host.split('.').all(label_ok) {
         return Err(InvalidAddr::BadLabel);
+    }
+    // A URL parser (WHATWG, as reqwest's) reads a host whose last label is a
+    // number (`a.1`, `0x7f`) as IPv4: it would refuse `a.1` and dial `0x7f.1` as
+    // 127.0.0.1, so such a name is not the address it seems.
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    if last.bytes().all(|b| b.is_ascii_digit()) || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(InvalidAddr::BadIpv4);
     }
     Ok(())
 }
@@ -156,6 +165,12 @@ mod tests {
             ("999.1.1.1:80", BadIpv4),
             ("1.2.3:80", BadIpv4),
             ("héllo:80", BadHostChar),
+            // Found by tests/fuzz_parsers.rs: a URL parser takes these for IPv4.
+            ("a.0:1", BadIpv4),
+            ("0x7f.1:80", BadIpv4),
+            ("0x7f:80", BadIpv4),
+            ("a.0XfF:80", BadIpv4),
+            ("a.0x:80", BadIpv4),
         ] {
             assert_eq!(validate_addr(addr), Err(why.clone()), "{addr:?}");
         }

@@ -60,11 +60,12 @@ pub enum ShardFileError {
     Io(#[from] io::Error),
 }
 
-/// File length for a shard of `data_len` bytes.
-pub fn file_len(data_len: u64, block_size: u32) -> u64 {
+/// File length for a shard of `data_len` bytes; `None` when that is past `u64`,
+/// which only a corrupt or forged header can ask for.
+pub fn file_len(data_len: u64, block_size: u32) -> Option<u64> {
     let bs = block_size as u64;
     let blocks = data_len.div_ceil(bs);
-    HEADER_LEN + data_len + blocks * CRC_LEN
+    HEADER_LEN.checked_add(data_len)?.checked_add(blocks.checked_mul(CRC_LEN)?)
 }
 
 /// What a shard file's header says.
@@ -206,7 +207,7 @@ impl ShardReader {
             _ => ShardFileError::Io(e),
         })?;
         let Header { block_size, policy, data_len } = decode_header(&h)?;
-        let expected = file_len(data_len, block_size);
+        let expected = file_len(data_len, block_size).ok_or(ShardFileError::BadHeader("implausible data length"))?;
         let actual = file.metadata()?.len();
         if actual != expected {
             return Err(ShardFileError::BadLength { expected, actual });
@@ -310,7 +311,7 @@ mod tests {
         for len in [0, 1, bs - 1, bs, bs + 1, 3 * bs + 17] {
             let data = pattern(len);
             let path = write_shard(dir.path(), &data);
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), file_len(len as u64, BLOCK_SIZE));
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), file_len(len as u64, BLOCK_SIZE).unwrap());
             assert_eq!(read_all(&path, 0, u64::MAX).unwrap(), data, "len {len}");
             std::fs::remove_file(&path).unwrap();
         }
@@ -365,6 +366,20 @@ mod tests {
         w.write(&pattern(10)).unwrap();
         drop(w);
         assert!(matches!(ShardReader::open(&unfinished), Err(ShardFileError::BadHeader(_))));
+    }
+
+    #[test]
+    fn a_header_whose_length_overflows_is_refused() {
+        // Found by tests/fuzz_parsers.rs: a checksummed header claiming a data length
+        // near 2^64 overflowed the expected file length (a panic in debug builds, a
+        // wrapped comparison in release).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o");
+        let header = Header { block_size: 1, policy: None, data_len: u64::MAX };
+        std::fs::write(&path, encode_header(&header)).unwrap();
+        assert!(matches!(ShardReader::open(&path), Err(ShardFileError::BadHeader(_))));
+        assert_eq!(file_len(u64::MAX - HEADER_LEN, u32::MAX), None);
+        assert_eq!(file_len(0, 1), Some(HEADER_LEN));
     }
 
     #[test]
