@@ -24,12 +24,13 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use cairn::api::{accept, digest, names, tus};
-use cairn::bus::{self, Heartbeat, LocateReply, LocateRequest};
+use cairn::bus::{self, Delivery, Heartbeat, LocateReply, LocateRequest, MessageKind};
 use cairn::content::{ContentHash, Policy, ShardIndex};
 use cairn::data::shardfile::{ShardFileError, ShardReader, ShardWriter};
 use cairn::data::volume::record::{self, Kind};
 use cairn::object::resumable::ChecksumAlgorithm;
 use cairn::range::{self, ByteRange, RangeRequest};
+use cairn::secret::{self, ClusterSecret, Verifier};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
@@ -267,6 +268,44 @@ proptest! {
         if let Ok(request) = serde_json::from_slice::<LocateRequest>(&body) {
             prop_assert_eq!(request.hash.to_hex().parse::<ContentHash>().unwrap(), request.hash);
         }
+    }
+
+    /// A closed bus takes nothing but what its own secret signed: any body, with or
+    /// without a `CAIRN-SIG` line (garbage, another secret's, or ours moved to
+    /// other properties), is refused, and never panics on the way.
+    #[test]
+    fn a_closed_bus_refuses_every_forged_envelope(
+        json in forged_bus_bodies(),
+        garbage in "[ -~]{0,80}",
+        reply_to in proptest::option::of("[a-z0-9.-]{0,20}"),
+        id in proptest::option::of("[a-z0-9-]{0,36}"),
+        which in 0u8..4,
+    ) {
+        let ours = ClusterSecret::from_text("our cluster secret, thirty-two bytes or more").unwrap();
+        let theirs = ClusterSecret::from_text("another cluster's secret, thirty-two bytes+").unwrap();
+        let verifier = Verifier::new(ours.clone());
+        let body = match which {
+            0 => json.clone(),
+            1 => [secret::BUS_PREFIX, garbage.as_bytes(), b"\n", &json].concat(),
+            2 => secret::seal_envelope(&theirs, &[b"heartbeat"], &json),
+            // Ours, but for other properties than the delivery carries.
+            _ => secret::seal_envelope(&ours, &[b"locate", b"elsewhere", b"other-id"], &json),
+        };
+        let d = Delivery { body: body.into(), reply_to, correlation_id: id };
+        for kind in [MessageKind::Heartbeat, MessageKind::LocateRequest, MessageKind::LocateReply] {
+            prop_assert!(bus::authenticate(Some(&verifier), kind, &d).is_err());
+        }
+    }
+
+    /// What our secret signed for a kind and its properties is taken once, as it was.
+    #[test]
+    fn a_sealed_message_opens_to_its_json_once(json in vec(any::<u8>(), 0..200), id in "[a-z0-9-]{1,36}") {
+        let ours = ClusterSecret::from_text("our cluster secret, thirty-two bytes or more").unwrap();
+        let verifier = Verifier::new(ours.clone());
+        let body = secret::seal_envelope(&ours, &[b"locate-reply", id.as_bytes()], &json);
+        let d = Delivery { body: body.into(), reply_to: None, correlation_id: Some(id) };
+        prop_assert_eq!(bus::authenticate(Some(&verifier), MessageKind::LocateReply, &d).unwrap(), &json[..]);
+        prop_assert!(bus::authenticate(Some(&verifier), MessageKind::LocateReply, &d).is_err(), "a replay");
     }
 }
 

@@ -1,15 +1,30 @@
 //! Bus messages as a rogue or broken peer could send them: heartbeats, locate
 //! replies, locate requests, and the `host:port` rule for data-server addresses.
 //! A forged message decodes to an error or to a value that passed every check;
-//! what decodes encodes back to itself.
+//! what decodes encodes back to itself; and a closed bus (a cluster secret) takes
+//! no envelope the fuzzer can make.
 #![no_main]
 
 use std::collections::HashSet;
 
-use cairn::bus::{self, LocateRequest};
+use std::sync::OnceLock;
+
+use cairn::bus::{self, Delivery, LocateRequest, MessageKind};
+use cairn::secret::{ClusterSecret, Verifier};
 use libfuzzer_sys::fuzz_target;
 
+fn verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(|| {
+        Verifier::new(ClusterSecret::from_text("the fuzzer's cluster secret, 32 bytes or more").unwrap())
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
+    let d = Delivery { body: data.to_vec().into(), reply_to: Some("q".into()), correlation_id: Some("c".into()) };
+    for kind in [MessageKind::Heartbeat, MessageKind::LocateRequest, MessageKind::LocateReply] {
+        assert!(bus::authenticate(Some(verifier()), kind, &d).is_err(), "a forged envelope passed");
+    }
     if let Ok(hb) = bus::decode_heartbeat(data) {
         assert_eq!(bus::validate_addr(&hb.addr), Ok(()));
         assert_eq!(bus::decode_heartbeat(&serde_json::to_vec(&hb).unwrap()).unwrap(), hb);
