@@ -24,31 +24,12 @@ mod s3;
 use std::time::Duration;
 
 use common::{rabbitmq_reachable, wait_live, Proc, BROKER_URL};
-use s3::{assert_checks, create_key, script, Client, Key};
+use s3::{assert_checks, create_key, script, Client, Key, BOTO3_CHECKS};
 use serde_json::json;
 
 /// The longest one client script may run (the boto3 suite moves 100 MiB up, a
 /// second time at completion, and back down, on a debug build).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
-
-/// The boto3 suite's checks, all of which must say ok.
-const BOTO3_CHECKS: &[&str] = &[
-    "buckets",
-    "reserved_bucket_names",
-    "put_get_metadata",
-    "empty_object",
-    "ranges",
-    "conditional_get",
-    "listings",
-    "versions",
-    "copy",
-    "delete_objects",
-    "multipart_parts",
-    "multipart_abort",
-    "multipart_big",
-    "presigned",
-    "errors",
-];
 
 /// The size of the one large `upload_file` per cluster.
 const BIG_MIB: &str = "100";

@@ -35,7 +35,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use s3::{assert_checks, script, Client, Key};
+use s3::{assert_checks, script, Client, Key, BOTO3_CHECKS};
 
 /// This file's loopback address (its block is 127.29.10.x).
 const HOST: &str = "127.29.10.1";
@@ -262,26 +262,7 @@ async fn boto3_and_aws_cli_work_over_https_with_a_self_signed_certificate() {
             .env("AWS_CA_BUNDLE", &bundle)
             .run(CLIENT_TIMEOUT)
             .await;
-        assert_checks(
-            &out,
-            &[
-                "buckets",
-                "reserved_bucket_names",
-                "put_get_metadata",
-                "empty_object",
-                "ranges",
-                "conditional_get",
-                "listings",
-                "versions",
-                "copy",
-                "delete_objects",
-                "multipart_parts",
-                "multipart_abort",
-                "multipart_big",
-                "presigned",
-                "errors",
-            ],
-        );
+        assert_checks(&out, BOTO3_CHECKS);
     }
     if let Some(aws) = aws {
         let work = tempfile::tempdir().unwrap();

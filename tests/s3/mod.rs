@@ -170,6 +170,25 @@ impl Client {
     }
 }
 
+/// The boto3 suite's checks, all of which must say ok.
+pub const BOTO3_CHECKS: &[&str] = &[
+    "buckets",
+    "reserved_bucket_names",
+    "put_get_metadata",
+    "empty_object",
+    "ranges",
+    "conditional_get",
+    "listings",
+    "versions",
+    "copy",
+    "delete_objects",
+    "multipart_parts",
+    "multipart_abort",
+    "multipart_big",
+    "presigned",
+    "errors",
+];
+
 /// Asserts that a script's output says `ok <check>` for each of `checks`: a
 /// check the script skipped or never reached fails the test.
 pub fn assert_checks(out: &str, checks: &[&str]) {
