@@ -209,8 +209,9 @@ fn good_addrs() -> impl Strategy<Value = String> {
     ]
 }
 
-const ADDR_PIECES: &[&str] =
-    &["a", "1", "255", "999", ".", ":", "[", "]", "::", "-", "@", "/", "?", "#", "%", " ", "http://", "0"];
+const ADDR_PIECES: &[&str] = &[
+    "a", "1", "255", "999", ".", ":", "[", "]", "::", "-", "@", "/", "?", "#", "%", " ", "http://", "0", "xn--", "XN--",
+];
 
 proptest! {
     #![proptest_config(config(2000))]

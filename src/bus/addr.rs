@@ -35,8 +35,11 @@ pub enum InvalidAddr {
     #[error("host has a character other than letters, digits, '-' and '.'")]
     BadHostChar,
     /// The host has an empty label (`a..b`, a leading or trailing dot) or one
-    /// longer than 63 characters, or a label that starts or ends with `-`.
-    #[error("host has an empty, over-long or hyphen-edged label")]
+    /// longer than 63 characters, a label that starts or ends with `-`, or an
+    /// IDNA label (`xn--…`): URL parsers decode those as punycode and refuse or
+    /// rewrite the ones that do not decode, so such a name is not the address it
+    /// seems (a data server's address needs no internationalized name).
+    #[error("host has an empty, over-long, hyphen-edged or IDNA (xn--) label")]
     BadLabel,
     /// The host is all digits and dots but not an IPv4 address (`999.1.1.1`), or
     /// its last label is a number (`a.1`, `0x7f`), which URL parsers read as IPv4.
@@ -93,7 +96,10 @@ fn validate_host(host: &str) -> Result<(), InvalidAddr> {
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return host.parse::<Ipv4Addr>().map(|_| ()).map_err(|_| InvalidAddr::BadIpv4);
     }
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= MAX_LABEL_LEN && !l.starts_with('-') && !l.ends_with('-');
+    let label_ok = |l: &str| {
+        let idna = l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--");
+        !l.is_empty() && l.len() <= MAX_LABEL_LEN && !l.starts_with('-') && !l.ends_with('-') && !idna
+    };
     if !host.split('.').all(label_ok) {
         return Err(InvalidAddr::BadLabel);
     }
@@ -162,6 +168,10 @@ mod tests {
             ("a.:80", BadLabel),
             ("-a.b:80", BadLabel),
             ("a-.b:80", BadLabel),
+            // Found by the bus_messages fuzz target: an `xn--` label that is not
+            // valid punycode passed, and no URL could be made of it.
+            ("XN--4CKncCC1.c:85", BadLabel),
+            ("a.xn--nxasmq6b.com:80", BadLabel),
             ("999.1.1.1:80", BadIpv4),
             ("1.2.3:80", BadIpv4),
             ("héllo:80", BadHostChar),
