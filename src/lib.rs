@@ -19,6 +19,7 @@ pub mod codec;
 pub mod content;
 pub mod data;
 pub mod dev;
+pub mod filestamp;
 pub mod maintenance;
 pub mod meta;
 pub mod object;

@@ -40,6 +40,8 @@ use http::{HeaderMap, HeaderValue};
 use sha2_011::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::filestamp::FileStamp;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The HTTP header carrying a request's signature.
@@ -181,18 +183,6 @@ impl Keys {
     }
 }
 
-/// What identifies a version of the file, to notice a change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> std::io::Result<Stamp> {
-    let meta = std::fs::metadata(path)?;
-    Ok(Stamp { modified: meta.modified().ok(), len: meta.len() })
-}
-
 /// The cluster secret of this process, shared by its data client, data server and
 /// bus. Cheap to clone.
 #[derive(Clone)]
@@ -203,7 +193,7 @@ pub struct ClusterSecret {
 struct Inner {
     path: Option<PathBuf>,
     keys: RwLock<Arc<Keys>>,
-    stamp: Mutex<Option<Stamp>>,
+    stamp: Mutex<Option<FileStamp>>,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -223,7 +213,7 @@ impl ClusterSecret {
     /// Reads the secret file at `path`.
     pub fn load(path: &Path) -> Result<ClusterSecret, SecretError> {
         let io = |source| SecretError::Io { path: path.into(), source };
-        let before = stamp(path).map_err(io)?;
+        let before = FileStamp::of(path).map_err(io)?;
         let keys = Keys::parse(&std::fs::read_to_string(path).map_err(io)?, path)?;
         warn_if_readable_by_others(path);
         Ok(ClusterSecret::with(Some(path.into()), keys, Some(before)))
@@ -248,7 +238,7 @@ impl ClusterSecret {
         ClusterSecret::load(path)
     }
 
-    fn with(path: Option<PathBuf>, keys: Keys, stamp: Option<Stamp>) -> ClusterSecret {
+    fn with(path: Option<PathBuf>, keys: Keys, stamp: Option<FileStamp>) -> ClusterSecret {
         ClusterSecret { inner: Arc::new(Inner { path, keys: RwLock::new(Arc::new(keys)), stamp: Mutex::new(stamp) }) }
     }
 
@@ -271,7 +261,7 @@ impl ClusterSecret {
     pub fn reload_if_changed(&self) -> Result<bool, SecretError> {
         let Some(path) = &self.inner.path else { return Ok(false) };
         let io = |source| SecretError::Io { path: path.clone(), source };
-        let now = stamp(path).map_err(io)?;
+        let now = FileStamp::of(path).map_err(io)?;
         let mut last = self.inner.stamp.lock().unwrap_or_else(|e| e.into_inner());
         if *last == Some(now) {
             return Ok(false);

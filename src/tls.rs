@@ -18,10 +18,9 @@
 //! arrives before its key fails once and loads when the key lands.
 
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metrics::Counter;
 use rustls::crypto::CryptoProvider;
@@ -31,6 +30,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 
+use crate::filestamp::FileStamp;
 use crate::telemetry::Scope;
 
 /// The ALPN names a server offers, in its order of preference: HTTP/2, then
@@ -177,14 +177,13 @@ pub fn client_config(ca_pem: &[u8], path: &Path) -> Result<rustls::ClientConfig,
     Ok(config)
 }
 
-/// What identifies one version of a file: modification time, size, inode (a file
-/// renamed into place has a new inode even within one clock tick); `None` while
-/// the file cannot be looked at.
-type Stamp = Option<(SystemTime, u64, u64)>;
+/// A file's [`FileStamp`]; `None` while the file cannot be looked at. The `stat`
+/// runs off the async threads.
+type Stamp = Option<FileStamp>;
 
 async fn stamp(path: &Path) -> Stamp {
-    let meta = tokio::fs::metadata(path).await.ok()?;
-    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || FileStamp::of(&path).ok()).await.ok().flatten()
 }
 
 /// The certificate a server presents, reloaded from its files when they change:
