@@ -341,8 +341,7 @@ impl ClusterSecret {
     /// server, over what the [module doc](self) says a request signature covers.
     pub fn sign_headers(&self, method: &http::Method, path_and_query: &str, headers: &mut HeaderMap) {
         let covered = covered_headers(headers);
-        let signature =
-            self.sign(&["http".as_bytes(), method.as_str().as_bytes(), path_and_query.as_bytes(), &covered]);
+        let signature = self.sign(&http_parts(method, path_and_query, &covered));
         headers.insert(SIGNATURE_HEADER, HeaderValue::from_str(&signature).expect("hex and digits are a header value"));
     }
 }
@@ -367,6 +366,12 @@ pub fn generate() -> String {
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What a request signature covers, the same for the signer and the verifier: the
+/// method, the path and query, and the [`covered_headers`].
+fn http_parts<'a>(method: &'a http::Method, path_and_query: &'a str, covered: &'a [u8]) -> [&'a [u8]; 4] {
+    [b"http", method.as_str().as_bytes(), path_and_query.as_bytes(), covered]
 }
 
 /// The headers a request signature covers, in one canonical byte string:
@@ -460,7 +465,7 @@ impl Verifier {
         let signature = signature.to_str().map_err(|_| Refusal::Malformed)?;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let covered = covered_headers(headers);
-        self.verify(signature, &["http".as_bytes(), method.as_str().as_bytes(), path.as_bytes(), &covered])
+        self.verify(signature, &http_parts(method, path, &covered))
     }
 }
 
