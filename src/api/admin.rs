@@ -16,8 +16,9 @@
 //! | `POST /admin/keys` | create a key (`{"buckets": [...], "read_only": bool}`); the answer holds its secret, once |
 //! | `DELETE /admin/keys/<id>` | delete a key |
 //!
-//! Once the cluster has a key, these routes need an unrestricted read-write key
-//! ([`super::keys::native_auth`]); the first key can be created while there is none.
+//! Every route is [`Action::Admin`]: once the cluster has a key, it needs an
+//! unrestricted read-write key ([`policy::authorize`], asked by this router's own
+//! layer before any handler runs); the first key can be created while there is none.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use axum::{Json, Router};
 use futures_util::future::join_all;
 use serde_json::json;
 
+use super::policy::{self, Action, Caller};
 use super::ApiError;
 use crate::maintenance::{gc, heal, Maintenance};
 use crate::meta::DEFAULT_BUCKET;
@@ -58,11 +60,25 @@ pub fn router(admin: Admin) -> Router {
         .route("/admin/workers/{worker}/{action}", post(worker_action))
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}", axum::routing::delete(delete_key))
+        .route_layer(axum::middleware::from_fn(authorize_admin))
         .layer(HttpMetrics::new(admin.service.telemetry_scope().clone()))
         .with_state(Arc::new(admin))
 }
 
 type AdminState = State<Arc<Admin>>;
+
+/// Every admin route is one action; a caller that may not do it hears 403 before
+/// any handler runs. The caller comes from [`super::keys::native_auth`]; a request
+/// without one (the layer missing) is refused, not served.
+async fn authorize_admin(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        return (StatusCode::FORBIDDEN, "no caller was established for this request\n").into_response();
+    };
+    match policy::authorize(caller, Action::Admin, None) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => super::keys::refused(refusal),
+    }
+}
 
 /// What `POST /admin/keys` takes.
 #[derive(Debug, Default, serde::Deserialize)]

@@ -1,6 +1,7 @@
-//! Access keys and who may do what: the API tier's one answer to "is this request
-//! allowed", for the S3 front door ([`super::s3`], signatures checked by `s3s`) and
-//! the native API (a bearer token, [`native_auth`]).
+//! Access keys: who a request comes from, for the S3 front door ([`super::s3`],
+//! signatures checked by `s3s`) and the native API, tus and `/admin` (a bearer
+//! token, [`native_auth`]). What that principal may then do is
+//! [`super::policy`]'s one rule.
 //!
 //! Keys live in the metadata store ([`crate::meta::AccessKey`]), so every API
 //! server sees the same ones. A server keeps a snapshot of them ([`KeyRing`]),
@@ -22,12 +23,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::limits::{self, RateLimiter};
-use crate::meta::{AccessKey, MetaError, MetaStore, DEFAULT_BUCKET};
+use super::policy::{Caller, Refusal};
+use crate::meta::{AccessKey, MetaError, MetaStore};
 
 /// How long a snapshot of the keys is used before the store is asked again.
 pub const KEY_REFRESH: Duration = Duration::from_secs(1);
@@ -46,82 +48,6 @@ pub struct KeyRing {
 struct Snapshot {
     keys: Arc<HashMap<String, AccessKey>>,
     loaded: Option<Instant>,
-}
-
-/// What a request may touch, by the key that signed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// The cluster has no key: anyone may do anything.
-    Open,
-    /// A request signed with this key.
-    Key(AccessKey),
-}
-
-/// Why a request is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// No credentials, in a cluster that has keys.
-    #[error("this cluster requires signed requests (an access key)")]
-    Unsigned,
-    /// The key id is unknown or the secret does not match it.
-    #[error("unknown access key or wrong secret")]
-    BadCredentials,
-    /// The key may not use this bucket.
-    #[error("access key {key} may not use bucket {bucket}")]
-    BucketNotAllowed {
-        /// The key id.
-        key: String,
-        /// The bucket.
-        bucket: String,
-    },
-    /// The key may only read.
-    #[error("access key {key} is read-only")]
-    ReadOnly {
-        /// The key id.
-        key: String,
-    },
-    /// The key is limited to buckets and the request is cluster-wide (creating
-    /// buckets, the admin routes).
-    #[error("access key {key} is limited to buckets; this needs an unrestricted key")]
-    NotUnrestricted {
-        /// The key id.
-        key: String,
-    },
-}
-
-impl Caller {
-    /// May this caller read (`write == false`) or write `bucket`?
-    pub fn may_use(&self, bucket: &str, write: bool) -> Result<(), Refusal> {
-        let Caller::Key(key) = self else { return Ok(()) };
-        if write && key.read_only {
-            return Err(Refusal::ReadOnly { key: key.access_key.clone() });
-        }
-        if !key.buckets.is_empty() && !key.buckets.iter().any(|b| b == bucket) {
-            return Err(Refusal::BucketNotAllowed { key: key.access_key.clone(), bucket: bucket.to_string() });
-        }
-        Ok(())
-    }
-
-    /// May this caller act on the whole cluster (admin routes)?
-    pub fn may_administer(&self) -> Result<(), Refusal> {
-        let Caller::Key(key) = self else { return Ok(()) };
-        if key.read_only {
-            return Err(Refusal::ReadOnly { key: key.access_key.clone() });
-        }
-        if !key.buckets.is_empty() {
-            return Err(Refusal::NotUnrestricted { key: key.access_key.clone() });
-        }
-        Ok(())
-    }
-
-    /// Whether this caller may see `bucket` in a listing of buckets.
-    pub fn sees(&self, bucket: &str) -> bool {
-        match self {
-            Caller::Open => true,
-            Caller::Key(key) => key.buckets.is_empty() || key.buckets.iter().any(|b| b == bucket),
-        }
-    }
 }
 
 impl KeyRing {
@@ -293,19 +219,14 @@ fn is_public(path: &str) -> bool {
     path == "/healthz" || path == "/metrics"
 }
 
-/// Whether a native request only reads.
-fn is_read(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
 /// The middleware of the native API (`/objects/…`, `/versions/…`, `/locate/…`, tus,
-/// `/admin/…`): every request carries a valid bearer token once the cluster has a
-/// key. The native API is the bucket `default`; the admin routes need an
-/// unrestricted read-write key. 403 with the reason otherwise (503 when the store
-/// cannot be read); 429 when the caller is over its request rate.
-pub async fn native_auth(State(keys): State<KeyRing>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if is_public(path) {
+/// `/admin/…`): proves who the request comes from and hands the [`Caller`] to the
+/// handlers (a request extension), which ask [`super::policy::authorize`] for
+/// their own action. Once the cluster has a key, a request without a valid bearer
+/// token is refused here: 403 with the reason (503 when the keys cannot be read);
+/// 429 when the caller is over its request rate.
+pub async fn native_auth(State(keys): State<KeyRing>, mut request: Request, next: Next) -> Response {
+    if is_public(request.uri().path()) {
         return next.run(request).await;
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -316,21 +237,15 @@ pub async fn native_auth(State(keys): State<KeyRing>, request: Request, next: Ne
             return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the access key: {e}\n")).into_response()
         }
     };
-    let allowed = if path.starts_with("/admin/") {
-        caller.may_administer()
-    } else {
-        caller.may_use(DEFAULT_BUCKET, !is_read(request.method()))
-    };
-    if let Err(r) = allowed {
-        return refused(r);
+    if let Err(wait) = keys.admit(&caller) {
+        return limits::too_many_requests(wait);
     }
-    match keys.admit(&caller) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => limits::too_many_requests(wait),
-    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
-fn refused(reason: Refusal) -> Response {
+/// The native answer to a refused request: 403 with the reason.
+pub fn refused(reason: Refusal) -> Response {
     tracing::debug!(%reason, "request refused");
     (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response()
 }
@@ -338,34 +253,6 @@ fn refused(reason: Refusal) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(buckets: &[&str], read_only: bool) -> Caller {
-        Caller::Key(AccessKey {
-            access_key: "CKTEST".into(),
-            secret: "s".into(),
-            buckets: buckets.iter().map(|b| b.to_string()).collect(),
-            read_only,
-            created_ms: 0,
-        })
-    }
-
-    #[test]
-    fn a_restricted_key_uses_only_its_buckets() {
-        let k = key(&["photos"], false);
-        assert_eq!(k.may_use("photos", true), Ok(()));
-        assert!(matches!(k.may_use("default", false), Err(Refusal::BucketNotAllowed { .. })));
-        assert!(matches!(k.may_administer(), Err(Refusal::NotUnrestricted { .. })));
-        assert!(k.sees("photos") && !k.sees("default"));
-    }
-
-    #[test]
-    fn a_read_only_key_reads_and_never_writes() {
-        let k = key(&[], true);
-        assert_eq!(k.may_use("any", false), Ok(()));
-        assert!(matches!(k.may_use("any", true), Err(Refusal::ReadOnly { .. })));
-        assert!(matches!(k.may_administer(), Err(Refusal::ReadOnly { .. })));
-        assert_eq!(Caller::Open.may_use("any", true), Ok(()));
-    }
 
     #[test]
     fn generated_keys_have_their_shape_and_differ() {

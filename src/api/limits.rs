@@ -273,19 +273,20 @@ pub fn too_many_requests(wait: Duration) -> Response {
 /// body and `Retry-After` (SDKs retry it with backoff). Written out here because
 /// a request shed before it reaches `s3s` never becomes an S3 request.
 pub fn slow_down(wait: Duration, message: &str) -> Response {
+    let mut response = s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown", message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    response
+}
+
+/// An S3 error answer made outside `s3s` (before a request reaches it): `status`
+/// with S3's XML `<Error>` of `code` and `message`.
+pub fn s3_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>{}</Message></Error>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+        xml_escape(code),
         xml_escape(message)
     );
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait))),
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/xml")),
-        ],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))], body).into_response()
 }
 
 fn xml_escape(text: &str) -> String {

@@ -27,7 +27,9 @@ pub mod digest;
 pub mod keys;
 pub mod limits;
 pub mod names;
+pub mod policy;
 pub mod s3;
+pub mod s3_scope;
 pub mod tus;
 
 use std::collections::HashMap;
@@ -58,12 +60,12 @@ use crate::cluster::Membership;
 use crate::content::Encoding;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
-use crate::object::resumable::UploadSettings;
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts, ServeOptions};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::Workers;
+use policy::{Action, Caller};
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -87,7 +89,7 @@ pub struct ApiConfig {
     /// The lifecycle workers' settings (retention, GC, healing).
     pub maintenance: MaintenanceConfig,
     /// Resumable uploads (tus): expiry, part size, largest upload.
-    pub uploads: UploadSettings,
+    pub uploads: crate::object::resumable::UploadSettings,
     /// The S3 front door.
     pub s3: S3Settings,
 }
@@ -184,6 +186,9 @@ pub enum ApiError {
         /// The largest object.
         limit: u64,
     },
+    /// The caller may not do this ([`policy::authorize`]).
+    #[error(transparent)]
+    Refused(#[from] policy::Refusal),
     /// The object paths failed.
     #[error(transparent)]
     Object(#[from] ObjectError),
@@ -196,8 +201,11 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::Object(e) => match e {
-                ObjectError::NotFound { .. } | ObjectError::Deleted { .. } => StatusCode::NOT_FOUND,
+                ObjectError::NotFound { .. }
+                | ObjectError::Deleted { .. }
+                | ObjectError::Meta(MetaError::NoSuchBucket { .. }) => StatusCode::NOT_FOUND,
                 ObjectError::DigestMismatch { .. } | ObjectError::BodyBroken(_) => StatusCode::BAD_REQUEST,
                 ObjectError::NotEnoughServers { .. }
                 | ObjectError::QuorumNotReached { .. }
@@ -280,7 +288,8 @@ pub async fn serve_with_ready(
     // One limit on object size: a tus upload becomes an object like any other.
     let mut uploads = config.uploads;
     uploads.max_size = uploads.max_size.min(config.limits.max_object_size);
-    let native = router(service.clone(), admission.clone(), uploads, door)
+    let tus = tus::Tus { service: service.clone(), settings: uploads, door: door.clone(), keys: keys.clone() };
+    let native = router(service.clone(), admission.clone(), tus, door)
         .merge(admin::router(admin::Admin { service: service.clone(), maintenance, keys: keys.clone() }))
         .layer(middleware::from_fn_with_state(keys, keys::native_auth));
     let routes = with_s3(native, s3, config.s3.domain, &service, admission, config.limits, refusals);
@@ -297,12 +306,12 @@ pub async fn serve_with_ready(
 }
 
 /// The native API's routes over `service`, with `admission` for its uploads and
-/// `door` for what a request may ask. The tus routes ([`tus`], resumable uploads
-/// under `settings`) are merged in and share the upload admission. The request
-/// limit is applied to these and to the S3 routes, over one count ([`with_s3`]).
-fn router(service: ObjectService, admission: UploadLimits, settings: UploadSettings, door: limits::Door) -> Router {
+/// `door` for what a request may ask. The tus routes ([`tus`], resumable uploads)
+/// are merged in and share the upload admission. The request limit is applied to
+/// these and to the S3 routes, over one count ([`with_s3`]).
+fn router(service: ObjectService, admission: UploadLimits, tus: tus::Tus, door: limits::Door) -> Router {
     let uploads = middleware::from_fn_with_state(admission.clone(), UploadLimits::admit);
-    let tus = tus::router(tus::Tus { service: service.clone(), settings, door: door.clone() }, admission);
+    let tus = tus::router(tus, admission);
     Router::new()
         .route("/objects/", get(list_objects).put(empty_name).delete(empty_name))
         .route("/objects", get(list_objects))
@@ -353,6 +362,9 @@ fn with_s3(
     let s3_service = tower::service_fn(move |request: Request| {
         let s3 = s3.clone();
         async move {
+            if let Err((signed, e)) = s3_scope::check(request.uri().query(), request.headers(), s3::REGION) {
+                return Ok(s3_scope::refused(signed, &e));
+            }
             // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
             // s3s needs to know it is empty (it checks a signed payload's length),
             // which a wrapped body no longer tells.
@@ -558,10 +570,12 @@ fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiErro
 async fn put_object(
     State(svc): Svc,
     Extension(door): Extension<limits::Door>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::Write, Some(DEFAULT_BUCKET))?;
     door.new_name(&name)?;
     let limit = door.max_object_size;
     let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
@@ -586,11 +600,13 @@ async fn put_object(
 
 async fn get_object(
     State(svc): Svc,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
     names::validate(&name)?;
     let version = parse_version(&query)?;
     let record = svc.find(DEFAULT_BUCKET, &name, version).await?;
@@ -643,14 +659,24 @@ async fn get_object(
     Ok(response)
 }
 
-async fn delete_object(State(svc): Svc, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn delete_object(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::Delete, Some(DEFAULT_BUCKET))?;
     names::validate(&name)?;
     // Deleting what does not exist (or is already deleted) is a 404, not a new tombstone.
     let record = svc.delete(DEFAULT_BUCKET, &name).await?;
     Ok(version_headers(&record, Json(version_json(&record))))
 }
 
-async fn locate(State(svc): Svc, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn locate(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
     names::validate(&name)?;
     let record = svc.find(DEFAULT_BUCKET, &name, None).await?;
     let content = record.content.as_ref().expect("find returns no tombstones");
@@ -669,9 +695,11 @@ async fn locate(State(svc): Svc, Path(name): Path<String>) -> Result<Response, A
 /// [`MAX_PAGE`]) one page, continued with `after=<last version seen>`.
 async fn versions(
     State(svc): Svc,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
     names::validate(&name)?;
     let after = parse_number(&query, "after")?.unwrap_or(0);
     let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
@@ -717,7 +745,12 @@ async fn versions(
 /// `GET /objects/?prefix=P&after=K&limit=M`: the current, non-deleted names in name
 /// order, as `{"objects": [...], "truncated": bool, "next": K}`; pass `next` as
 /// `after` for the following page.
-async fn list_objects(State(svc): Svc, Query(query): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+async fn list_objects(
+    State(svc): Svc,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    policy::authorize(&caller, Action::List, Some(DEFAULT_BUCKET))?;
     let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
     let after = query.get("after").map(String::as_str);
     let limit = parse_number(&query, "limit")?.map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));

@@ -7,7 +7,7 @@
 //! implements its [`S3`] trait with cairn's semantics underneath: every PUT is a
 //! new version (versioning is always on), content is stored once per SHA-256
 //! (a CopyObject is a metadata write), erasure-coded and repaired as any other.
-//! Keys and what each may do are [`super::keys`]'s.
+//! Keys are [`super::keys`]'s; what each may do is [`super::policy`]'s one rule.
 //!
 //! S3's entity tag is the MD5 of the body (computed as the body streams by) or,
 //! for a multipart upload, the MD5 of its parts' MD5s followed by `-<parts>`; it is
@@ -35,9 +35,10 @@ use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
 use s3s::path::S3Path;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 
-use super::keys::{Caller, KeyRing, Refusal};
+use super::keys::KeyRing;
 use super::limits::{self, Door};
 use super::names;
+use super::policy::{self, Action, Caller, Refusal};
 use crate::meta::{
     BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, Precondition,
     VersionRecord, DEFAULT_BUCKET,
@@ -127,23 +128,9 @@ impl S3Auth for KeyAuth {
     }
 }
 
-/// Operations that only read, allowed to read-only keys.
-const READ_OPERATIONS: &[&str] = &[
-    "GetObject",
-    "HeadObject",
-    "ListObjects",
-    "ListObjectsV2",
-    "ListObjectVersions",
-    "ListBuckets",
-    "HeadBucket",
-    "GetBucketLocation",
-    "GetBucketVersioning",
-    "ListParts",
-    "ListMultipartUploads",
-];
-
 /// Who may do what: every request, signed or not, is checked here (s3s has
-/// verified the signature of a signed one already).
+/// verified the signature of a signed one already), as the action its operation
+/// is in [`policy`]'s vocabulary, on the bucket it names.
 struct KeyAccess(KeyRing);
 
 #[async_trait::async_trait]
@@ -161,28 +148,12 @@ impl S3Access for KeyAccess {
                 Err(e) => return Err(meta_error(e)),
             },
         };
-        let write = !READ_OPERATIONS.contains(&cx.s3_op().name());
-        let allowed = match cx.s3_path() {
-            S3Path::Root => {
-                if write {
-                    caller.may_administer()
-                } else {
-                    Ok(())
-                }
-            }
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
-                if cx.s3_op().name() == "CreateBucket" || cx.s3_op().name() == "DeleteBucket" {
-                    caller.may_use(bucket, true).and_then(|()| match &caller {
-                        Caller::Key(k) if k.buckets.is_empty() => Ok(()),
-                        Caller::Key(k) => Err(Refusal::NotUnrestricted { key: k.access_key.clone() }),
-                        Caller::Open => Ok(()),
-                    })
-                } else {
-                    caller.may_use(bucket, write)
-                }
-            }
+        let action = Action::of_s3(cx.s3_op().name());
+        let bucket = match cx.s3_path() {
+            S3Path::Root => None,
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
         };
-        allowed.map_err(refusal)?;
+        policy::authorize(&caller, action, bucket).map_err(refusal)?;
         self.0.admit(&caller).map_err(slow_down)?;
         cx.extensions_mut().insert(caller);
         Ok(())
@@ -668,7 +639,7 @@ impl CairnS3 {
         let dto::CopySource::Bucket { bucket, key, version_id } = source else {
             return Err(s3_error!(NotImplemented, "access point copy sources are not supported"));
         };
-        caller.may_use(bucket, false).map_err(refusal)?;
+        policy::authorize(caller, Action::CopySource, Some(bucket)).map_err(refusal)?;
         self.find(bucket, key, version_id.as_deref()).await
     }
 
@@ -939,6 +910,9 @@ impl S3 for CairnS3 {
         self.check_new_key(&input.key)?;
         let limit = self.door.max_object_size;
         self.check_length("object", input.content_length, limit)?;
+        // Checked again in the version's transaction; here so that a PUT into a
+        // bucket that does not exist stores no byte.
+        self.require_bucket(&input.bucket).await?;
         let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         if let Some(condition) = &condition {
             // Checked once before the body is stored, so a failing write costs no

@@ -32,15 +32,17 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
-use axum::Router;
+use axum::{Extension, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use super::keys::KeyRing;
 use super::limits::Door;
+use super::policy::{self, Action, Caller, Refusal};
 use super::{digest, names, ApiError, UploadLimits, VERSION_HEADER};
 use crate::meta::{UploadRecord, DEFAULT_BUCKET};
 use crate::object::resumable::{
-    Checksum, ChecksumAlgorithm, NewUpload, Patch, ResumableError, UploadSettings, UploadState,
+    Checksum, ChecksumAlgorithm, FinishGate, NewUpload, Patch, ResumableError, UploadSettings, UploadState,
 };
 use crate::object::ObjectService;
 
@@ -71,6 +73,8 @@ pub struct Tus {
     pub settings: UploadSettings,
     /// The limits on names and sizes, and their refusal counters.
     pub door: Door,
+    /// The access keys, asked again just before an upload becomes a version.
+    pub keys: KeyRing,
 }
 
 /// Why a tus request is refused before or after the object paths; the status of
@@ -138,6 +142,7 @@ impl IntoResponse for TusError {
                 ResumableError::OffsetConflict { .. } => StatusCode::CONFLICT,
                 ResumableError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ResumableError::BadLength { .. } | ResumableError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+                ResumableError::FinishRefused { .. } => StatusCode::FORBIDDEN,
                 // tus's checksum extension: 460 Checksum Mismatch.
                 ResumableError::ChecksumMismatch { .. } => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -152,6 +157,12 @@ impl IntoResponse for TusError {
 
 impl From<names::BadName> for TusError {
     fn from(e: names::BadName) -> Self {
+        TusError::Api(e.into())
+    }
+}
+
+impl From<Refusal> for TusError {
+    fn from(e: Refusal) -> Self {
         TusError::Api(e.into())
     }
 }
@@ -308,7 +319,12 @@ fn is_offset_stream(headers: &HeaderMap) -> bool {
 }
 
 /// `POST /uploads`.
-async fn create(State(tus): TusState, headers: HeaderMap, body: Body) -> Result<Response, TusError> {
+async fn create(
+    State(tus): TusState,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, TusError> {
     let length = upload_length(&headers, tus.settings.max_size).inspect_err(|e| {
         if matches!(e, TusError::TooLarge { .. }) {
             tus.door.count_too_large();
@@ -316,19 +332,22 @@ async fn create(State(tus): TusState, headers: HeaderMap, body: Body) -> Result<
     })?;
     let metadata = text(&headers, &UPLOAD_METADATA).unwrap_or("").to_string();
     let (bucket, name) = target(&parse_metadata(&metadata)?, &tus.door)?;
+    policy::authorize(&caller, Action::TusCreate, Some(&bucket))?;
     let expected = expected_digest(&headers)?;
     let new = NewUpload { bucket, name, length, metadata, expected };
-    start(&tus, new, &headers, body).await
+    start(&tus, &caller, new, &headers, body).await
 }
 
 /// `POST /objects/<name>` with `Upload-Length` or the book's `Size`: an upload of
 /// that name, answered like `POST /uploads`.
 async fn create_for_name(
     State(tus): TusState,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
+    policy::authorize(&caller, Action::TusCreate, Some(DEFAULT_BUCKET))?;
     tus.door.new_name(&name)?;
     let size = HeaderName::from_static("size");
     let length = match (number(&headers, &UPLOAD_LENGTH, "Upload-Length")?, number(&headers, &size, "Size")?) {
@@ -352,12 +371,19 @@ async fn create_for_name(
     let metadata = format!("name {}", STANDARD.encode(name.as_bytes()));
     let new =
         NewUpload { bucket: DEFAULT_BUCKET.to_string(), name, length, metadata, expected: expected_digest(&headers)? };
-    start(&tus, new, &headers, body).await
+    start(&tus, &caller, new, &headers, body).await
 }
 
 /// Creates the upload and, with a body (creation-with-upload), appends it.
-async fn start(tus: &Tus, new: NewUpload, headers: &HeaderMap, body: Body) -> Result<Response, TusError> {
-    let created = tus.service.create_upload(new, &tus.settings).await?;
+async fn start(
+    tus: &Tus,
+    caller: &Caller,
+    new: NewUpload,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, TusError> {
+    let gate = Reauthorized { keys: &tus.keys, caller };
+    let created = tus.service.create_upload(new, &tus.settings, &gate).await?;
     let id = created.upload.id.clone();
     let mut state = created;
     if is_offset_stream(headers) && state.version.is_none() {
@@ -367,12 +393,14 @@ async fn start(tus: &Tus, new: NewUpload, headers: &HeaderMap, body: Body) -> Re
             checksum: checksum(headers)?,
             declared: number(headers, &header::CONTENT_LENGTH, "Content-Length")?,
         };
-        state = match tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await {
+        state = match tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings, &gate).await {
             Ok(state) => state,
+            // A refused finish is the client's to hear, not a resumable hiccup.
+            Err(e @ ResumableError::FinishRefused { .. }) => return Err(e.into()),
             // The upload exists: the client learns where it got to and resumes.
             Err(e) => {
                 tracing::debug!(error = %e, upload = %id, "creation-with-upload body not fully taken");
-                match tus.service.upload_state(&id).await {
+                match tus.service.upload_state(&id, &gate).await {
                     Ok(state) => state,
                     Err(_) => return Err(e.into()),
                 }
@@ -386,9 +414,50 @@ async fn start(tus: &Tus, new: NewUpload, headers: &HeaderMap, body: Body) -> Re
     Ok(response)
 }
 
-/// `HEAD /uploads/<id>`.
-async fn head_upload(State(tus): TusState, Path(id): Path<String>) -> Result<Response, TusError> {
-    let state = tus.service.upload_state(&id).await?;
+/// The upload `id`, once `caller` may do `action` on its bucket: every request
+/// on an upload is checked against the bucket the upload lands in, by the key
+/// that sends it now (not the one that created it).
+async fn authorized_upload(tus: &Tus, caller: &Caller, id: &str, action: Action) -> Result<UploadRecord, TusError> {
+    let upload = tus.service.upload_record(id).await?;
+    policy::authorize(caller, action, Some(&upload.bucket))?;
+    Ok(upload)
+}
+
+/// The [`FinishGate`] of a request: the caller is looked up again (a key
+/// deleted since the request began is gone; one narrowed is held to its new
+/// buckets) and asked for [`Action::TusFinish`] on the upload's bucket.
+struct Reauthorized<'a> {
+    keys: &'a KeyRing,
+    caller: &'a Caller,
+}
+
+#[async_trait::async_trait]
+impl FinishGate for Reauthorized<'_> {
+    async fn may_finish(&self, upload: &UploadRecord) -> Result<(), String> {
+        let unreadable = |e: crate::meta::MetaError| format!("cannot check the access key: {e}");
+        let now = match self.caller {
+            Caller::Open => match self.keys.is_open().await.map_err(unreadable)? {
+                true => Caller::Open,
+                false => return Err(Refusal::Unsigned.to_string()),
+            },
+            Caller::Key(key) => match self.keys.lookup(&key.access_key).await.map_err(unreadable)? {
+                Some(fresh) if fresh.secret == key.secret => Caller::Key(fresh),
+                _ => return Err(Refusal::BadCredentials.to_string()),
+            },
+        };
+        policy::authorize(&now, Action::TusFinish, Some(&upload.bucket)).map_err(|r| r.to_string())
+    }
+}
+
+/// `HEAD /uploads/<id>`. It may finish an upload whose bytes are all in, so it
+/// is asked as an append and the finish is gated.
+async fn head_upload(
+    State(tus): TusState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, TusError> {
+    authorized_upload(&tus, &caller, &id, Action::TusAppend).await?;
+    let state = tus.service.upload_state(&id, &Reauthorized { keys: &tus.keys, caller: &caller }).await?;
     let mut response = upload_response(&tus, StatusCode::OK, &state).await;
     let h = response.headers_mut();
     match state.upload.length {
@@ -424,10 +493,12 @@ pub fn checksum(headers: &HeaderMap) -> Result<Option<Checksum>, TusError> {
 /// `PATCH /uploads/<id>`.
 async fn patch_upload(
     State(tus): TusState,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
+    authorized_upload(&tus, &caller, &id, Action::TusAppend).await?;
     if !is_offset_stream(&headers) {
         return Err(TusError::WrongContentType);
     }
@@ -439,7 +510,8 @@ async fn patch_upload(
         checksum: checksum(&headers)?,
         declared: number(&headers, &header::CONTENT_LENGTH, "Content-Length")?,
     };
-    let appended = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings).await;
+    let gate = Reauthorized { keys: &tus.keys, caller: &caller };
+    let appended = tus.service.append_to_upload(&id, patch, body.into_data_stream(), &tus.settings, &gate).await;
     // A deferred-length upload runs into the largest object, not a length of its own.
     if let Err(ResumableError::TooLarge { limit }) = &appended {
         if *limit == tus.settings.max_size {
@@ -451,7 +523,12 @@ async fn patch_upload(
 }
 
 /// `DELETE /uploads/<id>` (termination).
-async fn delete_upload(State(tus): TusState, Path(id): Path<String>) -> Result<Response, TusError> {
+async fn delete_upload(
+    State(tus): TusState,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, TusError> {
+    authorized_upload(&tus, &caller, &id, Action::TusDelete).await?;
     tus.service.terminate_upload(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -459,14 +536,15 @@ async fn delete_upload(State(tus): TusState, Path(id): Path<String>) -> Result<R
 /// `POST /uploads/<id>` with `X-HTTP-Method-Override: PATCH | DELETE`.
 async fn override_upload(
     state: TusState,
+    caller: Extension<Caller>,
     id: Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, TusError> {
     let method = headers.get("x-http-method-override").and_then(|v| v.to_str().ok()).map(str::trim);
     match method {
-        Some(m) if m.eq_ignore_ascii_case("PATCH") => patch_upload(state, id, headers, body).await,
-        Some(m) if m.eq_ignore_ascii_case("DELETE") => delete_upload(state, id).await,
+        Some(m) if m.eq_ignore_ascii_case("PATCH") => patch_upload(state, caller, id, headers, body).await,
+        Some(m) if m.eq_ignore_ascii_case("DELETE") => delete_upload(state, caller, id).await,
         _ => Err(TusError::BadOverride),
     }
 }

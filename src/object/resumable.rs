@@ -125,9 +125,26 @@ pub enum ResumableError {
         /// What is wrong with it.
         source: BadHashState,
     },
+    /// The front door's [`FinishGate`] refused to let the upload become a version
+    /// (its key was deleted or narrowed since the upload began); nothing changed.
+    #[error("the upload may not be finished: {reason}")]
+    FinishRefused {
+        /// Why, in the door's words.
+        reason: String,
+    },
     /// The object paths failed (data tier, metadata store, the client's body).
     #[error(transparent)]
     Object(#[from] ObjectError),
+}
+
+/// Asked just before an upload whose bytes are all in becomes a version, after
+/// however long its last PATCH streamed: the front door checks again that whoever
+/// drives the upload may still finish it, and says why not otherwise
+/// ([`ResumableError::FinishRefused`]). The object paths know nothing of keys.
+#[async_trait::async_trait]
+pub trait FinishGate: Send + Sync {
+    /// `Ok` to let `upload` become a version.
+    async fn may_finish(&self, upload: &UploadRecord) -> Result<(), String>;
 }
 
 impl From<MetaError> for ResumableError {
@@ -272,6 +289,7 @@ impl ObjectService {
         &self,
         new: NewUpload,
         settings: &UploadSettings,
+        gate: &dyn FinishGate,
     ) -> Result<UploadState, ResumableError> {
         let now = now_ms();
         let upload = UploadRecord {
@@ -289,15 +307,22 @@ impl ObjectService {
         };
         self.meta.create_upload(&upload).await?;
         self.metrics.uploads_created.increment(1);
-        self.settle(upload).await
+        self.settle(upload, gate).await
     }
 
-    /// The upload `id` as it stands, finishing it first if all its bytes arrived
-    /// but an earlier completion did not finish (a crash, a failed data server).
-    /// Unknown, malformed and expired ids are [`ResumableError::NoSuchUpload`].
-    pub async fn upload_state(&self, id: &str) -> Result<UploadState, ResumableError> {
+    /// The upload `id` as it stands, finishing it first (if `gate` agrees) if all
+    /// its bytes arrived but an earlier completion did not finish (a crash, a
+    /// failed data server). Unknown, malformed and expired ids are
+    /// [`ResumableError::NoSuchUpload`].
+    pub async fn upload_state(&self, id: &str, gate: &dyn FinishGate) -> Result<UploadState, ResumableError> {
         let upload = self.live_upload(id).await?;
-        self.settle(upload).await
+        self.settle(upload, gate).await
+    }
+
+    /// The record of upload `id` as stored, changing nothing (the doors learn an
+    /// upload's bucket from it before they decide whether a request may touch it).
+    pub async fn upload_record(&self, id: &str) -> Result<UploadRecord, ResumableError> {
+        self.live_upload(id).await
     }
 
     /// Removes the upload `id` (tus termination). Its parts' content is left to
@@ -318,6 +343,7 @@ impl ObjectService {
         patch: Patch,
         body: S,
         settings: &UploadSettings,
+        gate: &dyn FinishGate,
     ) -> Result<UploadState, ResumableError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -406,7 +432,7 @@ impl ObjectService {
             held.into_iter().for_each(|s| self.recorded(s));
         }
         let upload = self.live_upload(id).await?;
-        self.settle(upload).await
+        self.settle(upload, gate).await
     }
 
     /// One append; a lost compare-and-set is the client's offset conflict.
@@ -434,10 +460,11 @@ impl ObjectService {
     }
 
     /// Finishes the upload if all its bytes are in and it is not finished yet.
-    async fn settle(&self, upload: UploadRecord) -> Result<UploadState, ResumableError> {
+    async fn settle(&self, upload: UploadRecord, gate: &dyn FinishGate) -> Result<UploadState, ResumableError> {
         if upload.finished_version.is_some() || upload.length != Some(upload.offset) {
             return Ok(UploadState::of(upload));
         }
+        gate.may_finish(&upload).await.map_err(|reason| ResumableError::FinishRefused { reason })?;
         let hasher = ResumableSha256::from_bytes(&upload.hasher)
             .map_err(|source| ResumableError::BadState { id: upload.id.clone(), source })?;
         let hash = hasher.finish();
