@@ -21,6 +21,12 @@
 //! 404, and an id never reaches a file system. `PATCH` and `POST` bodies go through
 //! the same admission as `PUT` (a large one takes an upload slot). Every answer
 //! carries `Upload-Expires` where an upload is concerned (RFC 7231 date).
+//!
+//! Access is [`policy`]'s rule on the bucket the upload lands in, asked with the
+//! key of each request: at creation ([`Action::TusCreate`]), at every request on
+//! an upload (append, status, termination) and, through a [`FinishGate`], again
+//! just before the upload becomes a version, with the key looked up afresh. The
+//! bucket must exist (404 naming it otherwise).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
