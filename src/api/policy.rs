@@ -285,20 +285,35 @@ impl Action {
 /// cluster)? The one access rule of every door; see the module docs.
 pub fn authorize(caller: &Caller, action: Action, bucket: Option<&str>) -> Result<(), Refusal> {
     let Caller::Key(key) = caller else { return Ok(()) };
-    let writes = matches!(action.need(), Need::Write | Need::Cluster);
-    if writes && key.read_only {
-        return Err(Refusal::ReadOnly { key: key.access_key.clone() });
+    match action.need() {
+        Need::Signed => Ok(()),
+        Need::Read => in_bucket(key, bucket),
+        Need::Write => writer(key).and_then(|()| in_bucket(key, bucket)),
+        Need::Cluster => writer(key).and_then(|()| unrestricted(key)),
     }
-    match (action.need(), bucket) {
-        (Need::Signed, _) => Ok(()),
-        (Need::Cluster, _) | (Need::Read | Need::Write, None) if !key.buckets.is_empty() => {
-            Err(Refusal::NotUnrestricted { key: key.access_key.clone() })
-        }
-        (Need::Cluster, _) | (Need::Read | Need::Write, None) => Ok(()),
-        (Need::Read | Need::Write, Some(bucket)) if may_use(key, bucket) => Ok(()),
-        (Need::Read | Need::Write, Some(bucket)) => {
-            Err(Refusal::BucketNotAllowed { key: key.access_key.clone(), bucket: bucket.to_string() })
-        }
+}
+
+/// The key may use `bucket`; an action of a bucket asked with none is one on
+/// every bucket, which only an unrestricted key may do.
+fn in_bucket(key: &AccessKey, bucket: Option<&str>) -> Result<(), Refusal> {
+    match bucket {
+        None => unrestricted(key),
+        Some(bucket) if may_use(key, bucket) => Ok(()),
+        Some(bucket) => Err(Refusal::BucketNotAllowed { key: key.access_key.clone(), bucket: bucket.to_string() }),
+    }
+}
+
+fn writer(key: &AccessKey) -> Result<(), Refusal> {
+    match key.read_only {
+        true => Err(Refusal::ReadOnly { key: key.access_key.clone() }),
+        false => Ok(()),
+    }
+}
+
+fn unrestricted(key: &AccessKey) -> Result<(), Refusal> {
+    match key.buckets.is_empty() {
+        true => Ok(()),
+        false => Err(Refusal::NotUnrestricted { key: key.access_key.clone() }),
     }
 }
 
