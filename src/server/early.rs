@@ -38,7 +38,7 @@
 //! HTTP/2 needs none of this: each request is a stream of its own, and hyper
 //! resets a stream whose body was dropped unread without touching the others, so
 //! its requests pass through untracked. What a connection closed here does with the
-//! bytes the client is still sending is not handled here.
+//! bytes the client is still sending is `linger.rs`'s concern.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -32,7 +32,8 @@
 //! lack of it, on an HTTP/1.1 connection: `early.rs` drains what is left (at most
 //! [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`]) before the answer goes out, or
 //! closes the connection after the answer when it cannot (a `100 Continue` never
-//! sent, a larger or slower rest).
+//! sent, a larger or slower rest), and `linger.rs` keeps a closing connection
+//! reading for [`LINGER_TIME`] so that the answer is not lost to a TCP reset.
 //!
 //! Uses hyper's own HTTP/1.1 and HTTP/2 connection builders (not hyper-util's
 //! `auto` builder, which cannot bound the HTTP/1.1 head apart from the read buffer
@@ -64,8 +65,10 @@ use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 use crate::tls::TlsServer;
 
 mod early;
+mod linger;
 
 pub use early::{DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
+pub use linger::LINGER_TIME;
 
 /// How long a server waits on a client before giving up on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,7 +336,7 @@ impl Connection {
         let service = counted(self.service.clone(), activity.clone());
         let ended = match protocol {
             Protocol::Http1 => {
-                let io = TokioIo::new(io);
+                let io = TokioIo::new(linger::Lingering::new(io, LINGER_TIME));
                 let conn = self.protocols.http1.serve_connection(io, service);
                 drive(conn, |c| c.graceful_shutdown(), None, &self.shutdown, &self.hard_stop).await
             }
