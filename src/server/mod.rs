@@ -28,6 +28,13 @@
 //! (where it is `SETTINGS_MAX_HEADER_LIST_SIZE`) answers the stream `431` and
 //! resets it.
 //!
+//! A request answered before its body was read to the end leaves that body, or the
+//! lack of it, on an HTTP/1.1 connection: `early.rs` drains what is left (at most
+//! [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`]) before the answer goes out, or
+//! closes the connection after the answer when it cannot (a `100 Continue` never
+//! sent, a larger or slower rest), and `linger.rs` keeps a closing connection
+//! reading for [`LINGER_TIME`] so that the answer is not lost to a TCP reset.
+//!
 //! Uses hyper's own HTTP/1.1 and HTTP/2 connection builders (not hyper-util's
 //! `auto` builder, which cannot bound the HTTP/1.1 head apart from the read buffer
 //! and, without ALPN, sniffs the first bytes with no deadline), tower-http's
@@ -46,7 +53,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -56,6 +63,12 @@ use tower::ServiceExt;
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 
 use crate::tls::TlsServer;
+
+mod early;
+mod linger;
+
+pub use early::{DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
+pub use linger::LINGER_TIME;
 
 /// How long a server waits on a client before giving up on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +231,7 @@ pub async fn serve_with(
             hard_stop: hard_stop.clone(),
         };
         match &tls {
-            None => connections.spawn(conn.serve(TokioIo::new(tcp), Protocol::Http1)),
+            None => connections.spawn(conn.serve(tcp, Protocol::Http1)),
             Some((acceptor, tls)) => connections.spawn(conn.serve_tls(tcp, acceptor.clone(), tls.clone())),
         };
     }
@@ -310,24 +323,25 @@ impl Connection {
             Some(crate::tls::ALPN_H2) => Protocol::Http2,
             _ => Protocol::Http1,
         };
-        self.serve(TokioIo::new(stream), protocol).await
+        self.serve(stream, protocol).await
     }
 
     /// Serves HTTP on `io` until the client leaves, the connection fails, it idles
     /// (HTTP/2), or the server shuts down (gracefully, then at the hard stop).
     async fn serve<I>(self, io: I, protocol: Protocol)
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::new());
         let service = counted(self.service.clone(), activity.clone());
         let ended = match protocol {
             Protocol::Http1 => {
+                let io = TokioIo::new(linger::Lingering::new(io, LINGER_TIME));
                 let conn = self.protocols.http1.serve_connection(io, service);
                 drive(conn, |c| c.graceful_shutdown(), None, &self.shutdown, &self.hard_stop).await
             }
             Protocol::Http2 => {
-                let conn = self.protocols.http2.serve_connection(io, service);
+                let conn = self.protocols.http2.serve_connection(TokioIo::new(io), service);
                 let idle = Some((activity.as_ref(), self.idle));
                 drive(conn, |c| c.graceful_shutdown(), idle, &self.shutdown, &self.hard_stop).await
             }
@@ -460,7 +474,8 @@ impl Drop for InFlight {
     }
 }
 
-/// `service` as hyper calls it, counting each request in `activity` until its
+/// `service` as hyper calls it: each request's body watched for what its handler
+/// leaves unread (`early.rs`), each request counted in `activity` until its
 /// response body is done.
 fn counted(
     service: AppService,
@@ -475,9 +490,13 @@ fn counted(
        + 'static {
     hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = activity.begin();
+        let (request, unsettled) = early::track(request);
         let response = service.clone().oneshot(request);
         async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            if let Some(unsettled) = unsettled {
+                response = unsettled.settle(response).await;
+            }
             // The guard lives in the body: dropped when hyper is done with it.
             Ok(response.map(|body| {
                 Body::new(body.map_frame(move |frame| {
