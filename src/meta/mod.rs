@@ -35,6 +35,9 @@
 //! never collected; once the upload is finished or removed its part rows go and
 //! the content is collected like any unreferenced content.
 //!
+//! An upload lands in a bucket that exists: [`create_upload`](MetaStore::create_upload)
+//! and [`finish_upload`](MetaStore::finish_upload) check it in their transaction.
+//!
 //! Beside that, the stores keep a placement index (server → content, kept in the
 //! same transaction as the placement itself), the servers' last sightings, leases
 //! (one collector at a time across API servers) and workers' checkpoints.
@@ -610,7 +613,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Sets (`Some`) or clears (`None`) a worker's checkpoint.
     async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError>;
 
-    /// Records a new upload (its id must be new: a clash is an error).
+    /// Records a new upload (its id must be new: a clash is an error) into a
+    /// bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
+    /// the insert's transaction, atomically against
+    /// [`delete_bucket`](MetaStore::delete_bucket); nothing is recorded).
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError>;
 
     /// The upload with this id, expired or not, or `None`.
@@ -629,7 +635,8 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// In one transaction: adds the upload's content as the next version of its
     /// name, marks the upload finished and removes its part rows. Idempotent: a
-    /// finished upload answers [`FinishOutcome::AlreadyFinished`].
+    /// finished upload answers [`FinishOutcome::AlreadyFinished`]. The upload's
+    /// bucket must still exist ([`MetaError::NoSuchBucket`], nothing added).
     async fn finish_upload(&self, id: &str, content: &ContentRecord) -> Result<FinishOutcome, MetaError>;
 
     /// Removes the upload and its part rows (termination, a failed completion);

@@ -49,8 +49,10 @@
 //!             read_only BOOLEAN, created_ms)
 //! ```
 //!
-//! `put_object`, `create_multipart` and `complete_multipart` share-lock the
-//! bucket's row (`FOR SHARE`) before they insert; `delete_bucket` locks it
+//! `put_object`, `create_multipart`, `complete_multipart`, `create_upload` and
+//! `finish_upload` share-lock the bucket's row (`FOR SHARE`) before they insert
+//! (`finish_upload` reads the upload's bucket unlocked, locks the bucket, then the
+//! upload: its bucket never changes); `delete_bucket` locks it
 //! `FOR UPDATE` and only then checks, in a statement of its own, that no version
 //! and no multipart upload is in it: a concurrent writer has either committed
 //! (and is seen) or waits and then finds no bucket. `put_part` share-locks its
@@ -415,6 +417,9 @@ const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = $2, hasher 
      length = COALESCE(length, $5) WHERE id = $1";
 const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
      WHERE id = $1 AND part_offset >= $2 ORDER BY part_offset LIMIT $3";
+/// The bucket of an upload, read before its row is locked: the bucket's lock comes
+/// first (see the module docs), and an upload's bucket never changes.
+const SQL_UPLOAD_BUCKET: &str = "SELECT bucket FROM uploads WHERE id = $1";
 const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE";
 const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = $2 WHERE id = $1";
 const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = $1";
@@ -1583,14 +1588,18 @@ impl MetaStore for PostgresStore {
     }
 
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        const WHAT: &str = "create_upload";
         let u = upload;
         let length = u.length.map(|l| upload_int(l, "length")).transpose()?;
         let offset = upload_int(u.offset, "offset")?;
         let expected = u.expected.map(|h| h.to_hex());
         let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
-        self.execute(
-            "create_upload",
-            SQL_INSERT_UPLOAD,
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        share_bucket(&tx, WHAT, &u.bucket).await?;
+        let stmt = tx.prepare_cached(SQL_INSERT_UPLOAD).await.context(WHAT)?;
+        tx.execute(
+            &stmt,
             &[
                 &u.id,
                 &u.bucket,
@@ -1605,8 +1614,9 @@ impl MetaStore for PostgresStore {
                 &finished,
             ],
         )
-        .await?;
-        Ok(())
+        .await
+        .context(WHAT)?;
+        tx.commit().await.context(WHAT)
     }
 
     async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
@@ -1668,6 +1678,12 @@ impl MetaStore for PostgresStore {
         const WHAT: &str = "finish_upload";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_UPLOAD_BUCKET).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(FinishOutcome::Gone);
+        };
+        let bucket: String = row.try_get(0).context(WHAT)?;
+        share_bucket(&tx, WHAT, &bucket).await?;
         let stmt = tx.prepare_cached(SQL_LOCK_UPLOAD_TARGET).await.context(WHAT)?;
         let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
             return Ok(FinishOutcome::Gone);

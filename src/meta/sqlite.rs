@@ -34,11 +34,12 @@
 //!             read_only INTEGER, created_ms INTEGER)
 //! ```
 //!
-//! S3 writes into a bucket (`put_object`, through the group commit like
-//! `put_version`; `create_multipart`; `complete_multipart`) check that the bucket
-//! exists in the insert's transaction, under the write lock that `delete_bucket`
-//! also takes for its emptiness check and removal, so a bucket is never deleted
-//! with a version or an upload in it. A multipart part's content counts as
+//! Writes into a bucket (`put_object`, through the group commit like
+//! `put_version`; `create_multipart`; `complete_multipart`; `create_upload`;
+//! `finish_upload`) check that the bucket exists in the insert's transaction,
+//! under the write lock that `delete_bucket` also takes for its emptiness check
+//! and removal: SQLite has one writer at a time, in any process, so no write comes
+//! between, and a bucket is never deleted with a version or an upload in it. A multipart part's content counts as
 //! referenced for the collector exactly like a tus part's. `list_versions` is a
 //! range of the primary key of `versions` (name ascending), each name's versions
 //! sorted newest first on their own; `multipart_uploads` a range of
@@ -1541,23 +1542,28 @@ impl MetaStore for SqliteStore {
         let expected = u.expected.map(|h| h.to_hex());
         let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
         self.write(move |conn| {
-            conn.prepare_cached(SQL_INSERT_UPLOAD)
-                .context(WHAT)?
-                .execute(rusqlite::params![
-                    u.id,
-                    u.bucket,
-                    u.name,
-                    length,
-                    offset,
-                    u.metadata,
-                    expected,
-                    u.hasher,
-                    u.created_ms,
-                    u.expires_ms,
-                    finished
-                ])
-                .context(WHAT)?;
-            Ok(())
+            // The bucket check and the insert under one write lock: no
+            // delete_bucket, in any process, comes between.
+            immediate(conn, WHAT, |tx| {
+                require_bucket(tx, WHAT, &u.bucket)?;
+                tx.prepare_cached(SQL_INSERT_UPLOAD)
+                    .context(WHAT)?
+                    .execute(rusqlite::params![
+                        u.id,
+                        u.bucket,
+                        u.name,
+                        length,
+                        offset,
+                        u.metadata,
+                        expected,
+                        u.hasher,
+                        u.created_ms,
+                        u.expires_ms,
+                        finished
+                    ])
+                    .context(WHAT)?;
+                Ok(())
+            })
         })
         .await
     }
@@ -1649,6 +1655,9 @@ impl MetaStore for SqliteStore {
                     .optional()
                     .context(WHAT)?;
                 let Some((bucket, name, finished)) = target else { return Ok(FinishOutcome::Gone) };
+                // Checked before `finished`, in the order the PostgreSQL store's
+                // locks impose, so both stores answer alike.
+                require_bucket(tx, WHAT, &bucket)?;
                 if let Some(version) = finished {
                     let version = next_version(&bucket, &name, version)?;
                     return Ok(FinishOutcome::AlreadyFinished { version });

@@ -1204,11 +1204,19 @@ pub async fn no_acknowledged_version_loses_its_content(store: Arc<dyn MetaStore>
     }
 }
 
-/// A new upload of `length` (None: deferred) under a bucket of its own.
-fn new_upload(length: Option<u64>, expires_ms: i64) -> UploadRecord {
+/// A new upload of `length` (None: deferred) under a bucket of its own, created
+/// (an upload's bucket must exist).
+async fn new_upload(store: &dyn MetaStore, length: Option<u64>, expires_ms: i64) -> UploadRecord {
+    let bucket = new_bucket(store, "upload").await;
+    upload_into(&bucket, length, expires_ms)
+}
+
+/// A new upload of `length` (None: deferred) into `bucket`, which this does not
+/// create.
+fn upload_into(bucket: &str, length: Option<u64>, expires_ms: i64) -> UploadRecord {
     UploadRecord {
         id: uuid::Uuid::new_v4().simple().to_string(),
-        bucket: unique("upload"),
+        bucket: bucket.to_string(),
         name: "obj".into(),
         length,
         offset: 0,
@@ -1228,7 +1236,7 @@ fn append<'a>(at: u64, parts: &'a [ContentRecord], length: Option<u64>) -> Uploa
 /// Appends advance the offset only from the offset they expect; of two at one
 /// offset exactly one wins; a deferred length is set once.
 pub async fn uploads_append_by_compare_and_set(store: &dyn MetaStore) {
-    let u = new_upload(None, now_ms() + 3_600_000);
+    let u = new_upload(store, None, now_ms() + 3_600_000).await;
     store.create_upload(&u).await.expect("create");
     assert!(store.create_upload(&u).await.is_err(), "an id is unique");
     assert_eq!(store.upload(&u.id).await.expect("upload"), Some(u.clone()));
@@ -1271,7 +1279,7 @@ pub async fn upload_parts_are_referenced_for_the_collector(store: &dyn MetaStore
     unreferenced(store, &c).await;
     store.doom_unreferenced(now_ms() - 10_000, 1_000_000).await.expect("doom");
     assert!(matches!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { .. })));
-    let u = new_upload(Some(100), now_ms() + 3_600_000);
+    let u = new_upload(store, Some(100), now_ms() + 3_600_000).await;
     store.create_upload(&u).await.expect("create");
     // Appending records the content as put_version does: live again.
     store.append_upload(&u.id, append(0, std::slice::from_ref(&c), None)).await.expect("append");
@@ -1285,7 +1293,7 @@ pub async fn upload_parts_are_referenced_for_the_collector(store: &dyn MetaStore
     assert_eq!(store.content_state(&c.hash).await.expect("state"), Some(ContentState::Doomed { since_ms: t0 }));
     assert!(store.begin_delete(&c.hash, t0).await.expect("begin_delete"));
     // A deleting content cannot be appended: nothing changes.
-    let u = new_upload(Some(100), now_ms() + 3_600_000);
+    let u = new_upload(store, Some(100), now_ms() + 3_600_000).await;
     store.create_upload(&u).await.expect("create");
     match store.append_upload(&u.id, append(0, std::slice::from_ref(&c), None)).await {
         Err(MetaError::ContentDeleting { hash }) => assert_eq!(hash, c.hash),
@@ -1299,7 +1307,7 @@ pub async fn upload_parts_are_referenced_for_the_collector(store: &dyn MetaStore
 /// Finishing adds the version, marks the upload and drops its parts in one step;
 /// a second finish changes nothing.
 pub async fn finishing_an_upload_is_atomic_and_idempotent(store: &dyn MetaStore) {
-    let u = new_upload(Some(10), now_ms() + 3_600_000);
+    let u = new_upload(store, Some(10), now_ms() + 3_600_000).await;
     store.create_upload(&u).await.expect("create");
     let part = placed(&[(0, "a:1")]);
     store.append_upload(&u.id, append(0, std::slice::from_ref(&part), None)).await.expect("append");
@@ -1328,8 +1336,9 @@ pub async fn finishing_an_upload_is_atomic_and_idempotent(store: &dyn MetaStore)
 pub async fn expired_uploads_are_removed(store: &dyn MetaStore) {
     let now = now_ms();
     // Far in the past: no other check's uploads expire before these.
-    let old: Vec<UploadRecord> = (0..3).map(|_| new_upload(Some(100), now - 86_400_000 * 365 * 40)).collect();
-    let young = new_upload(Some(100), now + 3_600_000);
+    let bucket = new_bucket(store, "expiry").await;
+    let old: Vec<UploadRecord> = (0..3).map(|_| upload_into(&bucket, Some(100), now - 86_400_000 * 365 * 40)).collect();
+    let young = upload_into(&bucket, Some(100), now + 3_600_000);
     for u in old.iter().chain([&young]) {
         store.create_upload(u).await.expect("create");
         let parts = [placed(&[(0, "a:1")])];
@@ -1364,6 +1373,7 @@ pub async fn run_s3(store: &dyn MetaStore) {
     multipart_uploads_list_by_name_and_id(store).await;
     stale_multipart_uploads_are_removed(store).await;
     multipart_parts_are_referenced_for_the_collector(store).await;
+    an_upload_into_a_missing_bucket_is_refused(store).await;
     access_keys_are_created_read_listed_and_deleted(store).await;
 }
 
@@ -1908,6 +1918,67 @@ pub async fn delete_bucket_is_atomic_against_put_object(store: Arc<dyn MetaStore
         }
     }
     assert_eq!(deleted + kept, 20);
+}
+
+// ---- Buckets and the uploads into them (tus and multipart) ----
+
+/// An upload into a bucket that was never created, or was deleted, is refused
+/// with `NoSuchBucket` and nothing is stored; the same upload is taken once the
+/// bucket exists, and `default` always takes uploads.
+pub async fn an_upload_into_a_missing_bucket_is_refused(store: &dyn MetaStore) {
+    let expires = now_ms() + 3_600_000;
+    let missing = unique("nobucket");
+    let u = upload_into(&missing, Some(10), expires);
+    match store.create_upload(&u).await {
+        Err(MetaError::NoSuchBucket { bucket }) => assert_eq!(bucket, missing),
+        other => panic!("create_upload into a missing bucket: {other:?}"),
+    }
+    assert_eq!(store.upload(&u.id).await.expect("upload"), None, "nothing stored");
+    assert_eq!(store.bucket(&missing).await.expect("bucket"), None, "nor a bucket made");
+
+    let deleted = new_bucket(store, "gone").await;
+    assert_eq!(store.delete_bucket(&deleted).await.expect("delete"), BucketDeleteOutcome::Deleted);
+    let u = upload_into(&deleted, Some(10), expires);
+    match store.create_upload(&u).await {
+        Err(MetaError::NoSuchBucket { bucket }) => assert_eq!(bucket, deleted),
+        other => panic!("create_upload into a deleted bucket: {other:?}"),
+    }
+    assert_eq!(store.upload(&u.id).await.expect("upload"), None, "nothing stored");
+
+    assert!(store.create_bucket(&deleted, now_ms()).await.expect("create"));
+    store.create_upload(&u).await.expect("create once the bucket exists");
+    assert_eq!(store.upload(&u.id).await.expect("upload"), Some(u.clone()));
+    let native = UploadRecord { name: unique("native"), ..upload_into(cairn::meta::DEFAULT_BUCKET, Some(10), expires) };
+    store.create_upload(&native).await.expect("create into default");
+    assert_eq!(store.upload(&native.id).await.expect("upload"), Some(native.clone()));
+    assert!(store.delete_upload(&native.id).await.expect("delete"));
+    assert!(store.delete_upload(&u.id).await.expect("delete"));
+    assert_eq!(store.delete_bucket(&deleted).await.expect("delete"), BucketDeleteOutcome::Deleted);
+}
+
+/// An upload row left in a bucket that does not exist (stored before uploads
+/// needed their bucket, or by another tool) cannot finish: `NoSuchBucket`, with no
+/// version nor content added and the upload left unfinished. `insert_upload(id,
+/// bucket)` stores such a row with raw SQL: name `obj`, length and offset 10, no
+/// part, not expired.
+pub async fn an_upload_left_in_a_missing_bucket_cannot_finish<F, Fut>(store: &dyn MetaStore, insert_upload: F)
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let bucket = unique("legacy");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    insert_upload(id.clone(), bucket.clone()).await;
+    assert_eq!(store.upload(&id).await.expect("upload").expect("inserted").bucket, bucket);
+    let whole = placed(&[(0, "a:1")]);
+    match store.finish_upload(&id, &whole).await {
+        Err(MetaError::NoSuchBucket { bucket: b }) => assert_eq!(b, bucket),
+        other => panic!("finish_upload into a missing bucket: {other:?}"),
+    }
+    assert_eq!(store.latest(&bucket, "obj").await.expect("latest"), None);
+    assert_eq!(store.content(&whole.hash).await.expect("content"), None, "no content row either");
+    assert_eq!(store.upload(&id).await.expect("upload").expect("kept").finished_version, None);
+    assert!(store.delete_upload(&id).await.expect("delete"));
 }
 
 /// Rows of the S3 tables that no store writes (for a store's corrupt-row test to
