@@ -42,6 +42,19 @@ async fn postgres_store_passes_the_suite() {
 async fn postgres_store_passes_the_s3_suite() {
     let schema = test_schema!();
     let store = schema.open().await;
+    let raw = &schema.raw;
+    meta_suite::an_upload_left_in_a_missing_bucket_cannot_finish(&store, |id, bucket| async move {
+        let n = raw
+            .execute(
+                "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, hasher, created_ms, expires_ms) \
+                 VALUES ($1, $2, 'obj', 10, 10, '', '\\x01'::bytea, 0, $3)",
+                &[&id, &bucket, &i64::MAX],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    })
+    .await;
     meta_suite::run_s3_shared(Arc::new(store)).await;
 }
 

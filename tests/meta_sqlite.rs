@@ -29,7 +29,19 @@ async fn sqlite_store_passes_the_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_passes_the_s3_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("meta.db")).await.unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    meta_suite::an_upload_left_in_a_missing_bucket_cannot_finish(&store, |id, bucket| async move {
+        let n = raw(&path)
+            .execute(
+                "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, hasher, created_ms, expires_ms) \
+                 VALUES (?1, ?2, 'obj', 10, 10, '', X'01', 0, ?3)",
+                rusqlite::params![id, bucket, i64::MAX],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    })
+    .await;
     meta_suite::run_s3_shared(Arc::new(store)).await;
 }
 

@@ -858,7 +858,12 @@ impl S3 for CairnS3 {
             return Err(s3_error!(AccessDenied, "the bucket {DEFAULT_BUCKET} is the native API's and stays"));
         }
         match self.svc.meta.delete_bucket(&bucket).await.map_err(meta_error)? {
-            BucketDeleteOutcome::Deleted => Ok(S3Response::new(dto::DeleteBucketOutput {})),
+            BucketDeleteOutcome::Deleted { aborted_uploads } => {
+                if aborted_uploads > 0 {
+                    tracing::info!(%bucket, aborted_uploads, "bucket deleted with its open uploads");
+                }
+                Ok(S3Response::new(dto::DeleteBucketOutput {}))
+            }
             BucketDeleteOutcome::NoSuchBucket => Err(s3_error!(NoSuchBucket, "no such bucket: {bucket}")),
             BucketDeleteOutcome::NotEmpty => {
                 Err(s3_error!(BucketNotEmpty, "bucket {bucket} holds versions or uploads (versions count)"))

@@ -35,6 +35,12 @@
 //! never collected; once the upload is finished or removed its part rows go and
 //! the content is collected like any unreferenced content.
 //!
+//! An upload lands in a bucket that exists: [`create_upload`](MetaStore::create_upload)
+//! and [`finish_upload`](MetaStore::finish_upload) check it in their transaction,
+//! and [`delete_bucket`](MetaStore::delete_bucket) removes the bucket's open
+//! uploads (tus and S3 multipart, with their parts) with the bucket, as S3 aborts
+//! a deleted bucket's multipart uploads.
+//!
 //! Beside that, the stores keep a placement index (server → content, kept in the
 //! same transaction as the placement itself), the servers' last sightings, leases
 //! (one collector at a time across API servers) and workers' checkpoints.
@@ -159,12 +165,16 @@ pub struct BucketRecord {
 /// What [`MetaStore::delete_bucket`] found, and did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketDeleteOutcome {
-    /// The bucket was removed.
-    Deleted,
+    /// The bucket was removed, and with it every upload into it.
+    Deleted {
+        /// How many open uploads (S3 multipart and tus together) were aborted
+        /// with it.
+        aborted_uploads: u64,
+    },
     /// There is no such bucket.
     NoSuchBucket,
-    /// It still holds a version (a tombstone counts) or a multipart upload;
-    /// nothing was removed.
+    /// It still holds a version (a tombstone counts); nothing was removed, its
+    /// open uploads neither.
     NotEmpty,
 }
 
@@ -610,7 +620,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Sets (`Some`) or clears (`None`) a worker's checkpoint.
     async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError>;
 
-    /// Records a new upload (its id must be new: a clash is an error).
+    /// Records a new upload (its id must be new: a clash is an error) into a
+    /// bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
+    /// the insert's transaction, atomically against
+    /// [`delete_bucket`](MetaStore::delete_bucket); nothing is recorded).
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError>;
 
     /// The upload with this id, expired or not, or `None`.
@@ -629,7 +642,10 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// In one transaction: adds the upload's content as the next version of its
     /// name, marks the upload finished and removes its part rows. Idempotent: a
-    /// finished upload answers [`FinishOutcome::AlreadyFinished`].
+    /// finished upload answers [`FinishOutcome::AlreadyFinished`]. The upload's
+    /// bucket must still exist ([`MetaError::NoSuchBucket`], nothing added); since
+    /// deleting a bucket removes its uploads, a finish after that is
+    /// [`FinishOutcome::Gone`].
     async fn finish_upload(&self, id: &str, content: &ContentRecord) -> Result<FinishOutcome, MetaError>;
 
     /// Removes the upload and its part rows (termination, a failed completion);
@@ -651,9 +667,19 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every bucket, in name order.
     async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError>;
 
-    /// Removes the bucket if it holds no version (tombstones count) and no
-    /// multipart upload, atomically against [`put_object`](MetaStore::put_object)
-    /// and [`create_multipart`](MetaStore::create_multipart) into it.
+    /// Removes the bucket if it holds no version (tombstones count), and in the same
+    /// transaction every upload into it: S3 multipart uploads and tus uploads, with
+    /// their parts, whose content then counts as unreferenced for the collector as
+    /// after [`abort_multipart`](MetaStore::abort_multipart) or
+    /// [`delete_upload`](MetaStore::delete_upload). Atomic against every write into
+    /// the bucket ([`put_object`](MetaStore::put_object),
+    /// [`create_multipart`](MetaStore::create_multipart),
+    /// [`complete_multipart`](MetaStore::complete_multipart),
+    /// [`create_upload`](MetaStore::create_upload),
+    /// [`finish_upload`](MetaStore::finish_upload)): each lands before (and is
+    /// seen: a version makes it [`BucketDeleteOutcome::NotEmpty`], an upload is
+    /// aborted) or after (and finds no bucket). A bucket with a version keeps its
+    /// uploads.
     async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError>;
 
     /// [`put_version`](MetaStore::put_version) of `content` with S3 attributes, into

@@ -49,16 +49,23 @@
 //!             read_only BOOLEAN, created_ms)
 //! ```
 //!
-//! `put_object`, `create_multipart` and `complete_multipart` share-lock the
-//! bucket's row (`FOR SHARE`) before they insert; `delete_bucket` locks it
-//! `FOR UPDATE` and only then checks, in a statement of its own, that no version
-//! and no multipart upload is in it: a concurrent writer has either committed
-//! (and is seen) or waits and then finds no bucket. `put_part` share-locks its
-//! upload's row and `abort_multipart` / `complete_multipart` /
-//! `remove_stale_multipart` lock it `FOR UPDATE` before removing the parts, so no
-//! part lands after its upload is gone. `delete_version` locks the name's head and
-//! moves it to the newest remaining version (dropping it with the last one, as
-//! `prune` does), so listing never meets a head without its version.
+//! `put_object`, `create_multipart`, `complete_multipart`, `create_upload` and
+//! `finish_upload` share-lock the bucket's row (`FOR SHARE`) before they insert;
+//! `delete_bucket` locks it `FOR UPDATE` and only then checks, in a statement of
+//! its own, that no version is in it, and locks and removes the bucket's uploads:
+//! a concurrent writer has either committed (and is seen: its version keeps the
+//! bucket, its upload is aborted) or waits and then finds no bucket. `put_part`
+//! share-locks its upload's row and `abort_multipart` / `complete_multipart` /
+//! `remove_stale_multipart` / `delete_bucket` lock it `FOR UPDATE` before removing
+//! the parts, so no part lands after its upload is gone; `append_upload`,
+//! `finish_upload`, `delete_upload`, `remove_expired_uploads` and `delete_bucket`
+//! lock a tus upload's row `FOR UPDATE` the same way. Locks are taken bucket
+//! first, then upload, then content and head (`finish_upload` and
+//! `complete_multipart` read the upload's bucket unlocked, lock the bucket, then
+//! the upload: its bucket never changes), so none of these can deadlock.
+//! `delete_version` locks the name's head and moves it to the newest remaining
+//! version (dropping it with the last one, as `prune` does), so listing never
+//! meets a head without its version.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard
 //! (`contents_on` is a range scan of its primary key); `put_version` and
@@ -408,6 +415,7 @@ const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, 
 const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1");
 /// `append_upload`'s first statement: row-locks the upload until the commit, so of
 /// two appends at one offset the second waits and then sees the first's offset.
+/// `delete_upload` takes the same lock before it removes the parts.
 const SQL_LOCK_UPLOAD: &str =
     "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = $1 FOR UPDATE";
 const SQL_INSERT_PART: &str = "INSERT INTO upload_parts (id, part_offset, size, hash) VALUES ($1, $2, $3, $4)";
@@ -415,6 +423,9 @@ const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = $2, hasher 
      length = COALESCE(length, $5) WHERE id = $1";
 const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
      WHERE id = $1 AND part_offset >= $2 ORDER BY part_offset LIMIT $3";
+/// The bucket of an upload, read before its row is locked: the bucket's lock comes
+/// first (see the module docs), and an upload's bucket never changes.
+const SQL_UPLOAD_BUCKET: &str = "SELECT bucket FROM uploads WHERE id = $1";
 const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE";
 const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = $2 WHERE id = $1";
 const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = $1";
@@ -486,9 +497,16 @@ const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
 /// share-locks its row until the commit; `delete_bucket` locks it exclusively.
 const SQL_SHARE_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR SHARE";
 const SQL_LOCK_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE";
-/// A version (tombstones too) or a multipart upload is in the bucket.
-const SQL_BUCKET_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = $1) \
-     OR EXISTS (SELECT 1 FROM multipart_uploads WHERE bucket = $1)";
+/// A version (tombstones too) is in the bucket: what keeps it from deletion.
+const SQL_BUCKET_HAS_VERSION: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = $1)";
+/// The bucket's tus uploads, and whether each is still open, locked against
+/// appends and finishes until the commit (in id order). `uploads` has no index on
+/// the bucket: this scans it, which only a bucket deletion does, and the table
+/// holds only unexpired uploads (the expiry worker removes the rest).
+const SQL_LOCK_BUCKET_UPLOADS: &str =
+    "SELECT id, finished_version IS NULL FROM uploads WHERE bucket = $1 ORDER BY id FOR UPDATE";
+/// The bucket's multipart uploads, locked against `put_part` until the commit.
+const SQL_LOCK_BUCKET_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE bucket = $1 ORDER BY id FOR UPDATE";
 const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = $1";
 const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
 const SQL_MAX_VERSION: &str = "SELECT MAX(version) FROM versions WHERE bucket = $1 AND name = $2";
@@ -541,9 +559,12 @@ const SQL_MULTIPART: &str = concat!("SELECT ", multipart_columns!(), " FROM mult
 /// `put_part`'s first statement: the upload, share-locked so that no abort or
 /// completion removes it (and its parts) before this part is in.
 const SQL_SHARE_MULTIPART: &str = "SELECT 1 FROM multipart_uploads WHERE id = $1 FOR SHARE";
-/// An abort's or completion's first statement: the upload, locked against
-/// `put_part` until the commit.
+/// An abort's or completion's first lock: the upload, locked against `put_part`
+/// until the commit.
 const SQL_LOCK_MULTIPART: &str = "SELECT bucket, name FROM multipart_uploads WHERE id = $1 FOR UPDATE";
+/// The bucket of a multipart upload, read before the completion locks it (as
+/// [`SQL_UPLOAD_BUCKET`]).
+const SQL_MULTIPART_BUCKET: &str = "SELECT bucket FROM multipart_uploads WHERE id = $1";
 /// Sets a part, replacing an earlier upload of its number.
 const SQL_UPSERT_MULTIPART_PART: &str = "INSERT INTO multipart_parts \
      (upload_id, part_number, hash, size, etag, created_ms) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -1063,6 +1084,36 @@ impl PostgresStore {
     }
 }
 
+/// Locks and removes every upload into `bucket`, tus and multipart, with their
+/// parts, inside `tx` (the caller holds the bucket's row lock, so no new one
+/// comes), as `delete_upload` and `abort_multipart` each remove one; returns how
+/// many were open. A finished tus upload goes too (its row only answers a repeated
+/// finish) but was not aborted, so it is not counted.
+async fn abort_bucket_uploads(
+    tx: &deadpool_postgres::Transaction<'_>,
+    what: &str,
+    bucket: &str,
+) -> Result<u64, MetaError> {
+    let stmt = tx.prepare_cached(SQL_LOCK_BUCKET_UPLOADS).await.context(what)?;
+    let tus = tx.query(&stmt, &[&bucket]).await.context(what)?;
+    let stmt = tx.prepare_cached(SQL_LOCK_BUCKET_MULTIPART).await.context(what)?;
+    let multipart = tx.query(&stmt, &[&bucket]).await.context(what)?;
+    let mut aborted = 0;
+    for row in &tus {
+        let (id, open): (String, bool) = (row.try_get(0).context(what)?, row.try_get(1).context(what)?);
+        if drop_upload(tx, what, &id).await? && open {
+            aborted += 1;
+        }
+    }
+    for row in &multipart {
+        let id: String = row.try_get(0).context(what)?;
+        if drop_multipart(tx, what, &id).await? {
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
+}
+
 /// Removes a multipart upload's part rows and the upload itself inside `tx` (the
 /// caller has locked the upload's row); true if the upload existed.
 async fn drop_multipart(tx: &deadpool_postgres::Transaction<'_>, what: &str, id: &str) -> Result<bool, MetaError> {
@@ -1140,8 +1191,8 @@ fn raw_upload(row: &Row) -> Result<RawUpload, tokio_postgres::Error> {
     })
 }
 
-/// Removes an upload's part rows and the upload itself inside `tx`; true if the
-/// upload existed.
+/// Removes an upload's part rows and the upload itself inside `tx` (the caller has
+/// locked the upload's row); true if the upload existed.
 async fn drop_upload(tx: &deadpool_postgres::Transaction<'_>, what: &str, id: &str) -> Result<bool, MetaError> {
     let stmt = tx.prepare_cached(SQL_DROP_PARTS).await.context(what)?;
     tx.execute(&stmt, &[&id]).await.context(what)?;
@@ -1583,14 +1634,18 @@ impl MetaStore for PostgresStore {
     }
 
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
+        const WHAT: &str = "create_upload";
         let u = upload;
         let length = u.length.map(|l| upload_int(l, "length")).transpose()?;
         let offset = upload_int(u.offset, "offset")?;
         let expected = u.expected.map(|h| h.to_hex());
         let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
-        self.execute(
-            "create_upload",
-            SQL_INSERT_UPLOAD,
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        share_bucket(&tx, WHAT, &u.bucket).await?;
+        let stmt = tx.prepare_cached(SQL_INSERT_UPLOAD).await.context(WHAT)?;
+        tx.execute(
+            &stmt,
             &[
                 &u.id,
                 &u.bucket,
@@ -1605,8 +1660,9 @@ impl MetaStore for PostgresStore {
                 &finished,
             ],
         )
-        .await?;
-        Ok(())
+        .await
+        .context(WHAT)?;
+        tx.commit().await.context(WHAT)
     }
 
     async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
@@ -1668,6 +1724,15 @@ impl MetaStore for PostgresStore {
         const WHAT: &str = "finish_upload";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_UPLOAD_BUCKET).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(FinishOutcome::Gone);
+        };
+        let bucket: String = row.try_get(0).context(WHAT)?;
+        // Missing only when a delete_bucket committed since the read above (and
+        // removed the upload with it), or for an upload stored before uploads
+        // needed their bucket.
+        share_bucket(&tx, WHAT, &bucket).await?;
         let stmt = tx.prepare_cached(SQL_LOCK_UPLOAD_TARGET).await.context(WHAT)?;
         let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
             return Ok(FinishOutcome::Gone);
@@ -1691,6 +1756,12 @@ impl MetaStore for PostgresStore {
         const WHAT: &str = "delete_upload";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
+        // The upload's row first, as every other remover and appender locks it:
+        // deleting the parts first would take their locks in the other order.
+        let stmt = tx.prepare_cached(SQL_LOCK_UPLOAD).await.context(WHAT)?;
+        if tx.query_opt(&stmt, &[&id]).await.context(WHAT)?.is_none() {
+            return Ok(false);
+        }
         let existed = drop_upload(&tx, WHAT, id).await?;
         tx.commit().await.context(WHAT)?;
         Ok(existed)
@@ -1722,23 +1793,24 @@ impl MetaStore for PostgresStore {
         const WHAT: &str = "delete_bucket";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
-        // The exclusive row lock waits for every put_object / create_multipart /
-        // complete_multipart holding a share lock on the bucket; the emptiness
-        // check, a statement of its own, then sees what they committed (READ
-        // COMMITTED), and later ones wait for this transaction and find no bucket.
+        // The exclusive row lock waits for every write into the bucket holding a
+        // share lock on it; the checks and the upload locks, statements of their
+        // own, then see what those committed (READ COMMITTED), and later writers
+        // wait for this transaction and find no bucket.
         let stmt = tx.prepare_cached(SQL_LOCK_BUCKET).await.context(WHAT)?;
         if tx.query_opt(&stmt, &[&name]).await.context(WHAT)?.is_none() {
             return Ok(BucketDeleteOutcome::NoSuchBucket);
         }
-        let stmt = tx.prepare_cached(SQL_BUCKET_IN_USE).await.context(WHAT)?;
-        let in_use: bool = tx.query_one(&stmt, &[&name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
-        if in_use {
+        let stmt = tx.prepare_cached(SQL_BUCKET_HAS_VERSION).await.context(WHAT)?;
+        let has_version: bool = tx.query_one(&stmt, &[&name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+        if has_version {
             return Ok(BucketDeleteOutcome::NotEmpty);
         }
+        let aborted_uploads = abort_bucket_uploads(&tx, WHAT, name).await?;
         let stmt = tx.prepare_cached(SQL_DROP_BUCKET).await.context(WHAT)?;
         tx.execute(&stmt, &[&name]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)?;
-        Ok(BucketDeleteOutcome::Deleted)
+        Ok(BucketDeleteOutcome::Deleted { aborted_uploads })
     }
 
     async fn put_object(
@@ -1909,6 +1981,13 @@ impl MetaStore for PostgresStore {
         const WHAT: &str = "complete_multipart";
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_MULTIPART_BUCKET).await.context(WHAT)?;
+        let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
+            return Ok(CompleteOutcome::Gone);
+        };
+        let bucket: String = row.try_get(0).context(WHAT)?;
+        // The bucket before the upload (add_object share-locks it again, a no-op).
+        share_bucket(&tx, WHAT, &bucket).await?;
         let stmt = tx.prepare_cached(SQL_LOCK_MULTIPART).await.context(WHAT)?;
         let Some(row) = tx.query_opt(&stmt, &[&id]).await.context(WHAT)? else {
             return Ok(CompleteOutcome::Gone);

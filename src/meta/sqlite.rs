@@ -34,15 +34,17 @@
 //!             read_only INTEGER, created_ms INTEGER)
 //! ```
 //!
-//! S3 writes into a bucket (`put_object`, through the group commit like
-//! `put_version`; `create_multipart`; `complete_multipart`) check that the bucket
-//! exists in the insert's transaction, under the write lock that `delete_bucket`
-//! also takes for its emptiness check and removal, so a bucket is never deleted
-//! with a version or an upload in it. A multipart part's content counts as
-//! referenced for the collector exactly like a tus part's. `list_versions` is a
-//! range of the primary key of `versions` (name ascending), each name's versions
-//! sorted newest first on their own; `multipart_uploads` a range of
-//! `multipart_uploads (bucket, name, id)`.
+//! Writes into a bucket (`put_object`, through the group commit like
+//! `put_version`; `create_multipart`; `complete_multipart`; `create_upload`;
+//! `finish_upload`) check that the bucket exists in the insert's transaction,
+//! under the write lock that `delete_bucket` also takes for its emptiness check,
+//! the removal of the bucket's uploads and of the bucket itself: SQLite has one
+//! writer at a time, in any process, so no write comes between, and a bucket is
+//! never deleted with a version in it nor leaves an upload behind. A multipart
+//! part's content counts as referenced for the collector exactly like a tus
+//! part's. `list_versions` is a range of the primary key of `versions` (name
+//! ascending), each name's versions sorted newest first on their own;
+//! `multipart_uploads` a range of `multipart_uploads (bucket, name, id)`.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard,
 //! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
@@ -399,9 +401,14 @@ const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1
 const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
 const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = ?1";
 const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
-/// A version (tombstones too) or a multipart upload is in the bucket.
-const SQL_BUCKET_IN_USE: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = ?1) \
-     OR EXISTS (SELECT 1 FROM multipart_uploads WHERE bucket = ?1)";
+/// A version (tombstones too) is in the bucket: what keeps it from deletion.
+const SQL_BUCKET_HAS_VERSION: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = ?1)";
+/// The bucket's tus uploads, and whether each is still open. `uploads` has no
+/// index on the bucket: this scans it, which only a bucket deletion does, and the
+/// table holds only unexpired uploads (the expiry worker removes the rest).
+const SQL_BUCKET_UPLOADS: &str = "SELECT id, finished_version IS NULL FROM uploads WHERE bucket = ?1 ORDER BY id";
+/// The bucket's multipart uploads (a range of `multipart_uploads_by_name`).
+const SQL_BUCKET_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE bucket = ?1 ORDER BY id";
 const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = ?1";
 const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2 AND version = ?3";
 
@@ -951,6 +958,35 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Removes every upload into `bucket`, tus and multipart, with their parts, inside
+/// the caller's write transaction (as `delete_upload` and `abort_multipart` each
+/// remove one); returns how many were open. A finished tus upload goes too (its
+/// row only answers a repeated finish) but was not aborted, so it is not counted.
+fn abort_bucket_uploads(conn: &Connection, what: &str, bucket: &str) -> Result<u64, MetaError> {
+    let tus: Vec<(String, bool)> = {
+        let mut stmt = conn.prepare_cached(SQL_BUCKET_UPLOADS).context(what)?;
+        let rows = stmt.query_map([bucket], |r| Ok((r.get(0)?, r.get(1)?))).context(what)?;
+        rows.map(|r| r.context(what)).collect::<Result<_, _>>()?
+    };
+    let multipart: Vec<String> = {
+        let mut stmt = conn.prepare_cached(SQL_BUCKET_MULTIPART).context(what)?;
+        let rows = stmt.query_map([bucket], |r| r.get(0)).context(what)?;
+        rows.map(|r| r.context(what)).collect::<Result<_, _>>()?
+    };
+    let mut aborted = 0;
+    for (id, open) in &tus {
+        if drop_upload(conn, what, id)? && *open {
+            aborted += 1;
+        }
+    }
+    for id in &multipart {
+        if drop_multipart(conn, what, id)? {
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
 }
 
 /// Removes a multipart upload's part rows and the upload itself, inside the
@@ -1541,23 +1577,28 @@ impl MetaStore for SqliteStore {
         let expected = u.expected.map(|h| h.to_hex());
         let finished = u.finished_version.map(|v| upload_int(v, "version")).transpose()?;
         self.write(move |conn| {
-            conn.prepare_cached(SQL_INSERT_UPLOAD)
-                .context(WHAT)?
-                .execute(rusqlite::params![
-                    u.id,
-                    u.bucket,
-                    u.name,
-                    length,
-                    offset,
-                    u.metadata,
-                    expected,
-                    u.hasher,
-                    u.created_ms,
-                    u.expires_ms,
-                    finished
-                ])
-                .context(WHAT)?;
-            Ok(())
+            // The bucket check and the insert under one write lock: no
+            // delete_bucket, in any process, comes between.
+            immediate(conn, WHAT, |tx| {
+                require_bucket(tx, WHAT, &u.bucket)?;
+                tx.prepare_cached(SQL_INSERT_UPLOAD)
+                    .context(WHAT)?
+                    .execute(rusqlite::params![
+                        u.id,
+                        u.bucket,
+                        u.name,
+                        length,
+                        offset,
+                        u.metadata,
+                        expected,
+                        u.hasher,
+                        u.created_ms,
+                        u.expires_ms,
+                        finished
+                    ])
+                    .context(WHAT)?;
+                Ok(())
+            })
         })
         .await
     }
@@ -1649,6 +1690,11 @@ impl MetaStore for SqliteStore {
                     .optional()
                     .context(WHAT)?;
                 let Some((bucket, name, finished)) = target else { return Ok(FinishOutcome::Gone) };
+                // delete_bucket removes a bucket's uploads with it, so the bucket
+                // is missing only for an upload stored before uploads needed their
+                // bucket. Checked before `finished`, in the order the PostgreSQL
+                // store's locks impose, so both stores answer alike.
+                require_bucket(tx, WHAT, &bucket)?;
                 if let Some(version) = finished {
                     let version = next_version(&bucket, &name, version)?;
                     return Ok(FinishOutcome::AlreadyFinished { version });
@@ -1711,23 +1757,24 @@ impl MetaStore for SqliteStore {
     async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError> {
         const WHAT: &str = "delete_bucket";
         let name = name.to_string();
-        // Under the write lock from the check to the removal, as every put_object
-        // and create_multipart is: none can land in between.
+        // Under the write lock from the check to the removal, as every write into a
+        // bucket is: none can land in between.
         self.write(move |conn| {
             immediate(conn, WHAT, |tx| {
                 if !bucket_exists(tx, WHAT, &name)? {
                     return Ok(BucketDeleteOutcome::NoSuchBucket);
                 }
-                let in_use: bool = tx
-                    .prepare_cached(SQL_BUCKET_IN_USE)
+                let has_version: bool = tx
+                    .prepare_cached(SQL_BUCKET_HAS_VERSION)
                     .context(WHAT)?
                     .query_row([&name], |r| r.get(0))
                     .context(WHAT)?;
-                if in_use {
+                if has_version {
                     return Ok(BucketDeleteOutcome::NotEmpty);
                 }
+                let aborted_uploads = abort_bucket_uploads(tx, WHAT, &name)?;
                 tx.prepare_cached(SQL_DROP_BUCKET).context(WHAT)?.execute([&name]).context(WHAT)?;
-                Ok(BucketDeleteOutcome::Deleted)
+                Ok(BucketDeleteOutcome::Deleted { aborted_uploads })
             })
         })
         .await
@@ -2107,9 +2154,10 @@ mod tests {
             let plan = plan(sql, &params);
             assert!(plan.contains("multipart_parts_by_hash (hash=?)"), "{sql}\n{plan}");
         }
-        let in_use = plan(SQL_BUCKET_IN_USE, &[&"b"]);
-        assert!(in_use.contains("SEARCH versions USING PRIMARY KEY (bucket=?)"), "{in_use}");
-        assert!(in_use.contains("multipart_uploads_by_name (bucket=?)"), "{in_use}");
+        let has_version = plan(SQL_BUCKET_HAS_VERSION, &[&"b"]);
+        assert!(has_version.contains("SEARCH versions USING PRIMARY KEY (bucket=?)"), "{has_version}");
+        let multipart = plan(SQL_BUCKET_MULTIPART, &[&"b"]);
+        assert!(multipart.contains("multipart_uploads_by_name (bucket=?)"), "{multipart}");
     }
 
     #[test]
