@@ -866,7 +866,7 @@ impl S3 for CairnS3 {
             }
             BucketDeleteOutcome::NoSuchBucket => Err(s3_error!(NoSuchBucket, "no such bucket: {bucket}")),
             BucketDeleteOutcome::NotEmpty => {
-                Err(s3_error!(BucketNotEmpty, "bucket {bucket} holds versions or uploads (versions count)"))
+                Err(s3_error!(BucketNotEmpty, "bucket {bucket} holds versions (delete markers count)"))
             }
         }
     }
