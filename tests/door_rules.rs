@@ -246,6 +246,17 @@ async fn a_signature_names_this_service_and_region_and_lives_at_most_a_week() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("AuthorizationQueryParametersError") && body.contains("sts"), "{body}");
 
+    // A legacy SigV2 presigned URL (boto3's default) names an instant: at most a
+    // week ahead. Refused before its signature is looked at.
+    let century_v2 = format!(
+        "/default/x?AWSAccessKeyId={}&Signature=c2lnbmF0dXJl&Expires={}",
+        key.0,
+        jiff::Timestamp::now().as_second() + 100 * 365 * 86_400
+    );
+    let (status, body) = error_of(t.http.get(t.url(&century_v2)).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("AuthorizationQueryParametersError") && body.contains("a week"), "{body}");
+
     // The same scopes in an Authorization header.
     for (scope, word) in [("eu-west-1/s3", "eu-west-1"), ("us-east-1/sts", "sts")] {
         let authorization = format!(

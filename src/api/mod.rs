@@ -362,7 +362,10 @@ fn with_s3(
     let s3_service = tower::service_fn(move |request: Request| {
         let s3 = s3.clone();
         async move {
-            if let Err((signed, e)) = s3_scope::check(request.uri().query(), request.headers(), s3::REGION) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            if let Err((signed, e)) = s3_scope::check(request.uri().query(), request.headers(), s3::REGION, now) {
                 return Ok(s3_scope::refused(signed, &e));
             }
             // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.

@@ -4,7 +4,10 @@
 //! live at most as long as S3 lets one live ([`MAX_PRESIGNED_EXPIRY`], 7 days),
 //! never a negative time. `s3s` accepts any region and the `sts` service, and any
 //! expiry that fits in 32 bits (136 years), so a leaked URL would otherwise live
-//! as long as its key.
+//! as long as its key. The same week bounds a legacy SigV2 presigned URL (what
+//! boto3's `generate_presigned_url` makes by default), whose `Expires` is an
+//! instant rather than a lifetime: it may lie at most a week ahead of the
+//! server's clock.
 //!
 //! Refusals carry S3's own codes and words: `AuthorizationQueryParametersError`
 //! for a presigned URL's parameters, `AuthorizationHeaderMalformed` for a header
@@ -34,6 +37,10 @@ pub enum ScopeError {
     /// `X-Amz-Expires` is past [`MAX_PRESIGNED_EXPIRY`].
     #[error("X-Amz-Expires must be less than a week (in seconds) that is; {MAX_PRESIGNED_EXPIRY}")]
     ExpiresTooLong,
+    /// A SigV2 presigned URL's `Expires` lies more than [`MAX_PRESIGNED_EXPIRY`]
+    /// seconds ahead.
+    #[error("Expires must be at most a week ({MAX_PRESIGNED_EXPIRY} seconds) from now")]
+    V2ExpiresTooLate,
     /// The scope names another region.
     #[error("the region '{found}' is wrong; expecting '{expected}'")]
     WrongRegion {
@@ -59,26 +66,42 @@ pub enum Signed {
     Header,
 }
 
-/// Checks the request's SigV4 parameters (from its query and `Authorization`
-/// header) against `region`. A request not signed with SigV4, or whose scope
-/// cannot be parsed, passes: `s3s` refuses what it cannot verify.
-pub fn check(query: Option<&str>, headers: &HeaderMap, region: &'static str) -> Result<(), (Signed, ScopeError)> {
+/// Checks the request's signature parameters (from its query and
+/// `Authorization` header) against `region`, at `now_secs` (Unix seconds) for a
+/// SigV2 presigned URL. A request not signed, or whose parameters cannot be
+/// parsed, passes: `s3s` refuses what it cannot verify.
+pub fn check(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    region: &'static str,
+    now_secs: i64,
+) -> Result<(), (Signed, ScopeError)> {
     if let Some(query) = query {
         let mut credential = None;
         let mut expires = None;
+        let mut v2_expires = None;
+        let mut v2_key = false;
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "X-Amz-Credential" => credential = Some(value.into_owned()),
                 "X-Amz-Expires" => expires = Some(value.into_owned()),
+                "Expires" => v2_expires = Some(value.into_owned()),
+                "AWSAccessKeyId" => v2_key = true,
                 _ => {}
             }
         }
+        let presigned = |e| (Signed::Query, e);
         if let Some(credential) = credential {
-            let presigned = |e| (Signed::Query, e);
             if let Some(expires) = expires {
                 check_expires(&expires).map_err(presigned)?;
             }
             return check_scope(&credential, region).map_err(presigned);
+        }
+        if let (true, Some(at)) = (v2_key, v2_expires.and_then(|v| v.trim().parse::<i64>().ok())) {
+            if at.saturating_sub(now_secs) > MAX_PRESIGNED_EXPIRY {
+                return Err(presigned(ScopeError::V2ExpiresTooLate));
+            }
+            return Ok(());
         }
     }
     let authorization = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -148,13 +171,31 @@ mod tests {
     }
 
     const GOOD: &str = "CKEXAMPLE/20261206/us-east-1/s3/aws4_request";
+    const NOW: i64 = 1_796_515_200;
+
+    #[test]
+    fn a_sigv2_presigned_url_expires_within_a_week() {
+        let none = HeaderMap::new();
+        let v2 = |expires: i64| format!("AWSAccessKeyId=CKEXAMPLE&Signature=c2ln&Expires={expires}");
+        assert_eq!(check(Some(&v2(NOW + 300)), &none, "us-east-1", NOW), Ok(()));
+        assert_eq!(check(Some(&v2(NOW + MAX_PRESIGNED_EXPIRY)), &none, "us-east-1", NOW), Ok(()));
+        assert_eq!(check(Some(&v2(NOW - 10)), &none, "us-east-1", NOW), Ok(()), "expired: s3s says so");
+        assert_eq!(
+            check(Some(&v2(NOW + MAX_PRESIGNED_EXPIRY + 1)), &none, "us-east-1", NOW),
+            Err((Signed::Query, ScopeError::V2ExpiresTooLate))
+        );
+        assert_eq!(
+            check(Some(&v2(NOW + 100 * 365 * 86_400)), &none, "us-east-1", NOW),
+            Err((Signed::Query, ScopeError::V2ExpiresTooLate))
+        );
+    }
 
     #[test]
     fn a_presigned_url_lives_at_most_a_week() {
         let none = HeaderMap::new();
-        assert_eq!(check(Some(&presigned("604800", GOOD)), &none, "us-east-1"), Ok(()));
-        assert_eq!(check(Some(&presigned("0", GOOD)), &none, "us-east-1"), Ok(()));
-        let refused = |q: String| check(Some(&q), &none, "us-east-1").unwrap_err();
+        assert_eq!(check(Some(&presigned("604800", GOOD)), &none, "us-east-1", NOW), Ok(()));
+        assert_eq!(check(Some(&presigned("0", GOOD)), &none, "us-east-1", NOW), Ok(()));
+        let refused = |q: String| check(Some(&q), &none, "us-east-1", NOW).unwrap_err();
         assert_eq!(refused(presigned("604801", GOOD)), (Signed::Query, ScopeError::ExpiresTooLong));
         assert_eq!(refused(presigned("3153600000", GOOD)), (Signed::Query, ScopeError::ExpiresTooLong));
         assert_eq!(refused(presigned("-1", GOOD)), (Signed::Query, ScopeError::ExpiresNegative));
@@ -167,11 +208,11 @@ mod tests {
         let sts = "CKEXAMPLE/20261206/us-east-1/sts/aws4_request";
         let eu = "CKEXAMPLE/20261206/eu-west-1/s3/aws4_request";
         assert!(matches!(
-            check(Some(&presigned("60", sts)), &none, "us-east-1"),
+            check(Some(&presigned("60", sts)), &none, "us-east-1", NOW),
             Err((Signed::Query, ScopeError::WrongService { .. }))
         ));
         assert!(matches!(
-            check(Some(&presigned("60", eu)), &none, "us-east-1"),
+            check(Some(&presigned("60", eu)), &none, "us-east-1", NOW),
             Err((Signed::Query, ScopeError::WrongRegion { .. }))
         ));
         let signed = |scope: &str| {
@@ -180,15 +221,18 @@ mod tests {
                 "0".repeat(64)
             ))
         };
-        assert_eq!(check(None, &signed(GOOD), "us-east-1"), Ok(()));
+        assert_eq!(check(None, &signed(GOOD), "us-east-1", NOW), Ok(()));
         assert!(matches!(
-            check(None, &signed(sts), "us-east-1"),
+            check(None, &signed(sts), "us-east-1", NOW),
             Err((Signed::Header, ScopeError::WrongService { .. }))
         ));
-        assert!(matches!(check(None, &signed(eu), "us-east-1"), Err((Signed::Header, ScopeError::WrongRegion { .. }))));
+        assert!(matches!(
+            check(None, &signed(eu), "us-east-1", NOW),
+            Err((Signed::Header, ScopeError::WrongRegion { .. }))
+        ));
         // Unsigned, or not SigV4, or a scope of another shape: not this check's to refuse.
-        assert_eq!(check(Some("list-type=2"), &none, "us-east-1"), Ok(()));
-        assert_eq!(check(None, &header("AWS CKEXAMPLE:c2lnbmF0dXJl"), "us-east-1"), Ok(()));
-        assert_eq!(check(None, &signed("CKEXAMPLE/us-east-1"), "us-east-1"), Ok(()));
+        assert_eq!(check(Some("list-type=2"), &none, "us-east-1", NOW), Ok(()));
+        assert_eq!(check(None, &header("AWS CKEXAMPLE:c2lnbmF0dXJl"), "us-east-1", NOW), Ok(()));
+        assert_eq!(check(None, &signed("CKEXAMPLE/us-east-1"), "us-east-1", NOW), Ok(()));
     }
 }
