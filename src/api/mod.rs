@@ -60,6 +60,7 @@ use crate::cluster::Membership;
 use crate::content::Encoding;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
+use crate::object::resumable::UploadSettings;
 use crate::object::{ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts, ServeOptions};
@@ -89,7 +90,7 @@ pub struct ApiConfig {
     /// The lifecycle workers' settings (retention, GC, healing).
     pub maintenance: MaintenanceConfig,
     /// Resumable uploads (tus): expiry, part size, largest upload.
-    pub uploads: crate::object::resumable::UploadSettings,
+    pub uploads: UploadSettings,
     /// The S3 front door.
     pub s3: S3Settings,
 }

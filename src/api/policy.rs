@@ -329,14 +329,6 @@ impl Caller {
             Caller::Key(key) => may_use(key, bucket),
         }
     }
-
-    /// The key id, for logs (`-` for an open cluster).
-    pub fn id(&self) -> &str {
-        match self {
-            Caller::Open => "-",
-            Caller::Key(key) => &key.access_key,
-        }
-    }
 }
 
 /// The principals of the access table's columns, with the bucket each is asked
