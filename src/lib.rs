@@ -7,13 +7,16 @@
 //! read paths live in [`object`]; who is alive and who holds what in [`cluster`].
 //! Dependencies point down the list below: `api` → `object` → `cluster`/`meta`/`bus`
 //! → `content`. [`client`] and [`admin`] are the command-line clients of an API
-//! server, on top of everything.
+//! server, on top of everything. [`clock`] and [`report`] are leaves any room may
+//! use: the timestamp cairn records, and how errors and URLs are written into
+//! messages.
 
 pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod bus;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod codec;
 pub mod content;
@@ -24,6 +27,7 @@ pub mod maintenance;
 pub mod meta;
 pub mod object;
 pub mod range;
+pub mod report;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

@@ -619,17 +619,9 @@ async fn connect_bus(
     }
     let transport = AmqpTransport::connect(url, shutdown.clone())
         .await
-        .with_context(|| format!("connecting to RabbitMQ at {}", redact(url)))?;
+        .with_context(|| format!("connecting to RabbitMQ at {}", cairn::report::redact_url(url)))?;
     transport.count_reconnects(scope.counter(telemetry::BUS_RECONNECTS));
     Ok(Bus::with_secret(Arc::new(transport), secret, shutdown.clone()).await?)
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
-        _ => url.to_string(),
-    }
 }
 
 async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -768,7 +760,7 @@ async fn dev_key(meta: &dyn cairn::meta::MetaStore) -> anyhow::Result<cairn::met
         secret,
         buckets: Vec::new(),
         read_only: false,
-        created_ms: cairn::object::resumable::now_ms(),
+        created_ms: cairn::clock::now_ms(),
     };
     anyhow::ensure!(meta.create_key(&key).await?, "access key id clash; run again");
     Ok(key)

@@ -20,7 +20,7 @@
 //! share of the disk and the network.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::now_ms;
 use crate::telemetry::{self, Scope};
 
 /// What a step of work found.
@@ -314,9 +315,9 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
                 }
                 Err(e) => {
                     shared.scope.counter_with(telemetry::WORKER_ERRORS, telemetry::WORKER_LABEL, name).increment(1);
-                    tracing::warn!(worker = name, error = %crate::object::client::error_chain(&*e), "worker step failed; backing off");
+                    tracing::warn!(worker = name, error = %crate::report::error_chain(&*e), "worker step failed; backing off");
                     status.errors += 1;
-                    status.last_error = Some((now_ms(), crate::object::client::error_chain(&*e)));
+                    status.last_error = Some((now_ms(), crate::report::error_chain(&*e)));
                     status.state = WorkerState::Backoff;
                     shared.record_state(WorkerState::Backoff);
                     let wait = backoff.min(worker.interval());
@@ -337,11 +338,6 @@ async fn run<W: Worker>(mut worker: W, shared: Arc<Shared>, shutdown: Cancellati
         }
     }
     shared.set_state(WorkerState::Stopped);
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Paces byte-heavy background work to `bytes_per_second`, with a burst of one

@@ -464,7 +464,7 @@ async fn a_collector_that_died_mid_deletion_is_finished_by_the_next() {
     // What a collector does up to its death: the name pruned, the content doomed
     // long ago, then moved to `deleting`; its shards are still on the data servers.
     assert_eq!(meta.delete("default", "doomed").await.map(|_| ()).ok(), Some(()));
-    let now = cairn::worker::now_ms() + 1;
+    let now = cairn::clock::now_ms() + 1;
     assert_eq!(meta.prune("default", "doomed", None, Some(now)).await.unwrap(), 2);
     assert_eq!(meta.doom_unreferenced(now - 7_200_000, 100).await.unwrap(), 1);
     assert!(meta.begin_delete(&hash, now - 3_600_000).await.unwrap());

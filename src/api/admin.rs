@@ -109,7 +109,7 @@ async fn create_key(State(admin): AdminState, body: axum::body::Bytes) -> Respon
         secret,
         buckets: wanted.buckets,
         read_only: wanted.read_only,
-        created_ms: crate::object::resumable::now_ms(),
+        created_ms: crate::clock::now_ms(),
     };
     match admin.service.meta.create_key(&key).await {
         Ok(true) => {

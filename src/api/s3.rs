@@ -24,7 +24,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -39,6 +39,7 @@ use super::keys::KeyRing;
 use super::limits::{self, Door};
 use super::names;
 use super::policy::{self, Action, Caller, Refusal};
+use crate::clock::now_ms;
 use crate::meta::{
     BucketDeleteOutcome, CompleteOutcome, ContentRecord, MetaError, MultipartRecord, ObjectAttrs, Precondition,
     VersionRecord, DEFAULT_BUCKET,
@@ -795,10 +796,6 @@ fn part_number(n: i32) -> S3Result<u32> {
         Ok(n) if (1..=MAX_PARTS).contains(&n) => Ok(n),
         _ => Err(s3_error!(InvalidArgument, "part number must be between 1 and {MAX_PARTS}, got {n}")),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The range of a `CopySourceRange` header (`bytes=a-b`) within `size` bytes.

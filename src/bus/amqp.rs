@@ -687,7 +687,7 @@ impl BrokerAddress {
     /// percent-decoded (`%2f` is `/`); an empty vhost (a trailing `/`) means `/`
     /// too, as most clients read it. Other query parameters are ignored.
     fn parse(url: &str) -> Result<BrokerAddress, BusError> {
-        let bad = |reason: &str| BusError::BadUrl { url: redact(url), reason: reason.to_string() };
+        let bad = |reason: &str| BusError::BadUrl { url: crate::report::redact_url(url), reason: reason.to_string() };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected amqp://host"))?;
         if scheme.eq_ignore_ascii_case("amqps") {
             return Err(bad("amqps (TLS) is not supported; use amqp://"));
@@ -762,22 +762,6 @@ impl BrokerAddress {
             .heartbeat(self.heartbeat)
             .connection_name(&format!("cairn pid {}", std::process::id()))
             .finish()
-    }
-}
-
-/// The URL with any password replaced, for error messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((info, host)) => match info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 

@@ -23,11 +23,11 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::state::{self, DownloadState};
 use super::{
-    error_chain, hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, Backoff, ClientError,
-    Failure, Server,
+    hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, Backoff, ClientError, Failure, Server,
 };
 use crate::api::VERSION_HEADER;
 use crate::content::ContentHash;
+use crate::report::error_chain;
 
 /// `cairn get NAME [FILE]`.
 #[derive(Clone, Debug, clap::Args)]

@@ -95,7 +95,7 @@ pub async fn versions(args: NameArgs) -> Result<(), ClientError> {
     let resp = success(&server, &args.name, resp).await?;
     // The body is streamed by the server; a break in it is a retryable failure,
     // but versions are few enough to fetch again whole.
-    let text = resp.text().await.map_err(|e| server.unreachable(&args.name, 1, super::error_chain(&e)))?;
+    let text = resp.text().await.map_err(|e| server.unreachable(&args.name, 1, crate::report::error_chain(&e)))?;
     let mut all = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: VersionInfo = serde_json::from_str(line)
@@ -134,7 +134,7 @@ pub(crate) async fn describe(server: &Server, name: &str, version: Option<u64>) 
     let url = server.url(&format!("/versions/{}?after={}&limit=1", super::encode_name(name), number - 1));
     let resp = server.send(name, true, || server.http.get(&url)).await?;
     let resp = success(server, name, resp).await?;
-    let text = resp.text().await.map_err(|e| server.unreachable(name, 1, super::error_chain(&e)))?;
+    let text = resp.text().await.map_err(|e| server.unreachable(name, 1, crate::report::error_chain(&e)))?;
     let line = text.lines().next().unwrap_or_default();
     serde_json::from_str(line)
         .map_err(|e| ClientError::BadAnswer { what: name.to_string(), detail: format!("a version line: {e}") })
@@ -175,7 +175,7 @@ pub(crate) async fn json_answer<T: for<'de> serde::Deserialize<'de>>(
     resp: reqwest::Response,
 ) -> Result<T, ClientError> {
     let resp = success(server, what, resp).await?;
-    let text = resp.text().await.map_err(|e| server.unreachable(what, 1, super::error_chain(&e)))?;
+    let text = resp.text().await.map_err(|e| server.unreachable(what, 1, crate::report::error_chain(&e)))?;
     serde_json::from_str(&text).map_err(|e| ClientError::BadAnswer { what: what.to_string(), detail: e.to_string() })
 }
 

@@ -26,6 +26,7 @@ pub mod list;
 pub mod put;
 pub mod state;
 
+use crate::report::error_chain;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -368,21 +369,6 @@ pub(crate) fn refused_or_unavailable(
     } else {
         ClientError::Refused { what: what.to_string(), status: status.as_u16(), reason }
     }
-}
-
-/// An error with its causes, on one line (reqwest's own message hides the cause).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let line = s.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Refuses a name the server would refuse, before it is put in a URL.

@@ -34,9 +34,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::state::{self, UploadKey, UploadState};
 use super::{
-    error_chain, hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, retry_after, Backoff,
-    ClientError, ClientOptions, Failure, Server, VersionInfo,
+    hint, human_bytes, print_json, progress_bar, reason, refused_or_unavailable, retry_after, Backoff, ClientError,
+    ClientOptions, Failure, Server, VersionInfo,
 };
+use crate::report::error_chain;
 use crate::size::ByteSize;
 
 /// The tus protocol version spoken.

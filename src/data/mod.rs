@@ -742,7 +742,7 @@ async fn delete_shard(
     match blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await {
         Ok(()) => {
             tracing::warn!(%hash, shard, "shard moved to garbage on request");
-            state.findings.push(hash, shard, crate::worker::now_ms());
+            state.findings.push(hash, shard, crate::clock::now_ms());
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => store_error(e),
@@ -917,7 +917,7 @@ async fn get_shard(
         Ok(r) => r,
         Err(e) => {
             if e.is_corrupt() && blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await.is_ok() {
-                state.findings.push(hash, shard, crate::worker::now_ms());
+                state.findings.push(hash, shard, crate::clock::now_ms());
             }
             return store_error(e);
         }
@@ -973,7 +973,7 @@ async fn get_shard(
             // response, and move the shard aside so it is neither served nor announced.
             tracing::error!(%hash, shard, error = %source, "corrupt shard detected while serving");
             if store.quarantine(&hash, shard).is_ok() {
-                findings.push(hash, shard, crate::worker::now_ms());
+                findings.push(hash, shard, crate::clock::now_ms());
             }
             let _ = tx.blocking_send(Err(std::io::Error::other(format!("shard {hash}.{shard}: {source}"))));
         }

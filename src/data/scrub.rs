@@ -45,8 +45,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::store::{FileCheck, Home, RecordCheck, ShardStore, StoreError};
+use crate::clock::now_ms;
 use crate::content::{ContentHash, ShardIndex};
-use crate::worker::{now_ms, Progress, RateLimit, Report, Step, StepError, Worker, WorkerStatus};
+use crate::worker::{Progress, RateLimit, Report, Step, StepError, Worker, WorkerStatus};
 
 /// Default `--scrub-rate`: 16 MiB/s per data server, a 256 MiB share in 16 s.
 /// Measured on a release `cairn dev` (six data servers on one 2-core machine, so

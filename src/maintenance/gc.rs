@@ -32,11 +32,12 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::MaintenanceConfig;
+use crate::clock::now_ms;
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::meta::ContentRecord;
 use crate::object::ObjectService;
 use crate::telemetry;
-use crate::worker::{now_ms, Report, Step, StepError, Worker};
+use crate::worker::{Report, Step, StepError, Worker};
 
 /// Contents handled per step: each costs a locate and a purge per holder, so a step
 /// stays well inside the lease's lifetime.

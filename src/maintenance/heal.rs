@@ -21,10 +21,11 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::MaintenanceConfig;
+use crate::clock::now_ms;
 use crate::content::ContentHash;
 use crate::object::ObjectService;
 use crate::telemetry;
-use crate::worker::{now_ms, Progress, RateLimit, Report, Step, StepError, Worker};
+use crate::worker::{Progress, RateLimit, Report, Step, StepError, Worker};
 
 /// The lease's name in the metadata store.
 pub const LEASE: &str = "heal";

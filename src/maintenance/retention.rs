@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::MaintenanceConfig;
+use crate::clock::now_ms;
 use crate::object::ObjectService;
 use crate::telemetry;
-use crate::worker::{now_ms, Progress, Report, Step, StepError, Worker};
+use crate::worker::{Progress, Report, Step, StepError, Worker};
 
 /// Names pruned per step.
 const PAGE: usize = 200;

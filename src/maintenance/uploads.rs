@@ -18,9 +18,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::clock::now_ms;
 use crate::object::ObjectService;
 use crate::telemetry;
-use crate::worker::{now_ms, Report, Step, StepError, Worker};
+use crate::worker::{Report, Step, StepError, Worker};
 
 /// Uploads removed per step.
 const BATCH: usize = 100;

@@ -177,6 +177,7 @@ use super::{
     Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
 use crate::content::{ContentHash, Placement, Policy};
+use crate::report::redact_url;
 
 /// The schema changes, in order: migration `i` takes a store from schema version `i`
 /// to `i + 1`. Append only; never edit a released migration. Each runs with
@@ -615,7 +616,7 @@ impl PostgresStore {
     /// the login, the store's schema is newer than this binary knows, or a migration
     /// fails.
     pub async fn open(url: &str) -> Result<PostgresStore, MetaError> {
-        let open_error = |reason: String| MetaError::Open { url: redact(url), reason };
+        let open_error = |reason: String| MetaError::Open { url: redact_url(url), reason };
         let target = Target::parse(url).map_err(open_error)?;
         let pool = build_pool(&target).map_err(open_error)?;
         let mut client = pool.get().await.map_err(|e| open_error(format!("cannot connect: {}", describe_pool(&e))))?;
@@ -754,41 +755,6 @@ fn valid_schema_name(name: &str) -> bool {
                 && !name.starts_with("pg_")
         }
         None => false,
-    }
-}
-
-/// `url` with its password (in the user info or a `password=` parameter) masked.
-fn redact(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let head = match head.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{path}"),
-                    None => head.to_string(),
-                },
-                None => head.to_string(),
-            }
-        }
-        None => head.to_string(),
-    };
-    match query {
-        Some(query) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some(("password", _)) => "password=***".to_string(),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{head}?{}", pairs.join("&"))
-        }
-        None => head,
     }
 }
 
@@ -2067,9 +2033,9 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db?schema=s"), "postgres://u:***@h:5432/db?schema=s");
-        assert_eq!(redact("postgres://u@h/db?password=secret&x=1"), "postgres://u@h/db?password=***&x=1");
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db?schema=s"), "postgres://u:***@h:5432/db?schema=s");
+        assert_eq!(redact_url("postgres://u@h/db?password=secret&x=1"), "postgres://u@h/db?password=***&x=1");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 
     #[test]

@@ -127,7 +127,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
@@ -145,6 +145,7 @@ use super::{
     ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
     Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
 };
+use crate::clock::now_ms;
 use crate::content::{ContentHash, Placement, Policy};
 
 /// The schema changes, in order: migration `i` takes a file from schema version `i`
@@ -784,13 +785,6 @@ trait Context<T> {
 impl<T> Context<T> for rusqlite::Result<T> {
     fn context(self, what: &str) -> Result<T, MetaError> {
         self.map_err(|e| sql_error(what, e))
-    }
-}
-
-fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 

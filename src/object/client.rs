@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::data::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
 use crate::range::ByteRange;
+use crate::report::error_chain;
 use crate::secret::ClusterSecret;
 
 /// How long the API server waits on a data server, step by step. Every network
@@ -351,19 +352,6 @@ fn header_u64(headers: &http::HeaderMap, name: &str) -> Option<u64> {
 fn length_of(addr: &str, resp: &reqwest::Response) -> Result<u64, DataClientError> {
     header_u64(resp.headers(), LENGTH_HEADER)
         .ok_or_else(|| DataClientError::BadAnswer { addr: addr.to_string(), header: LENGTH_HEADER })
-}
-
-/// The error and its sources in one line: reqwest's top-level message alone hides
-/// the cause ("error sending request").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// A shard a data server holds, as its `GET /shards` listing says (for the orphan

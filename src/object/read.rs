@@ -85,7 +85,7 @@ impl OpenShard {
                         self.rest = chunk.slice(take..);
                     }
                 }
-                Ok(Some(Err(e))) => return Err(super::client::error_chain(&e)),
+                Ok(Some(Err(e))) => return Err(crate::report::error_chain(&e)),
                 Ok(None) => return Err(format!("stream ended {} bytes short", n - block.len())),
                 Err(_) => return Err(format!("no bytes for {io:?}: data server stalled")),
             }

@@ -36,7 +36,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -46,6 +46,7 @@ use super::read::ObjectStream;
 use super::resumable_hash::{BadHashState, ResumableSha256};
 use super::write::StoredContent;
 use super::{ObjectError, ObjectService};
+use crate::clock::now_ms;
 use crate::content::ContentHash;
 use crate::meta::{AppendOutcome, FinishOutcome, MetaError, UploadAppend, UploadRecord};
 use crate::range::ByteRange;
@@ -252,11 +253,6 @@ impl UploadState {
         let version = upload.finished_version;
         UploadState { upload, version, hash: None }
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 fn expiry_after(settings: &UploadSettings, now: i64) -> i64 {

@@ -38,6 +38,7 @@
 //! [`write_markdown`] renders it as a section of `BENCH.md`; `tests/crash.rs`
 //! makes a short one.
 
+use cairn::report::error_chain;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -820,24 +821,6 @@ pub fn strip_ansi(line: &str) -> String {
 
 fn object_url(endpoint: &str, name: &str) -> String {
     format!("{endpoint}/objects/{}", cairn::bench::encode_name(name))
-}
-
-/// An error and its sources on one line (reqwest's own message rarely says what
-/// went wrong), without the URL.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Adds `more` to `kept` up to [`KEPT_MESSAGES`].
