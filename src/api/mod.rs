@@ -59,9 +59,9 @@ use crate::bus::Bus;
 use crate::cluster::Membership;
 use crate::content::Encoding;
 use crate::maintenance::{self, MaintenanceConfig};
-use crate::meta::{MetaError, MetaStore, VersionRecord, DEFAULT_BUCKET};
+use crate::meta::{MetaStore, VersionRecord, DEFAULT_BUCKET};
 use crate::object::resumable::UploadSettings;
-use crate::object::{ObjectConfig, ObjectError, ObjectService};
+use crate::object::{FailureKind, ObjectConfig, ObjectError, ObjectService};
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts, ServeOptions};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
@@ -203,19 +203,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Refused(_) => StatusCode::FORBIDDEN,
-            ApiError::Object(e) => match e {
-                ObjectError::NotFound { .. }
-                | ObjectError::Deleted { .. }
-                | ObjectError::Meta(MetaError::NoSuchBucket { .. }) => StatusCode::NOT_FOUND,
-                ObjectError::DigestMismatch { .. } | ObjectError::BodyBroken(_) => StatusCode::BAD_REQUEST,
-                ObjectError::NotEnoughServers { .. }
-                | ObjectError::QuorumNotReached { .. }
-                | ObjectError::Unavailable { .. }
-                | ObjectError::ContentMismatch { .. }
-                | ObjectError::Bus(_)
-                | ObjectError::Meta(MetaError::Unavailable(_))
-                | ObjectError::Meta(MetaError::ContentDeleting { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Object(e) => match e.kind() {
+                FailureKind::Missing => StatusCode::NOT_FOUND,
+                FailureKind::BadRequest => StatusCode::BAD_REQUEST,
+                FailureKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+                FailureKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
         };
         if status.is_server_error() {

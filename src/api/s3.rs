@@ -45,7 +45,7 @@ use crate::meta::{
     VersionRecord, DEFAULT_BUCKET,
 };
 use crate::object::hashing::{PipedDigest, INLINE_LIMIT};
-use crate::object::{ObjectError, ObjectService};
+use crate::object::{FailureKind, ObjectError, ObjectService};
 use crate::range::ByteRange;
 
 /// Bucket names the native API's paths take, refused by CreateBucket so that a
@@ -183,56 +183,53 @@ fn caller_of<T>(req: &S3Request<T>) -> Caller {
     req.extensions.get::<Caller>().cloned().unwrap_or(Caller::Open)
 }
 
-/// An S3 error for a metadata store failure. Failures of cairn's own (5xx) are
-/// logged here: s3s's own log of every refused request (`s3s::ops`, at ERROR for a
-/// bad signature too) is off by default, or any client could flood the log.
+/// An S3 error for a metadata store failure, classified as every failure of
+/// the object paths is ([`object_error`]).
 fn meta_error(e: MetaError) -> S3Error {
-    match e {
-        MetaError::NoSuchBucket { bucket } => s3_error!(NoSuchBucket, "no such bucket: {bucket}"),
-        MetaError::PreconditionFailed { .. } => {
-            s3_error!(PreconditionFailed, "the PUT's precondition no longer held when its version was added")
-        }
-        MetaError::Unavailable(_) | MetaError::ContentDeleting { .. } => {
+    object_error(ObjectError::Meta(e))
+}
+
+/// An S3 error for a failure of the object paths: its [`FailureKind`] (the
+/// classification the native API's statuses come from too) in S3's codes, with
+/// the code that names the fact where S3 has one. Failures of cairn's own and
+/// of the cluster (5xx) are logged here: s3s's own log of every refused request
+/// (`s3s::ops`, at ERROR for a bad signature too) is off by default, or any
+/// client could flood the log.
+fn object_error(e: ObjectError) -> S3Error {
+    match e.kind() {
+        FailureKind::Unavailable => {
             tracing::warn!(error = %e, "S3 request failed");
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
-        e => {
-            tracing::warn!(error = %e, "S3 request failed");
-            S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
-        }
+        FailureKind::Missing | FailureKind::BadRequest | FailureKind::PreconditionFailed => match e {
+            ObjectError::NotFound { name } => s3_error!(NoSuchKey, "no such key: {name}"),
+            ObjectError::Deleted { name, version } => {
+                let mut err = s3_error!(NoSuchKey, "key {name} was deleted (version {version})");
+                let mut headers = http::HeaderMap::new();
+                headers.insert("x-amz-delete-marker", http::HeaderValue::from_static("true"));
+                if let Ok(v) = version.to_string().parse() {
+                    headers.insert("x-amz-version-id", v);
+                }
+                err.set_headers(headers);
+                err
+            }
+            ObjectError::DigestMismatch { .. } => S3Error::with_message(S3ErrorCode::BadDigest, e.to_string()),
+            ObjectError::BodyBroken(_) => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+            ObjectError::Meta(MetaError::NoSuchBucket { bucket }) => {
+                s3_error!(NoSuchBucket, "no such bucket: {bucket}")
+            }
+            ObjectError::Meta(MetaError::PreconditionFailed { .. }) => {
+                s3_error!(PreconditionFailed, "the PUT's precondition no longer held when its version was added")
+            }
+            e => internal(e),
+        },
+        FailureKind::Internal => internal(e),
     }
 }
 
-/// An S3 error for a failure of the object paths, about `key`.
-fn object_error(e: ObjectError) -> S3Error {
-    match e {
-        ObjectError::NotFound { name } => s3_error!(NoSuchKey, "no such key: {name}"),
-        ObjectError::Deleted { name, version } => {
-            let mut err = s3_error!(NoSuchKey, "key {name} was deleted (version {version})");
-            let mut headers = http::HeaderMap::new();
-            headers.insert("x-amz-delete-marker", http::HeaderValue::from_static("true"));
-            if let Ok(v) = version.to_string().parse() {
-                headers.insert("x-amz-version-id", v);
-            }
-            err.set_headers(headers);
-            err
-        }
-        ObjectError::DigestMismatch { .. } => S3Error::with_message(S3ErrorCode::BadDigest, e.to_string()),
-        ObjectError::BodyBroken(_) => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
-        ObjectError::Meta(m) => meta_error(m),
-        ObjectError::NotEnoughServers { .. }
-        | ObjectError::QuorumNotReached { .. }
-        | ObjectError::Unavailable { .. }
-        | ObjectError::ContentMismatch { .. }
-        | ObjectError::Bus(_) => {
-            tracing::warn!(error = %e, "S3 request failed");
-            S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
-        }
-        e => {
-            tracing::warn!(error = %e, "S3 request failed");
-            S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
-        }
-    }
+fn internal(e: ObjectError) -> S3Error {
+    tracing::warn!(error = %e, "S3 request failed");
+    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }
 
 /// A key must be a valid cairn name (no `..` segment, no control character,

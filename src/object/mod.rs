@@ -116,6 +116,46 @@ pub enum ObjectError {
     Bus(#[from] BusError),
 }
 
+/// What kind of failure an [`ObjectError`] is for the client that caused it: the
+/// one classification every front door maps to its own words (a native status,
+/// an S3 error code), so the doors cannot disagree on which failures are the
+/// client's, which are worth a retry, and which are cairn's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// What was asked for is not there (no such name, a deleted one, no such bucket).
+    Missing,
+    /// The request's body or digest is wrong: the client's to fix.
+    BadRequest,
+    /// A conditional write's condition no longer held.
+    PreconditionFailed,
+    /// The cluster cannot serve it now (too few data servers, a lost quorum, a
+    /// store or bus that is down, content being collected): retry later.
+    Unavailable,
+    /// Anything else: a fault of cairn's own.
+    Internal,
+}
+
+impl ObjectError {
+    /// Its [`FailureKind`].
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ObjectError::NotFound { .. }
+            | ObjectError::Deleted { .. }
+            | ObjectError::Meta(MetaError::NoSuchBucket { .. }) => FailureKind::Missing,
+            ObjectError::DigestMismatch { .. } | ObjectError::BodyBroken(_) => FailureKind::BadRequest,
+            ObjectError::Meta(MetaError::PreconditionFailed { .. }) => FailureKind::PreconditionFailed,
+            ObjectError::NotEnoughServers { .. }
+            | ObjectError::QuorumNotReached { .. }
+            | ObjectError::Unavailable { .. }
+            | ObjectError::ContentMismatch { .. }
+            | ObjectError::Bus(_)
+            | ObjectError::Meta(MetaError::Unavailable(_))
+            | ObjectError::Meta(MetaError::ContentDeleting { .. }) => FailureKind::Unavailable,
+            _ => FailureKind::Internal,
+        }
+    }
+}
+
 /// Settings of the object paths.
 #[derive(Clone, Debug)]
 pub struct ObjectConfig {
@@ -325,5 +365,27 @@ impl ObjectService {
         limit: usize,
     ) -> Result<Vec<VersionRecord>, ObjectError> {
         Ok(self.meta.list(bucket, prefix, after, limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_door_reads_one_classification_of_failures() {
+        let name = || "a".to_string();
+        assert_eq!(ObjectError::NotFound { name: name() }.kind(), FailureKind::Missing);
+        assert_eq!(ObjectError::Meta(MetaError::NoSuchBucket { bucket: name() }).kind(), FailureKind::Missing);
+        assert_eq!(ObjectError::BodyBroken("reset".into()).kind(), FailureKind::BadRequest);
+        assert_eq!(
+            ObjectError::Meta(MetaError::PreconditionFailed { bucket: name(), name: name() }).kind(),
+            FailureKind::PreconditionFailed
+        );
+        assert_eq!(ObjectError::Meta(MetaError::Unavailable("down".into())).kind(), FailureKind::Unavailable);
+        assert_eq!(
+            ObjectError::Unavailable { hash: ContentHash::of(b"x"), reasons: String::new() }.kind(),
+            FailureKind::Unavailable
+        );
     }
 }
