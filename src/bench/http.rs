@@ -6,7 +6,6 @@
 //! chunk and never kept, other answers are read up to a few KiB. Nothing here
 //! retries; a failed request is a failure to report.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,6 +14,7 @@ use reqwest::{Client, Response, StatusCode};
 
 use super::payload::Payload;
 use super::s3::{ObjectRequest, S3Bucket};
+use crate::report::error_chain;
 
 /// How much of an error answer is kept for the report.
 const ERROR_BODY_LIMIT: usize = 300;
@@ -44,7 +44,7 @@ pub enum OpError {
         got: u64,
     },
     /// Connecting, sending or receiving failed.
-    #[error("{}", chain(.0))]
+    #[error("{}", error_chain(.0))]
     Transport(reqwest::Error),
     /// No complete answer within the per-request timeout.
     #[error("no complete answer within {}", humantime::format_duration(*.0))]
@@ -62,22 +62,6 @@ impl From<reqwest::Error> for OpError {
     fn from(e: reqwest::Error) -> OpError {
         OpError::Transport(e.without_url())
     }
-}
-
-/// An error and its sources on one line: reqwest's own message rarely says what
-/// actually went wrong (refused, reset, DNS), its sources do.
-fn chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Where the objects live on one API server, and how to reach it.

@@ -26,12 +26,13 @@ pub mod list;
 pub mod put;
 pub mod state;
 
-use crate::report::error_chain;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+
+use crate::report::error_chain;
 
 /// The exit codes, as `--help` and the README list them.
 pub const EXIT_CODES: &str = "\

@@ -38,7 +38,6 @@
 //! [`write_markdown`] renders it as a section of `BENCH.md`; `tests/crash.rs`
 //! makes a short one.
 
-use cairn::report::error_chain;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn::report::error_chain;
 use futures_util::StreamExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
