@@ -10,6 +10,26 @@
 //! server, on top of everything. [`clock`] and [`report`] are leaves any room may
 //! use: the timestamp cairn records, and how errors and URLs are written into
 //! messages.
+//!
+//! # Layers
+//!
+//! Each room (top-level module) may use only the rooms on the lines below its own;
+//! rooms on one line do not use each other. `tests/architecture.rs` reads this table
+//! and fails on an import that runs up it, on a room missing from it, and on any
+//! circle of modules anywhere in the workspace.
+//!
+//! ```text
+//! programs:   admin
+//!             client dev
+//! measuring:  bench
+//! doors:      api
+//! upkeep:     maintenance
+//! paths:      object
+//! tiers:      cluster data
+//! services:   bus meta server worker
+//! wire:       codec secret tls
+//! leaves:     clock content filestamp range report shutdown size telemetry
+//! ```
 
 pub mod admin;
 pub mod api;
