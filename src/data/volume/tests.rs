@@ -1,6 +1,8 @@
 //! Tests of the volume store: group commit, restarts with and without a
 //! checkpoint, torn and rotted records, deletes and compaction.
 
+use super::record::{RecordError, HEADER_LEN, VOLUME_HEADER_LEN};
+use super::recovery::CHECKPOINT;
 use super::*;
 
 const P12: Option<Policy> = Some(Policy { k: 1, m: 2 });
@@ -365,7 +367,8 @@ fn a_failed_write_fails_its_batch_and_the_next_goes_to_a_new_volume() {
 
 #[test]
 fn the_commit_delay_grows_with_the_writers_and_spares_one_or_two() {
-    use super::{commit_delay, MAX_COMMIT_DELAY};
+    use super::committer::commit_delay;
+    use super::MAX_COMMIT_DELAY;
     let ms = Duration::from_millis;
     assert_eq!(commit_delay(ms(1), 0), None);
     assert_eq!(commit_delay(ms(1), 1), None, "a lone writer never waits");
