@@ -322,10 +322,6 @@ impl Shared {
     }
 }
 
-/// Cuts a volume whose batch failed back to the end of its valid log, so that a
-/// restart's scan does not index records whose writers were told they failed
-/// (after a delete of the same shard elsewhere, they would come back). Best effort:
-/// the disk just failed.
 /// How long a batch waits for more ops when `writers` ops came in this batch or the
 /// last (the larger): none for up to [`COMMIT_SIBLINGS`], else `per_writer` for each
 /// beyond the first, at most [`MAX_COMMIT_DELAY`].
@@ -337,6 +333,10 @@ pub(super) fn commit_delay(per_writer: Duration, writers: usize) -> Option<Durat
     Some(per_writer.checked_mul(others).map_or(MAX_COMMIT_DELAY, |d| d.min(MAX_COMMIT_DELAY)))
 }
 
+/// Cuts a volume whose batch failed back to the end of its valid log, so that a
+/// restart's scan does not index records whose writers were told they failed
+/// (after a delete of the same shard elsewhere, they would come back). Best effort:
+/// the disk just failed.
 fn cut_back(file: &File, volume: u32, end: u64) {
     if let Err(e) = file.set_len(end).and_then(|()| file.sync_all()) {
         tracing::error!(volume, error = %e, "cannot cut a failed batch off its volume; a restart may index its records");
