@@ -38,9 +38,7 @@ impl VolumeStore {
         };
         if roll_active {
             // Through the committer, so that no batch is being written meanwhile.
-            let (reply, answer) = oneshot::channel();
-            self.ops.blocking_send(Op::Roll { reply }).map_err(|_| VolumeError::Stopped)?;
-            answer.blocking_recv().map_err(|_| VolumeError::Stopped)??;
+            self.ask_blocking(|reply| Op::Roll { reply })?;
         }
         let due: Vec<u32> = {
             let state = self.shared.read();

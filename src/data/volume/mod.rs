@@ -78,7 +78,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::content::{ContentHash, Policy, ShardIndex};
-use committer::Op;
+use committer::{Op, Reply};
 use index::{Index, Key};
 use record::RecordError;
 use recovery::recover;
@@ -398,6 +398,14 @@ impl VolumeStore {
         answer.await.map_err(|_| VolumeError::Stopped)?
     }
 
+    /// Hands the op `op` builds around its reply channel to the committer and waits
+    /// for the answer, on a blocking thread: every blocking call to the committer.
+    fn ask_blocking<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, VolumeError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops.blocking_send(op(reply)).map_err(|_| VolumeError::Stopped)?;
+        answer.blocking_recv().map_err(|_| VolumeError::Stopped)?
+    }
+
     /// [`put`](VolumeStore::put) for a blocking thread (never call it from async code).
     pub fn put_blocking(
         &self,
@@ -406,18 +414,13 @@ impl VolumeStore {
         policy: Option<Policy>,
         data: Bytes,
     ) -> Result<PutOutcome, VolumeError> {
-        let (reply, answer) = oneshot::channel();
-        self.ops.blocking_send(Op::Put { hash, shard, policy, data, reply }).map_err(|_| VolumeError::Stopped)?;
-        answer.blocking_recv().map_err(|_| VolumeError::Stopped)?
+        self.ask_blocking(|reply| Op::Put { hash, shard, policy, data, reply })
     }
 
     /// Deletes `hash.shard` (appends a durable tombstone); false when it is not
     /// stored here. For blocking threads.
     pub fn delete_blocking(&self, hash: &ContentHash, shard: ShardIndex) -> Result<bool, VolumeError> {
-        let (reply, answer) = oneshot::channel();
-        let op = Op::Delete { hash: *hash, shard, reply };
-        self.ops.blocking_send(op).map_err(|_| VolumeError::Stopped)?;
-        answer.blocking_recv().map_err(|_| VolumeError::Stopped)?
+        self.ask_blocking(|reply| Op::Delete { hash: *hash, shard, reply })
     }
 
     /// Whether `hash.shard` is stored here, and its length and policy.
