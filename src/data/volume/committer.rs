@@ -382,23 +382,27 @@ impl Answer {
     }
 
     fn fail(self, e: &io::Error) {
-        let err = || VolumeError::Io(io::Error::new(e.kind(), e.to_string()));
         match self {
-            Answer::Put(reply, _) => drop(reply.send(Err(err()))),
-            Answer::Flag(reply, _) => drop(reply.send(Err(err()))),
+            Answer::Put(reply, _) => drop(reply.send(Err(failed(e)))),
+            Answer::Flag(reply, _) => drop(reply.send(Err(failed(e)))),
         }
     }
 }
 
 fn fail_all(batch: Vec<Op>, e: &io::Error) {
-    let err = || VolumeError::Io(io::Error::new(e.kind(), e.to_string()));
     for op in batch {
         match op {
-            Op::Put { reply, .. } => drop(reply.send(Err(err()))),
+            Op::Put { reply, .. } => drop(reply.send(Err(failed(e)))),
             Op::Delete { reply, .. }
             | Op::Move { reply, .. }
             | Op::CopyTombstone { reply, .. }
-            | Op::Roll { reply } => drop(reply.send(Err(err()))),
+            | Op::Roll { reply } => drop(reply.send(Err(failed(e)))),
         }
     }
+}
+
+/// The error each op of a failed batch is answered with: its own copy of the
+/// write's error (an `io::Error` cannot be cloned), same kind and message.
+fn failed(e: &io::Error) -> VolumeError {
+    VolumeError::Io(io::Error::new(e.kind(), e.to_string()))
 }
