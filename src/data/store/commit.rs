@@ -47,17 +47,9 @@ impl ShardStore {
             shard,
             source,
         })?;
-        if outcome == PutOutcome::ReplacedFile {
+        if self.file_work_after(&hash, shard, outcome) {
             let store = self.clone();
-            let moved = tokio::task::spawn_blocking(move || store.quarantine_file(&hash, shard)).await;
-            if let Ok(Err(e)) = moved {
-                tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
-            }
-        }
-        if outcome == PutOutcome::AlreadyStored && !self.refresh_record(&hash, shard) {
-            // The shard kept is a file (the volume store found it by its probe).
-            let store = self.clone();
-            let _ = tokio::task::spawn_blocking(move || store.touch_file(&hash, shard)).await;
+            let _ = tokio::task::spawn_blocking(move || store.do_file_work(&hash, shard, outcome)).await;
         }
         Ok(committed(outcome))
     }
@@ -76,15 +68,37 @@ impl ShardStore {
             shard,
             source,
         })?;
-        if outcome == PutOutcome::ReplacedFile {
-            if let Err(e) = self.quarantine_file(hash, shard) {
-                tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
-            }
-        }
-        if outcome == PutOutcome::AlreadyStored && !self.refresh_record(hash, shard) {
-            self.touch_file(hash, shard);
+        if self.file_work_after(hash, shard, outcome) {
+            self.do_file_work(hash, shard, outcome);
         }
         Ok(committed(outcome))
+    }
+
+    /// Whether a small put the volume store answered with `outcome` leaves work on
+    /// a shard file ([`do_file_work`](ShardStore::do_file_work)); a record kept
+    /// as it was has its age started over here, in memory.
+    fn file_work_after(&self, hash: &ContentHash, shard: ShardIndex, outcome: PutOutcome) -> bool {
+        match outcome {
+            PutOutcome::ReplacedFile => true,
+            // No record kept: the shard kept is a file (the volume store found it by its probe).
+            PutOutcome::AlreadyStored => !self.refresh_record(hash, shard),
+            PutOutcome::New | PutOutcome::Replaced => false,
+        }
+    }
+
+    /// The file work a small put leaves (see [`file_work_after`](ShardStore::file_work_after)):
+    /// moves the file the new record replaced aside, or starts a kept file's age over.
+    /// For blocking threads.
+    fn do_file_work(&self, hash: &ContentHash, shard: ShardIndex, outcome: PutOutcome) {
+        match outcome {
+            PutOutcome::ReplacedFile => {
+                if let Err(e) = self.quarantine_file(hash, shard) {
+                    tracing::warn!(%hash, shard, error = %e, "replaced shard file not moved aside");
+                }
+            }
+            PutOutcome::AlreadyStored => self.touch_file(hash, shard),
+            PutOutcome::New | PutOutcome::Replaced => {}
+        }
     }
 
     /// Starts a temp shard cut under `policy` (`None`: the writer did not say).

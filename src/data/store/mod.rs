@@ -359,11 +359,7 @@ mod test_support {
     }
 
     pub(super) fn write_temp(store: &ShardStore, data: &[u8]) -> Uuid {
-        let id = Uuid::new_v4();
-        let mut w = store.create_temp(id, None).unwrap();
-        w.write(data).unwrap();
-        w.finish().unwrap();
-        id
+        write_temp_as(store, data, None)
     }
 
     pub(super) fn write_temp_as(store: &ShardStore, data: &[u8], policy: Option<Policy>) -> Uuid {
