@@ -368,7 +368,7 @@ async fn findings_and_the_last_pass_survive_a_restart() {
         .map(|x| (x["hash"].as_str().unwrap().to_string(), x["shard"].as_u64().unwrap(), x["seq"].as_u64().unwrap()))
         .collect();
     // Re-seeded from garbage/ in the order of the times their names carry (which
-    // `store::tests` checks), numbered as listed: which came first here is up to
+    // `store::garbage::tests` checks), numbered as listed: which came first here is up to
     // this VM's wall clock, which has been seen to step.
     let mut seeded: Vec<(String, u64)> = found.iter().map(|(h, s, _)| (h.clone(), *s)).collect();
     seeded.sort();
