@@ -22,6 +22,8 @@
 //! in this design. Uploads not completed within `--multipart-expiry` are removed
 //! by the uploads worker.
 
+pub mod scope;
+
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
