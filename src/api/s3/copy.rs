@@ -2,7 +2,7 @@
 //! same) and UploadPartCopy (a range of the source read back as a new part),
 //! with the copy source, which the caller must be allowed to read, and its range.
 
-use s3s::dto::{self, ETag, StreamingBlob};
+use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
 use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::attrs::{attrs_of, check_conditions, timestamp, version_id};
@@ -25,14 +25,13 @@ pub(super) async fn copy_object(
     let input = req.input;
     s3.check_new_key(&input.key)?;
     let source = s3.copy_source(&input.copy_source, &caller).await?;
-    check_conditions(
+    check_source_conditions(
         &source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
-    )
-    .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+    )?;
     let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
     // An object stored before the limit was lowered is not copied past it.
     if !s3.door.fits(content.size, s3.door.max_object_size) {
@@ -66,14 +65,13 @@ pub(super) async fn upload_part_copy(
     let number = part_number(input.part_number)?;
     s3.upload(&input.upload_id, &input.bucket, &input.key).await?;
     let source = s3.copy_source(&input.copy_source, &caller).await?;
-    check_conditions(
+    check_source_conditions(
         &source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
-    )
-    .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+    )?;
     let content = source.content.clone().ok_or_else(|| s3_error!(NoSuchKey))?;
     let range = copy_range(input.copy_source_range.as_ref(), content.size)?;
     let limit = s3.part_limit();
@@ -109,6 +107,24 @@ impl CairnS3 {
         policy::authorize(caller, Action::CopySource, Some(bucket)).map_err(refusal)?;
         self.find(bucket, key, version_id.as_deref()).await
     }
+}
+
+/// The `x-amz-copy-source-if-*` conditions: a GET's conditions on the source,
+/// except that one a GET would answer 304 fails the copy with 412, as in S3.
+fn check_source_conditions(
+    source: &VersionRecord,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    check_conditions(source, if_match, if_none_match, if_modified_since, if_unmodified_since).map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed)
+        } else {
+            e
+        }
+    })
 }
 
 /// The range of a `CopySourceRange` header (`bytes=a-b`) within `size` bytes.
