@@ -29,7 +29,6 @@ pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod s3;
-pub mod s3_scope;
 pub mod tus;
 
 use std::collections::HashMap;
@@ -359,8 +358,8 @@ fn with_s3(
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            if let Err((signed, e)) = s3_scope::check(request.uri().query(), request.headers(), s3::REGION, now) {
-                return Ok(s3_scope::refused(signed, &e));
+            if let Err((signed, e)) = s3::scope::check(request.uri().query(), request.headers(), s3::REGION, now) {
+                return Ok(s3::scope::refused(signed, &e));
             }
             // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
             // s3s needs to know it is empty (it checks a signed payload's length),

@@ -1,6 +1,6 @@
 //! What a SigV4 signature says beside the signature itself, checked on the S3
 //! door before `s3s` verifies it: the credential scope must name this server's
-//! service (`s3`) and region ([`super::s3::REGION`]), and a presigned URL may
+//! service (`s3`) and region ([`super::REGION`]), and a presigned URL may
 //! live at most as long as S3 lets one live ([`MAX_PRESIGNED_EXPIRY`], 7 days),
 //! never a negative time. `s3s` accepts any region and the `sts` service, and any
 //! expiry that fits in 32 bits (136 years), so a leaked URL would otherwise live
@@ -150,7 +150,7 @@ pub fn refused(signed: Signed, error: &ScopeError) -> Response {
         },
         Signed::Header => ("AuthorizationHeaderMalformed", format!("The authorization header is malformed; {error}")),
     };
-    super::limits::s3_error(StatusCode::BAD_REQUEST, code, &message)
+    crate::api::limits::s3_error(StatusCode::BAD_REQUEST, code, &message)
 }
 
 #[cfg(test)]
