@@ -381,7 +381,7 @@ async fn admin_status_and_the_cli_show_servers_and_workers() {
     assert_eq!(servers.len(), 6);
     assert!(servers.iter().all(|d| d["live"] == true && d["free_bytes"].as_u64().unwrap() > 0));
     let workers: Vec<&str> = s["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert_eq!(workers, ["retention", "gc", "heal", "uploads"]);
+    assert_eq!(workers, ["retention", "gc", "heal", "uploads", "repair"]);
     assert_eq!(s["contents"]["live"], 1);
 
     let base = t.base.clone();

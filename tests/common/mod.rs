@@ -4,10 +4,13 @@
 
 pub mod pg;
 mod services;
+mod wait;
 
 // Not every test binary uses every check.
 #[allow(unused_imports)]
 pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
+#[allow(unused_imports)]
+pub use wait::eventually;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
