@@ -365,6 +365,8 @@ async fn the_secret_rotates_without_a_restart() {
     let (old, new) = (secret_text(), secret_text());
     std::fs::write(&file, format!("{old}\n")).unwrap();
     let loaded = ClusterSecret::load(&file).unwrap();
+    // The cluster's own handle on the file: it shows what the cluster signs with.
+    let in_use = loaded.clone();
     let t = common::start_custom(3, |c| c.cluster_secret = Some(loaded)).await;
     let addr = t.cluster.data_addrs[0].to_string();
     let signing_with = |text: &str| {
@@ -398,7 +400,11 @@ async fn the_secret_rotates_without_a_restart() {
     std::fs::write(&file, format!("{old}\n{new}\n")).unwrap();
     wait_until(true, true).await;
     std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let new_id = ClusterSecret::from_text(&new).unwrap().key_ids()[0].clone();
+    common::eventually(Duration::from_secs(20), "the new secret signing", || async {
+        in_use.key_ids().first() == Some(&new_id)
+    })
+    .await;
     wait_until(true, true).await;
     std::fs::write(&file, format!("{new}\n")).unwrap();
     wait_until(false, true).await;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
 use cairn::dev::DevConfig;
-use common::TestCluster;
+use common::{eventually, TestCluster};
 use serde_json::Value;
 
 /// Lifecycle settings that make every worker act within a fraction of a second.
@@ -26,19 +26,6 @@ fn fast_lifecycle(config: &mut DevConfig) {
     m.gc_grace = Duration::ZERO;
     m.orphan_interval = Duration::from_secs(3600);
     m.lease_ttl = Duration::from_secs(5);
-}
-
-/// Polls `check` every 50 ms until it holds, at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Bytes of every shard file and volume file under the data servers' roots.
@@ -197,9 +184,18 @@ async fn gc_racing_dedup_puts_and_deletes_loses_no_version() {
     for c in clients {
         c.await.unwrap();
     }
-    // Let the collector finish whatever it was doing, then check every version
-    // that exists, old ones included: each must read back as its content.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the collector finish whatever it was doing (the step under way, and one
+    // begun after the race), then check every version that exists, old ones
+    // included: each must read back as its content.
+    let gc_steps = || async {
+        let s = status(&t).await;
+        s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "gc").unwrap()["steps"].as_u64().unwrap()
+    };
+    let steps_at_the_end = gc_steps().await;
+    eventually(Duration::from_secs(30), "two more collector steps", || async {
+        gc_steps().await >= steps_at_the_end + 2
+    })
+    .await;
     let mut checked = 0;
     for i in 0..4 {
         let name = format!("race/{i}");

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cairn::content::ContentHash;
 use cairn::meta::sqlite::SqliteStore;
 use cairn::meta::MetaStore;
-use common::{pattern, TestCluster};
+use common::{eventually, pattern, TestCluster};
 use reqwest::{Method, Response, StatusCode};
 use sha2::Digest;
 
@@ -461,19 +461,6 @@ async fn a_broken_patch_keeps_the_bytes_received() {
 }
 
 use futures_util::StreamExt;
-
-/// Polls `check` every 50 ms until it holds, at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn gc_passes(t: &TestCluster) -> u64 {
     let s: serde_json::Value = t.http.get(t.url("/admin/status")).send().await.unwrap().json().await.unwrap();

@@ -186,6 +186,18 @@ pub async fn wait_live(http: &reqwest::Client, base: &str, n: usize) -> bool {
     }
 }
 
+/// Bus messages the process serving `base` dropped on `stream` (`heartbeats`,
+/// `locate requests`, `locate replies`), for every reason, from its `/metrics`.
+pub async fn bus_dropped(http: &reqwest::Client, base: &str, stream: &str) -> u64 {
+    let Ok(resp) = http.get(format!("{base}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    let label = format!("stream=\"{stream}\"");
+    text.lines()
+        .filter(|l| l.starts_with("cairn_bus_dropped_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Every file below `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
