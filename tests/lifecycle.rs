@@ -488,33 +488,12 @@ async fn one_collector_between_two_api_servers(url: String) {
     })
     .await;
     let second_meta = cairn::meta::open(&url).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = format!("http://{}", listener.local_addr().unwrap());
-    let bus = t.cluster.connect_bus().await.unwrap();
     let mut maintenance = cairn::maintenance::MaintenanceConfig::new("second".into());
     maintenance.lease_ttl = Duration::from_secs(1);
     maintenance.gc_interval = Duration::from_millis(200);
-    let config = cairn::api::ApiConfig {
-        object: cairn::object::ObjectConfig {
-            policy: "1+2".parse().unwrap(),
-            small_policy: "1+2".parse().unwrap(),
-            small_threshold: 64 * 1024,
-            locate_timeout: Duration::from_secs(1),
-            cache_bytes: 0,
-            data_timeouts: Default::default(),
-            compression: Default::default(),
-            cluster_secret: None,
-        },
-        heartbeat_expiry: Duration::from_millis(600),
-        http: Default::default(),
-        serve: Default::default(),
-        limits: Default::default(),
-        maintenance,
-        uploads: Default::default(),
-        s3: Default::default(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
+    let config = common::second_api_config("1+2", "1+2", maintenance);
+    let second_api = common::SecondApi::start(&t, second_meta, config).await;
+    let second = second_api.base.clone();
 
     let gc_of = |base: String| {
         let http = t.http.clone();
@@ -546,8 +525,7 @@ async fn one_collector_between_two_api_servers(url: String) {
         gc_of(other.clone()).await.0 == "held"
     })
     .await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    second_api.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,25 +53,7 @@ impl Layout {
         let api = API
             .iter()
             .enumerate()
-            .map(|(i, addr)| {
-                Proc::spawn(
-                    dir.path(),
-                    &format!("api{}", i + 1),
-                    &[
-                        "api",
-                        "--listen",
-                        addr,
-                        "--bus",
-                        BROKER_URL,
-                        "--meta",
-                        &meta,
-                        "--heartbeat-expiry",
-                        expiry,
-                        "--cache-size",
-                        "0",
-                    ],
-                )
-            })
+            .map(|(i, addr)| Proc::api_server(dir.path(), &format!("api{}", i + 1), addr, &meta, expiry, &[]))
             .collect();
         let layout = Layout { data, api, http: reqwest::Client::builder().no_proxy().build().unwrap(), _dir: dir };
         layout.wait_all_live(6).await;

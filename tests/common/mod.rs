@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 pub mod pg;
+mod second_api;
 mod services;
 mod wait;
 
 // Not every test binary uses every check.
 #[allow(unused_imports)]
 pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
+#[allow(unused_imports)]
+pub use second_api::{second_api_config, SecondApi};
 #[allow(unused_imports)]
 pub use wait::eventually;
 
@@ -256,8 +259,13 @@ impl Proc {
     /// `listen`, storing under `dir/data<n>`, on the real RabbitMQ, heartbeating
     /// every 200 ms, logging to `dir/data<n>.log`.
     pub fn data_server(dir: &Path, n: usize, listen: &str) -> Proc {
+        Proc::data_server_with(dir, n, listen, &[])
+    }
+
+    /// [`Proc::data_server`] with `extra` flags after the usual ones.
+    pub fn data_server_with(dir: &Path, n: usize, listen: &str, extra: &[&str]) -> Proc {
         let root = dir.join(format!("data{n}"));
-        let args = [
+        let mut args = vec![
             "data",
             "--listen",
             listen,
@@ -268,7 +276,20 @@ impl Proc {
             "--heartbeat-interval",
             "200ms",
         ];
+        args.extend_from_slice(extra);
         Proc::spawn(dir, &format!("data{n}"), &args)
+    }
+
+    /// `cairn api` called `name` of a multi-process layout: listening on `listen`,
+    /// on the real RabbitMQ and the metadata store `meta`, forgetting a silent data
+    /// server after `expiry`, without a cache, then `extra` flags; logging to
+    /// `dir/<name>.log`.
+    pub fn api_server(dir: &Path, name: &str, listen: &str, meta: &str, expiry: &str, extra: &[&str]) -> Proc {
+        let mut args =
+            vec!["api", "--listen", listen, "--bus", BROKER_URL, "--meta", meta, "--heartbeat-expiry", expiry];
+        args.extend_from_slice(&["--cache-size", "0"]);
+        args.extend_from_slice(extra);
+        Proc::spawn(dir, name, &args)
     }
 
     /// `kill -9`.
