@@ -243,7 +243,9 @@ impl ClusterSecret {
 
     fn with(path: Option<PathBuf>, keys: Keys, stamp: Option<FileStamp>) -> ClusterSecret {
         let tasks = TaskTracker::new();
-        ClusterSecret { inner: Arc::new(Inner { path, keys: RwLock::new(Arc::new(keys)), stamp: Mutex::new(stamp), tasks }) }
+        ClusterSecret {
+            inner: Arc::new(Inner { path, keys: RwLock::new(Arc::new(keys)), stamp: Mutex::new(stamp), tasks }),
+        }
     }
 
     fn keys(&self) -> Arc<Keys> {

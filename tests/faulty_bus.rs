@@ -135,9 +135,21 @@ async fn reads_over_a_faulty_bus_give_the_bytes_or_a_clean_503() {
         // Let every shard land (a write is acknowledged at its quorum): three copies
         // of each small object, six shards of each large one. Then make the recorded
         // placement wrong for every object with content.
-        let shards: usize = objects.values().map(|b| if b.is_empty() { 0 } else if b.len() < LARGE { 3 } else { 6 }).sum();
+        let shards: usize = objects
+            .values()
+            .map(|b| {
+                if b.is_empty() {
+                    0
+                } else if b.len() < LARGE {
+                    3
+                } else {
+                    6
+                }
+            })
+            .sum();
         common::eventually(Duration::from_secs(30), "every shard stored", || async {
-            let mut stored: usize = cluster.data_roots.iter().map(|r| common::files_under(&r.join("objects")).len()).sum();
+            let mut stored: usize =
+                cluster.data_roots.iter().map(|r| common::files_under(&r.join("objects")).len()).sum();
             for addr in &cluster.data_addrs {
                 let stats: serde_json::Value = match http.get(format!("http://{addr}/stats")).send().await {
                     Ok(resp) => resp.json().await.unwrap_or_default(),

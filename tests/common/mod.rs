@@ -9,9 +9,9 @@ mod wait;
 
 // Not every test binary uses every check.
 #[allow(unused_imports)]
-pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
-#[allow(unused_imports)]
 pub use second_api::{second_api_config, SecondApi};
+#[allow(unused_imports)]
+pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
 #[allow(unused_imports)]
 pub use wait::eventually;
 
