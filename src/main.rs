@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use cairn::api::limits::Rate;
 use cairn::api::{self, ApiConfig, RequestLimits};
@@ -564,9 +565,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cairn::shutdown::cancel_on_signal(shutdown.clone()));
+    let shutdown = CancellationToken::new();
+    let signals = TaskTracker::new();
+    let result = runtime.block_on(async {
+        let shutdown = shutdown.clone();
+        signals.spawn(cairn::shutdown::cancel_on_signal(shutdown.clone()));
+        signals.close();
         match cli.command {
             Command::Data(args) => run_data(args, shutdown).await,
             Command::Api(args) => run_api(args, shutdown).await,
@@ -579,7 +583,12 @@ fn main() -> anyhow::Result<()> {
                 Ok(report.check()?)
             }
         }
-    })
+    });
+    // The command is over, by a signal or on its own: the signal task has nothing
+    // left to cancel.
+    shutdown.cancel();
+    runtime.block_on(signals.wait());
+    result
 }
 
 /// Runs a client command and returns its exit code (`cairn help put` lists them),
@@ -644,10 +653,11 @@ async fn run_data(args: DataArgs, shutdown: CancellationToken) -> anyhow::Result
         scrub_rate: args.storage.scrub_rate.0,
         scrub_interval: args.storage.scrub_interval,
         garbage_ttl: args.garbage_ttl,
-        cluster_secret: secret,
+        cluster_secret: secret.clone(),
     };
-    data::serve(listener, config, bus, shutdown).await?;
-    Ok(())
+    let served = data::serve(listener, config, bus.clone(), shutdown.clone()).await;
+    wind_down(&shutdown, &bus, secret.as_ref()).await;
+    Ok(served?)
 }
 
 async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -665,7 +675,7 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
             locate_timeout: args.locate_timeout,
             data_timeouts: args.data_timeouts.timeouts(),
             compression: args.compression.config()?,
-            cluster_secret: secret,
+            cluster_secret: secret.clone(),
         },
         heartbeat_expiry: args.heartbeat_expiry,
         http: args.http.timeouts(),
@@ -680,8 +690,29 @@ async fn run_api(args: ApiArgs, shutdown: CancellationToken) -> anyhow::Result<(
         uploads: args.uploads.settings(),
         s3: args.s3.settings(),
     };
-    api::serve(listener, config, bus, meta, shutdown).await?;
-    Ok(())
+    let served = api::serve(listener, config, bus.clone(), meta, shutdown.clone()).await;
+    wind_down(&shutdown, &bus, secret.as_ref()).await;
+    Ok(served?)
+}
+
+/// How long a server's process waits, once the server has returned, for the tasks
+/// of the bus and of the secret file watch.
+const WIND_DOWN: Duration = Duration::from_secs(5);
+
+/// Once a server has returned (shut down or failed): stops what it shared with
+/// the process (the bus connection, the secret file watch) and waits for their
+/// tasks, at most [`WIND_DOWN`].
+async fn wind_down(shutdown: &CancellationToken, bus: &Bus, secret: Option<&ClusterSecret>) {
+    shutdown.cancel();
+    let stopped = async {
+        bus.stopped().await;
+        if let Some(secret) = secret {
+            secret.stopped().await;
+        }
+    };
+    if tokio::time::timeout(WIND_DOWN, stopped).await.is_err() {
+        tracing::warn!("bus or cluster-secret tasks still running after {WIND_DOWN:?}; exiting without them");
+    }
 }
 
 async fn run_dev(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -39,6 +39,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderValue};
 use sha2_011::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::filestamp::FileStamp;
 
@@ -194,6 +195,8 @@ struct Inner {
     path: Option<PathBuf>,
     keys: RwLock<Arc<Keys>>,
     stamp: Mutex<Option<FileStamp>>,
+    /// Owns the file watch ([`ClusterSecret::watch`]).
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -239,7 +242,10 @@ impl ClusterSecret {
     }
 
     fn with(path: Option<PathBuf>, keys: Keys, stamp: Option<FileStamp>) -> ClusterSecret {
-        ClusterSecret { inner: Arc::new(Inner { path, keys: RwLock::new(Arc::new(keys)), stamp: Mutex::new(stamp) }) }
+        let tasks = TaskTracker::new();
+        ClusterSecret {
+            inner: Arc::new(Inner { path, keys: RwLock::new(Arc::new(keys)), stamp: Mutex::new(stamp), tasks }),
+        }
     }
 
     fn keys(&self) -> Arc<Keys> {
@@ -273,13 +279,14 @@ impl ClusterSecret {
         Ok(true)
     }
 
-    /// Re-reads the file whenever it changes until `shutdown`, on a task of its own.
+    /// Re-reads the file whenever it changes until `shutdown`, on a task of its own
+    /// that [`stopped`](ClusterSecret::stopped) waits for.
     pub fn watch(&self, shutdown: CancellationToken) {
         if self.inner.path.is_none() {
             return;
         }
         let secret = self.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -296,6 +303,13 @@ impl ClusterSecret {
                 }
             }
         });
+    }
+
+    /// Waits until the file watch has ended (at once when there is none): after its
+    /// `shutdown` token is cancelled, once a reload under way has finished.
+    pub async fn stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// A signature over `parts`, made now with the first secret:
@@ -564,6 +578,18 @@ mod tests {
             ClusterSecret::from_text(&format!("{A}\nshort\n")),
             Err(SecretError::TooShort { line: 2, len: 5, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_file_watch_is_owned_and_ends_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = ClusterSecret::load_or_create(&dir.path().join("secret")).unwrap();
+        let shutdown = CancellationToken::new();
+        secret.watch(shutdown.clone());
+        assert_eq!(secret.inner.tasks.len(), 1, "the watch runs on the secret's tracker");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), secret.stopped()).await.expect("the watch ends on shutdown");
+        assert!(secret.inner.tasks.is_empty());
     }
 
     #[test]

@@ -3,8 +3,20 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+/// Cancels `shutdown` on Ctrl-C or SIGTERM; returns without a word when `shutdown`
+/// is cancelled otherwise (the process is done), so its owner can wait for it.
 pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = signalled() => {
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        }
+    }
+}
+
+/// Returns on Ctrl-C or SIGTERM (only Ctrl-C where SIGTERM cannot be listened for).
+async fn signalled() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -12,7 +24,6 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
             Ok(s) => s,
             Err(_) => {
                 let _ = ctrl_c.await;
-                shutdown.cancel();
                 return;
             }
         };
@@ -23,6 +34,4 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }

@@ -199,6 +199,12 @@ impl WorkerHandle {
         self.inner.lock().clone()
     }
 
+    /// Where the worker's progress and figures go, for work it does outside its
+    /// steps (tasks a step started, requests queued for it).
+    pub fn report(&self) -> Report {
+        Report { inner: self.inner.clone() }
+    }
+
     /// Runs the next step now instead of after the interval (or the backoff).
     pub fn trigger(&self) {
         self.inner.wake.notify_one();

@@ -202,6 +202,25 @@ async fn shutdown_ends_receivers_and_refuses_to_publish() {
     assert!(transport.reply_address().is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_leaves_no_task_of_the_bus_or_its_transport_running() {
+    let _serial = SERIAL.lock().await;
+    if !broker_reachable("shutting_down_leaves_no_task_of_the_bus_or_its_transport_running").await {
+        return;
+    }
+    let shutdown = CancellationToken::new();
+    let (bus, transport) = process(&shutdown).await;
+    let _heartbeats = bus.heartbeats().await.expect("subscribe to heartbeats");
+    let _locates = bus.locate_requests().await.expect("subscribe to locates");
+    // The supervisor, the network watch, the reply queue's forwarder and one
+    // forwarder per subscription.
+    assert_eq!(transport.running_tasks(), 5, "the transport's tasks while connected");
+    shutdown.cancel();
+    timeout(Duration::from_secs(10), bus.stopped()).await.expect("the bus and its transport stop after shutdown");
+    assert_eq!(transport.running_tasks(), 0, "no transport task outlives the shutdown");
+    timeout(Duration::from_secs(1), transport.stopped()).await.expect("a stopped transport stays stopped");
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_is_reported_at_once() {
     // Nothing listens on port 1; the process should learn it at start, not hang.

@@ -145,45 +145,11 @@ async fn forged_bus_messages_on_rabbitmq_are_dropped_and_counted() {
     std::fs::write(&secret_file, format!("{}\n", secret_text())).unwrap();
     let secret_arg = secret_file.to_str().unwrap();
     let meta = format!("sqlite:{}", dir.path().join("meta.sqlite").display());
-    let mut procs: Vec<Proc> = (0..3)
-        .map(|i| {
-            let root = dir.path().join(format!("data{i}"));
-            let args = [
-                "data",
-                "--listen",
-                &data_addr(i),
-                "--root",
-                root.to_str().unwrap(),
-                "--bus",
-                BROKER_URL,
-                "--heartbeat-interval",
-                "200ms",
-                "--cluster-secret-file",
-                secret_arg,
-            ];
-            Proc::spawn(dir.path(), &format!("data{i}"), &args)
-        })
-        .collect();
-    let api_args = [
-        "api",
-        "--listen",
-        API,
-        "--bus",
-        BROKER_URL,
-        "--meta",
-        &meta,
-        "--heartbeat-expiry",
-        "1s",
-        "--cache-size",
-        "0",
-        "--policy",
-        "2+1",
-        "--small-policy",
-        "1+2",
-        "--cluster-secret-file",
-        secret_arg,
-    ];
-    procs.push(Proc::spawn(dir.path(), "api", &api_args));
+    let secret_flag = ["--cluster-secret-file", secret_arg];
+    let mut procs: Vec<Proc> =
+        (0..3).map(|i| Proc::data_server_with(dir.path(), i, &data_addr(i), &secret_flag)).collect();
+    let api_flags = ["--policy", "2+1", "--small-policy", "1+2", "--cluster-secret-file", secret_arg];
+    procs.push(Proc::api_server(dir.path(), "api", API, &meta, "1s", &api_flags));
     let logs = scopeguard(&procs);
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
     let base = format!("http://{API}");
@@ -365,6 +331,8 @@ async fn the_secret_rotates_without_a_restart() {
     let (old, new) = (secret_text(), secret_text());
     std::fs::write(&file, format!("{old}\n")).unwrap();
     let loaded = ClusterSecret::load(&file).unwrap();
+    // The cluster's own handle on the file: it shows what the cluster signs with.
+    let in_use = loaded.clone();
     let t = common::start_custom(3, |c| c.cluster_secret = Some(loaded)).await;
     let addr = t.cluster.data_addrs[0].to_string();
     let signing_with = |text: &str| {
@@ -398,7 +366,11 @@ async fn the_secret_rotates_without_a_restart() {
     std::fs::write(&file, format!("{old}\n{new}\n")).unwrap();
     wait_until(true, true).await;
     std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let new_id = ClusterSecret::from_text(&new).unwrap().key_ids()[0].clone();
+    common::eventually(Duration::from_secs(20), "the new secret signing", || async {
+        in_use.key_ids().first() == Some(&new_id)
+    })
+    .await;
     wait_until(true, true).await;
     std::fs::write(&file, format!("{new}\n")).unwrap();
     wait_until(false, true).await;

@@ -113,7 +113,9 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(&pattern(300_000, 1)).await.unwrap();
     conn.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Disconnect once the upload is under way: its first shards are being written.
+    common::eventually(Duration::from_secs(20), "the upload's temp files", || async { !t.temp_files().is_empty() })
+        .await;
     drop(conn);
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -151,7 +153,13 @@ async fn malformed_bus_messages_are_dropped_and_every_server_keeps_serving() {
         bus.publish_raw(exchange, bytes::Bytes::from_static(b"{\"addr\":1}")).await.unwrap();
         bus.publish_raw(exchange, bytes::Bytes::new()).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every server has read them: the API server its three heartbeats, each of the
+    // six data servers its three locate requests.
+    common::eventually(Duration::from_secs(20), "the bad messages dropped", || async {
+        common::bus_dropped(&t.http, &t.base, "heartbeats").await >= 3
+            && common::bus_dropped(&t.http, &t.base, "locate requests").await >= 3 * 6
+    })
+    .await;
     t.wait_live(6).await;
     for i in 0..12 {
         assert_eq!(t.put(&format!("o{i}"), format!("body {i}")).await.status(), 200);

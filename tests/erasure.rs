@@ -126,6 +126,67 @@ async fn a_corrupt_shard_is_routed_around_and_rebuilt() {
     t.cluster.shutdown().await;
 }
 
+/// The repair worker's entry in `/admin/status` (`null` when it is not listed).
+async fn repair_worker(t: &TestCluster) -> serde_json::Value {
+    let s: serde_json::Value = t.http.get(t.url("/admin/status")).send().await.unwrap().json().await.unwrap();
+    s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "repair").cloned().unwrap_or_default()
+}
+
+/// Posts a worker action and returns the worker's status from the answer.
+async fn repair_action(t: &TestCluster, action: &str) -> serde_json::Value {
+    let resp = t.http.post(t.url(&format!("/admin/workers/repair/{action}"))).send().await.unwrap();
+    assert!(resp.status().is_success(), "{action}: {}", resp.status());
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    answer["worker"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_worker_shows_on_admin_status_and_holds_its_queue_while_paused() {
+    let t = start("4+2", 7).await;
+    let body = pattern(2 * STRIPE + 5, 77);
+    assert_eq!(t.put("p", body.clone()).await.status(), 200);
+    common::eventually(Duration::from_secs(20), "the repair worker idle", || async {
+        repair_worker(&t).await["state"] == "idle"
+    })
+    .await;
+    assert_eq!(repair_action(&t, "pause").await["name"], "repair");
+    common::eventually(Duration::from_secs(20), "the repair worker paused", || async {
+        repair_worker(&t).await["state"] == "paused"
+    })
+    .await;
+
+    // Lose the server holding shard 0; a read routes around it and queues the repair.
+    let l = located(&t, "p").await;
+    let holder = l["shards"]["0"].as_str().unwrap().to_string();
+    let lost = t.cluster.data_addrs.iter().position(|a| a.to_string() == holder).unwrap();
+    t.cluster.stop_data_server(lost);
+    t.wait_live(6).await;
+    assert_eq!(t.get("p").await.bytes().await.unwrap().as_ref(), &body[..]);
+    common::eventually(Duration::from_secs(20), "the repair queued", || async {
+        repair_worker(&t).await["queued"] == 1
+    })
+    .await;
+    let paused = repair_worker(&t).await;
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(paused["info"]["queued"], 1, "{paused}");
+    assert_eq!(paused["info"]["done"], 0, "a paused worker starts no repair: {paused}");
+
+    // Resumed, it repairs; a trigger answers with its status.
+    assert_eq!(repair_action(&t, "resume").await["name"], "repair");
+    let live: Vec<String> =
+        t.cluster.data_addrs.iter().enumerate().filter(|(i, _)| *i != lost).map(|(_, a)| a.to_string()).collect();
+    wait_repaired(&t, &[("p".to_string(), body.clone())], &live).await;
+    common::eventually(Duration::from_secs(20), "the repair counted", || async {
+        let w = repair_worker(&t).await;
+        w["info"]["done"].as_u64().is_some_and(|d| d >= 1) && w["queued"] == 0
+    })
+    .await;
+    let triggered = repair_action(&t, "trigger").await;
+    assert!(triggered["steps"].as_u64().is_some_and(|s| s >= 1), "{triggered}");
+    assert_eq!(t.get("p").await.bytes().await.unwrap().as_ref(), &body[..]);
+    t.cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_lost_servers_give_503_never_wrong_bytes() {
     let t = start("4+2", 6).await;

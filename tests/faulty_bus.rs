@@ -132,9 +132,34 @@ async fn reads_over_a_faulty_bus_give_the_bytes_or_a_clean_503() {
             }
             assert_eq!(status, Some(reqwest::StatusCode::OK), "PUT {name} never succeeded");
         }
-        // Let every shard land (a write is acknowledged at its quorum), then make the
-        // recorded placement wrong for every object with content.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let every shard land (a write is acknowledged at its quorum): three copies
+        // of each small object, six shards of each large one. Then make the recorded
+        // placement wrong for every object with content.
+        let shards: usize = objects
+            .values()
+            .map(|b| {
+                if b.is_empty() {
+                    0
+                } else if b.len() < LARGE {
+                    3
+                } else {
+                    6
+                }
+            })
+            .sum();
+        common::eventually(Duration::from_secs(30), "every shard stored", || async {
+            let mut stored: usize =
+                cluster.data_roots.iter().map(|r| common::files_under(&r.join("objects")).len()).sum();
+            for addr in &cluster.data_addrs {
+                let stats: serde_json::Value = match http.get(format!("http://{addr}/stats")).send().await {
+                    Ok(resp) => resp.json().await.unwrap_or_default(),
+                    Err(_) => return false,
+                };
+                stored += stats["shards"].as_u64().unwrap_or(0) as usize;
+            }
+            stored >= shards
+        })
+        .await;
         for (name, hash) in &hashes {
             if !objects[name].is_empty() {
                 scramble(&cluster.data_roots, hash);

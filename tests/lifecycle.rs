@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
 use cairn::dev::DevConfig;
-use common::TestCluster;
+use common::{eventually, TestCluster};
 use serde_json::Value;
 
 /// Lifecycle settings that make every worker act within a fraction of a second.
@@ -26,19 +26,6 @@ fn fast_lifecycle(config: &mut DevConfig) {
     m.gc_grace = Duration::ZERO;
     m.orphan_interval = Duration::from_secs(3600);
     m.lease_ttl = Duration::from_secs(5);
-}
-
-/// Polls `check` every 50 ms until it holds, at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Bytes of every shard file and volume file under the data servers' roots.
@@ -197,9 +184,18 @@ async fn gc_racing_dedup_puts_and_deletes_loses_no_version() {
     for c in clients {
         c.await.unwrap();
     }
-    // Let the collector finish whatever it was doing, then check every version
-    // that exists, old ones included: each must read back as its content.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the collector finish whatever it was doing (the step under way, and one
+    // begun after the race), then check every version that exists, old ones
+    // included: each must read back as its content.
+    let gc_steps = || async {
+        let s = status(&t).await;
+        s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "gc").unwrap()["steps"].as_u64().unwrap()
+    };
+    let steps_at_the_end = gc_steps().await;
+    eventually(Duration::from_secs(30), "two more collector steps", || async {
+        gc_steps().await >= steps_at_the_end + 2
+    })
+    .await;
     let mut checked = 0;
     for i in 0..4 {
         let name = format!("race/{i}");
@@ -381,7 +377,7 @@ async fn admin_status_and_the_cli_show_servers_and_workers() {
     assert_eq!(servers.len(), 6);
     assert!(servers.iter().all(|d| d["live"] == true && d["free_bytes"].as_u64().unwrap() > 0));
     let workers: Vec<&str> = s["workers"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
-    assert_eq!(workers, ["retention", "gc", "heal", "uploads"]);
+    assert_eq!(workers, ["retention", "gc", "heal", "uploads", "repair"]);
     assert_eq!(s["contents"]["live"], 1);
 
     let base = t.base.clone();
@@ -492,33 +488,12 @@ async fn one_collector_between_two_api_servers(url: String) {
     })
     .await;
     let second_meta = cairn::meta::open(&url).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = format!("http://{}", listener.local_addr().unwrap());
-    let bus = t.cluster.connect_bus().await.unwrap();
     let mut maintenance = cairn::maintenance::MaintenanceConfig::new("second".into());
     maintenance.lease_ttl = Duration::from_secs(1);
     maintenance.gc_interval = Duration::from_millis(200);
-    let config = cairn::api::ApiConfig {
-        object: cairn::object::ObjectConfig {
-            policy: "1+2".parse().unwrap(),
-            small_policy: "1+2".parse().unwrap(),
-            small_threshold: 64 * 1024,
-            locate_timeout: Duration::from_secs(1),
-            cache_bytes: 0,
-            data_timeouts: Default::default(),
-            compression: Default::default(),
-            cluster_secret: None,
-        },
-        heartbeat_expiry: Duration::from_millis(600),
-        http: Default::default(),
-        serve: Default::default(),
-        limits: Default::default(),
-        maintenance,
-        uploads: Default::default(),
-        s3: Default::default(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
+    let config = common::second_api_config("1+2", "1+2", maintenance);
+    let second_api = common::SecondApi::start(&t, second_meta, config).await;
+    let second = second_api.base.clone();
 
     let gc_of = |base: String| {
         let http = t.http.clone();
@@ -550,8 +525,7 @@ async fn one_collector_between_two_api_servers(url: String) {
         gc_of(other.clone()).await.0 == "held"
     })
     .await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    second_api.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

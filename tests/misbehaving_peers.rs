@@ -134,7 +134,10 @@ async fn a_trickling_body_is_cut_and_an_idle_connection_closed() {
     assert!(idle.is_empty() || idle.starts_with("HTTP/1.1 408"), "{idle:?}");
     assert!(idle_for < Duration::from_secs(4), "idle connection held for {idle_for:?}");
     assert_eq!(t.get("slow").await.status(), 404, "nothing stored");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::eventually(Duration::from_secs(20), "the broken upload's temp files gone", || async {
+        t.temp_files().is_empty()
+    })
+    .await;
     assert!(t.temp_files().is_empty(), "the broken upload left temp files: {:?}", t.temp_files());
     t.cluster.shutdown().await;
 }

@@ -37,7 +37,14 @@ async fn keyed_cluster() -> (TestCluster, Keys) {
     let admin = create_key(&t.http, &t.base, json!({"buckets": [], "read_only": false}), None).await;
     let bucket = create_key(&t.http, &t.base, json!({"buckets": ["granted"]}), Some(&admin)).await;
     let read = create_key(&t.http, &t.base, json!({"read_only": true}), Some(&admin)).await;
-    tokio::time::sleep(after_refresh()).await;
+    // In force once the API server's snapshot has the last key and no longer
+    // takes unsigned requests.
+    common::eventually(after_refresh() * 10, "the keys in force", || async {
+        let unsigned = native(&t, reqwest::Method::GET, "/objects/absent", None, "").await.0;
+        let by_read = native(&t, reqwest::Method::GET, "/objects/absent", Some(read.bearer()), "").await.0;
+        unsigned == 403 && by_read == 404
+    })
+    .await;
     (t, Keys { admin, bucket, read })
 }
 
@@ -80,7 +87,10 @@ async fn s3_requests_without_the_right_key_are_refused_and_store_nothing() {
     let deleted = t.http.delete(t.url(&format!("/admin/keys/{}", keys.read.id)));
     let deleted = deleted.header("authorization", keys.admin.bearer()).send().await.unwrap();
     assert_eq!(deleted.status(), 200, "DELETE /admin/keys/{}", keys.read.id);
-    tokio::time::sleep(after_refresh()).await;
+    common::eventually(after_refresh() * 10, "the deleted key refused", || async {
+        native(&t, reqwest::Method::GET, "/objects/absent", Some(keys.read.bearer()), "").await.0 == 403
+    })
+    .await;
     let out = auth_checks(&t, "deleted-key", Some(&keys)).await;
     assert_checks(&out, &["a_deleted_key_is_refused"]);
 }

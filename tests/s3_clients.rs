@@ -23,7 +23,7 @@ mod s3;
 
 use std::time::Duration;
 
-use common::{rabbitmq_reachable, wait_live, Proc, BROKER_URL};
+use common::{rabbitmq_reachable, wait_live, Proc};
 use s3::{assert_checks, create_key, script, Client, Key, BOTO3_CHECKS};
 use serde_json::json;
 
@@ -165,22 +165,7 @@ impl Layout {
         let api = LAYOUT_API
             .iter()
             .enumerate()
-            .map(|(i, addr)| {
-                let args = [
-                    "api",
-                    "--listen",
-                    addr,
-                    "--bus",
-                    BROKER_URL,
-                    "--meta",
-                    &meta,
-                    "--heartbeat-expiry",
-                    "1s",
-                    "--cache-size",
-                    "0",
-                ];
-                Proc::spawn(dir.path(), &format!("api{}", i + 1), &args)
-            })
+            .map(|(i, addr)| Proc::api_server(dir.path(), &format!("api{}", i + 1), addr, &meta, "1s", &[]))
             .collect();
         let layout = Layout { data, api, _dir: dir };
         for addr in LAYOUT_API {

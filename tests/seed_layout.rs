@@ -53,25 +53,7 @@ impl Layout {
         let api = API
             .iter()
             .enumerate()
-            .map(|(i, addr)| {
-                Proc::spawn(
-                    dir.path(),
-                    &format!("api{}", i + 1),
-                    &[
-                        "api",
-                        "--listen",
-                        addr,
-                        "--bus",
-                        BROKER_URL,
-                        "--meta",
-                        &meta,
-                        "--heartbeat-expiry",
-                        expiry,
-                        "--cache-size",
-                        "0",
-                    ],
-                )
-            })
+            .map(|(i, addr)| Proc::api_server(dir.path(), &format!("api{}", i + 1), addr, &meta, expiry, &[]))
             .collect();
         let layout = Layout { data, api, http: reqwest::Client::builder().no_proxy().build().unwrap(), _dir: dir };
         layout.wait_all_live(6).await;
@@ -196,7 +178,22 @@ async fn malformed_messages_on_both_exchanges_crash_nobody() {
             bus.publish_raw(exchange, bytes::Bytes::copy_from_slice(body)).await.unwrap();
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every process has read its four: heartbeats on the API servers, locate
+    // requests on the data servers.
+    let readers: Vec<(String, &str)> = API
+        .iter()
+        .map(|a| (format!("http://{a}"), "heartbeats"))
+        .chain((0..6).map(|i| (format!("http://{}", data_addr(i)), "locate requests")))
+        .collect();
+    common::eventually(Duration::from_secs(30), "every process dropping the bad messages", || async {
+        for (base, stream) in &readers {
+            if common::bus_dropped(&layout.http, base, stream).await < 4 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     for (i, p) in layout.data.iter().chain(&layout.api).enumerate() {
         assert!(
             std::process::Command::new("kill").args(["-0", &p.child.id().to_string()]).status().unwrap().success(),

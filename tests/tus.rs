@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cairn::content::ContentHash;
 use cairn::meta::sqlite::SqliteStore;
 use cairn::meta::MetaStore;
-use common::{pattern, TestCluster};
+use common::{eventually, pattern, TestCluster};
 use reqwest::{Method, Response, StatusCode};
 use sha2::Digest;
 
@@ -462,19 +462,6 @@ async fn a_broken_patch_keeps_the_bytes_received() {
 
 use futures_util::StreamExt;
 
-/// Polls `check` every 50 ms until it holds, at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn gc_passes(t: &TestCluster) -> u64 {
     let s: serde_json::Value = t.http.get(t.url("/admin/status")).send().await.unwrap().json().await.unwrap();
     let gc = s["workers"].as_array().unwrap().iter().find(|w| w["name"] == "gc").unwrap().clone();
@@ -567,30 +554,11 @@ async fn an_upload_resumes_through_a_second_api_server() {
     let t = common::start_custom_with_meta(6, meta.clone(), |c| c.uploads.part_size = 64 * 1024).await;
     // A second API server: its own process state, the same bus and metadata file.
     let second_meta = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second = format!("http://{}", listener.local_addr().unwrap());
-    let bus = t.cluster.connect_bus().await.unwrap();
-    let config = cairn::api::ApiConfig {
-        object: cairn::object::ObjectConfig {
-            policy: "4+2".parse().unwrap(),
-            small_policy: "1+2".parse().unwrap(),
-            small_threshold: 64 * 1024,
-            locate_timeout: Duration::from_secs(1),
-            cache_bytes: 0,
-            data_timeouts: Default::default(),
-            compression: Default::default(),
-            cluster_secret: None,
-        },
-        heartbeat_expiry: Duration::from_millis(600),
-        http: Default::default(),
-        serve: Default::default(),
-        limits: Default::default(),
-        maintenance: cairn::maintenance::MaintenanceConfig::new("second".into()),
-        uploads: cairn::object::resumable::UploadSettings { part_size: 64 * 1024, ..Default::default() },
-        s3: Default::default(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(cairn::api::serve(listener, config, bus, second_meta, stop.clone()));
+    let mut config =
+        common::second_api_config("4+2", "1+2", cairn::maintenance::MaintenanceConfig::new("second".into()));
+    config.uploads = cairn::object::resumable::UploadSettings { part_size: 64 * 1024, ..Default::default() };
+    let second_api = common::SecondApi::start(&t, second_meta, config).await;
+    let second = second_api.base.clone();
     assert!(common::wait_live(&t.http, &second, 6).await, "the second API server sees the data servers");
 
     let data = pattern(500_000, 31);
@@ -612,6 +580,5 @@ async fn an_upload_resumes_through_a_second_api_server() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["x-cairn-version"], "1");
     assert!(get_body(&t, "travelled").await == data);
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    second_api.shutdown().await;
 }

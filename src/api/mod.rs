@@ -249,6 +249,7 @@ pub async fn serve_with_ready(
     let service = ObjectService::new(meta, bus, membership, object.clone(), shutdown.clone(), scope);
     let workers = Workers::new(TaskTracker::new(), shutdown.clone(), service.telemetry_scope().clone());
     let maintenance = maintenance::start(&service, workers.clone(), config.maintenance.clone());
+    service.start_repair(&workers);
     tracing::info!(%addr, tls = config.serve.tls.is_some(), policy = %object.policy, small_policy = %object.small_policy, small_threshold = object.small_threshold, "API server listening");
     let refusals = limits::Refusals::new(service.telemetry_scope());
     let door = limits::Door {

@@ -12,7 +12,9 @@
 //!
 //! The connection is watched by a supervisor task (connection and channel close
 //! callbacks, the library's network-failure signal, a periodic `is_open` check and
-//! AMQP heartbeats every 10 s). When it is lost, publishing fails at once with
+//! AMQP heartbeats every 10 s). That task, the network-failure watch and the
+//! forwarding task of every consumer are owned by the transport's [`TaskTracker`]:
+//! they all end once the transport stops, which [`Transport::stopped`] waits for. When it is lost, publishing fails at once with
 //! [`BusError::Disconnected`], and the supervisor reconnects with jittered
 //! exponential backoff (100 ms doubling to 5 s), declares the exchanges again and
 //! re-creates every subscription and the reply queue, forwarding into the same
@@ -44,6 +46,7 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{BusError, Delivery, Exchange, Transport};
 
@@ -98,6 +101,8 @@ struct Inner {
     replies: ReplySlot,
     /// Counts reconnections, once [`AmqpTransport::count_reconnects`] says on what.
     reconnects: std::sync::OnceLock<metrics::Counter>,
+    /// Owns the supervisor, the network-failure watches and the forwarding tasks.
+    tasks: TaskTracker,
 }
 
 type ReplySlot = Arc<Mutex<Option<mpsc::Sender<Delivery>>>>;
@@ -158,11 +163,19 @@ impl AmqpTransport {
             subscriptions: tokio::sync::Mutex::new(Vec::new()),
             replies: Arc::new(Mutex::new(None)),
             reconnects: std::sync::OnceLock::new(),
+            tasks: TaskTracker::new(),
         });
         let session = inner.establish().await?;
         tracing::info!(broker = %inner.place, "connected to RabbitMQ");
-        tokio::spawn(supervise(inner.clone(), session));
+        inner.tasks.spawn(supervise(inner.clone(), session));
         Ok(AmqpTransport { inner, stop })
+    }
+
+    /// How many of the transport's tasks are running now (the supervisor, and per
+    /// session a network watch and one forwarding task per consumer); 0 once
+    /// [`Transport::stopped`] has returned.
+    pub fn running_tasks(&self) -> usize {
+        self.inner.tasks.len()
     }
 }
 
@@ -226,6 +239,15 @@ impl Transport for AmqpTransport {
         // The default exchange routes by queue name; a reply to a queue that is
         // gone (its asker disconnected) is dropped by the broker, as in the seed.
         self.inner.send("send reply", "", reply_to, properties, body).await
+    }
+
+    /// Returns once the supervisor has closed the connection and every forwarding
+    /// task has ended: after the shutdown token given to
+    /// [`connect`](AmqpTransport::connect) is cancelled, within the broker's close
+    /// timeout.
+    async fn stopped(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 }
 
@@ -296,7 +318,7 @@ impl Inner {
                 connection.register_callback(ConnectionWatch { over: over.clone() }),
             )
             .await?;
-            watch_network_failure(connection.clone(), over.clone());
+            watch_network_failure(&self.tasks, connection.clone(), over.clone());
             declare_exchanges(&connection).await?;
             let channel = timed("open channel", OP_TIMEOUT, connection.open_channel(None)).await?;
             timed(
@@ -307,7 +329,7 @@ impl Inner {
             .await?;
             let (reply_queue, consumer) = declare_and_consume(&channel, None).await?;
             let live = Live { channel: channel.clone(), reply_queue, over: over.clone() };
-            tokio::spawn(forward(consumer.messages, Sink::Replies(self.replies.clone()), over.clone(), None));
+            self.tasks.spawn(forward(consumer.messages, Sink::Replies(self.replies.clone()), over.clone(), None));
             subscriptions.retain(|s| !s.tx.is_closed());
             for s in subscriptions.iter() {
                 start_subscription(self, &live, s.exchange, s.tx.clone()).await?;
@@ -413,9 +435,10 @@ fn jittered(delay: Duration) -> Duration {
     Duration::from_millis(delay.as_millis() as u64 - quarter + offset)
 }
 
-/// Ends the session when the library reports a network failure of `connection`.
-fn watch_network_failure(connection: Connection, over: CancellationToken) {
-    tokio::spawn(async move {
+/// Ends the session when the library reports a network failure of `connection`,
+/// on a task of `tasks` that ends with the session.
+fn watch_network_failure(tasks: &TaskTracker, connection: Connection, over: CancellationToken) {
+    tasks.spawn(async move {
         tokio::select! {
             _ = connection.listen_network_io_failure() => over.cancel(),
             _ = over.cancelled() => {}
@@ -492,7 +515,7 @@ async fn start_subscription(
 ) -> Result<(), BusError> {
     let (_, consumer) = declare_and_consume(&live.channel, Some(exchange)).await?;
     let cancel = CancelOnDrop { inner: Arc::downgrade(inner), channel: live.channel.clone(), tag: consumer.tag };
-    tokio::spawn(forward(consumer.messages, Sink::Subscriber(tx), live.over.clone(), Some(cancel)));
+    inner.tasks.spawn(forward(consumer.messages, Sink::Subscriber(tx), live.over.clone(), Some(cancel)));
     Ok(())
 }
 

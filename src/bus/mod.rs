@@ -140,6 +140,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Sends `body` to the reply queue `reply_to`, tagged with `correlation_id`.
     async fn send_reply(&self, reply_to: &str, correlation_id: &str, body: Bytes) -> Result<(), BusError>;
+
+    /// Waits until the transport's own tasks have ended, once its shutdown token is
+    /// cancelled; a transport without tasks of its own returns at once.
+    async fn stopped(&self) {}
 }
 
 /// A data server's periodic "I am alive", published on `apiServers`.
@@ -346,7 +350,7 @@ type PendingLocates = Arc<Mutex<HashMap<String, mpsc::Sender<LocateReply>>>>;
 ///
 /// Its own tasks (the reply router, one decoder per subscription) are owned by a
 /// [`TaskTracker`] and end when the `shutdown` token given to [`Bus::new`] is
-/// cancelled; [`Bus::stopped`] waits for them.
+/// cancelled; [`Bus::stopped`] waits for them and for the transport's.
 #[derive(Clone)]
 pub struct Bus {
     transport: Arc<dyn Transport>,
@@ -388,11 +392,12 @@ impl Bus {
         }
     }
 
-    /// Waits until every task of this bus has ended: after the `shutdown` token is
-    /// cancelled (or every receiver is gone), promptly.
+    /// Waits until every task of this bus and of its transport has ended: after
+    /// the `shutdown` token is cancelled (or every receiver is gone), promptly.
     pub async fn stopped(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+        self.transport.stopped().await;
     }
 
     /// Publishes a heartbeat on `apiServers`.

@@ -228,9 +228,10 @@ impl ObjectMetrics {
 }
 
 impl ObjectService {
-    /// Wires the object paths to their collaborators and starts the repair worker;
-    /// background work stops when `shutdown` is cancelled ([`ObjectService::stopped`]
-    /// waits for it). Metrics are recorded under `scope` (the API server's labels).
+    /// Wires the object paths to their collaborators; background work stops when
+    /// `shutdown` is cancelled ([`ObjectService::stopped`] waits for it). Repairs
+    /// queue up until [`ObjectService::start_repair`] starts their worker. Metrics
+    /// are recorded under `scope` (the API server's labels).
     pub fn new(
         meta: Arc<dyn MetaStore>,
         bus: Bus,
@@ -241,7 +242,7 @@ impl ObjectService {
     ) -> Self {
         let cache = Arc::new(cache::ContentCache::new(config.cache_bytes));
         let client = DataClient::new(config.data_timeouts).with_secret(config.cluster_secret.clone());
-        let svc = ObjectService {
+        ObjectService {
             meta,
             bus,
             membership,
@@ -253,9 +254,7 @@ impl ObjectService {
             tasks: TaskTracker::new(),
             metrics: ObjectMetrics::new(scope),
             shutdown,
-        };
-        svc.tasks.spawn(repair::run_worker(svc.clone()));
-        svc
+        }
     }
 
     /// Waits (at most `grace`) for the background work to stop once the shutdown

@@ -3,24 +3,28 @@
 //! upload-to-quorum piece as writes ([`super::uploads`]), and record the new
 //! placement.
 //!
-//! Repair is a named worker with a queue: reads that had to route around a shard,
-//! writes that stored fewer than all shards, and reads whose bytes did not match
-//! their hash enqueue the content ([`ObjectService::schedule_repair`]); the worker
-//! runs up to [`REPAIR_CONCURRENCY`] repairs at a time, at most one per content, and
-//! reports its queue and last error ([`RepairStatus`], on `/healthz`). The queue is
-//! bounded ([`MAX_QUEUED`]): past it new requests are dropped with a warning (a
-//! later read asks again). The shards still held are found by asking the bus, so a
+//! Repair is a [`Worker`] of the shared shape ([`Repairer`], called `repair`, with
+//! status, pause and trigger on `/admin/status` and `/admin/workers/repair/…`) fed
+//! by a queue: reads that had to route around a shard, writes that stored fewer
+//! than all shards, and reads whose bytes did not match their hash enqueue the
+//! content ([`ObjectService::schedule_repair`]), which wakes the worker. Each step
+//! starts one repair when one of [`REPAIR_CONCURRENCY`] slots is free, so up to that
+//! many run at a time, at most one per content, on the object service's task
+//! tracker; the queue and last error are reported ([`RepairStatus`], on `/healthz`
+//! and as the worker's figures). The queue is bounded ([`MAX_QUEUED`]): past it new
+//! requests are dropped with a warning (a later read asks again). The shards still held are found by asking the bus, so a
 //! shard that is merely slow is not rebuilt, and a corrupt one (which its data
 //! server moved aside) is. What is rebuilt is verified against the content's
 //! SHA-256 before any rebuilt shard is committed, so a repair never copies wrong
 //! bytes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 
 use super::hashing::PipedHasher;
 use super::uploads::ShardUploads;
@@ -29,6 +33,7 @@ use crate::cluster::{self, choose_servers, LiveServer};
 use crate::codec::{Layout, StripeEncoder};
 use crate::content::{ContentHash, Placement, ShardIndex};
 use crate::meta::ContentRecord;
+use crate::worker::{Report, Step, StepError, Worker, WorkerHandle, Workers};
 
 /// How long after a failed repair of a content the next one may start.
 pub const REPAIR_COOLDOWN: Duration = Duration::from_secs(5);
@@ -37,6 +42,11 @@ pub const REPAIR_COOLDOWN: Duration = Duration::from_secs(5);
 pub const REPAIR_CONCURRENCY: usize = 2;
 /// Contents waiting for repair at most; past it, requests are dropped.
 pub const MAX_QUEUED: usize = 10_000;
+/// The repair worker's name in status, metrics and the admin routes.
+pub const NAME: &str = "repair";
+/// How long an idle repair worker waits before looking at its queue again; every
+/// request wakes it at once, so this only bounds a missed wake-up.
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
 /// What the repair worker is doing, for operators.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -59,7 +69,8 @@ pub struct RepairStatus {
 #[derive(Clone, Default)]
 pub struct RepairQueue {
     inner: Arc<Mutex<QueueState>>,
-    wake: Arc<Notify>,
+    /// The worker that drains the queue, woken by every request; set once it runs.
+    worker: Arc<OnceLock<WorkerHandle>>,
 }
 
 #[derive(Default)]
@@ -93,20 +104,45 @@ impl RepairQueue {
         }
         if state.waiting.len() >= MAX_QUEUED {
             state.status.dropped += 1;
+            drop(state);
             tracing::warn!(hash = %content.hash, "repair queue full; dropping the request (a later read asks again)");
+            self.publish();
             return false;
         }
         state.known.insert(content.hash, None);
         state.waiting.push_back((content, verify));
         drop(state);
-        self.wake.notify_one();
+        self.publish();
+        if let Some(worker) = self.worker.get() {
+            worker.trigger();
+        }
         true
+    }
+
+    /// Has every later request wake `worker`, and wakes it now for what is queued.
+    fn attach(&self, worker: WorkerHandle) {
+        let _ = self.worker.set(worker);
+        self.publish();
+        if let Some(worker) = self.worker.get() {
+            worker.trigger();
+        }
+    }
+
+    /// Copies the books into the worker's status (queue depth and figures).
+    fn publish(&self) {
+        let Some(worker) = self.worker.get() else { return };
+        let status = self.status();
+        let report = worker.report();
+        report.queued(status.queued as u64);
+        report.info(serde_json::to_value(&status).unwrap_or_default());
     }
 
     fn pop(&self) -> Option<(ContentRecord, bool)> {
         let mut state = self.inner.lock().expect("repair queue lock");
         let next = state.waiting.pop_front()?;
         state.status.running += 1;
+        drop(state);
+        self.publish();
         Some(next)
     }
 
@@ -125,27 +161,44 @@ impl RepairQueue {
                 state.status.last_error = Some(format!("{hash}: {e}"));
             }
         }
+        drop(state);
+        self.publish();
     }
 }
 
-/// The repair worker: takes contents off the queue and repairs up to
-/// [`REPAIR_CONCURRENCY`] at a time until the service shuts down. Each repair is
-/// bounded in time by the deadlines of its locate and its uploads.
-pub(crate) async fn run_worker(svc: ObjectService) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(REPAIR_CONCURRENCY));
-    loop {
-        let (content, verify) = loop {
-            if let Some(next) = svc.repairs.pop() {
-                break next;
-            }
-            tokio::select! {
-                _ = svc.shutdown.cancelled() => return,
-                _ = svc.repairs.wake.notified() => {}
-            }
-        };
+/// The repair worker: each step waits for one of [`REPAIR_CONCURRENCY`] slots,
+/// takes a content off the queue and starts its repair on the object service's
+/// task tracker. The step itself is short (bounded by the repair holding the slot,
+/// which the deadlines of its locate and uploads bound); pause and trigger act
+/// between steps, and a repair already started runs to its end (or shutdown).
+pub struct Repairer {
+    svc: ObjectService,
+    slots: Arc<Semaphore>,
+}
+
+impl Repairer {
+    /// The worker that repairs what `svc` queues.
+    pub fn new(svc: ObjectService) -> Self {
+        Repairer { svc, slots: Arc::new(Semaphore::new(REPAIR_CONCURRENCY)) }
+    }
+}
+
+#[async_trait]
+impl Worker for Repairer {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn step(&mut self, _: &Report) -> Result<Step, StepError> {
+        let svc = &self.svc;
+        // A slot first, so that a content stays queued (and counted so) until a
+        // repair can take it.
         let permit = tokio::select! {
-            _ = svc.shutdown.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = svc.shutdown.cancelled() => return Ok(Step::Idle),
+            p = self.slots.clone().acquire_owned() => p?,
+        };
+        let Some((content, verify)) = svc.repairs.pop() else {
+            return Ok(Step::Idle);
         };
         let worker = svc.clone();
         svc.tasks.spawn(async move {
@@ -166,10 +219,23 @@ pub(crate) async fn run_worker(svc: ObjectService) {
             worker.repairs.done(content.hash, &result);
             drop(permit);
         });
+        Ok(if svc.repairs.status().queued > 0 { Step::Busy } else { Step::Idle })
+    }
+
+    fn interval(&self) -> Duration {
+        IDLE_RECHECK
     }
 }
 
 impl ObjectService {
+    /// Starts the repair worker on `workers` (the API server's, so that it shows
+    /// and is paused with the others); until then requests only queue up.
+    pub fn start_repair(&self, workers: &Workers) -> WorkerHandle {
+        let handle = workers.spawn(Repairer::new(self.clone()));
+        self.repairs.attach(handle.clone());
+        handle
+    }
+
     /// Has whatever shards of `content` are missing rebuilt in the background. At
     /// most one repair of a content is queued or runs at a time, and none starts
     /// within [`REPAIR_COOLDOWN`] of a failed one, so a read-heavy object on a

@@ -117,6 +117,7 @@ mod tests {
         // lets the client's writes through.
         let (server, mut client) = tokio::io::duplex(64);
         let mut server = Lingering::new(server, Duration::from_secs(60));
+        // Owned through its handle, which the test awaits below.
         let shutdown = tokio::spawn(async move { server.shutdown().await });
         let mut end = [0u8; 8];
         assert_eq!(client.read(&mut end).await.unwrap(), 0, "the client sees the end of the stream");

@@ -3,11 +3,17 @@
 #![allow(dead_code)]
 
 pub mod pg;
+mod second_api;
 mod services;
+mod wait;
 
 // Not every test binary uses every check.
 #[allow(unused_imports)]
+pub use second_api::{second_api_config, SecondApi};
+#[allow(unused_imports)]
 pub use services::{rabbitmq_reachable, services_required, BROKER_URL};
+#[allow(unused_imports)]
+pub use wait::eventually;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -183,6 +189,18 @@ pub async fn wait_live(http: &reqwest::Client, base: &str, n: usize) -> bool {
     }
 }
 
+/// Bus messages the process serving `base` dropped on `stream` (`heartbeats`,
+/// `locate requests`, `locate replies`), for every reason, from its `/metrics`.
+pub async fn bus_dropped(http: &reqwest::Client, base: &str, stream: &str) -> u64 {
+    let Ok(resp) = http.get(format!("{base}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    let label = format!("stream=\"{stream}\"");
+    text.lines()
+        .filter(|l| l.starts_with("cairn_bus_dropped_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Every file below `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -241,8 +259,13 @@ impl Proc {
     /// `listen`, storing under `dir/data<n>`, on the real RabbitMQ, heartbeating
     /// every 200 ms, logging to `dir/data<n>.log`.
     pub fn data_server(dir: &Path, n: usize, listen: &str) -> Proc {
+        Proc::data_server_with(dir, n, listen, &[])
+    }
+
+    /// [`Proc::data_server`] with `extra` flags after the usual ones.
+    pub fn data_server_with(dir: &Path, n: usize, listen: &str, extra: &[&str]) -> Proc {
         let root = dir.join(format!("data{n}"));
-        let args = [
+        let mut args = vec![
             "data",
             "--listen",
             listen,
@@ -253,7 +276,20 @@ impl Proc {
             "--heartbeat-interval",
             "200ms",
         ];
+        args.extend_from_slice(extra);
         Proc::spawn(dir, &format!("data{n}"), &args)
+    }
+
+    /// `cairn api` called `name` of a multi-process layout: listening on `listen`,
+    /// on the real RabbitMQ and the metadata store `meta`, forgetting a silent data
+    /// server after `expiry`, without a cache, then `extra` flags; logging to
+    /// `dir/<name>.log`.
+    pub fn api_server(dir: &Path, name: &str, listen: &str, meta: &str, expiry: &str, extra: &[&str]) -> Proc {
+        let mut args =
+            vec!["api", "--listen", listen, "--bus", BROKER_URL, "--meta", meta, "--heartbeat-expiry", expiry];
+        args.extend_from_slice(&["--cache-size", "0"]);
+        args.extend_from_slice(extra);
+        Proc::spawn(dir, name, &args)
     }
 
     /// `kill -9`.
