@@ -415,8 +415,8 @@ fn payload_chunks_add_up_to_the_size_and_stay_small() {
 #[test]
 fn object_names_are_percent_encoded_in_urls() {
     assert_eq!(bench::object_name("bench-1/", 42), "bench-1/0000000042");
-    assert_eq!(bench::encode_name("a b/c%d?e#f_~.-"), "a%20b/c%25d%3Fe%23f_~.-");
-    assert_eq!(bench::encode_name("日"), "%E6%97%A5");
+    assert_eq!(cairn::api::names::encode_path("a b/c%d?e#f_~.-"), "a%20b/c%25d%3Fe%23f_~.-");
+    assert_eq!(cairn::api::names::encode_path("日"), "%E6%97%A5");
 }
 
 #[test]

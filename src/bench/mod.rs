@@ -124,7 +124,7 @@ use crate::api::s3::RESERVED_BUCKETS;
 use crate::size::ByteSize;
 use load::{Limit, Quota, Schedule, Shared, Tally};
 
-pub use http::{encode_name, read_capped, Endpoint, Interface, OpError};
+pub use http::{read_capped, Endpoint, Interface, OpError};
 pub use latency::{micros, percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
 pub use report::{BenchReport, CleanupReport, OpReport};

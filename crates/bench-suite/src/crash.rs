@@ -632,7 +632,7 @@ async fn object_copies(http: &Client, endpoint: &str, object: &Acknowledged, cop
 
 /// `GET /locate/<name>`: the content hash and the holder of each shard found.
 async fn locate(http: &Client, endpoint: &str, name: &str) -> Result<(String, Vec<(u32, String)>), String> {
-    let url = format!("{endpoint}/locate/{}", cairn::bench::encode_name(name));
+    let url = format!("{endpoint}/locate/{}", cairn::api::names::encode_path(name));
     let resp = http.get(url).send().await.map_err(|e| error_chain(&e))?;
     let status = resp.status();
     let body = cairn::bench::read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
@@ -820,7 +820,7 @@ pub fn strip_ansi(line: &str) -> String {
 }
 
 fn object_url(endpoint: &str, name: &str) -> String {
-    format!("{endpoint}/objects/{}", cairn::bench::encode_name(name))
+    format!("{endpoint}/objects/{}", cairn::api::names::encode_path(name))
 }
 
 /// Adds `more` to `kept` up to [`KEPT_MESSAGES`].

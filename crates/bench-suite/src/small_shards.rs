@@ -828,7 +828,7 @@ async fn restart_one(
     let client = local_client()?;
     let name = bench::object_name(prefix, 0);
     let located = client
-        .get(format!("{endpoint}/locate/{}", bench::encode_name(&name)))
+        .get(format!("{endpoint}/locate/{}", cairn::api::names::encode_path(&name)))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
