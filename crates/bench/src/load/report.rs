@@ -7,12 +7,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::latency::LatencySummary;
-use super::load::{Tally, KEPT_ERRORS};
+use super::schedule::{Tally, KEPT_ERRORS};
 use super::{Api, BenchError, Op};
-use crate::size::ByteSize;
+use cairn::size::ByteSize;
 
 /// Everything one run measured, with the parameters it ran with. See the module
-/// documentation of [`crate::bench`] for the JSON form.
+/// documentation of [`crate::load`] for the JSON form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     /// The API server loaded.

@@ -5,7 +5,7 @@
 //! In order: describe the machine, measure the ceilings ([`crate::ceilings`]) in a
 //! fresh work directory, then for each layout (`layout.rs`: `cairn dev` in this
 //! process; the multi-process layout when RabbitMQ answers and a `cairn` binary is
-//! given) start it, make one [`run`](cairn::bench::run_until) per [`Cell`], stop it and
+//! given) start it, make one [`run`](crate::load::run_until) per [`Cell`], stop it and
 //! delete its files. A cell that fails is recorded and the next one runs; a layout
 //! that does not start is recorded and the next one starts. Then issue 9's
 //! small-shard measurements ([`crate::small_shards`]), each in a cluster of its own.
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{run_until, BenchArgs, BenchReport, Op};
+use crate::load::{run_until, BenchArgs, BenchReport, Op};
 use cairn::content::Policy;
 use cairn::dev::{DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
 use cairn::size::ByteSize;

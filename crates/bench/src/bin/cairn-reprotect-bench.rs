@@ -14,9 +14,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{BenchArgs, Op};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::size::ByteSize;
+use cairn_bench::load::{BenchArgs, Op};
 
 /// Measure re-protection after losing one data server of `cairn dev`.
 #[derive(Parser)]
@@ -71,7 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     fill.keep = true;
     fill.timeout = Duration::from_secs(600);
     let started = Instant::now();
-    let report = cairn::bench::run_until(&fill, CancellationToken::new()).await?;
+    let report = cairn_bench::load::run_until(&fill, CancellationToken::new()).await?;
     report.check()?;
     let filled = started.elapsed();
     eprintln!("filled {count} objects ({} GiB) in {:.1} s", args.gib, filled.as_secs_f64());

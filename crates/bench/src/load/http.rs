@@ -14,8 +14,8 @@ use reqwest::{Client, Response, StatusCode};
 
 use super::payload::Payload;
 use super::s3::{ObjectRequest, S3Bucket};
-use crate::api::names::encode_path;
-use crate::report::error_chain;
+use cairn::api::names::encode_path;
+use cairn::report::error_chain;
 
 /// How much of an error answer is kept for the report.
 const ERROR_BODY_LIMIT: usize = 300;

@@ -1,9 +1,9 @@
 //! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
 //! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
 //! proxy, no redirects, no retries), and uses no other part of cairn than the object
-//! name rules of [`crate::api::names`], the bucket names [`crate::api::s3`] reserves,
-//! the bearer header of [`crate::api::keys::Credentials`] and the sizes of
-//! [`crate::size`]; nothing in the servers depends on it.
+//! name rules of [`cairn::api::names`], the bucket names [`cairn::api::s3`] reserves,
+//! the bearer header of [`cairn::api::keys::Credentials`] and the sizes of
+//! [`cairn::size`]; nothing in the servers depends on it.
 //!
 //! # The two interfaces
 //!
@@ -104,10 +104,10 @@
 
 mod http;
 mod latency;
-mod load;
 mod payload;
 mod report;
 mod s3;
+mod schedule;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -118,11 +118,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::keys::Credentials;
-use crate::api::names::{self, BadName};
-use crate::api::s3::RESERVED_BUCKETS;
-use crate::size::ByteSize;
-use load::{Limit, Quota, Schedule, Shared, Tally};
+use cairn::api::keys::Credentials;
+use cairn::api::names::{self, BadName};
+use cairn::api::s3::RESERVED_BUCKETS;
+use cairn::size::ByteSize;
+use schedule::{Limit, Quota, Schedule, Shared, Tally};
 
 pub use http::{read_capped, Endpoint, Interface, OpError};
 pub use latency::{micros, percentile, LatencySummary};
@@ -566,7 +566,7 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
             _ => None,
         },
     };
-    let (mut tallies, elapsed) = load::run_load(&shared, &schedule).await;
+    let (mut tallies, elapsed) = schedule::run_load(&shared, &schedule).await;
     let interrupted = stop.is_cancelled();
 
     let mut ops = Vec::new();

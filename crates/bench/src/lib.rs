@@ -1,7 +1,7 @@
-//! `cairn-bench-suite`: the standard benchmark matrix of cairn and its report.
+//! `cairn-bench`: cairn's measurement machinery, the load generator ([`load`]) and
+//! the standard benchmark matrix of cairn and its report.
 //!
-//! It runs `cairn bench` ([`cairn::bench`], the load generator that stays in the
-//! server package) cell by cell against clusters it starts itself ([`suite`]: `cairn
+//! The suite runs the load generator cell by cell against clusters it starts itself ([`suite`]: `cairn
 //! dev` in this process, and the multi-process layout by spawning the `cairn`
 //! binary), measures the machine's ceilings in the same run ([`ceilings`], from
 //! [`machine`] facts read in `/proc`), makes a crash run ([`crash`]: `kill -9` data
@@ -19,6 +19,7 @@ pub mod args;
 pub mod ceilings;
 pub mod crash;
 mod layout;
+pub mod load;
 pub mod machine;
 pub mod markdown;
 pub mod probes;

@@ -5,8 +5,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn_bench_suite::args::{cairn_binary, SuiteArgs};
-use cairn_bench_suite::{markdown, suite};
+use cairn_bench::args::{cairn_binary, SuiteArgs};
+use cairn_bench::{markdown, suite};
 
 fn main() -> anyhow::Result<()> {
     let args = SuiteArgs::parse();

@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{self, run_until, BenchArgs, BenchReport, Op};
+use crate::load::{self, run_until, BenchArgs, BenchReport, Op};
 use cairn::data::volume::DEFAULT_COMMIT_DELAY;
 use cairn::dev::DEFAULT_SMALL_SHARD_MAX;
 use cairn::size::ByteSize;
@@ -826,7 +826,7 @@ async fn restart_one(
         return Err("the fill stored nothing".into());
     }
     let client = local_client()?;
-    let name = bench::object_name(prefix, 0);
+    let name = load::object_name(prefix, 0);
     let located = client
         .get(format!("{endpoint}/locate/{}", cairn::api::names::encode_path(&name)))
         .send()

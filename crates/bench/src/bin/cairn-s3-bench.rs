@@ -24,11 +24,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{Api, BenchArgs, BenchReport, Op};
 use cairn::size::ByteSize;
-use cairn_bench_suite::args::cairn_binary;
-use cairn_bench_suite::machine::{CpuSnapshot, Machine};
-use cairn_bench_suite::markdown::{percent, rate};
+use cairn_bench::args::cairn_binary;
+use cairn_bench::load::{Api, BenchArgs, BenchReport, Op};
+use cairn_bench::machine::{CpuSnapshot, Machine};
+use cairn_bench::markdown::{percent, rate};
 
 /// The heading of the section this tool writes.
 const HEADING: &str = "## S3 beside the native API (issue 12)";
@@ -210,7 +210,7 @@ async fn run(args: &Args, cairn_exe: &Path, dir: &Path, stop: CancellationToken)
     let results = measured?;
     // After the child is reaped, so that its CPU time counts as ours.
     machine.cpu = cpu_before.zip(CpuSnapshot::now()).map(|(before, after)| before.until(&after));
-    machine.load_after = cairn_bench_suite::machine::load_average();
+    machine.load_after = cairn_bench::machine::load_average();
     let errors: u64 = results.iter().flat_map(|r| r.native.iter().chain(&r.s3)).map(|f| f.errors).sum();
     Ok((render(args, &machine, started.elapsed(), &results), errors))
 }
@@ -236,7 +236,7 @@ async fn measure(args: &Args, dev: &DevProcess, stop: CancellationToken) -> anyh
                 bench.api = api;
                 bench.access_key = Some(dev.access_key.clone());
                 bench.secret_key = Some(dev.secret_key.clone());
-                let report = cairn::bench::run_until(&bench, stop.clone())
+                let report = cairn_bench::load::run_until(&bench, stop.clone())
                     .await
                     .with_context(|| format!("{}, {api:?}, round {round}", result.label))?;
                 if report.interrupted {

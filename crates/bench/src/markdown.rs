@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use cairn::bench::{BenchReport, LatencySummary, Op, OpReport};
+use crate::load::{BenchReport, LatencySummary, Op, OpReport};
 use cairn::size::ByteSize;
 
 use crate::ceilings::OpsRate;
