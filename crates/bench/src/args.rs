@@ -1,15 +1,15 @@
-//! The `cairn-bench-suite` command line ([`SuiteArgs`]) and the suite it describes.
+//! The `cairn-bench suite` command line ([`SuiteArgs`]) and the suite it describes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::suite::{default_crash_duration, SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
 
-/// Run the standard matrix of `cairn bench` runs against clusters started here
+/// Run the standard matrix of `cairn-bench load` runs against clusters started here
 /// (`cairn dev` in this process, and six `cairn data` + two `cairn api` processes when
 /// RabbitMQ answers), measure the machine's ceilings and write a Markdown report.
 #[derive(Clone, Debug, PartialEq, clap::Parser)]
-#[command(name = "cairn-bench-suite", version)]
+#[command(version)]
 pub struct SuiteArgs {
     /// Where the report goes.
     #[arg(long, default_value = "BENCH.md")]
@@ -66,7 +66,7 @@ impl SuiteArgs {
     /// The shell command that regenerates the report with these flags.
     pub fn command_line(&self) -> String {
         let mut line =
-            format!("cargo build --release && target/release/cairn-bench-suite --out {}", self.out.display());
+            format!("cargo build --release && target/release/cairn-bench suite --out {}", self.out.display());
         if self.quick {
             line.push_str(" --quick");
         }
@@ -99,7 +99,7 @@ impl SuiteArgs {
 }
 
 /// The `cairn` binary beside `exe` (`target/release/cairn` for
-/// `target/release/cairn-bench-suite`, and for a test binary in
+/// `target/release/cairn-bench`, and for a test binary in
 /// `target/debug/deps/` the `target/debug/cairn` that `cargo test` builds for the
 /// workspace), if it is there.
 pub fn cairn_beside(exe: &Path) -> Option<PathBuf> {

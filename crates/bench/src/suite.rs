@@ -1,4 +1,4 @@
-//! `cairn-bench-suite`: the standard matrix of runs against clusters the suite
+//! `cairn-bench suite`: the standard matrix of runs against clusters the suite
 //! starts itself, beside the machine's ceilings, as one [`SuiteReport`] that
 //! [`crate::markdown`] renders.
 //!
@@ -183,7 +183,7 @@ impl SuiteConfig {
             base_port: DEFAULT_BASE_PORT,
             crash_duration: default_crash_duration(quick),
             command: format!(
-                "cargo build --release && target/release/cairn-bench-suite --out BENCH.md{}",
+                "cargo build --release && target/release/cairn-bench suite --out BENCH.md{}",
                 if quick { " --quick" } else { "" }
             ),
             small_shards: Some(SmallShardConfig::standard(quick)),

@@ -1,4 +1,4 @@
-//! `cairn bench --op fill`: its arguments (`--count`, `--size-max`) parse and
+//! `cairn-bench load --op fill`: its arguments (`--count`, `--size-max`) parse and
 //! contradictions are refused before any request; against an in-process cluster a
 //! fill stops at exactly `--count` acknowledged objects, each with its own name,
 //! content and a size in the range; GETs of objects of varied sizes expect the
@@ -14,7 +14,7 @@ use clap::Parser;
 use cairn::size::ByteSize;
 use cairn_bench::load::{self, BenchArgs, BenchError, Op};
 
-/// `cairn bench`'s arguments on their own, as the binary flattens them.
+/// `cairn-bench load`'s arguments on their own, as the binary flattens them.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

@@ -1,4 +1,4 @@
-//! `cairn bench` against an in-process cluster: a short run goes cleanly, reports
+//! `cairn-bench load` against an in-process cluster: a short run goes cleanly, reports
 //! every figure and leaves nothing behind; `--op get-missing`; the S3 interface,
 //! unsigned on an open cluster and signed (SigV4) once it has a key, whose wrong
 //! secret fails every request; plus the pure pieces (size parsing, percentiles,

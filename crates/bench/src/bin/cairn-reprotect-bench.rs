@@ -1,7 +1,7 @@
 //! `cairn-reprotect-bench`: how long re-protection takes after a data server is
 //! gone for good (issue 10's measurement). Starts a `cairn dev` cluster in this
 //! process (six data servers, 4+2), fills it with `--gib` GiB of `--object-size`
-//! objects through `cairn bench --op fill`, stops data server 1 as if its machine
+//! objects through `cairn-bench load --op fill`, stops data server 1 as if its machine
 //! died, and times the API server's healer from the moment the server is declared
 //! silent (`--reprotect-after`, 1 s here) until no placement names it, with the
 //! rebuild rate unlimited (`--rate 0`) or as given. Prints one line of figures.

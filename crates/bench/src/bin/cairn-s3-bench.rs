@@ -2,7 +2,7 @@
 //! measurement, BENCH.md "S3 beside the native API (issue 12)"). Spawns the release
 //! `cairn dev --auth` binary (beside this one, or `--cairn PATH`) as a child process
 //! on `--port`, reads the access key it prints, waits for its six data servers, then
-//! runs `cairn bench` through the library for each cell (GET and PUT of 4 KiB × 16
+//! runs `cairn-bench load` through the library for each cell (GET and PUT of 4 KiB × 16
 //! clients and of 64 MiB × 1 client), alternating native and S3 (SigV4-signed with
 //! that key) run by run for `--rounds` rounds, so that whatever else the machine does
 //! falls on both sides alike. Writes a Markdown section with every run, the means and
@@ -385,7 +385,7 @@ fn write_section(
     writeln!(
         out,
         "One `cairn dev --auth` cluster (a child process: six data servers, 4+2, defaults otherwise) \
-         serves every run. Each run is `cairn bench` (the library, in this tool's process) for {} \
+         serves every run. Each run is `cairn-bench load` (the library, in this tool's process) for {} \
          of load; native and S3 alternate run by run, {} rounds per cell. Native requests carry the \
          key as a bearer token; S3 requests (path-style, bucket `bench`) are SigV4-signed presigned \
          URLs. p50/p99: latency in ms. Errors: failed requests, cleanup included.",

@@ -1,4 +1,4 @@
-//! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
+//! `cairn-bench load`: a load generator for a cairn API server, in the spirit of MinIO's
 //! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
 //! proxy, no redirects, no retries), and uses no other part of cairn than the object
 //! name rules of [`cairn::api::names`], the bucket names [`cairn::api::s3`] reserves,
@@ -72,13 +72,13 @@
 //! # The suite
 //!
 //! The standard matrix of such runs, the machine's ceilings and the Markdown report
-//! (`BENCH.md`) live in the workspace member `crates/bench-suite` (binary
-//! `cairn-bench-suite`), which uses this module through the library; nothing here
-//! knows of it, and the server binary does not carry it.
+//! (`BENCH.md`) are the rest of this crate ([`crate::suite`], `cairn-bench suite`),
+//! which calls [`run_until`] cell by cell; nothing here knows of it. Neither is in
+//! the server binary: this crate depends on cairn's library, never the reverse.
 //!
 //! # The JSON report
 //!
-//! `cairn bench --json` prints [`BenchReport`] as one JSON object:
+//! `cairn-bench load --json` prints [`BenchReport`] as one JSON object:
 //!
 //! | field | meaning |
 //! |---|---|
@@ -199,7 +199,7 @@ impl Op {
     }
 }
 
-/// The parameters of one run: the `cairn bench` command line.
+/// The parameters of one run: the `cairn-bench load` command line.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct BenchArgs {
     /// API server to load, e.g. http://127.0.0.1:12345 (plain HTTP).

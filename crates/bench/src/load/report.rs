@@ -163,7 +163,7 @@ impl BenchReport {
         };
         writeln!(
             out,
-            "cairn bench: {mix} of {sizes} objects, concurrency {}, {until} (ran {:.3} s){}",
+            "cairn-bench load: {mix} of {sizes} objects, concurrency {}, {until} (ran {:.3} s){}",
             self.concurrency,
             self.elapsed_s,
             if self.interrupted { ", interrupted" } else { "" },
