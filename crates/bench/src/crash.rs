@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::{self, LayoutError, Processes};
-use crate::suite::Redundancy;
+use crate::plan::Redundancy;
 
 /// Acknowledged objects read back at once after the load.
 pub const VERIFY_CONCURRENCY: usize = 16;

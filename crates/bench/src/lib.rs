@@ -32,6 +32,7 @@ mod layout;
 pub mod load;
 pub mod machine;
 pub mod markdown;
+pub mod plan;
 pub mod probes;
 pub mod small_shards;
 pub mod space;

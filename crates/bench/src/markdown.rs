@@ -16,12 +16,13 @@ use cairn::size::ByteSize;
 use crate::ceilings::OpsRate;
 use cairn::dev::{DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
 
+use crate::plan::{write_amplification, Cell};
 use crate::small_shards::{
     engine_ops_per_s, CommitDelay, Engine, SmallShardReport, SyncCounter, GOAL_BYTES_PER_SMALL_OBJECT,
     GOAL_FSYNCS_PER_PUT, GOAL_RESTART_SECONDS, GOAL_RSS_PER_MILLION_SHARDS, GOAL_SMALL_PUT_OPS,
     GOAL_VOLUMES_OVER_FILES,
 };
-use crate::suite::{cell_label, write_amplification, Cell, CellResult, Layout, LayoutOutcome, SuiteReport};
+use crate::suite::{cell_label, CellResult, Layout, LayoutOutcome, SuiteReport};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -351,7 +352,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(out, "- MB/s is decimal megabytes (10^6 bytes) of object data per second; a PUT's MB/s counts the object once, not its redundancy.")?;
     writeln!(out, "- Latency runs from sending a request to the last byte of its answer, successful requests only; p50/p90/p99 are nearest-rank percentiles. Cells with few requests (the large objects) have few samples.")?;
-    writeln!(out, "- Each cell is one `cairn-bench load` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", crate::suite::MAX_PREPARED_BYTES / MIB)?;
+    writeln!(out, "- Each cell is one `cairn-bench load` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", crate::plan::MAX_PREPARED_BYTES / MIB)?;
     writeln!(out, "- GET missing reads names never written; the expected 404 counts as a success.")?;
     writeln!(out, "- The \"of ceiling\" column compares large objects in MB/s and small ones (and missing names) in requests per second; see Ceilings for which measurement each is compared with. A large GET crosses HTTP twice (data servers to API server, API server to client); a small GET may be answered from the API server's cache.")?;
     writeln!(out, "- The fsync write is one stream, while the data servers each write a shard at once, which a disk (a virtual one especially) may serve faster: a PUT above 100% of its ceiling says that, not that the ceiling is wrong. A PUT is acknowledged once k+1 shards are durable, the last one still landing.")?;
@@ -963,7 +964,7 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
         s.fill.error_count(),
         if s.fill.interrupted { "; cut short by the time limit" } else { "" },
         ByteSize(Engine::Volumes.small_shard_max()),
-        crate::suite::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
+        crate::plan::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
         thousands(s.estimated_shards_per_server),
     )?;
     writeln!(out)?;

@@ -44,7 +44,8 @@ use cairn::size::ByteSize;
 
 use crate::layout::{self, ProcessLayout, Processes};
 use crate::probes::{self, DiskUse, SyncCalls};
-use crate::suite::{remove_dir, Cell, Redundancy, SuiteConfig, SuiteError};
+use crate::plan::{remove_dir, Cell, Redundancy, SuiteError};
+use crate::suite::SuiteConfig;
 
 const KIB: u64 = 1 << 10;
 const GIB: u64 = 1 << 30;

@@ -12,20 +12,19 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn_bench::load::{Api, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
 use cairn_bench::args::{cairn_beside, SuiteArgs};
 use cairn_bench::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
 use cairn_bench::crash::CrashOutcome;
+use cairn_bench::load::{Api, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
 use cairn_bench::machine::{self, CpuUse, Machine, Mount};
 use cairn_bench::markdown::{self, Verdict};
+use cairn_bench::plan::{Cell, Redundancy};
 use cairn_bench::probes::{DiskUse, SyncCalls};
 use cairn_bench::small_shards::{
     self, CommitDelay, Engine, EngineRun, FsyncCount, FsyncRun, Restart, ScaleReport, ServerMemory, SmallShardReport,
     SpaceUse, SyncCounter,
 };
-use cairn_bench::suite::{
-    self, Cell, CellResult, Layout, LayoutOutcome, LayoutReport, Redundancy, SuiteConfig, SuiteReport,
-};
+use cairn_bench::suite::{self, CellResult, Layout, LayoutOutcome, LayoutReport, SuiteConfig, SuiteReport};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
