@@ -1,10 +1,11 @@
 //! What the suite's parts share, below all of them: the [`Cell`] a load run is
-//! made from, how the layouts store objects ([`Redundancy`]), how a part of the
-//! suite fails ([`SuiteError`]) and how it removes its files ([`remove_dir`]). The
+//! made from, how the layouts store objects ([`Redundancy`]), where child processes
+//! come from ([`Spawn`]), how a part of the suite fails ([`SuiteError`]) and how it
+//! removes its files ([`remove_dir`]). The
 //! suite, its crash run and its small-shard measurements use it; it uses none of
 //! them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn::content::Policy;
@@ -51,6 +52,19 @@ impl Cell {
         }
         args
     }
+}
+
+/// What the suite's parts need to start `cairn` processes: the binary (`None` when
+/// a library caller gave none, which skips what needs it), the RabbitMQ of the
+/// multi-process layout and the first port tried for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawn<'a> {
+    /// The `cairn` binary.
+    pub cairn_exe: Option<&'a Path>,
+    /// RabbitMQ for the multi-process layout.
+    pub broker_url: &'a str,
+    /// First port tried for the multi-process layout.
+    pub base_port: u16,
 }
 
 /// How objects are stored in both layouts (`cairn dev`'s defaults).

@@ -28,7 +28,7 @@ use crate::crash::{self, CrashOutcome};
 use crate::layout;
 use crate::load::{run_until, BenchReport, Op};
 use crate::machine::{self, CpuSnapshot, Machine};
-use crate::plan::{remove_dir, Cell, Redundancy, SuiteError};
+use crate::plan::{remove_dir, Cell, Redundancy, Spawn, SuiteError};
 use crate::small_shards::{self, SmallShardConfig, SmallShardReport};
 
 /// The RabbitMQ the multi-process layout uses unless told otherwise.
@@ -116,6 +116,11 @@ impl SuiteConfig {
             ),
             small_shards: Some(SmallShardConfig::standard(quick)),
         }
+    }
+
+    /// Where the suite's child processes come from, for the parts that start them.
+    pub fn spawn(&self) -> Spawn<'_> {
+        Spawn { cairn_exe: self.cairn_exe.as_deref(), broker_url: &self.broker_url, base_port: self.base_port }
     }
 }
 
@@ -281,7 +286,7 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
         layouts.push(run_processes(config, &work.0.join("multi-process"), &stop).await?);
     }
     let small_shards = match &config.small_shards {
-        Some(small) => Some(small_shards::run(config, small, &work.0.join("small-shards"), &stop).await?),
+        Some(small) => Some(small_shards::run(config.spawn(), small, &work.0.join("small-shards"), &stop).await?),
         None => None,
     };
     let crash = crash::run_in_suite(
