@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cairn::report::redact_url;
+
 use crate::suite::{default_crash_duration, SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
 
 /// Run the standard matrix of `cairn-bench load` runs against clusters started here
@@ -74,7 +76,7 @@ impl SuiteArgs {
             line.push_str(&format!(" --dir {}", dir.display()));
         }
         if self.broker != DEFAULT_BROKER {
-            line.push_str(&format!(" --broker {}", redact_password(&self.broker)));
+            line.push_str(&format!(" --broker {}", redact_url(&self.broker)));
         }
         if self.port != DEFAULT_BASE_PORT {
             line.push_str(&format!(" --port {}", self.port));
@@ -124,16 +126,5 @@ pub fn cairn_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
                 )
             })
         }
-    }
-}
-
-/// `amqp://user:pass@host` without the password (`amqp://user:…@host`), so that a
-/// report never carries one.
-fn redact_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let Some(at) = url.rfind('@').filter(|&at| at > scheme_end) else { return url.to_string() };
-    match url[scheme_end..at].split_once(':') {
-        Some((user, _)) => format!("{}{user}:…{}", &url[..scheme_end], &url[at..]),
-        None => url.to_string(),
     }
 }

@@ -60,7 +60,7 @@ fn the_command_line_describes_the_suite_and_how_to_regenerate_it() {
     .unwrap();
     assert_eq!(
         args.command_line(),
-        "cargo build --release && target/release/cairn-bench suite --out x.md --broker amqp://u:…@127.0.0.1:5672 \
+        "cargo build --release && target/release/cairn-bench suite --out x.md --broker amqp://u:***@127.0.0.1:5672 \
          --port 13000 --cairn /opt/cairn"
     );
     assert!(SuiteArgs::try_parse_from(["cairn-bench-suite", "--suite"]).is_err(), "no --suite flag any more");
