@@ -1,9 +1,8 @@
 //! What the suite's parts share, below all of them: the [`Cell`] a load run is
 //! made from, how the layouts store objects ([`Redundancy`]), where child processes
 //! come from ([`Spawn`]), how a part of the suite fails ([`SuiteError`]) and how it
-//! removes its files ([`remove_dir`]). The
-//! suite, its crash run and its small-shard measurements use it; it uses none of
-//! them.
+//! removes its files (`remove_dir`). The suite, its crash run and its small-shard
+//! measurements use it; it uses none of them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
