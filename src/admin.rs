@@ -10,6 +10,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use crate::api::names::encode_path;
+
 /// The `cairn admin` command line.
 #[derive(Clone, Debug, clap::Args)]
 pub struct AdminArgs {
@@ -203,12 +205,12 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
             }
         }
         AdminCommand::Heal => client.call(true, "/admin/heal").await?,
-        AdminCommand::Repair { name } => client.call(true, &format!("/admin/repair/{}", encode(name))).await?,
+        AdminCommand::Repair { name } => client.call(true, &format!("/admin/repair/{}", encode_path(name))).await?,
         AdminCommand::Pause { worker } => {
-            client.call(true, &format!("/admin/workers/{}/pause", encode(worker))).await?
+            client.call(true, &format!("/admin/workers/{}/pause", encode_path(worker))).await?
         }
         AdminCommand::Resume { worker } => {
-            client.call(true, &format!("/admin/workers/{}/resume", encode(worker))).await?
+            client.call(true, &format!("/admin/workers/{}/resume", encode_path(worker))).await?
         }
         AdminCommand::Key(KeyCommand::Create { buckets, read_only }) => {
             let body = serde_json::json!({ "buckets": buckets, "read_only": read_only });
@@ -230,7 +232,7 @@ pub async fn run(args: AdminArgs) -> Result<(), AdminError> {
             keys
         }
         AdminCommand::Key(KeyCommand::Delete { id }) => {
-            client.send(reqwest::Method::DELETE, &format!("/admin/keys/{}", encode(id)), None).await?
+            client.send(reqwest::Method::DELETE, &format!("/admin/keys/{}", encode_path(id)), None).await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
@@ -254,11 +256,6 @@ fn render_keys(keys: &Value) -> String {
         ));
     }
     out
-}
-
-/// `name` percent-encoded for a URL path (`/` kept).
-fn encode(name: &str) -> String {
-    crate::bench::encode_name(name)
 }
 
 /// Each data server's scrub pass number, to tell when a new pass has ended.

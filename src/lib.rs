@@ -33,7 +33,6 @@
 
 pub mod admin;
 pub mod api;
-pub mod bench;
 pub mod bus;
 pub mod client;
 pub mod clock;

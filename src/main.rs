@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 
 use cairn::api::limits::Rate;
 use cairn::api::{self, ApiConfig, RequestLimits};
-use cairn::bench::BenchArgs;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::Bus;
 use cairn::codec::seekable::MAX_FRAME_LEN;
@@ -52,10 +51,6 @@ enum Command {
     /// Run a whole cluster in this process (API server, six data servers, in-process
     /// bus, embedded metadata store); no external service needed.
     Dev(DevArgs),
-    /// Load an API server with PUTs and/or GETs for a while and report throughput and
-    /// latency (like MinIO's warp); deletes what it wrote unless --keep. (The standard
-    /// matrix that writes BENCH.md is the separate `cairn-bench-suite` binary.)
-    Bench(BenchArgs),
     /// Operate a running cluster through an API server: status, scrub, gc, repair,
     /// pause and resume its workers.
     Admin(cairn::admin::AdminArgs),
@@ -577,11 +572,6 @@ fn main() -> anyhow::Result<()> {
             Command::Dev(args) => run_dev(args, shutdown).await,
             Command::Admin(args) => Ok(cairn::admin::run(args).await?),
             Command::Client(_) => unreachable!("client commands return above"),
-            Command::Bench(args) => {
-                let report = cairn::bench::run_until(&args, shutdown).await?;
-                println!("{}", if args.json { serde_json::to_string(&report)? } else { report.render_table() });
-                Ok(report.check()?)
-            }
         }
     });
     // The command is over, by a signal or on its own: the signal task has nothing

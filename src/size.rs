@@ -1,5 +1,5 @@
 //! Sizes as people type them on a command line: `4KiB`, `64 MiB`, `1.5GiB`, `4096`,
-//! `4KB`. The servers' flags (`--small-threshold`, `--cache-size`) and `cairn bench
+//! `4KB`. The servers' flags (`--small-threshold`, `--cache-size`) and `cairn-bench load
 //! --size` parse them; nothing else in cairn depends on this module.
 //!
 //! Binary units (`KiB`, `MiB`, `GiB`, `TiB`) are powers of 1024, decimal ones (`KB`,

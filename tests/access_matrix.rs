@@ -13,7 +13,7 @@
 //! unsigned), then closed by a first key, with the principals full, read-only,
 //! limited to the bucket `default`, a deleted key, a wrong secret, and no key.
 //! S3 requests are presigned with SigV4 (`rusty_s3::signing::sign`, as
-//! `cairn bench --api s3` signs), so the test needs no outside client.
+//! `cairn-bench load --api s3` signs), so the test needs no outside client.
 
 mod common;
 

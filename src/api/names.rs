@@ -5,6 +5,10 @@
 //! A new name (a PUT, a copy's target, an upload's name) must also fit the
 //! server's `--max-name-length` ([`validate_new`]); a name is read or deleted by
 //! the absolute limit alone, so lowering the setting never strands what exists.
+//!
+//! A name goes into a URL path as [`encode_path`] writes it; every client of the
+//! native API (`cairn put` and friends, `cairn admin`, the load generator) uses that
+//! one encoding.
 
 /// The longest name accepted, in bytes (S3's limit), and the most
 /// `--max-name-length` may be.
@@ -55,6 +59,20 @@ pub fn validate_new(name: &str, limit: usize) -> Result<(), BadName> {
         return Err(BadName::DotSegment);
     }
     Ok(())
+}
+
+/// `name` percent-encoded for a URL path: unreserved characters and `/` stay,
+/// every other byte becomes `%XX`.
+pub fn encode_path(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

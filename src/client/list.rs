@@ -7,6 +7,7 @@ use super::{
     human_bytes, human_time, print_json, reason, refused_or_unavailable, ClientError, ClientOptions, Server,
     VersionInfo,
 };
+use crate::api::names::encode_path;
 
 /// `cairn ls [PREFIX]`.
 #[derive(Clone, Debug, clap::Args)]
@@ -90,7 +91,7 @@ pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
 pub async fn versions(args: NameArgs) -> Result<(), ClientError> {
     super::check_name(&args.name)?;
     let server = Server::new(&args.options)?;
-    let url = server.url(&format!("/versions/{}", super::encode_name(&args.name)));
+    let url = server.url(&format!("/versions/{}", encode_path(&args.name)));
     let resp = server.send(&args.name, true, || server.http.get(&url)).await?;
     let resp = success(&server, &args.name, resp).await?;
     // The body is streamed by the server; a break in it is a retryable failure,
@@ -131,7 +132,7 @@ pub(crate) async fn describe(server: &Server, name: &str, version: Option<u64>) 
     let resp = success(server, name, resp).await?;
     let number = super::get::header_version(&resp)
         .ok_or_else(|| ClientError::BadAnswer { what: name.to_string(), detail: "no x-cairn-version".into() })?;
-    let url = server.url(&format!("/versions/{}?after={}&limit=1", super::encode_name(name), number - 1));
+    let url = server.url(&format!("/versions/{}?after={}&limit=1", encode_path(name), number - 1));
     let resp = server.send(name, true, || server.http.get(&url)).await?;
     let resp = success(server, name, resp).await?;
     let text = resp.text().await.map_err(|e| server.unreachable(name, 1, crate::report::error_chain(&e)))?;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
+use crate::api::names::encode_path;
 use crate::report::error_chain;
 
 /// The exit codes, as `--help` and the README list them.
@@ -237,7 +238,7 @@ impl Server {
 
     /// `/objects/<name>` with the name percent-encoded segment-wise.
     pub fn object_url(&self, name: &str, version: Option<u64>) -> String {
-        let mut url = self.url(&format!("/objects/{}", encode_name(name)));
+        let mut url = self.url(&format!("/objects/{}", encode_path(name)));
         if let Some(v) = version {
             url.push_str(&format!("?version={v}"));
         }
@@ -375,11 +376,6 @@ pub(crate) fn refused_or_unavailable(
 /// Refuses a name the server would refuse, before it is put in a URL.
 pub(crate) fn check_name(name: &str) -> Result<(), ClientError> {
     crate::api::names::validate(name).map_err(|source| ClientError::BadName { name: name.to_string(), source })
-}
-
-/// `name` percent-encoded for a URL path, segment-wise (`/` kept).
-pub fn encode_name(name: &str) -> String {
-    crate::bench::encode_name(name)
 }
 
 /// The JSON the server describes one version with (`PUT`, `DELETE`, listings).

@@ -1,6 +1,6 @@
 //! Whether the services the tests use are there: a missing one makes a test say
 //! SKIPPED loudly, or fail under `CAIRN_REQUIRE_SERVICES=1` (CI). Shared by path
-//! with the bench suite's harness (`crates/bench-suite/tests/common`), which cannot
+//! with the bench crate's harness (`crates/bench/tests/common`), which cannot
 //! use the rest of this one (it spawns `CARGO_BIN_EXE_cairn`).
 
 use std::time::Duration;

@@ -1,11 +1,11 @@
-//! `cairn-bench-suite`: the standard matrix of runs against clusters the suite
+//! `cairn-bench suite`: the standard matrix of runs against clusters the suite
 //! starts itself, beside the machine's ceilings, as one [`SuiteReport`] that
 //! [`crate::markdown`] renders.
 //!
 //! In order: describe the machine, measure the ceilings ([`crate::ceilings`]) in a
 //! fresh work directory, then for each layout (`layout.rs`: `cairn dev` in this
 //! process; the multi-process layout when RabbitMQ answers and a `cairn` binary is
-//! given) start it, make one [`run`](cairn::bench::run_until) per [`Cell`], stop it and
+//! given) start it, make one [`run`](crate::load::run_until) per [`Cell`], stop it and
 //! delete its files. A cell that fails is recorded and the next one runs; a layout
 //! that does not start is recorded and the next one starts. Then issue 9's
 //! small-shard measurements ([`crate::small_shards`]), each in a cluster of its own.
@@ -23,66 +23,25 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{run_until, BenchArgs, BenchReport, Op};
-use cairn::content::Policy;
-use cairn::dev::{DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
-use cairn::size::ByteSize;
-
-use crate::ceilings::{self, CeilingError, CeilingSizes, Ceilings};
+use crate::ceilings::{self, CeilingSizes, Ceilings};
 use crate::crash::{self, CrashOutcome};
 use crate::layout;
+use crate::load::{run_until, BenchReport, Op};
 use crate::machine::{self, CpuSnapshot, Machine};
+use crate::plan::{remove_dir, Cell, Redundancy, Spawn, SuiteError};
 use crate::small_shards::{self, SmallShardConfig, SmallShardReport};
 
 /// The RabbitMQ the multi-process layout uses unless told otherwise.
 pub const DEFAULT_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672";
 /// The first port tried for the multi-process layout: away from `cairn dev`'s 12345.
 pub const DEFAULT_BASE_PORT: u16 = 12400;
-/// A cell's GETs read objects prepared for them, at most this many bytes of them
-/// (and at least one object), so that preparing 1 GiB cells stays short.
-pub const MAX_PREPARED_BYTES: u64 = 256 << 20;
 /// Longest wait before a cell for its API server to count exactly six live data
 /// servers: a stopped data server is forgotten after 10 s of silence.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest wait for one request of a cell (a 1 GiB PUT on a slow disk).
-pub const CELL_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
-
-/// One run of the matrix: what, how big, how many clients at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cell {
-    /// `get`, `put` or `get-missing`.
-    pub op: Op,
-    /// Object size (unused by `get-missing`).
-    pub size: ByteSize,
-    /// Requests in flight at once.
-    pub clients: u32,
-}
-
-impl Cell {
-    /// A cell.
-    pub const fn new(op: Op, size: u64, clients: u32) -> Cell {
-        Cell { op, size: ByteSize(size), clients }
-    }
-
-    /// The run of this cell against `endpoint` for `duration`.
-    pub fn bench_args(&self, endpoint: &str, duration: Duration) -> BenchArgs {
-        let mut args = BenchArgs::new(endpoint);
-        args.op = self.op;
-        args.size = self.size;
-        args.concurrency = self.clients;
-        args.duration = duration;
-        args.timeout = CELL_REQUEST_TIMEOUT;
-        if self.op.reads_prepared() {
-            let by_bytes = MAX_PREPARED_BYTES.checked_div(self.size.bytes()).unwrap_or(u64::MAX).max(1);
-            args.objects = Some(args.objects_to_prepare().min(by_bytes));
-        }
-        args
-    }
-}
 
 /// The standard matrix: GET and PUT of 4 KiB at 1 and 16 clients, PUT of 4 KiB at
 /// 64 and of 64 KiB and 256 KiB at 16 (issue 9's small shards), GET and PUT of 1 MiB
@@ -107,37 +66,6 @@ pub fn standard_cells(quick: bool) -> Vec<Cell> {
         cells.extend([Cell::new(Op::Get, GIB, 1), Cell::new(Op::Put, GIB, 1)]);
     }
     cells
-}
-
-/// How objects are stored in both layouts (`cairn dev`'s defaults).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Redundancy {
-    /// Policy of objects of at least `threshold` bytes.
-    pub large: Policy,
-    /// Policy of smaller ones.
-    pub small: Policy,
-    /// The size from which `large` applies.
-    pub threshold: u64,
-}
-
-impl Redundancy {
-    /// `cairn dev`'s defaults, which the suite's layouts use.
-    pub const DEFAULT: Redundancy =
-        Redundancy { large: DEFAULT_POLICY, small: DEFAULT_SMALL_POLICY, threshold: DEFAULT_SMALL_THRESHOLD };
-
-    /// The policy of an object of `size` bytes.
-    pub fn policy_for(&self, size: u64) -> Policy {
-        if size >= self.threshold {
-            self.large
-        } else {
-            self.small
-        }
-    }
-}
-
-/// The bytes a policy writes per byte of object: (k+m)/k.
-pub fn write_amplification(policy: Policy) -> f64 {
-    f64::from(policy.k.max(1) + policy.m) / f64::from(policy.k.max(1))
 }
 
 /// What the suite does.
@@ -183,11 +111,16 @@ impl SuiteConfig {
             base_port: DEFAULT_BASE_PORT,
             crash_duration: default_crash_duration(quick),
             command: format!(
-                "cargo build --release && target/release/cairn-bench-suite --out BENCH.md{}",
+                "cargo build --release && target/release/cairn-bench suite --out BENCH.md{}",
                 if quick { " --quick" } else { "" }
             ),
             small_shards: Some(SmallShardConfig::standard(quick)),
         }
+    }
+
+    /// Where the suite's child processes come from, for the parts that start them.
+    pub fn spawn(&self) -> Spawn<'_> {
+        Spawn { cairn_exe: self.cairn_exe.as_deref(), broker_url: &self.broker_url, base_port: self.base_port }
     }
 }
 
@@ -306,26 +239,6 @@ impl SuiteReport {
     }
 }
 
-/// Why the suite produced no report.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SuiteError {
-    /// The work directory could not be made.
-    #[error("cannot make the work directory {path}: {source}")]
-    WorkDir {
-        /// The directory.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-    /// A ceiling could not be measured.
-    #[error("measuring the machine's ceilings: {0}")]
-    Ceilings(#[from] CeilingError),
-    /// Stopped (Ctrl-C / SIGTERM).
-    #[error("interrupted; no report written")]
-    Interrupted,
-}
-
 /// A directory of the suite's own, removed (with everything in it) when dropped.
 struct WorkDir(PathBuf);
 
@@ -340,15 +253,6 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes `dir` and everything in it off the async runtime; a failure is logged,
-/// since the work directory's own removal tries again.
-pub(crate) async fn remove_dir(dir: PathBuf) {
-    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir).map_err(|e| (dir, e))).await;
-    if let Ok(Err((dir, e))) = removed {
-        tracing::warn!(dir = %dir.display(), error = %e, "suite: cannot remove a layout's files");
     }
 }
 
@@ -382,7 +286,7 @@ pub async fn run_suite(config: &SuiteConfig, stop: CancellationToken) -> Result<
         layouts.push(run_processes(config, &work.0.join("multi-process"), &stop).await?);
     }
     let small_shards = match &config.small_shards {
-        Some(small) => Some(small_shards::run(config, small, &work.0.join("small-shards"), &stop).await?),
+        Some(small) => Some(small_shards::run(config.spawn(), small, &work.0.join("small-shards"), &stop).await?),
         None => None,
     };
     let crash = crash::run_in_suite(

@@ -1,7 +1,7 @@
 //! `cairn-reprotect-bench`: how long re-protection takes after a data server is
 //! gone for good (issue 10's measurement). Starts a `cairn dev` cluster in this
 //! process (six data servers, 4+2), fills it with `--gib` GiB of `--object-size`
-//! objects through `cairn bench --op fill`, stops data server 1 as if its machine
+//! objects through `cairn-bench load --op fill`, stops data server 1 as if its machine
 //! died, and times the API server's healer from the moment the server is declared
 //! silent (`--reprotect-after`, 1 s here) until no placement names it, with the
 //! rebuild rate unlimited (`--rate 0`) or as given. Prints one line of figures.
@@ -14,9 +14,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{BenchArgs, Op};
 use cairn::dev::{DevCluster, DevConfig};
 use cairn::size::ByteSize;
+use cairn_bench::load::{BenchArgs, Op};
 
 /// Measure re-protection after losing one data server of `cairn dev`.
 #[derive(Parser)]
@@ -71,7 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     fill.keep = true;
     fill.timeout = Duration::from_secs(600);
     let started = Instant::now();
-    let report = cairn::bench::run_until(&fill, CancellationToken::new()).await?;
+    let report = cairn_bench::load::run_until(&fill, CancellationToken::new()).await?;
     report.check()?;
     let filled = started.elapsed();
     eprintln!("filled {count} objects ({} GiB) in {:.1} s", args.gib, filled.as_secs_f64());

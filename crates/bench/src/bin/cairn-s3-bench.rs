@@ -2,7 +2,7 @@
 //! measurement, BENCH.md "S3 beside the native API (issue 12)"). Spawns the release
 //! `cairn dev --auth` binary (beside this one, or `--cairn PATH`) as a child process
 //! on `--port`, reads the access key it prints, waits for its six data servers, then
-//! runs `cairn bench` through the library for each cell (GET and PUT of 4 KiB × 16
+//! runs `cairn-bench load` through the library for each cell (GET and PUT of 4 KiB × 16
 //! clients and of 64 MiB × 1 client), alternating native and S3 (SigV4-signed with
 //! that key) run by run for `--rounds` rounds, so that whatever else the machine does
 //! falls on both sides alike. Writes a Markdown section with every run, the means and
@@ -24,11 +24,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{Api, BenchArgs, BenchReport, Op};
 use cairn::size::ByteSize;
-use cairn_bench_suite::args::cairn_binary;
-use cairn_bench_suite::machine::{CpuSnapshot, Machine};
-use cairn_bench_suite::markdown::{percent, rate};
+use cairn_bench::args::cairn_binary;
+use cairn_bench::load::{Api, BenchArgs, BenchReport, Op};
+use cairn_bench::machine::{CpuSnapshot, Machine};
+use cairn_bench::markdown::{percent, rate};
 
 /// The heading of the section this tool writes.
 const HEADING: &str = "## S3 beside the native API (issue 12)";
@@ -210,7 +210,7 @@ async fn run(args: &Args, cairn_exe: &Path, dir: &Path, stop: CancellationToken)
     let results = measured?;
     // After the child is reaped, so that its CPU time counts as ours.
     machine.cpu = cpu_before.zip(CpuSnapshot::now()).map(|(before, after)| before.until(&after));
-    machine.load_after = cairn_bench_suite::machine::load_average();
+    machine.load_after = cairn_bench::machine::load_average();
     let errors: u64 = results.iter().flat_map(|r| r.native.iter().chain(&r.s3)).map(|f| f.errors).sum();
     Ok((render(args, &machine, started.elapsed(), &results), errors))
 }
@@ -236,7 +236,7 @@ async fn measure(args: &Args, dev: &DevProcess, stop: CancellationToken) -> anyh
                 bench.api = api;
                 bench.access_key = Some(dev.access_key.clone());
                 bench.secret_key = Some(dev.secret_key.clone());
-                let report = cairn::bench::run_until(&bench, stop.clone())
+                let report = cairn_bench::load::run_until(&bench, stop.clone())
                     .await
                     .with_context(|| format!("{}, {api:?}, round {round}", result.label))?;
                 if report.interrupted {
@@ -385,7 +385,7 @@ fn write_section(
     writeln!(
         out,
         "One `cairn dev --auth` cluster (a child process: six data servers, 4+2, defaults otherwise) \
-         serves every run. Each run is `cairn bench` (the library, in this tool's process) for {} \
+         serves every run. Each run is `cairn-bench load` (the library, in this tool's process) for {} \
          of load; native and S3 alternate run by run, {} rounds per cell. Native requests carry the \
          key as a bearer token; S3 requests (path-style, bucket `bench`) are SigV4-signed presigned \
          URLs. p50/p99: latency in ms. Errors: failed requests, cleanup included.",

@@ -14,7 +14,8 @@ use reqwest::{Client, Response, StatusCode};
 
 use super::payload::Payload;
 use super::s3::{ObjectRequest, S3Bucket};
-use crate::report::error_chain;
+use cairn::api::names::encode_path;
+use cairn::report::error_chain;
 
 /// How much of an error answer is kept for the report.
 const ERROR_BODY_LIMIT: usize = 300;
@@ -95,7 +96,7 @@ impl Endpoint {
     fn object(&self, request: ObjectRequest, name: &str) -> reqwest::RequestBuilder {
         match &self.interface {
             Interface::Native => {
-                self.client.request(request.method(), format!("{}/objects/{}", self.base, encode_name(name)))
+                self.client.request(request.method(), format!("{}/objects/{}", self.base, encode_path(name)))
             }
             Interface::S3(bucket) => self.client.request(request.method(), bucket.object_url(request, name)),
         }
@@ -230,18 +231,4 @@ pub async fn read_capped(resp: Response, limit: usize) -> Result<Vec<u8>, reqwes
         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
     Ok(kept)
-}
-
-/// `name` percent-encoded for a URL path: unreserved characters and `/` stay,
-/// every other byte becomes `%XX`.
-pub fn encode_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::{self, LayoutError, Processes};
-use crate::suite::Redundancy;
+use crate::plan::Redundancy;
 
 /// Acknowledged objects read back at once after the load.
 pub const VERIFY_CONCURRENCY: usize = 16;
@@ -602,7 +602,7 @@ async fn object_copies(http: &Client, endpoint: &str, object: &Acknowledged, cop
         let served = match http.get(&url).send().await {
             Ok(resp) => {
                 let status = resp.status();
-                match cairn::bench::read_capped(resp, object.size + 1).await {
+                match crate::load::read_capped(resp, object.size + 1).await {
                     Ok(body) if status == StatusCode::OK => Ok(body),
                     Ok(_) => Err(format!("answered {status}")),
                     Err(e) => Err(format!("answered {status}, then the body broke off: {}", error_chain(&e))),
@@ -632,10 +632,10 @@ async fn object_copies(http: &Client, endpoint: &str, object: &Acknowledged, cop
 
 /// `GET /locate/<name>`: the content hash and the holder of each shard found.
 async fn locate(http: &Client, endpoint: &str, name: &str) -> Result<(String, Vec<(u32, String)>), String> {
-    let url = format!("{endpoint}/locate/{}", cairn::bench::encode_name(name));
+    let url = format!("{endpoint}/locate/{}", cairn::api::names::encode_path(name));
     let resp = http.get(url).send().await.map_err(|e| error_chain(&e))?;
     let status = resp.status();
-    let body = cairn::bench::read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
+    let body = crate::load::read_capped(resp, 64 * 1024).await.map_err(|e| error_chain(&e))?;
     if status == StatusCode::NOT_FOUND {
         // No data server holds any shard of it.
         let hash = String::new();
@@ -715,7 +715,7 @@ async fn put(http: &Client, endpoint: &str, name: &str, body: Vec<u8>) -> Result
     let resp = http.put(object_url(endpoint, name)).body(body).send().await.map_err(|e| error_chain(&e))?;
     let status = resp.status();
     // Read the small answer to the end so the connection goes back to the pool.
-    let answer = cairn::bench::read_capped(resp, 300).await;
+    let answer = crate::load::read_capped(resp, 300).await;
     if status.is_success() {
         return Ok(());
     }
@@ -739,7 +739,7 @@ async fn read_back(http: &Client, endpoint: &str, object: &Acknowledged) -> Read
         };
         let status = resp.status();
         // One byte more than the object shows a body that is too long.
-        let body = match cairn::bench::read_capped(resp, object.size + 1).await {
+        let body = match crate::load::read_capped(resp, object.size + 1).await {
             Ok(body) => body,
             Err(e) => {
                 why = format!("answered {status}, then the body broke off: {}", error_chain(&e));
@@ -820,7 +820,7 @@ pub fn strip_ansi(line: &str) -> String {
 }
 
 fn object_url(endpoint: &str, name: &str) -> String {
-    format!("{endpoint}/objects/{}", cairn::bench::encode_name(name))
+    format!("{endpoint}/objects/{}", cairn::api::names::encode_path(name))
 }
 
 /// Adds `more` to `kept` up to [`KEPT_MESSAGES`].

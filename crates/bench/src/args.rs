@@ -1,15 +1,17 @@
-//! The `cairn-bench-suite` command line ([`SuiteArgs`]) and the suite it describes.
+//! The `cairn-bench suite` command line ([`SuiteArgs`]) and the suite it describes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cairn::report::redact_url;
+
 use crate::suite::{default_crash_duration, SuiteConfig, DEFAULT_BASE_PORT, DEFAULT_BROKER};
 
-/// Run the standard matrix of `cairn bench` runs against clusters started here
+/// Run the standard matrix of `cairn-bench load` runs against clusters started here
 /// (`cairn dev` in this process, and six `cairn data` + two `cairn api` processes when
 /// RabbitMQ answers), measure the machine's ceilings and write a Markdown report.
 #[derive(Clone, Debug, PartialEq, clap::Parser)]
-#[command(name = "cairn-bench-suite", version)]
+#[command(version)]
 pub struct SuiteArgs {
     /// Where the report goes.
     #[arg(long, default_value = "BENCH.md")]
@@ -66,7 +68,7 @@ impl SuiteArgs {
     /// The shell command that regenerates the report with these flags.
     pub fn command_line(&self) -> String {
         let mut line =
-            format!("cargo build --release && target/release/cairn-bench-suite --out {}", self.out.display());
+            format!("cargo build --release && target/release/cairn-bench suite --out {}", self.out.display());
         if self.quick {
             line.push_str(" --quick");
         }
@@ -74,7 +76,7 @@ impl SuiteArgs {
             line.push_str(&format!(" --dir {}", dir.display()));
         }
         if self.broker != DEFAULT_BROKER {
-            line.push_str(&format!(" --broker {}", redact_password(&self.broker)));
+            line.push_str(&format!(" --broker {}", redact_url(&self.broker)));
         }
         if self.port != DEFAULT_BASE_PORT {
             line.push_str(&format!(" --port {}", self.port));
@@ -99,7 +101,7 @@ impl SuiteArgs {
 }
 
 /// The `cairn` binary beside `exe` (`target/release/cairn` for
-/// `target/release/cairn-bench-suite`, and for a test binary in
+/// `target/release/cairn-bench`, and for a test binary in
 /// `target/debug/deps/` the `target/debug/cairn` that `cargo test` builds for the
 /// workspace), if it is there.
 pub fn cairn_beside(exe: &Path) -> Option<PathBuf> {
@@ -124,16 +126,5 @@ pub fn cairn_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
                 )
             })
         }
-    }
-}
-
-/// `amqp://user:pass@host` without the password (`amqp://user:…@host`), so that a
-/// report never carries one.
-fn redact_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let Some(at) = url.rfind('@').filter(|&at| at > scheme_end) else { return url.to_string() };
-    match url[scheme_end..at].split_once(':') {
-        Some((user, _)) => format!("{}{user}:…{}", &url[..scheme_end], &url[at..]),
-        None => url.to_string(),
     }
 }

@@ -1,9 +1,9 @@
-//! `cairn bench`: a load generator for a cairn API server, in the spirit of MinIO's
+//! `cairn-bench load`: a load generator for a cairn API server, in the spirit of MinIO's
 //! `warp`. It talks HTTP to the one endpoint it is given and to nothing else (no
 //! proxy, no redirects, no retries), and uses no other part of cairn than the object
-//! name rules of [`crate::api::names`], the bucket names [`crate::api::s3`] reserves,
-//! the bearer header of [`crate::api::keys::Credentials`] and the sizes of
-//! [`crate::size`]; nothing in the servers depends on it.
+//! name rules of [`cairn::api::names`], the bucket names [`cairn::api::s3`] reserves,
+//! the bearer header of [`cairn::api::keys::Credentials`] and the sizes of
+//! [`cairn::size`]; nothing in the servers depends on it.
 //!
 //! # The two interfaces
 //!
@@ -72,13 +72,13 @@
 //! # The suite
 //!
 //! The standard matrix of such runs, the machine's ceilings and the Markdown report
-//! (`BENCH.md`) live in the workspace member `crates/bench-suite` (binary
-//! `cairn-bench-suite`), which uses this module through the library; nothing here
-//! knows of it, and the server binary does not carry it.
+//! (`BENCH.md`) are the rest of this crate ([`crate::suite`], `cairn-bench suite`),
+//! which calls [`run_until`] cell by cell; nothing here knows of it. Neither is in
+//! the server binary: this crate depends on cairn's library, never the reverse.
 //!
 //! # The JSON report
 //!
-//! `cairn bench --json` prints [`BenchReport`] as one JSON object:
+//! `cairn-bench load --json` prints [`BenchReport`] as one JSON object:
 //!
 //! | field | meaning |
 //! |---|---|
@@ -104,10 +104,10 @@
 
 mod http;
 mod latency;
-mod load;
 mod payload;
 mod report;
 mod s3;
+mod schedule;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -118,13 +118,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::keys::Credentials;
-use crate::api::names::{self, BadName};
-use crate::api::s3::RESERVED_BUCKETS;
-use crate::size::ByteSize;
-use load::{Limit, Quota, Schedule, Shared, Tally};
+use cairn::api::keys::Credentials;
+use cairn::api::names::{self, BadName};
+use cairn::api::s3::RESERVED_BUCKETS;
+use cairn::size::ByteSize;
+use schedule::{Limit, Quota, Schedule, Shared, Tally};
 
-pub use http::{encode_name, read_capped, Endpoint, Interface, OpError};
+pub use http::{read_capped, Endpoint, Interface, OpError};
 pub use latency::{micros, percentile, LatencySummary};
 pub use payload::{Chunks, Payload, BLOCK, TAG_LEN};
 pub use report::{BenchReport, CleanupReport, OpReport};
@@ -199,7 +199,7 @@ impl Op {
     }
 }
 
-/// The parameters of one run: the `cairn bench` command line.
+/// The parameters of one run: the `cairn-bench load` command line.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct BenchArgs {
     /// API server to load, e.g. http://127.0.0.1:12345 (plain HTTP).
@@ -566,7 +566,7 @@ pub async fn run_until(args: &BenchArgs, stop: CancellationToken) -> Result<Benc
             _ => None,
         },
     };
-    let (mut tallies, elapsed) = load::run_load(&shared, &schedule).await;
+    let (mut tallies, elapsed) = schedule::run_load(&shared, &schedule).await;
     let interrupted = stop.is_cancelled();
 
     let mut ops = Vec::new();

@@ -7,12 +7,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::latency::LatencySummary;
-use super::load::{Tally, KEPT_ERRORS};
+use super::schedule::{Tally, KEPT_ERRORS};
 use super::{Api, BenchError, Op};
-use crate::size::ByteSize;
+use cairn::size::ByteSize;
 
 /// Everything one run measured, with the parameters it ran with. See the module
-/// documentation of [`crate::bench`] for the JSON form.
+/// documentation of [`crate::load`] for the JSON form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     /// The API server loaded.
@@ -163,7 +163,7 @@ impl BenchReport {
         };
         writeln!(
             out,
-            "cairn bench: {mix} of {sizes} objects, concurrency {}, {until} (ran {:.3} s){}",
+            "cairn-bench load: {mix} of {sizes} objects, concurrency {}, {until} (ran {:.3} s){}",
             self.concurrency,
             self.elapsed_s,
             if self.interrupted { ", interrupted" } else { "" },

@@ -1,4 +1,4 @@
-//! `cairn bench --op fill`: its arguments (`--count`, `--size-max`) parse and
+//! `cairn-bench load --op fill`: its arguments (`--count`, `--size-max`) parse and
 //! contradictions are refused before any request; against an in-process cluster a
 //! fill stops at exactly `--count` acknowledged objects, each with its own name,
 //! content and a size in the range; GETs of objects of varied sizes expect the
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cairn::bench::{self, BenchArgs, BenchError, Op};
 use cairn::size::ByteSize;
+use cairn_bench::load::{self, BenchArgs, BenchError, Op};
 
-/// `cairn bench`'s arguments on their own, as the binary flattens them.
+/// `cairn-bench load`'s arguments on their own, as the binary flattens them.
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
@@ -93,7 +93,7 @@ async fn fill_stops_at_exactly_count_acknowledged_objects_of_sizes_in_the_range(
     args.prefix = Some("fill/".to_string());
     // A fill ignores the deadline: this one would end the timed ops at once.
     args.duration = Duration::from_millis(1);
-    let report = tokio::time::timeout(Duration::from_secs(120), bench::run(&args))
+    let report = tokio::time::timeout(Duration::from_secs(120), load::run(&args))
         .await
         .expect("a fill of 60 small objects ends within 2 minutes")
         .expect("fill runs");
@@ -115,7 +115,7 @@ async fn fill_stops_at_exactly_count_acknowledged_objects_of_sizes_in_the_range(
     let mut sizes = HashSet::new();
     let mut total = 0;
     for seq in 0..60 {
-        let name = bench::object_name("fill/", seq);
+        let name = load::object_name("fill/", seq);
         let resp = t.get(&name).await;
         assert_eq!(resp.status(), 200, "{name}");
         let body = resp.bytes().await.unwrap();
@@ -126,7 +126,7 @@ async fn fill_stops_at_exactly_count_acknowledged_objects_of_sizes_in_the_range(
     }
     assert_eq!(total, put.bytes, "bytes written are the bytes stored");
     assert!(sizes.len() > 10, "sizes are drawn, not fixed: {sizes:?}");
-    assert_eq!(t.get(&bench::object_name("fill/", 60)).await.status(), 404, "no object past the count");
+    assert_eq!(t.get(&load::object_name("fill/", 60)).await.status(), 404, "no object past the count");
 
     // GETs of objects of varied sizes expect each one's own length (a wrong one fails).
     let mut args = BenchArgs::new(&t.base);
@@ -136,7 +136,7 @@ async fn fill_stops_at_exactly_count_acknowledged_objects_of_sizes_in_the_range(
     args.concurrency = 4;
     args.objects = Some(20);
     args.duration = Duration::from_millis(500);
-    let report = bench::run(&args).await.expect("get runs");
+    let report = load::run(&args).await.expect("get runs");
     assert!(report.ops[0].ops > 0);
     assert_eq!(report.error_count(), 0, "{:?}", report.ops[0].first_errors);
     let cleanup = report.cleanup.expect("cleanup ran");
@@ -148,7 +148,7 @@ async fn fill_stops_at_exactly_count_acknowledged_objects_of_sizes_in_the_range(
     args.count = Some(10);
     args.size = ByteSize(64);
     args.concurrency = 16;
-    let report = bench::run(&args).await.expect("fill runs");
+    let report = load::run(&args).await.expect("fill runs");
     assert_eq!(report.ops[0].ops, 10);
     let cleanup = report.cleanup.expect("cleanup ran");
     assert_eq!((cleanup.attempted, cleanup.deleted, cleanup.errors), (10, 10, 0), "{cleanup:?}");
@@ -172,14 +172,14 @@ async fn a_fill_whose_puts_all_fail_gives_up_instead_of_retrying_forever() {
     args.size = ByteSize(64);
     args.concurrency = 100;
     args.keep = true;
-    let report = tokio::time::timeout(Duration::from_secs(60), bench::run(&args))
+    let report = tokio::time::timeout(Duration::from_secs(60), load::run(&args))
         .await
         .expect("the fill gives up within a minute")
         .expect("a report, with the failures in it");
     let put = &report.ops[0];
     assert_eq!(put.ops, 0);
-    assert!(put.errors >= bench::MAX_FILL_ERRORS, "{put:?}");
-    assert!(put.errors < bench::MAX_FILL_ERRORS + 100, "at most one more per worker: {put:?}");
+    assert!(put.errors >= load::MAX_FILL_ERRORS, "{put:?}");
+    assert!(put.errors < load::MAX_FILL_ERRORS + 100, "at most one more per worker: {put:?}");
     assert!(put.first_errors[0].contains("500"), "{:?}", put.first_errors);
     assert!(matches!(report.check(), Err(BenchError::RequestsFailed { .. })));
     server.abort();

@@ -1,4 +1,4 @@
-//! `cairn bench` against an in-process cluster: a short run goes cleanly, reports
+//! `cairn-bench load` against an in-process cluster: a short run goes cleanly, reports
 //! every figure and leaves nothing behind; `--op get-missing`; the S3 interface,
 //! unsigned on an open cluster and signed (SigV4) once it has a key, whose wrong
 //! secret fails every request; plus the pure pieces (size parsing, percentiles,
@@ -11,11 +11,11 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 
-use cairn::bench::{
+use cairn::size::{self, ByteSize};
+use cairn_bench::load::{
     self, percentile, Api, BenchArgs, BenchError, BenchReport, Endpoint, Interface, LatencySummary, Op, OpError,
     OpReport, Payload, S3Bucket,
 };
-use cairn::size::{self, ByteSize};
 
 fn args(base: &str, op: Op, size: &str, concurrency: u32, duration: Duration) -> BenchArgs {
     let mut args = BenchArgs::new(base);
@@ -40,7 +40,7 @@ fn assert_figures_sane(r: &OpReport) {
 async fn mixed_run_is_clean_reports_every_figure_and_deletes_its_objects() {
     let t = common::start("1+0", 6).await;
     let args = args(&t.base, Op::Mixed, "4KiB", 4, Duration::from_secs(2));
-    let report = bench::run(&args).await.expect("bench runs");
+    let report = load::run(&args).await.expect("bench runs");
 
     assert_eq!(report.op, Op::Mixed);
     assert_eq!(report.get_percent, 70);
@@ -70,7 +70,7 @@ async fn mixed_run_is_clean_reports_every_figure_and_deletes_its_objects() {
     assert_eq!((cleanup.not_found, cleanup.errors, cleanup.skipped), (0, 0, 0), "{cleanup:?}");
     let statuses: Vec<(String, u16)> = futures_util::stream::iter(0..written)
         .map(|seq| {
-            let name = bench::object_name(&report.prefix, seq);
+            let name = load::object_name(&report.prefix, seq);
             let t = &t;
             async move {
                 let status = t.get(&name).await.status().as_u16();
@@ -125,7 +125,7 @@ async fn put_run_with_keep_leaves_its_objects_readable() {
     let mut args = args(&t.base, Op::Put, "1000", 2, Duration::from_millis(500));
     args.keep = true;
     args.prefix = Some("kept run/".to_string());
-    let report = bench::run(&args).await.expect("bench runs");
+    let report = load::run(&args).await.expect("bench runs");
     assert_figures_sane(&report.total);
     assert_eq!(report.prepared_objects, 0);
     assert!(report.cleanup.is_none());
@@ -133,7 +133,7 @@ async fn put_run_with_keep_leaves_its_objects_readable() {
     assert_eq!(first.status(), 200);
     let body = first.bytes().await.unwrap();
     assert_eq!(body.len(), 1000);
-    let last = bench::object_name("kept run/", report.total.ops - 1);
+    let last = load::object_name("kept run/", report.total.ops - 1);
     assert_eq!(t.get(&last).await.bytes().await.unwrap().len(), 1000);
     // Objects differ (content addressing must not deduplicate them) and are not zeros.
     assert_ne!(body, t.get(&last).await.bytes().await.unwrap());
@@ -148,7 +148,7 @@ async fn get_missing_counts_404_as_success_and_writes_nothing() {
     args.op = Op::GetMissing;
     args.concurrency = 2;
     args.duration = Duration::from_millis(500);
-    let report = bench::run(&args).await.expect("bench runs");
+    let report = load::run(&args).await.expect("bench runs");
 
     assert_eq!(report.prepared_objects, 0);
     assert_eq!(report.get_percent, 100);
@@ -187,13 +187,13 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     let t = common::start("1+0", 6).await;
 
     // No key in the cluster: unsigned S3 requests are served; the bucket is created.
-    let report = bench::run(&s3_args(&t.base, Op::Mixed, None)).await.expect("unsigned S3 bench runs");
-    assert_eq!((report.api, report.bucket.as_deref()), (Api::S3, Some(bench::DEFAULT_BUCKET)));
+    let report = load::run(&s3_args(&t.base, Op::Mixed, None)).await.expect("unsigned S3 bench runs");
+    assert_eq!((report.api, report.bucket.as_deref()), (Api::S3, Some(load::DEFAULT_BUCKET)));
     assert_eq!(report.ops.len(), 2, "{report:?}");
     assert_clean_and_cleaned_up(&report);
     assert!(report.render_table().contains("(S3, bucket bench, 6 live data servers)"), "{}", report.render_table());
     // Its objects were /bench/<name>, not the native API's.
-    assert_eq!(t.get(&bench::object_name(&report.prefix, 0)).await.status(), 404);
+    assert_eq!(t.get(&load::object_name(&report.prefix, 0)).await.status(), 404);
 
     let answer = t.http.post(t.url("/admin/keys")).body(r#"{"buckets":[],"read_only":false}"#).send().await.unwrap();
     assert_eq!(answer.status(), 200);
@@ -204,7 +204,7 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     for op in [Op::Put, Op::Get, Op::GetMissing] {
         let mut a = s3_args(&t.base, op, Some((id, secret)));
         a.bucket = Some("signed".to_string());
-        let report = bench::run(&a).await.unwrap_or_else(|e| panic!("signed S3 {op:?}: {e}"));
+        let report = load::run(&a).await.unwrap_or_else(|e| panic!("signed S3 {op:?}: {e}"));
         assert_eq!(report.bucket.as_deref(), Some("signed"));
         if op == Op::GetMissing {
             assert_eq!((report.total.ops > 0, report.total.errors), (true, 0), "{:?}", report.total);
@@ -214,14 +214,14 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     }
     let mut a = s3_args(&t.base, Op::Fill, Some((id, secret)));
     a.count = Some(20);
-    let report = bench::run(&a).await.expect("signed S3 fill runs");
+    let report = load::run(&a).await.expect("signed S3 fill runs");
     assert_eq!((report.total.ops, report.total.errors), (20, 0), "{:?}", report.total.first_errors);
     assert_clean_and_cleaned_up(&report);
 
     // The native API with the same key as a bearer token.
     let mut a = args(&t.base, Op::Mixed, "4KiB", 4, Duration::from_millis(700));
     (a.access_key, a.secret_key) = (Some(id.to_string()), Some(secret.to_string()));
-    let report = bench::run(&a).await.expect("native bench with a key runs");
+    let report = load::run(&a).await.expect("native bench with a key runs");
     assert_eq!((report.api, report.bucket.as_deref()), (Api::Native, None));
     assert_clean_and_cleaned_up(&report);
 
@@ -229,7 +229,7 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     // says why, so the run never starts.
     let wrong = format!("{secret}x");
     for (key, code) in [(Some((id, wrong.as_str())), "SignatureDoesNotMatch"), (None, "AccessDenied")] {
-        match bench::run(&s3_args(&t.base, Op::Put, key)).await {
+        match load::run(&s3_args(&t.base, Op::Put, key)).await {
             Err(BenchError::BucketUnavailable { source: OpError::Status { status, body }, .. }) => {
                 assert_eq!(status, 403, "key {key:?}");
                 assert!(body.contains(&format!("<Code>{code}</Code>")), "key {key:?}: {body}");
@@ -242,7 +242,7 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     let endpoint = |secret: &str| Endpoint {
         client: client.clone(),
         base: t.base.clone(),
-        interface: Interface::S3(Box::new(S3Bucket::new(&t.base, bench::DEFAULT_BUCKET, Some((id, secret))).unwrap())),
+        interface: Interface::S3(Box::new(S3Bucket::new(&t.base, load::DEFAULT_BUCKET, Some((id, secret))).unwrap())),
     };
     let (good, bad) = (endpoint(secret), endpoint(&wrong));
     let payload = Payload::new(100, 1);
@@ -259,7 +259,7 @@ async fn s3_runs_unsigned_when_open_and_signed_once_the_cluster_has_a_key() {
     assert!(good.delete("signed-check").await.expect("signed DELETE"));
     assert!(!good.delete("never-written").await.expect("signed DELETE of nothing"));
     // The native API wants the key too.
-    let report = bench::run(&args(&t.base, Op::Put, "4KiB", 1, Duration::from_millis(200))).await.unwrap();
+    let report = load::run(&args(&t.base, Op::Put, "4KiB", 1, Duration::from_millis(200))).await.unwrap();
     assert_eq!(report.total.ops, 0);
     assert!(report.total.errors > 0 && report.total.first_errors[0].contains("403"), "{:?}", report.total);
     t.cluster.shutdown().await;
@@ -287,7 +287,7 @@ async fn unreachable_endpoint_is_an_error_not_a_report() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let args = args(&format!("http://{addr}"), Op::Get, "4KiB", 1, Duration::from_secs(1));
-    match bench::run(&args).await {
+    match load::run(&args).await {
         Err(BenchError::Unreachable { .. }) => {}
         other => panic!("expected Unreachable, got {other:?}"),
     }
@@ -295,7 +295,7 @@ async fn unreachable_endpoint_is_an_error_not_a_report() {
 
 #[tokio::test]
 async fn bad_parameters_are_refused_before_any_request() {
-    let refused = |args: BenchArgs| async move { bench::run(&args).await.unwrap_err() };
+    let refused = |args: BenchArgs| async move { load::run(&args).await.unwrap_err() };
     let base = "http://127.0.0.1:9";
     let e = refused(args("https://127.0.0.1:9", Op::Put, "1", 1, Duration::from_secs(1))).await;
     assert!(matches!(e, BenchError::BadEndpoint { .. }), "{e}");
@@ -397,26 +397,26 @@ fn latency_summary_sorts_and_orders_its_figures() {
 
 #[test]
 fn payload_chunks_add_up_to_the_size_and_stay_small() {
-    for size in [0u64, 1, 15, 16, 17, 4096, bench::BLOCK as u64, bench::BLOCK as u64 + 1, 3 * bench::BLOCK as u64 + 5] {
+    for size in [0u64, 1, 15, 16, 17, 4096, load::BLOCK as u64, load::BLOCK as u64 + 1, 3 * load::BLOCK as u64 + 5] {
         let payload = Payload::new(size, 42);
         let chunks: Vec<_> = payload.chunks(7).collect();
         assert_eq!(chunks.iter().map(|c| c.len() as u64).sum::<u64>(), size, "size {size}");
-        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= bench::BLOCK));
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= load::BLOCK));
     }
-    let payload = Payload::new(3 * bench::BLOCK as u64, 42);
+    let payload = Payload::new(3 * load::BLOCK as u64, 42);
     let a: Vec<u8> = payload.chunks(1).flatten().collect();
     let b: Vec<u8> = payload.chunks(2).flatten().collect();
-    assert_ne!(a[..bench::TAG_LEN], b[..bench::TAG_LEN], "tags differ");
-    assert_eq!(a[bench::TAG_LEN..], b[bench::TAG_LEN..]);
-    assert_eq!(a[bench::TAG_LEN..bench::BLOCK], a[bench::BLOCK + bench::TAG_LEN..2 * bench::BLOCK]);
+    assert_ne!(a[..load::TAG_LEN], b[..load::TAG_LEN], "tags differ");
+    assert_eq!(a[load::TAG_LEN..], b[load::TAG_LEN..]);
+    assert_eq!(a[load::TAG_LEN..load::BLOCK], a[load::BLOCK + load::TAG_LEN..2 * load::BLOCK]);
     assert!(a.iter().filter(|&&x| x == 0).count() < a.len() / 100, "random, not zeros");
 }
 
 #[test]
 fn object_names_are_percent_encoded_in_urls() {
-    assert_eq!(bench::object_name("bench-1/", 42), "bench-1/0000000042");
-    assert_eq!(bench::encode_name("a b/c%d?e#f_~.-"), "a%20b/c%25d%3Fe%23f_~.-");
-    assert_eq!(bench::encode_name("日"), "%E6%97%A5");
+    assert_eq!(load::object_name("bench-1/", 42), "bench-1/0000000042");
+    assert_eq!(cairn::api::names::encode_path("a b/c%d?e#f_~.-"), "a%20b/c%25d%3Fe%23f_~.-");
+    assert_eq!(cairn::api::names::encode_path("日"), "%E6%97%A5");
 }
 
 #[test]
@@ -483,7 +483,7 @@ fn default_object_count_is_bounded_by_count_and_bytes() {
     a.size = ByteSize(4096);
     assert_eq!(a.objects_to_prepare(), 16);
     a.concurrency = 1000;
-    assert_eq!(a.objects_to_prepare(), bench::MAX_DEFAULT_OBJECTS);
+    assert_eq!(a.objects_to_prepare(), load::MAX_DEFAULT_OBJECTS);
     a.concurrency = 16;
     a.size = ByteSize(1 << 30);
     assert_eq!(a.objects_to_prepare(), 4);

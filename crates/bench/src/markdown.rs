@@ -10,18 +10,19 @@
 
 use std::fmt::Write as _;
 
-use cairn::bench::{BenchReport, LatencySummary, Op, OpReport};
+use crate::load::{BenchReport, LatencySummary, Op, OpReport};
 use cairn::size::ByteSize;
 
 use crate::ceilings::OpsRate;
 use cairn::dev::{DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
 
+use crate::plan::{write_amplification, Cell};
 use crate::small_shards::{
     engine_ops_per_s, CommitDelay, Engine, SmallShardReport, SyncCounter, GOAL_BYTES_PER_SMALL_OBJECT,
     GOAL_FSYNCS_PER_PUT, GOAL_RESTART_SECONDS, GOAL_RSS_PER_MILLION_SHARDS, GOAL_SMALL_PUT_OPS,
     GOAL_VOLUMES_OVER_FILES,
 };
-use crate::suite::{cell_label, write_amplification, Cell, CellResult, Layout, LayoutOutcome, SuiteReport};
+use crate::suite::{cell_label, CellResult, Layout, LayoutOutcome, SuiteReport};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -292,7 +293,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(
         out,
-        "Written by `cairn-bench-suite` on {}; every figure below comes from that run. To regenerate:",
+        "Written by `cairn-bench suite` on {}; every figure below comes from that run. To regenerate:",
         m.date
     )?;
     writeln!(out)?;
@@ -351,7 +352,7 @@ fn write_report(out: &mut String, report: &SuiteReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(out, "- MB/s is decimal megabytes (10^6 bytes) of object data per second; a PUT's MB/s counts the object once, not its redundancy.")?;
     writeln!(out, "- Latency runs from sending a request to the last byte of its answer, successful requests only; p50/p90/p99 are nearest-rank percentiles. Cells with few requests (the large objects) have few samples.")?;
-    writeln!(out, "- Each cell is one `cairn bench` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", crate::suite::MAX_PREPARED_BYTES / MIB)?;
+    writeln!(out, "- Each cell is one `cairn-bench load` run: GET cells first write the objects they read (at most {} MiB of them), so GETs read from a warm page cache; every cell deletes what it wrote.", crate::plan::MAX_PREPARED_BYTES / MIB)?;
     writeln!(out, "- GET missing reads names never written; the expected 404 counts as a success.")?;
     writeln!(out, "- The \"of ceiling\" column compares large objects in MB/s and small ones (and missing names) in requests per second; see Ceilings for which measurement each is compared with. A large GET crosses HTTP twice (data servers to API server, API server to client); a small GET may be answered from the API server's cache.")?;
     writeln!(out, "- The fsync write is one stream, while the data servers each write a shard at once, which a disk (a virtual one especially) may serve faster: a PUT above 100% of its ceiling says that, not that the ceiling is wrong. A PUT is acknowledged once k+1 shards are durable, the last one still landing.")?;
@@ -803,7 +804,7 @@ fn write_fsync_count(out: &mut String, small: &SmallShardReport) -> std::fmt::Re
         .map_or(String::new(), |f| format!(" --duration {}s", trim_float(f.load.duration_s)));
     writeln!(
         out,
-        "A fresh `cairn dev` child process (the `cairn` binary, default engine) per count, loaded with `cairn bench --op put --size 4KiB --concurrency 16{seconds}` while a counter is attached to it, then stopped with SIGINT, which makes it write its counts; its fsync and fdatasync calls divided by the PUTs acknowledged. Two counters:"
+        "A fresh `cairn dev` child process (the `cairn` binary, default engine) per count, loaded with `cairn-bench load --op put --size 4KiB --concurrency 16{seconds}` while a counter is attached to it, then stopped with SIGINT, which makes it write its counts; its fsync and fdatasync calls divided by the PUTs acknowledged. Two counters:"
     )?;
     writeln!(out)?;
     writeln!(
@@ -894,7 +895,7 @@ fn write_space(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(
         out,
-        "`cairn dev` (default engine) filled with distinct 64-byte objects (`cairn bench --op fill --count N --size 64 --keep`, 16 clients), then the allocated blocks (st_blocks × 512, as `du --block-size=1` counts) of the six data servers' roots added up and divided by the objects stored. The SQLite metadata (`meta.sqlite*`) is counted apart."
+        "`cairn dev` (default engine) filled with distinct 64-byte objects (`cairn-bench load --op fill --count N --size 64 --keep`, 16 clients), then the allocated blocks (st_blocks × 512, as `du --block-size=1` counts) of the six data servers' roots added up and divided by the objects stored. The SQLite metadata (`meta.sqlite*`) is counted apart."
     )?;
     writeln!(out)?;
     match &small.space {
@@ -949,7 +950,7 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
     let fill = s.fill.ops.first();
     writeln!(
         out,
-        "A fresh multi-process layout filled with {} of {} objects of {} to {} (`cairn bench --op fill --count {} --size {} --size-max {} --keep`, {} clients) in {:.0} s ({} objects/s, {} failed PUTs{}). Resident memory (`VmRSS` in `/proc/<pid>/status`) of each data server process before and after the fill, and the shards it holds as its `GET /stats` counts them after the fill (its small-shard engine's `shards`: every shard of this fill is below the {} threshold); the growth per million shards is each server's growth ÷ its own shards. Where `/stats` failed, the row says so and uses the estimate {} copies × objects ÷ 6 data servers = {} instead. With far fewer than a million shards the growth is mostly the allocator's and the runtime's warm-up, not a cost per shard: the per-million figure then overstates it. So the memory and shards of each server are also sampled during the fill, once the servers together hold half its shards (`GET /stats` polled every 2 s), and the *marginal* figure is the growth from that sample to the end ÷ the shards added since: what each further shard costs, without the warm-up. The goal is judged on the marginal figure when every server has one, else on the growth.",
+        "A fresh multi-process layout filled with {} of {} objects of {} to {} (`cairn-bench load --op fill --count {} --size {} --size-max {} --keep`, {} clients) in {:.0} s ({} objects/s, {} failed PUTs{}). Resident memory (`VmRSS` in `/proc/<pid>/status`) of each data server process before and after the fill, and the shards it holds as its `GET /stats` counts them after the fill (its small-shard engine's `shards`: every shard of this fill is below the {} threshold); the growth per million shards is each server's growth ÷ its own shards. Where `/stats` failed, the row says so and uses the estimate {} copies × objects ÷ 6 data servers = {} instead. With far fewer than a million shards the growth is mostly the allocator's and the runtime's warm-up, not a cost per shard: the per-million figure then overstates it. So the memory and shards of each server are also sampled during the fill, once the servers together hold half its shards (`GET /stats` polled every 2 s), and the *marginal* figure is the growth from that sample to the end ÷ the shards added since: what each further shard costs, without the warm-up. The goal is judged on the marginal figure when every server has one, else on the growth.",
         thousands(fill.map_or(0.0, |r| r.ops as f64)),
         thousands(s.requested as f64),
         ByteSize(s.fill.object_size),
@@ -963,7 +964,7 @@ fn write_scale(out: &mut String, small: &SmallShardReport) -> std::fmt::Result {
         s.fill.error_count(),
         if s.fill.interrupted { "; cut short by the time limit" } else { "" },
         ByteSize(Engine::Volumes.small_shard_max()),
-        crate::suite::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
+        crate::plan::Redundancy::DEFAULT.policy_for(s.fill.object_size_max).shards(),
         thousands(s.estimated_shards_per_server),
     )?;
     writeln!(out)?;

@@ -1,4 +1,4 @@
-//! The URLs of `cairn bench --api s3`: path-style (`<endpoint>/<bucket>/<key>`), and
+//! The URLs of `cairn-bench load --api s3`: path-style (`<endpoint>/<bucket>/<key>`), and
 //! with an access key presigned with SigV4 by the `rusty-s3` crate, as any S3 client
 //! would sign them; [`super::http`] sends them.
 //!

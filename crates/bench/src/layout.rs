@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use cairn::bench::Endpoint;
+use crate::load::Endpoint;
 use cairn::dev::{DevCluster, DevConfig, DevError, DEFAULT_POLICY, DEFAULT_SMALL_POLICY, DEFAULT_SMALL_THRESHOLD};
 use cairn::size::ByteSize;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use cairn_bench_suite::args::cairn_beside;
-use cairn_bench_suite::crash::{self, CopyCheck, CrashConfig, CrashOutcome, CrashReport};
+use cairn_bench::args::cairn_beside;
+use cairn_bench::crash::{self, CopyCheck, CrashConfig, CrashOutcome, CrashReport};
 
 /// Away from the suite's 12400, its tiny test's 12470 and a developer's 12345.
 const BASE_PORT: u16 = 12_600;
@@ -147,7 +147,7 @@ fn log_lines_lose_their_colours() {
 
 #[test]
 fn crash_seconds_sets_the_suite_s_crash_run() {
-    use cairn_bench_suite::args::SuiteArgs;
+    use cairn_bench::args::SuiteArgs;
     use clap::Parser;
 
     let config = |flags: &[&str]| {

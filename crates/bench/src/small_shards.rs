@@ -37,14 +37,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{self, run_until, BenchArgs, BenchReport, Op};
+use crate::load::{self, run_until, BenchArgs, BenchReport, Op};
 use cairn::data::volume::DEFAULT_COMMIT_DELAY;
 use cairn::dev::DEFAULT_SMALL_SHARD_MAX;
 use cairn::size::ByteSize;
 
 use crate::layout::{self, ProcessLayout, Processes};
+use crate::plan::{remove_dir, Cell, Redundancy, Spawn, SuiteError};
 use crate::probes::{self, DiskUse, SyncCalls};
-use crate::suite::{remove_dir, Cell, Redundancy, SuiteConfig, SuiteError};
 
 const KIB: u64 = 1 << 10;
 const GIB: u64 = 1 << 30;
@@ -397,7 +397,7 @@ pub struct Restart {
 /// Runs the measurements `small` describes under `dir`, in the order of their
 /// value: engines, fsync count, space, scale. Only an interruption ends them early.
 pub(crate) async fn run(
-    config: &SuiteConfig,
+    spawn: Spawn<'_>,
     small: &SmallShardConfig,
     dir: &Path,
     stop: &CancellationToken,
@@ -411,7 +411,7 @@ pub(crate) async fn run(
     for (i, &(counter, commit_delay)) in small.fsync_runs.iter().enumerate() {
         tracing::info!(counter = counter.name(), ?commit_delay, "suite: fsync calls per PUT");
         let root = dir.join(format!("fsync-{}-{}", i + 1, counter.name()));
-        let result = fsync_count(config, counter, commit_delay, small.fsync_duration, &root, stop).await;
+        let result = fsync_count(spawn, counter, commit_delay, small.fsync_duration, &root, stop).await;
         remove_dir(root).await;
         fsync.push(FsyncRun { counter, commit_delay, result });
         interrupted()?;
@@ -433,7 +433,7 @@ pub(crate) async fn run(
     } else {
         tracing::info!(objects = small.scale_objects, "suite: memory and restart at scale");
         let root = dir.join("scale");
-        let scale = scale(config, small, &root, stop).await;
+        let scale = scale(spawn, small, &root, stop).await;
         remove_dir(root).await;
         scale
     };
@@ -512,14 +512,14 @@ async fn bounded_fill(
 /// One fsync count: a fresh `cairn dev` child with `commit_delay`, `counter`
 /// attached to it while it is loaded with small PUTs.
 async fn fsync_count(
-    config: &SuiteConfig,
+    spawn: Spawn<'_>,
     counter: SyncCounter,
     commit_delay: CommitDelay,
     duration: Duration,
     root: &Path,
     stop: &CancellationToken,
 ) -> Result<FsyncCount, String> {
-    let Some(exe) = &config.cairn_exe else {
+    let Some(exe) = spawn.cairn_exe else {
         return Err("no `cairn` binary to run `cairn dev` from (library call)".into());
     };
     let name = counter.name();
@@ -544,7 +544,7 @@ async fn fsync_count(
     let ips: Vec<IpAddr> = std::iter::once(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .chain((1..=layout::DATA_SERVERS).map(|n| IpAddr::V4(Ipv4Addr::new(127, 29, 1, n))))
         .collect();
-    let port = layout::free_port(&ips, config.base_port).map_err(|e| e.to_string())?;
+    let port = layout::free_port(&ips, spawn.base_port).map_err(|e| e.to_string())?;
     let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     let endpoint = format!("http://{listen}");
     // Both killed (cairn dev, then the counter) when dropped, whatever happens below.
@@ -656,15 +656,15 @@ pub fn fill_disk_estimate(count: u64, (min, max): (u64, u64), shards: usize) -> 
 
 /// The scale measurement on a fresh multi-process layout.
 async fn scale(
-    config: &SuiteConfig,
+    spawn: Spawn<'_>,
     small: &SmallShardConfig,
     root: &Path,
     stop: &CancellationToken,
 ) -> Result<ScaleReport, String> {
-    let Some(exe) = &config.cairn_exe else {
+    let Some(exe) = spawn.cairn_exe else {
         return Err("no `cairn` binary to start the multi-process layout from (library call)".into());
     };
-    layout::broker_answers(&config.broker_url).await?;
+    layout::broker_answers(spawn.broker_url).await?;
     std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let policy = Redundancy::DEFAULT.policy_for(small.scale_sizes.1);
     let need = fill_disk_estimate(small.scale_objects, small.scale_sizes, policy.shards());
@@ -678,7 +678,7 @@ async fn scale(
             gib(DISK_RESERVE)
         ));
     }
-    let mut running = layout::start_processes(exe, root, &config.broker_url, config.base_port)
+    let mut running = layout::start_processes(exe, root, spawn.broker_url, spawn.base_port)
         .await
         .map_err(|e| format!("the multi-process layout did not start: {e}"))?;
     let endpoint = running.endpoints[0].clone();
@@ -826,9 +826,9 @@ async fn restart_one(
         return Err("the fill stored nothing".into());
     }
     let client = local_client()?;
-    let name = bench::object_name(prefix, 0);
+    let name = load::object_name(prefix, 0);
     let located = client
-        .get(format!("{endpoint}/locate/{}", bench::encode_name(&name)))
+        .get(format!("{endpoint}/locate/{}", cairn::api::names::encode_path(&name)))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)

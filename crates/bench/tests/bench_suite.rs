@@ -1,4 +1,4 @@
-//! `cairn-bench-suite`: the command line, the ceiling
+//! `cairn-bench suite`: the command line, the ceiling
 //! measurements on small sizes, the machine parsers, the report and the targets
 //! rendered from made-up results, and a tiny suite end to end (a few short cells
 //! instead of the standard matrix, which takes too long for a test). No test here
@@ -12,20 +12,19 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{Api, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
-use cairn_bench_suite::args::{cairn_beside, SuiteArgs};
-use cairn_bench_suite::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
-use cairn_bench_suite::crash::CrashOutcome;
-use cairn_bench_suite::machine::{self, CpuUse, Machine, Mount};
-use cairn_bench_suite::markdown::{self, Verdict};
-use cairn_bench_suite::probes::{DiskUse, SyncCalls};
-use cairn_bench_suite::small_shards::{
+use cairn_bench::args::{cairn_beside, SuiteArgs};
+use cairn_bench::ceilings::{self, CeilingSizes, Ceilings, OpsRate, Rate};
+use cairn_bench::crash::CrashOutcome;
+use cairn_bench::load::{Api, BenchReport, CleanupReport, LatencySummary, Op, OpReport};
+use cairn_bench::machine::{self, CpuUse, Machine, Mount};
+use cairn_bench::markdown::{self, Verdict};
+use cairn_bench::plan::{Cell, Redundancy};
+use cairn_bench::probes::{DiskUse, SyncCalls};
+use cairn_bench::small_shards::{
     self, CommitDelay, Engine, EngineRun, FsyncCount, FsyncRun, Restart, ScaleReport, ServerMemory, SmallShardReport,
     SpaceUse, SyncCounter,
 };
-use cairn_bench_suite::suite::{
-    self, Cell, CellResult, Layout, LayoutOutcome, LayoutReport, Redundancy, SuiteConfig, SuiteReport,
-};
+use cairn_bench::suite::{self, CellResult, Layout, LayoutOutcome, LayoutReport, SuiteConfig, SuiteReport};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -38,7 +37,7 @@ fn the_command_line_describes_the_suite_and_how_to_regenerate_it() {
     assert_eq!(args.out, Path::new("BENCH.md"));
     assert_eq!(args.port, suite::DEFAULT_BASE_PORT);
     assert_eq!(args.cairn, None);
-    assert_eq!(args.command_line(), "cargo build --release && target/release/cairn-bench-suite --out BENCH.md --quick");
+    assert_eq!(args.command_line(), "cargo build --release && target/release/cairn-bench suite --out BENCH.md --quick");
 
     let config = args.config("/bin/cairn".into(), "/tmp".into());
     assert_eq!(config.cairn_exe.as_deref(), Some(Path::new("/bin/cairn")));
@@ -61,7 +60,7 @@ fn the_command_line_describes_the_suite_and_how_to_regenerate_it() {
     .unwrap();
     assert_eq!(
         args.command_line(),
-        "cargo build --release && target/release/cairn-bench-suite --out x.md --broker amqp://u:…@127.0.0.1:5672 \
+        "cargo build --release && target/release/cairn-bench suite --out x.md --broker amqp://u:***@127.0.0.1:5672 \
          --port 13000 --cairn /opt/cairn"
     );
     assert!(SuiteArgs::try_parse_from(["cairn-bench-suite", "--suite"]).is_err(), "no --suite flag any more");
@@ -73,7 +72,7 @@ fn the_cairn_binary_is_found_beside_the_suite_or_one_level_up() {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     std::fs::create_dir_all(release.join("deps")).unwrap();
-    let suite_exe = release.join("cairn-bench-suite");
+    let suite_exe = release.join("cairn-bench");
     let test_exe = release.join("deps").join("bench_suite-0123");
     assert_eq!(cairn_beside(&suite_exe), None, "nothing built yet");
     let cairn = release.join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
@@ -272,7 +271,7 @@ fn made_up_report(dev_cells: Vec<CellResult>) -> SuiteReport {
             load_after: Some("1.00 0.50 0.40".into()),
             cpu: Some(CpuUse { total: 1000, busy: 700, ours: 300 }),
         },
-        command: "cargo build --release && target/release/cairn-bench-suite --out BENCH.md".into(),
+        command: "cargo build --release && target/release/cairn-bench suite --out BENCH.md".into(),
         quick: false,
         cell_duration: Duration::from_secs(5),
         redundancy: Redundancy::DEFAULT,
@@ -373,7 +372,7 @@ fn the_report_shows_machine_ceilings_every_cell_and_the_targets() {
     for expected in [
         "# cairn benchmarks",
         "2026-01-02T03:04:05Z",
-        "```sh\ncargo build --release && target/release/cairn-bench-suite --out BENCH.md\n```",
+        "```sh\ncargo build --release && target/release/cairn-bench suite --out BENCH.md\n```",
         "| CPU | Test CPU, 2 logical cores |",
         "| memory | 8.0 GiB |",
         "| kernel (`uname -r`) | 6.1.0-test |",
@@ -521,7 +520,7 @@ fn the_small_shard_section_shows_each_measurement_or_why_not() {
         "Here the load under strace ran at 80 ops/s, 5.0× slower than under perf (400 ops/s), and counted 3.00 calls per PUT against perf's 0.90.",
         "What the commit delay buys (perf): 0.90 calls per PUT at 400 ops/s with the default delay, 3.00 at 200 ops/s with `--commit-delay 0s`.",
         "| 88,000 (of 88,000) | 2,000 | 75.5 MiB | 60 | 900 B | 20.0 MiB | < 1 KiB | met |",
-        "`cairn bench --op fill --count 1000000 --size 1KiB --size-max 8KiB --keep`",
+        "`cairn-bench load --op fill --count 1000000 --size 1KiB --size-max 8KiB --keep`",
         "| data-1 | 10.0 MiB | 25.0 MiB (250,000) | 40.0 MiB | 30.0 MiB | 500,000 | 60.0 MiB | 60.0 MiB |",
         "| data-2 | 10.0 MiB | - | 50.0 MiB | 40.0 MiB | ≈ 1,000,000 (estimate: `/stats` failed) | 40.0 MiB | - |",
         "Mean growth per million shards: 50.0 MiB; mean marginal: -. Goal: < 64.0 MiB (judged on the growth): met.",
@@ -594,7 +593,7 @@ fn the_small_shard_flags_size_the_fills_and_come_back_in_the_command_line() {
     assert_eq!((small.space_objects, small.scale_objects), (500, 0));
     assert_eq!(
         args.command_line(),
-        "cargo build --release && target/release/cairn-bench-suite --out BENCH.md --quick --skip-matrix \
+        "cargo build --release && target/release/cairn-bench suite --out BENCH.md --quick --skip-matrix \
          --space-objects 500 --scale-objects 0"
     );
     let config = SuiteArgs::try_parse_from(["cairn-bench-suite"]).unwrap().config("/bin/cairn".into(), "/tmp".into());

@@ -33,7 +33,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use cairn::bench::{micros, LatencySummary, Payload};
+use crate::load::{micros, LatencySummary, Payload};
 
 /// Block size of the sequential file measurements.
 pub const FILE_BLOCK: usize = 1 << 20;
