@@ -21,7 +21,6 @@
 //! ```text
 //! programs:   admin
 //!             client dev
-//! measuring:  bench
 //! doors:      api
 //! upkeep:     maintenance
 //! paths:      object
