@@ -15,7 +15,7 @@
 //! | `DELETE /objects/<hash>.<shard>?purge=1` | delete it for good, freeing its space: a file is unlinked (directory fsynced), a record tombstoned (space back at the next compaction, every `--compact-interval`): 204, or 404 |
 //! | `POST /purge` | purge many: body `{"shards":[{"hash":"<hex>","shard":N},…]}` (at most 1000) → `{"purged":N,"missing":M}` |
 //! | `GET /shards?after=<hash>.<shard>&limit=N` | the shards held here in (hash, shard) order, both homes, each once (limit ≤ 1000, default 1000) → `{"shards":[{"hash":"<hex>","shard":N,"len":L,"policy":"K+M"\|null,"age_s":S}],"next":"<hash>.<shard>"\|null}`; `age_s` never overstates the time since the shard was committed here (see [`store::ShardStore::list`]) |
-//! | `GET /scrub` | the scrubber's status (JSON, see [`scrub::status_json`]) |
+//! | `GET /scrub` | the scrubber's status (JSON, see [`wire::ScrubStatus`]) |
 //! | `POST /scrub` | start a pass now unless one runs: 202 with the status |
 //! | `POST /scrub/pause`, `POST /scrub/resume` | pause or resume the scrubber: 202 with the status |
 //! | `GET /scrub/findings?after=SEQ` | shards moved to `garbage/` for API servers to rebuild → `{"epoch":"<uuid>","findings":[{"seq":N,"hash":"<hex>","shard":N,"at_ms":T}]}` (see [`scrub`]) |
@@ -48,6 +48,7 @@ pub mod scrub;
 pub mod shardfile;
 pub mod store;
 pub mod volume;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,16 +77,11 @@ use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::{WorkerHandle, Workers};
 use scrub::{Findings, ScrubShared, Scrubber};
 use store::{ShardStore, StoreConfig, StoreError, StoredShard};
-
-/// Header naming the content hash a temp shard is committed under.
-pub const HASH_HEADER: &str = "x-cairn-hash";
-/// Header naming the shard index a temp shard is committed as.
-pub const SHARD_HEADER: &str = "x-cairn-shard";
-/// Header carrying a shard's expected (commit, read request) or actual (read
-/// answer) data length.
-pub const LENGTH_HEADER: &str = "x-cairn-length";
-/// Header carrying a shard's redundancy policy as `K+M` (see the module doc).
-pub const POLICY_HEADER: &str = "x-cairn-policy";
+use wire::{
+    Compacted, DeleteQuery, FindingsPage, FindingsQuery, HeldShard, ListQuery, PurgeRequest, Purged, ScrubStatus,
+    ShardPage, StoreStats, VolumeFigures, VolumeStats, Written, HASH_HEADER, LENGTH_HEADER, MAX_PAGE, POLICY_HEADER,
+    SHARD_HEADER,
+};
 
 /// How a data server runs.
 #[derive(Clone, Debug)]
@@ -309,23 +305,45 @@ async fn compact_volumes(store: ShardStore, period: Duration, shutdown: Cancella
     }
 }
 
-/// One round of compaction: every volume that is due. Returns (volume, moved
-/// records, freed bytes) for each.
-fn compact_now(store: &ShardStore) -> Result<Vec<(u32, u64, u64)>, StoreError> {
+/// One round of compaction: every volume that is due, what was done to each.
+fn compact_now(store: &ShardStore) -> Result<Vec<Compacted>, StoreError> {
     let Some(volumes) = store.volumes() else { return Ok(Vec::new()) };
     let io = |e: volume::VolumeError| StoreError::Io(std::io::Error::other(e));
     let done = volumes.compact_due().map_err(io)?;
     if !done.is_empty() {
         volumes.checkpoint()?;
     }
-    Ok(done.into_iter().map(|(id, c)| (id, c.moved, c.freed)).collect())
+    Ok(done.into_iter().map(|(volume, c)| Compacted { volume, moved: c.moved, freed: c.freed }).collect())
 }
 
 /// `GET /stats`: the volume store's figures.
 async fn stats(State(state): State<Arc<DataState>>) -> Response {
-    match state.store.volumes() {
-        Some(v) => axum::Json(v.stats()).into_response(),
-        None => axum::Json(serde_json::json!({ "volumes": null })).into_response(),
+    let stats = match state.store.volumes() {
+        Some(v) => StoreStats::Volumes(volume_stats(v.stats())),
+        None => StoreStats::NoVolumes { volumes: () },
+    };
+    axum::Json(stats).into_response()
+}
+
+/// The volume store's figures as the protocol names them.
+fn volume_stats(stats: volume::Stats) -> VolumeStats {
+    let volumes = stats
+        .volumes
+        .into_iter()
+        .map(|v| VolumeFigures {
+            id: v.id,
+            size: v.size,
+            live_records: v.live_records,
+            live_bytes: v.live_bytes,
+            active: v.active,
+        })
+        .collect();
+    VolumeStats {
+        shards: stats.shards,
+        index_bytes: stats.index_bytes,
+        syncs: stats.syncs,
+        synced_ops: stats.synced_ops,
+        volumes,
     }
 }
 
@@ -351,12 +369,7 @@ async fn metrics(State(state): State<Arc<DataState>>) -> Response {
 /// `POST /compact`: compacts the volumes that are due, now.
 async fn compact(State(state): State<Arc<DataState>>) -> Response {
     match blocking(state.store.clone(), compact_now).await {
-        Ok(done) => axum::Json(
-            done.into_iter()
-                .map(|(volume, moved, freed)| serde_json::json!({ "volume": volume, "moved": moved, "freed": freed }))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(done) => axum::Json(done).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -486,7 +499,7 @@ fn parse_id(id: &str) -> Result<Uuid, BadRequest> {
 
 /// The answer to a shard written (and fsynced): its length, in a header and as JSON.
 fn written(len: u64) -> Response {
-    (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response()
+    (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], axum::Json(Written { len })).into_response()
 }
 
 /// A chunk for the blocking temp writer, or the order to give up.
@@ -707,13 +720,6 @@ async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>)
     }
 }
 
-/// The query of `DELETE /objects/<hash>.<shard>`.
-#[derive(serde::Deserialize)]
-struct DeleteQuery {
-    /// `1` (or `true`): delete for good instead of moving aside.
-    purge: Option<String>,
-}
-
 /// `DELETE /objects/<hash>.<shard>`: moves the shard to `garbage/` (an API server
 /// found that it holds the wrong content), or with `?purge=1` deletes it for good
 /// (the garbage collector). 204, or 404 when it is not here.
@@ -753,26 +759,10 @@ fn purged_metric(state: &DataState, n: u64) {
     state.scope.counter(telemetry::SHARDS_PURGED).increment(n);
 }
 
-/// Most shards one `POST /purge` or `GET /shards` names.
-pub const MAX_PAGE: usize = 1000;
-
-/// One shard named in `POST /purge`.
-#[derive(serde::Deserialize)]
-struct PurgeItem {
-    hash: ContentHash,
-    shard: ShardIndex,
-}
-
-/// The body of `POST /purge`.
-#[derive(serde::Deserialize)]
-struct PurgeBody {
-    shards: Vec<PurgeItem>,
-}
-
 /// `POST /purge`: purges every shard named (see the module doc), in one blocking
 /// job; `{"purged":N,"missing":M}`.
 async fn purge_many(State(state): State<Arc<DataState>>, body: Bytes) -> Response {
-    let body: PurgeBody = match serde_json::from_slice(&body) {
+    let body: PurgeRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return reason(
@@ -802,17 +792,10 @@ async fn purge_many(State(state): State<Arc<DataState>>, body: Bytes) -> Respons
     match done {
         Ok((purged, missing)) => {
             purged_metric(&state, purged);
-            axum::Json(serde_json::json!({ "purged": purged, "missing": missing })).into_response()
+            axum::Json(Purged { purged, missing }).into_response()
         }
         Err(e) => store_error(e),
     }
-}
-
-/// The query of `GET /shards`.
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    after: Option<String>,
-    limit: Option<usize>,
 }
 
 /// `GET /shards`: a page of the shards held here (see the module doc).
@@ -830,27 +813,41 @@ async fn list_shards(State(state): State<Arc<DataState>>, Query(query): Query<Li
     }
     match blocking(state.store.clone(), move |s| s.list(after, limit)).await {
         Ok((shards, next)) => {
-            let shards: Vec<_> = shards
+            let shards = shards
                 .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "hash": s.hash,
-                        "shard": s.shard,
-                        "len": s.len,
-                        "policy": s.policy.map(|p| p.to_string()),
-                        "age_s": s.age_s,
-                    })
+                .map(|s| HeldShard {
+                    hash: s.hash,
+                    shard: s.shard,
+                    len: s.len,
+                    policy: s.policy.map(|p| p.to_string()),
+                    age_s: s.age_s,
                 })
                 .collect();
             let next = next.map(|(h, s)| format!("{h}.{s}"));
-            axum::Json(serde_json::json!({ "shards": shards, "next": next })).into_response()
+            axum::Json(ShardPage { shards, next }).into_response()
         }
         Err(e) => store_error(e),
     }
 }
 
-fn scrub_json(state: &DataState) -> serde_json::Value {
-    scrub::status_json(&state.scrub.status(), &state.scrub_shared.state(), state.scrub_rate, state.scrub_interval)
+/// The scrubber's status: the pass's state and the worker's.
+fn scrub_json(state: &DataState) -> ScrubStatus {
+    let (worker, pass) = (state.scrub.status(), state.scrub_shared.state());
+    ScrubStatus {
+        state: worker.state.as_str().to_string(),
+        pass: pass.pass,
+        running: pass.running,
+        pass_started_ms: pass.pass_started_ms,
+        shards_done: pass.shards_done,
+        bytes_done: pass.bytes_done,
+        shards_total: pass.shards_total.max(pass.shards_done),
+        corrupt_found: pass.corrupt_found,
+        last_pass_finished_ms: pass.last_pass_finished_ms,
+        last_error: worker.last_error.map(|(_, e)| e),
+        cursor: pass.cursor,
+        rate: state.scrub_rate,
+        interval_s: state.scrub_interval.as_secs(),
+    }
 }
 
 /// `GET /scrub`: the scrubber's status.
@@ -877,16 +874,10 @@ async fn scrub_resume(State(state): State<Arc<DataState>>) -> Response {
     (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
 }
 
-/// The query of `GET /scrub/findings`.
-#[derive(serde::Deserialize)]
-struct FindingsQuery {
-    after: Option<u64>,
-}
-
 /// `GET /scrub/findings?after=SEQ`.
 async fn scrub_findings(State(state): State<Arc<DataState>>, Query(query): Query<FindingsQuery>) -> Response {
     let findings = state.findings.after(query.after.unwrap_or(0));
-    axum::Json(serde_json::json!({ "epoch": state.findings.epoch().to_string(), "findings": findings })).into_response()
+    axum::Json(FindingsPage { epoch: state.findings.epoch().to_string(), findings }).into_response()
 }
 
 /// Parses `<hash>.<shard>`.

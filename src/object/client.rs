@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
 use crate::content::{ContentHash, Policy, ShardIndex};
-use crate::data::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
+use crate::data::wire::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
 use crate::range::ByteRange;
 use crate::report::error_chain;
 use crate::secret::ClusterSecret;
