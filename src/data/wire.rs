@@ -258,10 +258,7 @@ mod tests {
     #[test]
     fn queries_keep_their_names() {
         pinned(DeleteQuery { purge: Some("1".into()) }, json!({ "purge": "1" }));
-        pinned(
-            ListQuery { after: Some("ab.1".into()), limit: Some(7) },
-            json!({ "after": "ab.1", "limit": 7 }),
-        );
+        pinned(ListQuery { after: Some("ab.1".into()), limit: Some(7) }, json!({ "after": "ab.1", "limit": 7 }));
         pinned(FindingsQuery { after: Some(4) }, json!({ "after": 4 }));
         let q: ListQuery = serde_json::from_value(json!({})).unwrap();
         assert_eq!(q, ListQuery::default(), "every query field is optional");
