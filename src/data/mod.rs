@@ -39,6 +39,7 @@
 //! Disk work runs on blocking threads ([`store`], [`shardfile`]); this file is the
 //! async edge: HTTP, bus loops, and shutdown.
 
+pub mod client;
 #[cfg(test)]
 mod crash;
 pub mod fs;
