@@ -98,7 +98,7 @@ async fn a_closed_data_tier_refuses_unsigned_foreign_tampered_and_replayed_reque
     // signature moved onto another hash fails.
     let temp = format!("/temp/{}", uuid::Uuid::new_v4());
     assert_eq!(http.post(url(&temp)).body(forged_body.clone()).send().await.unwrap().status(), 401);
-    let holds = |shards: &[cairn::data::client::HeldShard]| shards.iter().any(|s| s.hash.to_hex() == forged_hash);
+    let holds = |shards: &[cairn::data::wire::HeldShard]| shards.iter().any(|s| s.hash.to_hex() == forged_hash);
     assert!(!holds(&member.list_shards(&addr, None).await.unwrap().shards), "nothing forged was stored");
 
     // A captured signed write: taken once, refused when replayed, even after the
