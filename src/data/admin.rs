@@ -1,20 +1,24 @@
 //! The data server's operator routes: the store's figures (`GET /stats`), its
 //! metrics (`GET /metrics`), compaction on demand (`POST /compact`) and the
-//! scrubber's status, pause, resume and findings (`/scrub…`). Routed by
+//! scrubber's status, pause, resume and findings (`/scrub…`), and every background
+//! worker's status, trigger, pause and resume (`/workers…`). Routed by
 //! [`super::serve`]; answers are [`super::wire`] types.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::handlers::store_error;
 use super::store::StoreError;
 use super::upkeep::compact_now;
-use super::wire::{FindingsPage, FindingsQuery, ScrubStatus, StoreStats, VolumeFigures, VolumeStats};
+use super::wire::{
+    FindingsPage, FindingsQuery, ScrubStatus, StoreStats, VolumeFigures, VolumeStats, WorkerProgress, WorkerReport,
+};
 use super::{blocking, volume, DataState};
 use crate::telemetry;
+use crate::worker::{WorkerHandle, WorkerStatus};
 
 /// `GET /stats`: the volume store's figures.
 pub(super) async fn stats(State(state): State<Arc<DataState>>) -> Response {
@@ -125,4 +129,50 @@ pub(super) async fn scrub_findings(
 ) -> Response {
     let findings = state.findings.after(query.after.unwrap_or(0));
     axum::Json(FindingsPage { epoch: state.findings.epoch().to_string(), findings }).into_response()
+}
+
+/// A worker's status as the protocol names it.
+fn worker_report(status: WorkerStatus) -> WorkerReport {
+    WorkerReport {
+        name: status.name.to_string(),
+        state: status.state.as_str().to_string(),
+        progress: status.progress.map(|p| WorkerProgress { done: p.done, total: p.total }),
+        queued: status.queued,
+        steps: status.steps,
+        errors: status.errors,
+        last_error: status.last_error,
+        info: status.info,
+    }
+}
+
+/// `GET /workers`: every background worker's status, in the order they started.
+pub(super) async fn worker_statuses(State(state): State<Arc<DataState>>) -> Response {
+    let reports: Vec<WorkerReport> = state.workers.statuses().into_iter().map(worker_report).collect();
+    axum::Json(reports).into_response()
+}
+
+/// Runs `act` on the worker called `name`; 202 with its status, or 404.
+fn on_worker(state: &DataState, name: &str, act: impl FnOnce(&WorkerHandle)) -> Response {
+    match state.workers.get(name) {
+        Some(handle) => {
+            act(&handle);
+            (StatusCode::ACCEPTED, axum::Json(worker_report(handle.status()))).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("no worker named {name:?}")).into_response(),
+    }
+}
+
+/// `POST /workers/<name>`: runs the worker's next round now.
+pub(super) async fn worker_trigger(State(state): State<Arc<DataState>>, Path(name): Path<String>) -> Response {
+    on_worker(&state, &name, WorkerHandle::trigger)
+}
+
+/// `POST /workers/<name>/pause`.
+pub(super) async fn worker_pause(State(state): State<Arc<DataState>>, Path(name): Path<String>) -> Response {
+    on_worker(&state, &name, WorkerHandle::pause)
+}
+
+/// `POST /workers/<name>/resume`.
+pub(super) async fn worker_resume(State(state): State<Arc<DataState>>, Path(name): Path<String>) -> Response {
+    on_worker(&state, &name, WorkerHandle::resume)
 }

@@ -19,6 +19,9 @@
 //! | `POST /scrub` | start a pass now unless one runs: 202 with the status |
 //! | `POST /scrub/pause`, `POST /scrub/resume` | pause or resume the scrubber: 202 with the status |
 //! | `GET /scrub/findings?after=SEQ` | shards moved to `garbage/` for API servers to rebuild → `{"epoch":"<uuid>","findings":[{"seq":N,"hash":"<hex>","shard":N,"at_ms":T}]}` (see [`scrub`]) |
+//! | `GET /workers` | every background worker's status (`scrub`, `temp-cleaner`, `compactor`; see [`wire::WorkerReport`]) |
+//! | `POST /workers/<name>` | run the worker's next round now: 202 with its status (404: no such worker) |
+//! | `POST /workers/<name>/pause`, `POST /workers/<name>/resume` | pause or resume it: 202 with its status |
 //! | `GET /healthz` | liveness |
 //! | `GET /stats` | the volume store's figures (JSON): small shards, index bytes, volumes |
 //! | `POST /compact` | compact the volumes that are due now (JSON: what was done) |
@@ -79,12 +82,15 @@ use crate::secret::{ClusterSecret, Refusal, Verifier};
 use crate::server::{self, HttpTimeouts};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::{WorkerHandle, Workers};
-use admin::{compact, metrics, scrub_findings, scrub_pause, scrub_resume, scrub_start, scrub_status, stats};
+use admin::{
+    compact, metrics, scrub_findings, scrub_pause, scrub_resume, scrub_start, scrub_status, stats, worker_pause,
+    worker_resume, worker_statuses, worker_trigger,
+};
 use announce::{answer_locates, heartbeat};
 use handlers::{abort_temp, commit_temp, delete_shard, get_shard, list_shards, post_temp, purge_many, put_shard};
 use scrub::{Findings, ScrubShared, Scrubber};
 use store::{ShardStore, StoreConfig, StoreError};
-use upkeep::{clean_temps, compact_volumes};
+use upkeep::{Compactor, TempCleaner};
 
 /// How a data server runs.
 #[derive(Clone, Debug)]
@@ -142,6 +148,8 @@ struct DataState {
     store: ShardStore,
     /// Shards moved to `garbage/`, for API servers to rebuild.
     findings: Arc<Findings>,
+    /// Every background worker (the scrubber, the temp cleaner, the compactor).
+    workers: Workers,
     /// The scrubber.
     scrub: WorkerHandle,
     scrub_shared: Arc<ScrubShared>,
@@ -163,7 +171,7 @@ struct DataState {
 const BUFFER_BUDGET: usize = 64 << 20;
 
 /// Runs a data server on `listener` until `shutdown` is cancelled: HTTP, heartbeats,
-/// locate answers and temp cleaning. Returns once every task has stopped.
+/// locate answers and the background workers. Returns once every task has stopped.
 pub async fn serve(
     listener: TcpListener,
     config: DataConfig,
@@ -208,9 +216,9 @@ pub async fn serve(
     let locates = bus.locate_requests().await?;
     tasks.spawn(answer_locates(bus.clone(), locates, store.clone(), config.advertise.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(bus, store.clone(), config.clone(), shutdown.clone()));
-    tasks.spawn(clean_temps(store.clone(), config.temp_ttl, config.garbage_ttl, shutdown.clone()));
+    workers.spawn(TempCleaner::new(store.clone(), config.temp_ttl, config.garbage_ttl));
     if store.volumes().is_some() {
-        tasks.spawn(compact_volumes(store.clone(), config.compact_interval, shutdown.clone()));
+        workers.spawn(Compactor::new(store.clone(), config.compact_interval));
     }
     tasks.close();
 
@@ -222,6 +230,7 @@ pub async fn serve(
         scope,
         shards_written,
         findings,
+        workers,
         scrub,
         scrub_shared,
         scrub_rate: config.scrub_rate,
@@ -238,7 +247,11 @@ pub async fn serve(
         .route("/scrub", get(scrub_status).post(scrub_start))
         .route("/scrub/pause", post(scrub_pause))
         .route("/scrub/resume", post(scrub_resume))
-        .route("/scrub/findings", get(scrub_findings));
+        .route("/scrub/findings", get(scrub_findings))
+        .route("/workers", get(worker_statuses))
+        .route("/workers/{name}", post(worker_trigger))
+        .route("/workers/{name}/pause", post(worker_pause))
+        .route("/workers/{name}/resume", post(worker_resume));
     let members_only = match &config.cluster_secret {
         Some(secret) => {
             let check =

@@ -222,6 +222,37 @@ pub enum StoreStats {
     },
 }
 
+/// A background worker's status: an item of the answer to `GET /workers`, and
+/// (202) the answer to `POST /workers/<name>` and its `/pause` and `/resume`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The worker's name (`scrub`, `temp-cleaner`, `compactor`).
+    pub name: String,
+    /// Its state (`busy`, `idle`, `paused`, `backoff`, `stopped`).
+    pub state: String,
+    /// Items done in the current pass and the pass's total when known.
+    pub progress: Option<WorkerProgress>,
+    /// Items waiting, when the worker has a queue.
+    pub queued: u64,
+    /// Steps run since start.
+    pub steps: u64,
+    /// Steps that failed since start.
+    pub errors: u64,
+    /// The last error, with when it happened (ms since the Unix epoch).
+    pub last_error: Option<(i64, String)>,
+    /// Worker-specific figures (counts of what it did).
+    pub info: serde_json::Value,
+}
+
+/// Progress of a worker's pass, in [`WorkerReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProgress {
+    /// Done so far in this pass.
+    pub done: u64,
+    /// The pass's size, when known.
+    pub total: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
@@ -342,6 +373,32 @@ mod tests {
         pinned(
             vec![Compacted { volume: 2, moved: 10, freed: 4096 }],
             json!([{ "volume": 2, "moved": 10, "freed": 4096 }]),
+        );
+    }
+
+    #[test]
+    fn a_worker_report_keeps_its_names() {
+        pinned(
+            WorkerReport {
+                name: "compactor".into(),
+                state: "idle".into(),
+                progress: Some(WorkerProgress { done: 1, total: None }),
+                queued: 0,
+                steps: 2,
+                errors: 1,
+                last_error: Some((5, "compaction failed".into())),
+                info: json!({ "bytes_freed": 10 }),
+            },
+            json!({
+                "name": "compactor",
+                "state": "idle",
+                "progress": { "done": 1, "total": null },
+                "queued": 0,
+                "steps": 2,
+                "errors": 1,
+                "last_error": [5, "compaction failed"],
+                "info": { "bytes_freed": 10 },
+            }),
         );
     }
 
