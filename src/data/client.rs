@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
 use super::wire::{
-    FindingsPage, PurgeRequest, Purged, ScrubStatus, ShardName, ShardPage, StoreStats, HASH_HEADER, LENGTH_HEADER,
-    MAX_PAGE, POLICY_HEADER, SHARD_HEADER,
+    FindingsPage, PurgeRequest, Purged, ScrubStatus, ShardName, ShardPage, StoreStats, WorkerReport, HASH_HEADER,
+    LENGTH_HEADER, MAX_PAGE, POLICY_HEADER, SHARD_HEADER,
 };
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::ByteRange;
@@ -442,6 +442,11 @@ impl DataClient {
     /// `addr`'s store figures (`GET /stats`).
     pub async fn stats(&self, addr: &str) -> Result<StoreStats, DataClientError> {
         self.json(addr, "stats", self.http.get(format!("http://{addr}/stats"))).await
+    }
+
+    /// The status of every background worker of `addr` (`GET /workers`).
+    pub async fn workers(&self, addr: &str) -> Result<Vec<WorkerReport>, DataClientError> {
+        self.json(addr, "workers", self.http.get(format!("http://{addr}/workers"))).await
     }
 }
 
