@@ -2,7 +2,7 @@
 //!
 //! Every process of a closed cluster reads the same secret file
 //! (`--cluster-secret-file`). With it, every request an API server sends a data
-//! server ([`crate::object::client`]) and every message put on the bus
+//! server ([`crate::data::client`]) and every message put on the bus
 //! ([`crate::bus`]) carries an HMAC-SHA256 over what it asks for, a timestamp and
 //! a fresh nonce; the receiver ([`Verifier`]) refuses what does not verify, what was
 //! signed more than [`CLOCK_WINDOW`] away from its own clock, and a nonce it has

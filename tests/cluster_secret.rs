@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn::bus::amqp::AmqpTransport;
 use cairn::bus::{Delivery, Exchange, Heartbeat, LocateReply, LocateRequest, Transport};
-use cairn::object::client::{DataClient, DataTimeouts};
+use cairn::data::client::{DataClient, DataTimeouts};
 use cairn::secret::{self, ClusterSecret};
 use common::{rabbitmq_reachable, wait_live, Proc, BROKER_URL};
 use http::{HeaderMap, HeaderValue, Method};
@@ -98,7 +98,7 @@ async fn a_closed_data_tier_refuses_unsigned_foreign_tampered_and_replayed_reque
     // signature moved onto another hash fails.
     let temp = format!("/temp/{}", uuid::Uuid::new_v4());
     assert_eq!(http.post(url(&temp)).body(forged_body.clone()).send().await.unwrap().status(), 401);
-    let holds = |shards: &[cairn::object::client::HeldShard]| shards.iter().any(|s| s.hash.to_hex() == forged_hash);
+    let holds = |shards: &[cairn::data::wire::HeldShard]| shards.iter().any(|s| s.hash.to_hex() == forged_hash);
     assert!(!holds(&member.list_shards(&addr, None).await.unwrap().shards), "nothing forged was stored");
 
     // A captured signed write: taken once, refused when replayed, even after the
@@ -340,10 +340,7 @@ async fn the_secret_rotates_without_a_restart() {
     };
     let (by_old, by_new) = (signing_with(&old), signing_with(&new));
     assert!(by_old.stats(&addr).await.is_ok());
-    assert!(matches!(
-        by_new.stats(&addr).await,
-        Err(cairn::object::client::DataClientError::Status { status: 401, .. })
-    ));
+    assert!(matches!(by_new.stats(&addr).await, Err(cairn::data::client::DataClientError::Status { status: 401, .. })));
 
     // Each step waits for the file to be re-read (every 2 s), writing meanwhile.
     let mut round = 0;

@@ -164,7 +164,7 @@ async fn status(State(admin): AdminState) -> Response {
     let data_servers = join_all(members.into_iter().map(|m| async move {
         let (stats, scrub) = if m.live {
             let (stats, scrub) = tokio::join!(svc.client.stats(&m.addr), svc.client.scrub_status(&m.addr));
-            (stats.unwrap_or_else(error_json), scrub.unwrap_or_else(error_json))
+            (stats.map(|s| json!(s)).unwrap_or_else(error_json), scrub.map(|s| json!(s)).unwrap_or_else(error_json))
         } else {
             (serde_json::Value::Null, serde_json::Value::Null)
         };
@@ -198,7 +198,7 @@ async fn status(State(admin): AdminState) -> Response {
 async fn scrub(State(admin): AdminState) -> Response {
     let svc = &admin.service;
     let started = join_all(svc.membership().live().into_iter().map(|s| async move {
-        let answer = svc.client.scrub_start(&s.addr).await.unwrap_or_else(error_json);
+        let answer = svc.client.scrub_start(&s.addr).await.map(|s| json!(s)).unwrap_or_else(error_json);
         json!({ "addr": s.addr, "scrub": answer })
     }))
     .await;

@@ -436,3 +436,66 @@ async fn a_restarted_server_resumes_its_pass_from_the_cursor() {
     assert!(s["last_pass_finished_ms"].is_i64(), "{s}");
     t.shutdown().await;
 }
+
+/// Waits (at most 10 s) until the worker called `name`, as `GET /workers` lists it,
+/// passes `check`; returns that status.
+async fn worker_until(t: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = t.json("/workers").await;
+        let status = all.as_array().unwrap().iter().find(|w| w["name"] == name).cloned().unwrap_or(Value::Null);
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{name}: never {what}: {all}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_temp_cleaner_and_the_compactor_are_workers_an_operator_can_trigger_and_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start_on(dir.path(), |_| {}).await;
+    let names: Vec<Value> = t.json("/workers").await.as_array().unwrap().iter().map(|w| w["name"].clone()).collect();
+    assert_eq!(names, ["scrub", "temp-cleaner", "compactor"], "every background job is a worker");
+
+    // A stale temp shard (two hours untouched, the TTL is one) and a fresh one: the
+    // period is 15 minutes, so only a trigger removes the stale one now.
+    let (stale, fresh) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for id in [stale, fresh] {
+        let r = t.http.post(format!("{}/temp/{id}", t.base)).body("abc").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let stale_path = dir.path().join("temp").join(stale.to_string());
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    std::fs::File::options().write(true).open(&stale_path).unwrap().set_modified(two_hours_ago).unwrap();
+    worker_until(&t, "temp-cleaner", "idle after its first step", |w| w["state"] == "idle" && w["steps"] == 1).await;
+    assert!(stale_path.exists(), "nothing is cleaned before the first period");
+    let (status, answer) = t.post("/workers/temp-cleaner").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(answer["name"], "temp-cleaner", "{answer}");
+    let w = worker_until(&t, "temp-cleaner", "removes the stale temp", |w| w["info"]["temps_removed"] == 1).await;
+    assert_eq!(w["errors"], 0, "{w}");
+    assert!(!stale_path.exists());
+    assert!(dir.path().join("temp").join(fresh.to_string()).exists(), "a fresh temp shard stays");
+
+    // The compactor runs a round on a trigger, and none while paused.
+    worker_until(&t, "compactor", "idle after its first step", |w| w["state"] == "idle").await;
+    let (status, _) = t.post("/workers/compactor").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let w = worker_until(&t, "compactor", "runs a round", |w| w["steps"] == 2 && w["state"] == "idle").await;
+    assert_eq!(w["info"]["volumes_compacted"], 0, "nothing is due on a fresh store: {w}");
+    let (status, _) = t.post("/workers/compactor/pause").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    worker_until(&t, "compactor", "paused", |w| w["state"] == "paused").await;
+    t.post("/workers/compactor").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(worker_until(&t, "compactor", "paused", |w| w["state"] == "paused").await["steps"], 2);
+    let (status, _) = t.post("/workers/compactor/resume").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    worker_until(&t, "compactor", "resumed", |w| w["state"] == "idle").await;
+
+    let (status, _) = t.post("/workers/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    t.shutdown().await;
+}

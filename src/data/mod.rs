@@ -15,10 +15,13 @@
 //! | `DELETE /objects/<hash>.<shard>?purge=1` | delete it for good, freeing its space: a file is unlinked (directory fsynced), a record tombstoned (space back at the next compaction, every `--compact-interval`): 204, or 404 |
 //! | `POST /purge` | purge many: body `{"shards":[{"hash":"<hex>","shard":N},…]}` (at most 1000) → `{"purged":N,"missing":M}` |
 //! | `GET /shards?after=<hash>.<shard>&limit=N` | the shards held here in (hash, shard) order, both homes, each once (limit ≤ 1000, default 1000) → `{"shards":[{"hash":"<hex>","shard":N,"len":L,"policy":"K+M"\|null,"age_s":S}],"next":"<hash>.<shard>"\|null}`; `age_s` never overstates the time since the shard was committed here (see [`store::ShardStore::list`]) |
-//! | `GET /scrub` | the scrubber's status (JSON, see [`scrub::status_json`]) |
+//! | `GET /scrub` | the scrubber's status (JSON, see [`wire::ScrubStatus`]) |
 //! | `POST /scrub` | start a pass now unless one runs: 202 with the status |
 //! | `POST /scrub/pause`, `POST /scrub/resume` | pause or resume the scrubber: 202 with the status |
 //! | `GET /scrub/findings?after=SEQ` | shards moved to `garbage/` for API servers to rebuild → `{"epoch":"<uuid>","findings":[{"seq":N,"hash":"<hex>","shard":N,"at_ms":T}]}` (see [`scrub`]) |
+//! | `GET /workers` | every background worker's status (`scrub`, `temp-cleaner`, `compactor`; see [`wire::WorkerReport`]) |
+//! | `POST /workers/<name>` | run the worker's next round now: 202 with its status (404: no such worker) |
+//! | `POST /workers/<name>/pause`, `POST /workers/<name>/resume` | pause or resume it: 202 with its status |
 //! | `GET /healthz` | liveness |
 //! | `GET /stats` | the volume store's figures (JSON): small shards, index bytes, volumes |
 //! | `POST /compact` | compact the volumes that are due now (JSON: what was done) |
@@ -36,56 +39,58 @@
 //! known). A commit over a stored shard of the same length and policy keeps it
 //! (dedup); another length or known policy, or a corrupt file, is replaced.
 //!
-//! Disk work runs on blocking threads ([`store`], [`shardfile`]); this file is the
-//! async edge: HTTP, bus loops, and shutdown.
+//! Disk work runs on blocking threads ([`store`], [`shardfile`], [`volume`]); the
+//! rest is the async edge, in rooms: this file starts a server (config, state, the
+//! router, the cluster-secret gate, shutdown); `handlers` serves shards (temp +
+//! commit, reads, deletes, purges, the listing); `admin` the operator routes
+//! (stats, metrics, compaction, the scrubber's); `announce` heartbeats and locate
+//! answers on the bus; `upkeep` the background cleaning and compaction; [`scrub`]
+//! the scrubber. [`wire`] is the protocol both ends share, and [`client`] the API
+//! servers' side of it.
 
+mod admin;
+mod announce;
+pub mod client;
 #[cfg(test)]
 mod crash;
 pub mod fs;
+mod handlers;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod scrub;
 pub mod shardfile;
 pub mod store;
+mod upkeep;
 pub mod volume;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
-use crate::bus::{Bus, Heartbeat, LocateReply};
-use crate::content::{ContentHash, Policy, ShardIndex};
-use crate::range::{self, RangeRequest};
+use crate::bus::Bus;
 use crate::secret::{ClusterSecret, Refusal, Verifier};
 use crate::server::{self, HttpTimeouts};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::{WorkerHandle, Workers};
+use admin::{
+    compact, metrics, scrub_findings, scrub_pause, scrub_resume, scrub_start, scrub_status, stats, worker_pause,
+    worker_resume, worker_statuses, worker_trigger,
+};
+use announce::{answer_locates, heartbeat};
+use handlers::{abort_temp, commit_temp, delete_shard, get_shard, list_shards, post_temp, purge_many, put_shard};
 use scrub::{Findings, ScrubShared, Scrubber};
-use store::{ShardStore, StoreConfig, StoreError, StoredShard};
-
-/// Header naming the content hash a temp shard is committed under.
-pub const HASH_HEADER: &str = "x-cairn-hash";
-/// Header naming the shard index a temp shard is committed as.
-pub const SHARD_HEADER: &str = "x-cairn-shard";
-/// Header carrying a shard's expected (commit, read request) or actual (read
-/// answer) data length.
-pub const LENGTH_HEADER: &str = "x-cairn-length";
-/// Header carrying a shard's redundancy policy as `K+M` (see the module doc).
-pub const POLICY_HEADER: &str = "x-cairn-policy";
+use store::{ShardStore, StoreConfig, StoreError};
+use upkeep::{Compactor, TempCleaner};
 
 /// How a data server runs.
 #[derive(Clone, Debug)]
@@ -143,6 +148,8 @@ struct DataState {
     store: ShardStore,
     /// Shards moved to `garbage/`, for API servers to rebuild.
     findings: Arc<Findings>,
+    /// Every background worker (the scrubber, the temp cleaner, the compactor).
+    workers: Workers,
     /// The scrubber.
     scrub: WorkerHandle,
     scrub_shared: Arc<ScrubShared>,
@@ -164,7 +171,7 @@ struct DataState {
 const BUFFER_BUDGET: usize = 64 << 20;
 
 /// Runs a data server on `listener` until `shutdown` is cancelled: HTTP, heartbeats,
-/// locate answers and temp cleaning. Returns once every task has stopped.
+/// locate answers and the background workers. Returns once every task has stopped.
 pub async fn serve(
     listener: TcpListener,
     config: DataConfig,
@@ -209,9 +216,9 @@ pub async fn serve(
     let locates = bus.locate_requests().await?;
     tasks.spawn(answer_locates(bus.clone(), locates, store.clone(), config.advertise.clone(), shutdown.clone()));
     tasks.spawn(heartbeat(bus, store.clone(), config.clone(), shutdown.clone()));
-    tasks.spawn(clean_temps(store.clone(), config.temp_ttl, config.garbage_ttl, shutdown.clone()));
+    workers.spawn(TempCleaner::new(store.clone(), config.temp_ttl, config.garbage_ttl));
     if store.volumes().is_some() {
-        tasks.spawn(compact_volumes(store.clone(), config.compact_interval, shutdown.clone()));
+        workers.spawn(Compactor::new(store.clone(), config.compact_interval));
     }
     tasks.close();
 
@@ -223,6 +230,7 @@ pub async fn serve(
         scope,
         shards_written,
         findings,
+        workers,
         scrub,
         scrub_shared,
         scrub_rate: config.scrub_rate,
@@ -239,7 +247,11 @@ pub async fn serve(
         .route("/scrub", get(scrub_status).post(scrub_start))
         .route("/scrub/pause", post(scrub_pause))
         .route("/scrub/resume", post(scrub_resume))
-        .route("/scrub/findings", get(scrub_findings));
+        .route("/scrub/findings", get(scrub_findings))
+        .route("/workers", get(worker_statuses))
+        .route("/workers/{name}", post(worker_trigger))
+        .route("/workers/{name}/pause", post(worker_pause))
+        .route("/workers/{name}/resume", post(worker_resume));
     let members_only = match &config.cluster_secret {
         Some(secret) => {
             let check =
@@ -296,71 +308,6 @@ async fn require_signature(
     }
 }
 
-/// Compacts the volumes that are due every `period`, and checkpoints after.
-async fn compact_volumes(store: ShardStore, period: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        if let Err(e) = blocking(store.clone(), compact_now).await {
-            tracing::warn!(error = %e, "compaction failed; will try again");
-        }
-    }
-}
-
-/// One round of compaction: every volume that is due. Returns (volume, moved
-/// records, freed bytes) for each.
-fn compact_now(store: &ShardStore) -> Result<Vec<(u32, u64, u64)>, StoreError> {
-    let Some(volumes) = store.volumes() else { return Ok(Vec::new()) };
-    let io = |e: volume::VolumeError| StoreError::Io(std::io::Error::other(e));
-    let done = volumes.compact_due().map_err(io)?;
-    if !done.is_empty() {
-        volumes.checkpoint()?;
-    }
-    Ok(done.into_iter().map(|(id, c)| (id, c.moved, c.freed)).collect())
-}
-
-/// `GET /stats`: the volume store's figures.
-async fn stats(State(state): State<Arc<DataState>>) -> Response {
-    match state.store.volumes() {
-        Some(v) => axum::Json(v.stats()).into_response(),
-        None => axum::Json(serde_json::json!({ "volumes": null })).into_response(),
-    }
-}
-
-/// `GET /metrics`: the gauges read from this server's store (volume figures, free
-/// space), then the process's metrics (every server in it: see [`crate::telemetry`]).
-async fn metrics(State(state): State<Arc<DataState>>) -> Response {
-    let scope = &state.scope;
-    if let Some(v) = state.store.volumes() {
-        let stats = v.stats();
-        scope.gauge(telemetry::SHARDS_STORED).set(stats.shards as f64);
-        scope.gauge(telemetry::VOLUMES).set(stats.volumes.len() as f64);
-        scope.gauge(telemetry::VOLUME_BYTES).set(stats.volumes.iter().map(|v| v.size).sum::<u64>() as f64);
-        scope.gauge(telemetry::VOLUME_LIVE_BYTES).set(stats.volumes.iter().map(|v| v.live_bytes).sum::<u64>() as f64);
-        scope.counter(telemetry::VOLUME_SYNCS).absolute(stats.syncs);
-    }
-    match blocking(state.store.clone(), |s| s.free_bytes().map_err(StoreError::Io)).await {
-        Ok(free) => scope.gauge(telemetry::DISK_FREE_BYTES).set(free as f64),
-        Err(e) => tracing::warn!(error = %e, "cannot read free space for /metrics"),
-    }
-    telemetry::response()
-}
-
-/// `POST /compact`: compacts the volumes that are due, now.
-async fn compact(State(state): State<Arc<DataState>>) -> Response {
-    match blocking(state.store.clone(), compact_now).await {
-        Ok(done) => axum::Json(
-            done.into_iter()
-                .map(|(volume, moved, freed)| serde_json::json!({ "volume": volume, "moved": moved, "freed": freed }))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => store_error(e),
-    }
-}
-
 /// Runs `f` on the blocking pool; a panicked or cancelled job becomes an I/O error.
 async fn blocking<T: Send + 'static>(
     store: ShardStore,
@@ -371,628 +318,14 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
 }
 
-async fn heartbeat(bus: Bus, store: ShardStore, config: DataConfig, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(config.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let free = match blocking(store.clone(), |s| s.free_bytes().map_err(StoreError::Io)).await {
-            Ok(free) => free,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read free space; announcing 0");
-                0
-            }
-        };
-        match bus.publish_heartbeat(&Heartbeat { addr: config.advertise.clone(), free }).await {
-            Ok(()) if failing => {
-                tracing::info!("heartbeats flow again");
-                failing = false;
-            }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                tracing::warn!(error = %e, "heartbeat not sent; will keep trying");
-                failing = true;
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-async fn answer_locates(
-    bus: Bus,
-    mut requests: mpsc::Receiver<crate::bus::IncomingLocate>,
-    store: ShardStore,
-    addr: String,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let request = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = requests.recv() => match r { Some(r) => r, None => return },
-        };
-        let hash = request.request.hash;
-        let shards = match blocking(store.clone(), move |s| s.shards_of(&hash)).await {
-            Ok(shards) => shards,
-            Err(e) => {
-                tracing::warn!(error = %e, %hash, "locate: cannot list shards; answering none");
-                Vec::new()
-            }
-        };
-        if let Err(e) = bus.reply(&request, &LocateReply { addr: addr.clone(), shards }).await {
-            tracing::warn!(error = %e, "locate reply not sent");
-        }
-    }
-}
-
-/// Removes stale temp shards (older than `ttl`) and old `garbage/` entries (older
-/// than `garbage_ttl`), every quarter of `ttl`.
-async fn clean_temps(store: ShardStore, ttl: Duration, garbage_ttl: Duration, shutdown: CancellationToken) {
-    let period = (ttl / 4).max(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        match blocking(store.clone(), move |s| s.clean_stale_temps(ttl)).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "removed stale temp shards"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "temp cleaning failed"),
-        }
-        match blocking(store.clone(), move |s| s.clean_garbage(garbage_ttl)).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "removed old garbage entries"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "garbage cleaning failed"),
-        }
-    }
-}
-
-fn reason(status: StatusCode, text: impl ToString) -> Response {
-    (status, text.to_string()).into_response()
-}
-
-fn store_error(e: StoreError) -> Response {
-    let status = match &e {
-        StoreError::NoSuchTemp(_) | StoreError::NoSuchShard { .. } => StatusCode::NOT_FOUND,
-        StoreError::TempExists(_)
-        | StoreError::LengthMismatch { .. }
-        | StoreError::PolicyMismatch { .. }
-        | StoreError::IdentityMismatch { .. } => StatusCode::CONFLICT,
-        StoreError::Volume { source: volume::VolumeError::Collision { .. }, .. } => StatusCode::CONFLICT,
-        StoreError::Volume { source: volume::VolumeError::ShardIndex(_), .. } => StatusCode::BAD_REQUEST,
-        StoreError::Corrupt { .. } | StoreError::Volume { .. } | StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "storage error");
-    }
-    reason(status, e)
-}
-
-/// A request the data server refuses, with the reason (400).
-struct BadRequest(String);
-
-impl IntoResponse for BadRequest {
-    fn into_response(self) -> Response {
-        reason(StatusCode::BAD_REQUEST, self.0)
-    }
-}
-
-fn parse_id(id: &str) -> Result<Uuid, BadRequest> {
-    Uuid::parse_str(id).map_err(|_| BadRequest(format!("temp id must be a UUID: {id:?}")))
-}
-
-/// The answer to a shard written (and fsynced): its length, in a header and as JSON.
-fn written(len: u64) -> Response {
-    (StatusCode::OK, [(LENGTH_HEADER, len.to_string())], format!("{{\"len\":{len}}}")).into_response()
-}
-
-/// A chunk for the blocking temp writer, or the order to give up.
-type TempChunk = Result<Bytes, ()>;
-
-async fn post_temp(
-    State(state): State<Arc<DataState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (id, policy) = match parse_id(&id).and_then(|id| Ok((id, optional_header::<Policy>(&headers, POLICY_HEADER)?)))
-    {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    match receive(&state.store, id, policy, body, None).await {
-        Ok(len) => written(len),
-        Err(r) => r,
-    }
-}
-
-/// `PUT /objects/<hash>.<shard>`: a whole shard in one request — written to a temp
-/// file, fsynced and committed like the temp protocol does in three. For shards the
-/// API server has whole in memory (small objects), whose hash it already knows.
-async fn put_shard(
-    State(state): State<Arc<DataState>>,
-    Path(file): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let Some((hash, shard)) = parse_shard_name(&file) else {
-        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
-    };
-    let policy = match optional_header::<Policy>(&headers, POLICY_HEADER) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    let id = Uuid::new_v4();
-    // From the header, not the body's size hint: the body-timeout layer's wrapper
-    // does not pass the hint on, which sent every shard down the streaming path.
-    let known_len = match optional_header::<u64>(&headers, header::CONTENT_LENGTH.as_str()) {
-        Ok(len) => len.or(body.size_hint().exact()),
-        Err(r) => return r.into_response(),
-    };
-    let _buffer_permit = match known_len.filter(|&n| n <= SMALL_SHARD) {
-        Some(n) => match state.buffered.clone().acquire_many_owned(n.div_ceil(1024).max(1) as u32).await {
-            Ok(permit) => Some(permit),
-            Err(_) => return reason(StatusCode::SERVICE_UNAVAILABLE, "data server shutting down"),
-        },
-        None => None,
-    };
-    if known_len.is_some_and(|n| state.store.is_small(n)) {
-        // A small shard: a record in the active volume, group-committed.
-        let stored = match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
-            Ok(bytes) => state.store.put_small(hash, shard, policy, bytes).await.map_err(store_error),
-            Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
-        };
-        return match stored {
-            Ok(_) => {
-                state.shards_written.increment(1);
-                written(known_len.unwrap_or_default())
-            }
-            Err(r) => r,
-        };
-    }
-    let small = known_len.is_some_and(|n| n <= SMALL_SHARD);
-    let stored = if small {
-        // Small and of known length: gather it here and write, fsync and commit in
-        // one blocking job, without a channel hop per chunk.
-        match axum::body::to_bytes(body, SMALL_SHARD as usize).await {
-            Ok(bytes) => blocking(state.store.clone(), move |s| {
-                let written = (|| {
-                    let mut w = s.create_temp(id, policy)?;
-                    w.write(&bytes)?;
-                    let len = w.finish()?;
-                    s.commit(id, &hash, shard, len, policy)?;
-                    Ok(len)
-                })();
-                if written.is_err() {
-                    // The id is fresh, so whatever temp file exists under it is ours.
-                    let _ = s.abort(id);
-                }
-                written
-            })
-            .await
-            .map_err(store_error),
-            Err(e) => Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {e}"))),
-        }
-    } else {
-        receive(&state.store, id, policy, body, Some((hash, shard))).await
-    };
-    match stored {
-        Ok(len) => {
-            state.shards_written.increment(1);
-            written(len)
-        }
-        Err(r) => r,
-    }
-}
-
-/// Shards up to this size, sent with a known length, are gathered in memory before
-/// they are written (`PUT /objects/<hash>.<shard>`).
-const SMALL_SHARD: u64 = 1024 * 1024;
-
-/// Streams `body` into temp shard `id` (cut under `policy`) and fsyncs it, then, with `commit_as`,
-/// commits it under that name in the same blocking job. Returns the shard's length;
-/// on any failure (a broken body, a disk error) the temp file is gone.
-async fn receive(
-    store: &ShardStore,
-    id: Uuid,
-    policy: Option<Policy>,
-    body: Body,
-    commit_as: Option<(ContentHash, ShardIndex)>,
-) -> Result<u64, Response> {
-    let (tx, mut rx) = mpsc::channel::<TempChunk>(4);
-    // Spawned now (not lazily on first poll, as `blocking` would be): it must drain
-    // the channel while the body is still arriving.
-    let writer_store = store.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
-        let mut w = writer_store.create_temp(id, policy)?;
-        while let Some(chunk) = rx.blocking_recv() {
-            match chunk {
-                Ok(bytes) => w.write(&bytes)?,
-                Err(()) => return Ok(None),
-            }
-        }
-        let len = w.finish()?;
-        if let Some((hash, shard)) = commit_as {
-            writer_store.commit(id, &hash, shard, len, policy)?;
-        }
-        Ok(Some(len))
-    });
-    let writer = async move { writer.await.unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e)))) };
-    let mut body = body.into_data_stream();
-    let mut client_failed = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                client_failed = Some(e);
-                Err(())
-            }
-        };
-        let stop = chunk.is_err();
-        // The writer stopped (disk error): its result says why.
-        if tx.send(chunk).await.is_err() || stop {
-            break;
-        }
-    }
-    drop(tx);
-    match writer.await {
-        Ok(Some(len)) if client_failed.is_none() => Ok(len),
-        Ok(_) => {
-            let _ = blocking(store.clone(), move |s| s.abort(id)).await;
-            let why = client_failed.map(|e| e.to_string()).unwrap_or_default();
-            tracing::info!(%id, %why, "upload broken off; temp shard removed");
-            Err(reason(StatusCode::BAD_REQUEST, format!("upload broken off: {why}")))
-        }
-        Err(e @ StoreError::TempExists(_)) => Err(store_error(e)),
-        Err(e) => {
-            let _ = blocking(store.clone(), move |s| s.abort(id)).await;
-            Err(store_error(e))
-        }
-    }
-}
-
-fn header_value<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<T, BadRequest> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| BadRequest(format!("missing or malformed {name} header")))
-}
-
-/// An optional header: `None` when absent, 400 when present and malformed.
-fn optional_header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<Option<T>, BadRequest> {
-    let Some(value) = headers.get(name) else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .map(Some)
-        .ok_or_else(|| BadRequest(format!("malformed {name} header")))
-}
-
-async fn commit_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let parsed = (|| {
-        Ok::<_, BadRequest>((
-            parse_id(&id)?,
-            header_value::<ContentHash>(&headers, HASH_HEADER)?,
-            header_value::<ShardIndex>(&headers, SHARD_HEADER)?,
-            header_value::<u64>(&headers, LENGTH_HEADER)?,
-            optional_header::<Policy>(&headers, POLICY_HEADER)?,
-        ))
-    })();
-    let (id, hash, shard, len, policy) = match parsed {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    match blocking(state.store.clone(), move |s| s.commit(id, &hash, shard, len, policy)).await {
-        Ok(_) => {
-            state.shards_written.increment(1);
-            StatusCode::OK.into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-async fn abort_temp(State(state): State<Arc<DataState>>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r.into_response(),
-    };
-    match blocking(state.store.clone(), move |s| s.abort(id)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_error(e),
-    }
-}
-
-/// The query of `DELETE /objects/<hash>.<shard>`.
-#[derive(serde::Deserialize)]
-struct DeleteQuery {
-    /// `1` (or `true`): delete for good instead of moving aside.
-    purge: Option<String>,
-}
-
-/// `DELETE /objects/<hash>.<shard>`: moves the shard to `garbage/` (an API server
-/// found that it holds the wrong content), or with `?purge=1` deletes it for good
-/// (the garbage collector). 204, or 404 when it is not here.
-async fn delete_shard(
-    State(state): State<Arc<DataState>>,
-    Path(file): Path<String>,
-    Query(query): Query<DeleteQuery>,
-) -> Response {
-    let Some((hash, shard)) = parse_shard_name(&file) else {
-        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
-    };
-    let purge = match query.purge.as_deref() {
-        None | Some("0") | Some("false") => false,
-        Some("1") | Some("true") | Some("") => true,
-        Some(other) => return reason(StatusCode::BAD_REQUEST, format!("purge must be 1 or 0, got {other:?}")),
-    };
-    if purge {
-        return match blocking(state.store.clone(), move |s| s.purge(&hash, shard)).await {
-            Ok(()) => {
-                purged_metric(&state, 1);
-                StatusCode::NO_CONTENT.into_response()
-            }
-            Err(e) => store_error(e),
-        };
-    }
-    match blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await {
-        Ok(()) => {
-            tracing::warn!(%hash, shard, "shard moved to garbage on request");
-            state.findings.push(hash, shard, crate::clock::now_ms());
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-fn purged_metric(state: &DataState, n: u64) {
-    state.scope.counter(telemetry::SHARDS_PURGED).increment(n);
-}
-
-/// Most shards one `POST /purge` or `GET /shards` names.
-pub const MAX_PAGE: usize = 1000;
-
-/// One shard named in `POST /purge`.
-#[derive(serde::Deserialize)]
-struct PurgeItem {
-    hash: ContentHash,
-    shard: ShardIndex,
-}
-
-/// The body of `POST /purge`.
-#[derive(serde::Deserialize)]
-struct PurgeBody {
-    shards: Vec<PurgeItem>,
-}
-
-/// `POST /purge`: purges every shard named (see the module doc), in one blocking
-/// job; `{"purged":N,"missing":M}`.
-async fn purge_many(State(state): State<Arc<DataState>>, body: Bytes) -> Response {
-    let body: PurgeBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return reason(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"shards\":[{{\"hash\":..,\"shard\":N}}]}}: {e}"),
-            )
-        }
-    };
-    if body.shards.len() > MAX_PAGE {
-        return reason(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_PAGE} shards per request, got {}", body.shards.len()),
-        );
-    }
-    let done = blocking(state.store.clone(), move |s| {
-        let (mut purged, mut missing) = (0u64, 0u64);
-        for item in body.shards {
-            match s.purge(&item.hash, item.shard) {
-                Ok(()) => purged += 1,
-                Err(StoreError::NoSuchShard { .. }) => missing += 1,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((purged, missing))
-    })
-    .await;
-    match done {
-        Ok((purged, missing)) => {
-            purged_metric(&state, purged);
-            axum::Json(serde_json::json!({ "purged": purged, "missing": missing })).into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-/// The query of `GET /shards`.
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-/// `GET /shards`: a page of the shards held here (see the module doc).
-async fn list_shards(State(state): State<Arc<DataState>>, Query(query): Query<ListQuery>) -> Response {
-    let after = match query.after.as_deref() {
-        None | Some("") => None,
-        Some(a) => match parse_shard_name(a) {
-            Some(a) => Some(a),
-            None => return reason(StatusCode::BAD_REQUEST, format!("after must be <sha256-hex>.<shard>, got {a:?}")),
-        },
-    };
-    let limit = query.limit.unwrap_or(MAX_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return reason(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_PAGE}"));
-    }
-    match blocking(state.store.clone(), move |s| s.list(after, limit)).await {
-        Ok((shards, next)) => {
-            let shards: Vec<_> = shards
-                .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "hash": s.hash,
-                        "shard": s.shard,
-                        "len": s.len,
-                        "policy": s.policy.map(|p| p.to_string()),
-                        "age_s": s.age_s,
-                    })
-                })
-                .collect();
-            let next = next.map(|(h, s)| format!("{h}.{s}"));
-            axum::Json(serde_json::json!({ "shards": shards, "next": next })).into_response()
-        }
-        Err(e) => store_error(e),
-    }
-}
-
-fn scrub_json(state: &DataState) -> serde_json::Value {
-    scrub::status_json(&state.scrub.status(), &state.scrub_shared.state(), state.scrub_rate, state.scrub_interval)
-}
-
-/// `GET /scrub`: the scrubber's status.
-async fn scrub_status(State(state): State<Arc<DataState>>) -> Response {
-    axum::Json(scrub_json(&state)).into_response()
-}
-
-/// `POST /scrub`: starts a pass now unless one runs.
-async fn scrub_start(State(state): State<Arc<DataState>>) -> Response {
-    state.scrub_shared.request_pass();
-    state.scrub.trigger();
-    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
-}
-
-/// `POST /scrub/pause`.
-async fn scrub_pause(State(state): State<Arc<DataState>>) -> Response {
-    state.scrub.pause();
-    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
-}
-
-/// `POST /scrub/resume`.
-async fn scrub_resume(State(state): State<Arc<DataState>>) -> Response {
-    state.scrub.resume();
-    (StatusCode::ACCEPTED, axum::Json(scrub_json(&state))).into_response()
-}
-
-/// The query of `GET /scrub/findings`.
-#[derive(serde::Deserialize)]
-struct FindingsQuery {
-    after: Option<u64>,
-}
-
-/// `GET /scrub/findings?after=SEQ`.
-async fn scrub_findings(State(state): State<Arc<DataState>>, Query(query): Query<FindingsQuery>) -> Response {
-    let findings = state.findings.after(query.after.unwrap_or(0));
-    axum::Json(serde_json::json!({ "epoch": state.findings.epoch().to_string(), "findings": findings })).into_response()
-}
-
-/// Parses `<hash>.<shard>`.
-fn parse_shard_name(file: &str) -> Option<(ContentHash, ShardIndex)> {
-    let (hash, shard) = file.split_once('.')?;
-    Some((hash.parse().ok()?, shard.parse().ok()?))
-}
-
-/// Blocks of verified shard bytes in flight between the disk reader and the socket.
-const READ_AHEAD: usize = 4;
-
-async fn get_shard(
-    State(state): State<Arc<DataState>>,
-    Path(file): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let Some((hash, shard)) = parse_shard_name(&file) else {
-        return reason(StatusCode::BAD_REQUEST, format!("expected <sha256-hex>.<shard>, got {file:?}"));
-    };
-    let expected = optional_header::<u64>(&headers, LENGTH_HEADER)
-        .and_then(|len| Ok((len, optional_header::<Policy>(&headers, POLICY_HEADER)?)));
-    let (expected_len, expected_policy) = match expected {
-        Ok(e) => e,
-        Err(r) => return r.into_response(),
-    };
-    let reader = match blocking(state.store.clone(), move |s| s.open_shard(&hash, shard)).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.is_corrupt() && blocking(state.store.clone(), move |s| s.quarantine(&hash, shard)).await.is_ok() {
-                state.findings.push(hash, shard, crate::clock::now_ms());
-            }
-            return store_error(e);
-        }
-    };
-    // Not quarantined on a mismatch: the reader's record may be the stale side.
-    if let Err(e) = store::check_identity(&hash, shard, &reader, expected_len, expected_policy) {
-        return store_error(e);
-    }
-    let total = reader.data_len();
-    let (status, range) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => (StatusCode::OK, range::ByteRange { start: 0, end: total }),
-        Some(h) => match range::parse(h, total) {
-            RangeRequest::Full => (StatusCode::OK, range::ByteRange { start: 0, end: total }),
-            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-            RangeRequest::Unsatisfiable => {
-                return (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))])
-                    .into_response()
-            }
-        },
-    };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_LENGTH, range.len())
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
-        .header(LENGTH_HEADER, total);
-    if let Some(policy) = reader.policy() {
-        builder = builder.header(POLICY_HEADER, policy.to_string());
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(header::CONTENT_RANGE, range.content_range(total));
-    }
-    if method == Method::HEAD || range.is_empty() {
-        return builder.body(Body::empty()).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e));
-    }
-    let reader = match reader {
-        // Read whole and verified already.
-        StoredShard::Record(record) => {
-            let body = record.data.slice(range.start as usize..range.end as usize);
-            return builder.body(Body::from(body)).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e));
-        }
-        StoredShard::File(reader) => reader,
-    };
-
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
-    let store = state.store.clone();
-    let findings = state.findings.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        let result =
-            reader.read_range(range.start, range.end, |block| tx.blocking_send(Ok(Bytes::from(block))).is_ok());
-        if let Err(source) = result {
-            // Never serve the bad block: end the stream with an error, which aborts the
-            // response, and move the shard aside so it is neither served nor announced.
-            tracing::error!(%hash, shard, error = %source, "corrupt shard detected while serving");
-            if store.quarantine(&hash, shard).is_ok() {
-                findings.push(hash, shard, crate::clock::now_ms());
-            }
-            let _ = tx.blocking_send(Err(std::io::Error::other(format!("shard {hash}.{shard}: {source}"))));
-        }
-    });
-    // Look at the first block before committing to a 200, so that a shard whose
-    // start is corrupt gets a proper error status.
-    let first = match rx.recv().await {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => return reason(StatusCode::INTERNAL_SERVER_ERROR, e),
-        None => return reason(StatusCode::INTERNAL_SERVER_ERROR, "shard reader stopped"),
-    };
-    let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
-    builder.body(Body::from_stream(stream)).unwrap_or_else(|e| reason(StatusCode::INTERNAL_SERVER_ERROR, e))
-}
-
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
+    use super::handlers::parse_shard_name;
+    use super::wire::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
     use super::*;
+    use crate::content::ContentHash;
 
     #[test]
     fn shard_names_are_validated() {

@@ -47,7 +47,7 @@ use uuid::Uuid;
 use super::store::{FileCheck, Home, RecordCheck, ShardStore, StoreError};
 use crate::clock::now_ms;
 use crate::content::{ContentHash, ShardIndex};
-use crate::worker::{Progress, RateLimit, Report, Step, StepError, Worker, WorkerStatus};
+use crate::worker::{Progress, RateLimit, Report, Step, StepError, Worker};
 
 /// Default `--scrub-rate`: 16 MiB/s per data server, a 256 MiB share in 16 s.
 /// Measured on a release `cairn dev` (six data servers on one 2-core machine, so
@@ -73,19 +73,7 @@ pub const PERSIST_EVERY: Duration = Duration::from_secs(2);
 /// The file holding the pass's state, in the storage root.
 pub const STATE_FILE: &str = "scrub.json";
 
-/// A shard the data server moved to `garbage/` because it failed verification (or
-/// an API server asked), for API servers to rebuild.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Its place in this epoch's sequence, from 1.
-    pub seq: u64,
-    /// The content hash.
-    pub hash: ContentHash,
-    /// The shard index.
-    pub shard: ShardIndex,
-    /// When it was moved aside, ms since the Unix epoch.
-    pub at_ms: i64,
-}
+pub use super::wire::Finding;
 
 /// The findings of one process lifetime (see the module doc); shared by the
 /// scrubber and the read path.
@@ -190,25 +178,6 @@ impl ScrubShared {
     fn set(&self, state: PassState) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
-}
-
-/// `GET /scrub`'s answer: the pass's state and the worker's.
-pub fn status_json(worker: &WorkerStatus, state: &PassState, rate: u64, interval: Duration) -> serde_json::Value {
-    serde_json::json!({
-        "state": worker.state,
-        "pass": state.pass,
-        "running": state.running,
-        "pass_started_ms": state.pass_started_ms,
-        "shards_done": state.shards_done,
-        "bytes_done": state.bytes_done,
-        "shards_total": state.shards_total.max(state.shards_done),
-        "corrupt_found": state.corrupt_found,
-        "last_pass_finished_ms": state.last_pass_finished_ms,
-        "last_error": worker.last_error.as_ref().map(|(_, e)| e.clone()),
-        "cursor": state.cursor,
-        "rate": rate,
-        "interval_s": interval.as_secs(),
-    })
 }
 
 /// The scrubber of one data server.

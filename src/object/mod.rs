@@ -7,7 +7,6 @@
 //! erasure coding: a policy k+m with k = 1 is m+1 full copies ([`crate::codec`]).
 
 pub mod cache;
-pub mod client;
 pub mod compress;
 pub mod hashing;
 pub mod read;
@@ -27,9 +26,9 @@ use crate::bus::{Bus, BusError};
 use crate::cluster::{self, Membership};
 use crate::codec::CodecError;
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
+use crate::data::client::{DataClient, DataTimeouts};
 use crate::meta::{ContentRecord, DeleteOutcome, MetaError, MetaStore, VersionRecord};
 use crate::telemetry::{self, Scope};
-use client::{DataClient, DataTimeouts};
 use hashing::HasherFailed;
 use uploads::{describe, ShardFailure};
 

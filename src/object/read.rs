@@ -60,7 +60,7 @@ type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>
 ///
 /// Each block is a buffer of its own, exactly as long as asked; what is left of a
 /// chunk stays a slice of it, which keeps at most one connection read buffer
-/// ([`READ_BUF`](super::client::READ_BUF), 64 KiB) alive per open shard.
+/// ([`READ_BUF`](crate::data::client::READ_BUF), 64 KiB) alive per open shard.
 struct OpenShard {
     shard: ShardIndex,
     addr: String,

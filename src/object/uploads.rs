@@ -22,8 +22,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::client::{DataClient, DataClientError, DataTimeouts};
 use crate::content::{ContentHash, Placement, Policy, ShardIndex};
+use crate::data::client::{DataClient, DataClientError, DataTimeouts};
 
 /// Blocks queued per shard before the feeder waits for that shard's data server.
 pub const IN_FLIGHT: usize = 4;

@@ -2,7 +2,9 @@
 //! shard reads. One pooled [`reqwest::Client`] per process, so requests reuse
 //! keep-alive connections instead of dialling per request. Every step has a
 //! deadline ([`DataTimeouts`]); every answer is checked against what the request
-//! expects (the shard's length and policy) before anything of it is used.
+//! expects (the shard's length and policy) before anything of it is used. It
+//! speaks the protocol of [`super::wire`] only: the same headers and the same typed
+//! bodies the data server's handlers build.
 
 use std::time::Duration;
 
@@ -13,8 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
+use super::wire::{
+    FindingsPage, PurgeRequest, Purged, ScrubStatus, ShardName, ShardPage, StoreStats, WorkerReport, HASH_HEADER,
+    LENGTH_HEADER, MAX_PAGE, POLICY_HEADER, SHARD_HEADER,
+};
 use crate::content::{ContentHash, Policy, ShardIndex};
-use crate::data::{HASH_HEADER, LENGTH_HEADER, POLICY_HEADER, SHARD_HEADER};
 use crate::range::ByteRange;
 use crate::report::error_chain;
 use crate::secret::ClusterSecret;
@@ -354,59 +359,12 @@ fn length_of(addr: &str, resp: &reqwest::Response) -> Result<u64, DataClientErro
         .ok_or_else(|| DataClientError::BadAnswer { addr: addr.to_string(), header: LENGTH_HEADER })
 }
 
-/// A shard a data server holds, as its `GET /shards` listing says (for the orphan
-/// collector).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct HeldShard {
-    /// The content.
-    pub hash: ContentHash,
-    /// The shard index.
-    pub shard: ShardIndex,
-    /// Its data length.
-    pub len: u64,
-    /// Its policy as `K+M`, when the shard records one.
-    pub policy: Option<String>,
-    /// Seconds since it was committed there, never overstated.
-    pub age_s: u64,
-}
-
-/// One page of a data server's shard listing.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ShardPage {
-    /// The shards, in (hash, shard) order.
-    pub shards: Vec<HeldShard>,
-    /// Where the next page starts (`<hash>.<shard>`), or `None` at the end.
-    pub next: Option<String>,
-}
-
-/// A shard a data server's scrubber (or a read) found corrupt and moved aside.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct Finding {
-    /// Its place in the server's list (increasing within an epoch).
-    pub seq: u64,
-    /// The content.
-    pub hash: ContentHash,
-    /// The shard index.
-    pub shard: ShardIndex,
-    /// When it was set aside (ms since the Unix epoch).
-    pub at_ms: i64,
-}
-
-/// The findings a data server reports after a sequence number.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct Findings {
-    /// Changes whenever the server restarts (its sequence numbers start over).
-    pub epoch: String,
-    /// The findings, oldest first.
-    pub findings: Vec<Finding>,
-}
-
 /// Longest JSON answer of a maintenance call read from a data server (a page of
 /// 1,000 shards is ~150 KB); a longer one is refused, not buffered.
 const MAINTENANCE_ANSWER_LIMIT: usize = 4 << 20;
 
 /// Shards sent in one `POST /purge` at most (the data server's own limit).
-pub const PURGE_BATCH: usize = 1000;
+pub const PURGE_BATCH: usize = MAX_PAGE;
 
 impl DataClient {
     /// Reads a JSON answer of at most [`MAINTENANCE_ANSWER_LIMIT`] bytes.
@@ -442,15 +400,10 @@ impl DataClient {
     /// collector's delete; not a quarantine). Shards the server does not hold count
     /// as deleted. Returns how many it removed.
     pub async fn purge(&self, addr: &str, shards: &[(ContentHash, ShardIndex)]) -> Result<u64, DataClientError> {
-        #[derive(serde::Deserialize)]
-        struct Purged {
-            purged: u64,
-        }
         let mut purged = 0;
         for batch in shards.chunks(PURGE_BATCH) {
-            let body: Vec<serde_json::Value> =
-                batch.iter().map(|(h, s)| serde_json::json!({"hash": h, "shard": s})).collect();
-            let req = self.http.post(format!("http://{addr}/purge")).json(&serde_json::json!({ "shards": body }));
+            let body = PurgeRequest { shards: batch.iter().map(|&(hash, shard)| ShardName { hash, shard }).collect() };
+            let req = self.http.post(format!("http://{addr}/purge")).json(&body);
             purged += self.json::<Purged>(addr, "purge", req).await?.purged;
         }
         Ok(purged)
@@ -471,24 +424,29 @@ impl DataClient {
     }
 
     /// What `addr`'s scrubber found after `after`.
-    pub async fn scrub_findings(&self, addr: &str, after: u64) -> Result<Findings, DataClientError> {
+    pub async fn scrub_findings(&self, addr: &str, after: u64) -> Result<FindingsPage, DataClientError> {
         let req = self.http.get(format!("http://{addr}/scrub/findings?after={after}"));
         self.json(addr, "scrub findings", req).await
     }
 
-    /// `addr`'s scrubber status (its JSON as it is, for operators).
-    pub async fn scrub_status(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+    /// `addr`'s scrubber status.
+    pub async fn scrub_status(&self, addr: &str) -> Result<ScrubStatus, DataClientError> {
         self.json(addr, "scrub status", self.http.get(format!("http://{addr}/scrub"))).await
     }
 
     /// Has `addr` start a scrub pass now (unless one runs); returns its status.
-    pub async fn scrub_start(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+    pub async fn scrub_start(&self, addr: &str) -> Result<ScrubStatus, DataClientError> {
         self.json(addr, "scrub start", self.http.post(format!("http://{addr}/scrub"))).await
     }
 
-    /// `addr`'s store figures (`GET /stats`, as it is).
-    pub async fn stats(&self, addr: &str) -> Result<serde_json::Value, DataClientError> {
+    /// `addr`'s store figures (`GET /stats`).
+    pub async fn stats(&self, addr: &str) -> Result<StoreStats, DataClientError> {
         self.json(addr, "stats", self.http.get(format!("http://{addr}/stats"))).await
+    }
+
+    /// The status of every background worker of `addr` (`GET /workers`).
+    pub async fn workers(&self, addr: &str) -> Result<Vec<WorkerReport>, DataClientError> {
+        self.json(addr, "workers", self.http.get(format!("http://{addr}/workers"))).await
     }
 }
 
