@@ -10,34 +10,34 @@
 //! # Content lifecycle (garbage collection)
 //!
 //! Every content row has a [`ContentState`]: `live` (what
-//! [`put_version`](MetaStore::put_version) always leaves), `doomed(since)` (the
+//! [`put_version`](VersionStore::put_version) always leaves), `doomed(since)` (the
 //! collector found no version pointing at it) or `deleting` (the collector has
 //! committed to deleting its shards). The collector marks unreferenced rows doomed
-//! ([`doom_unreferenced`](MetaStore::doom_unreferenced)); a PUT that dedups onto a
+//! ([`doom_unreferenced`](ContentStore::doom_unreferenced)); a PUT that dedups onto a
 //! doomed row revives it; after a grace period
-//! [`begin_delete`](MetaStore::begin_delete) turns a doomed, still unreferenced
+//! [`begin_delete`](ContentStore::begin_delete) turns a doomed, still unreferenced
 //! row into `deleting` in one atomic step with the reference check, against which
 //! `put_version` of that content is serialized: it is either seen (the row goes
 //! live again) or refused with [`MetaError::ContentDeleting`]. Once the shards are
-//! gone [`finish_delete`](MetaStore::finish_delete) removes the row. Orphan shards
-//! (no row at all) are claimed with [`claim_orphan`](MetaStore::claim_orphan), which
+//! gone [`finish_delete`](ContentStore::finish_delete) removes the row. Orphan shards
+//! (no row at all) are claimed with [`claim_orphan`](ContentStore::claim_orphan), which
 //! inserts a `deleting` row only where none exists. A collector that dies leaves
-//! `deleting` rows, which the next one resumes ([`deleting`](MetaStore::deleting)).
+//! `deleting` rows, which the next one resumes ([`deleting`](ContentStore::deleting)).
 //!
 //! # Resumable uploads
 //!
 //! An upload in progress (tus, [`crate::api::tus`]) is an [`UploadRecord`] and its
 //! parts ([`UploadPart`]), each part content like any other: appending parts
-//! ([`append_upload`](MetaStore::append_upload)) records their content with the
+//! ([`append_upload`](UploadStore::append_upload)) records their content with the
 //! same code `put_version` uses, in the same transaction as the compare-and-set of
 //! the upload's offset. Content a part points at counts as referenced for the
 //! collector (`doom_unreferenced`, `begin_delete`), so a live upload's bytes are
 //! never collected; once the upload is finished or removed its part rows go and
 //! the content is collected like any unreferenced content.
 //!
-//! An upload lands in a bucket that exists: [`create_upload`](MetaStore::create_upload)
-//! and [`finish_upload`](MetaStore::finish_upload) check it in their transaction,
-//! and [`delete_bucket`](MetaStore::delete_bucket) removes the bucket's open
+//! An upload lands in a bucket that exists: [`create_upload`](UploadStore::create_upload)
+//! and [`finish_upload`](UploadStore::finish_upload) check it in their transaction,
+//! and [`delete_bucket`](BucketStore::delete_bucket) removes the bucket's open
 //! uploads (tus and S3 multipart, with their parts) with the bucket, as S3 aborts
 //! a deleted bucket's multipart uploads.
 //!
@@ -128,7 +128,7 @@ pub struct ObjectAttrs {
 }
 
 /// What must hold of a name's newest version for a conditional write
-/// ([`MetaStore::put_object`]) to add its version: checked in the same
+/// ([`VersionStore::put_object`]) to add its version: checked in the same
 /// transaction as the insert, so of racing conditional writes at most the ones it
 /// still holds for succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub struct BucketRecord {
     pub created_ms: i64,
 }
 
-/// What [`MetaStore::delete_bucket`] found, and did.
+/// What [`BucketStore::delete_bucket`] found, and did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketDeleteOutcome {
     /// The bucket was removed, and with it every upload into it.
@@ -209,7 +209,7 @@ pub struct MultipartPart {
     pub created_ms: i64,
 }
 
-/// What [`MetaStore::complete_multipart`] found, and did.
+/// What [`MultipartStore::complete_multipart`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 // A store call's answer, moved once: its size does not matter, and boxing the
 // record would only add an allocation.
@@ -263,7 +263,7 @@ pub struct VersionRecord {
     /// When the version was added, in milliseconds since the Unix epoch.
     pub created_ms: i64,
     /// Its S3 attributes (ETag, content headers, user metadata), if it was stored
-    /// with any ([`MetaStore::put_object`], [`MetaStore::complete_multipart`]).
+    /// with any ([`VersionStore::put_object`], [`MultipartStore::complete_multipart`]).
     pub attrs: Option<ObjectAttrs>,
 }
 
@@ -310,7 +310,7 @@ pub struct ContentCounts {
     pub deleting: u64,
 }
 
-/// What [`MetaStore::delete`] found, and did.
+/// What [`VersionStore::delete`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 // A store call's answer, moved once: its size does not matter, and boxing the
 // record would only add an allocation.
@@ -367,7 +367,7 @@ pub struct UploadPart {
     pub hash: ContentHash,
 }
 
-/// An append to an upload ([`MetaStore::append_upload`]).
+/// An append to an upload ([`UploadStore::append_upload`]).
 #[derive(Clone, Copy, Debug)]
 pub struct UploadAppend<'a> {
     /// The offset the upload must be at (compare-and-set).
@@ -382,7 +382,7 @@ pub struct UploadAppend<'a> {
     pub expires_ms: i64,
 }
 
-/// What [`MetaStore::append_upload`] found, and did.
+/// What [`UploadStore::append_upload`] found, and did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// The parts were appended; the upload is now at `offset`.
@@ -400,7 +400,7 @@ pub enum AppendOutcome {
     Gone,
 }
 
-/// What [`MetaStore::finish_upload`] found, and did.
+/// What [`UploadStore::finish_upload`] found, and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 // A store call's answer, moved once: its size does not matter, and boxing the
 // record would only add an allocation.
@@ -461,10 +461,20 @@ pub enum MetaError {
 }
 
 /// The metadata store. Every method is atomic; a version is visible to every other
-/// user of the same store as soon as [`put_version`](MetaStore::put_version)
+/// user of the same store as soon as [`put_version`](VersionStore::put_version)
 /// returns (read-after-write across API servers).
+///
+/// The methods come in one trait per domain ([`VersionStore`], [`ContentStore`], [`ClusterStore`], [`UploadStore`], [`BucketStore`], [`MultipartStore`], [`KeyStore`]),
+/// so that a component can ask for only what it uses; `MetaStore` is all of them,
+/// and every type that implements them all is one.
+pub trait MetaStore: VersionStore + ContentStore + ClusterStore + UploadStore + BucketStore + MultipartStore + KeyStore {}
+
+impl<T: VersionStore + ContentStore + ClusterStore + UploadStore + BucketStore + MultipartStore + KeyStore> MetaStore for T {}
+
+/// Versions of names: adding (plain, with S3 attributes, conditional), deleting,
+/// reading, listing and pruning them.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait VersionStore: Send + Sync + 'static {
     /// Adds the next version of `bucket/name`, pointing at `content` (recorded or
     /// updated by hash, and set [`ContentState::Live`] in the same transaction) or,
     /// with `None`, a tombstone. Version numbers are assigned by the store:
@@ -500,14 +510,6 @@ pub trait MetaStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError>;
 
-    /// The recorded content with this hash, or `None`.
-    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError>;
-
-    /// Replaces the recorded placement of `hash` (after a repair or a locate found the
-    /// shards elsewhere), and its placement index rows with it. Unknown hashes are
-    /// ignored.
-    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError>;
-
     /// Up to `limit` names of `bucket` starting with `prefix` and sorting after
     /// `after`, in name order, each with its newest version, skipping names whose
     /// newest version is a tombstone.
@@ -518,6 +520,64 @@ pub trait MetaStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, MetaError>;
+
+    /// Retention of one name, atomic against put_version/delete of that name:
+    /// removes the versions below the newest `keep` (None: keep all; Some(0) is
+    /// refused by the caller, and keeps all here), tombstones included; and when the
+    /// newest version is a tombstone created at or before `tombstone_cutoff_ms`
+    /// (None: never), every version of the name. Returns how many versions were
+    /// removed. After a name disappears entirely, a later PUT starts at version 1.
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError>;
+
+    /// Every (bucket, name) that has at least one version, tombstoned ones too, in
+    /// (bucket, name) byte order after `after`, at most `limit`: the retention
+    /// worker's pass.
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError>;
+
+    /// [`put_version`](VersionStore::put_version) of `content` with S3 attributes, into
+    /// a bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
+    /// the same transaction), and, given a `condition`, only if it holds of the
+    /// name's newest version in that transaction ([`MetaError::PreconditionFailed`]
+    /// otherwise).
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
+    ) -> Result<VersionRecord, MetaError>;
+
+    /// Removes one version of a name for good (S3 `DeleteObject` with a
+    /// `versionId`; a tombstone too). True if it existed. The other versions keep
+    /// their numbers.
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError>;
+
+    /// Every version of every name of `bucket` starting with `prefix` (tombstones
+    /// too), ordered by name ascending and, within a name, version descending (the
+    /// newest first, as S3's ListObjectVersions); strictly after `after` =
+    /// (name, version) in that order; at most `limit`.
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError>;
+}
+
+/// Content rows and their lifecycle: the garbage-collection protocol of the
+/// module docs (doom, begin and finish a delete, claim orphans, revive).
+#[async_trait]
+pub trait ContentStore: Send + Sync + 'static {
+    /// The recorded content with this hash, or `None`.
+    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError>;
 
     /// The lifecycle state of the content row of `hash`, or `None` (no row).
     async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError>;
@@ -559,25 +619,16 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// How many content rows are in each state.
     async fn content_counts(&self) -> Result<ContentCounts, MetaError>;
+}
 
-    /// Retention of one name, atomic against put_version/delete of that name:
-    /// removes the versions below the newest `keep` (None: keep all; Some(0) is
-    /// refused by the caller, and keeps all here), tombstones included; and when the
-    /// newest version is a tombstone created at or before `tombstone_cutoff_ms`
-    /// (None: never), every version of the name. Returns how many versions were
-    /// removed. After a name disappears entirely, a later PUT starts at version 1.
-    async fn prune(
-        &self,
-        bucket: &str,
-        name: &str,
-        keep: Option<u64>,
-        tombstone_cutoff_ms: Option<i64>,
-    ) -> Result<u64, MetaError>;
-
-    /// Every (bucket, name) that has at least one version, tombstoned ones too, in
-    /// (bucket, name) byte order after `after`, at most `limit`: the retention
-    /// worker's pass.
-    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError>;
+/// What the cluster's workers keep: placements and the placement index, the data
+/// servers' sightings, leases and workers' checkpoints.
+#[async_trait]
+pub trait ClusterStore: Send + Sync + 'static {
+    /// Replaces the recorded placement of `hash` (after a repair or a locate found the
+    /// shards elsewhere), and its placement index rows with it. Unknown hashes are
+    /// ignored.
+    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError>;
 
     /// Placement by server: contents whose recorded placement names `server`, hash
     /// order after `after`, at most `limit`. Kept by put_version / set_placement /
@@ -619,11 +670,15 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Sets (`Some`) or clears (`None`) a worker's checkpoint.
     async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError>;
+}
 
+/// Resumable (tus) uploads and their parts.
+#[async_trait]
+pub trait UploadStore: Send + Sync + 'static {
     /// Records a new upload (its id must be new: a clash is an error) into a
     /// bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
     /// the insert's transaction, atomically against
-    /// [`delete_bucket`](MetaStore::delete_bucket); nothing is recorded).
+    /// [`delete_bucket`](BucketStore::delete_bucket); nothing is recorded).
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError>;
 
     /// The upload with this id, expired or not, or `None`.
@@ -655,9 +710,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes up to `limit` uploads that expired at or before `now_ms`, with their
     /// parts; returns how many.
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError>;
+}
 
-    // ---- S3: buckets, versions with attributes, multipart uploads, keys ----
-
+/// S3 buckets.
+#[async_trait]
+pub trait BucketStore: Send + Sync + 'static {
     /// Creates the bucket; false (and nothing changed) when it exists already.
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError>;
 
@@ -670,49 +727,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes the bucket if it holds no version (tombstones count), and in the same
     /// transaction every upload into it: S3 multipart uploads and tus uploads, with
     /// their parts, whose content then counts as unreferenced for the collector as
-    /// after [`abort_multipart`](MetaStore::abort_multipart) or
-    /// [`delete_upload`](MetaStore::delete_upload). Atomic against every write into
-    /// the bucket ([`put_object`](MetaStore::put_object),
-    /// [`create_multipart`](MetaStore::create_multipart),
-    /// [`complete_multipart`](MetaStore::complete_multipart),
-    /// [`create_upload`](MetaStore::create_upload),
-    /// [`finish_upload`](MetaStore::finish_upload)): each lands before (and is
+    /// after [`abort_multipart`](MultipartStore::abort_multipart) or
+    /// [`delete_upload`](UploadStore::delete_upload). Atomic against every write into
+    /// the bucket ([`put_object`](VersionStore::put_object),
+    /// [`create_multipart`](MultipartStore::create_multipart),
+    /// [`complete_multipart`](MultipartStore::complete_multipart),
+    /// [`create_upload`](UploadStore::create_upload),
+    /// [`finish_upload`](UploadStore::finish_upload)): each lands before (and is
     /// seen: a version makes it [`BucketDeleteOutcome::NotEmpty`], an upload is
     /// aborted) or after (and finds no bucket). A bucket with a version keeps its
     /// uploads.
     async fn delete_bucket(&self, name: &str) -> Result<BucketDeleteOutcome, MetaError>;
+}
 
-    /// [`put_version`](MetaStore::put_version) of `content` with S3 attributes, into
-    /// a bucket that must exist ([`MetaError::NoSuchBucket`] otherwise, checked in
-    /// the same transaction), and, given a `condition`, only if it holds of the
-    /// name's newest version in that transaction ([`MetaError::PreconditionFailed`]
-    /// otherwise).
-    async fn put_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        content: &ContentRecord,
-        attrs: &ObjectAttrs,
-        condition: Option<&Precondition>,
-    ) -> Result<VersionRecord, MetaError>;
-
-    /// Removes one version of a name for good (S3 `DeleteObject` with a
-    /// `versionId`; a tombstone too). True if it existed. The other versions keep
-    /// their numbers.
-    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError>;
-
-    /// Every version of every name of `bucket` starting with `prefix` (tombstones
-    /// too), ordered by name ascending and, within a name, version descending (the
-    /// newest first, as S3's ListObjectVersions); strictly after `after` =
-    /// (name, version) in that order; at most `limit`.
-    async fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<(&str, u64)>,
-        limit: usize,
-    ) -> Result<Vec<VersionRecord>, MetaError>;
-
+/// S3 multipart uploads and their parts.
+#[async_trait]
+pub trait MultipartStore: Send + Sync + 'static {
     /// Records a new multipart upload (its id must be new); its bucket must exist
     /// ([`MetaError::NoSuchBucket`]).
     async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError>;
@@ -748,7 +778,7 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<MultipartRecord>, MetaError>;
 
     /// In one transaction: adds `content` with `attrs` as the next version of the
-    /// upload's name (as [`put_object`](MetaStore::put_object), so
+    /// upload's name (as [`put_object`](VersionStore::put_object), so
     /// [`MetaError::NoSuchBucket`] if its bucket went), and removes the upload and
     /// its part rows. [`CompleteOutcome::Gone`] if there is no such upload.
     async fn complete_multipart(
@@ -764,7 +794,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes up to `limit` multipart uploads created at or before `cutoff_ms`,
     /// with their parts; returns how many.
     async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError>;
+}
 
+/// S3 access keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Records a new access key; false (nothing changed) when the id exists.
     async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError>;
 

@@ -92,14 +92,14 @@
 //!
 //! # Concurrent writers on several hosts
 //!
-//! [`put_version`](MetaStore::put_version) runs in one READ COMMITTED transaction:
+//! [`put_version`](VersionStore::put_version) runs in one READ COMMITTED transaction:
 //! upsert the content row, then `INSERT INTO heads … ON CONFLICT DO UPDATE SET
 //! latest = heads.latest + 1 RETURNING latest`, then insert that version. The upsert
 //! row-locks the name's head until commit, so writers of one name (on any host)
 //! queue there and get consecutive numbers, while writers of other names don't wait;
 //! a failed write rolls back its increment, so there are no gaps. Every transaction
 //! takes at most one content lock and then one head lock, always in that order, so
-//! writers cannot deadlock. [`delete`](MetaStore::delete) row-locks the head first
+//! writers cannot deadlock. [`delete`](VersionStore::delete) row-locks the head first
 //! (`SELECT … FOR UPDATE`), then reads whether that newest version is a tombstone
 //! and adds its own under the same lock, so concurrent deletes of one name queue on
 //! the head and only the first finds the name live. The commit is durable (the server's default
@@ -110,7 +110,7 @@
 //! `put_version`'s content upsert row-locks the content row and sets it live,
 //! unless it is deleting (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting'`:
 //! no row returned means deleting, answered with [`MetaError::ContentDeleting`]
-//! and the whole transaction rolled back). [`begin_delete`](MetaStore::begin_delete)
+//! and the whole transaction rolled back). [`begin_delete`](ContentStore::begin_delete)
 //! first locks the same row (`SELECT … FOR UPDATE`), then, in a later statement
 //! (which under READ COMMITTED sees everything committed while it waited), checks
 //! whether a version points at it, and changes the state under the lock. So a
@@ -172,9 +172,10 @@ use super::row::{
     RawUpload, RawVersion, UploadListRange, VersionListRange, VersionsPage, DELETING, LIVE,
 };
 use super::{
-    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
-    ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
-    Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
+    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, BucketStore, ClusterStore, CompleteOutcome,
+    ContentCounts, ContentRecord, ContentState, ContentStore, DeleteOutcome, FinishOutcome, KeyStore, MetaError,
+    MetaStore, MultipartPart, MultipartRecord, MultipartStore, ObjectAttrs, Precondition, UploadAppend, UploadPart,
+    UploadRecord, UploadStore, VersionRecord, VersionStore,
 };
 use crate::content::{ContentHash, Placement, Policy};
 use crate::report::redact_url;
@@ -1278,7 +1279,7 @@ fn raw_version(row: &Row) -> Result<RawVersion, tokio_postgres::Error> {
 }
 
 #[async_trait]
-impl MetaStore for PostgresStore {
+impl VersionStore for PostgresStore {
     async fn put_version(
         &self,
         bucket: &str,
@@ -1352,29 +1353,6 @@ impl MetaStore for PostgresStore {
         self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit]).await
     }
 
-    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
-        const WHAT: &str = "content";
-        let hex = hash.to_hex();
-        let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_CONTENT).await.context(WHAT)?;
-        let Some(row) = client.query_opt(&stmt, &[&hex]).await.context(WHAT)? else {
-            return Ok(None);
-        };
-        content_row(&row, WHAT).map(Some)
-    }
-
-    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
-        const WHAT: &str = "set_placement";
-        let (hex, json) = (hash.to_hex(), placement_json(placement)?);
-        let mut client = self.client(WHAT).await?;
-        let tx = client.transaction().await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
-        if tx.execute(&stmt, &[&hex, &json]).await.context(WHAT)? > 0 {
-            reindex(&tx, WHAT, &hex, &json).await?;
-        }
-        tx.commit().await.context(WHAT)
-    }
-
     async fn list(
         &self,
         bucket: &str,
@@ -1390,6 +1368,126 @@ impl MetaStore for PostgresStore {
             Some(upper) => self.query_versions("list", sql, &[&bucket, &range.lower, upper, &range.limit]).await,
             None => self.query_versions("list", sql, &[&bucket, &range.lower, &range.limit]).await,
         }
+    }
+
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError> {
+        const WHAT: &str = "prune";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let removed = prune_in(&tx, bucket, name, keep, tombstone_cutoff_ms).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(removed)
+    }
+
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
+        const WHAT: &str = "names";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let client = self.client(WHAT).await?;
+        let rows = match after {
+            None => {
+                let stmt = client.prepare_cached(SQL_NAMES_FIRST).await.context(WHAT)?;
+                client.query(&stmt, &[&limit]).await.context(WHAT)?
+            }
+            Some((bucket, name)) => {
+                let stmt = client.prepare_cached(SQL_NAMES_AFTER).await.context(WHAT)?;
+                client.query(&stmt, &[&bucket, &name, &limit]).await.context(WHAT)?
+            }
+        };
+        rows.iter().map(|row| Ok((row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?))).collect()
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
+    ) -> Result<VersionRecord, MetaError> {
+        const WHAT: &str = "put_object";
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        let record = add_object(&tx, bucket, name, content, attrs, condition).await?;
+        tx.commit().await.context(WHAT)?;
+        Ok(record)
+    }
+
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_version";
+        let Some(version) = to_sql_int(version) else {
+            return Ok(false);
+        };
+        let mut client = self.client(WHAT).await?;
+        let tx = client.transaction().await.context(WHAT)?;
+        // The head's lock, as put_version and delete take it: the head is moved to
+        // the newest remaining version (or dropped with the last one, like prune)
+        // with no write of the name in between.
+        let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
+        let Some(head) = tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? else {
+            return Ok(false);
+        };
+        let latest: i64 = head.try_get(0).context(WHAT)?;
+        let stmt = tx.prepare_cached(SQL_DELETE_VERSION).await.context(WHAT)?;
+        if tx.execute(&stmt, &[&bucket, &name, &version]).await.context(WHAT)? == 0 {
+            return Ok(false);
+        }
+        if version == latest {
+            let stmt = tx.prepare_cached(SQL_MAX_VERSION).await.context(WHAT)?;
+            let newest: Option<i64> =
+                tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
+            match newest {
+                Some(newest) => {
+                    let stmt = tx.prepare_cached(SQL_SET_HEAD).await.context(WHAT)?;
+                    tx.execute(&stmt, &[&bucket, &name, &newest]).await.context(WHAT)?;
+                }
+                None => {
+                    let stmt = tx.prepare_cached(SQL_DROP_HEAD).await.context(WHAT)?;
+                    tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
+                }
+            }
+        }
+        tx.commit().await.context(WHAT)?;
+        Ok(true)
+    }
+
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        const WHAT: &str = "list_versions";
+        let Some(r) = VersionListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let sql = r.statement(&VERSION_LIST_STATEMENTS);
+        match &r.upper {
+            Some(upper) => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]).await,
+            None => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]).await,
+        }
+    }
+}
+
+#[async_trait]
+impl ContentStore for PostgresStore {
+    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
+        const WHAT: &str = "content";
+        let hex = hash.to_hex();
+        let client = self.client(WHAT).await?;
+        let stmt = client.prepare_cached(SQL_CONTENT).await.context(WHAT)?;
+        let Some(row) = client.query_opt(&stmt, &[&hex]).await.context(WHAT)? else {
+            return Ok(None);
+        };
+        content_row(&row, WHAT).map(Some)
     }
 
     async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
@@ -1494,39 +1592,20 @@ impl MetaStore for PostgresStore {
     async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
         count_states(self.query_pairs("content_counts", SQL_COUNTS, &[]).await?)
     }
+}
 
-    async fn prune(
-        &self,
-        bucket: &str,
-        name: &str,
-        keep: Option<u64>,
-        tombstone_cutoff_ms: Option<i64>,
-    ) -> Result<u64, MetaError> {
-        const WHAT: &str = "prune";
+#[async_trait]
+impl ClusterStore for PostgresStore {
+    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
+        const WHAT: &str = "set_placement";
+        let (hex, json) = (hash.to_hex(), placement_json(placement)?);
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
-        let removed = prune_in(&tx, bucket, name, keep, tombstone_cutoff_ms).await?;
-        tx.commit().await.context(WHAT)?;
-        Ok(removed)
-    }
-
-    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
-        const WHAT: &str = "names";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(Vec::new());
-        };
-        let client = self.client(WHAT).await?;
-        let rows = match after {
-            None => {
-                let stmt = client.prepare_cached(SQL_NAMES_FIRST).await.context(WHAT)?;
-                client.query(&stmt, &[&limit]).await.context(WHAT)?
-            }
-            Some((bucket, name)) => {
-                let stmt = client.prepare_cached(SQL_NAMES_AFTER).await.context(WHAT)?;
-                client.query(&stmt, &[&bucket, &name, &limit]).await.context(WHAT)?
-            }
-        };
-        rows.iter().map(|row| Ok((row.try_get(0).context(WHAT)?, row.try_get(1).context(WHAT)?))).collect()
+        let stmt = tx.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
+        if tx.execute(&stmt, &[&hex, &json]).await.context(WHAT)? > 0 {
+            reindex(&tx, WHAT, &hex, &json).await?;
+        }
+        tx.commit().await.context(WHAT)
     }
 
     async fn contents_on(
@@ -1598,7 +1677,10 @@ impl MetaStore for PostgresStore {
         }
         .map(drop)
     }
+}
 
+#[async_trait]
+impl UploadStore for PostgresStore {
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
         const WHAT: &str = "create_upload";
         let u = upload;
@@ -1736,7 +1818,10 @@ impl MetaStore for PostgresStore {
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
         self.remove_batch(Batch::ExpiredUploads, now_ms, limit).await
     }
+}
 
+#[async_trait]
+impl BucketStore for PostgresStore {
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
         Ok(self.execute("create_bucket", SQL_CREATE_BUCKET, &[&name, &created_ms]).await? > 0)
     }
@@ -1778,79 +1863,10 @@ impl MetaStore for PostgresStore {
         tx.commit().await.context(WHAT)?;
         Ok(BucketDeleteOutcome::Deleted { aborted_uploads })
     }
+}
 
-    async fn put_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        content: &ContentRecord,
-        attrs: &ObjectAttrs,
-        condition: Option<&Precondition>,
-    ) -> Result<VersionRecord, MetaError> {
-        const WHAT: &str = "put_object";
-        let mut client = self.client(WHAT).await?;
-        let tx = client.transaction().await.context(WHAT)?;
-        let record = add_object(&tx, bucket, name, content, attrs, condition).await?;
-        tx.commit().await.context(WHAT)?;
-        Ok(record)
-    }
-
-    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
-        const WHAT: &str = "delete_version";
-        let Some(version) = to_sql_int(version) else {
-            return Ok(false);
-        };
-        let mut client = self.client(WHAT).await?;
-        let tx = client.transaction().await.context(WHAT)?;
-        // The head's lock, as put_version and delete take it: the head is moved to
-        // the newest remaining version (or dropped with the last one, like prune)
-        // with no write of the name in between.
-        let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
-        let Some(head) = tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? else {
-            return Ok(false);
-        };
-        let latest: i64 = head.try_get(0).context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_DELETE_VERSION).await.context(WHAT)?;
-        if tx.execute(&stmt, &[&bucket, &name, &version]).await.context(WHAT)? == 0 {
-            return Ok(false);
-        }
-        if version == latest {
-            let stmt = tx.prepare_cached(SQL_MAX_VERSION).await.context(WHAT)?;
-            let newest: Option<i64> =
-                tx.query_one(&stmt, &[&bucket, &name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
-            match newest {
-                Some(newest) => {
-                    let stmt = tx.prepare_cached(SQL_SET_HEAD).await.context(WHAT)?;
-                    tx.execute(&stmt, &[&bucket, &name, &newest]).await.context(WHAT)?;
-                }
-                None => {
-                    let stmt = tx.prepare_cached(SQL_DROP_HEAD).await.context(WHAT)?;
-                    tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
-                }
-            }
-        }
-        tx.commit().await.context(WHAT)?;
-        Ok(true)
-    }
-
-    async fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<(&str, u64)>,
-        limit: usize,
-    ) -> Result<Vec<VersionRecord>, MetaError> {
-        const WHAT: &str = "list_versions";
-        let Some(r) = VersionListRange::new(prefix, after, limit) else {
-            return Ok(Vec::new());
-        };
-        let sql = r.statement(&VERSION_LIST_STATEMENTS);
-        match &r.upper {
-            Some(upper) => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]).await,
-            None => self.query_versions(WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]).await,
-        }
-    }
-
+#[async_trait]
+impl MultipartStore for PostgresStore {
     async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
         const WHAT: &str = "create_multipart";
         let u = upload;
@@ -1981,7 +1997,10 @@ impl MetaStore for PostgresStore {
     async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
         self.remove_batch(Batch::StaleMultipart, cutoff_ms, limit).await
     }
+}
 
+#[async_trait]
+impl KeyStore for PostgresStore {
     async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
         let buckets = key_buckets_json(&key.buckets)?;
         let params: [&(dyn ToSql + Sync); 5] =

@@ -47,7 +47,7 @@
 //! `multipart_uploads` a range of `multipart_uploads (bucket, name, id)`.
 //!
 //! `placements` repeats each content row's placement JSON as one row per shard,
-//! so that [`contents_on`](MetaStore::contents_on) is a range scan of its primary
+//! so that [`contents_on`](ClusterStore::contents_on) is a range scan of its primary
 //! key; `put_version` and `set_placement` rewrite a hash's rows (with SQLite's
 //! `json_each`) and `finish_delete` removes them, each in the same transaction as
 //! the placement or row itself. A partial index on `content(state, hash)` where
@@ -65,7 +65,7 @@
 //! (`ON CONFLICT … DO UPDATE … WHERE state <> 'deleting' RETURNING size`: no row
 //! returned means deleting, answered with [`MetaError::ContentDeleting`] and only
 //! that write's savepoint rolled back, the rest of its group commit going on).
-//! [`begin_delete`](MetaStore::begin_delete) reads the state and whether a version
+//! [`begin_delete`](ContentStore::begin_delete) reads the state and whether a version
 //! points at the row, and changes it, in one immediate transaction; likewise
 //! `revive`, `finish_delete` (index rows, then the row, only if deleting) and
 //! `prune` (the newest version, the `keep`-th newest, then the removal). A lease
@@ -100,12 +100,12 @@
 //!
 //! The file is in WAL mode, so readers never wait for the writer; every connection
 //! has a 5 s `busy_timeout`; `synchronous=FULL`, so a write is acknowledged only
-//! once it is durable. [`put_version`](MetaStore::put_version) runs in a
+//! once it is durable. [`put_version`](VersionStore::put_version) runs in a
 //! `BEGIN IMMEDIATE` transaction (take the write lock first, then read the highest
 //! version, insert the next one and upsert the content row), so writers in
 //! different processes get consecutive versions with no gap and no duplicate, and a
 //! version is visible to every process as soon as the call returns.
-//! [`delete`](MetaStore::delete) reads the newest version and adds the tombstone in
+//! [`delete`](VersionStore::delete) reads the newest version and adds the tombstone in
 //! the same transaction, under the same lock, so two deletes of one name (in one
 //! process or two) cannot both find it live. Concurrent writers of one process
 //! share a transaction (group commit, one fsync for the batch), each in a
@@ -141,9 +141,10 @@ use super::row::{
     RawUpload, RawVersion, UploadListRange, VersionListRange, VersionsPage, DELETING, LIVE,
 };
 use super::{
-    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentCounts, ContentRecord,
-    ContentState, DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartPart, MultipartRecord, ObjectAttrs,
-    Precondition, UploadAppend, UploadPart, UploadRecord, VersionRecord,
+    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, BucketStore, ClusterStore, CompleteOutcome,
+    ContentCounts, ContentRecord, ContentState, ContentStore, DeleteOutcome, FinishOutcome, KeyStore, MetaError,
+    MetaStore, MultipartPart, MultipartRecord, MultipartStore, ObjectAttrs, Precondition, UploadAppend, UploadPart,
+    UploadRecord, UploadStore, VersionRecord, VersionStore,
 };
 use crate::clock::now_ms;
 use crate::content::{ContentHash, Placement, Policy};
@@ -1228,7 +1229,7 @@ fn list_blocking(conn: &Connection, bucket: &str, range: &ListRange) -> Result<V
 }
 
 #[async_trait]
-impl MetaStore for SqliteStore {
+impl VersionStore for SqliteStore {
     async fn put_version(
         &self,
         bucket: &str,
@@ -1276,34 +1277,6 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
-        let hex = hash.to_hex();
-        self.read(move |conn| {
-            const WHAT: &str = "content";
-            let mut stmt = conn.prepare_cached(SQL_CONTENT).context(WHAT)?;
-            let raw = stmt.query_row([&hex], raw_content).optional().context(WHAT)?;
-            raw.map(RawContent::parse).transpose()
-        })
-        .await
-    }
-
-    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
-        let hex = hash.to_hex();
-        let json = placement_json(placement)?;
-        self.write(move |conn| {
-            const WHAT: &str = "set_placement";
-            immediate(conn, WHAT, |tx| {
-                let changed =
-                    tx.prepare_cached(SQL_SET_PLACEMENT).context(WHAT)?.execute((&hex, &json)).context(WHAT)?;
-                if changed > 0 {
-                    reindex(tx, WHAT, &hex, &json)?;
-                }
-                Ok(())
-            })
-        })
-        .await
-    }
-
     async fn list(
         &self,
         bucket: &str,
@@ -1316,6 +1289,111 @@ impl MetaStore for SqliteStore {
         };
         let bucket = bucket.to_string();
         self.read(move |conn| list_blocking(conn, &bucket, &range)).await
+    }
+
+    async fn prune(
+        &self,
+        bucket: &str,
+        name: &str,
+        keep: Option<u64>,
+        tombstone_cutoff_ms: Option<i64>,
+    ) -> Result<u64, MetaError> {
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        // Under the write lock, like put_version and delete: no version of the name
+        // can be added between the reads and the removal.
+        self.write(move |conn| immediate(conn, "prune", |tx| prune_in(tx, &bucket, &name, keep, tombstone_cutoff_ms)))
+            .await
+    }
+
+    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
+        const WHAT: &str = "names";
+        let Some(limit) = sql_limit(limit) else {
+            return Ok(Vec::new());
+        };
+        let after = after.map(|(b, n)| (b.to_string(), n.to_string()));
+        self.read(move |conn| {
+            let (sql, params): (&str, Vec<&dyn ToSql>) = match &after {
+                None => (SQL_NAMES_FIRST, vec![&limit]),
+                Some((bucket, name)) => (SQL_NAMES_AFTER, vec![bucket, name, &limit]),
+            };
+            let mut stmt = conn.prepare_cached(sql).context(WHAT)?;
+            let rows = stmt.query_map(params.as_slice(), |row| Ok((row.get(0)?, row.get(1)?))).context(WHAT)?;
+            rows.map(|row| row.context(WHAT)).collect()
+        })
+        .await
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: &ContentRecord,
+        attrs: &ObjectAttrs,
+        condition: Option<&Precondition>,
+    ) -> Result<VersionRecord, MetaError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = WriteOp::PutObject {
+            content: content.clone(),
+            attrs: Box::new(attrs.clone()),
+            condition: condition.cloned(),
+            reply,
+        };
+        self.queue(bucket, name, op).await?;
+        answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
+    }
+
+    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
+        const WHAT: &str = "delete_version";
+        let Some(version) = to_sql_int(version) else {
+            return Ok(false);
+        };
+        let (bucket, name) = (bucket.to_string(), name.to_string());
+        self.write(move |conn| {
+            let removed = conn
+                .prepare_cached(SQL_DELETE_VERSION)
+                .context(WHAT)?
+                .execute((&bucket, &name, version))
+                .context(WHAT)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, MetaError> {
+        const WHAT: &str = "list_versions";
+        let Some(range) = VersionListRange::new(prefix, after, limit) else {
+            return Ok(Vec::new());
+        };
+        let bucket = bucket.to_string();
+        self.read(move |conn| {
+            let sql = range.statement(&VERSION_LIST_STATEMENTS);
+            let r = &range;
+            match &r.upper {
+                Some(upper) => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]),
+                None => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]),
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ContentStore for SqliteStore {
+    async fn content(&self, hash: &ContentHash) -> Result<Option<ContentRecord>, MetaError> {
+        let hex = hash.to_hex();
+        self.read(move |conn| {
+            const WHAT: &str = "content";
+            let mut stmt = conn.prepare_cached(SQL_CONTENT).context(WHAT)?;
+            let raw = stmt.query_row([&hex], raw_content).optional().context(WHAT)?;
+            raw.map(RawContent::parse).transpose()
+        })
+        .await
     }
 
     async fn content_state(&self, hash: &ContentHash) -> Result<Option<ContentState>, MetaError> {
@@ -1414,35 +1492,23 @@ impl MetaStore for SqliteStore {
     async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
         self.read(|conn| count_states(query_pairs(conn, "content_counts", SQL_COUNTS, &[])?)).await
     }
+}
 
-    async fn prune(
-        &self,
-        bucket: &str,
-        name: &str,
-        keep: Option<u64>,
-        tombstone_cutoff_ms: Option<i64>,
-    ) -> Result<u64, MetaError> {
-        let (bucket, name) = (bucket.to_string(), name.to_string());
-        // Under the write lock, like put_version and delete: no version of the name
-        // can be added between the reads and the removal.
-        self.write(move |conn| immediate(conn, "prune", |tx| prune_in(tx, &bucket, &name, keep, tombstone_cutoff_ms)))
-            .await
-    }
-
-    async fn names(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<(String, String)>, MetaError> {
-        const WHAT: &str = "names";
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(Vec::new());
-        };
-        let after = after.map(|(b, n)| (b.to_string(), n.to_string()));
-        self.read(move |conn| {
-            let (sql, params): (&str, Vec<&dyn ToSql>) = match &after {
-                None => (SQL_NAMES_FIRST, vec![&limit]),
-                Some((bucket, name)) => (SQL_NAMES_AFTER, vec![bucket, name, &limit]),
-            };
-            let mut stmt = conn.prepare_cached(sql).context(WHAT)?;
-            let rows = stmt.query_map(params.as_slice(), |row| Ok((row.get(0)?, row.get(1)?))).context(WHAT)?;
-            rows.map(|row| row.context(WHAT)).collect()
+#[async_trait]
+impl ClusterStore for SqliteStore {
+    async fn set_placement(&self, hash: &ContentHash, placement: &Placement) -> Result<(), MetaError> {
+        let hex = hash.to_hex();
+        let json = placement_json(placement)?;
+        self.write(move |conn| {
+            const WHAT: &str = "set_placement";
+            immediate(conn, WHAT, |tx| {
+                let changed =
+                    tx.prepare_cached(SQL_SET_PLACEMENT).context(WHAT)?.execute((&hex, &json)).context(WHAT)?;
+                if changed > 0 {
+                    reindex(tx, WHAT, &hex, &json)?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -1562,7 +1628,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl UploadStore for SqliteStore {
     async fn create_upload(&self, upload: &UploadRecord) -> Result<(), MetaError> {
         const WHAT: &str = "create_upload";
         let u = upload.clone();
@@ -1712,7 +1781,10 @@ impl MetaStore for SqliteStore {
     async fn remove_expired_uploads(&self, now_ms: i64, limit: usize) -> Result<usize, MetaError> {
         self.remove_batch(Batch::ExpiredUploads, now_ms, limit).await
     }
+}
 
+#[async_trait]
+impl BucketStore for SqliteStore {
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
         const WHAT: &str = "create_bucket";
         let name = name.to_string();
@@ -1773,66 +1845,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn put_object(
-        &self,
-        bucket: &str,
-        name: &str,
-        content: &ContentRecord,
-        attrs: &ObjectAttrs,
-        condition: Option<&Precondition>,
-    ) -> Result<VersionRecord, MetaError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = WriteOp::PutObject {
-            content: content.clone(),
-            attrs: Box::new(attrs.clone()),
-            condition: condition.cloned(),
-            reply,
-        };
-        self.queue(bucket, name, op).await?;
-        answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
-    }
-
-    async fn delete_version(&self, bucket: &str, name: &str, version: u64) -> Result<bool, MetaError> {
-        const WHAT: &str = "delete_version";
-        let Some(version) = to_sql_int(version) else {
-            return Ok(false);
-        };
-        let (bucket, name) = (bucket.to_string(), name.to_string());
-        self.write(move |conn| {
-            let removed = conn
-                .prepare_cached(SQL_DELETE_VERSION)
-                .context(WHAT)?
-                .execute((&bucket, &name, version))
-                .context(WHAT)?;
-            Ok(removed > 0)
-        })
-        .await
-    }
-
-    async fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<(&str, u64)>,
-        limit: usize,
-    ) -> Result<Vec<VersionRecord>, MetaError> {
-        const WHAT: &str = "list_versions";
-        let Some(range) = VersionListRange::new(prefix, after, limit) else {
-            return Ok(Vec::new());
-        };
-        let bucket = bucket.to_string();
-        self.read(move |conn| {
-            let sql = range.statement(&VERSION_LIST_STATEMENTS);
-            let r = &range;
-            match &r.upper {
-                Some(upper) => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, upper, &r.limit]),
-                None => query_versions(conn, WHAT, sql, &[&bucket, &r.lower, &r.max_version, &r.limit]),
-            }
-        })
-        .await
-    }
-
+#[async_trait]
+impl MultipartStore for SqliteStore {
     async fn create_multipart(&self, upload: &MultipartRecord) -> Result<(), MetaError> {
         const WHAT: &str = "create_multipart";
         let u = upload.clone();
@@ -1990,7 +2006,10 @@ impl MetaStore for SqliteStore {
     async fn remove_stale_multipart(&self, cutoff_ms: i64, limit: usize) -> Result<usize, MetaError> {
         self.remove_batch(Batch::StaleMultipart, cutoff_ms, limit).await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn create_key(&self, key: &AccessKey) -> Result<bool, MetaError> {
         const WHAT: &str = "create_key";
         let key = key.clone();
