@@ -50,6 +50,7 @@ mod content;
 pub mod postgres;
 mod row;
 mod s3;
+mod sql;
 pub mod sqlite;
 mod uploads;
 mod versions;

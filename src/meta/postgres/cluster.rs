@@ -1,6 +1,7 @@
 //! The PostgreSQL store's placements, sightings, leases and worker checkpoints:
 //! [`ClusterStore`] on PostgreSQL.
 
+use crate::meta::sql;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,20 +19,10 @@ macro_rules! db_now_ms {
     };
 }
 
-const SQL_CONTENTS_ON: &str = "SELECT c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size FROM \
-     (SELECT DISTINCT hash FROM placements WHERE server = $1 AND hash > $2 ORDER BY hash LIMIT $3) p \
-     JOIN content c ON c.hash = p.hash ORDER BY c.hash";
-
-const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
-
 /// Records sightings of distinct servers (an array of them, sorted so that
 /// concurrent callers lock rows in one order).
 const SQL_SAW: &str = "INSERT INTO server_sightings (server, last_seen_ms) SELECT s, $2 FROM unnest($1::TEXT[]) s \
      ON CONFLICT (server) DO UPDATE SET last_seen_ms = GREATEST(server_sightings.last_seen_ms, excluded.last_seen_ms)";
-
-const SQL_SIGHTINGS: &str = "SELECT server, last_seen_ms FROM server_sightings ORDER BY server";
-
-const SQL_FORGET: &str = "DELETE FROM server_sightings WHERE server = $1";
 
 /// Takes the lease for $3 ms of the database's clock if it is free, expired or the
 /// holder's already: one statement, atomic against every other store.
@@ -43,18 +34,7 @@ const SQL_ACQUIRE: &str = concat!(
     db_now_ms!()
 );
 
-const SQL_RELEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
-
 const SQL_HOLDER: &str = concat!("SELECT holder FROM leases WHERE name = $1 AND expires_ms > ", db_now_ms!());
-
-const SQL_CURSOR: &str = "SELECT value FROM worker_cursors WHERE name = $1";
-
-const SQL_SET_CURSOR: &str = "INSERT INTO worker_cursors (name, value) VALUES ($1, $2) \
-     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
-
-const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = $1";
-
-const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = $2 WHERE hash = $1";
 
 #[async_trait]
 impl ClusterStore for PostgresStore {
@@ -63,7 +43,7 @@ impl ClusterStore for PostgresStore {
         let (hex, json) = (hash.to_hex(), placement_json(placement)?);
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_SET_PLACEMENT).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::SET_PLACEMENT.postgres).await.context(WHAT)?;
         if tx.execute(&stmt, &[&hex, &json]).await.context(WHAT)? > 0 {
             reindex(&tx, WHAT, &hex, &json).await?;
         }
@@ -80,12 +60,12 @@ impl ClusterStore for PostgresStore {
             return Ok(Vec::new());
         };
         let after = hash_after(after);
-        self.query_contents("contents_on", SQL_CONTENTS_ON, &[&server, &after, &limit]).await
+        self.query_contents("contents_on", sql::CONTENTS_ON.postgres, &[&server, &after, &limit]).await
     }
 
     async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError> {
         const WHAT: &str = "placement_servers";
-        let rows = self.query_pairs(WHAT, SQL_PLACEMENT_SERVERS, &[]).await?;
+        let rows = self.query_pairs(WHAT, sql::PLACEMENT_SERVERS.postgres, &[]).await?;
         rows.into_iter().map(|(server, n)| Ok((server.clone(), count(n, || format!("{WHAT} {server}"))?))).collect()
     }
 
@@ -99,11 +79,11 @@ impl ClusterStore for PostgresStore {
     }
 
     async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError> {
-        self.query_pairs("server_sightings", SQL_SIGHTINGS, &[]).await
+        self.query_pairs("server_sightings", sql::SIGHTINGS.postgres, &[]).await
     }
 
     async fn forget_server(&self, server: &str) -> Result<(), MetaError> {
-        self.execute("forget_server", SQL_FORGET, &[&server]).await.map(drop)
+        self.execute("forget_server", sql::FORGET.postgres, &[&server]).await.map(drop)
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, MetaError> {
@@ -111,7 +91,7 @@ impl ClusterStore for PostgresStore {
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MetaError> {
-        self.execute("release_lease", SQL_RELEASE, &[&name, &holder]).await.map(drop)
+        self.execute("release_lease", sql::RELEASE.postgres, &[&name, &holder]).await.map(drop)
     }
 
     async fn lease_holder(&self, name: &str) -> Result<Option<String>, MetaError> {
@@ -121,7 +101,7 @@ impl ClusterStore for PostgresStore {
     async fn worker_cursor(&self, name: &str) -> Result<Option<String>, MetaError> {
         const WHAT: &str = "worker_cursor";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_CURSOR).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::CURSOR.postgres).await.context(WHAT)?;
         let Some(row) = client.query_opt(&stmt, &[&name]).await.context(WHAT)? else {
             return Ok(None);
         };
@@ -134,8 +114,10 @@ impl ClusterStore for PostgresStore {
     async fn set_worker_cursor(&self, name: &str, value: Option<&str>) -> Result<(), MetaError> {
         match value {
             // Bytes, not TEXT: a checkpoint is opaque, and TEXT cannot hold NUL.
-            Some(value) => self.execute("set_worker_cursor", SQL_SET_CURSOR, &[&name, &value.as_bytes()]).await,
-            None => self.execute("set_worker_cursor", SQL_CLEAR_CURSOR, &[&name]).await,
+            Some(value) => {
+                self.execute("set_worker_cursor", sql::SET_CURSOR.postgres, &[&name, &value.as_bytes()]).await
+            }
+            None => self.execute("set_worker_cursor", sql::CLEAR_CURSOR.postgres, &[&name]).await,
         }
         .map(drop)
     }

@@ -1,6 +1,7 @@
 //! The PostgreSQL store's content rows and their lifecycle: [`ContentStore`] on
 //! PostgreSQL, and the one content insert every write uses (`record_content`).
 
+use crate::meta::sql;
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -12,30 +13,11 @@ use crate::meta::row::{
 };
 use crate::meta::{ContentCounts, ContentRecord, ContentState, ContentStore, MetaError};
 
-const SQL_CONTENT: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE hash = $1";
-
-/// Records content and makes it live, row-locking it; returns no row when it is
-/// deleting.
-const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement, encoding, stored_size) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
-     encoding = excluded.encoding, stored_size = excluded.stored_size, \
-     state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
-     RETURNING size";
-
-/// The placement index of one hash: cleared, then filled from its placement JSON.
-const SQL_INDEX_CLEAR: &str = "DELETE FROM placements WHERE hash = $1";
-
 const SQL_INDEX_FILL: &str = "INSERT INTO placements (server, hash, shard) \
      SELECT j.value, $1, j.key::BIGINT FROM json_each_text($2::TEXT::json) j ON CONFLICT DO NOTHING";
 
-const SQL_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = $1";
-
 /// `begin_delete`'s first statement: the row's state, row-locking it until commit.
 const SQL_LOCK_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = $1 FOR UPDATE";
-
-const SQL_REVIVE: &str =
-    "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = $1 AND state = 'doomed'";
 
 const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $1 WHERE state = 'live' AND hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
@@ -43,29 +25,7 @@ const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = $
       AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) \
       AND NOT EXISTS (SELECT 1 FROM multipart_parts m WHERE m.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
-/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
-/// partial index `content_by_state`.)
-const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
-     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= $1 AND hash > $2 ORDER BY hash LIMIT $3";
-
-/// A version, an upload's part or a multipart upload's part points at it.
-const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = $1) \
-     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = $1) \
-     OR EXISTS (SELECT 1 FROM multipart_parts WHERE hash = $1)";
-
-const SQL_SET_STATE: &str = "UPDATE content SET state = $2, doomed_since_ms = NULL WHERE hash = $1";
-
-const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
-     VALUES ($1, 0, $2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
-
-const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > $1 ORDER BY hash LIMIT $2";
-
 const SQL_LOCK_DELETING: &str = "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting' FOR UPDATE";
-
-const SQL_FINISH: &str = "DELETE FROM content WHERE hash = $1 AND state = 'deleting'";
-
-const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
 
 /// Records `content` (inserted, or updated and made live, row-locking it) and its
 /// placement index inside `tx`: the one content insert of this store, used by
@@ -77,7 +37,7 @@ pub(super) async fn record_content(
     content: &ContentRecord,
 ) -> Result<ContentRow, MetaError> {
     let row = ContentRow::encode(content)?;
-    let stmt = tx.prepare_cached(SQL_UPSERT_CONTENT).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::UPSERT_CONTENT.postgres).await.context(what)?;
     let stored = tx
         .query_opt(&stmt, &[&row.hash, &row.size, &row.policy, &row.placement, &row.encoding, &row.stored_size])
         .await
@@ -98,7 +58,7 @@ pub(super) async fn reindex(
     hash: &str,
     placement: &str,
 ) -> Result<(), MetaError> {
-    let stmt = tx.prepare_cached(SQL_INDEX_CLEAR).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::INDEX_CLEAR.postgres).await.context(what)?;
     tx.execute(&stmt, &[&hash]).await.context(what)?;
     let stmt = tx.prepare_cached(SQL_INDEX_FILL).await.context(what)?;
     tx.execute(&stmt, &[&hash, &placement]).await.context(what)?;
@@ -135,7 +95,7 @@ impl ContentStore for PostgresStore {
         const WHAT: &str = "content";
         let hex = hash.to_hex();
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_CONTENT).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::CONTENT.postgres).await.context(WHAT)?;
         let Some(row) = client.query_opt(&stmt, &[&hex]).await.context(WHAT)? else {
             return Ok(None);
         };
@@ -146,7 +106,7 @@ impl ContentStore for PostgresStore {
         const WHAT: &str = "content_state";
         let hex = hash.to_hex();
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_STATE).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::STATE.postgres).await.context(WHAT)?;
         state_row(&hex, client.query_opt(&stmt, &[&hex]).await.context(WHAT)?, WHAT)
     }
 
@@ -155,9 +115,9 @@ impl ContentStore for PostgresStore {
         let hex = hash.to_hex();
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_REVIVE).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::REVIVE.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_STATE).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::STATE.postgres).await.context(WHAT)?;
         let state = state_row(&hex, tx.query_opt(&stmt, &[&hex]).await.context(WHAT)?, WHAT)?;
         tx.commit().await.context(WHAT)?;
         Ok(state)
@@ -181,7 +141,7 @@ impl ContentStore for PostgresStore {
             return Ok(Vec::new());
         };
         let after = hash_after(after);
-        self.query_contents("doomed_before", SQL_DOOMED_BEFORE, &[&cutoff_ms, &after, &limit]).await
+        self.query_contents("doomed_before", sql::DOOMED_BEFORE.postgres, &[&cutoff_ms, &after, &limit]).await
     }
 
     async fn begin_delete(&self, hash: &ContentHash, cutoff_ms: i64) -> Result<bool, MetaError> {
@@ -198,14 +158,14 @@ impl ContentStore for PostgresStore {
         if !matches!(state, Some(ContentState::Doomed { .. })) {
             return Ok(false);
         }
-        let stmt = tx.prepare_cached(SQL_REFERENCED).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::REFERENCED.postgres).await.context(WHAT)?;
         let referenced: bool = tx.query_one(&stmt, &[&hex]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
         let (new_state, claimed) = match begin_delete_step(state, referenced, cutoff_ms) {
             BeginDelete::Delete => (DELETING, true),
             BeginDelete::Revive => (LIVE, false),
             BeginDelete::Leave => return Ok(false),
         };
-        let stmt = tx.prepare_cached(SQL_SET_STATE).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::SET_STATE.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&hex, &new_state]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)?;
         Ok(claimed)
@@ -213,7 +173,7 @@ impl ContentStore for PostgresStore {
 
     async fn claim_orphan(&self, hash: &ContentHash, policy: Policy) -> Result<bool, MetaError> {
         let (hex, policy) = (hash.to_hex(), policy.to_string());
-        Ok(self.execute("claim_orphan", SQL_CLAIM, &[&hex, &policy]).await? > 0)
+        Ok(self.execute("claim_orphan", sql::CLAIM.postgres, &[&hex, &policy]).await? > 0)
     }
 
     async fn deleting(&self, after: Option<&ContentHash>, limit: usize) -> Result<Vec<ContentRecord>, MetaError> {
@@ -221,7 +181,7 @@ impl ContentStore for PostgresStore {
             return Ok(Vec::new());
         };
         let after = hash_after(after);
-        self.query_contents("deleting", SQL_DELETING, &[&after, &limit]).await
+        self.query_contents("deleting", sql::DELETING.postgres, &[&after, &limit]).await
     }
 
     async fn finish_delete(&self, hash: &ContentHash) -> Result<bool, MetaError> {
@@ -233,15 +193,15 @@ impl ContentStore for PostgresStore {
         if tx.query_opt(&stmt, &[&hex]).await.context(WHAT)?.is_none() {
             return Ok(false);
         }
-        let stmt = tx.prepare_cached(SQL_INDEX_CLEAR).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::INDEX_CLEAR.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_FINISH).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::FINISH.postgres).await.context(WHAT)?;
         let removed = tx.execute(&stmt, &[&hex]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)?;
         Ok(removed > 0)
     }
 
     async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
-        count_states(self.query_pairs("content_counts", SQL_COUNTS, &[]).await?)
+        count_states(self.query_pairs("content_counts", sql::COUNTS.postgres, &[]).await?)
     }
 }

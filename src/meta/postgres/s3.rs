@@ -1,6 +1,7 @@
 //! The PostgreSQL store's S3 buckets, multipart uploads and access keys:
 //! [`BucketStore`], [`MultipartStore`] and [`KeyStore`] on PostgreSQL.
 
+use crate::meta::sql::{self, Dialect};
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -10,28 +11,19 @@ use super::uploads::{drop_upload, Batch};
 use super::versions::add_object;
 use super::{Context, PostgresStore};
 use crate::meta::row::{
-    attrs_json, key_buckets_json, key_columns, multipart_columns, multipart_part_columns, sql_limit, ListStatements,
-    RawAccessKey, RawMultipart, RawMultipartPart, UploadListRange,
+    attrs_json, key_buckets_json, sql_limit, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
+    UploadListRange,
 };
 use crate::meta::{
     AccessKey, BucketDeleteOutcome, BucketRecord, BucketStore, CompleteOutcome, ContentRecord, KeyStore, MetaError,
     MultipartPart, MultipartRecord, MultipartStore, ObjectAttrs,
 };
 
-const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-
-const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = $1";
-
-const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
-
 /// What adds to a bucket (`put_object`, `create_multipart`, `complete_multipart`)
 /// share-locks its row until the commit; `delete_bucket` locks it exclusively.
 const SQL_SHARE_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR SHARE";
 
 const SQL_LOCK_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE";
-
-/// A version (tombstones too) is in the bucket: what keeps it from deletion.
-const SQL_BUCKET_HAS_VERSION: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = $1)";
 
 /// The bucket's tus uploads, and whether each is still open, locked against
 /// appends and finishes until the commit (in id order). `uploads` has no index on
@@ -43,36 +35,7 @@ const SQL_LOCK_BUCKET_UPLOADS: &str =
 /// The bucket's multipart uploads, locked against `put_part` until the commit.
 const SQL_LOCK_BUCKET_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE bucket = $1 ORDER BY id FOR UPDATE";
 
-const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = $1";
-
-/// `multipart_uploads`, as [`ListStatements`] wants it: a range on the index
-/// `multipart_uploads_by_name` from (`$2`, `$3`).
-macro_rules! select_uploads {
-    ($op:literal, $upper:literal, $limit:literal) => {
-        concat!(
-            "SELECT ",
-            multipart_columns!(),
-            " FROM multipart_uploads WHERE bucket = $1 AND (name, id) ",
-            $op,
-            " ($2, $3) ",
-            $upper,
-            "ORDER BY name, id LIMIT ",
-            $limit
-        )
-    };
-}
-
-const UPLOAD_LIST_STATEMENTS: ListStatements = ListStatements {
-    from: select_uploads!(">=", "", "$4"),
-    from_upto: select_uploads!(">=", "AND name < $4 ", "$5"),
-    after: select_uploads!(">", "", "$4"),
-    after_upto: select_uploads!(">", "AND name < $4 ", "$5"),
-};
-
-const SQL_INSERT_MULTIPART: &str =
-    "INSERT INTO multipart_uploads (id, bucket, name, attrs, created_ms) VALUES ($1, $2, $3, $4, $5)";
-
-const SQL_MULTIPART: &str = concat!("SELECT ", multipart_columns!(), " FROM multipart_uploads WHERE id = $1");
+const UPLOAD_LIST_STATEMENTS: ListStatements = sql::UPLOAD_LIST.of(Dialect::Postgres);
 
 /// `put_part`'s first statement: the upload, share-locked so that no abort or
 /// completion removes it (and its parts) before this part is in.
@@ -86,33 +49,8 @@ const SQL_LOCK_MULTIPART: &str = "SELECT bucket, name FROM multipart_uploads WHE
 /// [`SQL_UPLOAD_BUCKET`]).
 const SQL_MULTIPART_BUCKET: &str = "SELECT bucket FROM multipart_uploads WHERE id = $1";
 
-/// Sets a part, replacing an earlier upload of its number.
-const SQL_UPSERT_MULTIPART_PART: &str = "INSERT INTO multipart_parts \
-     (upload_id, part_number, hash, size, etag, created_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (upload_id, part_number) DO UPDATE SET hash = excluded.hash, size = excluded.size, \
-     etag = excluded.etag, created_ms = excluded.created_ms";
-
-const SQL_MULTIPART_PARTS: &str = concat!(
-    "SELECT ",
-    multipart_part_columns!(),
-    " FROM multipart_parts WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3"
-);
-
-const SQL_DROP_MULTIPART_PARTS: &str = "DELETE FROM multipart_parts WHERE upload_id = $1";
-
-const SQL_DROP_MULTIPART: &str = "DELETE FROM multipart_uploads WHERE id = $1";
-
 pub(super) const SQL_STALE_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE created_ms <= $1 \
      ORDER BY created_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
-
-const SQL_CREATE_KEY: &str = "INSERT INTO access_keys (access_key, secret, buckets, read_only, created_ms) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (access_key) DO NOTHING";
-
-const SQL_KEY: &str = concat!("SELECT ", key_columns!(), " FROM access_keys WHERE access_key = $1");
-
-const SQL_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM access_keys ORDER BY access_key");
-
-const SQL_DELETE_KEY: &str = "DELETE FROM access_keys WHERE access_key = $1";
 
 /// Share-locks the bucket's row inside `tx`; [`MetaError::NoSuchBucket`] when
 /// there is none.
@@ -165,9 +103,9 @@ pub(super) async fn drop_multipart(
     what: &str,
     id: &str,
 ) -> Result<bool, MetaError> {
-    let stmt = tx.prepare_cached(SQL_DROP_MULTIPART_PARTS).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::DROP_MULTIPART_PARTS.postgres).await.context(what)?;
     tx.execute(&stmt, &[&id]).await.context(what)?;
-    let stmt = tx.prepare_cached(SQL_DROP_MULTIPART).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::DROP_MULTIPART.postgres).await.context(what)?;
     Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
 }
 
@@ -202,20 +140,20 @@ fn bucket_row(row: &Row, what: &str) -> Result<BucketRecord, MetaError> {
 #[async_trait]
 impl BucketStore for PostgresStore {
     async fn create_bucket(&self, name: &str, created_ms: i64) -> Result<bool, MetaError> {
-        Ok(self.execute("create_bucket", SQL_CREATE_BUCKET, &[&name, &created_ms]).await? > 0)
+        Ok(self.execute("create_bucket", sql::CREATE_BUCKET.postgres, &[&name, &created_ms]).await? > 0)
     }
 
     async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, MetaError> {
         const WHAT: &str = "bucket";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_BUCKET).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::BUCKET.postgres).await.context(WHAT)?;
         client.query_opt(&stmt, &[&name]).await.context(WHAT)?.map(|row| bucket_row(&row, WHAT)).transpose()
     }
 
     async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
         const WHAT: &str = "buckets";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_BUCKETS).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::BUCKETS.postgres).await.context(WHAT)?;
         client.query(&stmt, &[]).await.context(WHAT)?.iter().map(|row| bucket_row(row, WHAT)).collect()
     }
 
@@ -231,13 +169,13 @@ impl BucketStore for PostgresStore {
         if tx.query_opt(&stmt, &[&name]).await.context(WHAT)?.is_none() {
             return Ok(BucketDeleteOutcome::NoSuchBucket);
         }
-        let stmt = tx.prepare_cached(SQL_BUCKET_HAS_VERSION).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::BUCKET_HAS_VERSION.postgres).await.context(WHAT)?;
         let has_version: bool = tx.query_one(&stmt, &[&name]).await.and_then(|r| r.try_get(0)).context(WHAT)?;
         if has_version {
             return Ok(BucketDeleteOutcome::NotEmpty);
         }
         let aborted_uploads = abort_bucket_uploads(&tx, WHAT, name).await?;
-        let stmt = tx.prepare_cached(SQL_DROP_BUCKET).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::DROP_BUCKET.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&name]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)?;
         Ok(BucketDeleteOutcome::Deleted { aborted_uploads })
@@ -253,7 +191,7 @@ impl MultipartStore for PostgresStore {
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
         share_bucket(&tx, WHAT, &u.bucket).await?;
-        let stmt = tx.prepare_cached(SQL_INSERT_MULTIPART).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::INSERT_MULTIPART.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&u.id, &u.bucket, &u.name, &attrs, &u.created_ms]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)
     }
@@ -261,7 +199,7 @@ impl MultipartStore for PostgresStore {
     async fn multipart(&self, id: &str) -> Result<Option<MultipartRecord>, MetaError> {
         const WHAT: &str = "multipart";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_MULTIPART).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::MULTIPART.postgres).await.context(WHAT)?;
         let row = client.query_opt(&stmt, &[&id]).await.context(WHAT)?;
         row.map(|row| raw_multipart(&row).context(WHAT)?.parse()).transpose()
     }
@@ -282,7 +220,7 @@ impl MultipartStore for PostgresStore {
             return Ok(false);
         }
         let row = record_content(&tx, WHAT, content).await?;
-        let stmt = tx.prepare_cached(SQL_UPSERT_MULTIPART_PART).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::UPSERT_MULTIPART_PART.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&id, &i64::from(part_number), &row.hash, &row.size, &etag, &created_ms])
             .await
             .context(WHAT)?;
@@ -296,7 +234,7 @@ impl MultipartStore for PostgresStore {
             return Ok(Vec::new());
         };
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_MULTIPART_PARTS).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::MULTIPART_PARTS.postgres).await.context(WHAT)?;
         let rows = client.query(&stmt, &[&id, &i64::from(after), &limit]).await.context(WHAT)?;
         rows.iter()
             .map(|r| {
@@ -384,13 +322,13 @@ impl KeyStore for PostgresStore {
         let buckets = key_buckets_json(&key.buckets)?;
         let params: [&(dyn ToSql + Sync); 5] =
             [&key.access_key, &key.secret, &buckets, &key.read_only, &key.created_ms];
-        Ok(self.execute("create_key", SQL_CREATE_KEY, &params).await? > 0)
+        Ok(self.execute("create_key", sql::CREATE_KEY.postgres, &params).await? > 0)
     }
 
     async fn key(&self, access_key: &str) -> Result<Option<AccessKey>, MetaError> {
         const WHAT: &str = "key";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_KEY).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::KEY.postgres).await.context(WHAT)?;
         let row = client.query_opt(&stmt, &[&access_key]).await.context(WHAT)?;
         row.map(|row| raw_key(&row).context(WHAT)?.parse()).transpose()
     }
@@ -398,12 +336,12 @@ impl KeyStore for PostgresStore {
     async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
         const WHAT: &str = "keys";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_KEYS).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::KEYS.postgres).await.context(WHAT)?;
         let rows = client.query(&stmt, &[]).await.context(WHAT)?;
         rows.iter().map(|row| raw_key(row).context(WHAT)?.parse()).collect()
     }
 
     async fn delete_key(&self, access_key: &str) -> Result<bool, MetaError> {
-        Ok(self.execute("delete_key", SQL_DELETE_KEY, &[&access_key]).await? > 0)
+        Ok(self.execute("delete_key", sql::DELETE_KEY.postgres, &[&access_key]).await? > 0)
     }
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL store's resumable uploads: [`UploadStore`] on PostgreSQL, and
 //! the expiry worker's batches (`Batch`), which S3's stale multipart uploads share.
 
+use crate::meta::sql;
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -8,15 +9,10 @@ use super::content::record_content;
 use super::s3::{drop_multipart, share_bucket, SQL_STALE_MULTIPART};
 use super::versions::add_version;
 use super::{Context, PostgresStore};
-use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_columns, upload_int, RawUpload};
+use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, RawUpload};
 use crate::meta::{
     AppendOutcome, ContentRecord, FinishOutcome, MetaError, UploadAppend, UploadPart, UploadRecord, UploadStore,
 };
-
-const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
-     hasher, created_ms, expires_ms, finished_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-
-const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1");
 
 /// `append_upload`'s first statement: row-locks the upload until the commit, so of
 /// two appends at one offset the second waits and then sees the first's offset.
@@ -24,25 +20,11 @@ const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WH
 const SQL_LOCK_UPLOAD: &str =
     "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = $1 FOR UPDATE";
 
-const SQL_INSERT_PART: &str = "INSERT INTO upload_parts (id, part_offset, size, hash) VALUES ($1, $2, $3, $4)";
-
-const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = $2, hasher = $3, expires_ms = $4, \
-     length = COALESCE(length, $5) WHERE id = $1";
-
-const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
-     WHERE id = $1 AND part_offset >= $2 ORDER BY part_offset LIMIT $3";
-
 /// The bucket of an upload, read before its row is locked: the bucket's lock comes
 /// first (see the module docs), and an upload's bucket never changes.
 pub(super) const SQL_UPLOAD_BUCKET: &str = "SELECT bucket FROM uploads WHERE id = $1";
 
 const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE";
-
-const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = $2 WHERE id = $1";
-
-const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = $1";
-
-const SQL_DROP_UPLOAD: &str = "DELETE FROM uploads WHERE id = $1";
 
 const SQL_EXPIRED_UPLOADS: &str =
     "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
@@ -129,9 +111,9 @@ pub(super) async fn drop_upload(
     what: &str,
     id: &str,
 ) -> Result<bool, MetaError> {
-    let stmt = tx.prepare_cached(SQL_DROP_PARTS).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::DROP_PARTS.postgres).await.context(what)?;
     tx.execute(&stmt, &[&id]).await.context(what)?;
-    let stmt = tx.prepare_cached(SQL_DROP_UPLOAD).await.context(what)?;
+    let stmt = tx.prepare_cached(sql::DROP_UPLOAD.postgres).await.context(what)?;
     Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
 }
 
@@ -147,7 +129,7 @@ impl UploadStore for PostgresStore {
         let mut client = self.client(WHAT).await?;
         let tx = client.transaction().await.context(WHAT)?;
         share_bucket(&tx, WHAT, &u.bucket).await?;
-        let stmt = tx.prepare_cached(SQL_INSERT_UPLOAD).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::INSERT_UPLOAD.postgres).await.context(WHAT)?;
         tx.execute(
             &stmt,
             &[
@@ -172,7 +154,7 @@ impl UploadStore for PostgresStore {
     async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
         const WHAT: &str = "upload";
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_UPLOAD).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::UPLOAD.postgres).await.context(WHAT)?;
         let row = client.query_opt(&stmt, &[&id]).await.context(WHAT)?;
         row.map(|row| raw_upload(&row).context(WHAT)?.parse()).transpose()
     }
@@ -194,11 +176,11 @@ impl UploadStore for PostgresStore {
         let mut at = offset;
         for part in append.parts {
             let row = record_content(&tx, WHAT, part).await?;
-            let stmt = tx.prepare_cached(SQL_INSERT_PART).await.context(WHAT)?;
+            let stmt = tx.prepare_cached(sql::INSERT_PART.postgres).await.context(WHAT)?;
             tx.execute(&stmt, &[&id, &upload_int(at, "offset")?, &row.size, &row.hash]).await.context(WHAT)?;
             at += part.size;
         }
-        let stmt = tx.prepare_cached(SQL_ADVANCE_UPLOAD).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::ADVANCE_UPLOAD.postgres).await.context(WHAT)?;
         let hasher = append.hasher;
         tx.execute(&stmt, &[&id, &upload_int(at, "offset")?, &hasher, &append.expires_ms, &length])
             .await
@@ -213,7 +195,7 @@ impl UploadStore for PostgresStore {
             return Ok(Vec::new());
         };
         let client = self.client(WHAT).await?;
-        let stmt = client.prepare_cached(SQL_UPLOAD_PARTS).await.context(WHAT)?;
+        let stmt = client.prepare_cached(sql::UPLOAD_PARTS.postgres).await.context(WHAT)?;
         let rows = client.query(&stmt, &[&id, &from, &limit]).await.context(WHAT)?;
         rows.iter()
             .map(|r| {
@@ -248,9 +230,9 @@ impl UploadStore for PostgresStore {
         }
         let record = add_version(&tx, &bucket, &name, Some(content), None).await?;
         let version = upload_int(record.version, "version")?;
-        let stmt = tx.prepare_cached(SQL_FINISH_UPLOAD).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::FINISH_UPLOAD.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&id, &version]).await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_DROP_PARTS).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::DROP_PARTS.postgres).await.context(WHAT)?;
         tx.execute(&stmt, &[&id]).await.context(WHAT)?;
         tx.commit().await.context(WHAT)?;
         Ok(FinishOutcome::Finished(record))

@@ -1,6 +1,7 @@
 //! The PostgreSQL store's versions: [`VersionStore`] on PostgreSQL, with the
 //! head-locking writes (`add_version`, `add_object`) and retention.
 
+use crate::meta::sql::{self, Dialect};
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -8,17 +9,10 @@ use super::content::record_content;
 use super::s3::share_bucket;
 use super::{Context, PostgresStore};
 use crate::meta::row::{
-    attrs_json, delete_refused, keep_offset, next_version, prune_step, select_versions, sql_limit, to_sql_int,
-    ContentRow, ListRange, ListStatements, PairStatements, Prune, RawVersion, VersionListRange, VersionsPage,
+    attrs_json, delete_refused, keep_offset, next_version, prune_step, sql_limit, to_sql_int, ContentRow, ListRange,
+    ListStatements, PairStatements, Prune, RawVersion, VersionListRange, VersionsPage,
 };
 use crate::meta::{ContentRecord, DeleteOutcome, MetaError, ObjectAttrs, Precondition, VersionRecord, VersionStore};
-
-const SQL_LATEST: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 ORDER BY v.version DESC LIMIT 1");
-
-const SQL_VERSION: &str = select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version = $3");
-
-const SQL_VERSIONS: &str =
-    select_versions!("WHERE v.bucket = $1 AND v.name = $2 AND v.version > $3 ORDER BY v.version LIMIT $4");
 
 /// Listing, as [`ListStatements`] wants it: range constraints on the primary key of
 /// `heads`. The left join keeps a head whose
@@ -50,16 +44,6 @@ const LIST_STATEMENTS: ListStatements = ListStatements {
     after_upto: select_list!(">", "AND h.name < $3 ", "$4"),
 };
 
-const SQL_NEWEST_FULL: &str = "SELECT version, hash IS NULL, created_ms FROM versions \
-     WHERE bucket = $1 AND name = $2 ORDER BY version DESC LIMIT 1";
-
-const SQL_KTH_NEWEST: &str =
-    "SELECT version FROM versions WHERE bucket = $1 AND name = $2 ORDER BY version DESC LIMIT 1 OFFSET $3";
-
-const SQL_PRUNE_BELOW: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2 AND version < $3";
-
-const SQL_PRUNE_ALL: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2";
-
 const SQL_DROP_HEAD: &str = "DELETE FROM heads WHERE bucket = $1 AND name = $2";
 
 const SQL_NAMES_FIRST: &str = "SELECT bucket, name FROM heads ORDER BY bucket, name LIMIT $1";
@@ -86,28 +70,11 @@ const SQL_ENSURE_HEAD: &str =
 
 const SQL_IS_TOMBSTONE: &str = "SELECT hash IS NULL FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
 
-const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = $1 AND name = $2 AND version = $3";
-
 const SQL_MAX_VERSION: &str = "SELECT MAX(version) FROM versions WHERE bucket = $1 AND name = $2";
 
 const SQL_SET_HEAD: &str = "UPDATE heads SET latest = $3 WHERE bucket = $1 AND name = $2";
 
-/// `list_versions`, as [`PairStatements`] wants it: a range on the primary key of
-/// `versions` from `$2` (whose own versions count only up to `$3`), newest
-/// version first within a name (an incremental sort, a name at a time).
-macro_rules! select_version_list {
-    ($upper:literal, $limit:literal) => {
-        select_versions!(
-            "WHERE v.bucket = $1 AND v.name >= $2 AND (v.name > $2 OR v.version <= $3) ",
-            $upper,
-            "ORDER BY v.name, v.version DESC LIMIT ",
-            $limit
-        )
-    };
-}
-
-const VERSION_LIST_STATEMENTS: PairStatements =
-    PairStatements { open: select_version_list!("", "$4"), upto: select_version_list!("AND v.name < $4 ", "$5") };
+const VERSION_LIST_STATEMENTS: PairStatements = sql::VERSION_LIST.of(Dialect::Postgres);
 
 /// Adds the next version of `bucket/name` inside `tx` (not committed): upserts the
 /// content row, takes the next number from the name's head (row-locking it until
@@ -165,7 +132,7 @@ pub(super) async fn add_object(
         tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
         let stmt = tx.prepare_cached(SQL_LOCK_HEAD).await.context(WHAT)?;
         tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_LATEST).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::LATEST.postgres).await.context(WHAT)?;
         let latest = match tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? {
             Some(row) => Some(raw_version(&row).context(WHAT)?.parse()?),
             None => None,
@@ -194,7 +161,7 @@ async fn prune_in(
     }
     // Statements of their own, after the lock: they see every version committed
     // while this one waited for it (READ COMMITTED).
-    let stmt = tx.prepare_cached(SQL_NEWEST_FULL).await.context(WHAT)?;
+    let stmt = tx.prepare_cached(sql::NEWEST_FULL.postgres).await.context(WHAT)?;
     let newest = match tx.query_opt(&stmt, &[&bucket, &name]).await.context(WHAT)? {
         None => None,
         Some(row) => Some((
@@ -205,7 +172,7 @@ async fn prune_in(
     };
     let kth = match (newest, keep_offset(keep)) {
         (Some(_), Some(offset)) => {
-            let stmt = tx.prepare_cached(SQL_KTH_NEWEST).await.context(WHAT)?;
+            let stmt = tx.prepare_cached(sql::KTH_NEWEST.postgres).await.context(WHAT)?;
             match tx.query_opt(&stmt, &[&bucket, &name, &offset]).await.context(WHAT)? {
                 Some(row) => Some(row.try_get::<_, i64>(0).context(WHAT)?),
                 None => None,
@@ -216,11 +183,11 @@ async fn prune_in(
     let removed = match prune_step(newest, kth, tombstone_cutoff_ms) {
         Prune::Nothing => 0,
         Prune::Below(v) => {
-            let stmt = tx.prepare_cached(SQL_PRUNE_BELOW).await.context(WHAT)?;
+            let stmt = tx.prepare_cached(sql::PRUNE_BELOW.postgres).await.context(WHAT)?;
             tx.execute(&stmt, &[&bucket, &name, &v]).await.context(WHAT)?
         }
         Prune::All => {
-            let stmt = tx.prepare_cached(SQL_PRUNE_ALL).await.context(WHAT)?;
+            let stmt = tx.prepare_cached(sql::PRUNE_ALL.postgres).await.context(WHAT)?;
             let removed = tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
             let stmt = tx.prepare_cached(SQL_DROP_HEAD).await.context(WHAT)?;
             tx.execute(&stmt, &[&bucket, &name]).await.context(WHAT)?;
@@ -301,14 +268,14 @@ impl VersionStore for PostgresStore {
     }
 
     async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError> {
-        self.query_version("latest", SQL_LATEST, &[&bucket, &name]).await
+        self.query_version("latest", sql::LATEST.postgres, &[&bucket, &name]).await
     }
 
     async fn version(&self, bucket: &str, name: &str, version: u64) -> Result<Option<VersionRecord>, MetaError> {
         let Some(version) = to_sql_int(version) else {
             return Ok(None);
         };
-        self.query_version("version", SQL_VERSION, &[&bucket, &name, &version]).await
+        self.query_version("version", sql::VERSION.postgres, &[&bucket, &name, &version]).await
     }
 
     async fn versions(
@@ -321,7 +288,7 @@ impl VersionStore for PostgresStore {
         let Some(page) = VersionsPage::new(after, limit) else {
             return Ok(Vec::new());
         };
-        self.query_versions("versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit]).await
+        self.query_versions("versions", sql::VERSIONS.postgres, &[&bucket, &name, &page.after, &page.limit]).await
     }
 
     async fn list(
@@ -406,7 +373,7 @@ impl VersionStore for PostgresStore {
             return Ok(false);
         };
         let latest: i64 = head.try_get(0).context(WHAT)?;
-        let stmt = tx.prepare_cached(SQL_DELETE_VERSION).await.context(WHAT)?;
+        let stmt = tx.prepare_cached(sql::DELETE_VERSION.postgres).await.context(WHAT)?;
         if tx.execute(&stmt, &[&bucket, &name, &version]).await.context(WHAT)? == 0 {
             return Ok(false);
         }

@@ -1,6 +1,7 @@
 //! The SQLite store's placements, sightings, leases and worker checkpoints:
 //! [`ClusterStore`] on SQLite.
 
+use crate::meta::sql;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,19 +14,8 @@ use crate::content::{ContentHash, Placement};
 use crate::meta::row::{count, hash_after, placement_json, sql_limit, ttl_ms};
 use crate::meta::{ClusterStore, ContentRecord, MetaError};
 
-pub(super) const SQL_CONTENTS_ON: &str =
-    "SELECT c.hash, c.size, c.policy, c.placement, c.encoding, c.stored_size FROM \
-     (SELECT DISTINCT hash FROM placements WHERE server = ?1 AND hash > ?2 ORDER BY hash LIMIT ?3) p \
-     JOIN content c ON c.hash = p.hash ORDER BY c.hash";
-
-const SQL_PLACEMENT_SERVERS: &str = "SELECT server, count(*) FROM placements GROUP BY server ORDER BY server";
-
 const SQL_SAW: &str = "INSERT INTO server_sightings (server, last_seen_ms) VALUES (?1, ?2) \
      ON CONFLICT (server) DO UPDATE SET last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)";
-
-const SQL_SIGHTINGS: &str = "SELECT server, last_seen_ms FROM server_sightings ORDER BY server";
-
-const SQL_FORGET: &str = "DELETE FROM server_sightings WHERE server = ?1";
 
 /// Takes the lease (?3: when it expires, ?4: now) if it is free, expired or the
 /// holder's already: one statement, so one step under SQLite's write lock.
@@ -33,18 +23,7 @@ const SQL_ACQUIRE: &str = "INSERT INTO leases (name, holder, expires_ms) VALUES 
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms \
      WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4";
 
-const SQL_RELEASE: &str = "DELETE FROM leases WHERE name = ?1 AND holder = ?2";
-
 const SQL_HOLDER: &str = "SELECT holder FROM leases WHERE name = ?1 AND expires_ms > ?2";
-
-const SQL_CURSOR: &str = "SELECT value FROM worker_cursors WHERE name = ?1";
-
-const SQL_SET_CURSOR: &str = "INSERT INTO worker_cursors (name, value) VALUES (?1, ?2) \
-     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
-
-const SQL_CLEAR_CURSOR: &str = "DELETE FROM worker_cursors WHERE name = ?1";
-
-const SQL_SET_PLACEMENT: &str = "UPDATE content SET placement = ?2 WHERE hash = ?1";
 
 #[async_trait]
 impl ClusterStore for SqliteStore {
@@ -55,7 +34,7 @@ impl ClusterStore for SqliteStore {
             const WHAT: &str = "set_placement";
             immediate(conn, WHAT, |tx| {
                 let changed =
-                    tx.prepare_cached(SQL_SET_PLACEMENT).context(WHAT)?.execute((&hex, &json)).context(WHAT)?;
+                    tx.prepare_cached(sql::SET_PLACEMENT.sqlite).context(WHAT)?.execute((&hex, &json)).context(WHAT)?;
                 if changed > 0 {
                     reindex(tx, WHAT, &hex, &json)?;
                 }
@@ -75,13 +54,14 @@ impl ClusterStore for SqliteStore {
             return Ok(Vec::new());
         };
         let (server, after) = (server.to_string(), hash_after(after));
-        self.read(move |conn| query_contents(conn, "contents_on", SQL_CONTENTS_ON, &[&server, &after, &limit])).await
+        self.read(move |conn| query_contents(conn, "contents_on", sql::CONTENTS_ON.sqlite, &[&server, &after, &limit]))
+            .await
     }
 
     async fn placement_servers(&self) -> Result<Vec<(String, u64)>, MetaError> {
         const WHAT: &str = "placement_servers";
         self.read(|conn| {
-            let rows = query_pairs(conn, WHAT, SQL_PLACEMENT_SERVERS, &[])?;
+            let rows = query_pairs(conn, WHAT, sql::PLACEMENT_SERVERS.sqlite, &[])?;
             rows.into_iter().map(|(server, n)| Ok((server.clone(), count(n, || format!("{WHAT} {server}"))?))).collect()
         })
         .await
@@ -106,14 +86,14 @@ impl ClusterStore for SqliteStore {
     }
 
     async fn server_sightings(&self) -> Result<Vec<(String, i64)>, MetaError> {
-        self.read(|conn| query_pairs(conn, "server_sightings", SQL_SIGHTINGS, &[])).await
+        self.read(|conn| query_pairs(conn, "server_sightings", sql::SIGHTINGS.sqlite, &[])).await
     }
 
     async fn forget_server(&self, server: &str) -> Result<(), MetaError> {
         const WHAT: &str = "forget_server";
         let server = server.to_string();
         self.write(move |conn| {
-            conn.prepare_cached(SQL_FORGET).context(WHAT)?.execute([&server]).context(WHAT)?;
+            conn.prepare_cached(sql::FORGET.sqlite).context(WHAT)?.execute([&server]).context(WHAT)?;
             Ok(())
         })
         .await
@@ -139,7 +119,7 @@ impl ClusterStore for SqliteStore {
         const WHAT: &str = "release_lease";
         let (name, holder) = (name.to_string(), holder.to_string());
         self.write(move |conn| {
-            conn.prepare_cached(SQL_RELEASE).context(WHAT)?.execute((&name, &holder)).context(WHAT)?;
+            conn.prepare_cached(sql::RELEASE.sqlite).context(WHAT)?.execute((&name, &holder)).context(WHAT)?;
             Ok(())
         })
         .await
@@ -162,7 +142,11 @@ impl ClusterStore for SqliteStore {
         const WHAT: &str = "worker_cursor";
         let name = name.to_string();
         self.read(move |conn| {
-            conn.prepare_cached(SQL_CURSOR).context(WHAT)?.query_row([&name], |row| row.get(0)).optional().context(WHAT)
+            conn.prepare_cached(sql::CURSOR.sqlite)
+                .context(WHAT)?
+                .query_row([&name], |row| row.get(0))
+                .optional()
+                .context(WHAT)
         })
         .await
     }
@@ -172,8 +156,8 @@ impl ClusterStore for SqliteStore {
         let (name, value) = (name.to_string(), value.map(str::to_string));
         self.write(move |conn| {
             match &value {
-                Some(value) => conn.prepare_cached(SQL_SET_CURSOR).context(WHAT)?.execute((&name, value)),
-                None => conn.prepare_cached(SQL_CLEAR_CURSOR).context(WHAT)?.execute([&name]),
+                Some(value) => conn.prepare_cached(sql::SET_CURSOR.sqlite).context(WHAT)?.execute((&name, value)),
+                None => conn.prepare_cached(sql::CLEAR_CURSOR.sqlite).context(WHAT)?.execute([&name]),
             }
             .context(WHAT)?;
             Ok(())

@@ -1,6 +1,7 @@
 //! The SQLite store's content rows and their lifecycle: [`ContentStore`] on
 //! SQLite, and the one content insert every write uses (`record_content`).
 
+use crate::meta::sql;
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension};
@@ -13,26 +14,8 @@ use crate::meta::row::{
 };
 use crate::meta::{ContentCounts, ContentRecord, ContentState, ContentStore, MetaError};
 
-const SQL_CONTENT: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE hash = ?1";
-
-/// Records content and makes it live; returns no row when it is deleting.
-const SQL_UPSERT_CONTENT: &str = "INSERT INTO content (hash, size, policy, placement, encoding, stored_size) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-     ON CONFLICT (hash) DO UPDATE SET policy = excluded.policy, placement = excluded.placement, \
-     encoding = excluded.encoding, stored_size = excluded.stored_size, \
-     state = 'live', doomed_since_ms = NULL WHERE content.state <> 'deleting' \
-     RETURNING size";
-
-/// The placement index of one hash: cleared, then filled from its placement JSON.
-const SQL_INDEX_CLEAR: &str = "DELETE FROM placements WHERE hash = ?1";
-
 const SQL_INDEX_FILL: &str = "INSERT OR IGNORE INTO placements (server, hash, shard) \
      SELECT value, ?1, CAST(key AS INTEGER) FROM json_each(?2) WHERE type = 'text'";
-
-const SQL_STATE: &str = "SELECT state, doomed_since_ms FROM content WHERE hash = ?1";
-
-const SQL_REVIVE: &str =
-    "UPDATE content SET state = 'live', doomed_since_ms = NULL WHERE hash = ?1 AND state = 'doomed'";
 
 pub(super) const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_since_ms = ?1 WHERE hash IN \
      (SELECT c.hash FROM content c WHERE c.state = 'live' \
@@ -40,30 +23,8 @@ pub(super) const SQL_DOOM: &str = "UPDATE content SET state = 'doomed', doomed_s
       AND NOT EXISTS (SELECT 1 FROM upload_parts p WHERE p.hash = c.hash) \
       AND NOT EXISTS (SELECT 1 FROM multipart_parts m WHERE m.hash = c.hash) LIMIT ?2)";
 
-/// (`state <> 'live'`, implied by the state asked for, lets the planner use the
-/// partial index `content_by_state`.)
-pub(super) const SQL_DOOMED_BEFORE: &str = "SELECT hash, size, policy, placement, encoding, stored_size FROM content \
-     WHERE state = 'doomed' AND state <> 'live' AND doomed_since_ms <= ?1 AND hash > ?2 ORDER BY hash LIMIT ?3";
-
-/// A version, an upload's part or a multipart upload's part points at it.
-pub(super) const SQL_REFERENCED: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE hash = ?1) \
-     OR EXISTS (SELECT 1 FROM upload_parts WHERE hash = ?1) \
-     OR EXISTS (SELECT 1 FROM multipart_parts WHERE hash = ?1)";
-
-const SQL_SET_STATE: &str = "UPDATE content SET state = ?2, doomed_since_ms = NULL WHERE hash = ?1";
-
-const SQL_CLAIM: &str = "INSERT INTO content (hash, size, policy, placement, state) \
-     VALUES (?1, 0, ?2, '{}', 'deleting') ON CONFLICT (hash) DO NOTHING";
-
-pub(super) const SQL_DELETING: &str =
-    "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE state = 'deleting' AND state <> 'live' AND hash > ?1 ORDER BY hash LIMIT ?2";
-
 const SQL_FINISH_INDEX: &str = "DELETE FROM placements WHERE hash = ?1 \
      AND EXISTS (SELECT 1 FROM content WHERE hash = ?1 AND state = 'deleting')";
-
-const SQL_FINISH: &str = "DELETE FROM content WHERE hash = ?1 AND state = 'deleting'";
-
-const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
 
 /// Records `content` (inserted, or updated and made live) and its placement index
 /// on `conn`, inside the caller's write transaction: the one content insert of this
@@ -72,7 +33,7 @@ const SQL_COUNTS: &str = "SELECT state, count(*) FROM content GROUP BY state";
 pub(super) fn record_content(conn: &Connection, what: &str, content: &ContentRecord) -> Result<ContentRow, MetaError> {
     let row = ContentRow::encode(content)?;
     let stored: Option<i64> = conn
-        .prepare_cached(SQL_UPSERT_CONTENT)
+        .prepare_cached(sql::UPSERT_CONTENT.sqlite)
         .context(what)?
         .query_row((&row.hash, row.size, &row.policy, &row.placement, row.encoding, row.stored_size), |r| r.get(0))
         .optional()
@@ -88,7 +49,7 @@ pub(super) fn record_content(conn: &Connection, what: &str, content: &ContentRec
 /// Replaces the placement index rows of `hash` by those of `placement` (JSON), on
 /// `conn` inside the caller's transaction.
 pub(super) fn reindex(conn: &Connection, what: &str, hash: &str, placement: &str) -> Result<(), MetaError> {
-    conn.prepare_cached(SQL_INDEX_CLEAR).context(what)?.execute([hash]).context(what)?;
+    conn.prepare_cached(sql::INDEX_CLEAR.sqlite).context(what)?.execute([hash]).context(what)?;
     conn.prepare_cached(SQL_INDEX_FILL).context(what)?.execute((hash, placement)).context(what)?;
     Ok(())
 }
@@ -96,7 +57,7 @@ pub(super) fn reindex(conn: &Connection, what: &str, hash: &str, placement: &str
 /// The state of the row of `hash` on `conn`, or `None`.
 fn state_of(conn: &Connection, what: &str, hex: &str) -> Result<Option<ContentState>, MetaError> {
     let raw: Option<(String, Option<i64>)> = conn
-        .prepare_cached(SQL_STATE)
+        .prepare_cached(sql::STATE.sqlite)
         .context(what)?
         .query_row([hex], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()
@@ -138,7 +99,7 @@ impl ContentStore for SqliteStore {
         let hex = hash.to_hex();
         self.read(move |conn| {
             const WHAT: &str = "content";
-            let mut stmt = conn.prepare_cached(SQL_CONTENT).context(WHAT)?;
+            let mut stmt = conn.prepare_cached(sql::CONTENT.sqlite).context(WHAT)?;
             let raw = stmt.query_row([&hex], raw_content).optional().context(WHAT)?;
             raw.map(RawContent::parse).transpose()
         })
@@ -155,7 +116,7 @@ impl ContentStore for SqliteStore {
         let hex = hash.to_hex();
         self.write(move |conn| {
             immediate(conn, WHAT, |tx| {
-                tx.prepare_cached(SQL_REVIVE).context(WHAT)?.execute([&hex]).context(WHAT)?;
+                tx.prepare_cached(sql::REVIVE.sqlite).context(WHAT)?.execute([&hex]).context(WHAT)?;
                 state_of(tx, WHAT, &hex)
             })
         })
@@ -181,8 +142,10 @@ impl ContentStore for SqliteStore {
             return Ok(Vec::new());
         };
         let after = hash_after(after);
-        self.read(move |conn| query_contents(conn, "doomed_before", SQL_DOOMED_BEFORE, &[&cutoff_ms, &after, &limit]))
-            .await
+        self.read(move |conn| {
+            query_contents(conn, "doomed_before", sql::DOOMED_BEFORE.sqlite, &[&cutoff_ms, &after, &limit])
+        })
+        .await
     }
 
     async fn begin_delete(&self, hash: &ContentHash, cutoff_ms: i64) -> Result<bool, MetaError> {
@@ -193,14 +156,17 @@ impl ContentStore for SqliteStore {
             // every put_version of the content (in any process) one after the other.
             immediate(conn, WHAT, |tx| {
                 let state = state_of(tx, WHAT, &hex)?;
-                let referenced: bool =
-                    tx.prepare_cached(SQL_REFERENCED).context(WHAT)?.query_row([&hex], |r| r.get(0)).context(WHAT)?;
+                let referenced: bool = tx
+                    .prepare_cached(sql::REFERENCED.sqlite)
+                    .context(WHAT)?
+                    .query_row([&hex], |r| r.get(0))
+                    .context(WHAT)?;
                 let (new_state, claimed) = match begin_delete_step(state, referenced, cutoff_ms) {
                     BeginDelete::Delete => (DELETING, true),
                     BeginDelete::Revive => (LIVE, false),
                     BeginDelete::Leave => return Ok(false),
                 };
-                tx.prepare_cached(SQL_SET_STATE).context(WHAT)?.execute((&hex, new_state)).context(WHAT)?;
+                tx.prepare_cached(sql::SET_STATE.sqlite).context(WHAT)?.execute((&hex, new_state)).context(WHAT)?;
                 Ok(claimed)
             })
         })
@@ -211,7 +177,8 @@ impl ContentStore for SqliteStore {
         const WHAT: &str = "claim_orphan";
         let (hex, policy) = (hash.to_hex(), policy.to_string());
         self.write(move |conn| {
-            let inserted = conn.prepare_cached(SQL_CLAIM).context(WHAT)?.execute((&hex, &policy)).context(WHAT)?;
+            let inserted =
+                conn.prepare_cached(sql::CLAIM.sqlite).context(WHAT)?.execute((&hex, &policy)).context(WHAT)?;
             Ok(inserted > 0)
         })
         .await
@@ -222,7 +189,7 @@ impl ContentStore for SqliteStore {
             return Ok(Vec::new());
         };
         let after = hash_after(after);
-        self.read(move |conn| query_contents(conn, "deleting", SQL_DELETING, &[&after, &limit])).await
+        self.read(move |conn| query_contents(conn, "deleting", sql::DELETING.sqlite, &[&after, &limit])).await
     }
 
     async fn finish_delete(&self, hash: &ContentHash) -> Result<bool, MetaError> {
@@ -231,7 +198,7 @@ impl ContentStore for SqliteStore {
         self.write(move |conn| {
             immediate(conn, WHAT, |tx| {
                 tx.prepare_cached(SQL_FINISH_INDEX).context(WHAT)?.execute([&hex]).context(WHAT)?;
-                let removed = tx.prepare_cached(SQL_FINISH).context(WHAT)?.execute([&hex]).context(WHAT)?;
+                let removed = tx.prepare_cached(sql::FINISH.sqlite).context(WHAT)?.execute([&hex]).context(WHAT)?;
                 Ok(removed > 0)
             })
         })
@@ -239,6 +206,6 @@ impl ContentStore for SqliteStore {
     }
 
     async fn content_counts(&self) -> Result<ContentCounts, MetaError> {
-        self.read(|conn| count_states(query_pairs(conn, "content_counts", SQL_COUNTS, &[])?)).await
+        self.read(|conn| count_states(query_pairs(conn, "content_counts", sql::COUNTS.sqlite, &[])?)).await
     }
 }

@@ -1,6 +1,7 @@
 //! The SQLite store's S3 buckets, multipart uploads and access keys:
 //! [`BucketStore`], [`MultipartStore`] and [`KeyStore`] on SQLite.
 
+use crate::meta::sql::{self, Dialect};
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -10,22 +11,13 @@ use super::uploads::{drop_upload, Batch};
 use super::versions::put_object_in;
 use super::{immediate, Context, SqliteStore};
 use crate::meta::row::{
-    attrs_json, key_buckets_json, key_columns, multipart_columns, multipart_part_columns, sql_limit, ListStatements,
-    RawAccessKey, RawMultipart, RawMultipartPart, UploadListRange,
+    attrs_json, key_buckets_json, sql_limit, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
+    UploadListRange,
 };
 use crate::meta::{
     AccessKey, BucketDeleteOutcome, BucketRecord, BucketStore, CompleteOutcome, ContentRecord, KeyStore, MetaError,
     MultipartPart, MultipartRecord, MultipartStore, ObjectAttrs,
 };
-
-const SQL_CREATE_BUCKET: &str = "INSERT INTO buckets (name, created_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING";
-
-const SQL_BUCKET: &str = "SELECT name, created_ms FROM buckets WHERE name = ?1";
-
-const SQL_BUCKETS: &str = "SELECT name, created_ms FROM buckets ORDER BY name";
-
-/// A version (tombstones too) is in the bucket: what keeps it from deletion.
-pub(super) const SQL_BUCKET_HAS_VERSION: &str = "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket = ?1)";
 
 /// The bucket's tus uploads, and whether each is still open. `uploads` has no
 /// index on the bucket: this scans it, which only a bucket deletion does, and the
@@ -35,71 +27,21 @@ const SQL_BUCKET_UPLOADS: &str = "SELECT id, finished_version IS NULL FROM uploa
 /// The bucket's multipart uploads (a range of `multipart_uploads_by_name`).
 pub(super) const SQL_BUCKET_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE bucket = ?1 ORDER BY id";
 
-const SQL_DROP_BUCKET: &str = "DELETE FROM buckets WHERE name = ?1";
-
-/// `multipart_uploads`, as [`ListStatements`] wants it: a range on the index
-/// `multipart_uploads_by_name` from (`?2`, `?3`).
-macro_rules! select_uploads {
-    ($op:literal, $upper:literal, $limit:literal) => {
-        concat!(
-            "SELECT ",
-            multipart_columns!(),
-            " FROM multipart_uploads WHERE bucket = ?1 AND (name, id) ",
-            $op,
-            " (?2, ?3) ",
-            $upper,
-            "ORDER BY name, id LIMIT ",
-            $limit
-        )
-    };
-}
-
-pub(super) const UPLOAD_LIST_STATEMENTS: ListStatements = ListStatements {
-    from: select_uploads!(">=", "", "?4"),
-    from_upto: select_uploads!(">=", "AND name < ?4 ", "?5"),
-    after: select_uploads!(">", "", "?4"),
-    after_upto: select_uploads!(">", "AND name < ?4 ", "?5"),
-};
-
-const SQL_INSERT_MULTIPART: &str =
-    "INSERT INTO multipart_uploads (id, bucket, name, attrs, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
-
-const SQL_MULTIPART: &str = concat!("SELECT ", multipart_columns!(), " FROM multipart_uploads WHERE id = ?1");
+pub(super) const UPLOAD_LIST_STATEMENTS: ListStatements = sql::UPLOAD_LIST.of(Dialect::Sqlite);
 
 const SQL_MULTIPART_TARGET: &str = "SELECT bucket, name FROM multipart_uploads WHERE id = ?1";
-
-/// Sets a part, replacing an earlier upload of its number.
-const SQL_UPSERT_MULTIPART_PART: &str = "INSERT INTO multipart_parts \
-     (upload_id, part_number, hash, size, etag, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-     ON CONFLICT (upload_id, part_number) DO UPDATE SET hash = excluded.hash, size = excluded.size, \
-     etag = excluded.etag, created_ms = excluded.created_ms";
-
-pub(super) const SQL_MULTIPART_PARTS: &str = concat!(
-    "SELECT ",
-    multipart_part_columns!(),
-    " FROM multipart_parts WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3"
-);
-
-const SQL_DROP_MULTIPART_PARTS: &str = "DELETE FROM multipart_parts WHERE upload_id = ?1";
-
-const SQL_DROP_MULTIPART: &str = "DELETE FROM multipart_uploads WHERE id = ?1";
 
 pub(super) const SQL_STALE_MULTIPART: &str =
     "SELECT id FROM multipart_uploads WHERE created_ms <= ?1 ORDER BY created_ms LIMIT ?2";
 
-const SQL_CREATE_KEY: &str = "INSERT INTO access_keys (access_key, secret, buckets, read_only, created_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (access_key) DO NOTHING";
-
-const SQL_KEY: &str = concat!("SELECT ", key_columns!(), " FROM access_keys WHERE access_key = ?1");
-
-const SQL_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM access_keys ORDER BY access_key");
-
-const SQL_DELETE_KEY: &str = "DELETE FROM access_keys WHERE access_key = ?1";
-
 /// Whether `bucket` exists (read on `conn`, inside the caller's transaction).
 fn bucket_exists(conn: &Connection, what: &str, bucket: &str) -> Result<bool, MetaError> {
-    let found =
-        conn.prepare_cached(SQL_BUCKET).context(what)?.query_row([bucket], |_| Ok(())).optional().context(what)?;
+    let found = conn
+        .prepare_cached(sql::BUCKET.sqlite)
+        .context(what)?
+        .query_row([bucket], |_| Ok(()))
+        .optional()
+        .context(what)?;
     Ok(found.is_some())
 }
 
@@ -144,8 +86,8 @@ fn abort_bucket_uploads(conn: &Connection, what: &str, bucket: &str) -> Result<u
 /// Removes a multipart upload's part rows and the upload itself, inside the
 /// caller's transaction; true if the upload existed.
 pub(super) fn drop_multipart(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
-    conn.prepare_cached(SQL_DROP_MULTIPART_PARTS).context(what)?.execute([id]).context(what)?;
-    Ok(conn.prepare_cached(SQL_DROP_MULTIPART).context(what)?.execute([id]).context(what)? > 0)
+    conn.prepare_cached(sql::DROP_MULTIPART_PARTS.sqlite).context(what)?.execute([id]).context(what)?;
+    Ok(conn.prepare_cached(sql::DROP_MULTIPART.sqlite).context(what)?.execute([id]).context(what)? > 0)
 }
 
 /// Maps a `multipart_uploads` row (columns as [`multipart_columns`]) onto
@@ -177,8 +119,11 @@ impl BucketStore for SqliteStore {
         const WHAT: &str = "create_bucket";
         let name = name.to_string();
         self.write(move |conn| {
-            let inserted =
-                conn.prepare_cached(SQL_CREATE_BUCKET).context(WHAT)?.execute((&name, created_ms)).context(WHAT)?;
+            let inserted = conn
+                .prepare_cached(sql::CREATE_BUCKET.sqlite)
+                .context(WHAT)?
+                .execute((&name, created_ms))
+                .context(WHAT)?;
             Ok(inserted > 0)
         })
         .await
@@ -188,7 +133,7 @@ impl BucketStore for SqliteStore {
         const WHAT: &str = "bucket";
         let name = name.to_string();
         self.read(move |conn| {
-            conn.prepare_cached(SQL_BUCKET)
+            conn.prepare_cached(sql::BUCKET.sqlite)
                 .context(WHAT)?
                 .query_row([&name], |r| Ok(BucketRecord { name: r.get(0)?, created_ms: r.get(1)? }))
                 .optional()
@@ -200,7 +145,7 @@ impl BucketStore for SqliteStore {
     async fn buckets(&self) -> Result<Vec<BucketRecord>, MetaError> {
         const WHAT: &str = "buckets";
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(SQL_BUCKETS).context(WHAT)?;
+            let mut stmt = conn.prepare_cached(sql::BUCKETS.sqlite).context(WHAT)?;
             let rows =
                 stmt.query_map([], |r| Ok(BucketRecord { name: r.get(0)?, created_ms: r.get(1)? })).context(WHAT)?;
             rows.map(|r| r.context(WHAT)).collect()
@@ -219,7 +164,7 @@ impl BucketStore for SqliteStore {
                     return Ok(BucketDeleteOutcome::NoSuchBucket);
                 }
                 let has_version: bool = tx
-                    .prepare_cached(SQL_BUCKET_HAS_VERSION)
+                    .prepare_cached(sql::BUCKET_HAS_VERSION.sqlite)
                     .context(WHAT)?
                     .query_row([&name], |r| r.get(0))
                     .context(WHAT)?;
@@ -227,7 +172,7 @@ impl BucketStore for SqliteStore {
                     return Ok(BucketDeleteOutcome::NotEmpty);
                 }
                 let aborted_uploads = abort_bucket_uploads(tx, WHAT, &name)?;
-                tx.prepare_cached(SQL_DROP_BUCKET).context(WHAT)?.execute([&name]).context(WHAT)?;
+                tx.prepare_cached(sql::DROP_BUCKET.sqlite).context(WHAT)?.execute([&name]).context(WHAT)?;
                 Ok(BucketDeleteOutcome::Deleted { aborted_uploads })
             })
         })
@@ -244,7 +189,7 @@ impl MultipartStore for SqliteStore {
         self.write(move |conn| {
             immediate(conn, WHAT, |tx| {
                 require_bucket(tx, WHAT, &u.bucket)?;
-                tx.prepare_cached(SQL_INSERT_MULTIPART)
+                tx.prepare_cached(sql::INSERT_MULTIPART.sqlite)
                     .context(WHAT)?
                     .execute((&u.id, &u.bucket, &u.name, &attrs, u.created_ms))
                     .context(WHAT)?;
@@ -259,7 +204,7 @@ impl MultipartStore for SqliteStore {
         let id = id.to_string();
         self.read(move |conn| {
             let raw = conn
-                .prepare_cached(SQL_MULTIPART)
+                .prepare_cached(sql::MULTIPART.sqlite)
                 .context(WHAT)?
                 .query_row([&id], raw_multipart)
                 .optional()
@@ -293,7 +238,7 @@ impl MultipartStore for SqliteStore {
                     return Ok(false);
                 }
                 let row = record_content(tx, WHAT, &content)?;
-                tx.prepare_cached(SQL_UPSERT_MULTIPART_PART)
+                tx.prepare_cached(sql::UPSERT_MULTIPART_PART.sqlite)
                     .context(WHAT)?
                     .execute((&id, i64::from(part_number), &row.hash, row.size, &etag, created_ms))
                     .context(WHAT)?;
@@ -310,7 +255,7 @@ impl MultipartStore for SqliteStore {
         };
         let id = id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(SQL_MULTIPART_PARTS).context(WHAT)?;
+            let mut stmt = conn.prepare_cached(sql::MULTIPART_PARTS.sqlite).context(WHAT)?;
             let rows = stmt
                 .query_map((&id, i64::from(after), limit), |r| {
                     Ok(RawMultipartPart {
@@ -404,7 +349,7 @@ impl KeyStore for SqliteStore {
         let buckets = key_buckets_json(&key.buckets)?;
         self.write(move |conn| {
             let inserted = conn
-                .prepare_cached(SQL_CREATE_KEY)
+                .prepare_cached(sql::CREATE_KEY.sqlite)
                 .context(WHAT)?
                 .execute((&key.access_key, &key.secret, &buckets, key.read_only, key.created_ms))
                 .context(WHAT)?;
@@ -418,7 +363,7 @@ impl KeyStore for SqliteStore {
         let access_key = access_key.to_string();
         self.read(move |conn| {
             let raw = conn
-                .prepare_cached(SQL_KEY)
+                .prepare_cached(sql::KEY.sqlite)
                 .context(WHAT)?
                 .query_row([&access_key], raw_key)
                 .optional()
@@ -431,7 +376,7 @@ impl KeyStore for SqliteStore {
     async fn keys(&self) -> Result<Vec<AccessKey>, MetaError> {
         const WHAT: &str = "keys";
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(SQL_KEYS).context(WHAT)?;
+            let mut stmt = conn.prepare_cached(sql::KEYS.sqlite).context(WHAT)?;
             let rows = stmt.query_map([], raw_key).context(WHAT)?;
             let mut out = Vec::new();
             for row in rows {
@@ -446,7 +391,7 @@ impl KeyStore for SqliteStore {
         const WHAT: &str = "delete_key";
         let access_key = access_key.to_string();
         self.write(move |conn| {
-            Ok(conn.prepare_cached(SQL_DELETE_KEY).context(WHAT)?.execute([&access_key]).context(WHAT)? > 0)
+            Ok(conn.prepare_cached(sql::DELETE_KEY.sqlite).context(WHAT)?.execute([&access_key]).context(WHAT)? > 0)
         })
         .await
     }

@@ -158,15 +158,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cluster::SQL_CONTENTS_ON;
-    use super::super::content::{SQL_DELETING, SQL_DOOM, SQL_DOOMED_BEFORE, SQL_REFERENCED};
-    use super::super::s3::{
-        SQL_BUCKET_HAS_VERSION, SQL_BUCKET_MULTIPART, SQL_MULTIPART_PARTS, SQL_STALE_MULTIPART, UPLOAD_LIST_STATEMENTS,
-    };
-    use super::super::versions::{
-        LIST_STATEMENTS, SQL_LATEST, SQL_NAMES_AFTER, SQL_VERSION, SQL_VERSIONS, VERSION_LIST_STATEMENTS,
-    };
+    use super::super::content::SQL_DOOM;
+    use super::super::s3::{SQL_BUCKET_MULTIPART, SQL_STALE_MULTIPART, UPLOAD_LIST_STATEMENTS};
+    use super::super::versions::{LIST_STATEMENTS, SQL_NAMES_AFTER, VERSION_LIST_STATEMENTS};
     use super::*;
+    use crate::meta::sql;
     use rusqlite::types::ToSql;
 
     /// The hot paths must be index seeks and range scans in primary-key order: no
@@ -184,9 +180,9 @@ mod tests {
             rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
         };
         for (sql, n) in [
-            (SQL_LATEST, 2),
-            (SQL_VERSION, 3),
-            (SQL_VERSIONS, 4),
+            (sql::LATEST.sqlite, 2),
+            (sql::VERSION.sqlite, 3),
+            (sql::VERSIONS.sqlite, 4),
             (LIST_STATEMENTS.from, 3),
             (LIST_STATEMENTS.from_upto, 4),
             (LIST_STATEMENTS.after, 3),
@@ -212,12 +208,13 @@ mod tests {
             let rows = stmt.query_map(params, |row| row.get::<_, String>(3)).unwrap();
             rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
         };
-        let on = plan(SQL_CONTENTS_ON, &[&"s", &"", &10]);
+        let on = plan(sql::CONTENTS_ON.sqlite, &[&"s", &"", &10]);
         assert!(on.contains("SEARCH placements USING PRIMARY KEY (server=? AND hash>?)"), "{on}");
         assert!(on.contains("SEARCH c USING INDEX sqlite_autoindex_content_1 (hash=?)"), "{on}");
-        for (sql, params) in
-            [(SQL_DOOMED_BEFORE, vec![&0 as &dyn ToSql, &"", &10]), (SQL_DELETING, vec![&"" as &dyn ToSql, &10])]
-        {
+        for (sql, params) in [
+            (sql::DOOMED_BEFORE.sqlite, vec![&0 as &dyn ToSql, &"", &10]),
+            (sql::DELETING.sqlite, vec![&"" as &dyn ToSql, &10]),
+        ] {
             let plan = plan(sql, &params);
             assert!(plan.contains("USING INDEX content_by_state (state=? AND hash>?)"), "{sql}\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
@@ -259,16 +256,18 @@ mod tests {
             assert!(plan.contains("USING INDEX multipart_uploads_by_name (bucket=? AND (name,id)>"), "{sql}\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
-        let parts = plan(SQL_MULTIPART_PARTS, &[&"u", &0, &10]);
+        let parts = plan(sql::MULTIPART_PARTS.sqlite, &[&"u", &0, &10]);
         assert!(parts.contains("SEARCH multipart_parts USING PRIMARY KEY (upload_id=? AND part_number>?)"), "{parts}");
         assert!(!parts.contains("TEMP B-TREE"), "{parts}");
         let stale = plan(SQL_STALE_MULTIPART, &[&0, &10]);
         assert!(stale.contains("multipart_uploads_by_age (created_ms<?)"), "{stale}");
-        for (sql, params) in [(SQL_REFERENCED, vec![&"h" as &dyn ToSql]), (SQL_DOOM, vec![&0 as &dyn ToSql, &10])] {
+        for (sql, params) in
+            [(sql::REFERENCED.sqlite, vec![&"h" as &dyn ToSql]), (SQL_DOOM, vec![&0 as &dyn ToSql, &10])]
+        {
             let plan = plan(sql, &params);
             assert!(plan.contains("multipart_parts_by_hash (hash=?)"), "{sql}\n{plan}");
         }
-        let has_version = plan(SQL_BUCKET_HAS_VERSION, &[&"b"]);
+        let has_version = plan(sql::BUCKET_HAS_VERSION.sqlite, &[&"b"]);
         assert!(has_version.contains("SEARCH versions USING PRIMARY KEY (bucket=?)"), "{has_version}");
         let multipart = plan(SQL_BUCKET_MULTIPART, &[&"b"]);
         assert!(multipart.contains("multipart_uploads_by_name (bucket=?)"), "{multipart}");

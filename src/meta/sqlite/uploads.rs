@@ -1,6 +1,7 @@
 //! The SQLite store's resumable uploads: [`UploadStore`] on SQLite, and the
 //! expiry worker's batches (`Batch`), which S3's stale multipart uploads share.
 
+use crate::meta::sql;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -8,33 +9,14 @@ use super::content::record_content;
 use super::s3::{drop_multipart, require_bucket, SQL_STALE_MULTIPART};
 use super::versions::put_version_in;
 use super::{immediate, Context, SqliteStore};
-use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_columns, upload_int, RawUpload};
+use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, RawUpload};
 use crate::meta::{
     AppendOutcome, ContentRecord, FinishOutcome, MetaError, UploadAppend, UploadPart, UploadRecord, UploadStore,
 };
 
-const SQL_INSERT_UPLOAD: &str = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
-     hasher, created_ms, expires_ms, finished_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-const SQL_UPLOAD: &str = concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?1");
-
 const SQL_UPLOAD_AT: &str = "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = ?1";
 
-const SQL_INSERT_PART: &str = "INSERT INTO upload_parts (id, part_offset, size, hash) VALUES (?1, ?2, ?3, ?4)";
-
-const SQL_ADVANCE_UPLOAD: &str = "UPDATE uploads SET upload_offset = ?2, hasher = ?3, expires_ms = ?4, \
-     length = COALESCE(length, ?5) WHERE id = ?1";
-
-const SQL_UPLOAD_PARTS: &str = "SELECT part_offset, size, hash FROM upload_parts \
-     WHERE id = ?1 AND part_offset >= ?2 ORDER BY part_offset LIMIT ?3";
-
 const SQL_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = ?1";
-
-const SQL_FINISH_UPLOAD: &str = "UPDATE uploads SET finished_version = ?2 WHERE id = ?1";
-
-const SQL_DROP_PARTS: &str = "DELETE FROM upload_parts WHERE id = ?1";
-
-const SQL_DROP_UPLOAD: &str = "DELETE FROM uploads WHERE id = ?1";
 
 const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2";
 
@@ -116,8 +98,8 @@ fn raw_upload(row: &Row<'_>) -> rusqlite::Result<RawUpload> {
 /// Removes an upload's part rows and the upload itself, inside the caller's
 /// transaction; true if the upload existed.
 pub(super) fn drop_upload(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
-    conn.prepare_cached(SQL_DROP_PARTS).context(what)?.execute([id]).context(what)?;
-    Ok(conn.prepare_cached(SQL_DROP_UPLOAD).context(what)?.execute([id]).context(what)? > 0)
+    conn.prepare_cached(sql::DROP_PARTS.sqlite).context(what)?.execute([id]).context(what)?;
+    Ok(conn.prepare_cached(sql::DROP_UPLOAD.sqlite).context(what)?.execute([id]).context(what)? > 0)
 }
 
 #[async_trait]
@@ -134,7 +116,7 @@ impl UploadStore for SqliteStore {
             // delete_bucket, in any process, comes between.
             immediate(conn, WHAT, |tx| {
                 require_bucket(tx, WHAT, &u.bucket)?;
-                tx.prepare_cached(SQL_INSERT_UPLOAD)
+                tx.prepare_cached(sql::INSERT_UPLOAD.sqlite)
                     .context(WHAT)?
                     .execute(rusqlite::params![
                         u.id,
@@ -160,8 +142,12 @@ impl UploadStore for SqliteStore {
         const WHAT: &str = "upload";
         let id = id.to_string();
         self.read(move |conn| {
-            let raw =
-                conn.prepare_cached(SQL_UPLOAD).context(WHAT)?.query_row([&id], raw_upload).optional().context(WHAT)?;
+            let raw = conn
+                .prepare_cached(sql::UPLOAD.sqlite)
+                .context(WHAT)?
+                .query_row([&id], raw_upload)
+                .optional()
+                .context(WHAT)?;
             raw.map(RawUpload::parse).transpose()
         })
         .await
@@ -192,13 +178,13 @@ impl UploadStore for SqliteStore {
                 let mut at = offset;
                 for part in &parts {
                     let row = record_content(tx, WHAT, part)?;
-                    tx.prepare_cached(SQL_INSERT_PART)
+                    tx.prepare_cached(sql::INSERT_PART.sqlite)
                         .context(WHAT)?
                         .execute((&id, upload_int(at, "offset")?, row.size, &row.hash))
                         .context(WHAT)?;
                     at += part.size;
                 }
-                tx.prepare_cached(SQL_ADVANCE_UPLOAD)
+                tx.prepare_cached(sql::ADVANCE_UPLOAD.sqlite)
                     .context(WHAT)?
                     .execute((&id, upload_int(at, "offset")?, &hasher, expires_ms, length))
                     .context(WHAT)?;
@@ -215,7 +201,7 @@ impl UploadStore for SqliteStore {
         };
         let id = id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(SQL_UPLOAD_PARTS).context(WHAT)?;
+            let mut stmt = conn.prepare_cached(sql::UPLOAD_PARTS.sqlite).context(WHAT)?;
             let rows = stmt
                 .query_map((&id, from, limit), |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
@@ -254,8 +240,8 @@ impl UploadStore for SqliteStore {
                 }
                 let record = put_version_in(tx, bucket, name, Some(content), None)?;
                 let version = upload_int(record.version, "version")?;
-                tx.prepare_cached(SQL_FINISH_UPLOAD).context(WHAT)?.execute((&id, version)).context(WHAT)?;
-                tx.prepare_cached(SQL_DROP_PARTS).context(WHAT)?.execute([&id]).context(WHAT)?;
+                tx.prepare_cached(sql::FINISH_UPLOAD.sqlite).context(WHAT)?.execute((&id, version)).context(WHAT)?;
+                tx.prepare_cached(sql::DROP_PARTS.sqlite).context(WHAT)?.execute([&id]).context(WHAT)?;
                 Ok(FinishOutcome::Finished(record))
             })
         })

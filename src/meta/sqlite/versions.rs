@@ -1,6 +1,7 @@
 //! The SQLite store's versions: [`VersionStore`] on SQLite, with the group
 //! commit's writes (`put_version_in`, `put_object_in`, `delete_in`) and retention.
 
+use crate::meta::sql::{self, Dialect};
 use async_trait::async_trait;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row};
@@ -14,14 +15,6 @@ use crate::meta::row::{
     ContentRow, ListRange, ListStatements, PairStatements, Prune, RawVersion, VersionListRange, VersionsPage,
 };
 use crate::meta::{ContentRecord, DeleteOutcome, MetaError, ObjectAttrs, Precondition, VersionRecord, VersionStore};
-
-pub(super) const SQL_LATEST: &str =
-    select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 ORDER BY v.version DESC LIMIT 1");
-
-pub(super) const SQL_VERSION: &str = select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version = ?3");
-
-pub(super) const SQL_VERSIONS: &str =
-    select_versions!("WHERE v.bucket = ?1 AND v.name = ?2 AND v.version > ?3 ORDER BY v.version LIMIT ?4");
 
 /// Listing, as [`ListStatements`] wants it: range constraints on the primary key.
 /// The correlated subquery keeps only each name's newest version (one seek per row).
@@ -48,16 +41,6 @@ pub(super) const LIST_STATEMENTS: ListStatements = ListStatements {
     after_upto: select_list!(">", "AND v.name < ?3 ", "?4"),
 };
 
-const SQL_NEWEST_FULL: &str = "SELECT version, hash IS NULL, created_ms FROM versions \
-     WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1";
-
-const SQL_KTH_NEWEST: &str =
-    "SELECT version FROM versions WHERE bucket = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1 OFFSET ?3";
-
-const SQL_PRUNE_BELOW: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2 AND version < ?3";
-
-const SQL_PRUNE_ALL: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2";
-
 const SQL_NAMES_FIRST: &str = "SELECT DISTINCT bucket, name FROM versions ORDER BY bucket, name LIMIT ?1";
 
 pub(super) const SQL_NAMES_AFTER: &str =
@@ -71,25 +54,7 @@ const SQL_NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM versio
 const SQL_INSERT_VERSION: &str = "INSERT INTO versions (bucket, name, version, hash, size, created_ms, attrs) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-const SQL_DELETE_VERSION: &str = "DELETE FROM versions WHERE bucket = ?1 AND name = ?2 AND version = ?3";
-
-/// `list_versions`, as [`PairStatements`] wants it: a range on the primary key from
-/// `?2` (whose own versions count only up to `?3`), newest version first within a
-/// name. The versions of one name are sorted apart (SQLite's "right part of ORDER
-/// BY"), a name at a time, so the scan still stops at the limit.
-macro_rules! select_version_list {
-    ($upper:literal, $limit:literal) => {
-        select_versions!(
-            "WHERE v.bucket = ?1 AND v.name >= ?2 AND (v.name > ?2 OR v.version <= ?3) ",
-            $upper,
-            "ORDER BY v.name, v.version DESC LIMIT ",
-            $limit
-        )
-    };
-}
-
-pub(super) const VERSION_LIST_STATEMENTS: PairStatements =
-    PairStatements { open: select_version_list!("", "?4"), upto: select_version_list!("AND v.name < ?4 ", "?5") };
+pub(super) const VERSION_LIST_STATEMENTS: PairStatements = sql::VERSION_LIST.of(Dialect::Sqlite);
 
 /// Maps a row of the version queries onto [`RawVersion`].
 fn raw_version(row: &Row<'_>) -> rusqlite::Result<RawVersion> {
@@ -175,7 +140,7 @@ pub(super) fn put_object_in(
     if let Some(condition) = condition {
         // Inside the writer's transaction: no other write of the name can come
         // between this read and the insert.
-        let latest = query_version(conn, "put_object", SQL_LATEST, &[&bucket, &name])?;
+        let latest = query_version(conn, "put_object", sql::LATEST.sqlite, &[&bucket, &name])?;
         if !condition.holds(latest.as_ref()) {
             return Err(MetaError::PreconditionFailed { bucket, name });
         }
@@ -193,14 +158,14 @@ fn prune_in(
 ) -> Result<u64, MetaError> {
     const WHAT: &str = "prune";
     let newest: Option<(i64, bool, i64)> = conn
-        .prepare_cached(SQL_NEWEST_FULL)
+        .prepare_cached(sql::NEWEST_FULL.sqlite)
         .context(WHAT)?
         .query_row((bucket, name), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()
         .context(WHAT)?;
     let kth = match (newest, keep_offset(keep)) {
         (Some(_), Some(offset)) => conn
-            .prepare_cached(SQL_KTH_NEWEST)
+            .prepare_cached(sql::KTH_NEWEST.sqlite)
             .context(WHAT)?
             .query_row((bucket, name, offset), |row| row.get(0))
             .optional()
@@ -210,9 +175,11 @@ fn prune_in(
     let removed = match prune_step(newest, kth, tombstone_cutoff_ms) {
         Prune::Nothing => 0,
         Prune::Below(v) => {
-            conn.prepare_cached(SQL_PRUNE_BELOW).context(WHAT)?.execute((bucket, name, v)).context(WHAT)?
+            conn.prepare_cached(sql::PRUNE_BELOW.sqlite).context(WHAT)?.execute((bucket, name, v)).context(WHAT)?
         }
-        Prune::All => conn.prepare_cached(SQL_PRUNE_ALL).context(WHAT)?.execute((bucket, name)).context(WHAT)?,
+        Prune::All => {
+            conn.prepare_cached(sql::PRUNE_ALL.sqlite).context(WHAT)?.execute((bucket, name)).context(WHAT)?
+        }
     };
     Ok(removed as u64)
 }
@@ -264,7 +231,7 @@ impl VersionStore for SqliteStore {
 
     async fn latest(&self, bucket: &str, name: &str) -> Result<Option<VersionRecord>, MetaError> {
         let (bucket, name) = (bucket.to_string(), name.to_string());
-        self.read(move |conn| query_version(conn, "latest", SQL_LATEST, &[&bucket, &name])).await
+        self.read(move |conn| query_version(conn, "latest", sql::LATEST.sqlite, &[&bucket, &name])).await
     }
 
     async fn version(&self, bucket: &str, name: &str, version: u64) -> Result<Option<VersionRecord>, MetaError> {
@@ -272,7 +239,7 @@ impl VersionStore for SqliteStore {
             return Ok(None);
         };
         let (bucket, name) = (bucket.to_string(), name.to_string());
-        self.read(move |conn| query_version(conn, "version", SQL_VERSION, &[&bucket, &name, &version])).await
+        self.read(move |conn| query_version(conn, "version", sql::VERSION.sqlite, &[&bucket, &name, &version])).await
     }
 
     async fn versions(
@@ -287,7 +254,7 @@ impl VersionStore for SqliteStore {
         };
         let (bucket, name) = (bucket.to_string(), name.to_string());
         self.read(move |conn| {
-            query_versions(conn, "versions", SQL_VERSIONS, &[&bucket, &name, &page.after, &page.limit])
+            query_versions(conn, "versions", sql::VERSIONS.sqlite, &[&bucket, &name, &page.after, &page.limit])
         })
         .await
     }
@@ -365,7 +332,7 @@ impl VersionStore for SqliteStore {
         let (bucket, name) = (bucket.to_string(), name.to_string());
         self.write(move |conn| {
             let removed = conn
-                .prepare_cached(SQL_DELETE_VERSION)
+                .prepare_cached(sql::DELETE_VERSION.sqlite)
                 .context(WHAT)?
                 .execute((&bucket, &name, version))
                 .context(WHAT)?;
