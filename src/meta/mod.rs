@@ -7,6 +7,19 @@
 //! in `tests/common/meta_suite.rs` (test support, not in the library). Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
 //!
+//! # Layout
+//!
+//! The trait is one per domain, each with its records, in `versions.rs`
+//! ([`VersionStore`]), `content.rs` ([`ContentStore`]), `cluster.rs`
+//! ([`ClusterStore`]), `uploads.rs` ([`UploadStore`]) and `s3.rs` ([`BucketStore`],
+//! [`MultipartStore`], [`KeyStore`]); [`MetaStore`] is all of them, so a component
+//! can ask for less. The statements both stores run alike, and the schema's
+//! description, are written once in the SQL catalogue `sql/`; the checks both
+//! stores make, as pure functions, are in `row.rs`. Each store is a directory
+//! mirrored by the same domains (`sqlite/content.rs` beside
+//! `postgres/content.rs`), with its connection handling and error classes in its
+//! `mod.rs` and its migrations in `schema.rs`.
+//!
 //! # Content lifecycle (garbage collection)
 //!
 //! Every content row has a [`ContentState`]: `live` (what

@@ -17,37 +17,22 @@
 //!
 //! # Schema
 //!
+//! The tables are described once, in the SQL catalogue (`meta/sql/mod.rs`), which
+//! also holds every statement this store shares with the SQLite one. Here every
+//! text key column is `TEXT COLLATE "C"`, numbers are `BIGINT`, an upload's hash
+//! state is `BYTEA`, `access_keys.read_only` is a `BOOLEAN`, and
+//! `worker_cursors.value` is `BYTEA` (UTF-8; `TEXT` cannot hold NUL). This store
+//! adds two tables:
+//!
 //! ```sql
-//! content(hash TEXT PRIMARY KEY,            -- 64 lowercase hex digits
-//!         size BIGINT,                      -- bytes
-//!         policy TEXT,                      -- "K+M", e.g. "4+2"
-//!         placement TEXT)                   -- JSON object {"0":"host:port",...}
-//! versions(bucket TEXT, name TEXT, version BIGINT,
-//!          hash TEXT NULL REFERENCES content,  -- NULL = tombstone
-//!          size BIGINT,                     -- content size, 0 for a tombstone
-//!          created_ms BIGINT,               -- ms since the Unix epoch, database clock
-//!          PRIMARY KEY (bucket, name, version))
 //! heads(bucket TEXT, name TEXT, latest BIGINT,  -- each name's newest version
 //!       PRIMARY KEY (bucket, name))
 //! schema_version(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)
-//! -- schema 2:
-//! content.state TEXT                        -- 'live' | 'doomed' | 'deleting'
-//! content.doomed_since_ms BIGINT NULL       -- when found unreferenced (doomed only)
-//! placements(server TEXT, hash TEXT REFERENCES content, shard BIGINT,
-//!            PRIMARY KEY (server, hash, shard))  -- the placement index
-//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms BIGINT)
-//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms BIGINT)  -- database clock
-//! worker_cursors(name TEXT PRIMARY KEY, value BYTEA)  -- UTF-8; BYTEA holds NUL
-//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
-//! -- schema 4 (S3), as in the SQLite store:
-//! buckets(name TEXT PRIMARY KEY, created_ms BIGINT)  -- 'default' + every bucket with versions
-//! versions.attrs TEXT NULL                  -- JSON of ObjectAttrs; NULL = none
-//! multipart_uploads(id, bucket REFERENCES buckets, name, attrs, created_ms)
-//! multipart_parts(upload_id REFERENCES multipart_uploads, part_number, hash REFERENCES content,
-//!                 size, etag, created_ms, PRIMARY KEY (upload_id, part_number))
-//! access_keys(access_key TEXT PRIMARY KEY, secret, buckets TEXT,  -- JSON array
-//!             read_only BOOLEAN, created_ms)
 //! ```
+//!
+//! What differs from the SQLite store is below: row locks, the database's clock
+//! (`created_ms`, leases), `heads`, and the statements built on them, kept next
+//! to this executor.
 //!
 //! `put_object`, `create_multipart`, `complete_multipart`, `create_upload` and
 //! `finish_upload` share-lock the bucket's row (`FOR SHARE`) before they insert;

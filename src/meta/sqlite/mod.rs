@@ -4,35 +4,15 @@
 //!
 //! # Schema
 //!
-//! ```sql
-//! content(hash TEXT PRIMARY KEY,      -- 64 lowercase hex digits
-//!         size INTEGER,               -- bytes
-//!         policy TEXT,                -- "K+M", e.g. "4+2"
-//!         placement TEXT,             -- JSON object {"0":"host:port",...}
-//!         state TEXT,                 -- 'live' | 'doomed' | 'deleting' (schema 2)
-//!         doomed_since_ms INTEGER NULL)  -- when found unreferenced (doomed only)
-//! versions(bucket TEXT, name TEXT, version INTEGER,
-//!          hash TEXT NULL,            -- NULL = tombstone
-//!          size INTEGER,              -- content size, 0 for a tombstone
-//!          created_ms INTEGER,        -- ms since the Unix epoch
-//!          PRIMARY KEY (bucket, name, version))  -- clustered (WITHOUT ROWID)
-//! placements(server TEXT, hash TEXT REFERENCES content, shard INTEGER,
-//!            PRIMARY KEY (server, hash, shard))  -- the placement index (schema 2)
-//! server_sightings(server TEXT PRIMARY KEY, last_seen_ms INTEGER)
-//! leases(name TEXT PRIMARY KEY, holder TEXT, expires_ms INTEGER)
-//! worker_cursors(name TEXT PRIMARY KEY, value TEXT)
-//! -- schema 3: content.encoding, content.stored_size, uploads, upload_parts (tus)
-//! -- schema 4 (S3):
-//! buckets(name TEXT PRIMARY KEY, created_ms INTEGER)  -- 'default' + every bucket with versions
-//! versions.attrs TEXT NULL            -- JSON of ObjectAttrs; NULL = none (put_version)
-//! multipart_uploads(id TEXT PRIMARY KEY, bucket TEXT REFERENCES buckets, name TEXT,
-//!                   attrs TEXT, created_ms INTEGER)  -- indexed by (bucket, name, id), created_ms
-//! multipart_parts(upload_id TEXT REFERENCES multipart_uploads, part_number INTEGER,
-//!                 hash TEXT REFERENCES content, size INTEGER, etag TEXT, created_ms INTEGER,
-//!                 PRIMARY KEY (upload_id, part_number))  -- indexed by hash
-//! access_keys(access_key TEXT PRIMARY KEY, secret TEXT, buckets TEXT,  -- JSON array
-//!             read_only INTEGER, created_ms INTEGER)
-//! ```
+//! The tables are described once, in the SQL catalogue (`meta/sql/mod.rs`), which
+//! also holds every statement this store shares with the PostgreSQL one. Here they
+//! are `STRICT` tables (SQLite itself refuses a value of the wrong type) of
+//! `TEXT`, `INTEGER` and `BLOB` columns; `versions`, `placements`, `upload_parts`
+//! and `multipart_parts` are `WITHOUT ROWID` (clustered by their primary key);
+//! `access_keys.read_only` is an `INTEGER` 0 or 1; the schema version is
+//! `PRAGMA user_version`. What differs from the PostgreSQL store is below:
+//! locking (one writer at a time, in any process), this host's clock, and the
+//! statements built on them, kept next to this executor.
 //!
 //! Writes into a bucket (`put_object`, through the group commit like
 //! `put_version`; `create_multipart`; `complete_multipart`; `create_upload`;
