@@ -7,11 +7,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::content::record_content;
-use super::uploads::{drop_upload, Batch};
+use super::uploads::drop_upload;
 use super::versions::add_object;
 use super::{Context, PostgresStore};
 use crate::meta::row::{
-    attrs_json, key_buckets_json, sql_limit, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
+    attrs_json, key_buckets_json, sql_limit, Batch, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
     UploadListRange,
 };
 use crate::meta::{

@@ -9,7 +9,7 @@ use super::content::record_content;
 use super::s3::{drop_multipart, share_bucket, SQL_STALE_MULTIPART};
 use super::versions::add_version;
 use super::{Context, PostgresStore};
-use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, RawUpload};
+use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, Batch, RawUpload};
 use crate::meta::{
     AppendOutcome, ContentRecord, FinishOutcome, MetaError, UploadAppend, UploadPart, UploadRecord, UploadStore,
 };
@@ -29,37 +29,11 @@ const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM
 const SQL_EXPIRED_UPLOADS: &str =
     "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
 
-/// The uploads the expiry worker removes in batches: tus uploads past their expiry,
-/// S3 multipart uploads created before a cutoff.
-#[derive(Clone, Copy)]
-pub(super) enum Batch {
-    ExpiredUploads,
-    StaleMultipart,
-}
-
-impl Batch {
-    /// The method's name, for errors.
-    fn what(self) -> &'static str {
-        match self {
-            Batch::ExpiredUploads => "remove_expired_uploads",
-            Batch::StaleMultipart => "remove_stale_multipart",
-        }
-    }
-
-    /// The ids of up to `$2` uploads due at `$1`.
-    fn due(self) -> &'static str {
-        match self {
-            Batch::ExpiredUploads => SQL_EXPIRED_UPLOADS,
-            Batch::StaleMultipart => SQL_STALE_MULTIPART,
-        }
-    }
-
-    /// Removes one upload and its parts inside `tx`.
-    async fn drop(self, tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Result<bool, MetaError> {
-        match self {
-            Batch::ExpiredUploads => drop_upload(tx, self.what(), id).await,
-            Batch::StaleMultipart => drop_multipart(tx, self.what(), id).await,
-        }
+/// Removes one upload of `batch` and its parts inside `tx`.
+async fn drop_one(batch: Batch, tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Result<bool, MetaError> {
+    match batch {
+        Batch::ExpiredUploads => drop_upload(tx, batch.what(), id).await,
+        Batch::StaleMultipart => drop_multipart(tx, batch.what(), id).await,
     }
 }
 
@@ -73,12 +47,12 @@ impl PostgresStore {
         };
         let mut client = self.client(what).await?;
         let tx = client.transaction().await.context(what)?;
-        let stmt = tx.prepare_cached(batch.due()).await.context(what)?;
+        let stmt = tx.prepare_cached(batch.pick(SQL_EXPIRED_UPLOADS, SQL_STALE_MULTIPART)).await.context(what)?;
         let rows = tx.query(&stmt, &[&at, &limit]).await.context(what)?;
         let mut removed = 0;
         for row in rows {
             let id: String = row.try_get(0).context(what)?;
-            if batch.drop(&tx, &id).await? {
+            if drop_one(batch, &tx, &id).await? {
                 removed += 1;
             }
         }

@@ -7,11 +7,11 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::content::record_content;
-use super::uploads::{drop_upload, Batch};
+use super::uploads::drop_upload;
 use super::versions::put_object_in;
 use super::{immediate, Context, SqliteStore};
 use crate::meta::row::{
-    attrs_json, key_buckets_json, sql_limit, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
+    attrs_json, key_buckets_json, sql_limit, Batch, ListStatements, RawAccessKey, RawMultipart, RawMultipartPart,
     UploadListRange,
 };
 use crate::meta::{

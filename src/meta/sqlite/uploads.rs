@@ -9,7 +9,7 @@ use super::content::record_content;
 use super::s3::{drop_multipart, require_bucket, SQL_STALE_MULTIPART};
 use super::versions::put_version_in;
 use super::{immediate, Context, SqliteStore};
-use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, RawUpload};
+use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, Batch, RawUpload};
 use crate::meta::{
     AppendOutcome, ContentRecord, FinishOutcome, MetaError, UploadAppend, UploadPart, UploadRecord, UploadStore,
 };
@@ -20,38 +20,10 @@ const SQL_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uplo
 
 const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2";
 
-/// The uploads the expiry worker removes in batches: tus uploads past their expiry,
-/// S3 multipart uploads created before a cutoff.
-#[derive(Clone, Copy)]
-pub(super) enum Batch {
-    ExpiredUploads,
-    StaleMultipart,
-}
-
-impl Batch {
-    /// The method's name, for errors.
-    fn what(self) -> &'static str {
-        match self {
-            Batch::ExpiredUploads => "remove_expired_uploads",
-            Batch::StaleMultipart => "remove_stale_multipart",
-        }
-    }
-
-    /// The ids of up to `?2` uploads due at `?1`.
-    fn due(self) -> &'static str {
-        match self {
-            Batch::ExpiredUploads => SQL_EXPIRED_UPLOADS,
-            Batch::StaleMultipart => SQL_STALE_MULTIPART,
-        }
-    }
-
-    /// Removes one upload and its parts inside the caller's transaction.
-    fn drop(self, conn: &Connection, id: &str) -> Result<bool, MetaError> {
-        match self {
-            Batch::ExpiredUploads => drop_upload(conn, self.what(), id),
-            Batch::StaleMultipart => drop_multipart(conn, self.what(), id),
-        }
-    }
+/// Removes one upload of `batch` and its parts inside the caller's transaction.
+fn drop_one(batch: Batch, conn: &Connection, id: &str) -> Result<bool, MetaError> {
+    let drop: fn(&Connection, &str, &str) -> Result<bool, MetaError> = batch.pick(drop_upload, drop_multipart);
+    drop(conn, batch.what(), id)
 }
 
 impl SqliteStore {
@@ -64,12 +36,14 @@ impl SqliteStore {
         self.write(move |conn| {
             immediate(conn, batch.what(), |tx| {
                 let ids: Vec<String> = {
-                    let mut stmt = tx.prepare_cached(batch.due()).context(batch.what())?;
+                    let mut stmt = tx
+                        .prepare_cached(batch.pick(SQL_EXPIRED_UPLOADS, SQL_STALE_MULTIPART))
+                        .context(batch.what())?;
                     let rows = stmt.query_map((at, limit), |r| r.get(0)).context(batch.what())?;
                     rows.map(|r| r.context(batch.what())).collect::<Result<_, _>>()?
                 };
                 for id in &ids {
-                    batch.drop(tx, id)?;
+                    drop_one(batch, tx, id)?;
                 }
                 Ok(ids.len())
             })
