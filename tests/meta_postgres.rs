@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
 use cairn::meta::postgres::{PostgresStore, MIGRATIONS, POOL_WAIT, SCHEMA_VERSION};
+use cairn::meta::{BucketStore, ClusterStore, ContentStore, VersionStore};
 use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 use common::pg::TestSchema;
 

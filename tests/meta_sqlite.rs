@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn::content::ContentHash;
 use cairn::meta::sqlite::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
+use cairn::meta::{BucketStore, ClusterStore, ContentStore, VersionStore};
 use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 
 #[path = "common/meta_suite.rs"]

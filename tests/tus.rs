@@ -11,7 +11,7 @@ use base64::Engine;
 use bytes::Bytes;
 use cairn::content::ContentHash;
 use cairn::meta::sqlite::SqliteStore;
-use cairn::meta::MetaStore;
+use cairn::meta::{ContentStore, UploadStore};
 use common::{eventually, pattern, TestCluster};
 use reqwest::{Method, Response, StatusCode};
 use sha2::Digest;

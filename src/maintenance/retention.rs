@@ -1,5 +1,5 @@
 //! Version retention: a worker that walks every name of the metadata store, a page
-//! at a time, and prunes each with [`MetaStore::prune`](crate::meta::MetaStore::prune):
+//! at a time, and prunes each with [`VersionStore::prune`](crate::meta::VersionStore::prune):
 //! the versions beyond the newest `--keep-versions` go (tombstones count as
 //! versions), and a name whose newest version is a tombstone older than
 //! `--tombstone-ttl` goes entirely. Content that no version points at any more is

@@ -1,13 +1,13 @@
 //! Expiry of resumable uploads (tus, [`crate::object::resumable`]): a worker that
 //! removes uploads whose `Upload-Expires` has passed (abandoned, or finished and
 //! kept only so that a late HEAD still answers), with their part rows, a bounded
-//! batch per step ([`MetaStore::remove_expired_uploads`](crate::meta::MetaStore::remove_expired_uploads)).
+//! batch per step ([`UploadStore::remove_expired_uploads`](crate::meta::UploadStore::remove_expired_uploads)).
 //! The parts' content is then unreferenced, and the garbage collector
 //! ([`super::gc`]) removes it after its grace period.
 //!
 //! The same worker removes S3 multipart uploads not completed within
 //! `--multipart-expiry` of their creation
-//! ([`MetaStore::remove_stale_multipart`](crate::meta::MetaStore::remove_stale_multipart)).
+//! ([`MultipartStore::remove_stale_multipart`](crate::meta::MultipartStore::remove_stale_multipart)).
 //!
 //! Each batch is one transaction, so a restart loses nothing and two API servers
 //! running it at once remove each upload once. Until the worker gets to an expired

@@ -686,6 +686,32 @@ impl UploadListRange {
     }
 }
 
+/// The uploads the expiry worker removes in batches: tus uploads past their expiry,
+/// S3 multipart uploads created before a cutoff. Each store reads a batch's ids
+/// with its own statement (PostgreSQL locks them) and drops each upload its way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// tus uploads past their expiry.
+    ExpiredUploads,
+    /// S3 multipart uploads created at or before a cutoff.
+    StaleMultipart,
+}
+
+impl Batch {
+    /// The method's name, for errors.
+    pub(crate) fn what(self) -> &'static str {
+        self.pick("remove_expired_uploads", "remove_stale_multipart")
+    }
+
+    /// `expired` for a batch of tus uploads, `stale` for one of multipart uploads.
+    pub(crate) fn pick<T>(self, expired: T, stale: T) -> T {
+        match self {
+            Batch::ExpiredUploads => expired,
+            Batch::StaleMultipart => stale,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
