@@ -143,6 +143,7 @@ mod cluster;
 mod content;
 mod s3;
 mod schema;
+mod steps;
 mod uploads;
 mod versions;
 

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::content::record_content;
-use super::uploads::drop_upload;
+use super::steps::{drop_multipart, drop_upload, share_bucket};
 use super::versions::add_object;
 use super::{Context, PostgresStore};
 use crate::meta::row::{
@@ -18,10 +18,6 @@ use crate::meta::{
     AccessKey, BucketDeleteOutcome, BucketRecord, BucketStore, CompleteOutcome, ContentRecord, KeyStore, MetaError,
     MultipartPart, MultipartRecord, MultipartStore, ObjectAttrs,
 };
-
-/// What adds to a bucket (`put_object`, `create_multipart`, `complete_multipart`)
-/// share-locks its row until the commit; `delete_bucket` locks it exclusively.
-const SQL_SHARE_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR SHARE";
 
 const SQL_LOCK_BUCKET: &str = "SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE";
 
@@ -48,23 +44,6 @@ const SQL_LOCK_MULTIPART: &str = "SELECT bucket, name FROM multipart_uploads WHE
 /// The bucket of a multipart upload, read before the completion locks it (as
 /// [`SQL_UPLOAD_BUCKET`]).
 const SQL_MULTIPART_BUCKET: &str = "SELECT bucket FROM multipart_uploads WHERE id = $1";
-
-pub(super) const SQL_STALE_MULTIPART: &str = "SELECT id FROM multipart_uploads WHERE created_ms <= $1 \
-     ORDER BY created_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
-
-/// Share-locks the bucket's row inside `tx`; [`MetaError::NoSuchBucket`] when
-/// there is none.
-pub(super) async fn share_bucket(
-    tx: &deadpool_postgres::Transaction<'_>,
-    what: &str,
-    bucket: &str,
-) -> Result<(), MetaError> {
-    let stmt = tx.prepare_cached(SQL_SHARE_BUCKET).await.context(what)?;
-    match tx.query_opt(&stmt, &[&bucket]).await.context(what)? {
-        Some(_) => Ok(()),
-        None => Err(MetaError::NoSuchBucket { bucket: bucket.to_string() }),
-    }
-}
 
 /// Locks and removes every upload into `bucket`, tus and multipart, with their
 /// parts, inside `tx` (the caller holds the bucket's row lock, so no new one
@@ -94,19 +73,6 @@ async fn abort_bucket_uploads(
         }
     }
     Ok(aborted)
-}
-
-/// Removes a multipart upload's part rows and the upload itself inside `tx` (the
-/// caller has locked the upload's row); true if the upload existed.
-pub(super) async fn drop_multipart(
-    tx: &deadpool_postgres::Transaction<'_>,
-    what: &str,
-    id: &str,
-) -> Result<bool, MetaError> {
-    let stmt = tx.prepare_cached(sql::DROP_MULTIPART_PARTS.postgres).await.context(what)?;
-    tx.execute(&stmt, &[&id]).await.context(what)?;
-    let stmt = tx.prepare_cached(sql::DROP_MULTIPART.postgres).await.context(what)?;
-    Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
 }
 
 /// Maps a `multipart_uploads` row (columns as [`multipart_columns`]) onto

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::content::record_content;
-use super::s3::{drop_multipart, share_bucket, SQL_STALE_MULTIPART};
+use super::steps::{drop_upload, share_bucket};
 use super::versions::add_version;
 use super::{Context, PostgresStore};
 use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, Batch, RawUpload};
@@ -26,41 +26,6 @@ pub(super) const SQL_UPLOAD_BUCKET: &str = "SELECT bucket FROM uploads WHERE id 
 
 const SQL_LOCK_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE";
 
-const SQL_EXPIRED_UPLOADS: &str =
-    "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED";
-
-/// Removes one upload of `batch` and its parts inside `tx`.
-async fn drop_one(batch: Batch, tx: &deadpool_postgres::Transaction<'_>, id: &str) -> Result<bool, MetaError> {
-    match batch {
-        Batch::ExpiredUploads => drop_upload(tx, batch.what(), id).await,
-        Batch::StaleMultipart => drop_multipart(tx, batch.what(), id).await,
-    }
-}
-
-impl PostgresStore {
-    /// Removes up to `limit` uploads of `batch` due at `at`, in one transaction;
-    /// returns how many.
-    pub(super) async fn remove_batch(&self, batch: Batch, at: i64, limit: usize) -> Result<usize, MetaError> {
-        let what = batch.what();
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        let mut client = self.client(what).await?;
-        let tx = client.transaction().await.context(what)?;
-        let stmt = tx.prepare_cached(batch.pick(SQL_EXPIRED_UPLOADS, SQL_STALE_MULTIPART)).await.context(what)?;
-        let rows = tx.query(&stmt, &[&at, &limit]).await.context(what)?;
-        let mut removed = 0;
-        for row in rows {
-            let id: String = row.try_get(0).context(what)?;
-            if drop_one(batch, &tx, &id).await? {
-                removed += 1;
-            }
-        }
-        tx.commit().await.context(what)?;
-        Ok(removed)
-    }
-}
-
 /// Maps an `uploads` row (columns as [`upload_columns`]) onto [`RawUpload`].
 fn raw_upload(row: &Row) -> Result<RawUpload, tokio_postgres::Error> {
     Ok(RawUpload {
@@ -76,19 +41,6 @@ fn raw_upload(row: &Row) -> Result<RawUpload, tokio_postgres::Error> {
         expires_ms: row.try_get(9)?,
         finished_version: row.try_get(10)?,
     })
-}
-
-/// Removes an upload's part rows and the upload itself inside `tx` (the caller has
-/// locked the upload's row); true if the upload existed.
-pub(super) async fn drop_upload(
-    tx: &deadpool_postgres::Transaction<'_>,
-    what: &str,
-    id: &str,
-) -> Result<bool, MetaError> {
-    let stmt = tx.prepare_cached(sql::DROP_PARTS.postgres).await.context(what)?;
-    tx.execute(&stmt, &[&id]).await.context(what)?;
-    let stmt = tx.prepare_cached(sql::DROP_UPLOAD.postgres).await.context(what)?;
-    Ok(tx.execute(&stmt, &[&id]).await.context(what)? > 0)
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::content::record_content;
-use super::s3::share_bucket;
+use super::steps::share_bucket;
 use super::{Context, PostgresStore};
 use crate::meta::row::{
     attrs_json, delete_refused, keep_offset, next_version, prune_step, sql_limit, to_sql_int, ContentRow, ListRange,

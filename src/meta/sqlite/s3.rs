@@ -7,7 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::content::record_content;
-use super::uploads::drop_upload;
+use super::steps::{bucket_exists, drop_multipart, drop_upload, require_bucket};
 use super::versions::put_object_in;
 use super::{immediate, Context, SqliteStore};
 use crate::meta::row::{
@@ -30,29 +30,6 @@ pub(super) const SQL_BUCKET_MULTIPART: &str = "SELECT id FROM multipart_uploads 
 pub(super) const UPLOAD_LIST_STATEMENTS: ListStatements = sql::UPLOAD_LIST.of(Dialect::Sqlite);
 
 const SQL_MULTIPART_TARGET: &str = "SELECT bucket, name FROM multipart_uploads WHERE id = ?1";
-
-pub(super) const SQL_STALE_MULTIPART: &str =
-    "SELECT id FROM multipart_uploads WHERE created_ms <= ?1 ORDER BY created_ms LIMIT ?2";
-
-/// Whether `bucket` exists (read on `conn`, inside the caller's transaction).
-fn bucket_exists(conn: &Connection, what: &str, bucket: &str) -> Result<bool, MetaError> {
-    let found = conn
-        .prepare_cached(sql::BUCKET.sqlite)
-        .context(what)?
-        .query_row([bucket], |_| Ok(()))
-        .optional()
-        .context(what)?;
-    Ok(found.is_some())
-}
-
-/// [`MetaError::NoSuchBucket`] unless `bucket` exists (read on `conn`, inside the
-/// caller's transaction).
-pub(super) fn require_bucket(conn: &Connection, what: &str, bucket: &str) -> Result<(), MetaError> {
-    if bucket_exists(conn, what, bucket)? {
-        return Ok(());
-    }
-    Err(MetaError::NoSuchBucket { bucket: bucket.to_string() })
-}
 
 /// Removes every upload into `bucket`, tus and multipart, with their parts, inside
 /// the caller's write transaction (as `delete_upload` and `abort_multipart` each
@@ -81,13 +58,6 @@ fn abort_bucket_uploads(conn: &Connection, what: &str, bucket: &str) -> Result<u
         }
     }
     Ok(aborted)
-}
-
-/// Removes a multipart upload's part rows and the upload itself, inside the
-/// caller's transaction; true if the upload existed.
-pub(super) fn drop_multipart(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
-    conn.prepare_cached(sql::DROP_MULTIPART_PARTS.sqlite).context(what)?.execute([id]).context(what)?;
-    Ok(conn.prepare_cached(sql::DROP_MULTIPART.sqlite).context(what)?.execute([id]).context(what)? > 0)
 }
 
 /// Maps a `multipart_uploads` row (columns as [`multipart_columns`]) onto

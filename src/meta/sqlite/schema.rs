@@ -159,7 +159,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::super::content::SQL_DOOM;
-    use super::super::s3::{SQL_BUCKET_MULTIPART, SQL_STALE_MULTIPART, UPLOAD_LIST_STATEMENTS};
+    use super::super::s3::{SQL_BUCKET_MULTIPART, UPLOAD_LIST_STATEMENTS};
+    use super::super::steps::SQL_STALE_MULTIPART;
     use super::super::versions::{LIST_STATEMENTS, SQL_NAMES_AFTER, VERSION_LIST_STATEMENTS};
     use super::*;
     use crate::meta::sql;

@@ -3,10 +3,10 @@
 
 use crate::meta::sql;
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row};
 
 use super::content::record_content;
-use super::s3::{drop_multipart, require_bucket, SQL_STALE_MULTIPART};
+use super::steps::{drop_upload, require_bucket};
 use super::versions::put_version_in;
 use super::{immediate, Context, SqliteStore};
 use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, Batch, RawUpload};
@@ -17,40 +17,6 @@ use crate::meta::{
 const SQL_UPLOAD_AT: &str = "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = ?1";
 
 const SQL_UPLOAD_TARGET: &str = "SELECT bucket, name, finished_version FROM uploads WHERE id = ?1";
-
-const SQL_EXPIRED_UPLOADS: &str = "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2";
-
-/// Removes one upload of `batch` and its parts inside the caller's transaction.
-fn drop_one(batch: Batch, conn: &Connection, id: &str) -> Result<bool, MetaError> {
-    let drop: fn(&Connection, &str, &str) -> Result<bool, MetaError> = batch.pick(drop_upload, drop_multipart);
-    drop(conn, batch.what(), id)
-}
-
-impl SqliteStore {
-    /// Removes up to `limit` uploads of `batch` due at `at`, in one transaction;
-    /// returns how many.
-    pub(super) async fn remove_batch(&self, batch: Batch, at: i64, limit: usize) -> Result<usize, MetaError> {
-        let Some(limit) = sql_limit(limit) else {
-            return Ok(0);
-        };
-        self.write(move |conn| {
-            immediate(conn, batch.what(), |tx| {
-                let ids: Vec<String> = {
-                    let mut stmt = tx
-                        .prepare_cached(batch.pick(SQL_EXPIRED_UPLOADS, SQL_STALE_MULTIPART))
-                        .context(batch.what())?;
-                    let rows = stmt.query_map((at, limit), |r| r.get(0)).context(batch.what())?;
-                    rows.map(|r| r.context(batch.what())).collect::<Result<_, _>>()?
-                };
-                for id in &ids {
-                    drop_one(batch, tx, id)?;
-                }
-                Ok(ids.len())
-            })
-        })
-        .await
-    }
-}
 
 /// Maps an `uploads` row (columns as [`upload_columns`]) onto [`RawUpload`].
 fn raw_upload(row: &Row<'_>) -> rusqlite::Result<RawUpload> {
@@ -67,13 +33,6 @@ fn raw_upload(row: &Row<'_>) -> rusqlite::Result<RawUpload> {
         expires_ms: row.get(9)?,
         finished_version: row.get(10)?,
     })
-}
-
-/// Removes an upload's part rows and the upload itself, inside the caller's
-/// transaction; true if the upload existed.
-pub(super) fn drop_upload(conn: &Connection, what: &str, id: &str) -> Result<bool, MetaError> {
-    conn.prepare_cached(sql::DROP_PARTS.sqlite).context(what)?.execute([id]).context(what)?;
-    Ok(conn.prepare_cached(sql::DROP_UPLOAD.sqlite).context(what)?.execute([id]).context(what)? > 0)
 }
 
 #[async_trait]

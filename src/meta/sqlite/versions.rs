@@ -7,7 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::content::record_content;
-use super::s3::require_bucket;
+use super::steps::require_bucket;
 use super::{immediate, Context, SqliteStore, WriteOp};
 use crate::clock::now_ms;
 use crate::meta::row::{
