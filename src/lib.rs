@@ -1,15 +1,19 @@
 //! cairn: a distributed object store.
 //!
-//! Stateless API servers ([`api`]) give clients a REST interface; data servers
-//! ([`data`]) keep the bytes as content-addressed shards; the two tiers talk over a
-//! bus ([`bus`]: RabbitMQ, or in-process for `cairn dev`). The API tier keeps the
-//! name → version → content mapping in a metadata store ([`meta`]). The write and
-//! read paths live in [`object`]; who is alive and who holds what in [`cluster`].
-//! Dependencies point down the list below: `api` → `object` → `cluster`/`meta`/`bus`
-//! → `content`. [`client`] and [`admin`] are the command-line clients of an API
-//! server, on top of everything. [`clock`] and [`report`] are leaves any room may
-//! use: the timestamp cairn records, and how errors and URLs are written into
-//! messages.
+//! Stateless API servers ([`api`]: the native REST door, tus, S3 and `/admin`, one
+//! access policy for all four) give clients their interfaces; data servers ([`data`])
+//! keep the bytes as content-addressed shards, in files or volumes, and speak the
+//! protocol written once in [`data::wire`] to the API tier's [`data::client`]; the two
+//! tiers find each other over a bus ([`bus`]: RabbitMQ, or in-process for `cairn
+//! dev`). The API tier keeps the name → version → content mapping in a metadata store
+//! ([`meta`]: one SQL catalogue run by a SQLite and a PostgreSQL executor). The write
+//! and read paths live in [`object`]; who is alive and who holds what in [`cluster`];
+//! the background workers ([`worker`]'s one shape) in [`maintenance`] and [`data`].
+//! [`client`] and [`admin`] are the command-line clients of an API server, on top of
+//! everything. [`clock`] and [`report`] are leaves any room may use: the timestamp
+//! cairn records, and how errors and URLs are written into messages. The load
+//! generator and the benchmark suite are another crate (`crates/bench`), which uses
+//! this one and which nothing here uses.
 //!
 //! # Layers
 //!
