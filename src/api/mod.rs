@@ -24,7 +24,7 @@
 //! This file holds the configuration, [`ApiError`], [`serve`] and the native
 //! router; the native object handlers are in `objects.rs`, the S3 side-by-side
 //! dispatch and the request limit in `dispatch.rs`, upload admission in
-//! `admission.rs`.
+//! `admission.rs`; tus is a directory of its own (`tus/`).
 
 pub mod accept;
 pub mod admin;
