@@ -20,52 +20,54 @@
 //! Handlers parse the request, call [`ObjectService`], and map its errors to a
 //! status in exactly one place ([`ApiError`]'s `IntoResponse`). They never touch
 //! files or the bus themselves.
+//!
+//! This file holds the configuration, [`ApiError`], [`serve`] and the native
+//! router; the native object handlers are in `objects.rs`, the S3 side-by-side
+//! dispatch and the request limit in `dispatch.rs`, upload admission in
+//! `admission.rs`; tus is a directory of its own (`tus/`).
 
 pub mod accept;
 pub mod admin;
+mod admission;
 pub mod digest;
+mod dispatch;
 pub mod keys;
 pub mod limits;
 pub mod names;
+mod objects;
 pub mod policy;
 pub mod s3;
 pub mod tus;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::Request;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Extension, Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::ServiceBuilder;
+
+pub(crate) use admission::UploadLimits;
+use dispatch::with_s3;
+pub use objects::MAX_PAGE;
+use objects::{delete_object, empty_name, get_object, list_objects, locate, put_object, versions, Svc};
 
 use crate::bus::Bus;
 use crate::cluster::Membership;
-use crate::content::Encoding;
 use crate::maintenance::{self, MaintenanceConfig};
-use crate::meta::{MetaStore, VersionRecord, DEFAULT_BUCKET};
+use crate::meta::MetaStore;
 use crate::object::resumable::UploadSettings;
 use crate::object::{FailureKind, ObjectConfig, ObjectError, ObjectService};
-use crate::range::{self, ByteRange, RangeRequest};
 use crate::server::{self, HttpTimeouts, ServeOptions};
 use crate::telemetry::{self, HttpMetrics, Role, Scope};
 use crate::worker::Workers;
-use policy::{Action, Caller};
 
 /// Header carrying the version a response is about.
 pub const VERSION_HEADER: &str = "x-cairn-version";
@@ -320,446 +322,6 @@ fn router(service: ObjectService, admission: UploadLimits, tus: tus::Tus, door: 
         .with_state(Arc::new(service))
 }
 
-/// The native routes with the S3 API beside them: a request is S3's when it is
-/// virtual-host style (`Host` under `domain`) or its path is not a native route.
-/// S3 uploads (PUT, POST) share the native uploads' admission; every request is
-/// counted by the metrics. The request limit covers both with one count: tower's
-/// semaphore (`GlobalConcurrencyLimit`) behind load shedding, so a request past
-/// the limit is refused at once, not queued. It is applied to each side on its
-/// own (to the native routes that matched, and to the S3 service) so that each
-/// refuses in its client's words: 503 with `Retry-After`, and S3's `SlowDown`.
-fn with_s3(
-    native: Router,
-    s3: s3s::service::S3Service,
-    domain: Option<String>,
-    service: &ObjectService,
-    admission: UploadLimits,
-    limits: RequestLimits,
-    refusals: limits::Refusals,
-) -> Router {
-    let in_flight = Arc::new(Semaphore::new(limits.requests));
-    let counted = refusals.clone();
-    let native_requests = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |_: BoxError| {
-            counted.count(limits::Limit::Requests);
-            async { overloaded("requests") }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(&in_flight)));
-    let s3_requests = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |_: BoxError| {
-            refusals.count(limits::Limit::Requests);
-            async { s3_overloaded("requests") }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight));
-    let s3_service = tower::service_fn(move |request: Request| {
-        let s3 = s3.clone();
-        async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            if let Err((signed, e)) = s3::scope::check(request.uri().query(), request.headers(), s3::REGION, now) {
-                return Ok(s3::scope::refused(signed, &e));
-            }
-            // HTTP/1.1: without Content-Length or Transfer-Encoding there is no body.
-            // s3s needs to know it is empty (it checks a signed payload's length),
-            // which a wrapped body no longer tells.
-            let bodiless = !request.headers().contains_key(header::CONTENT_LENGTH)
-                && !request.headers().contains_key(header::TRANSFER_ENCODING);
-            let request =
-                if bodiless { request.map(|_| s3s::Body::empty()) } else { request.map(s3s::Body::http_body_unsync) };
-            Ok::<_, std::convert::Infallible>(match s3.call(request).await {
-                Ok(response) => response.map(Body::new),
-                Err(e) => {
-                    tracing::warn!(error = ?e, "S3 request failed");
-                    (StatusCode::INTERNAL_SERVER_ERROR, "S3 request failed\n").into_response()
-                }
-            })
-        }
-    });
-    let s3_routes = Router::new()
-        .fallback_service(s3_service)
-        .layer(middleware::from_fn_with_state(admission, admit_s3_uploads))
-        .layer(HttpMetrics::for_route(service.telemetry_scope().clone(), telemetry::S3_ROUTE))
-        .layer(s3_requests);
-    let dispatch_s3 = s3_routes.clone();
-    native
-        .route_layer(native_requests)
-        .fallback_service(s3_routes)
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            let s3 = dispatch_s3.clone();
-            let virtual_host =
-                domain.as_deref().is_some_and(|d| is_virtual_host(&request, d)) || is_reserved_bucket_request(&request);
-            async move {
-                if virtual_host {
-                    use tower::ServiceExt;
-                    match s3.oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                } else {
-                    next.run(request).await
-                }
-            }
-        }))
-        .layer(middleware::from_fn(close_after_unanswered_expect))
-}
-
-/// A CreateBucket or DeleteBucket of a name the native API's paths take (`PUT
-/// /objects`): S3's, so the client hears `InvalidBucketName` (or `NoSuchBucket`)
-/// in S3's words, not a native 405.
-fn is_reserved_bucket_request(request: &Request) -> bool {
-    let name = request.uri().path().strip_prefix('/').unwrap_or("");
-    matches!(*request.method(), Method::PUT | Method::DELETE) && s3::RESERVED_BUCKETS.contains(&name)
-}
-
-/// A request with `Expect: 100-continue` and an empty body is answered without a
-/// `100 Continue` (there is nothing to continue), which botocore (boto/botocore#3755)
-/// mistakes for the interim answer: it then reads the next answer on the
-/// connection as this one's and stalls until the idle timeout. Closing such a
-/// connection after its answer costs one reconnect and keeps every client right.
-async fn close_after_unanswered_expect(request: Request, next: Next) -> Response {
-    let expects = request
-        .headers()
-        .get(header::EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let empty = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim) == Some("0");
-    let mut response = next.run(request).await;
-    if expects && empty {
-        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// Whether `request` addresses a bucket by host name under `domain`.
-fn is_virtual_host(request: &Request, domain: &str) -> bool {
-    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    host.len() > domain.len() + 1 && host.ends_with(domain) && host[..host.len() - domain.len()].ends_with('.')
-}
-
-/// S3 writes (PUT and POST: objects, parts, completions) take an upload slot as
-/// native PUTs do; refused, they hear S3's `SlowDown`.
-async fn admit_s3_uploads(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
-    if request.method() != Method::PUT && request.method() != Method::POST {
-        return next.run(request).await;
-    }
-    match limits.permit(request.headers()) {
-        Some(_permit) => next.run(request).await,
-        None => s3_overloaded("uploads"),
-    }
-}
-
-/// Admission of uploads: a large one takes one of [`RequestLimits::uploads`]
-/// slots, a small one (declared below the small-object threshold) its size in KiB
-/// of [`RequestLimits::small_upload_bytes`]. Past either: 503 at once, not a queue.
-#[derive(Clone)]
-pub(crate) struct UploadLimits {
-    slots: Arc<Semaphore>,
-    /// In KiB.
-    small: Arc<Semaphore>,
-    small_kib: u64,
-    small_threshold: u64,
-    refusals: limits::Refusals,
-}
-
-impl UploadLimits {
-    fn new(limits: RequestLimits, small_threshold: u64, refusals: limits::Refusals) -> UploadLimits {
-        let small_kib = (limits.small_upload_bytes / 1024).min(Semaphore::MAX_PERMITS as u64);
-        UploadLimits {
-            slots: Arc::new(Semaphore::new(limits.uploads)),
-            small: Arc::new(Semaphore::new(small_kib as usize)),
-            small_kib,
-            small_threshold,
-            refusals,
-        }
-    }
-
-    /// Holds a permit from the request's head until its answer (an upload's body is
-    /// read whole before it is answered).
-    pub(crate) async fn admit(State(limits): State<UploadLimits>, request: Request, next: Next) -> Response {
-        match limits.permit(request.headers()) {
-            Some(_permit) => next.run(request).await,
-            None => overloaded("uploads"),
-        }
-    }
-
-    /// The permit of an upload with these headers, or `None` (counted) when its
-    /// kind of upload is at its limit.
-    fn permit(&self, headers: &HeaderMap) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let needed_kib = declared.filter(|&n| n < self.small_threshold).map(|n| n.div_ceil(1024).max(1));
-        let permit = match needed_kib.filter(|&kib| kib <= self.small_kib) {
-            // At most the budget, which fits the semaphore, so in u32 unless the
-            // budget is above 4 TiB.
-            Some(kib) => match u32::try_from(kib) {
-                Ok(kib) => Arc::clone(&self.small).try_acquire_many_owned(kib),
-                Err(_) => Arc::clone(&self.slots).try_acquire_owned(),
-            },
-            None => Arc::clone(&self.slots).try_acquire_owned(),
-        };
-        if permit.is_err() {
-            self.refusals.count(limits::Limit::Uploads);
-        }
-        permit.ok()
-    }
-}
-
-/// The native answer past an in-flight limit: 503 with `Retry-After`.
-fn overloaded(what: &'static str) -> Response {
-    tracing::debug!(what, "over the limit; refusing a request");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
-        format!("too many {what} in flight; retry shortly\n"),
-    )
-        .into_response()
-}
-
-/// The S3 answer past an in-flight limit: 503 `SlowDown` with `Retry-After`.
-fn s3_overloaded(what: &'static str) -> Response {
-    tracing::debug!(what, "over the limit; refusing an S3 request");
-    limits::slow_down(Duration::from_secs(RETRY_AFTER_SECS), &format!("too many {what} in flight; retry shortly"))
-}
-
-type Svc = State<Arc<ObjectService>>;
-
-async fn empty_name() -> ApiError {
-    ApiError::BadName(names::BadName::Empty)
-}
-
-/// Most names or versions one listing request returns.
-pub const MAX_PAGE: usize = 1000;
-
-/// Versions fetched from the store per step while streaming `/versions/<name>`.
-const VERSIONS_STEP: usize = 500;
-
-fn parse_number(query: &HashMap<String, String>, key: &'static str) -> Result<Option<u64>, ApiError> {
-    query
-        .get(key)
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| ApiError::BadQuery {
-                key,
-                expected: "a non-negative integer",
-                value: v.clone(),
-            })
-        })
-        .transpose()
-}
-
-fn parse_version(query: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
-    match query.get("version") {
-        None => Ok(None),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(ApiError::BadVersion(v.clone())),
-        },
-    }
-}
-
-/// `PUT /objects/<name>`. A `Content-Length` over the largest object is refused
-/// before any byte of the body is read; a body without one is cut where it passes
-/// the limit, and the write path then stores nothing.
-async fn put_object(
-    State(svc): Svc,
-    Extension(door): Extension<limits::Door>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::Write, Some(DEFAULT_BUCKET))?;
-    door.new_name(&name)?;
-    let limit = door.max_object_size;
-    let text = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    if let Some(declared) = text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse::<u64>().ok()) {
-        if !door.fits(declared, limit) {
-            return Err(ApiError::TooLarge { limit });
-        }
-    }
-    let expected = digest::expected(text("digest"), text("content-digest"))?;
-    let cap = limits::SizeCap::new(limit);
-    let body = cap.wrap(body.into_data_stream(), || axum::Error::new(ApiError::TooLarge { limit }));
-    let record = match svc.put(DEFAULT_BUCKET, &name, body, expected).await {
-        Ok(record) => record,
-        Err(ObjectError::BodyBroken(_)) if cap.exceeded() => {
-            door.count_too_large();
-            return Err(ApiError::TooLarge { limit });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(version_headers(&record, Json(version_json(&record))))
-}
-
-async fn get_object(
-    State(svc): Svc,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
-    names::validate(&name)?;
-    let version = parse_version(&query)?;
-    let record = svc.find(DEFAULT_BUCKET, &name, version).await?;
-    let content = record.content.as_ref().expect("find returns no tombstones");
-    let size = content.size;
-    let full = ByteRange { start: 0, end: size };
-    let (status, range) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => (StatusCode::OK, full),
-        Some(h) => match range::parse(h, size) {
-            RangeRequest::Full => (StatusCode::OK, full),
-            RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-            RangeRequest::Unsatisfiable => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(header::CONTENT_RANGE, format!("bytes */{size}")), (header::VARY, "accept-encoding".to_string())],
-                )
-                    .into_response())
-            }
-        },
-    };
-    // Compressed content goes out as stored to a client that takes zstd, for a
-    // whole-object request only (a range is of the original bytes).
-    let passthrough = content.encoding == Encoding::Zstd
-        && !headers.contains_key(header::RANGE)
-        && accept::accepts_zstd(headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()));
-    let length = if passthrough { content.stored_len() } else { range.len() };
-    let body = match (method == Method::HEAD, passthrough) {
-        (true, _) => Body::empty(),
-        (false, true) => Body::from_stream(svc.read_stored(content).await?),
-        (false, false) => Body::from_stream(svc.read(content, range).await?),
-    };
-    let mut response = version_headers(&record, (status, [(header::CONTENT_LENGTH, length.to_string())], body));
-    let h = response.headers_mut();
-    h.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static header"));
-    h.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static header"));
-    h.insert(header::VARY, "accept-encoding".parse().expect("static header"));
-    h.insert(STORED_SIZE_HEADER, content.stored_len().into());
-    if passthrough {
-        h.insert(header::CONTENT_ENCODING, "zstd".parse().expect("static header"));
-        // Another representation, so another entity tag.
-        if let Ok(v) = format!("\"{}-zstd\"", content.hash).parse() {
-            h.insert(header::ETAG, v);
-        }
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = range.content_range(size).parse() {
-            h.insert(header::CONTENT_RANGE, v);
-        }
-    }
-    Ok(response)
-}
-
-async fn delete_object(
-    State(svc): Svc,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::Delete, Some(DEFAULT_BUCKET))?;
-    names::validate(&name)?;
-    // Deleting what does not exist (or is already deleted) is a 404, not a new tombstone.
-    let record = svc.delete(DEFAULT_BUCKET, &name).await?;
-    Ok(version_headers(&record, Json(version_json(&record))))
-}
-
-async fn locate(
-    State(svc): Svc,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
-    names::validate(&name)?;
-    let record = svc.find(DEFAULT_BUCKET, &name, None).await?;
-    let content = record.content.as_ref().expect("find returns no tombstones");
-    let placement = svc.locate(content).await?;
-    if placement.is_empty() {
-        return Ok((StatusCode::NOT_FOUND, format!("no data server holds {}\n", content.hash)).into_response());
-    }
-    let shards: serde_json::Map<String, serde_json::Value> =
-        placement.into_iter().map(|(shard, addr)| (shard.to_string(), addr.into())).collect();
-    Ok(Json(json!({ "hash": content.hash, "size": content.size, "shards": shards })).into_response())
-}
-
-/// `GET /versions/<name>`: one JSON object per line, oldest first. Without `limit`
-/// every version is streamed, fetched from the store a step at a time so memory
-/// stays flat however many versions a name has; with `limit` (at most
-/// [`MAX_PAGE`]) one page, continued with `after=<last version seen>`.
-async fn versions(
-    State(svc): Svc,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::Read, Some(DEFAULT_BUCKET))?;
-    names::validate(&name)?;
-    let after = parse_number(&query, "after")?.unwrap_or(0);
-    let limit = parse_number(&query, "limit")?.map(|l| (l as usize).min(MAX_PAGE));
-    if limit == Some(0) {
-        // A page of nothing is a malformed request, not a missing name.
-        let value = query.get("limit").cloned().unwrap_or_default();
-        return Err(ApiError::BadQuery { key: "limit", expected: "a positive integer", value });
-    }
-    let step = limit.unwrap_or(VERSIONS_STEP).min(VERSIONS_STEP);
-    let first = svc.versions(DEFAULT_BUCKET, &name, after, step).await?;
-    if first.is_empty() && after == 0 {
-        return Err(ObjectError::NotFound { name }.into());
-    }
-    let lines = futures_util::stream::unfold(
-        (Some(first), after, limit.unwrap_or(usize::MAX), svc, name),
-        |(page, after, left, svc, name)| async move {
-            if left == 0 {
-                return None;
-            }
-            let page = match page {
-                Some(p) => p,
-                None => match svc.versions(DEFAULT_BUCKET, &name, after, left.min(VERSIONS_STEP)).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let err = std::io::Error::other(e.to_string());
-                        return Some((Err(err), (Some(Vec::new()), after, 0, svc, name)));
-                    }
-                },
-            };
-            let last = page.last()?.version;
-            let taken = page.len().min(left);
-            let mut text = String::new();
-            for record in page.iter().take(taken) {
-                text.push_str(&version_json(record).to_string());
-                text.push('\n');
-            }
-            Some((Ok::<_, std::io::Error>(text), (None, last, left - taken, svc, name)))
-        },
-    );
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
-}
-
-/// `GET /objects/?prefix=P&after=K&limit=M`: the current, non-deleted names in name
-/// order, as `{"objects": [...], "truncated": bool, "next": K}`; pass `next` as
-/// `after` for the following page.
-async fn list_objects(
-    State(svc): Svc,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    policy::authorize(&caller, Action::List, Some(DEFAULT_BUCKET))?;
-    let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
-    let after = query.get("after").map(String::as_str);
-    let limit = parse_number(&query, "limit")?.map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));
-    // One more than asked tells whether another page exists.
-    let mut page = svc.list(DEFAULT_BUCKET, prefix, after, limit + 1).await?;
-    let truncated = page.len() > limit;
-    page.truncate(limit);
-    let next = if truncated { page.last().map(|r| r.name.clone()) } else { None };
-    let objects: Vec<serde_json::Value> = page.iter().map(version_json).collect();
-    Ok(Json(json!({ "objects": objects, "truncated": truncated, "next": next })).into_response())
-}
-
 async fn healthz(State(svc): Svc) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
@@ -778,30 +340,4 @@ async fn metrics(State(svc): Svc) -> Response {
     scope.gauge(telemetry::REPAIR_RUNNING).set(repair.running as f64);
     scope.counter(telemetry::REPAIR_FAILED).absolute(repair.failed);
     telemetry::response()
-}
-
-/// The JSON description of one version.
-fn version_json(record: &VersionRecord) -> serde_json::Value {
-    json!({
-        "name": record.name,
-        "version": record.version,
-        "size": record.content.as_ref().map_or(0, |c| c.size),
-        "hash": record.content.as_ref().map(|c| c.hash.to_hex()),
-        "created": record.created_ms,
-        "deleted": record.is_tombstone(),
-    })
-}
-
-fn version_headers(record: &VersionRecord, response: impl IntoResponse) -> Response {
-    let mut response = response.into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = record.version.to_string().parse() {
-        h.insert(VERSION_HEADER, v);
-    }
-    if let Some(c) = &record.content {
-        if let Ok(v) = format!("\"{}\"", c.hash).parse() {
-            h.insert(header::ETAG, v);
-        }
-    }
-    response
 }
