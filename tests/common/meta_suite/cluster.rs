@@ -1,7 +1,13 @@
 //! The cluster checks of the suite: the placement index, sightings, leases (also
 //! across two stores) and worker cursors.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::content::Placement;
+use cairn::meta::{ContentRecord, MetaStore};
+
+use super::{now_ms, placed, servers, unique};
 
 /// The placement index follows put_version, set_placement and finish_delete.
 pub async fn placement_index_follows_the_placement(store: &dyn MetaStore) {

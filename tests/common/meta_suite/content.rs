@@ -2,7 +2,13 @@
 //! step of the content lifecycle (doom, revive, `begin_delete`, orphans), with its
 //! races against PUTs.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::content::{ContentHash, Encoding, Placement, Policy};
+use cairn::meta::{ContentRecord, ContentState, MetaError, MetaStore};
+
+use super::{now_ms, sample_content, unique, unreferenced};
 
 /// Content is recorded once per hash: names sharing a hash share its record, a new
 /// placement (by `set_placement` or by writing the hash again) is seen through every

@@ -21,17 +21,13 @@
 //! Name order is byte-wise (that of Rust's `str`), and a list prefix is literal:
 //! `%` and `_` are ordinary characters.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn::content::{ContentHash, Encoding, Placement, Policy};
+use cairn::content::{ContentHash, Placement, Policy};
 use cairn::meta::{
-    AccessKey, AppendOutcome, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentRecord, ContentState,
-    DeleteOutcome, FinishOutcome, MetaError, MetaStore, MultipartRecord, ObjectAttrs, Precondition, UploadAppend,
-    UploadRecord, VersionRecord,
+    BucketDeleteOutcome, ContentRecord, DeleteOutcome, MetaStore, MultipartRecord, ObjectAttrs, VersionRecord,
 };
-use futures_util::future::join_all;
 
 mod cluster;
 mod content;
@@ -39,11 +35,41 @@ mod s3;
 mod uploads;
 mod versions;
 
-pub use cluster::*;
-pub use content::*;
-pub use s3::*;
-pub use uploads::*;
-pub use versions::*;
+pub use cluster::{
+    leases_are_exclusive_across_stores, leases_are_exclusive_expire_and_renew, placement_index_follows_the_placement,
+    sightings_keep_the_latest, worker_cursors_are_set_and_cleared,
+};
+pub use content::{
+    begin_delete_revives_a_referenced_doomed_row, claim_orphan_only_where_no_row_is, content_is_recorded_once_per_hash,
+    encoding_and_stored_size_round_trip, gc_transitions, no_acknowledged_version_loses_its_content,
+    revive_and_begin_delete_in_one_task_agree, revive_and_put_race_begin_delete,
+    same_hash_with_another_size_is_refused,
+};
+pub use s3::{
+    a_bucket_in_use_is_not_deleted, access_keys_are_created_read_listed_and_deleted,
+    attrs_round_trip_through_every_read, buckets_are_created_listed_and_deleted,
+    conditional_put_object_adds_only_while_its_condition_holds, corrupt_s3_rows, corrupt_s3_rows_are_errors,
+    delete_bucket_is_atomic_against_put_object, delete_version_removes_exactly_one,
+    list_versions_orders_filters_and_pages, multipart_parts_are_referenced_for_the_collector,
+    multipart_parts_replace_page_and_complete, multipart_uploads_list_by_name_and_id, put_object_needs_its_bucket,
+    racing_creates_of_one_name_add_one_version, stale_multipart_uploads_are_removed,
+};
+pub use uploads::{
+    a_bucket_with_a_version_is_not_deleted_and_its_uploads_survive,
+    an_upload_cannot_finish_after_its_bucket_is_deleted, an_upload_into_a_missing_bucket_is_refused,
+    an_upload_left_in_a_missing_bucket_cannot_finish, deleting_a_bucket_aborts_its_open_uploads_and_keeps_nothing,
+    deleting_a_bucket_is_atomic_against_uploads_into_it, expired_uploads_are_removed,
+    finishing_an_upload_is_atomic_and_idempotent, upload_parts_are_referenced_for_the_collector,
+    uploads_append_by_compare_and_set,
+};
+pub use versions::{
+    concurrent_deletes_add_one_tombstone, concurrent_deletes_in_one_task_add_one_tombstone,
+    concurrent_tasks_get_distinct_gap_free_versions, concurrent_writes_get_distinct_gap_free_versions,
+    delete_adds_a_tombstone_only_to_a_live_name, expired_tombstones_remove_the_name, latest_and_exact_versions,
+    latest_is_fast, list_filters_orders_and_pages, list_prefix_is_literal, list_prefix_works_beyond_ascii,
+    list_skips_tombstoned_names, names_walk_every_name_with_versions, prune_keeps_the_newest,
+    tombstones_hide_nothing_older, two_stores_share_one_database, versions_count_from_one, versions_page_oldest_first,
+};
 
 /// How far a store's `created_ms` may be from this process's clock (a networked
 /// store may stamp versions with its own clock).

@@ -1,7 +1,15 @@
 //! The S3 checks of the suite: buckets, versions with attributes, multipart
 //! uploads and access keys, and the corrupt S3 rows a store must refuse.
 
-use super::*;
+use std::sync::Arc;
+
+use cairn::meta::{
+    AccessKey, BucketDeleteOutcome, BucketRecord, CompleteOutcome, ContentState, DeleteOutcome, MetaError, MetaStore,
+    MultipartRecord, ObjectAttrs, Precondition, VersionRecord,
+};
+use futures_util::future::join_all;
+
+use super::{new_bucket, new_multipart, now_ms, numbers, placed, sample_content, unique, unreferenced, DELETED_EMPTY};
 
 /// Attributes with every field set.
 fn full_attrs(etag: &str) -> ObjectAttrs {

@@ -2,7 +2,14 @@
 //! the collector must see, finishing, expiry), and uploads into buckets that are
 //! missing or deleted (tus and multipart).
 
-use super::*;
+use std::sync::Arc;
+
+use cairn::meta::{
+    AppendOutcome, BucketDeleteOutcome, CompleteOutcome, ContentRecord, ContentState, FinishOutcome, MetaError,
+    MetaStore, MultipartRecord, ObjectAttrs, UploadAppend, UploadRecord,
+};
+
+use super::{new_bucket, new_multipart, now_ms, placed, sample_content, unique, unreferenced, DELETED_EMPTY};
 
 /// A new upload of `length` (None: deferred) under a bucket of its own, created
 /// (an upload's bucket must exist).

@@ -2,7 +2,15 @@
 //! `list`, concurrent writers and deletes, retention (`prune`, expired tombstones,
 //! `names`), and two stores on one database.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::content::Placement;
+use cairn::meta::{ContentRecord, ContentState, DeleteOutcome, MetaStore, VersionRecord};
+use futures_util::future::join_all;
+
+use super::{names, now_ms, numbers, sample_content, unique, CLOCK_SLACK_MS};
 
 /// The first version of a name is 1, the next 2; a version records its bucket, name,
 /// content and creation time.
