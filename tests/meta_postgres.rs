@@ -19,7 +19,7 @@ use cairn::meta::{BucketStore, ClusterStore, ContentStore, VersionStore};
 use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 use common::pg::TestSchema;
 
-#[path = "common/meta_suite.rs"]
+#[path = "common/meta_suite/mod.rs"]
 mod meta_suite;
 
 /// A schema of the test's own, or return (skipped) when there is no server.

@@ -10,7 +10,7 @@ use cairn::meta::sqlite::{SqliteStore, MIGRATIONS, SCHEMA_VERSION};
 use cairn::meta::{BucketStore, ClusterStore, ContentStore, VersionStore};
 use cairn::meta::{ContentCounts, ContentState, MetaError, MetaStore};
 
-#[path = "common/meta_suite.rs"]
+#[path = "common/meta_suite/mod.rs"]
 mod meta_suite;
 
 fn raw(path: &Path) -> rusqlite::Connection {

@@ -4,7 +4,7 @@
 //! [`MetaStore`] is the one trait; [`sqlite`] is the embedded implementation (one
 //! host, several processes sharing one file) and [`postgres`] the one shared by API
 //! servers on several hosts. Every implementation passes the behavioural suite
-//! in `tests/common/meta_suite.rs` (test support, not in the library). Content is recorded once per hash (dedup), and a
+//! in `tests/common/meta_suite/` (test support, not in the library). Content is recorded once per hash (dedup), and a
 //! version points at it; a tombstone version points at nothing.
 //!
 //! # Layout
@@ -15,7 +15,7 @@
 //! [`MultipartStore`], [`KeyStore`]); [`MetaStore`] is all of them, so a component
 //! can ask for less. The statements both stores run alike, and the schema's
 //! description, are written once in the SQL catalogue `sql/`; the checks both
-//! stores make, as pure functions, are in `row.rs`. Each store is a directory
+//! stores make, as pure functions, are in `row/`, split by the same domains. Each store is a directory
 //! mirrored by the same domains (`sqlite/content.rs` beside
 //! `postgres/content.rs`), with its connection handling and error classes in its
 //! `mod.rs` and its migrations in `schema.rs`.
