@@ -31,9 +31,9 @@
 //! properties become `None`.
 //!
 //! The room is split by what each part does: this file holds the transport, its
-//! shared state and the publishing path; [`session`] connects, declares the
-//! exchanges and reconnects; [`consume`] sets up queues and forwards what they
-//! receive; [`address`] parses the `amqp://` URL.
+//! shared state and the publishing path; `session.rs` declares the exchanges,
+//! watches the connection and reconnects; `consume.rs` sets up queues and forwards
+//! what they receive; `address.rs` parses the `amqp://` URL.
 
 mod address;
 mod consume;
