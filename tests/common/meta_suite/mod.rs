@@ -22,8 +22,8 @@
 //! `%` and `_` are ordinary characters.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use cairn::clock::now_ms;
 use cairn::content::{ContentHash, Placement, Policy};
 use cairn::meta::{
     BucketDeleteOutcome, ContentRecord, DeleteOutcome, MetaStore, MultipartRecord, ObjectAttrs, VersionRecord,
@@ -105,10 +105,6 @@ pub async fn run_all_shared(store: Arc<dyn MetaStore>) {
 /// A bucket (or any name) no other run uses.
 fn unique(label: &str) -> String {
     format!("suite-{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Content with a hash no other run uses.
