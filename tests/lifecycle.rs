@@ -416,6 +416,60 @@ async fn admin_status_and_the_cli_show_servers_and_workers() {
     assert_eq!(unknown.status(), 404);
 }
 
+/// The data servers' workers (scrub, temp cleaning, compaction) show on
+/// `/admin/status` under each data server, and `/admin/workers/<name>/<action>`
+/// passes pause, resume and trigger on to every live data server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_servers_workers_show_on_admin_status_and_take_admin_actions() {
+    let t = common::start("4+2", 6).await;
+    let data_workers = |s: &Value, addr: &str| -> Vec<(String, String)> {
+        let server = s["data_servers"].as_array().unwrap().iter().find(|d| d["addr"] == addr).unwrap();
+        server["workers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no workers for {addr}: {server}"))
+            .iter()
+            .map(|w| (w["name"].as_str().unwrap().to_string(), w["state"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let s = status(&t).await;
+    let addrs: Vec<String> =
+        s["data_servers"].as_array().unwrap().iter().map(|d| d["addr"].as_str().unwrap().to_string()).collect();
+    assert_eq!(addrs.len(), 6);
+    for addr in &addrs {
+        let names: Vec<String> = data_workers(&s, addr).into_iter().map(|(n, _)| n).collect();
+        assert!(
+            names.contains(&"scrub".to_string()) && names.contains(&"temp-cleaner".to_string()),
+            "{addr}: {names:?}"
+        );
+    }
+
+    let paused: Value =
+        t.http.post(t.url("/admin/workers/temp-cleaner/pause")).send().await.unwrap().json().await.unwrap();
+    let answers = paused["data_servers"].as_array().unwrap();
+    assert_eq!(answers.len(), 6, "{paused}");
+    assert!(answers.iter().all(|a| a["worker"]["name"] == "temp-cleaner"), "{paused}");
+    // A worker takes its pause at its next turn, as the API server's do.
+    eventually(Duration::from_secs(10), "temp-cleaner paused on every data server", || async {
+        let s = status(&t).await;
+        addrs.iter().all(|addr| data_workers(&s, addr).contains(&("temp-cleaner".into(), "paused".into())))
+    })
+    .await;
+    let resumed: Value =
+        t.http.post(t.url("/admin/workers/temp-cleaner/resume")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(resumed["data_servers"].as_array().unwrap().len(), 6, "{resumed}");
+    eventually(Duration::from_secs(10), "temp-cleaner running again on every data server", || async {
+        let s = status(&t).await;
+        addrs
+            .iter()
+            .all(|addr| data_workers(&s, addr).iter().any(|(n, state)| n == "temp-cleaner" && state != "paused"))
+    })
+    .await;
+    let triggered = t.http.post(t.url("/admin/workers/scrub/trigger")).send().await.unwrap();
+    assert_eq!(triggered.status(), 200);
+    let wrong = t.http.post(t.url("/admin/workers/compactor/explode")).send().await.unwrap();
+    assert_eq!(wrong.status(), 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_shards_are_removed_after_their_age_and_known_ones_stay() {
     let t = common::start_custom(3, |config| {

@@ -32,6 +32,7 @@ use serde_json::json;
 
 use super::policy::{self, Action, Caller};
 use super::ApiError;
+use crate::data::wire::WorkerAction;
 use crate::maintenance::{gc, heal, Maintenance};
 use crate::meta::DEFAULT_BUCKET;
 use crate::object::ObjectService;
@@ -162,11 +163,16 @@ async fn status(State(admin): AdminState) -> Response {
     let svc = &admin.service;
     let members = svc.membership().members();
     let data_servers = join_all(members.into_iter().map(|m| async move {
-        let (stats, scrub) = if m.live {
-            let (stats, scrub) = tokio::join!(svc.client.stats(&m.addr), svc.client.scrub_status(&m.addr));
-            (stats.map(|s| json!(s)).unwrap_or_else(error_json), scrub.map(|s| json!(s)).unwrap_or_else(error_json))
+        let (stats, scrub, workers) = if m.live {
+            let (stats, scrub, workers) =
+                tokio::join!(svc.client.stats(&m.addr), svc.client.scrub_status(&m.addr), svc.client.workers(&m.addr));
+            (
+                stats.map(|s| json!(s)).unwrap_or_else(error_json),
+                scrub.map(|s| json!(s)).unwrap_or_else(error_json),
+                workers.map(|w| json!(w)).unwrap_or_else(error_json),
+            )
         } else {
-            (serde_json::Value::Null, serde_json::Value::Null)
+            (serde_json::Value::Null, serde_json::Value::Null, serde_json::Value::Null)
         };
         json!({
             "addr": m.addr,
@@ -175,6 +181,7 @@ async fn status(State(admin): AdminState) -> Response {
             "free_bytes": m.free,
             "stats": stats,
             "scrub": scrub,
+            "workers": workers,
         })
     }))
     .await;
@@ -243,6 +250,9 @@ async fn repair(State(admin): AdminState, Path(name): Path<String>) -> Result<Re
 
 async fn worker_action(State(admin): AdminState, Path((worker, action)): Path<(String, String)>) -> Response {
     let Some(handle) = admin.maintenance.workers.get(&worker) else {
+        if DATA_WORKERS.contains(&worker.as_str()) {
+            return data_worker_action(&admin, &worker, &action).await;
+        }
         return (StatusCode::NOT_FOUND, format!("no worker called {worker:?}\n")).into_response();
     };
     match action.as_str() {
@@ -255,4 +265,25 @@ async fn worker_action(State(admin): AdminState, Path((worker, action)): Path<(S
         }
     }
     Json(json!({ "worker": handle.status() })).into_response()
+}
+
+/// The workers every data server runs (`GET /workers` on a data server), which
+/// `/admin/workers/<name>/<action>` passes on to every live data server.
+const DATA_WORKERS: &[&str] = &["scrub", "temp-cleaner", "compactor"];
+
+/// Pauses, resumes or triggers the data servers' worker `worker` on every live data
+/// server; answers each server's report of it (or the error that server gave).
+async fn data_worker_action(admin: &Admin, worker: &str, action: &str) -> Response {
+    let Some(action) = WorkerAction::parse(action) else {
+        return (StatusCode::BAD_REQUEST, format!("unknown action {action:?} (pause, resume, trigger)\n"))
+            .into_response();
+    };
+    let svc = &admin.service;
+    let answers = join_all(svc.membership().live().into_iter().map(|s| async move {
+        let answer =
+            svc.client.worker_action(&s.addr, worker, action).await.map(|w| json!(w)).unwrap_or_else(error_json);
+        json!({ "addr": s.addr, "worker": answer })
+    }))
+    .await;
+    Json(json!({ "data_servers": answers })).into_response()
 }

@@ -16,8 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
 use super::wire::{
-    FindingsPage, PurgeRequest, Purged, ScrubStatus, ShardName, ShardPage, StoreStats, WorkerReport, HASH_HEADER,
-    LENGTH_HEADER, MAX_PAGE, POLICY_HEADER, SHARD_HEADER,
+    FindingsPage, PurgeRequest, Purged, ScrubStatus, ShardName, ShardPage, StoreStats, WorkerAction, WorkerReport,
+    HASH_HEADER, LENGTH_HEADER, MAX_PAGE, POLICY_HEADER, SHARD_HEADER,
 };
 use crate::content::{ContentHash, Policy, ShardIndex};
 use crate::range::ByteRange;
@@ -447,6 +447,16 @@ impl DataClient {
     /// The status of every background worker of `addr` (`GET /workers`).
     pub async fn workers(&self, addr: &str) -> Result<Vec<WorkerReport>, DataClientError> {
         self.json(addr, "workers", self.http.get(format!("http://{addr}/workers"))).await
+    }
+
+    /// Has `addr` run `action` on its worker `name`; returns the worker's status.
+    pub async fn worker_action(
+        &self,
+        addr: &str,
+        name: &str,
+        action: WorkerAction,
+    ) -> Result<WorkerReport, DataClientError> {
+        self.json(addr, "worker action", self.http.post(format!("http://{addr}{}", action.path(name)))).await
     }
 }
 

@@ -244,6 +244,39 @@ pub struct WorkerReport {
     pub info: serde_json::Value,
 }
 
+/// What an operator asks of a data server's worker: the three `POST /workers/<name>…`
+/// routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerAction {
+    /// `POST /workers/<name>`: run the next round now.
+    Trigger,
+    /// `POST /workers/<name>/pause`.
+    Pause,
+    /// `POST /workers/<name>/resume`.
+    Resume,
+}
+
+impl WorkerAction {
+    /// The action an operator names (`trigger`, `pause`, `resume`), if it is one.
+    pub fn parse(name: &str) -> Option<WorkerAction> {
+        match name {
+            "trigger" => Some(WorkerAction::Trigger),
+            "pause" => Some(WorkerAction::Pause),
+            "resume" => Some(WorkerAction::Resume),
+            _ => None,
+        }
+    }
+
+    /// The path of this action on worker `name`.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            WorkerAction::Trigger => format!("/workers/{name}"),
+            WorkerAction::Pause => format!("/workers/{name}/pause"),
+            WorkerAction::Resume => format!("/workers/{name}/resume"),
+        }
+    }
+}
+
 /// Progress of a worker's pass, in [`WorkerReport`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerProgress {
