@@ -330,10 +330,13 @@ impl DevCluster {
         self.shutdown.clone()
     }
 
-    /// Stops every part and waits for them.
+    /// Stops every part and waits for them, the cluster secret's file watch too.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.wait().await;
+        if let Some(secret) = &self.secret {
+            secret.stopped().await;
+        }
     }
 }
 
