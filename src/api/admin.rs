@@ -249,20 +249,21 @@ async fn repair(State(admin): AdminState, Path(name): Path<String>) -> Result<Re
 }
 
 async fn worker_action(State(admin): AdminState, Path((worker, action)): Path<(String, String)>) -> Response {
-    let Some(handle) = admin.maintenance.workers.get(&worker) else {
-        if DATA_WORKERS.contains(&worker.as_str()) {
-            return data_worker_action(&admin, &worker, &action).await;
-        }
+    let handle = admin.maintenance.workers.get(&worker);
+    if handle.is_none() && !DATA_WORKERS.contains(&worker.as_str()) {
         return (StatusCode::NOT_FOUND, format!("no worker called {worker:?}\n")).into_response();
+    }
+    let Some(act) = WorkerAction::parse(&action) else {
+        return (StatusCode::BAD_REQUEST, format!("unknown action {action:?} (pause, resume, trigger)\n"))
+            .into_response();
     };
-    match action.as_str() {
-        "pause" => handle.pause(),
-        "resume" => handle.resume(),
-        "trigger" => handle.trigger(),
-        _ => {
-            return (StatusCode::BAD_REQUEST, format!("unknown action {action:?} (pause, resume, trigger)\n"))
-                .into_response()
-        }
+    let Some(handle) = handle else {
+        return data_worker_action(&admin, &worker, act).await;
+    };
+    match act {
+        WorkerAction::Pause => handle.pause(),
+        WorkerAction::Resume => handle.resume(),
+        WorkerAction::Trigger => handle.trigger(),
     }
     Json(json!({ "worker": handle.status() })).into_response()
 }
@@ -273,11 +274,7 @@ const DATA_WORKERS: &[&str] = &["scrub", "temp-cleaner", "compactor"];
 
 /// Pauses, resumes or triggers the data servers' worker `worker` on every live data
 /// server; answers each server's report of it (or the error that server gave).
-async fn data_worker_action(admin: &Admin, worker: &str, action: &str) -> Response {
-    let Some(action) = WorkerAction::parse(action) else {
-        return (StatusCode::BAD_REQUEST, format!("unknown action {action:?} (pause, resume, trigger)\n"))
-            .into_response();
-    };
+async fn data_worker_action(admin: &Admin, worker: &str, action: WorkerAction) -> Response {
     let svc = &admin.service;
     let answers = join_all(svc.membership().live().into_iter().map(|s| async move {
         let answer =
