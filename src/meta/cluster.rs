@@ -1,7 +1,6 @@
 //! What the cluster's background work keeps in the metadata store:
 //! [`ClusterStore`], the placements and their index by server, the data servers'
-//! sightings, leases and workers' checkpoints. The stores implement it in
-//! `sqlite/cluster.rs` and `postgres/cluster.rs`.
+//! sightings, leases and workers' checkpoints. The stores implement it once, in `sql/cluster.rs`, over either executor.
 
 use async_trait::async_trait;
 

@@ -1,8 +1,7 @@
 //! Content, as the metadata store records it: one row per hash
 //! ([`ContentRecord`]) in a lifecycle state ([`ContentState`]), and
 //! [`ContentStore`], the methods of the garbage-collection protocol described in
-//! [the module docs](super). The stores implement it in `sqlite/content.rs` and
-//! `postgres/content.rs`.
+//! [the module docs](super). The stores implement it once, in `sql/content.rs`, over either executor.
 
 use async_trait::async_trait;
 

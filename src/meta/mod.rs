@@ -13,12 +13,17 @@
 //! ([`VersionStore`]), `content.rs` ([`ContentStore`]), `cluster.rs`
 //! ([`ClusterStore`]), `uploads.rs` ([`UploadStore`]) and `s3.rs` ([`BucketStore`],
 //! [`MultipartStore`], [`KeyStore`]); [`MetaStore`] is all of them, so a component
-//! can ask for less. The statements both stores run alike, and the schema's
-//! description, are written once in the SQL catalogue `sql/`; the checks both
-//! stores make, as pure functions, are in `row/`, split by the same domains. Each store is a directory
-//! mirrored by the same domains (`sqlite/content.rs` beside
-//! `postgres/content.rs`), with its connection handling and error classes in its
-//! `mod.rs` and its migrations in `schema.rs`.
+//! can ask for less. They are implemented once, in the SQL catalogue `sql/`
+//! (split by the same domains, each file holding its statements and the trait's
+//! implementation over them), for `SqlStore<E>` over any executor `E`
+//! (`exec.rs`: run a closure on a connection, in a transaction, or grouped with
+//! other writes). Where the two databases differ (row locks against SQLite's one
+//! write lock, the database's clock against this host's, PostgreSQL's `heads`,
+//! JSON functions), both statement texts stand side by side there, or the code
+//! branches on the dialect in one place. The checks both stores make, as pure
+//! functions, are in `row/`. Each store's directory keeps only its executor
+//! (connections, the group commit, error classes) in `mod.rs` and its migrations
+//! (the column types) in `schema.rs`.
 //!
 //! # Content lifecycle (garbage collection)
 //!
@@ -60,6 +65,7 @@
 
 mod cluster;
 mod content;
+mod exec;
 pub mod postgres;
 mod row;
 mod s3;

@@ -1,7 +1,7 @@
 //! What only S3 needs of the metadata store: buckets ([`BucketRecord`],
 //! [`BucketStore`]), multipart uploads ([`MultipartRecord`], [`MultipartPart`],
 //! [`MultipartStore`]) and access keys ([`AccessKey`], [`KeyStore`]). The stores
-//! implement them in `sqlite/s3.rs` and `postgres/s3.rs`.
+//! implement them once, in `sql/s3.rs`, over either executor.
 
 use async_trait::async_trait;
 

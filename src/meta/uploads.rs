@@ -2,7 +2,7 @@
 //! its parts ([`UploadPart`]), an append ([`UploadAppend`]) and what appending and
 //! finishing found ([`AppendOutcome`], [`FinishOutcome`]), and [`UploadStore`],
 //! their methods (see "Resumable uploads" in [the module docs](super)). The
-//! stores implement it in `sqlite/uploads.rs` and `postgres/uploads.rs`.
+//! stores implement it once, in `sql/uploads.rs`, over either executor.
 
 use async_trait::async_trait;
 

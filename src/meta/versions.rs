@@ -3,7 +3,7 @@
 //! hold for a conditional write ([`Precondition`]), and [`VersionStore`], the
 //! methods that add, delete, read, list and prune versions. Part of the
 //! metadata store's trait (see [the module docs](super)); the stores implement
-//! it in `sqlite/versions.rs` and `postgres/versions.rs`.
+//! it once, in `sql/versions.rs`, over either executor.
 
 use async_trait::async_trait;
 

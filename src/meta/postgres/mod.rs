@@ -30,9 +30,11 @@
 //! schema_version(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)
 //! ```
 //!
-//! What differs from the SQLite store is below: row locks, the database's clock
-//! (`created_ms`, leases), `heads`, and the statements built on them, kept next
-//! to this executor.
+//! The store traits are implemented once, over this executor and the SQLite one,
+//! in the catalogue's domain files; what differs from the SQLite store is
+//! described below (row locks, the database's clock for `created_ms` and leases,
+//! `heads`) and written there beside SQLite's statement or branch. This module
+//! keeps the executor: the pool, transactions and the error classes.
 //!
 //! `put_object`, `create_multipart`, `complete_multipart`, `create_upload` and
 //! `finish_upload` share-lock the bucket's row (`FOR SHARE`) before they insert;
@@ -139,13 +141,7 @@
 //! unexpected database error is [`MetaError::Corrupt`]. Nothing read from the
 //! database can make the store panic.
 
-mod cluster;
-mod content;
-mod s3;
 mod schema;
-mod steps;
-mod uploads;
-mod versions;
 
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
@@ -153,16 +149,18 @@ use std::error::Error as _;
 use std::str::FromStr;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use std::future::Future;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
-use super::{ContentRecord, MetaError, VersionRecord};
+use super::exec::{Answer, Cell, Conn, Executor, Row, Value};
+use super::sql::{Dialect, Sql, SqlStore};
+use super::MetaError;
 use crate::report::redact_url;
-use content::content_row;
 use schema::migrate;
-use versions::raw_version;
 
 /// The schema used when the URL names none.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -183,17 +181,20 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections per store (per API server).
 const POOL_SIZE: usize = 16;
 
-/// A [`MetaStore`](crate::meta::MetaStore) in a PostgreSQL schema, shareable by API servers on any number
-/// of hosts.
+/// The PostgreSQL executor: a pool of up to 16 connections to one schema.
+/// [`PostgresStore`] is the metadata store over it.
 ///
-/// Holds a pool of up to 16 connections; cheap to share (wrap it in an `Arc`).
-/// Dropping it closes the connections.
-pub struct PostgresStore {
+/// Cheap to share: wrap the store in an `Arc`. Dropping it closes the connections.
+pub struct Postgres {
     pool: Pool,
     schema: String,
 }
 
-impl std::fmt::Debug for PostgresStore {
+/// A [`MetaStore`](crate::meta::MetaStore) in a PostgreSQL schema, shareable by API
+/// servers on any number of hosts.
+pub type PostgresStore = SqlStore<Postgres>;
+
+impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let status = self.pool.status();
         f.debug_struct("PostgresStore")
@@ -218,92 +219,150 @@ impl PostgresStore {
         let pool = build_pool(&target).map_err(open_error)?;
         let mut client = pool.get().await.map_err(|e| open_error(format!("cannot connect: {}", describe_pool(&e))))?;
         migrate(&mut client, &target.schema).await.map_err(open_error)?;
-        Ok(PostgresStore { pool, schema: target.schema })
+        Ok(SqlStore::new(Postgres { pool, schema: target.schema }))
     }
 
     /// The PostgreSQL schema holding this store's tables.
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.exec.schema
     }
+}
 
+impl Postgres {
     /// A pooled connection, or `Unavailable` after [`POOL_WAIT`].
     async fn client(&self, what: &str) -> Result<Object, MetaError> {
         self.pool.get().await.map_err(|e| MetaError::Unavailable(format!("{what}: {}", describe_pool(&e))))
     }
+}
 
-    async fn query_versions(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<VersionRecord>, MetaError> {
+impl Executor for Postgres {
+    async fn run<T, F>(&self, what: &'static str, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
         let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        let rows = client.query(&stmt, params).await.context(what)?;
-        rows.iter().map(|row| raw_version(row).context(what)?.parse()).collect()
+        f(&mut PgConn::Client(&client)).await
     }
 
-    async fn query_version(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<VersionRecord>, MetaError> {
-        let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        let row = client.query_opt(&stmt, params).await.context(what)?;
-        row.map(|row| raw_version(&row).context(what)?.parse()).transpose()
+    fn write<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        self.run(what, f)
+    }
+
+    /// Dropping the transaction unfinished (an error, or the caller giving up)
+    /// rolls it back.
+    async fn transaction<T, F>(&self, what: &'static str, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        let mut client = self.client(what).await?;
+        let tx = client.transaction().await.context(what)?;
+        let out = f(&mut PgConn::Tx(&tx)).await?;
+        tx.commit().await.context(what)?;
+        Ok(out)
+    }
+
+    /// Each write is a transaction of its own: the server already flushes the WAL
+    /// of concurrent commits together.
+    fn grouped<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        self.transaction(what, f)
     }
 }
 
-impl PostgresStore {
-    /// Content rows of a query, validated.
-    async fn query_contents(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<ContentRecord>, MetaError> {
-        let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        let rows = client.query(&stmt, params).await.context(what)?;
-        rows.iter().map(|row| content_row(row, what)).collect()
-    }
+/// A pooled connection, or a transaction on one, as the store's one
+/// implementation sees it.
+enum PgConn<'a> {
+    Client(&'a Object),
+    Tx(&'a deadpool_postgres::Transaction<'a>),
+}
 
-    /// `(text, bigint)` rows of a query.
-    async fn query_pairs(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<(String, i64)>, MetaError> {
-        let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        let rows = client.query(&stmt, params).await.context(what)?;
-        rows.iter().map(|row| Ok((row.try_get(0).context(what)?, row.try_get(1).context(what)?))).collect()
-    }
-
-    /// Runs one statement; returns how many rows it changed.
-    async fn execute(&self, what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, MetaError> {
-        let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        client.execute(&stmt, params).await.context(what)
-    }
-
-    /// The first column of the one row a query returns, if any.
-    async fn query_text(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<String>, MetaError> {
-        let client = self.client(what).await?;
-        let stmt = client.prepare_cached(sql).await.context(what)?;
-        match client.query_opt(&stmt, params).await.context(what)? {
-            Some(row) => Ok(Some(row.try_get(0).context(what)?)),
-            None => Ok(None),
+impl PgConn<'_> {
+    async fn prepare(&self, what: &str, sql: Sql) -> Result<tokio_postgres::Statement, MetaError> {
+        match self {
+            PgConn::Client(c) => c.prepare_cached(sql.postgres).await,
+            PgConn::Tx(t) => t.prepare_cached(sql.postgres).await,
         }
+        .context(what)
     }
+}
+
+#[async_trait]
+impl Conn for PgConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn query(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
+        let stmt = self.prepare(what, sql).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(pg_value).collect();
+        let rows = match self {
+            PgConn::Client(c) => c.query(&stmt, &params).await,
+            PgConn::Tx(t) => t.query(&stmt, &params).await,
+        }
+        .context(what)?;
+        rows.iter().map(|row| pg_row(what, row)).collect()
+    }
+
+    async fn execute(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
+        let stmt = self.prepare(what, sql).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(pg_value).collect();
+        match self {
+            PgConn::Client(c) => c.execute(&stmt, &params).await,
+            PgConn::Tx(t) => t.execute(&stmt, &params).await,
+        }
+        .context(what)
+    }
+}
+
+/// A [`Value`] as `tokio-postgres` binds it (which checks its type against the
+/// parameter's).
+fn pg_value(value: &Value) -> &(dyn ToSql + Sync) {
+    match value {
+        Value::Int(v) => v,
+        Value::Text(v) => v,
+        Value::Bytes(v) => v,
+        Value::Bool(v) => v,
+        Value::Texts(v) => v,
+    }
+}
+
+/// A row as cells, by each column's type; a type the schema does not use is
+/// [`MetaError::Corrupt`].
+fn pg_row(what: &str, row: &tokio_postgres::Row) -> Result<Row, MetaError> {
+    let cells = row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let ty = column.type_();
+            let cell = if *ty == Type::INT8 {
+                row.try_get::<_, Option<i64>>(i).map(|v| v.map(Cell::Int))
+            } else if *ty == Type::INT4 {
+                row.try_get::<_, Option<i32>>(i).map(|v| v.map(|v| Cell::Int(v.into())))
+            } else if *ty == Type::INT2 {
+                row.try_get::<_, Option<i16>>(i).map(|v| v.map(|v| Cell::Int(v.into())))
+            } else if *ty == Type::BOOL {
+                row.try_get::<_, Option<bool>>(i).map(|v| v.map(Cell::Bool))
+            } else if *ty == Type::BYTEA {
+                row.try_get::<_, Option<Vec<u8>>>(i).map(|v| v.map(Cell::Bytes))
+            } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) {
+                row.try_get::<_, Option<String>>(i).map(|v| v.map(Cell::Text))
+            } else {
+                return Err(MetaError::Corrupt(format!("{what}: column {} has type {ty}", column.name())));
+            };
+            Ok(cell.context(what)?.unwrap_or(Cell::Null))
+        })
+        .collect::<Result<_, MetaError>>()?;
+    Ok(Row::new(what, cells))
 }
 
 /// A parsed store URL: what `tokio-postgres` gets, and cairn's schema.

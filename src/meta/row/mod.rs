@@ -62,25 +62,28 @@ fn version_number(n: i64, what: impl FnOnce() -> String) -> Result<u64, MetaErro
 /// prefix, exclusive for `after`) and per presence of an upper bound, so that the
 /// planner always gets plain range constraints on the key and stops at the end of
 /// the prefix. Parameters: bucket, lower bound, [upper bound,] limit.
-pub(crate) struct ListStatements {
+/// `S` is a statement: its text, or both dialects' texts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ListStatements<S = &'static str> {
     /// `name >= lower`.
-    pub(crate) from: &'static str,
+    pub(crate) from: S,
     /// `name >= lower AND name < upper`.
-    pub(crate) from_upto: &'static str,
+    pub(crate) from_upto: S,
     /// `name > lower`.
-    pub(crate) after: &'static str,
+    pub(crate) after: S,
     /// `name > lower AND name < upper`.
-    pub(crate) after_upto: &'static str,
+    pub(crate) after_upto: S,
 }
 
 /// The statements of a listing whose lower bound is given by two parameters (two
 /// key columns), one per presence of an upper bound on the first. Parameters:
 /// bucket, the two lower-bound values, [upper bound,] limit.
-pub(crate) struct PairStatements {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PairStatements<S = &'static str> {
     /// No upper bound.
-    pub(crate) open: &'static str,
+    pub(crate) open: S,
     /// `name < upper`.
-    pub(crate) upto: &'static str,
+    pub(crate) upto: S,
 }
 
 /// The smallest string greater than every string starting with `prefix`, or `None`

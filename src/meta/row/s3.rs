@@ -132,7 +132,7 @@ impl UploadListRange {
 
     /// The statement of `statements` (`from*`: `>=`, `after*`: `>`) that this range
     /// binds.
-    pub(crate) fn statement(&self, statements: &ListStatements) -> &'static str {
+    pub(crate) fn statement<S: Copy>(&self, statements: &ListStatements<S>) -> S {
         match (self.exclusive, self.upper.is_some()) {
             (false, false) => statements.from,
             (false, true) => statements.from_upto,

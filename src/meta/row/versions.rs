@@ -109,7 +109,7 @@ impl ListRange {
     }
 
     /// The statement of `statements` that this range binds.
-    pub(crate) fn statement(&self, statements: &ListStatements) -> &'static str {
+    pub(crate) fn statement<S: Copy>(&self, statements: &ListStatements<S>) -> S {
         match (self.exclusive, self.upper.is_some()) {
             (false, false) => statements.from,
             (false, true) => statements.from_upto,
@@ -225,7 +225,7 @@ impl VersionListRange {
     }
 
     /// The statement of `statements` that this range binds.
-    pub(crate) fn statement(&self, statements: &PairStatements) -> &'static str {
+    pub(crate) fn statement<S: Copy>(&self, statements: &PairStatements<S>) -> S {
         if self.upper.is_some() {
             statements.upto
         } else {

@@ -82,72 +82,53 @@
 mod cluster;
 mod content;
 mod s3;
+mod steps;
 mod uploads;
 mod versions;
 
-pub(crate) use cluster::{
-    CLEAR_CURSOR, CONTENTS_ON, CURSOR, FORGET, PLACEMENT_SERVERS, RELEASE, SET_CURSOR, SET_PLACEMENT, SIGHTINGS,
-};
-pub(crate) use content::{
-    CLAIM, CONTENT, COUNTS, DELETING, DOOMED_BEFORE, FINISH, INDEX_CLEAR, REFERENCED, REVIVE, SET_STATE, STATE,
-    UPSERT_CONTENT,
-};
-pub(crate) use s3::{
-    BUCKET, BUCKETS, BUCKET_HAS_VERSION, CREATE_BUCKET, CREATE_KEY, DELETE_KEY, DROP_BUCKET, DROP_MULTIPART,
-    DROP_MULTIPART_PARTS, INSERT_MULTIPART, KEY, KEYS, MULTIPART, MULTIPART_PARTS, UPLOAD_LIST, UPSERT_MULTIPART_PART,
-};
-pub(crate) use uploads::{
-    ADVANCE_UPLOAD, DROP_PARTS, DROP_UPLOAD, FINISH_UPLOAD, INSERT_PART, INSERT_UPLOAD, UPLOAD, UPLOAD_PARTS,
-};
-pub(crate) use versions::{
-    DELETE_VERSION, KTH_NEWEST, LATEST, NEWEST_FULL, PRUNE_ALL, PRUNE_BELOW, VERSION, VERSIONS, VERSION_LIST,
-};
+// The statements the SQLite store's query-plan tests look at.
+#[cfg(test)]
+pub(crate) use cluster::CONTENTS_ON;
+#[cfg(test)]
+pub(crate) use content::{DELETING_ROWS, DOOM, DOOMED_BEFORE, REFERENCED};
+#[cfg(test)]
+pub(crate) use s3::{BUCKET_HAS_VERSION, LOCK_BUCKET_MULTIPART, MULTIPART_PARTS, UPLOAD_LIST};
+#[cfg(test)]
+pub(crate) use steps::STALE_MULTIPART;
+#[cfg(test)]
+pub(crate) use versions::{LATEST, LIST, NAMES_AFTER, VERSION, VERSIONS, VERSION_LIST};
 
 use super::row::{ListStatements, PairStatements};
 
-/// One statement in both dialects, made by [`sql!`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Sql {
-    /// With `?N` placeholders.
-    pub(crate) sqlite: &'static str,
-    /// With `$N` placeholders, as written.
-    pub(crate) postgres: &'static str,
+/// The metadata store, written once over an [`Executor`](super::exec::Executor): every store trait
+/// ([`MetaStore`](super::MetaStore) and its parts) is implemented for it in this
+/// catalogue's domain files, next to the statements it runs. [`SqliteStore`](super::sqlite::SqliteStore)
+/// and [`PostgresStore`](super::postgres::PostgresStore) are this over their executors.
+pub struct SqlStore<E> {
+    pub(crate) exec: E,
 }
 
-/// Which store a statement is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// `?N` placeholders.
-    Sqlite,
-    /// `$N` placeholders.
-    Postgres,
-}
-
-impl Sql {
-    /// The statement in `dialect`.
-    pub(crate) const fn of(self, dialect: Dialect) -> &'static str {
-        match dialect {
-            Dialect::Sqlite => self.sqlite,
-            Dialect::Postgres => self.postgres,
-        }
+impl<E> SqlStore<E> {
+    /// The store over `exec`.
+    pub(crate) fn new(exec: E) -> SqlStore<E> {
+        SqlStore { exec }
     }
 }
 
-/// The four statements of a listing ([`ListStatements`]) in both dialects.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Lists {
-    /// From a lower bound, inclusive, with no upper bound.
-    pub(crate) from: Sql,
-    /// From a lower bound, inclusive, below an upper bound.
-    pub(crate) from_upto: Sql,
-    /// After a lower bound, with no upper bound.
-    pub(crate) after: Sql,
-    /// After a lower bound, below an upper bound.
-    pub(crate) after_upto: Sql,
+impl<E: std::fmt::Debug> std::fmt::Debug for SqlStore<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.exec.fmt(f)
+    }
 }
+
+pub(crate) use super::exec::{Dialect, Sql};
+
+/// The four statements of a listing ([`ListStatements`]) in both dialects.
+pub(crate) type Lists = ListStatements<Sql>;
 
 impl Lists {
     /// The listing's statements in `dialect`.
+    #[cfg(test)]
     pub(crate) const fn of(self, dialect: Dialect) -> ListStatements {
         ListStatements {
             from: self.from.of(dialect),
@@ -159,16 +140,11 @@ impl Lists {
 }
 
 /// The two statements of a paged listing ([`PairStatements`]) in both dialects.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Pair {
-    /// With no upper bound.
-    pub(crate) open: Sql,
-    /// Below an upper bound.
-    pub(crate) upto: Sql,
-}
+pub(crate) type Pair = PairStatements<Sql>;
 
 impl Pair {
     /// The listing's statements in `dialect`.
+    #[cfg(test)]
     pub(crate) const fn of(self, dialect: Dialect) -> PairStatements {
         PairStatements { open: self.open.of(dialect), upto: self.upto.of(dialect) }
     }
@@ -241,7 +217,7 @@ mod tests {
     /// the two differ only where the placeholders are.
     #[test]
     fn every_statement_differs_only_by_its_placeholders() {
-        let all = [cluster::ALL, content::ALL, s3::ALL, uploads::ALL, versions::ALL].concat();
+        let all = [cluster::ALL, content::ALL, s3::ALL, steps::ALL, uploads::ALL, versions::ALL].concat();
         assert!(all.len() >= 50, "{} statements", all.len());
         for (name, sql) in all {
             assert!(!sql.sqlite.contains('$'), "{name}: {}", sql.sqlite);

@@ -10,9 +10,12 @@
 //! `TEXT`, `INTEGER` and `BLOB` columns; `versions`, `placements`, `upload_parts`
 //! and `multipart_parts` are `WITHOUT ROWID` (clustered by their primary key);
 //! `access_keys.read_only` is an `INTEGER` 0 or 1; the schema version is
-//! `PRAGMA user_version`. What differs from the PostgreSQL store is below:
-//! locking (one writer at a time, in any process), this host's clock, and the
-//! statements built on them, kept next to this executor.
+//! `PRAGMA user_version`. The store traits are implemented once, over this
+//! executor and the PostgreSQL one, in the catalogue's domain files; what differs
+//! from the PostgreSQL store is described below (locking: one writer at a time,
+//! in any process; this host's clock), and written there beside PostgreSQL's
+//! statement or branch. This module keeps the executor: the connections, the
+//! write transaction (`BEGIN IMMEDIATE`), the group commit and the error classes.
 //!
 //! Writes into a bucket (`put_object`, through the group commit like
 //! `put_version`; `create_multipart`; `complete_multipart`; `create_upload`;
@@ -104,13 +107,7 @@
 //! unexpected SQLite error is [`MetaError::Corrupt`]. Nothing read from the file can
 //! make the store panic.
 
-mod cluster;
-mod content;
-mod s3;
 mod schema;
-mod steps;
-mod uploads;
-mod versions;
 
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
@@ -119,12 +116,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use rusqlite::types::ToSql;
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode};
+use std::future::Future;
 
-use super::{ContentRecord, DeleteOutcome, MetaError, ObjectAttrs, Precondition, VersionRecord};
+use super::exec::{Answer, Cell, Conn, Executor, Row, Value};
+use super::sql::{Dialect, Sql, SqlStore};
+use super::MetaError;
 use schema::migrate;
-use versions::{delete_in, put_object_in, put_version_in};
 
 /// How long a connection waits for another connection's lock before giving up with
 /// [`MetaError::Unavailable`].
@@ -136,13 +137,19 @@ const READERS: usize = 4;
 /// Prepared statements cached per connection (more than the store uses: about 80).
 const STATEMENT_CACHE: usize = 128;
 
-/// A [`MetaStore`](crate::meta::MetaStore) in one SQLite file, shareable by several processes on one host.
+/// The SQLite executor: one writer connection and a few readers on one file, on
+/// tokio's blocking pool, with the group commit. [`SqliteStore`] is the metadata
+/// store over it.
 ///
-/// Cheap to share: wrap it in an `Arc`. Dropping the last handle closes its
+/// Cheap to share: wrap the store in an `Arc`. Dropping the last handle closes its
 /// connections.
-pub struct SqliteStore {
+pub struct Sqlite {
     inner: Arc<Inner>,
 }
+
+/// A [`MetaStore`](crate::meta::MetaStore) in one SQLite file, shareable by several
+/// processes on one host.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 struct Inner {
     /// The only connection that writes, so writes from this process queue here
@@ -151,99 +158,192 @@ struct Inner {
     /// Read-only connections, handed out round-robin.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// Writes (`put_version`, `delete`) waiting for the next group commit.
-    pending: Mutex<Vec<PendingWrite>>,
+    /// Grouped writes (`put_version`, `put_object`, `delete`) waiting for the next
+    /// group commit.
+    pending: Mutex<Vec<Box<dyn GroupedWrite>>>,
+}
+
+/// A grouped write waiting for its batch.
+trait GroupedWrite: Send {
+    /// Does the write in a savepoint of the batch's transaction of its own, so that
+    /// one that fails is rolled back alone; answers once the batch has committed.
+    fn apply(self: Box<Self>, conn: &mut Connection) -> Box<dyn Committed>;
+
+    /// Answers `e` without having run.
+    fn fail(self: Box<Self>, e: &MetaError);
+}
+
+/// A grouped write done in its savepoint, its answer held until the batch commits.
+trait Committed: Send {
+    /// Answers the caller: the write's own outcome if the batch committed, the
+    /// commit's error if it did not (then neither did this write).
+    fn send(self: Box<Self>, commit: Result<(), &MetaError>);
+}
+
+/// A queued job and where its caller waits.
+struct Queued<T, F> {
+    what: &'static str,
+    job: F,
+    reply: Reply<T>,
 }
 
 /// Where a queued write's caller waits for its answer.
 type Reply<T> = tokio::sync::oneshot::Sender<Result<T, MetaError>>;
 
-/// One write waiting to be committed with others.
-struct PendingWrite {
-    bucket: String,
-    name: String,
-    op: WriteOp,
-}
-
-/// What a queued write does, and who waits for it.
-enum WriteOp {
-    /// `put_version`: add a version unconditionally.
-    Put { content: Option<ContentRecord>, reply: Reply<VersionRecord> },
-    /// `put_object`: add a version with attributes if the bucket exists.
-    PutObject {
-        content: ContentRecord,
-        // Boxed: the other writes queue in less than half the room.
-        attrs: Box<ObjectAttrs>,
-        condition: Option<Precondition>,
-        reply: Reply<VersionRecord>,
-    },
-    /// `delete`: add a tombstone unless there is no live version.
-    Delete { reply: Reply<DeleteOutcome> },
-}
-
-/// A write done in its savepoint, its answer held until the batch commits.
-enum Done {
-    Put(Reply<VersionRecord>, Result<VersionRecord, MetaError>),
-    Delete(Reply<DeleteOutcome>, Result<DeleteOutcome, MetaError>),
-}
-
-impl PendingWrite {
-    /// Does the write in a savepoint of `tx` of its own, so that one that fails is
-    /// rolled back alone.
-    fn apply(self, tx: &mut rusqlite::Transaction<'_>) -> Done {
-        let PendingWrite { bucket, name, op } = self;
-        match op {
-            WriteOp::Put { content, reply } => {
-                Done::Put(reply, in_savepoint(tx, |sp| put_version_in(sp, bucket, name, content, None)))
-            }
-            WriteOp::PutObject { content, attrs, condition, reply } => Done::Put(
-                reply,
-                in_savepoint(tx, |sp| put_object_in(sp, bucket, name, content, *attrs, condition.as_ref())),
-            ),
-            WriteOp::Delete { reply } => Done::Delete(reply, in_savepoint(tx, |sp| delete_in(sp, bucket, name))),
-        }
+impl<T, F> GroupedWrite for Queued<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+{
+    fn apply(self: Box<Self>, conn: &mut Connection) -> Box<dyn Committed> {
+        let Queued { what, job, reply } = *self;
+        let outcome = in_savepoint(conn, what, job);
+        Box::new(Done { reply, outcome })
     }
 
-    /// Answers `e` without having run.
-    fn fail(self, e: &MetaError) {
-        match self.op {
-            WriteOp::Put { reply, .. } | WriteOp::PutObject { reply, .. } => drop(reply.send(Err(same_error(e)))),
-            WriteOp::Delete { reply } => drop(reply.send(Err(same_error(e)))),
-        }
+    fn fail(self: Box<Self>, e: &MetaError) {
+        drop(self.reply.send(Err(same_error(e))));
     }
 }
 
-impl Done {
-    /// Answers the caller once the batch is committed.
-    fn send(self) {
-        match self {
-            Done::Put(reply, outcome) => drop(reply.send(outcome)),
-            Done::Delete(reply, outcome) => drop(reply.send(outcome)),
-        }
-    }
+/// A write's outcome, waiting for its batch's commit.
+struct Done<T> {
+    reply: Reply<T>,
+    outcome: Result<T, MetaError>,
+}
 
-    /// Answers `e`: the batch did not commit, so neither did this write.
-    fn fail(self, e: &MetaError) {
-        match self {
-            Done::Put(reply, _) => drop(reply.send(Err(same_error(e)))),
-            Done::Delete(reply, _) => drop(reply.send(Err(same_error(e)))),
-        }
+impl<T: Send> Committed for Done<T> {
+    fn send(self: Box<Self>, commit: Result<(), &MetaError>) {
+        let answer = match commit {
+            Ok(()) => self.outcome,
+            Err(e) => Err(same_error(e)),
+        };
+        drop(self.reply.send(answer));
     }
 }
 
-/// Runs `f` in a savepoint of `tx`, released when `f` succeeds and rolled back
-/// when it fails.
+/// Runs `job` in a savepoint of the transaction open on `conn`, released when the
+/// job succeeds and rolled back when it fails.
 fn in_savepoint<T>(
-    tx: &mut rusqlite::Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+    conn: &mut Connection,
+    what: &str,
+    job: impl for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T>,
 ) -> Result<T, MetaError> {
-    let sp = tx.savepoint().context("savepoint")?;
-    let out = f(&sp)?;
-    sp.commit().context("release savepoint")?;
-    Ok(out)
+    conn.execute_batch("SAVEPOINT grouped").context(what)?;
+    match run_now(conn, what, job) {
+        Ok(out) => {
+            conn.execute_batch("RELEASE grouped").context(what)?;
+            Ok(out)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO grouped; RELEASE grouped").context(what)?;
+            Err(e)
+        }
+    }
 }
 
-impl std::fmt::Debug for SqliteStore {
+/// Runs `job` on `conn` to its end, here: every statement of a [`SqliteConn`]
+/// completes at once, so its future is ready when first polled.
+fn run_now<T>(
+    conn: &mut Connection,
+    what: &str,
+    job: impl for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T>,
+) -> Result<T, MetaError> {
+    let mut conn = SqliteConn { conn };
+    job(&mut conn)
+        .now_or_never()
+        .unwrap_or_else(|| Err(MetaError::Corrupt(format!("{what}: a SQLite job waited on something else"))))
+}
+
+/// Runs `job` in a `BEGIN IMMEDIATE` transaction on `conn` (the writer): the write
+/// lock is taken first, so what the job reads stays true until it commits, in any
+/// process.
+fn immediate<T>(
+    conn: &mut Connection,
+    what: &str,
+    job: impl for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T>,
+) -> Result<T, MetaError> {
+    conn.execute_batch("BEGIN IMMEDIATE").context(what)?;
+    match run_now(conn, what, job) {
+        Ok(out) => {
+            conn.execute_batch("COMMIT").context(what)?;
+            Ok(out)
+        }
+        Err(e) => {
+            // A failed rollback leaves the transaction open; the next use of the
+            // writer undoes it (Inner::writer).
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// A SQLite connection as the store's one implementation sees it.
+struct SqliteConn<'a> {
+    conn: &'a mut Connection,
+}
+
+#[async_trait]
+impl Conn for SqliteConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn query(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
+        let mut stmt = self.conn.prepare_cached(sql.sqlite).context(what)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqliteValue))).context(what)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().context(what)? {
+            let cells = (0..columns).map(|i| row.get_ref(i).map(cell)).collect::<rusqlite::Result<_>>();
+            out.push(Row::new(what, cells.context(what)?));
+        }
+        Ok(out)
+    }
+
+    async fn execute(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
+        let mut stmt = self.conn.prepare_cached(sql.sqlite).context(what)?;
+        let changed = stmt.execute(rusqlite::params_from_iter(params.iter().map(SqliteValue))).context(what)?;
+        Ok(changed as u64)
+    }
+}
+
+/// A SQLite value as a [`Cell`].
+fn cell(value: ValueRef<'_>) -> Cell {
+    match value {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        // No column of the schema is REAL; keep the value to report it.
+        ValueRef::Real(v) => Cell::Text(v.to_string()),
+        ValueRef::Text(v) => match std::str::from_utf8(v) {
+            Ok(text) => Cell::Text(text.to_string()),
+            Err(_) => Cell::Bytes(v.to_vec()),
+        },
+        ValueRef::Blob(v) => Cell::Bytes(v.to_vec()),
+    }
+}
+
+/// A [`Value`] as rusqlite binds it.
+struct SqliteValue<'a>(&'a Value);
+
+impl ToSql for SqliteValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Int(Some(v)) => ToSqlOutput::from(*v),
+            Value::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Bytes(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+            Value::Int(None) | Value::Text(None) | Value::Bytes(None) => {
+                ToSqlOutput::Owned(rusqlite::types::Value::Null)
+            }
+            Value::Bool(v) => ToSqlOutput::from(*v),
+            Value::Texts(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure("SQLite has no array parameters".into()))
+            }
+        })
+    }
+}
+
+impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("readers", &self.inner.readers.len()).finish_non_exhaustive()
     }
@@ -261,43 +361,61 @@ impl SqliteStore {
         let url = format!("sqlite:{}", path.display());
         let opened = tokio::task::spawn_blocking(move || open_blocking(&path)).await;
         match opened {
-            Ok(Ok(inner)) => Ok(SqliteStore { inner: Arc::new(inner) }),
+            Ok(Ok(inner)) => Ok(SqlStore::new(Sqlite { inner: Arc::new(inner) })),
             Ok(Err(reason)) => Err(MetaError::Open { url, reason }),
             Err(e) => Err(MetaError::Open { url, reason: format!("open task failed: {e}") }),
         }
     }
+}
 
-    /// Queues a write for the next group commit and runs a commit on the blocking
+impl Executor for Sqlite {
+    /// On a reader connection (a read-only one: SQLite refuses a write there).
+    fn run<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || run_now(&mut inner.reader(), what, f))
+    }
+
+    fn write<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || run_now(&mut inner.writer(), what, f))
+    }
+
+    fn transaction<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || immediate(&mut inner.writer(), what, f))
+    }
+
+    /// Queues the write for the next group commit and runs a commit on the blocking
     /// pool (which may find the write already taken by an earlier one).
-    async fn queue(&self, bucket: &str, name: &str, op: WriteOp) -> Result<(), MetaError> {
-        let write = PendingWrite { bucket: bucket.to_string(), name: name.to_string(), op };
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(write);
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            flush_writes(&inner);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Runs `f` with a reader connection on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T, MetaError>
+    fn grouped<T, F>(&self, what: &'static str, f: F) -> impl Future<Output = Result<T, MetaError>> + Send
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut dyn Conn) -> Answer<'c, T> + Send + 'static,
     {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let write: Box<dyn GroupedWrite> = Box::new(Queued { what, job: f, reply });
         let inner = Arc::clone(&self.inner);
-        blocking(move || f(&inner.reader())).await
-    }
-
-    /// Runs `f` with the writer connection on the blocking pool.
-    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || f(&mut inner.writer())).await
+        async move {
+            inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(write);
+            blocking(move || {
+                flush_writes(&inner);
+                Ok(())
+            })
+            .await?;
+            answer.await.map_err(|_| MetaError::Unavailable("metadata writer stopped before answering".into()))?
+        }
     }
 }
 
@@ -418,31 +536,6 @@ impl<T> Context<T> for rusqlite::Result<T> {
     }
 }
 
-/// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer: the write lock is
-/// taken first, so what `f` reads stays true until it commits, in any process.
-fn immediate<T>(
-    conn: &mut Connection,
-    what: &str,
-    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
-) -> Result<T, MetaError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(what)?;
-    let out = f(&tx)?;
-    tx.commit().context(what)?;
-    Ok(out)
-}
-
-/// `(text, integer)` rows of a query.
-fn query_pairs(
-    conn: &Connection,
-    what: &str,
-    sql: &str,
-    params: &[&dyn ToSql],
-) -> Result<Vec<(String, i64)>, MetaError> {
-    let mut stmt = conn.prepare_cached(sql).context(what)?;
-    let rows = stmt.query_map(params, |row| Ok((row.get(0)?, row.get(1)?))).context(what)?;
-    rows.map(|row| row.context(what)).collect()
-}
-
 /// Group commit: takes the writer, then every write queued so far, and commits
 /// them in one transaction, each in a savepoint of its own (one that fails is
 /// rolled back alone). With `synchronous=FULL` every commit costs an fsync; writers
@@ -456,17 +549,17 @@ fn flush_writes(inner: &Inner) {
     if batch.is_empty() {
         return; // an earlier flush took this caller's request
     }
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate).context(WHAT) {
-        Ok(tx) => tx,
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").context(WHAT) {
+        batch.into_iter().for_each(|write| write.fail(&e));
+        return;
+    }
+    let done: Vec<Box<dyn Committed>> = batch.into_iter().map(|write| write.apply(&mut conn)).collect();
+    match conn.execute_batch("COMMIT").context(WHAT) {
+        Ok(()) => done.into_iter().for_each(|d| d.send(Ok(()))),
         Err(e) => {
-            batch.into_iter().for_each(|p| p.fail(&e));
-            return;
+            let _ = conn.execute_batch("ROLLBACK");
+            done.into_iter().for_each(|d| d.send(Err(&e)));
         }
-    };
-    let done: Vec<Done> = batch.into_iter().map(|p| p.apply(&mut tx)).collect();
-    match tx.commit().context(WHAT) {
-        Ok(()) => done.into_iter().for_each(Done::send),
-        Err(e) => done.into_iter().for_each(|d| d.fail(&e)),
     }
 }
 

@@ -158,12 +158,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::content::SQL_DOOM;
-    use super::super::s3::{SQL_BUCKET_MULTIPART, UPLOAD_LIST_STATEMENTS};
-    use super::super::steps::SQL_STALE_MULTIPART;
-    use super::super::versions::{LIST_STATEMENTS, SQL_NAMES_AFTER, VERSION_LIST_STATEMENTS};
     use super::*;
-    use crate::meta::sql;
+    use crate::meta::row::{ListStatements, PairStatements};
+    use crate::meta::sql::{self, Dialect};
+
+    const LIST_STATEMENTS: ListStatements = sql::LIST.of(Dialect::Sqlite);
+    const VERSION_LIST_STATEMENTS: PairStatements = sql::VERSION_LIST.of(Dialect::Sqlite);
+    const UPLOAD_LIST_STATEMENTS: ListStatements = sql::UPLOAD_LIST.of(Dialect::Sqlite);
+    const SQL_NAMES_AFTER: &str = sql::NAMES_AFTER.sqlite;
+    const SQL_DOOM: &str = sql::DOOM.sqlite;
+    const SQL_STALE_MULTIPART: &str = sql::STALE_MULTIPART.sqlite;
+    const SQL_BUCKET_MULTIPART: &str = sql::LOCK_BUCKET_MULTIPART.sqlite;
     use rusqlite::types::ToSql;
 
     /// The hot paths must be index seeks and range scans in primary-key order: no
@@ -214,7 +219,7 @@ mod tests {
         assert!(on.contains("SEARCH c USING INDEX sqlite_autoindex_content_1 (hash=?)"), "{on}");
         for (sql, params) in [
             (sql::DOOMED_BEFORE.sqlite, vec![&0 as &dyn ToSql, &"", &10]),
-            (sql::DELETING.sqlite, vec![&"" as &dyn ToSql, &10]),
+            (sql::DELETING_ROWS.sqlite, vec![&"" as &dyn ToSql, &10]),
         ] {
             let plan = plan(sql, &params);
             assert!(plan.contains("USING INDEX content_by_state (state=? AND hash>?)"), "{sql}\n{plan}");
