@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn::content::Policy;
+use cairn::data::client::{DataClient, DataTimeouts};
+use cairn::data::wire::StoreStats;
 use cairn::dev::{DevCluster, DevConfig};
 
 /// A running in-process cluster and the temp dir holding its files.
@@ -143,11 +145,13 @@ impl TestCluster {
     /// Shards stored on every data server: files plus volume records (from each
     /// data server's `GET /stats`).
     pub async fn shard_count(&self) -> usize {
+        let client = DataClient::new(DataTimeouts::default());
         let mut records = 0;
         for addr in &self.cluster.data_addrs {
-            let stats: serde_json::Value =
-                self.http.get(format!("http://{addr}/stats")).send().await.unwrap().json().await.unwrap();
-            records += stats["shards"].as_u64().unwrap_or(0) as usize;
+            match client.stats(&addr.to_string()).await.unwrap_or_else(|e| panic!("GET /stats of {addr}: {e}")) {
+                StoreStats::Volumes(v) => records += v.shards as usize,
+                StoreStats::NoVolumes { .. } => {}
+            }
         }
         self.shard_files().len() + records
     }
