@@ -4,8 +4,9 @@
 //!
 //! Where the stores differ, both texts stand side by side ([`Sql::each`]): the
 //! placement index is filled from the placement JSON with SQLite's `json_each` or
-//! PostgreSQL's `json_each_text`, and PostgreSQL locks rows (`FOR UPDATE`) where
-//! SQLite's write transaction already holds the one write lock.
+//! PostgreSQL's `json_each_text`. PostgreSQL locks rows (`FOR UPDATE`, named after
+//! `postgres:` in the catalogue) where SQLite's write transaction already holds
+//! the one write lock.
 
 use async_trait::async_trait;
 
@@ -27,13 +28,6 @@ const INDEX_FILL: Sql = Sql::each(
      SELECT j.value, $1, j.key::BIGINT FROM json_each_text($2::TEXT::json) j ON CONFLICT DO NOTHING",
 );
 
-/// `begin_delete`'s first statement: the row's state (PostgreSQL: row-locking it
-/// until the commit).
-const LOCK_STATE: Sql = Sql::each(
-    "SELECT state, doomed_since_ms FROM content WHERE hash = ?1",
-    "SELECT state, doomed_since_ms FROM content WHERE hash = $1 FOR UPDATE",
-);
-
 /// Marks up to $2 unreferenced live rows doomed since $1 (PostgreSQL: skipping rows
 /// a writer has locked).
 pub(crate) const DOOM: Sql = Sql::each(
@@ -49,13 +43,14 @@ pub(crate) const DOOM: Sql = Sql::each(
       AND NOT EXISTS (SELECT 1 FROM multipart_parts m WHERE m.hash = c.hash) LIMIT $2 FOR UPDATE SKIP LOCKED)",
 );
 
-/// `finish_delete`'s check that the row is deleting (PostgreSQL: row-locking it).
-const LOCK_DELETING: Sql = Sql::each(
-    "SELECT 1 FROM content WHERE hash = ?1 AND state = 'deleting'",
-    "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting' FOR UPDATE",
-);
-
 sql! {
+    /// `begin_delete`'s first statement: the row's state (PostgreSQL: row-locking it
+    /// until the commit).
+    LOCK_STATE = "SELECT state, doomed_since_ms FROM content WHERE hash = $1", postgres: "FOR UPDATE";
+
+    /// `finish_delete`'s check that the row is deleting (PostgreSQL: row-locking it).
+    LOCK_DELETING = "SELECT 1 FROM content WHERE hash = $1 AND state = 'deleting'", postgres: "FOR UPDATE";
+
     CONTENT = "SELECT hash, size, policy, placement, encoding, stored_size FROM content WHERE hash = $1";
 
     /// Records content and makes it live; returns no row when it is deleting.

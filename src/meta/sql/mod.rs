@@ -166,27 +166,48 @@ pub(crate) const fn to_sqlite<const N: usize>(postgres: &str) -> [u8; N] {
     out
 }
 
+/// `a` then `b`, byte for byte (`N` is the sum of their lengths).
+pub(crate) const fn join<const N: usize>(a: &str, b: &str) -> [u8; N] {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    assert!(a.len() + b.len() == N, "join: the output length must be the sum of the inputs'");
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
+
 /// Defines a [`Sql`] constant from its PostgreSQL text (any constant `&str`
 /// expression: a literal, `concat!`, a column macro), with its SQLite text made at
-/// compile time by [`to_sqlite`].
+/// compile time by [`to_sqlite`]. A statement that PostgreSQL must run with a row
+/// lock (`FOR UPDATE`, `FOR SHARE`, `FOR UPDATE SKIP LOCKED`) names it after
+/// `postgres:`: the lock is appended to PostgreSQL's text only, because SQLite's
+/// write transaction already holds its one write lock.
 macro_rules! sql {
-    ($($(#[$attr:meta])* $name:ident = $text:expr;)+) => {
+    ($($(#[$attr:meta])* $name:ident = $text:expr $(, postgres: $lock:literal)?;)+) => {
         $(
             $(#[$attr])*
             pub(crate) const $name: $crate::meta::sql::Sql = {
-                const POSTGRES: &str = $text;
-                const SQLITE: &[u8; POSTGRES.len()] = &$crate::meta::sql::to_sqlite(POSTGRES);
-                match std::str::from_utf8(SQLITE) {
-                    Ok(sqlite) => $crate::meta::sql::Sql { sqlite, postgres: POSTGRES },
-                    // Unreachable: only ASCII bytes are rewritten, to ASCII.
-                    Err(_) => panic!("a statement's SQLite text is not UTF-8"),
+                const BASE: &str = $text;
+                const LOCK: &str = concat!("" $(, " ", $lock)?);
+                const SQLITE: &[u8; BASE.len()] = &$crate::meta::sql::to_sqlite(BASE);
+                const POSTGRES: &[u8; BASE.len() + LOCK.len()] = &$crate::meta::sql::join(BASE, LOCK);
+                match (std::str::from_utf8(SQLITE), std::str::from_utf8(POSTGRES)) {
+                    (Ok(sqlite), Ok(postgres)) => $crate::meta::sql::Sql { sqlite, postgres },
+                    // Unreachable: only ASCII bytes are rewritten, to ASCII, and
+                    // whole strings joined.
+                    _ => panic!("a statement's text is not UTF-8"),
                 }
             };
         )+
 
-        /// Every statement defined here, by name, for the catalogue's tests.
+        /// Every statement defined here, by name, with PostgreSQL's lock, for the
+        /// catalogue's tests.
         #[cfg(test)]
-        pub(crate) const ALL: &[(&str, $crate::meta::sql::Sql)] = &[$((stringify!($name), $name)),+];
+        pub(crate) const ALL: &[(&str, $crate::meta::sql::Sql, &str)] =
+            &[$((stringify!($name), $name, concat!("" $(, " ", $lock)?))),+];
     };
 }
 pub(crate) use sql;
@@ -205,26 +226,30 @@ mod tests {
         );
         sql! {
             PROBE = concat!("DELETE FROM t WHERE a = $1", " AND b = $2");
+            LOCKED = "SELECT a FROM t WHERE x = $1", postgres: "FOR UPDATE";
         }
         assert_eq!(PROBE.postgres, "DELETE FROM t WHERE a = $1 AND b = $2");
         assert_eq!(PROBE.sqlite, "DELETE FROM t WHERE a = ?1 AND b = ?2");
         assert_eq!(PROBE.of(Dialect::Sqlite), PROBE.sqlite);
         assert_eq!(PROBE.of(Dialect::Postgres), PROBE.postgres);
-        assert_eq!(ALL.len(), 1);
+        assert_eq!(LOCKED.sqlite, "SELECT a FROM t WHERE x = ?1");
+        assert_eq!(LOCKED.postgres, "SELECT a FROM t WHERE x = $1 FOR UPDATE");
+        assert_eq!(ALL.len(), 2);
+        assert_eq!(ALL[1].2, " FOR UPDATE");
     }
 
     /// No `$` survives in a SQLite statement and no `?N` is in a PostgreSQL one;
-    /// the two differ only where the placeholders are.
+    /// the two differ only where the placeholders are, and by PostgreSQL's lock.
     #[test]
     fn every_statement_differs_only_by_its_placeholders() {
         let all = [cluster::ALL, content::ALL, s3::ALL, steps::ALL, uploads::ALL, versions::ALL].concat();
         assert!(all.len() >= 50, "{} statements", all.len());
-        for (name, sql) in all {
+        for (name, sql, lock) in all {
             assert!(!sql.sqlite.contains('$'), "{name}: {}", sql.sqlite);
             let pg = sql.postgres.as_bytes();
             let question_digit = pg.windows(2).any(|w| w[0] == b'?' && w[1].is_ascii_digit());
             assert!(!question_digit, "{name}: {}", sql.postgres);
-            assert_eq!(sql.sqlite.replace('?', "$"), sql.postgres, "{name}");
+            assert_eq!(format!("{}{lock}", sql.sqlite.replace('?', "$")), sql.postgres, "{name}");
         }
     }
 }

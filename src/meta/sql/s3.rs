@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::content::record_content;
 use super::steps::{drop_multipart, drop_upload, remove_batch, share_bucket};
 use super::versions::add_version;
-use super::{Sql, SqlStore};
+use super::SqlStore;
 use crate::meta::exec::{params, Executor, Row};
 use crate::meta::row::{
     attrs_json, key_buckets_json, sql_limit, Batch, RawAccessKey, RawMultipart, RawMultipartPart, UploadListRange,
@@ -44,6 +44,33 @@ macro_rules! select_uploads {
 }
 
 sql! {
+    /// `delete_bucket`'s first statement (PostgreSQL: locks the bucket's row, waiting
+    /// for every write into it that holds a share lock).
+    LOCK_BUCKET = "SELECT 1 FROM buckets WHERE name = $1", postgres: "FOR UPDATE";
+
+    /// The bucket's tus uploads, and whether each is still open (PostgreSQL: locked
+    /// against appends and finishes until the commit, in id order). `uploads` has no
+    /// index on the bucket: this scans it, which only a bucket deletion does, and the
+    /// table holds only unexpired uploads (the expiry worker removes the rest).
+    LOCK_BUCKET_UPLOADS = "SELECT id, finished_version IS NULL FROM uploads WHERE bucket = $1 ORDER BY id",
+        postgres: "FOR UPDATE";
+
+    /// The bucket's multipart uploads, a range of `multipart_uploads_by_name`
+    /// (PostgreSQL: locked against `put_part` until the commit).
+    LOCK_BUCKET_MULTIPART = "SELECT id FROM multipart_uploads WHERE bucket = $1 ORDER BY id", postgres: "FOR UPDATE";
+
+    /// `put_part`'s first statement: the upload (PostgreSQL: share-locked, so that no
+    /// abort or completion removes it, and its parts, before this part is in).
+    SHARE_MULTIPART = "SELECT 1 FROM multipart_uploads WHERE id = $1", postgres: "FOR SHARE";
+
+    /// An abort's or a completion's upload (PostgreSQL: locked against `put_part`
+    /// until the commit).
+    LOCK_MULTIPART = "SELECT bucket, name FROM multipart_uploads WHERE id = $1", postgres: "FOR UPDATE";
+
+    /// The bucket of a multipart upload, read before the completion locks it (the
+    /// bucket's lock comes first; an upload's bucket never changes).
+    MULTIPART_BUCKET = "SELECT bucket FROM multipart_uploads WHERE id = $1";
+
     CREATE_BUCKET = "INSERT INTO buckets (name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 
     BUCKET = "SELECT name, created_ms FROM buckets WHERE name = $1";
@@ -96,48 +123,6 @@ pub(crate) const UPLOAD_LIST: Lists = Lists {
     after: UPLOAD_LIST_AFTER,
     after_upto: UPLOAD_LIST_AFTER_UPTO,
 };
-
-/// `delete_bucket`'s first statement (PostgreSQL: locks the bucket's row, waiting
-/// for every write into it that holds a share lock).
-const LOCK_BUCKET: Sql =
-    Sql::each("SELECT 1 FROM buckets WHERE name = ?1", "SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE");
-
-/// The bucket's tus uploads, and whether each is still open (PostgreSQL: locked
-/// against appends and finishes until the commit, in id order). `uploads` has no
-/// index on the bucket: this scans it, which only a bucket deletion does, and the
-/// table holds only unexpired uploads (the expiry worker removes the rest).
-const LOCK_BUCKET_UPLOADS: Sql = Sql::each(
-    "SELECT id, finished_version IS NULL FROM uploads WHERE bucket = ?1 ORDER BY id",
-    "SELECT id, finished_version IS NULL FROM uploads WHERE bucket = $1 ORDER BY id FOR UPDATE",
-);
-
-/// The bucket's multipart uploads, a range of `multipart_uploads_by_name`
-/// (PostgreSQL: locked against `put_part` until the commit).
-pub(crate) const LOCK_BUCKET_MULTIPART: Sql = Sql::each(
-    "SELECT id FROM multipart_uploads WHERE bucket = ?1 ORDER BY id",
-    "SELECT id FROM multipart_uploads WHERE bucket = $1 ORDER BY id FOR UPDATE",
-);
-
-/// `put_part`'s first statement: the upload (PostgreSQL: share-locked, so that no
-/// abort or completion removes it, and its parts, before this part is in).
-const SHARE_MULTIPART: Sql = Sql::each(
-    "SELECT 1 FROM multipart_uploads WHERE id = ?1",
-    "SELECT 1 FROM multipart_uploads WHERE id = $1 FOR SHARE",
-);
-
-/// An abort's or a completion's upload (PostgreSQL: locked against `put_part`
-/// until the commit).
-const LOCK_MULTIPART: Sql = Sql::each(
-    "SELECT bucket, name FROM multipart_uploads WHERE id = ?1",
-    "SELECT bucket, name FROM multipart_uploads WHERE id = $1 FOR UPDATE",
-);
-
-/// The bucket of a multipart upload, read before the completion locks it (the
-/// bucket's lock comes first; an upload's bucket never changes).
-const MULTIPART_BUCKET: Sql = Sql::each(
-    "SELECT bucket FROM multipart_uploads WHERE id = ?1",
-    "SELECT bucket FROM multipart_uploads WHERE id = $1",
-);
 
 /// Locks and removes every upload into `bucket`, tus and multipart, with their
 /// parts, inside the caller's transaction (which holds the bucket, so no new one

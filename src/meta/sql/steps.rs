@@ -8,13 +8,23 @@
 //! share-locks the bucket's row until the commit (`delete_bucket` locks it
 //! exclusively), and its batches skip rows another transaction holds.
 
-use super::Sql;
 use crate::meta::exec::{params, Conn, Executor};
 use crate::meta::row::{sql_limit, Batch};
 use crate::meta::sql::sql;
 use crate::meta::MetaError;
 
 sql! {
+    /// The bucket's row (PostgreSQL: share-locked until the commit).
+    SHARE_BUCKET = "SELECT 1 FROM buckets WHERE name = $1", postgres: "FOR SHARE";
+
+    /// Up to $2 multipart uploads begun at or before $1.
+    STALE_MULTIPART = "SELECT id FROM multipart_uploads WHERE created_ms <= $1 ORDER BY created_ms LIMIT $2",
+        postgres: "FOR UPDATE SKIP LOCKED";
+
+    /// Up to $2 tus uploads expired at $1.
+    EXPIRED_UPLOADS = "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2",
+        postgres: "FOR UPDATE SKIP LOCKED";
+
     DROP_MULTIPART_PARTS = "DELETE FROM multipart_parts WHERE upload_id = $1";
 
     DROP_MULTIPART = "DELETE FROM multipart_uploads WHERE id = $1";
@@ -23,22 +33,6 @@ sql! {
 
     DROP_UPLOAD = "DELETE FROM uploads WHERE id = $1";
 }
-
-/// The bucket's row (PostgreSQL: share-locked until the commit).
-const SHARE_BUCKET: Sql =
-    Sql::each("SELECT 1 FROM buckets WHERE name = ?1", "SELECT 1 FROM buckets WHERE name = $1 FOR SHARE");
-
-/// Up to $2 multipart uploads begun at or before $1.
-pub(crate) const STALE_MULTIPART: Sql = Sql::each(
-    "SELECT id FROM multipart_uploads WHERE created_ms <= ?1 ORDER BY created_ms LIMIT ?2",
-    "SELECT id FROM multipart_uploads WHERE created_ms <= $1 ORDER BY created_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-);
-
-/// Up to $2 tus uploads expired at $1.
-const EXPIRED_UPLOADS: Sql = Sql::each(
-    "SELECT id FROM uploads WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2",
-    "SELECT id FROM uploads WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED",
-);
 
 /// Checks (PostgreSQL: share-locks) the bucket's row inside the caller's
 /// transaction; [`MetaError::NoSuchBucket`] when there is none.

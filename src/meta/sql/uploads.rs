@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::content::record_content;
 use super::steps::{drop_upload, remove_batch, share_bucket, DROP_PARTS};
 use super::versions::add_version;
-use super::{Sql, SqlStore};
+use super::SqlStore;
 use crate::meta::exec::{params, Executor, Row};
 use crate::meta::row::upload_columns;
 use crate::meta::row::{next_version, parse_part, sql_limit, to_sql_int, upload_int, Batch, RawUpload};
@@ -21,6 +21,18 @@ use crate::meta::{
 };
 
 sql! {
+    /// `append_upload`'s and `delete_upload`'s first statement (PostgreSQL: row-locks
+    /// the upload until the commit).
+    LOCK_UPLOAD = "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = $1",
+        postgres: "FOR UPDATE";
+
+    /// The bucket of an upload, read before its row is locked: the bucket's lock comes
+    /// first (see the PostgreSQL store's docs), and an upload's bucket never changes.
+    UPLOAD_BUCKET = "SELECT bucket FROM uploads WHERE id = $1";
+
+    /// What `finish_upload` writes to (PostgreSQL: row-locking the upload).
+    LOCK_UPLOAD_TARGET = "SELECT bucket, name, finished_version FROM uploads WHERE id = $1", postgres: "FOR UPDATE";
+
     INSERT_UPLOAD = "INSERT INTO uploads (id, bucket, name, length, upload_offset, metadata, expected, \
          hasher, created_ms, expires_ms, finished_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
@@ -36,24 +48,6 @@ sql! {
 
     FINISH_UPLOAD = "UPDATE uploads SET finished_version = $2 WHERE id = $1";
 }
-
-/// `append_upload`'s and `delete_upload`'s first statement (PostgreSQL: row-locks
-/// the upload until the commit).
-const LOCK_UPLOAD: Sql = Sql::each(
-    "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = ?1",
-    "SELECT upload_offset, finished_version IS NOT NULL FROM uploads WHERE id = $1 FOR UPDATE",
-);
-
-/// The bucket of an upload, read before its row is locked: the bucket's lock comes
-/// first (see the PostgreSQL store's docs), and an upload's bucket never changes.
-pub(crate) const UPLOAD_BUCKET: Sql =
-    Sql::each("SELECT bucket FROM uploads WHERE id = ?1", "SELECT bucket FROM uploads WHERE id = $1");
-
-/// What `finish_upload` writes to (PostgreSQL: row-locking the upload).
-const LOCK_UPLOAD_TARGET: Sql = Sql::each(
-    "SELECT bucket, name, finished_version FROM uploads WHERE id = ?1",
-    "SELECT bucket, name, finished_version FROM uploads WHERE id = $1 FOR UPDATE",
-);
 
 /// An `uploads` row (columns as [`upload_columns`]), validated.
 fn upload_row(row: &Row) -> Result<UploadRecord, MetaError> {
