@@ -66,20 +66,25 @@ pub(crate) trait Conn: Send {
     fn dialect(&self) -> Dialect;
 
     /// The rows `sql` answers.
-    async fn query(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError>;
+    async fn query(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError>;
 
     /// Runs `sql`; answers how many rows it changed.
-    async fn execute(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<u64, MetaError>;
+    async fn execute(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<u64, MetaError>;
 }
 
 impl dyn Conn + '_ {
     /// The first row `sql` answers, if any.
-    pub(crate) async fn query_opt(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Option<Row>, MetaError> {
+    pub(crate) async fn query_opt(
+        &mut self,
+        what: &'static str,
+        sql: Sql,
+        params: &[Value],
+    ) -> Result<Option<Row>, MetaError> {
         Ok(self.query(what, sql, params).await?.into_iter().next())
     }
 
     /// The one row `sql` answers; none is [`MetaError::Corrupt`].
-    pub(crate) async fn query_one(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Row, MetaError> {
+    pub(crate) async fn query_one(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<Row, MetaError> {
         self.query_opt(what, sql, params).await?.ok_or_else(|| MetaError::Corrupt(format!("{what}: no row answered")))
     }
 }
@@ -249,13 +254,13 @@ pub(crate) enum Cell {
 pub(crate) struct Row {
     cells: Vec<Cell>,
     /// The statement's `what`, for errors.
-    what: String,
+    what: &'static str,
 }
 
 impl Row {
     /// A row of `cells` answered for `what`.
-    pub(crate) fn new(what: &str, cells: Vec<Cell>) -> Row {
-        Row { cells, what: what.to_string() }
+    pub(crate) fn new(what: &'static str, cells: Vec<Cell>) -> Row {
+        Row { cells, what }
     }
 
     /// Column `i` as a `T`; a missing column or a value of another type is

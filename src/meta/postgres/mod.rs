@@ -301,7 +301,7 @@ impl Conn for PgConn<'_> {
         Dialect::Postgres
     }
 
-    async fn query(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
+    async fn query(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
         let stmt = self.prepare(what, sql).await?;
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(pg_value).collect();
         let rows = match self {
@@ -312,7 +312,7 @@ impl Conn for PgConn<'_> {
         rows.iter().map(|row| pg_row(what, row)).collect()
     }
 
-    async fn execute(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
+    async fn execute(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
         let stmt = self.prepare(what, sql).await?;
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(pg_value).collect();
         match self {
@@ -337,7 +337,7 @@ fn pg_value(value: &Value) -> &(dyn ToSql + Sync) {
 
 /// A row as cells, by each column's type; a type the schema does not use is
 /// [`MetaError::Corrupt`].
-fn pg_row(what: &str, row: &tokio_postgres::Row) -> Result<Row, MetaError> {
+fn pg_row(what: &'static str, row: &tokio_postgres::Row) -> Result<Row, MetaError> {
     let cells = row
         .columns()
         .iter()

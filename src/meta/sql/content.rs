@@ -96,7 +96,7 @@ sql! {
 /// Content the collector is deleting is refused with [`MetaError::ContentDeleting`].
 pub(crate) async fn record_content(
     c: &mut dyn Conn,
-    what: &str,
+    what: &'static str,
     content: &ContentRecord,
 ) -> Result<ContentRow, MetaError> {
     let row = ContentRow::encode(content)?;
@@ -111,7 +111,12 @@ pub(crate) async fn record_content(
 
 /// Replaces the placement index rows of `hash` by those of `placement` (JSON), on
 /// `c` inside the caller's transaction.
-pub(crate) async fn reindex(c: &mut dyn Conn, what: &str, hash: &str, placement: &str) -> Result<(), MetaError> {
+pub(crate) async fn reindex(
+    c: &mut dyn Conn,
+    what: &'static str,
+    hash: &str,
+    placement: &str,
+) -> Result<(), MetaError> {
     c.execute(what, INDEX_CLEAR, params![hash]).await?;
     c.execute(what, INDEX_FILL, params![hash, placement]).await?;
     Ok(())
@@ -133,7 +138,7 @@ pub(crate) fn content_at(row: &Row, at: usize) -> Result<ContentRecord, MetaErro
 /// The content rows a query answers, validated.
 pub(crate) async fn query_contents(
     c: &mut dyn Conn,
-    what: &str,
+    what: &'static str,
     sql: Sql,
     params: &[crate::meta::exec::Value],
 ) -> Result<Vec<ContentRecord>, MetaError> {
@@ -149,7 +154,11 @@ fn state_of(hex: &str, row: Option<Row>) -> Result<Option<ContentState>, MetaErr
 }
 
 /// `(text, integer)` rows of a query.
-pub(crate) async fn query_pairs(c: &mut dyn Conn, what: &str, sql: Sql) -> Result<Vec<(String, i64)>, MetaError> {
+pub(crate) async fn query_pairs(
+    c: &mut dyn Conn,
+    what: &'static str,
+    sql: Sql,
+) -> Result<Vec<(String, i64)>, MetaError> {
     c.query(what, sql, &[]).await?.iter().map(|row| Ok((row.get(0)?, row.get(1)?))).collect()
 }
 

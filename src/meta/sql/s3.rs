@@ -129,7 +129,11 @@ pub(crate) const UPLOAD_LIST: Lists = Lists {
 /// comes), as `delete_upload` and `abort_multipart` each remove one; returns how
 /// many were open. A finished tus upload goes too (its row only answers a repeated
 /// finish) but was not aborted, so it is not counted.
-async fn abort_bucket_uploads(c: &mut dyn crate::meta::exec::Conn, what: &str, bucket: &str) -> Result<u64, MetaError> {
+async fn abort_bucket_uploads(
+    c: &mut dyn crate::meta::exec::Conn,
+    what: &'static str,
+    bucket: &str,
+) -> Result<u64, MetaError> {
     let tus = c.query(what, LOCK_BUCKET_UPLOADS, params![bucket]).await?;
     let multipart = c.query(what, LOCK_BUCKET_MULTIPART, params![bucket]).await?;
     let mut aborted = 0;

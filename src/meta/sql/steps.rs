@@ -36,7 +36,7 @@ sql! {
 
 /// Checks (PostgreSQL: share-locks) the bucket's row inside the caller's
 /// transaction; [`MetaError::NoSuchBucket`] when there is none.
-pub(crate) async fn share_bucket(c: &mut dyn Conn, what: &str, bucket: &str) -> Result<(), MetaError> {
+pub(crate) async fn share_bucket(c: &mut dyn Conn, what: &'static str, bucket: &str) -> Result<(), MetaError> {
     match c.query_opt(what, SHARE_BUCKET, params![bucket]).await? {
         Some(_) => Ok(()),
         None => Err(MetaError::NoSuchBucket { bucket: bucket.to_string() }),
@@ -45,14 +45,14 @@ pub(crate) async fn share_bucket(c: &mut dyn Conn, what: &str, bucket: &str) -> 
 
 /// Removes a multipart upload's part rows and the upload itself inside the
 /// caller's transaction (which has locked the upload's row); true if it existed.
-pub(crate) async fn drop_multipart(c: &mut dyn Conn, what: &str, id: &str) -> Result<bool, MetaError> {
+pub(crate) async fn drop_multipart(c: &mut dyn Conn, what: &'static str, id: &str) -> Result<bool, MetaError> {
     c.execute(what, DROP_MULTIPART_PARTS, params![id]).await?;
     Ok(c.execute(what, DROP_MULTIPART, params![id]).await? > 0)
 }
 
 /// Removes a tus upload's part rows and the upload itself inside the caller's
 /// transaction (which has locked the upload's row); true if it existed.
-pub(crate) async fn drop_upload(c: &mut dyn Conn, what: &str, id: &str) -> Result<bool, MetaError> {
+pub(crate) async fn drop_upload(c: &mut dyn Conn, what: &'static str, id: &str) -> Result<bool, MetaError> {
     c.execute(what, DROP_PARTS, params![id]).await?;
     Ok(c.execute(what, DROP_UPLOAD, params![id]).await? > 0)
 }

@@ -199,14 +199,19 @@ fn version_row(row: &Row) -> Result<VersionRecord, MetaError> {
 }
 
 /// The versions a query answers, validated.
-async fn query_versions(c: &mut dyn Conn, what: &str, sql: Sql, p: &[Value]) -> Result<Vec<VersionRecord>, MetaError> {
+async fn query_versions(
+    c: &mut dyn Conn,
+    what: &'static str,
+    sql: Sql,
+    p: &[Value],
+) -> Result<Vec<VersionRecord>, MetaError> {
     c.query(what, sql, p).await?.iter().map(version_row).collect()
 }
 
 /// The version a query answers, if any, validated.
 async fn query_version(
     c: &mut dyn Conn,
-    what: &str,
+    what: &'static str,
     sql: Sql,
     p: &[Value],
 ) -> Result<Option<VersionRecord>, MetaError> {
@@ -274,7 +279,7 @@ async fn add_object(
 /// SQLite's write lock, or with PostgreSQL's head row-locked.
 async fn newest_locked(
     c: &mut dyn Conn,
-    what: &str,
+    what: &'static str,
     bucket: &str,
     name: &str,
 ) -> Result<Option<(i64, bool)>, MetaError> {

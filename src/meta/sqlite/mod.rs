@@ -289,7 +289,7 @@ impl Conn for SqliteConn<'_> {
         Dialect::Sqlite
     }
 
-    async fn query(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
+    async fn query(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<Vec<Row>, MetaError> {
         let mut stmt = self.conn.prepare_cached(sql.sqlite).context(what)?;
         let columns = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqliteValue))).context(what)?;
@@ -301,7 +301,7 @@ impl Conn for SqliteConn<'_> {
         Ok(out)
     }
 
-    async fn execute(&mut self, what: &str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
+    async fn execute(&mut self, what: &'static str, sql: Sql, params: &[Value]) -> Result<u64, MetaError> {
         let mut stmt = self.conn.prepare_cached(sql.sqlite).context(what)?;
         let changed = stmt.execute(rusqlite::params_from_iter(params.iter().map(SqliteValue))).context(what)?;
         Ok(changed as u64)
